@@ -1,0 +1,259 @@
+//! Streaming request bodies.
+//!
+//! Owns: [`Body`], the handler's view of a request body, and the connection state it shares
+//! with the server loop ([`ConnShared`]). Invariants: body bytes are read into the connection's
+//! read buffer once and handed out as zero-copy [`Bytes`]; a body never reads past its own
+//! framing (pipelined requests behind it stay in the buffer); `Expect: 100-continue` is answered
+//! only when the handler first asks for body bytes and only before the response has started;
+//! a body kept past its exchange reads nothing ([`BodyError::Detached`]); every read is bounded
+//! by `Limits::body_timeout` and the total by `Limits::max_body_bytes`.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use monoio::io::{OwnedReadHalf, OwnedWriteHalf};
+use monoio::net::TcpStream;
+use monoio::time::Instant;
+
+use crate::chunked::{Chunk, ChunkedDecoder};
+use crate::error::BodyError;
+use crate::io::{no_abort, no_interrupt, read_buf, write_all, ReadOutcome};
+use crate::limits::Limits;
+
+pub(crate) type Reader = OwnedReadHalf<TcpStream>;
+pub(crate) type Writer = OwnedWriteHalf<TcpStream>;
+
+/// The read half of a connection with its buffer of received, unconsumed bytes.
+pub(crate) struct ReadSide {
+    pub io: Reader,
+    pub buf: BytesMut,
+}
+
+/// Remaining framing of the current request body.
+#[derive(Debug)]
+pub(crate) enum BodyFraming {
+    Remaining(u64),
+    Chunked(ChunkedDecoder),
+    Done,
+}
+
+/// Per-exchange body state, shared by the server loop and the handler's [`Body`].
+#[derive(Debug)]
+pub(crate) struct BodyState {
+    pub gen: u64,
+    pub framing: BodyFraming,
+    pub received: u64,
+    pub expect_pending: bool,
+    pub response_started: bool,
+    pub error: Option<BodyError>,
+}
+
+/// State of one connection that the handler's [`Body`] needs while the handler runs.
+pub(crate) struct ConnShared {
+    pub reader: RefCell<Option<ReadSide>>,
+    pub writer: RefCell<Option<Writer>>,
+    pub body: RefCell<BodyState>,
+    pub limits: Rc<Limits>,
+}
+
+pub(crate) enum Step {
+    Data(Bytes),
+    NeedMore,
+    Done,
+}
+
+/// Consumes the next piece of the body from `buf` (pure; no I/O).
+pub(crate) fn body_step(st: &mut BodyState, buf: &mut BytesMut, max: u64) -> Result<Step, BodyError> {
+    match &mut st.framing {
+        BodyFraming::Done => Ok(Step::Done),
+        BodyFraming::Remaining(0) => {
+            st.framing = BodyFraming::Done;
+            Ok(Step::Done)
+        }
+        BodyFraming::Remaining(n) => {
+            if buf.is_empty() {
+                return Ok(Step::NeedMore);
+            }
+            let take = usize::try_from(*n).unwrap_or(usize::MAX).min(buf.len());
+            *n -= take as u64;
+            if *n == 0 {
+                st.framing = BodyFraming::Done;
+            }
+            st.received += take as u64;
+            Ok(Step::Data(buf.split_to(take).freeze()))
+        }
+        BodyFraming::Chunked(dec) => match dec.decode(buf)? {
+            Chunk::Data(b) => {
+                st.received += b.len() as u64;
+                if st.received > max {
+                    return Err(BodyError::TooLarge { limit: max });
+                }
+                Ok(Step::Data(b))
+            }
+            Chunk::NeedMore => Ok(Step::NeedMore),
+            Chunk::Done => {
+                st.framing = BodyFraming::Done;
+                Ok(Step::Done)
+            }
+        },
+    }
+}
+
+enum Inner {
+    Empty,
+    Full(Option<Bytes>),
+    Conn { shared: Rc<ConnShared>, gen: u64 },
+}
+
+/// A request body, read as a stream of chunks. Dropping it unread is fine: the server drains
+/// (up to `Limits::max_drain_bytes`) or closes the connection after the response.
+pub struct Body {
+    inner: Inner,
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Body")
+    }
+}
+
+impl Body {
+    /// A body with no bytes.
+    pub fn empty() -> Body {
+        Body { inner: Inner::Empty }
+    }
+
+    /// A body that yields `bytes` as one chunk (for unit tests of handlers).
+    pub fn from_bytes(bytes: impl Into<Bytes>) -> Body {
+        Body { inner: Inner::Full(Some(bytes.into())) }
+    }
+
+    pub(crate) fn from_conn(shared: Rc<ConnShared>, gen: u64) -> Body {
+        Body { inner: Inner::Conn { shared, gen } }
+    }
+
+    /// Declared body length still unread, when it is known (`None` for chunked bodies).
+    pub fn len_hint(&self) -> Option<u64> {
+        match &self.inner {
+            Inner::Empty => Some(0),
+            Inner::Full(b) => Some(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Inner::Conn { shared, gen } => {
+                let st = shared.body.borrow();
+                match st.framing {
+                    _ if st.gen != *gen => Some(0),
+                    BodyFraming::Remaining(n) => Some(n),
+                    BodyFraming::Done => Some(0),
+                    BodyFraming::Chunked(_) => None,
+                }
+            }
+        }
+    }
+
+    /// The next chunk of the body; `None` at its end. Errors are sticky.
+    pub async fn chunk(&mut self) -> Option<Result<Bytes, BodyError>> {
+        match &mut self.inner {
+            Inner::Empty => None,
+            Inner::Full(b) => b.take().filter(|b| !b.is_empty()).map(Ok),
+            Inner::Conn { shared, gen } => conn_chunk(shared, *gen).await,
+        }
+    }
+
+    /// Reads the whole body into one buffer, refusing bodies over `max` bytes with
+    /// [`BodyError::TooLarge`]. A body that arrives in one piece is returned without copying.
+    pub async fn collect(mut self, max: u64) -> Result<Bytes, BodyError> {
+        let hint = self.len_hint();
+        if hint.is_some_and(|n| n > max) {
+            return Err(BodyError::TooLarge { limit: max });
+        }
+        let mut first: Option<Bytes> = None;
+        let mut acc: Option<BytesMut> = None;
+        let mut total = 0u64;
+        while let Some(c) = self.chunk().await {
+            let c = c?;
+            total += c.len() as u64;
+            if total > max {
+                return Err(BodyError::TooLarge { limit: max });
+            }
+            if let Some(acc) = acc.as_mut() {
+                acc.extend_from_slice(&c);
+            } else if let Some(f) = first.take() {
+                let cap = hint.map_or(total * 2, |h| h + f.len() as u64).min(max) as usize;
+                let mut a = BytesMut::with_capacity(cap.max(total as usize));
+                a.extend_from_slice(&f);
+                a.extend_from_slice(&c);
+                acc = Some(a);
+            } else {
+                first = Some(c);
+            }
+        }
+        Ok(match (acc, first) {
+            (Some(a), _) => a.freeze(),
+            (None, Some(f)) => f,
+            (None, None) => Bytes::new(),
+        })
+    }
+}
+
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+async fn conn_chunk(shared: &Rc<ConnShared>, gen: u64) -> Option<Result<Bytes, BodyError>> {
+    let limits = shared.limits.clone();
+    let send_continue = {
+        let mut st = shared.body.borrow_mut();
+        if st.gen != gen {
+            return Some(Err(BodyError::Detached));
+        }
+        if let Some(e) = &st.error {
+            return Some(Err(e.clone()));
+        }
+        if matches!(st.framing, BodyFraming::Done) {
+            return None;
+        }
+        let send = st.expect_pending && !st.response_started;
+        st.expect_pending = false;
+        send
+    };
+    if send_continue {
+        let w = shared.writer.borrow_mut().take();
+        let Some(mut w) = w else { return Some(Err(BodyError::Detached)) };
+        let (r, _) = write_all(&mut w, CONTINUE, limits.write_timeout, no_abort).await;
+        *shared.writer.borrow_mut() = Some(w);
+        if let Err(e) = r {
+            let err = BodyError::Io(Arc::new(std::io::Error::other(format!("{e:?}"))));
+            shared.body.borrow_mut().error = Some(err.clone());
+            return Some(Err(err));
+        }
+    }
+    let taken = shared.reader.borrow_mut().take();
+    let Some(mut rs) = taken else { return Some(Err(BodyError::Detached)) };
+    let result = loop {
+        let step = {
+            let mut st = shared.body.borrow_mut();
+            body_step(&mut st, &mut rs.buf, limits.max_body_bytes)
+        };
+        match step {
+            Ok(Step::Data(b)) => break Some(Ok(b)),
+            Ok(Step::Done) => break None,
+            Err(e) => break Some(Err(e)),
+            Ok(Step::NeedMore) => {}
+        }
+        let deadline = Instant::now() + limits.body_timeout;
+        let buf = std::mem::take(&mut rs.buf);
+        let (outcome, buf) =
+            read_buf(&mut rs.io, buf, limits.read_buffer_size, Some(deadline), no_interrupt).await;
+        rs.buf = buf;
+        match outcome {
+            ReadOutcome::Data(_) => {}
+            ReadOutcome::Eof => break Some(Err(BodyError::UnexpectedEof)),
+            ReadOutcome::Timeout | ReadOutcome::Interrupted => break Some(Err(BodyError::Timeout)),
+            ReadOutcome::Error(e) => break Some(Err(BodyError::Io(Arc::new(e)))),
+        }
+    };
+    *shared.reader.borrow_mut() = Some(rs);
+    if let Some(Err(e)) = &result {
+        shared.body.borrow_mut().error = Some(e.clone());
+    }
+    result
+}

@@ -1,0 +1,419 @@
+//! Request-head parsing (sans I/O) and the [`Request`] type handed to handlers.
+//!
+//! Owns: turning the bytes of a request head into a [`ParsedHead`] (offsets into the buffer, so
+//! no header is copied) and deciding the body framing. Invariants: the head is never larger than
+//! `max_header_bytes`, has at most `max_headers` fields and a target of at most `max_uri_len`
+//! bytes; a request has exactly one framing (none, `Content-Length`, or `chunked` as the only
+//! transfer coding) or it is refused; HTTP/1.1 requests carry exactly one `Host`.
+
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use crate::error::HeadError;
+use crate::limits::{Limits, MAX_HEADERS_CAP};
+
+/// HTTP version of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// HTTP/1.0
+    Http10,
+    /// HTTP/1.1
+    Http11,
+}
+
+/// How the request body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Exactly this many bytes follow the head (0: no body).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// The limits the pure head parser needs (a subset of [`Limits`]).
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    /// See [`Limits::max_header_bytes`].
+    pub max_header_bytes: usize,
+    /// See [`Limits::max_headers`].
+    pub max_headers: usize,
+    /// See [`Limits::max_uri_len`].
+    pub max_uri_len: usize,
+    /// See [`Limits::max_body_bytes`].
+    pub max_body_bytes: u64,
+}
+
+impl From<&Limits> for HeadLimits {
+    fn from(l: &Limits) -> Self {
+        HeadLimits {
+            max_header_bytes: l.max_header_bytes,
+            max_headers: l.max_headers.min(MAX_HEADERS_CAP),
+            max_uri_len: l.max_uri_len,
+            max_body_bytes: l.max_body_bytes,
+        }
+    }
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits::from(&Limits::default())
+    }
+}
+
+/// A parsed request head: byte ranges into the buffer it was parsed from.
+#[derive(Debug, Clone)]
+pub struct ParsedHead {
+    /// Length of the head including the final blank line.
+    pub head_len: usize,
+    /// Range of the method token.
+    pub method: Range<usize>,
+    /// Range of the request target.
+    pub target: Range<usize>,
+    /// Protocol version.
+    pub version: Version,
+    /// (name, value) ranges of every header field, in order.
+    pub headers: Vec<(Range<usize>, Range<usize>)>,
+    /// Body framing.
+    pub framing: Framing,
+    /// Whether the connection may stay open after this exchange (as the client asked).
+    pub keep_alive: bool,
+    /// `Expect: 100-continue` was sent (HTTP/1.1 only).
+    pub expect_continue: bool,
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+fn range_of(base: &[u8], part: &[u8]) -> Range<usize> {
+    let start = part.as_ptr() as usize - base.as_ptr() as usize;
+    start..start + part.len()
+}
+
+fn has_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Parses a request head from the start of `buf`.
+///
+/// Returns `Ok(None)` when more bytes are needed (and the limits still allow them),
+/// `Ok(Some(head))` when a complete, acceptable head was found, or the refusal.
+pub fn parse_request_head(buf: &[u8], limits: &HeadLimits) -> Result<Option<ParsedHead>, HeadError> {
+    let n = buf.len().min(H2_PREFACE.len());
+    if n > 0 && buf[..n] == H2_PREFACE[..n] {
+        if n == H2_PREFACE.len() {
+            return Err(HeadError::Http2Preface);
+        }
+        return Ok(None);
+    }
+    let max_headers = limits.max_headers.min(MAX_HEADERS_CAP);
+    let mut storage: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS_CAP] =
+        [const { MaybeUninit::uninit() }; MAX_HEADERS_CAP];
+    let mut req = httparse::Request::new(&mut []);
+    let parsed = req.parse_with_uninit_headers(buf, &mut storage[..max_headers]);
+    let head_len = match parsed {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            // Request line still incomplete and already longer than any acceptable one.
+            let line_done = buf.contains(&b'\n');
+            if !line_done && buf.len() > limits.max_uri_len + 32 {
+                return Err(HeadError::UriTooLong);
+            }
+            if buf.len() > limits.max_header_bytes {
+                return Err(HeadError::HeadTooLarge);
+            }
+            return Ok(None);
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
+        Err(httparse::Error::Version) => return Err(HeadError::Malformed("unsupported HTTP version")),
+        Err(httparse::Error::Token) => {
+            // A token error inside an over-long target is still "URI too long".
+            if !buf.contains(&b'\n') && buf.len() > limits.max_uri_len + 32 {
+                return Err(HeadError::UriTooLong);
+            }
+            return Err(HeadError::Malformed("invalid token"));
+        }
+        Err(httparse::Error::HeaderName) => return Err(HeadError::Malformed("invalid header name")),
+        Err(httparse::Error::HeaderValue) => return Err(HeadError::Malformed("invalid header value")),
+        Err(httparse::Error::NewLine) => return Err(HeadError::Malformed("invalid line ending")),
+        Err(httparse::Error::Status) => return Err(HeadError::Malformed("invalid request line")),
+    };
+    let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(HeadError::Malformed("incomplete request line"));
+    };
+    if path.len() > limits.max_uri_len {
+        return Err(HeadError::UriTooLong);
+    }
+    if head_len > limits.max_header_bytes {
+        return Err(HeadError::HeadTooLarge);
+    }
+    if path.is_empty() {
+        return Err(HeadError::Malformed("empty request target"));
+    }
+    let version = if minor == 1 { Version::Http11 } else { Version::Http10 };
+
+    let mut content_length: Option<u64> = None;
+    let mut te_chunked = false;
+    let mut te_seen = false;
+    let mut close = false;
+    let mut keep_alive_token = false;
+    let mut expect_continue = false;
+    let mut hosts = 0usize;
+    let mut headers = Vec::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        headers.push((range_of(buf, h.name.as_bytes()), range_of(buf, h.value)));
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let v = h.value.trim_ascii();
+            if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+                return Err(HeadError::InvalidContentLength);
+            }
+            let n = v.iter().fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
+            match content_length {
+                Some(prev) if prev != n => return Err(HeadError::InvalidContentLength),
+                _ => content_length = Some(n),
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            te_seen = true;
+            for coding in h.value.split(|&b| b == b',') {
+                let c = coding.trim_ascii();
+                if c.is_empty() {
+                    return Err(HeadError::Malformed("empty transfer coding"));
+                }
+                if c.eq_ignore_ascii_case(b"chunked") {
+                    if te_chunked {
+                        return Err(HeadError::Malformed("chunked applied twice"));
+                    }
+                    te_chunked = true;
+                } else {
+                    return Err(HeadError::UnsupportedTransferEncoding);
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            close |= has_token(h.value, "close");
+            keep_alive_token |= has_token(h.value, "keep-alive");
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            if h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+                expect_continue = version == Version::Http11;
+            }
+        } else if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+        }
+    }
+    if version == Version::Http11 && hosts != 1 {
+        return Err(HeadError::Malformed("HTTP/1.1 requires exactly one Host header"));
+    }
+    let framing = match (te_seen, content_length) {
+        (true, Some(_)) => return Err(HeadError::LengthAndChunked),
+        (true, None) if version == Version::Http10 => {
+            return Err(HeadError::Malformed("transfer-encoding in an HTTP/1.0 request"))
+        }
+        (true, None) => Framing::Chunked,
+        (false, Some(n)) => Framing::Length(n),
+        (false, None) => Framing::Length(0),
+    };
+    if let Framing::Length(n) = framing {
+        if n > limits.max_body_bytes {
+            return Err(HeadError::BodyTooLarge);
+        }
+    }
+    let keep_alive = match version {
+        Version::Http11 => !close,
+        Version::Http10 => keep_alive_token && !close,
+    };
+    Ok(Some(ParsedHead {
+        head_len,
+        method: range_of(buf, method.as_bytes()),
+        target: range_of(buf, path.as_bytes()),
+        version,
+        headers,
+        framing,
+        keep_alive,
+        expect_continue,
+    }))
+}
+
+/// Header fields of a request: zero-copy slices of the request head.
+#[derive(Debug, Clone, Default)]
+pub struct Headers {
+    entries: Vec<(Bytes, Bytes)>,
+}
+
+impl Headers {
+    /// The first value of `name` (case-insensitive).
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.entries
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v.as_ref())
+    }
+
+    /// The first value of `name` as text, if it is valid UTF-8.
+    pub fn get_str(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// Every value of `name`, in order.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.entries
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v.as_ref())
+    }
+
+    /// All fields as (name, value) in the order received.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.entries
+            .iter()
+            .map(|(n, v)| (std::str::from_utf8(n).unwrap_or(""), v.as_ref()))
+    }
+
+    /// Number of fields.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when there are no fields.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Adds a field (for building requests in tests of handlers).
+    pub fn push(&mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) {
+        self.entries.push((name.into(), value.into()));
+    }
+}
+
+/// An HTTP request head as the handler sees it. The body is passed separately as [`crate::Body`].
+#[derive(Debug, Clone)]
+pub struct Request {
+    method: Bytes,
+    target: Bytes,
+    version: Version,
+    headers: Headers,
+    peer: SocketAddr,
+    request_id: String,
+    pub(crate) framing: Framing,
+    pub(crate) keep_alive: bool,
+    pub(crate) expect_continue: bool,
+}
+
+impl Request {
+    /// Builds a request from a frozen head buffer and its parse result.
+    pub(crate) fn from_parsed(head: Bytes, p: &ParsedHead, peer: SocketAddr) -> Request {
+        let headers = Headers {
+            entries: p
+                .headers
+                .iter()
+                .map(|(n, v)| (head.slice(n.clone()), head.slice(v.clone())))
+                .collect(),
+        };
+        let request_id = match headers.get("x-request-id") {
+            Some(id) if is_sane_request_id(id) => String::from_utf8_lossy(id).into_owned(),
+            _ => generate_request_id(),
+        };
+        Request {
+            method: head.slice(p.method.clone()),
+            target: head.slice(p.target.clone()),
+            version: p.version,
+            headers,
+            peer,
+            request_id,
+            framing: p.framing,
+            keep_alive: p.keep_alive,
+            expect_continue: p.expect_continue,
+        }
+    }
+
+    /// Builds a request by hand (for unit tests of handlers and routers).
+    pub fn new(method: &str, target: &str, headers: Headers, peer: SocketAddr) -> Request {
+        Request {
+            method: Bytes::copy_from_slice(method.as_bytes()),
+            target: Bytes::copy_from_slice(target.as_bytes()),
+            version: Version::Http11,
+            headers,
+            peer,
+            request_id: generate_request_id(),
+            framing: Framing::Length(0),
+            keep_alive: true,
+            expect_continue: false,
+        }
+    }
+
+    /// The method, e.g. `"GET"`.
+    pub fn method(&self) -> &str {
+        std::str::from_utf8(&self.method).unwrap_or("")
+    }
+
+    /// The request target as sent (path and query), e.g. `"/rest/v1/todos?select=*"`.
+    pub fn uri(&self) -> &str {
+        std::str::from_utf8(&self.target).unwrap_or("")
+    }
+
+    /// The path, without the query.
+    pub fn path(&self) -> &str {
+        let uri = self.uri();
+        uri.split_once('?').map_or(uri, |(p, _)| p)
+    }
+
+    /// The query string (without `?`), if any.
+    pub fn query(&self) -> Option<&str> {
+        self.uri().split_once('?').map(|(_, q)| q)
+    }
+
+    /// The protocol version.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// All header fields.
+    pub fn headers(&self) -> &Headers {
+        &self.headers
+    }
+
+    /// The first value of a header (case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.get(name)
+    }
+
+    /// The first value of a header as text.
+    pub fn header_str(&self, name: &str) -> Option<&str> {
+        self.headers.get_str(name)
+    }
+
+    /// The peer's socket address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The correlation id: the client's `x-request-id` when sane, else a generated one.
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    /// Declared body length (`None` for chunked bodies).
+    pub fn content_length(&self) -> Option<u64> {
+        match self.framing {
+            Framing::Length(n) => Some(n),
+            Framing::Chunked => None,
+        }
+    }
+
+    /// True for `HEAD` requests.
+    pub fn is_head(&self) -> bool {
+        self.method.as_ref() == b"HEAD"
+    }
+}
+
+/// A client-supplied request id is echoed when it is 1..=200 visible ASCII characters.
+pub fn is_sane_request_id(id: &[u8]) -> bool {
+    !id.is_empty() && id.len() <= 200 && id.iter().all(|b| (0x21..=0x7e).contains(b))
+}
+
+/// A fresh random request id: 32 lowercase hex digits.
+pub fn generate_request_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}

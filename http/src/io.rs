@@ -1,0 +1,267 @@
+//! I/O helpers shared by HTTP and WebSocket: interruptible reads, deadline writes, the
+//! per-shard read-buffer pool and the cached `Date` header.
+//!
+//! Owns: the only places the crate submits socket reads and writes. Invariant (io_uring
+//! hygiene): an in-flight read or write is never dropped. When a deadline or an interrupt
+//! fires first, the operation is cancelled through monoio's `Canceller` and then awaited to
+//! completion; bytes that raced the cancel are kept, not lost. Buffers are owned and reused.
+
+use std::cell::RefCell;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{CancelableAsyncReadRent, CancelableAsyncWriteRent, Canceller};
+use monoio::time::Instant;
+
+/// Result of an interruptible read.
+#[derive(Debug)]
+pub(crate) enum ReadOutcome {
+    /// This many bytes were appended to the buffer.
+    Data(usize),
+    /// The peer closed its sending side.
+    Eof,
+    /// The deadline passed first.
+    Timeout,
+    /// The interrupt fired first.
+    Interrupted,
+    /// Socket error.
+    Error(io::Error),
+}
+
+enum Stop {
+    Timeout,
+    Interrupted,
+}
+
+/// Appends one read's worth of bytes to `buf` (reserving `reserve` bytes of space first),
+/// giving up at `deadline` or when `interrupt` becomes ready. The read is cancelled, never
+/// dropped in flight.
+pub(crate) async fn read_buf<R, I>(
+    io: &mut R,
+    mut buf: BytesMut,
+    reserve: usize,
+    deadline: Option<Instant>,
+    mut interrupt: I,
+) -> (ReadOutcome, BytesMut)
+where
+    R: CancelableAsyncReadRent,
+    I: FnMut(&mut Context<'_>) -> Poll<()>,
+{
+    if deadline.is_some_and(|d| d <= Instant::now()) {
+        return (ReadOutcome::Timeout, buf);
+    }
+    buf.reserve(reserve.max(1));
+    let len = buf.len();
+    let cap = buf.capacity();
+    let canceller = Canceller::new();
+    let mut op = pin!(io.cancelable_read(buf.slice_mut(len..cap), canceller.handle()));
+    let mut sleep = pin!(deadline.map(monoio::time::sleep_until));
+    let first = poll_fn(|cx| {
+        if let Poll::Ready(r) = op.as_mut().poll(cx) {
+            return Poll::Ready(Ok(r));
+        }
+        if let Some(s) = sleep.as_mut().as_pin_mut() {
+            if s.poll(cx).is_ready() {
+                return Poll::Ready(Err(Stop::Timeout));
+            }
+        }
+        if interrupt(cx).is_ready() {
+            return Poll::Ready(Err(Stop::Interrupted));
+        }
+        Poll::Pending
+    })
+    .await;
+    let (stop, (res, slice)) = match first {
+        Ok(done) => (None, done),
+        Err(stop) => {
+            let _fresh = canceller.cancel();
+            (Some(stop), op.await)
+        }
+    };
+    let buf = slice.into_inner();
+    let outcome = match (res, stop) {
+        (Ok(n), _) if n > 0 => ReadOutcome::Data(n),
+        (Ok(_), None) => ReadOutcome::Eof,
+        (_, Some(Stop::Timeout)) => ReadOutcome::Timeout,
+        (_, Some(Stop::Interrupted)) => ReadOutcome::Interrupted,
+        (Err(e), None) => ReadOutcome::Error(e),
+    };
+    (outcome, buf)
+}
+
+/// Why a write did not complete.
+#[derive(Debug)]
+pub(crate) enum WriteError {
+    Timeout,
+    Interrupted,
+    #[allow(dead_code)] // read through Debug in logs
+    Io(io::Error),
+}
+
+/// Writes all of `buf`, each write bounded by `timeout` of no progress and by `abort`.
+pub(crate) async fn write_all<W, T, A>(
+    io: &mut W,
+    buf: T,
+    timeout: Duration,
+    mut abort: A,
+) -> (Result<(), WriteError>, T)
+where
+    W: CancelableAsyncWriteRent,
+    T: IoBuf + 'static,
+    A: FnMut(&mut Context<'_>) -> Poll<Option<Instant>>,
+{
+    let total = buf.bytes_init();
+    let mut written = 0usize;
+    let mut buf = buf;
+    while written < total {
+        let canceller = Canceller::new();
+        let mut op = pin!(io.cancelable_write(buf.slice(written..total), canceller.handle()));
+        let mut sleep = pin!(monoio::time::sleep(timeout));
+        let mut abort_sleep: Option<(Instant, std::pin::Pin<Box<monoio::time::Sleep>>)> = None;
+        let first = poll_fn(|cx| {
+            if let Poll::Ready(r) = op.as_mut().poll(cx) {
+                return Poll::Ready(Ok(r));
+            }
+            if sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(Stop::Timeout));
+            }
+            // `abort` yields Ready(None) to stop now, Ready(Some(t)) for a hard deadline.
+            match abort(cx) {
+                Poll::Ready(None) => return Poll::Ready(Err(Stop::Interrupted)),
+                Poll::Ready(Some(t)) => {
+                    if abort_sleep.as_ref().is_none_or(|(at, _)| *at != t) {
+                        abort_sleep = Some((t, Box::pin(monoio::time::sleep_until(t))));
+                    }
+                    if let Some((_, s)) = abort_sleep.as_mut() {
+                        if s.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Err(Stop::Interrupted));
+                        }
+                    }
+                }
+                Poll::Pending => {}
+            }
+            Poll::Pending
+        })
+        .await;
+        let (stop, (res, slice)) = match first {
+            Ok(done) => (None, done),
+            Err(stop) => {
+                let _fresh = canceller.cancel();
+                (Some(stop), op.await)
+            }
+        };
+        buf = slice.into_inner();
+        match res {
+            Ok(0) => return (Err(WriteError::Io(io::ErrorKind::WriteZero.into())), buf),
+            Ok(n) => written += n,
+            Err(e) if stop.is_none() => return (Err(WriteError::Io(e)), buf),
+            Err(_) => {}
+        }
+        match stop {
+            Some(_) if written >= total => break,
+            Some(Stop::Timeout) => return (Err(WriteError::Timeout), buf),
+            Some(Stop::Interrupted) => return (Err(WriteError::Interrupted), buf),
+            None => {}
+        }
+    }
+    (Ok(()), buf)
+}
+
+/// A write-side abort condition that never fires.
+pub(crate) fn no_abort(_: &mut Context<'_>) -> Poll<Option<Instant>> {
+    Poll::Pending
+}
+
+/// A read-side interrupt that never fires.
+pub(crate) fn no_interrupt(_: &mut Context<'_>) -> Poll<()> {
+    Poll::Pending
+}
+
+const POOL_MAX: usize = 256;
+
+thread_local! {
+    static READ_POOL: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Takes a read buffer with at least `size` bytes of capacity from this shard's pool.
+pub(crate) fn take_read_buffer(size: usize) -> BytesMut {
+    READ_POOL
+        .with(|p| p.borrow_mut().pop())
+        .filter(|b| b.capacity() >= size)
+        .unwrap_or_else(|| BytesMut::with_capacity(size))
+}
+
+/// Returns a read buffer to the pool (kept only if it is a plain, right-sized buffer).
+pub(crate) fn give_back_read_buffer(mut buf: BytesMut, size: usize) {
+    buf.clear();
+    if buf.capacity() < size || buf.capacity() > size * 4 {
+        return;
+    }
+    READ_POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOL_MAX {
+            p.push(buf);
+        }
+    });
+}
+
+thread_local! {
+    static DATE: RefCell<(u64, Bytes)> = const { RefCell::new((u64::MAX, Bytes::new())) };
+}
+
+/// The current `Date` header value (IMF-fixdate), formatted at most once per second per shard.
+pub fn http_date() -> Bytes {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != secs {
+            *d = (secs, Bytes::from(format_http_date(secs)));
+        }
+        d.1.clone()
+    })
+}
+
+/// Formats seconds since the Unix epoch as `Sun, 06 Nov 1994 08:49:37 GMT`.
+pub fn format_http_date(secs: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    // Civil-from-days (Howard Hinnant), valid for the whole u64 range we care about.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if mo <= 2 { y + 1 } else { y };
+    format!(
+        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
+        DAYS[(days % 7) as usize],
+        d,
+        MONTHS[(mo - 1) as usize],
+        y,
+        h,
+        m,
+        s
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn date_format() {
+        assert_eq!(super::format_http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(super::format_http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+    }
+}

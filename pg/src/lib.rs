@@ -1,0 +1,26 @@
+//! `madbase-pg`: MadBase's PostgreSQL layer.
+//!
+//! - [`cluster`]: finding the server binaries, initialising/starting/stopping a managed cluster
+//!   (and ephemeral ones for tests) as a supervised child process.
+//! - [`config`]: connection settings and `postgres://` URL parsing.
+//! - [`connection`]: one pipelined session on monoio (startup, auth, simple queries, batches).
+//! - [`batch`]: the request model — a [`Batch`] is one API request, one transaction, one Sync.
+//! - [`pool`]: a per-shard (`!Send`) pool of pipelined connections with reconnects and bounds.
+//! - [`error`]: typed errors ([`PgError`], [`DbError`]).
+//!
+//! Everything async here runs on the calling shard's monoio runtime (timer enabled) and is
+//! single-threaded by design: no locks, `Rc` instead of `Arc`.
+
+pub mod batch;
+pub mod cluster;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod pool;
+
+pub use batch::{Batch, Oid, Row, SimpleResult, Statement, StatementResult, TxEnd};
+pub use cluster::{Cluster, ClusterError, ClusterOptions, ClusterStatus, PgBinaries};
+pub use config::{ConnectConfig, Host};
+pub use connection::Connection;
+pub use error::{DbError, PgError};
+pub use pool::{Pool, PoolConfig, PoolStats};

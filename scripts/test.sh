@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs what the tests need, builds once (dev profile),
+# runs the Rust tests (which start their own ephemeral PostgreSQL) and the supabase-js end-to-end
+# tests (which start MadBase with its managed PostgreSQL).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# PostgreSQL server binaries (initdb/postgres) — the tests run real clusters.
+have_pg_server() {
+  [ -n "${MADBASE_PG_BIN:-}" ] && [ -x "$MADBASE_PG_BIN/initdb" ] && return 0
+  command -v initdb >/dev/null 2>&1 && return 0
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1
+}
+if ! have_pg_server; then
+  echo "== installing PostgreSQL server binaries (Debian package postgresql)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql postgresql-contrib >/dev/null
+fi
+
+# Node.js for the supabase-js end-to-end tests.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "== installing Node.js"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq nodejs npm >/dev/null
+fi
+
+echo "== cargo test (workspace, dev profile)"
+cargo build --workspace --all-targets --locked
+cargo test --workspace --locked -- --test-threads=2
+
+echo "== supabase-js end-to-end tests"
+(cd e2e && npm ci --no-audit --no-fund --loglevel=error)
+MADBASE_BIN="$PWD/target/debug/madbase" npm --prefix e2e test

@@ -1,0 +1,176 @@
+//! `madbase`: a Supabase-compatible backend in one binary.
+//!
+//! This file owns the command line and the order of start-up: configuration, logging, keys, the
+//! database (managed or external, migrated), then the shards. Everything after start-up happens on
+//! the shards (`app`), one thread per core.
+
+mod app;
+mod config;
+mod database;
+mod jwt;
+mod metrics;
+mod migrate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use madbase_shards::{Runtime, RuntimeConfig};
+use serde_json::json;
+
+use crate::config::Config;
+use crate::jwt::JwtKeys;
+
+const USAGE: &str = "\
+madbase — a Supabase-compatible backend in one binary
+
+USAGE:
+    madbase start   [--config FILE]   run every service (and a managed PostgreSQL unless DATABASE_URL is set)
+    madbase migrate [--config FILE]   apply migrations and exit
+    madbase keys    [--config FILE]   print the anon and service_role keys for the configured secret
+    madbase --version | --help
+
+Configuration comes from MADBASE_* environment variables and an optional TOML file; see README.md.";
+
+/// Claims of the printed keys: Supabase's demo keys have exactly these (issuer and far expiry).
+const KEY_EXPIRY: u64 = 1_983_812_996;
+
+enum Command {
+    Start,
+    Migrate,
+    Keys,
+}
+
+fn parse_args() -> Result<(Command, Option<PathBuf>), String> {
+    let mut args = std::env::args().skip(1);
+    let command = match args.next().as_deref() {
+        Some("start") => Command::Start,
+        Some("migrate") => Command::Migrate,
+        Some("keys") => Command::Keys,
+        Some("--version" | "-V") => {
+            println!("madbase {}", env!("CARGO_PKG_VERSION"));
+            std::process::exit(0);
+        }
+        Some("--help" | "-h" | "help") | None => {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
+        Some(other) => return Err(format!("unknown command {other:?}\n\n{USAGE}")),
+    };
+    let mut config_file = None;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--config" | "-c" => {
+                config_file = Some(PathBuf::from(args.next().ok_or("--config needs a file")?))
+            }
+            other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
+        }
+    }
+    Ok((command, config_file))
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if config.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let (command, config_file) = match parse_args() {
+        Ok(parsed) => parsed,
+        Err(message) => {
+            eprintln!("madbase: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match Config::load(config_file) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("madbase: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    let result = match command {
+        Command::Start => start(config),
+        Command::Migrate => database::prepare(&config).map(drop).map_err(|e| e.to_string()),
+        Command::Keys => load_keys(&config).map(|keys| {
+            let (anon, service) = api_keys(&keys);
+            println!("anon key:         {anon}\nservice_role key: {service}");
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            eprintln!("madbase: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_keys(config: &Config) -> Result<JwtKeys, String> {
+    let (secret, demo) = config.effective_jwt_secret();
+    if demo {
+        tracing::warn!(
+            "no MADBASE_JWT_SECRET configured: using the PUBLIC Supabase local-development demo secret. \
+             Anyone can sign tokens for this server. Set MADBASE_JWT_SECRET before exposing it."
+        );
+    }
+    JwtKeys::new(secret, config.jwt_keys.as_deref()).map_err(|e| e.to_string())
+}
+
+/// The anon and service_role API keys for the HS256 secret in effect.
+fn api_keys(keys: &JwtKeys) -> (String, String) {
+    let key = |role: &str| keys.sign_hs256(&json!({ "iss": "supabase-demo", "role": role, "exp": KEY_EXPIRY }));
+    (key("anon"), key("service_role"))
+}
+
+fn start(config: Config) -> Result<(), String> {
+    let keys = Arc::new(load_keys(&config)?);
+    let database = database::prepare(&config).map_err(|e| e.to_string())?;
+    let config = Arc::new(config);
+    let runtime_config = RuntimeConfig {
+        shards: config.shards,
+        listen: Some(config.listen),
+        ring_capacity: config.ring_capacity,
+        blocking_threads: config.blocking_threads,
+        blocking_queue: config.blocking_queue,
+        shutdown_grace: config.shutdown_grace(),
+        force_legacy_driver: config.force_legacy_driver,
+        ..RuntimeConfig::default()
+    };
+    let shared = Arc::new(app::Shared {
+        config: config.clone(),
+        keys: keys.clone(),
+        pool_config: database.pool_config.clone(),
+    });
+    let runtime = Runtime::start(runtime_config, move |shard| app::shard_main(shard, shared.clone()))
+        .map_err(|e| format!("cannot start the shards: {e}"))?;
+
+    let addr = runtime.local_addr().unwrap_or(config.listen);
+    let drivers: Vec<String> = runtime.drivers().iter().map(ToString::to_string).collect();
+    let (anon, service) = api_keys(&keys);
+    println!("MadBase {} started", env!("CARGO_PKG_VERSION"));
+    println!("         API URL: http://{addr}");
+    if let Some(url) = &database.managed_url {
+        println!("          DB URL: {url}");
+    } else {
+        println!("          DB URL: (external, DATABASE_URL)");
+    }
+    println!("          shards: {} ({})", drivers.len(), drivers.join(", "));
+    println!("        anon key: {anon}");
+    println!("service_role key: {service}");
+    if config.effective_jwt_secret().1 {
+        println!("      JWT secret: {} (the public demo secret — set MADBASE_JWT_SECRET)", config::DEMO_JWT_SECRET);
+    }
+
+    let joined = runtime.join();
+    drop(database); // stops the managed cluster after the shards have drained
+    joined.map_err(|e| format!("shards failed: {e}"))
+}

@@ -1,0 +1,198 @@
+//! Metrics: per-shard recording, merged only when `/metrics` is scraped.
+//!
+//! Owns: each shard's [`ShardMetrics`] (`!Send`, `RefCell`, written only by its shard, so the
+//! request path never touches another core's memory) and the Prometheus text rendering of a set of
+//! [`ShardSnapshot`]s. A scrape asks every shard for a snapshot over the cross-shard rings (see
+//! `app::ShardMessage::Snapshot`), merges the latency histograms (`hdrhistogram` adds exactly), and
+//! renders.
+//!
+//! Invariants: the request-count map is bounded — keys are (service, status) with `service` from a
+//! fixed set and status in 100..=599 — and each latency histogram has a fixed bound (1 µs .. 60 s,
+//! 3 significant digits; larger values are clamped), so recording never grows memory without limit.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+/// The services a request is counted under; a fixed set keeps label cardinality bounded.
+pub const SERVICES: &[&str] =
+    &["rest", "auth", "realtime", "storage", "functions", "graphql", "admin", "health", "metrics", "other"];
+
+const LATENCY_MAX_MICROS: u64 = 60_000_000;
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_MAX_MICROS, 3).expect("static histogram bounds are valid")
+}
+
+/// One shard's counters. Lives on its shard; never shared.
+pub struct ShardMetrics {
+    requests: RefCell<BTreeMap<(&'static str, u16), u64>>,
+    latency: RefCell<BTreeMap<&'static str, Histogram<u64>>>,
+}
+
+impl Default for ShardMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ShardMetrics {
+    pub fn new() -> ShardMetrics {
+        ShardMetrics { requests: RefCell::new(BTreeMap::new()), latency: RefCell::new(BTreeMap::new()) }
+    }
+
+    /// Records one finished request. `service` must be one of [`SERVICES`].
+    pub fn record(&self, service: &'static str, status: u16, elapsed: Duration) {
+        debug_assert!(SERVICES.contains(&service), "unknown service label {service}");
+        debug_assert!((100..=599).contains(&status), "status {status}");
+        *self.requests.borrow_mut().entry((service, status)).or_insert(0) += 1;
+        let micros = (elapsed.as_micros() as u64).clamp(1, LATENCY_MAX_MICROS);
+        self.latency
+            .borrow_mut()
+            .entry(service)
+            .or_insert_with(new_histogram)
+            .saturating_record(micros);
+    }
+
+    /// A copy of this shard's counters, to send to the scraping shard.
+    pub fn snapshot(&self, gauges: ShardGauges) -> ShardSnapshot {
+        ShardSnapshot {
+            requests: self.requests.borrow().iter().map(|(k, v)| (*k, *v)).collect(),
+            latency: self.latency.borrow().iter().map(|(k, h)| (*k, h.clone())).collect(),
+            gauges,
+        }
+    }
+}
+
+/// Point-in-time gauges a shard reports with its snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct ShardGauges {
+    pub shard: usize,
+    pub driver: String,
+    pub pg_connections_up: usize,
+    pub pg_connections_configured: usize,
+    pub pg_in_flight: usize,
+    pub pg_queued: usize,
+    pub jwt_cache_entries: usize,
+    /// (producer, depth, capacity) for each ring this shard consumes.
+    pub rings: Vec<(String, usize, usize)>,
+    pub blocking_queued: usize,
+}
+
+/// What one shard sends back to a scrape. `Send`: it crosses cores.
+#[derive(Debug, Clone)]
+pub struct ShardSnapshot {
+    pub requests: Vec<((&'static str, u16), u64)>,
+    pub latency: Vec<(&'static str, Histogram<u64>)>,
+    pub gauges: ShardGauges,
+}
+
+/// Renders the merged snapshots as Prometheus text exposition format 0.0.4.
+pub fn render(snapshots: &[ShardSnapshot]) -> String {
+    let mut out = String::with_capacity(4096);
+    let mut requests: BTreeMap<(&'static str, u16), u64> = BTreeMap::new();
+    let mut latency: BTreeMap<&'static str, Histogram<u64>> = BTreeMap::new();
+    for snap in snapshots {
+        for (key, n) in &snap.requests {
+            *requests.entry(*key).or_insert(0) += n;
+        }
+        for (service, h) in &snap.latency {
+            let merged = latency.entry(service).or_insert_with(new_histogram);
+            // Same bounds on every shard, so adding cannot fail; clamp defensively anyway.
+            if merged.add(h).is_err() {
+                for v in h.iter_recorded() {
+                    merged.saturating_record_n(v.value_iterated_to(), v.count_at_value());
+                }
+            }
+        }
+    }
+
+    let _ = writeln!(out, "# HELP madbase_shards Number of shards (one per core).");
+    let _ = writeln!(out, "# TYPE madbase_shards gauge");
+    let _ = writeln!(out, "madbase_shards {}", snapshots.len());
+    let _ = writeln!(out, "# HELP madbase_shard_driver I/O driver each shard runs on (1 = this driver).");
+    let _ = writeln!(out, "# TYPE madbase_shard_driver gauge");
+    for s in snapshots {
+        let _ = writeln!(out, "madbase_shard_driver{{shard=\"{}\",driver=\"{}\"}} 1", s.gauges.shard, s.gauges.driver);
+    }
+
+    let _ = writeln!(out, "# HELP madbase_http_requests_total Requests answered, by service and status.");
+    let _ = writeln!(out, "# TYPE madbase_http_requests_total counter");
+    for ((service, status), n) in &requests {
+        let _ = writeln!(out, "madbase_http_requests_total{{service=\"{service}\",status=\"{status}\"}} {n}");
+    }
+
+    let _ = writeln!(out, "# HELP madbase_http_request_duration_seconds Request latency (handler time), merged across shards.");
+    let _ = writeln!(out, "# TYPE madbase_http_request_duration_seconds summary");
+    for (service, h) in &latency {
+        for q in [0.5, 0.9, 0.99, 0.999] {
+            let v = h.value_at_quantile(q) as f64 / 1e6;
+            let _ = writeln!(out, "madbase_http_request_duration_seconds{{service=\"{service}\",quantile=\"{q}\"}} {v}");
+        }
+        let sum: f64 = h.iter_recorded().map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64).sum::<f64>() / 1e6;
+        let _ = writeln!(out, "madbase_http_request_duration_seconds_sum{{service=\"{service}\"}} {sum}");
+        let _ = writeln!(out, "madbase_http_request_duration_seconds_count{{service=\"{service}\"}} {}", h.len());
+    }
+
+    type Gauge = (&'static str, &'static str, fn(&ShardGauges) -> usize);
+    let gauges: [Gauge; 6] = [
+        ("madbase_pg_connections_up", "PostgreSQL connections currently usable.", |g| g.pg_connections_up),
+        ("madbase_pg_connections_configured", "PostgreSQL connections configured.", |g| g.pg_connections_configured),
+        ("madbase_pg_in_flight", "Batches sent to PostgreSQL and not yet answered.", |g| g.pg_in_flight),
+        ("madbase_pg_queued", "Batches waiting for a PostgreSQL connection.", |g| g.pg_queued),
+        ("madbase_jwt_cache_entries", "Verified tokens cached.", |g| g.jwt_cache_entries),
+        ("madbase_blocking_pool_queued", "Jobs queued on the blocking pool (process-wide).", |g| g.blocking_queued),
+    ];
+    for (name, help, get) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for s in snapshots {
+            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.gauges.shard, get(&s.gauges));
+        }
+    }
+    let _ = writeln!(out, "# HELP madbase_ring_depth Messages waiting in a cross-shard ring.");
+    let _ = writeln!(out, "# TYPE madbase_ring_depth gauge");
+    for s in snapshots {
+        for (ring, depth, _) in &s.gauges.rings {
+            let _ = writeln!(out, "madbase_ring_depth{{shard=\"{}\",from=\"{ring}\"}} {depth}", s.gauges.shard);
+        }
+    }
+    let _ = writeln!(out, "# HELP madbase_ring_capacity Capacity of a cross-shard ring.");
+    let _ = writeln!(out, "# TYPE madbase_ring_capacity gauge");
+    for s in snapshots {
+        for (ring, _, capacity) in &s.gauges.rings {
+            let _ = writeln!(out, "madbase_ring_capacity{{shard=\"{}\",from=\"{ring}\"}} {capacity}", s.gauges.shard);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merges_counts_and_quantiles_across_shards() {
+        let a = ShardMetrics::new();
+        let b = ShardMetrics::new();
+        for _ in 0..99 {
+            a.record("rest", 200, Duration::from_micros(100));
+        }
+        b.record("rest", 200, Duration::from_secs(2));
+        b.record("health", 503, Duration::from_micros(5));
+        let text = render(&[
+            a.snapshot(ShardGauges { shard: 0, driver: "io_uring".into(), ..Default::default() }),
+            b.snapshot(ShardGauges { shard: 1, driver: "io_uring".into(), ..Default::default() }),
+        ]);
+        assert!(text.contains("madbase_shards 2\n"), "{text}");
+        assert!(text.contains("madbase_http_requests_total{service=\"rest\",status=\"200\"} 100\n"));
+        assert!(text.contains("madbase_http_requests_total{service=\"health\",status=\"503\"} 1\n"));
+        assert!(text.contains("madbase_http_request_duration_seconds_count{service=\"rest\"} 100\n"));
+        // 99 of 100 samples are 100 µs; the slow one shows only above the 99th percentile.
+        assert!(text.contains("madbase_http_request_duration_seconds{service=\"rest\",quantile=\"0.5\"} 0.0001"), "{text}");
+        assert!(text.contains("madbase_shard_driver{shard=\"1\",driver=\"io_uring\"} 1"));
+    }
+}

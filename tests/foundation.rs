@@ -1,0 +1,196 @@
+//! The foundation from the outside: the real binary against a real PostgreSQL.
+//! Health and metrics, gateway behaviour, migrations, outages and graceful shutdown.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::{try_request, TestServer};
+
+fn io_uring_enabled_here() -> bool {
+    // Kernels may disable io_uring system-wide (`kernel.io_uring_disabled` = 2).
+    std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .map(|v| v.trim() != "2")
+        .unwrap_or(true)
+}
+
+#[test]
+fn health_metrics_and_gateway_answers() {
+    let server = TestServer::start();
+
+    let health = server.get("/health");
+    assert_eq!(health.status, 200, "{}", health.text());
+    let body = health.json();
+    assert_eq!(body["shards"]["total"], 2);
+    assert_eq!(body["shards"]["answering"], 2);
+    assert_eq!(body["postgres"], "ok");
+
+    // Unknown route: the gateway's JSON 404, with our request id echoed back.
+    let missing = server.request("GET", "/nope", &[("x-request-id", "abc-123")], b"");
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.text(), r#"{"message":"no Route matched with those values"}"#);
+    assert_eq!(missing.header("content-type"), Some("application/json"));
+    assert_eq!(missing.header("x-request-id"), Some("abc-123"));
+    let generated = server.get("/nope");
+    assert!(generated.header("x-request-id").is_some_and(|id| !id.is_empty()));
+
+    // CORS preflight as Supabase's gateway answers it.
+    let preflight = server.request(
+        "OPTIONS",
+        "/rest/v1/todos",
+        &[
+            ("Origin", "http://localhost:3000"),
+            ("Access-Control-Request-Method", "POST"),
+            ("Access-Control-Request-Headers", "authorization,apikey,content-type,x-client-info"),
+        ],
+        b"",
+    );
+    assert_eq!(preflight.status, 200);
+    assert_eq!(preflight.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(
+        preflight.header("access-control-allow-headers"),
+        Some("authorization,apikey,content-type,x-client-info")
+    );
+    assert!(preflight.header("access-control-allow-methods").unwrap().contains("PATCH"));
+    let cors = server.request("GET", "/nope", &[("Origin", "http://localhost:3000")], b"");
+    assert_eq!(cors.header("access-control-allow-origin"), Some("*"));
+
+    // JWKS: empty without asymmetric keys, and valid JSON.
+    let jwks = server.get("/auth/v1/.well-known/jwks.json");
+    assert_eq!(jwks.status, 200);
+    assert_eq!(jwks.json(), serde_json::json!({"keys": []}));
+
+    // Metrics come from every shard (one per core as configured) and name the driver.
+    for _ in 0..20 {
+        server.get("/health");
+    }
+    let metrics = server.get("/metrics");
+    assert_eq!(metrics.status, 200);
+    let text = metrics.text();
+    assert!(text.contains("madbase_shards 2\n"), "{text}");
+    let driver = if io_uring_enabled_here() { "io_uring" } else { "legacy" };
+    for shard in 0..2 {
+        let line = format!("madbase_shard_driver{{shard=\"{shard}\",driver=\"{driver}\"}} 1");
+        assert!(text.contains(&line), "missing {line}:\n{text}");
+    }
+    // At least the 21 health checks above answered 200, counted across both shards.
+    let health_ok: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("madbase_http_requests_total{service=\"health\",status=\"200\"} "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(health_ok >= 21, "{text}");
+    assert!(text.contains("madbase_http_requests_total{service=\"other\",status=\"404\"} 3"), "{text}");
+    assert!(text.contains("madbase_http_request_duration_seconds{service=\"health\",quantile=\"0.99\"}"));
+    assert!(text.contains("madbase_pg_connections_up{shard=\"1\"} 2"), "{text}");
+}
+
+#[test]
+fn malformed_and_oversized_input_through_the_binary() {
+    use std::io::{Read, Write};
+    let server = TestServer::start();
+    let exchange = |raw: &[u8]| {
+        let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(raw).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    assert!(exchange(b"GARBAGE\r\n\r\n").starts_with("HTTP/1.1 400 "));
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(9000));
+    assert!(exchange(long_uri.as_bytes()).starts_with("HTTP/1.1 414 "));
+    let big_header = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "b".repeat(20_000));
+    assert!(exchange(big_header.as_bytes()).starts_with("HTTP/1.1 431 "));
+    let huge_body = "POST /rest/v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n";
+    assert!(exchange(huge_body.as_bytes()).starts_with("HTTP/1.1 413 "));
+    // Still serving.
+    assert_eq!(server.get("/health").status, 200);
+}
+
+#[test]
+fn migrations_are_idempotent_and_auth_helpers_read_the_claims() {
+    let mut server = TestServer::start();
+    // A second start against the same database applies nothing twice.
+    assert!(server.stop_madbase().success());
+    server.spawn(&[]);
+    let applied = server.sql("select count(*)::text from _madbase.migrations");
+    assert_eq!(applied[0].rows[0].get_str(0), Some("1"));
+    for role in ["anon", "authenticated", "service_role", "authenticator", "supabase_admin"] {
+        let found = server.sql(&format!("select count(*)::text from pg_roles where rolname = '{role}'"));
+        assert_eq!(found[0].rows[0].get_str(0), Some("1"), "role {role}");
+    }
+    let result = server.sql(
+        "begin;
+         select set_config('request.jwt.claims',
+           '{\"sub\":\"6f1e2a0c-8a38-4d0e-9c52-3c6fb1f0a111\",\"role\":\"authenticated\",\"email\":\"a@b.c\"}', true);
+         select auth.uid()::text, auth.role(), auth.email(), auth.jwt()->>'email';
+         commit;",
+    );
+    let row = &result[2].rows[0];
+    assert_eq!(row.get_str(0), Some("6f1e2a0c-8a38-4d0e-9c52-3c6fb1f0a111"));
+    assert_eq!(row.get_str(1), Some("authenticated"));
+    assert_eq!(row.get_str(2), Some("a@b.c"));
+    assert_eq!(row.get_str(3), Some("a@b.c"));
+    // Outside a request the helpers are NULL, not errors.
+    let none = server.sql("select auth.uid() is null, auth.jwt() is null");
+    assert_eq!(none[0].rows[0].get_str(0), Some("t"));
+    assert_eq!(none[0].rows[0].get_str(1), Some("t"));
+}
+
+#[test]
+fn postgres_outage_under_load_gives_503_then_recovers() {
+    let mut server = TestServer::start();
+    let addr = server.addr;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let unavailable = Arc::new(AtomicUsize::new(0));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, ok, unavailable) = (stop.clone(), ok.clone(), unavailable.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    // Every request must be answered (the client's read timeout is 30 s): a hang fails here.
+                    let r = try_request(addr, "GET", "/health", &[], b"").expect("answered, not hung");
+                    match r.status {
+                        200 => ok.fetch_add(1, Ordering::Relaxed),
+                        503 => {
+                            assert_eq!(r.header("retry-after"), Some("1"));
+                            unavailable.fetch_add(1, Ordering::Relaxed)
+                        }
+                        other => panic!("unexpected status {other}: {}", r.text()),
+                    };
+                }
+            })
+        })
+        .collect();
+    let wait_for = |counter: &AtomicUsize, at_least: usize| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while counter.load(Ordering::Relaxed) < at_least {
+            assert!(Instant::now() < deadline, "counter stuck at {}", counter.load(Ordering::Relaxed));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for(&ok, 20);
+    server.cluster.stop().expect("stop PostgreSQL");
+    wait_for(&unavailable, 20);
+    server.cluster.start().expect("restart PostgreSQL");
+    let before = ok.load(Ordering::Relaxed);
+    wait_for(&ok, before + 20);
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.join().expect("load thread");
+    }
+    server.wait_healthy(Duration::from_secs(30));
+}
+
+#[test]
+fn sigterm_drains_and_exits_cleanly() {
+    let mut server = TestServer::start();
+    assert_eq!(server.get("/health").status, 200);
+    let status = server.stop_madbase();
+    assert!(status.success(), "exit status {status}:\n{}", server.log());
+    assert!(std::net::TcpStream::connect(server.addr).is_err(), "still accepting after shutdown");
+}
