@@ -74,6 +74,8 @@ pub struct Config {
     pub http_idle_timeout_ms: u64,
     /// Longest wait for body progress, ms. Default 30000 → 408.
     pub http_body_timeout_ms: u64,
+    /// Connections one shard serves at once; beyond it the kernel backlog holds new ones. Default 16384.
+    pub max_connections_per_shard: usize,
     /// Capacity of each cross-shard ring, messages. Default 4096.
     pub ring_capacity: usize,
     /// Threads of the blocking pool (hashing, image work). Default: the number of cores.
@@ -114,6 +116,7 @@ impl Default for Config {
             http_header_timeout_ms: 10_000,
             http_idle_timeout_ms: 60_000,
             http_body_timeout_ms: 30_000,
+            max_connections_per_shard: 16_384,
             ring_capacity: 4096,
             blocking_threads: cores,
             blocking_queue: 1024,
@@ -148,6 +151,7 @@ pub const ENV_KEYS: &[&str] = &[
     "MADBASE_HTTP_HEADER_TIMEOUT_MS",
     "MADBASE_HTTP_IDLE_TIMEOUT_MS",
     "MADBASE_HTTP_BODY_TIMEOUT_MS",
+    "MADBASE_MAX_CONNECTIONS_PER_SHARD",
     "MADBASE_RING_CAPACITY",
     "MADBASE_BLOCKING_THREADS",
     "MADBASE_BLOCKING_QUEUE",
@@ -237,6 +241,7 @@ impl Config {
                 "MADBASE_HTTP_HEADER_TIMEOUT_MS" => set(&mut c.http_header_timeout_ms, name, &raw)?,
                 "MADBASE_HTTP_IDLE_TIMEOUT_MS" => set(&mut c.http_idle_timeout_ms, name, &raw)?,
                 "MADBASE_HTTP_BODY_TIMEOUT_MS" => set(&mut c.http_body_timeout_ms, name, &raw)?,
+                "MADBASE_MAX_CONNECTIONS_PER_SHARD" => set(&mut c.max_connections_per_shard, name, &raw)?,
                 "MADBASE_RING_CAPACITY" => set(&mut c.ring_capacity, name, &raw)?,
                 "MADBASE_BLOCKING_THREADS" => set(&mut c.blocking_threads, name, &raw)?,
                 "MADBASE_BLOCKING_QUEUE" => set(&mut c.blocking_queue, name, &raw)?,
@@ -252,7 +257,7 @@ impl Config {
 
     /// Rejects settings the program cannot run with, naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&str, u64); 18] = [
+        let positive: [(&str, u64); 19] = [
             ("shards", self.shards as u64),
             ("pg_pool_size", self.pg_pool_size as u64),
             ("pg_queue_limit", self.pg_queue_limit as u64),
@@ -266,6 +271,7 @@ impl Config {
             ("http_header_timeout_ms", self.http_header_timeout_ms),
             ("http_idle_timeout_ms", self.http_idle_timeout_ms),
             ("http_body_timeout_ms", self.http_body_timeout_ms),
+            ("max_connections_per_shard", self.max_connections_per_shard as u64),
             ("ring_capacity", self.ring_capacity as u64),
             ("blocking_threads", self.blocking_threads as u64),
             ("blocking_queue", self.blocking_queue as u64),

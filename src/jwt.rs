@@ -14,8 +14,11 @@ use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::jwk::{Jwk, JwkSet};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
+
+/// `exp` of the printed API keys: the one Supabase's demo keys carry (2032-11-12).
+const API_KEY_EXPIRY: u64 = 1_983_812_996;
 
 /// Clock skew PostgREST tolerates on `exp`/`nbf`/`iat`, seconds.
 const CLOCK_SKEW_SECONDS: u64 = 30;
@@ -147,14 +150,21 @@ impl JwtKeys {
         &self.public_jwks
     }
 
-    /// Signs `claims` with the HS256 secret (for the printed anon/service_role keys and tests).
-    pub fn sign_hs256(&self, claims: &Value) -> String {
-        jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            claims,
-            &EncodingKey::from_secret(&self.secret),
-        )
-        .expect("HS256 signing of a JSON value cannot fail")
+    /// An API key (`anon`, `service_role`) for the HS256 secret, shaped exactly like Supabase's
+    /// demo keys (same header, claim order, issuer and expiry), so the demo secret yields the
+    /// well-known demo keys byte for byte.
+    pub fn api_key(&self, role: &str) -> String {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine;
+        debug_assert!(role.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(format!(
+            r#"{{"iss":"supabase-demo","role":"{role}","exp":{API_KEY_EXPIRY}}}"#
+        ));
+        let signing_input = format!("{header}.{payload}");
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.secret);
+        let tag = ring::hmac::sign(&key, signing_input.as_bytes());
+        format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
     }
 
     /// Verifies signature and time claims; returns the claims.
@@ -294,19 +304,36 @@ impl TokenCache {
 mod tests {
     use super::*;
     use crate::config::DEMO_JWT_SECRET;
+    use jsonwebtoken::{EncodingKey, Header};
     use serde_json::json;
     use std::sync::Arc;
 
     /// The anon key of Supabase's local development stack, signed with the demo secret.
     const DEMO_ANON_KEY: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJzdXBhYmFzZS1kZW1vIiwicm9sZSI6ImFub24iLCJleHAiOjE5ODM4MTI5OTZ9.CRXP1A7WOeoJeXxjNni43kdQwgnWNReilDMblYTn_I0";
 
+    impl JwtKeys {
+        fn sign_hs256(&self, claims: &Value) -> String {
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                claims,
+                &EncodingKey::from_secret(&self.secret),
+            )
+            .unwrap()
+        }
+    }
+
+    const DEMO_SERVICE_ROLE_KEY: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJzdXBhYmFzZS1kZW1vIiwicm9sZSI6InNlcnZpY2Vfcm9sZSIsImV4cCI6MTk4MzgxMjk5Nn0.EGIM96RAZx35lJzdJsyH-qQwv8Hdp7fsn3W0YpN81IU";
+
     fn keys() -> Arc<JwtKeys> {
         Arc::new(JwtKeys::new(DEMO_JWT_SECRET, None).unwrap())
     }
 
     #[test]
-    fn demo_anon_key_verifies() {
-        let claims = keys().verify(DEMO_ANON_KEY, unix_now()).unwrap();
+    fn demo_secret_yields_the_demo_keys() {
+        let k = keys();
+        assert_eq!(k.api_key("anon"), DEMO_ANON_KEY);
+        assert_eq!(k.api_key("service_role"), DEMO_SERVICE_ROLE_KEY);
+        let claims = k.verify(DEMO_ANON_KEY, unix_now()).unwrap();
         assert_eq!(claims.role(), Some("anon"));
     }
 

@@ -16,7 +16,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use madbase_shards::{Runtime, RuntimeConfig};
-use serde_json::json;
 
 use crate::config::Config;
 use crate::jwt::JwtKeys;
@@ -31,9 +30,6 @@ USAGE:
     madbase --version | --help
 
 Configuration comes from MADBASE_* environment variables and an optional TOML file; see README.md.";
-
-/// Claims of the printed keys: Supabase's demo keys have exactly these (issuer and far expiry).
-const KEY_EXPIRY: u64 = 1_983_812_996;
 
 enum Command {
     Start,
@@ -127,8 +123,7 @@ fn load_keys(config: &Config) -> Result<JwtKeys, String> {
 
 /// The anon and service_role API keys for the HS256 secret in effect.
 fn api_keys(keys: &JwtKeys) -> (String, String) {
-    let key = |role: &str| keys.sign_hs256(&json!({ "iss": "supabase-demo", "role": role, "exp": KEY_EXPIRY }));
-    (key("anon"), key("service_role"))
+    (keys.api_key("anon"), keys.api_key("service_role"))
 }
 
 fn start(config: Config) -> Result<(), String> {
@@ -138,6 +133,7 @@ fn start(config: Config) -> Result<(), String> {
     let runtime_config = RuntimeConfig {
         shards: config.shards,
         listen: Some(config.listen),
+        max_connections_per_shard: config.max_connections_per_shard,
         ring_capacity: config.ring_capacity,
         blocking_threads: config.blocking_threads,
         blocking_queue: config.blocking_queue,

@@ -1,7 +1,7 @@
 // Test support: starts a real MadBase (with its own managed PostgreSQL in a temporary data dir) on
 // free ports and stops it afterwards. Nothing here is mocked.
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, chmodSync } from 'node:fs';
+import { spawn, execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, mkdtempSync, rmSync, chmodSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -23,6 +23,18 @@ function freePort() {
       srv.close(() => res(port));
     });
   });
+}
+
+function psqlPath() {
+  for (const dir of (process.env.PATH ?? '').split(':')) {
+    if (dir && existsSync(join(dir, 'psql'))) return join(dir, 'psql');
+  }
+  const versions = existsSync('/usr/lib/postgresql') ? readdirSync('/usr/lib/postgresql').sort() : [];
+  for (const v of versions.reverse()) {
+    const candidate = `/usr/lib/postgresql/${v}/bin/psql`;
+    if (existsSync(candidate)) return candidate;
+  }
+  throw new Error('psql not found: install the PostgreSQL client (apt install postgresql-client)');
 }
 
 export async function startMadbase() {
@@ -59,9 +71,18 @@ export async function startMadbase() {
     }
     await new Promise((r) => setTimeout(r, 200));
   }
+  const dbUrl = /DB URL: (postgres:\/\/\S+)/.exec(output)?.[1];
+  if (!dbUrl) throw new Error(`madbase did not print the managed DB URL:\n${output}`);
   return {
     url,
+    dbUrl,
     output: () => output,
+    /** Runs SQL as the managed cluster's superuser (psql from the PostgreSQL install). */
+    sql(text) {
+      return execFileSync(psqlPath(), [dbUrl, '-v', 'ON_ERROR_STOP=1', '-qAt', '-c', text], {
+        encoding: 'utf8',
+      });
+    },
     async stop() {
       const exited = new Promise((r) => child.once('exit', r));
       child.kill('SIGTERM');

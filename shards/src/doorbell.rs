@@ -1,6 +1,6 @@
 //! The per-shard doorbell: how other threads wake a shard's reactor.
 //!
-//! Owns: [`Doorbell`] (the `Send + Sync` ringing side) and [`run_doorbell`] (the one
+//! Owns: `Doorbell` (the `Send + Sync` ringing side) and `run_doorbell` (the one
 //! task per shard that listens for it).
 //!
 //! Mechanism: a `UnixStream::pair()`. The ringing side is non-blocking; ringing

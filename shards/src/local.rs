@@ -1,12 +1,12 @@
 //! Shard-local wait lists and the shutdown signal.
 //!
-//! Owns: [`WaitList`] (a single-threaded set of parked wakers), the [`Wait`] future
+//! Owns: `WaitList` (a single-threaded set of parked wakers), the `Wait` future
 //! built on it, [`ShutdownSignal`] (shard-local view of shutdown) and
 //! [`ShutdownTrigger`] (the process-wide, `Send` way to start it).
 //!
 //! Invariants: a `WaitList` lives on one shard thread (`!Send`), so "check the
 //! condition, then register the waker" cannot race with a wake (wakes come from
-//! other tasks of the same thread, which cannot run in between). A [`Wait`] future
+//! other tasks of the same thread, which cannot run in between). A `Wait` future
 //! holds at most one slot and frees it when it completes or is dropped, so a list
 //! never holds more slots than there are live waiting futures. Shutdown is
 //! one-way: once triggered it stays triggered.
@@ -26,6 +26,8 @@ use crate::doorbell::Doorbell;
 pub(crate) struct WaitList {
     slots: RefCell<Vec<Option<Waker>>>,
     free: RefCell<Vec<usize>>,
+    /// Reused buffer for `wake_all`, so a wake does not allocate.
+    scratch: Cell<Vec<Waker>>,
 }
 
 impl WaitList {
@@ -60,15 +62,12 @@ impl WaitList {
     /// Wakes every parked future (they re-check their condition when polled).
     pub(crate) fn wake_all(&self) {
         // Take the wakers out first: waking may run code that touches the list.
-        let wakers: Vec<Waker> = self
-            .slots
-            .borrow_mut()
-            .iter_mut()
-            .filter_map(Option::take)
-            .collect();
-        for w in wakers {
+        let mut wakers = self.scratch.take();
+        wakers.extend(self.slots.borrow_mut().iter_mut().filter_map(Option::take));
+        for w in wakers.drain(..) {
             w.wake();
         }
+        self.scratch.set(wakers);
     }
 
     /// A future that resolves when `check` returns `Some`; it is re-checked each

@@ -2,7 +2,7 @@
 //!
 //! Owns: the ring mesh (one `rtrb` ring per ordered shard pair `i → j`, `i != j`,
 //! and one ring from the single [`Injector`] to every shard), the shard-side
-//! [`Mailbox`] (outboxes, inboxes, round-robin receive) and the message types
+//! `Mailbox` (outboxes, inboxes, round-robin receive) and the message types
 //! ([`Envelope`], [`Source`], [`SendError`], [`RingDepth`]).
 //!
 //! Invariants:

@@ -40,7 +40,7 @@ use crate::pool::{BlockingPool, PoolWorkers};
 use crate::serve::{Conns, ServeError, ServeParams, ServeReport};
 
 /// The I/O driver a shard runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Driver {
     /// io_uring.
     IoUring,
@@ -249,9 +249,13 @@ impl Runtime {
         drop(ready_tx);
 
         let mut drivers = vec![Driver::Legacy; n];
+        let mut reported = 0;
         for _ in 0..threads.len() {
             match ready_rx.recv() {
-                Ok((shard, Ok(d))) => drivers[shard] = d,
+                Ok((shard, Ok(d))) => {
+                    drivers[shard] = d;
+                    reported += 1;
+                }
                 Ok((shard, Err(source))) => {
                     failure.get_or_insert(StartError::Reactor { shard, source });
                 }
@@ -267,7 +271,7 @@ impl Runtime {
                 Err(e) => failure = Some(e),
             }
         }
-        if failure.is_none() && threads.len() < n {
+        if failure.is_none() && (threads.len() < n || reported < n) {
             failure = Some(StartError::Thread {
                 name: config.thread_name.clone(),
                 source: std::io::Error::other("shard thread exited during start"),
@@ -365,6 +369,10 @@ fn shard_thread<M, F, Fut>(
     Fut: Future<Output = ()> + 'static,
 {
     let id = seed.id;
+    // Report once, then drop the sender, so `start` sees a disconnect (not a hang)
+    // if another shard thread dies before reporting.
+    let mut ready = Some(ready);
+    let mut report = move |r: Ready| ready.take().is_some_and(|tx| tx.send(r).is_ok());
     let _guard = PanicGuard {
         shard: id,
         trigger: ShutdownTrigger {
@@ -384,7 +392,7 @@ fn shard_thread<M, F, Fut>(
             .build()
         {
             Ok(mut rt) => {
-                if ready.send((id, Ok(Driver::IoUring))).is_ok() && go.recv() == Ok(true) {
+                if report((id, Ok(Driver::IoUring))) && go.recv() == Ok(true) {
                     rt.block_on(run_shard(seed, Driver::IoUring, common.clone(), main));
                 }
                 return;
@@ -400,13 +408,13 @@ fn shard_thread<M, F, Fut>(
         .build()
     {
         Ok(mut rt) => {
-            if ready.send((id, Ok(Driver::Legacy))).is_ok() && go.recv() == Ok(true) {
+            if report((id, Ok(Driver::Legacy))) && go.recv() == Ok(true) {
                 rt.block_on(run_shard(seed, Driver::Legacy, common.clone(), main));
             }
         }
         Err(e) => {
             tracing::error!(shard = id, error = %e, "legacy driver failed to build");
-            let _ = ready.send((id, Err(e)));
+            let _ = report((id, Err(e)));
         }
     }
 }
@@ -566,7 +574,9 @@ impl<M: Send + 'static> Shard<M> {
     }
 
     /// Sends `msg` to shard `to` without waiting. `Full` gives the message back;
-    /// the caller picks the policy (retry after a yield, drop, fail the request).
+    /// the caller picks the policy (drop, fail the request, or retry after a timer).
+    /// Do not retry in a tight yield loop: a spinning shard burns the core the
+    /// consumer may need (measured: on 2 cores that turns a 1 s transfer into minutes).
     pub fn send_to(&self, to: usize, msg: M) -> Result<(), SendError<M>> {
         self.inner.mailbox.send_to(to, msg)
     }

@@ -1,7 +1,7 @@
 //! The per-shard accept loop and graceful connection draining.
 //!
-//! Owns: [`Conns`] (this shard's in-flight connections: count, wait list, and the
-//! socket of each, for the forced close) and [`serve`], the loop behind
+//! Owns: `Conns` (this shard's in-flight connections: count, wait list, and the
+//! socket of each, for the forced close) and `serve`, the loop behind
 //! `Shard::serve`.
 //!
 //! Shutdown sequence on a shard, in order:

@@ -41,6 +41,7 @@ fn io_uring_by_default_where_supported() {
         eprintln!("io_uring unavailable here; legacy expected");
         Driver::Legacy
     };
+    eprintln!("default drivers on this machine: {drivers:?}");
     assert_eq!(drivers, vec![expect; 2]);
     assert_eq!(seen, vec![(0, expect), (1, expect)]);
 }

@@ -1,0 +1,69 @@
+// Smoke test: the unmodified @supabase/supabase-js client against MadBase with its managed
+// PostgreSQL (`madbase start`, no DATABASE_URL), exactly as an app would use it.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { createClient } from '@supabase/supabase-js';
+import { startMadbase, ANON_KEY, SERVICE_ROLE_KEY } from './support.js';
+
+let server;
+
+before(async () => {
+  server = await startMadbase();
+  server.sql(`
+    create table public.todos (id bigint primary key, title text not null, done boolean not null default false);
+    alter table public.todos enable row level security;
+    create policy "anon reads open todos" on public.todos for select to anon using (not done);
+    insert into public.todos values (1, 'write the foundation', true), (2, 'ship the Data API', false),
+                                    (3, 'measure it', false);
+  `);
+});
+
+after(async () => {
+  await server?.stop();
+});
+
+test('madbase start prints the URL and both keys', () => {
+  const out = server.output();
+  assert.match(out, /API URL: http:\/\/127\.0\.0\.1:\d+/);
+  assert.ok(out.includes(ANON_KEY), 'prints the demo anon key');
+  assert.ok(out.includes(SERVICE_ROLE_KEY), 'prints the demo service_role key');
+});
+
+test('select through supabase-js honours RLS for anon', async () => {
+  const supabase = createClient(server.url, ANON_KEY);
+  const { data, error, status } = await supabase
+    .from('todos')
+    .select('id,title')
+    .eq('done', false)
+    .order('id', { ascending: false });
+  assert.equal(error, null);
+  assert.equal(status, 200);
+  assert.deepEqual(data, [
+    { id: 3, title: 'measure it' },
+    { id: 2, title: 'ship the Data API' },
+  ]);
+});
+
+test('service_role bypasses RLS', async () => {
+  const admin = createClient(server.url, SERVICE_ROLE_KEY);
+  const { data, error } = await admin.from('todos').select('id').order('id');
+  assert.equal(error, null);
+  assert.deepEqual(data, [{ id: 1 }, { id: 2 }, { id: 3 }]);
+});
+
+test('errors reach the client in PostgREST shape', async () => {
+  const supabase = createClient(server.url, ANON_KEY);
+  const { data, error, status } = await supabase.from('no_such_table').select();
+  assert.equal(data, null);
+  assert.equal(status, 404);
+  assert.equal(typeof error.code, 'string');
+  assert.equal(typeof error.message, 'string');
+});
+
+test('unknown routes get the gateway 404', async () => {
+  const res = await fetch(`${server.url}/nowhere`, { headers: { apikey: ANON_KEY } });
+  assert.equal(res.status, 404);
+  assert.deepEqual(await res.json(), { message: 'no Route matched with those values' });
+});
+
