@@ -251,6 +251,7 @@ impl App {
             ("auth", "/auth/v1/.well-known/jwks.json") if matches!(req.method(), "GET" | "HEAD") => {
                 Response::json(200, self.state.shared.keys.public_jwks().to_string())
             }
+            ("rest", _) => crate::rest::handle(&self.state, req).await,
             _ => gateway_not_found(),
         }
     }

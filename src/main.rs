@@ -10,6 +10,7 @@ mod database;
 mod jwt;
 mod metrics;
 mod migrate;
+mod rest;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

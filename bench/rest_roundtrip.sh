@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# One PostgreSQL round trip through MadBase's full request path — HTTP parse, JWT verify (anon key),
+# one pipelined batch (settings + the statement, one Sync), JSON built by PostgreSQL — against
+# pgbench replaying the identical statements (one pipeline, one Sync per transaction) on the same
+# PostgreSQL, same machine, one run. Also bare `pgbench -S` for scale.
+#
+#   bench/rest_roundtrip.sh            # DURATION=15s CONNS=256 (HTTP clients) by default
+source "$(dirname "$0")/lib.sh"
+need_tool wrk wrk
+need_tool pgbench postgresql-contrib
+build_madbase
+
+echo "machine: $(machine)"
+start_madbase "$OUT/madbase-data"
+trap stop_madbase EXIT
+PSQL_BIN=$(command -v psql || ls /usr/lib/postgresql/*/bin/psql | tail -1)
+"$PSQL_BIN" "$MB_DB_URL" -qAt -v ON_ERROR_STOP=1 <<'SQL'
+create table public.bench_items (id bigint primary key, name text not null, price numeric not null, tags text[] not null);
+insert into public.bench_items select i, 'item ' || i, i * 1.5, array['a', 'b'] from generate_series(1, 10000) i;
+alter table public.bench_items enable row level security;
+create policy "anon reads" on public.bench_items for select to anon using (id > 0);
+analyze public.bench_items;
+SQL
+
+ANON_KEY=$(grep -o 'anon key: [^ ]*' "$OUT/madbase.out" | awk '{print $3}')
+cat >"$OUT/get_by_pk.lua" <<LUA
+wrk.headers["apikey"] = "$ANON_KEY"
+wrk.headers["Authorization"] = "Bearer $ANON_KEY"
+request = function()
+  return wrk.format("GET", "/rest/v1/bench_items?select=*&id=eq." .. math.random(1, 10000))
+end
+LUA
+
+# The statements MadBase sends for that request (the settings statement, then the read), as seen
+# in PostgreSQL's log with log_statement=all; pgbench binds :id where MadBase binds $1.
+CLAIMS='{"iss":"supabase-demo","role":"anon","exp":1983812996}'
+HEADERS='{"host":"127.0.0.1","apikey":"'$ANON_KEY'","authorization":"Bearer '$ANON_KEY'"}'
+cat >"$OUT/get_by_pk.pgbench" <<PGB
+\set id random(1, 10000)
+\startpipeline
+select set_config('search_path', '"public", "extensions"', true), set_config('role', 'anon', true), set_config('request.jwt.claims', '$CLAIMS', true), set_config('request.method', 'GET', true), set_config('request.path', '/bench_items', true), set_config('request.headers', '$HEADERS', true);
+SELECT pg_catalog.count(_postgrest_t) AS page_total, coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body FROM (SELECT "public"."bench_items".* FROM "public"."bench_items" WHERE "public"."bench_items"."id" = :id) _postgrest_t;
+\endpipeline
+PGB
+# pgbench -S's own tables.
+"$(dirname "$PSQL_BIN")/pgbench" -i -q -s 1 "$MB_DB_URL" >/dev/null 2>&1 || pgbench -i -q -s 1 "$MB_DB_URL" >/dev/null
+
+PG_CONNS=$(( $(nproc) * 4 ))   # MadBase: shards × pg_pool_size (default 4) connections
+secs=${DURATION:-15s}; secs=${secs%s}
+pgb() { # pgb <label> <clients> <args...>
+  local label="$1" clients="$2"; shift 2
+  pgbench -n -M prepared -c "$clients" -j "$(nproc)" -T "$secs" -P 0 "$@" "$MB_DB_URL" >"$OUT/$label.pgbench" 2>&1
+  local tps; tps=$(awk '/^tps/ {print $3; exit}' "$OUT/$label.pgbench")
+  local lat; lat=$(awk '/latency average/ {print $4; exit}' "$OUT/$label.pgbench")
+  printf '%-28s %12s tps     avg latency %s ms (clients %s)\n' "$label" "$tps" "$lat" "$clients"
+  eval "${label}_TPS=$tps"
+}
+
+DURATION=3s wrk_run warm "http://127.0.0.1:$MB_PORT" -s "$OUT/get_by_pk.lua" >/dev/null
+wrk_run madbase_get_by_pk "http://127.0.0.1:$MB_PORT" -s "$OUT/get_by_pk.lua"
+pgb pgbench_same_sql "$PG_CONNS" -f "$OUT/get_by_pk.pgbench"
+pgb pgbench_same_sql_c64 64 -f "$OUT/get_by_pk.pgbench"
+pgb pgbench_select_only "$PG_CONNS" -S
+echo "ratio MadBase / pgbench same SQL (${PG_CONNS} conns): $(ratio "$madbase_get_by_pk_RPS" "$pgbench_same_sql_TPS")"
+echo "ratio MadBase / pgbench same SQL (64 conns):  $(ratio "$madbase_get_by_pk_RPS" "$pgbench_same_sql_c64_TPS")"
+echo "ratio MadBase / pgbench -S (${PG_CONNS} conns):       $(ratio "$madbase_get_by_pk_RPS" "$pgbench_select_only_TPS")"

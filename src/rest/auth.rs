@@ -1,0 +1,170 @@
+//! Who a `/rest/v1` request runs as: the token PostgREST would see, verified through the shard's
+//! [`TokenCache`], turned into the role and the `request.jwt.claims` text.
+//!
+//! Owns: token extraction (`Authorization: Bearer …`, else the `apikey` header — what Supabase's
+//! gateway forwards as the bearer when a client sends only `apikey` — else anonymous) and the
+//! role rules. Invariants: a request never runs as a role it was not given by a verified token or
+//! the anonymous default; the claims text always has a string `"role"` equal to the role the
+//! transaction switches to (so `auth.role()` and `current_role` agree); the cache borrow is never
+//! held across an await.
+
+use std::cell::RefCell;
+
+use madbase_http::Request;
+use serde_json::Value;
+
+use super::error::ApiError;
+use crate::jwt::{JwtError, TokenCache};
+
+/// The role of requests without a token (Supabase's `anon`).
+pub const ANON_ROLE: &str = "anon";
+
+/// The identity a request runs under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The role to `set_config('role', …)` to.
+    pub role: String,
+    /// `request.jwt.claims`: the verified claims as JSON text, with `"role"` present.
+    pub claims_json: String,
+    /// The request carried a verified JWT (PostgREST's 42501 → 403 rather than 401).
+    pub authenticated: bool,
+}
+
+impl Identity {
+    fn anonymous() -> Identity {
+        Identity {
+            role: ANON_ROLE.to_owned(),
+            claims_json: format!("{{\"role\":\"{ANON_ROLE}\"}}"),
+            authenticated: false,
+        }
+    }
+}
+
+/// The token the request presents, if any. `Err` for an `Authorization` header that says
+/// `Bearer` but carries nothing usable.
+fn presented_token(req: &Request) -> Result<Option<&str>, JwtError> {
+    if let Some(value) = req.header("authorization") {
+        let value = std::str::from_utf8(value).map_err(|_| JwtError::Decode)?.trim();
+        let scheme_len = "bearer".len();
+        if value.len() >= scheme_len && value[..scheme_len].eq_ignore_ascii_case("bearer") {
+            let rest = &value[scheme_len..];
+            if rest.is_empty() {
+                return Err(JwtError::Empty);
+            }
+            if rest.starts_with([' ', '\t']) {
+                let token = rest.trim();
+                return if token.is_empty() { Err(JwtError::Empty) } else { Ok(Some(token)) };
+            }
+        }
+        // Another scheme (e.g. Basic): PostgREST only reads bearer tokens; fall through to
+        // `apikey` as the gateway would.
+    }
+    match req.header("apikey") {
+        Some(value) => {
+            let value = std::str::from_utf8(value).map_err(|_| JwtError::Decode)?.trim();
+            Ok((!value.is_empty()).then_some(value))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Verifies the request's token (if any) and returns the identity it runs under.
+pub fn authenticate(tokens: &RefCell<TokenCache>, req: &Request) -> Result<Identity, ApiError> {
+    let Some(token) = presented_token(req)? else {
+        return Ok(Identity::anonymous());
+    };
+    // The borrow ends with this statement: verification is synchronous.
+    let claims = tokens.borrow_mut().verify(token)?;
+    let (role, claims_json) = match claims.role() {
+        Some(role) => (role.to_owned(), claims.json.clone()),
+        None => {
+            // No (string) role claim: PostgREST uses the anonymous role, and the claims the
+            // database sees must say so.
+            let mut object = claims.object.clone();
+            object.insert("role".to_owned(), Value::String(ANON_ROLE.to_owned()));
+            (ANON_ROLE.to_owned(), Value::Object(object).to_string())
+        }
+    };
+    // `set_config('role', 'none')` means RESET ROLE — back to the session user the pool logged in
+    // as, which may be far more privileged than any API role. An empty name is never a role.
+    if role.is_empty() || role.eq_ignore_ascii_case("none") {
+        return Err(ApiError::ForbiddenRole(role));
+    }
+    Ok(Identity { role, claims_json, authenticated: true })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DEMO_JWT_SECRET;
+    use crate::jwt::JwtKeys;
+    use madbase_http::Headers;
+    use serde_json::json;
+    use std::sync::Arc;
+
+    struct Signer;
+    impl Signer {
+        fn sign_hs256(&self, claims: &Value) -> String {
+            let key = jsonwebtoken::EncodingKey::from_secret(DEMO_JWT_SECRET.as_bytes());
+            jsonwebtoken::encode(&jsonwebtoken::Header::default(), claims, &key).unwrap()
+        }
+    }
+
+    fn setup() -> (Signer, RefCell<TokenCache>) {
+        let keys = Arc::new(JwtKeys::new(DEMO_JWT_SECRET, None).unwrap());
+        (Signer, RefCell::new(TokenCache::new(keys, 8)))
+    }
+
+    fn request(headers: &[(&str, &str)]) -> Request {
+        let mut h = Headers::default();
+        for (k, v) in headers {
+            h.push(k.to_string(), v.to_string());
+        }
+        Request::new("GET", "/rest/v1/t", h, ([127, 0, 0, 1], 1).into())
+    }
+
+    #[test]
+    fn anonymous_without_a_token() {
+        let (_, cache) = setup();
+        let id = authenticate(&cache, &request(&[])).unwrap();
+        assert_eq!(id, Identity::anonymous());
+        assert_eq!(id.claims_json, r#"{"role":"anon"}"#);
+        // A non-bearer Authorization is not a token.
+        assert!(!authenticate(&cache, &request(&[("authorization", "Basic eDp5")])).unwrap().authenticated);
+    }
+
+    #[test]
+    fn bearer_then_apikey() {
+        let (keys, cache) = setup();
+        let user = keys.sign_hs256(&json!({"role": "authenticated", "sub": "u1"}));
+        let service = keys.sign_hs256(&json!({"role": "service_role"}));
+        let auth = format!("bearer {user}");
+        let id = authenticate(&cache, &request(&[("Authorization", &auth), ("apikey", &service)])).unwrap();
+        assert_eq!(id.role, "authenticated");
+        assert!(id.authenticated);
+        let id = authenticate(&cache, &request(&[("apikey", &service)])).unwrap();
+        assert_eq!(id.role, "service_role");
+    }
+
+    #[test]
+    fn claims_without_role_run_as_anon_and_say_so() {
+        let (keys, cache) = setup();
+        let token = format!("Bearer {}", keys.sign_hs256(&json!({"sub": "u2"})));
+        let id = authenticate(&cache, &request(&[("authorization", &token)])).unwrap();
+        assert_eq!(id.role, "anon");
+        let claims: Value = serde_json::from_str(&id.claims_json).unwrap();
+        assert_eq!(claims, json!({"sub": "u2", "role": "anon"}));
+    }
+
+    #[test]
+    fn bad_tokens_and_roles() {
+        let (keys, cache) = setup();
+        let err = authenticate(&cache, &request(&[("authorization", "Bearer ")])).unwrap_err();
+        assert!(matches!(err, ApiError::Jwt(JwtError::Empty)), "{err:?}");
+        let err = authenticate(&cache, &request(&[("authorization", "Bearer a.b")])).unwrap_err();
+        assert_eq!(err.to_string(), "Expected 3 parts in JWT; got 2");
+        let none = format!("Bearer {}", keys.sign_hs256(&json!({"role": "none"})));
+        let err = authenticate(&cache, &request(&[("authorization", &none)])).unwrap_err();
+        assert!(matches!(err, ApiError::ForbiddenRole(_)), "{err:?}");
+    }
+}

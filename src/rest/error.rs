@@ -1,0 +1,252 @@
+//! Every way a `/rest/v1` request can fail, and how each becomes PostgREST's error response.
+//!
+//! Owns: [`ApiError`], the SQLSTATE → HTTP status table (reference/rest.md §11.2) and the error
+//! body. Invariants: every error body has exactly the four keys `code`, `details`, `hint`,
+//! `message` (in that order, `null` when absent) and `Content-Type: application/json;
+//! charset=utf-8`; every error response carries `Proxy-Status: PostgREST; error=<code>`; every 401
+//! carries `WWW-Authenticate`; every 503 caused by the pool carries `Retry-After`.
+
+use std::time::Duration;
+
+use madbase_http::Response;
+use madbase_pg::{DbError, PgError};
+use serde_json::{json, Value};
+
+use super::query::QueryError;
+use crate::jwt::JwtError;
+
+/// A failed `/rest/v1` request.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The bearer token (or `apikey`) did not verify: 401 PGRST301/PGRST303.
+    #[error("{0}")]
+    Jwt(#[from] JwtError),
+    /// The `role` claim names a role that can never be switched to (`none`, empty): answered as
+    /// PostgreSQL would answer an unknown role (22023 → 401), without asking it.
+    #[error("role \"{0}\" does not exist")]
+    ForbiddenRole(String),
+    /// The query string: 400 PGRST100 (or 416 PGRST103 for a negative limit).
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    /// `Accept-Profile` names a schema that is not exposed: 406 PGRST106.
+    #[error("Invalid schema: {0}")]
+    InvalidSchema(String),
+    /// `Accept` asks for a media type this slice does not produce: 406 PGRST107.
+    #[error("None of these media types are available: {0}")]
+    MediaType(String),
+    /// A path that is not `/<relation>`: 404 PGRST125.
+    #[error("Invalid path specified in request URL")]
+    InvalidPath,
+    /// PostgREST surface that is not implemented yet (RPC, writes, OpenAPI, Range): 400 PGRST127.
+    #[error("Feature not implemented")]
+    NotImplemented(&'static str),
+    /// A method PostgREST does not serve at all: 405 PGRST117.
+    #[error("Unsupported HTTP method: {0}")]
+    Method(String),
+    /// PostgreSQL answered with an error; `authenticated` = the request carried a verified JWT.
+    #[error("{error}")]
+    Db { error: Box<DbError>, authenticated: bool },
+    /// The pool could not run the request.
+    #[error(transparent)]
+    Pool(PgError),
+    /// PostgreSQL answered something the statement cannot produce (a bug, not the client's fault).
+    #[error("unexpected result from PostgreSQL: {0}")]
+    Internal(&'static str),
+}
+
+impl ApiError {
+    pub fn from_pg(error: PgError, authenticated: bool) -> ApiError {
+        match error {
+            PgError::Db(error) => ApiError::Db { error, authenticated },
+            other => ApiError::Pool(other),
+        }
+    }
+
+    /// The HTTP response PostgREST gives for this error.
+    pub fn into_response(self) -> Response {
+        let message = self.to_string();
+        match self {
+            ApiError::Jwt(error) => {
+                let challenge = format!(
+                    "Bearer error=\"invalid_token\", error_description=\"{}\"",
+                    message.replace('\\', "\\\\").replace('"', "\\\"")
+                );
+                body(401, error.pgrst_code(), &message, None, None).header("www-authenticate", challenge)
+            }
+            ApiError::ForbiddenRole(_) => {
+                body(401, "22023", &message, None, None).header("www-authenticate", "Bearer")
+            }
+            ApiError::Query(error) => {
+                let details = error.details();
+                match error {
+                    QueryError::NegativeLimit => body(416, "PGRST103", &message, details, None),
+                    _ => body(400, "PGRST100", &message, details, None),
+                }
+            }
+            ApiError::InvalidSchema(_) => {
+                body(406, "PGRST106", &message, None, Some("Only the following schemas are exposed: public".into()))
+            }
+            ApiError::MediaType(_) => body(406, "PGRST107", &message, None, None),
+            ApiError::InvalidPath => body(404, "PGRST125", &message, None, None),
+            ApiError::NotImplemented(what) => body(400, "PGRST127", &message, Some(what.to_owned()), None),
+            ApiError::Method(_) => body(405, "PGRST117", &message, None, None),
+            ApiError::Db { error, authenticated } => {
+                let status = status_for_sqlstate(&error.code, &error.message, authenticated);
+                if status >= 500 {
+                    tracing::warn!(code = %error.code, message = %error.message, "rest: database error");
+                }
+                let response = body(status, &error.code, &error.message, error.detail.clone(), error.hint.clone());
+                if status == 401 {
+                    response.header("www-authenticate", "Bearer")
+                } else {
+                    response
+                }
+            }
+            ApiError::Pool(error) => pool_error(error),
+            ApiError::Internal(what) => {
+                tracing::error!(what, "rest: unexpected result from PostgreSQL");
+                body(500, "PGRSTX00", "Internal server error", Some(message), None)
+            }
+        }
+    }
+}
+
+/// Pool failures: unavailable or saturated → 503 with `Retry-After`; timed out → 504.
+fn pool_error(error: PgError) -> Response {
+    let retry = |response: Response, after: Duration| {
+        // Whole seconds, at least 1: `Retry-After: 0` would invite a tight retry loop.
+        let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        response.header("retry-after", seconds.max(1).to_string())
+    };
+    let details = Some(error.to_string());
+    match error {
+        PgError::Unavailable { retry_after } => {
+            retry(body(503, "PGRST000", "Database connection error.", details, None), retry_after)
+        }
+        PgError::Busy => retry(
+            body(503, "PGRST003", "Too many requests are waiting for a database connection.", details, None),
+            Duration::from_secs(1),
+        ),
+        PgError::Timeout(_) => body(504, "PGRST003", "Timed out waiting for the database.", details, None),
+        PgError::ConnectionLost | PgError::Closed | PgError::Io(_) => retry(
+            body(503, "PGRST001", "Database client error. Retrying the connection.", details, None),
+            Duration::from_secs(1),
+        ),
+        PgError::Db(_) | PgError::Protocol(_) | PgError::Auth(_) | PgError::Config(_) => {
+            tracing::error!(error = %details.as_deref().unwrap_or(""), "rest: database client failure");
+            body(500, "PGRSTX00", "Database client error.", details, None)
+        }
+    }
+}
+
+/// PostgREST's error body and headers.
+pub fn body(status: u16, code: &str, message: &str, details: Option<String>, hint: Option<String>) -> Response {
+    // serde_json's map is ordered by key: code, details, hint, message — PostgREST's order.
+    let text = json!({
+        "code": code,
+        "details": details.map_or(Value::Null, Value::String),
+        "hint": hint.map_or(Value::Null, Value::String),
+        "message": message,
+    })
+    .to_string();
+    Response::with_body(status, text)
+        .header("content-type", "application/json; charset=utf-8")
+        .header("proxy-status", format!("PostgREST; error={code}"))
+}
+
+/// SQLSTATE → HTTP status, as PostgREST maps it (reference/rest.md §11.2).
+pub fn status_for_sqlstate(code: &str, message: &str, authenticated: bool) -> u16 {
+    let class = code.get(..2).unwrap_or("");
+    match code {
+        "21000" if message.ends_with("requires a WHERE clause") => return 400,
+        "21000" => return 500,
+        "22023" if message.starts_with("role \"") && message.ends_with("\" does not exist") => return 401,
+        "23503" | "23505" => return 409,
+        "25006" => return 405,
+        "53400" => return 500,
+        "57P01" => return 503,
+        "P0001" => return 400,
+        "42883" if message.starts_with("function xmlagg(") => return 406,
+        "42883" | "42P01" => return 404,
+        "42P17" => return 500,
+        "42501" => return if authenticated { 403 } else { 401 },
+        _ => {}
+    }
+    if let Some(digits) = code.strip_prefix("PT") {
+        if let Ok(status @ 100..=599) = digits.parse::<u16>() {
+            return status;
+        }
+    }
+    match class {
+        "08" | "53" => 503,
+        "0L" | "0P" | "28" => 403,
+        "09" | "25" | "2D" | "38" | "39" | "3B" | "40" | "54" | "55" | "57" | "58" | "F0" | "HV" | "P0" | "XX" => 500,
+        // `PGRST` raises carry their status in DETAIL; not read by this slice yet.
+        "PG" => 500,
+        _ => 400,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstate_table() {
+        for (code, message, authed, status) in [
+            ("42P01", "relation \"x\" does not exist", false, 404),
+            ("42501", "permission denied for table t", false, 401),
+            ("42501", "permission denied for table t", true, 403),
+            ("42703", "column t.x does not exist", false, 400),
+            ("22P02", "invalid input syntax for type integer: \"a\"", false, 400),
+            ("22023", "role \"nobody\" does not exist", true, 401),
+            ("22023", "invalid value", true, 400),
+            ("23505", "", false, 409),
+            ("25006", "", false, 405),
+            ("08006", "", false, 503),
+            ("53300", "", false, 503),
+            ("53400", "", false, 500),
+            ("57P01", "", false, 503),
+            ("57014", "canceling statement due to statement timeout", false, 500),
+            ("PT402", "", false, 402),
+            ("P0001", "", false, 400),
+            ("P0002", "", false, 500),
+            ("42883", "function xmlagg(x) does not exist", false, 406),
+            ("42883", "operator does not exist", false, 404),
+            ("XX000", "", false, 500),
+            ("0P000", "", false, 403),
+        ] {
+            assert_eq!(status_for_sqlstate(code, message, authed), status, "{code} {message}");
+        }
+    }
+
+    #[test]
+    fn body_shape() {
+        let r = body(404, "42P01", "relation \"x\" does not exist", None, Some("h".into()));
+        let madbase_http::ResponseBody::Full(bytes) = r.body() else { panic!() };
+        assert_eq!(
+            std::str::from_utf8(bytes).unwrap(),
+            r#"{"code":"42P01","details":null,"hint":"h","message":"relation \"x\" does not exist"}"#
+        );
+        assert_eq!(r.header_value("content-type"), Some(&b"application/json; charset=utf-8"[..]));
+    }
+
+    #[test]
+    fn jwt_errors_carry_the_challenge() {
+        let r = ApiError::Jwt(JwtError::Expired).into_response();
+        assert_eq!(r.status(), 401);
+        assert_eq!(
+            r.header_value("www-authenticate"),
+            Some(&br#"Bearer error="invalid_token", error_description="JWT expired""#[..])
+        );
+    }
+
+    #[test]
+    fn pool_errors() {
+        let r = ApiError::Pool(PgError::Unavailable { retry_after: Duration::from_millis(1500) }).into_response();
+        assert_eq!((r.status(), r.header_value("retry-after")), (503, Some(&b"2"[..])));
+        let r = ApiError::Pool(PgError::Busy).into_response();
+        assert_eq!((r.status(), r.header_value("retry-after")), (503, Some(&b"1"[..])));
+        assert_eq!(ApiError::Pool(PgError::Timeout(Duration::from_secs(5))).into_response().status(), 504);
+    }
+}

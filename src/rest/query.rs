@@ -1,0 +1,775 @@
+//! The PostgREST query-string grammar for reads (this slice: flat `select`, horizontal filters,
+//! `order`, `limit`, `offset`), parsed into a [`ReadQuery`].
+//!
+//! Owns: percent-decoding of the query string and turning it into typed, validated pieces; it
+//! never produces SQL (that is `sql`). Invariants: identifiers come out as plain strings (never
+//! quoted here, never containing NUL — NUL cannot travel inside the SQL text of a Parse message);
+//! values come out as plain strings that the SQL builder binds as parameters; every list a peer
+//! can grow is bounded by the `MAX_*` constants; anything of the PostgREST grammar this slice does
+//! not implement (embedding, JSON paths, logic trees, other operators, quantifiers, aggregates) is
+//! an error naming it, never silently ignored — a wrong result is worse than a 400.
+
+use std::fmt;
+
+/// At most this many horizontal filters per request.
+pub const MAX_FILTERS: usize = 64;
+/// At most this many `order` terms.
+pub const MAX_ORDER_TERMS: usize = 16;
+/// At most this many elements in one `in.(...)` list.
+pub const MAX_IN_ITEMS: usize = 1024;
+/// At most this many `select` items.
+pub const MAX_SELECT_ITEMS: usize = 256;
+/// Longest identifier accepted, in bytes (PostgreSQL truncates at 63; this only bounds work).
+pub const MAX_IDENT_BYTES: usize = 512;
+
+/// A parsed read request: what to select, which rows, in which order, which page.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadQuery {
+    /// The `select` items; empty means `*`.
+    pub select: Vec<SelectItem>,
+    /// Filters, ANDed.
+    pub filters: Vec<Filter>,
+    pub order: Vec<OrderTerm>,
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SelectItem {
+    /// `*`: every column.
+    Star,
+    /// `[alias:]column[::cast]`.
+    Column { name: String, alias: Option<String>, cast: Option<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter {
+    pub column: String,
+    /// `not.` prefix.
+    pub negated: bool,
+    pub op: FilterOp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilterOp {
+    /// A binary comparison against one bound value (`like`/`ilike` values already have `*` → `%`).
+    Compare(CompareOp, String),
+    /// `is.null|not_null|true|false|unknown` (no value is bound).
+    Is(IsValue),
+    /// `in.(a,b,"c,d")`: the elements, unquoted.
+    In(Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareOp {
+    Eq,
+    Neq,
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+    Like,
+    Ilike,
+}
+
+impl CompareOp {
+    /// The SQL operator.
+    pub fn sql(self) -> &'static str {
+        match self {
+            CompareOp::Eq => "=",
+            CompareOp::Neq => "<>",
+            CompareOp::Gt => ">",
+            CompareOp::Gte => ">=",
+            CompareOp::Lt => "<",
+            CompareOp::Lte => "<=",
+            CompareOp::Like => "LIKE",
+            CompareOp::Ilike => "ILIKE",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IsValue {
+    Null,
+    NotNull,
+    True,
+    False,
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Asc,
+    Desc,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nulls {
+    First,
+    Last,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderTerm {
+    pub column: String,
+    pub direction: Option<Direction>,
+    pub nulls: Option<Nulls>,
+}
+
+/// Why a query string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// PostgREST's PGRST100 shape: `"failed to parse <what> (<input>)" (line 1, column <c>)`.
+    #[error("\"failed to parse {what} ({input})\" (line 1, column {column})")]
+    Parse { what: &'static str, input: String, column: usize, details: String },
+    /// A bounded list grew past its constant.
+    #[error("too many {what} in the query string")]
+    TooMany { what: &'static str, max: usize },
+    /// A reserved key given twice (which one wins is ambiguous; refuse rather than guess).
+    #[error("the query parameter '{0}' was given more than once")]
+    Duplicate(&'static str),
+    /// `limit=-1`: PostgREST answers 416 PGRST103.
+    #[error("Requested range not satisfiable")]
+    NegativeLimit,
+    /// Bad percent-encoding or not UTF-8 after decoding.
+    #[error("the query string is not valid percent-encoded UTF-8")]
+    Encoding,
+}
+
+impl QueryError {
+    /// The `details` member of the error body.
+    pub fn details(&self) -> Option<String> {
+        match self {
+            QueryError::Parse { details, .. } => Some(details.clone()),
+            QueryError::TooMany { what, max } => Some(format!("At most {max} {what} are allowed")),
+            QueryError::NegativeLimit => Some("Limit should be greater than or equal to zero.".into()),
+            QueryError::Duplicate(_) | QueryError::Encoding => None,
+        }
+    }
+}
+
+/// Decodes `%XX` escapes (and `+` as space when `plus_is_space`, as HTML forms and
+/// `URLSearchParams` encode it; PostgREST's `parseQuery` does the same for the query string).
+pub fn percent_decode(input: &str, plus_is_space: bool) -> Result<String, QueryError> {
+    let bytes = input.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3).ok_or(QueryError::Encoding)?;
+                let text = std::str::from_utf8(hex).map_err(|_| QueryError::Encoding)?;
+                out.push(u8::from_str_radix(text, 16).map_err(|_| QueryError::Encoding)?);
+                i += 3;
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| QueryError::Encoding)
+}
+
+/// Parses a whole query string (without `?`) into a [`ReadQuery`].
+pub fn parse_read_query(query: &str) -> Result<ReadQuery, QueryError> {
+    let mut read = ReadQuery::default();
+    let (mut seen_select, mut seen_order, mut seen_limit, mut seen_offset) = (false, false, false, false);
+    for pair in query.split('&') {
+        let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = percent_decode(raw_key, true)?;
+        let value = percent_decode(raw_value, true)?;
+        // PostgREST ignores empty-valued keys (and so empty keys).
+        if key.is_empty() || value.is_empty() {
+            continue;
+        }
+        match key.as_str() {
+            "select" => {
+                once(&mut seen_select, "select")?;
+                read.select = parse_select(&value)?;
+            }
+            "order" => {
+                once(&mut seen_order, "order")?;
+                read.order = parse_order(&value)?;
+            }
+            "limit" => {
+                once(&mut seen_limit, "limit")?;
+                let limit = parse_integer("limit", &value)?;
+                if limit < 0 {
+                    return Err(QueryError::NegativeLimit);
+                }
+                read.limit = Some(limit);
+            }
+            "offset" => {
+                once(&mut seen_offset, "offset")?;
+                let offset = parse_integer("offset", &value)?;
+                if offset < 0 {
+                    return Err(parse_error("offset", &value, 1, "Offset should be greater than or equal to zero."));
+                }
+                read.offset = Some(offset);
+            }
+            // Used only by writes; PostgREST accepts and ignores them on reads.
+            "columns" | "on_conflict" => {}
+            "or" | "and" | "not.or" | "not.and" => {
+                return Err(parse_error("logic tree", &value, 1, "logic trees (or=, and=) are not supported yet"))
+            }
+            _ => {
+                if read.filters.len() == MAX_FILTERS {
+                    return Err(QueryError::TooMany { what: "filters", max: MAX_FILTERS });
+                }
+                let column = parse_filter_key(&key)?;
+                read.filters.push(parse_filter(column, &value)?);
+            }
+        }
+    }
+    Ok(read)
+}
+
+fn once(seen: &mut bool, key: &'static str) -> Result<(), QueryError> {
+    if std::mem::replace(seen, true) {
+        return Err(QueryError::Duplicate(key));
+    }
+    Ok(())
+}
+
+fn parse_error(what: &'static str, input: &str, column: usize, details: impl Into<String>) -> QueryError {
+    QueryError::Parse { what, input: input.to_owned(), column, details: details.into() }
+}
+
+fn parse_integer(what: &'static str, value: &str) -> Result<i64, QueryError> {
+    value
+        .parse::<i64>()
+        .map_err(|_| parse_error(what, value, 1, format!("{what} must be an integer")))
+}
+
+/// A character cursor over one parameter value; positions are 1-based characters for messages.
+struct Cursor<'a> {
+    text: &'a str,
+    /// Byte offset of the next character.
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(text: &'a str) -> Self {
+        Cursor { text, at: 0 }
+    }
+    fn rest(&self) -> &'a str {
+        &self.text[self.at..]
+    }
+    fn peek(&self) -> Option<char> {
+        self.rest().chars().next()
+    }
+    fn at_end(&self) -> bool {
+        self.at >= self.text.len()
+    }
+    fn bump(&mut self) -> Option<char> {
+        let c = self.peek()?;
+        self.at += c.len_utf8();
+        Some(c)
+    }
+    fn eat(&mut self, s: &str) -> bool {
+        if self.rest().starts_with(s) {
+            self.at += s.len();
+            true
+        } else {
+            false
+        }
+    }
+    /// 1-based character column of the next character.
+    fn column(&self) -> usize {
+        self.text[..self.at].chars().count() + 1
+    }
+}
+
+/// Characters allowed in an unquoted field name (PostgREST: letters, digits, `_`, `$`, space,
+/// and `-` when it does not start `->`).
+fn unquoted_ident_char(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '_' | '$' | ' ')
+}
+
+/// Reads a field name: `"quoted"` (with `\"` and `\\` escapes) or unquoted.
+/// Errors carry (column, details).
+fn field_name(cur: &mut Cursor<'_>) -> Result<String, (usize, String)> {
+    let start = cur.column();
+    let name = if cur.eat("\"") {
+        let mut name = String::new();
+        loop {
+            match cur.bump() {
+                None => return Err((cur.column(), "unexpected end of input expecting closing quote".into())),
+                Some('"') => break,
+                Some('\\') => match cur.bump() {
+                    Some(c) => name.push(c),
+                    None => return Err((cur.column(), "unexpected end of input after \"\\\"".into())),
+                },
+                Some(c) => name.push(c),
+            }
+        }
+        name
+    } else {
+        let from = cur.at;
+        while let Some(c) = cur.peek() {
+            if unquoted_ident_char(c) || (c == '-' && !cur.rest().starts_with("->")) {
+                cur.bump();
+            } else {
+                break;
+            }
+        }
+        cur.text[from..cur.at].to_owned()
+    };
+    if name.is_empty() {
+        let what = cur.peek().map_or_else(|| "end of input".to_owned(), |c| format!("\"{c}\""));
+        return Err((start, format!("unexpected {what} expecting field name (* or [a..z0..9_$])")));
+    }
+    if name.contains('\0') {
+        return Err((start, "field names cannot contain NUL characters".into()));
+    }
+    if name.len() > MAX_IDENT_BYTES {
+        return Err((start, format!("field names are limited to {MAX_IDENT_BYTES} bytes")));
+    }
+    Ok(name)
+}
+
+/// Names the unsupported construct that starts at the cursor, if any: these are valid PostgREST
+/// but not in this slice, so the error says so instead of "unexpected character".
+fn unsupported_here(cur: &Cursor<'_>) -> Option<&'static str> {
+    let rest = cur.rest();
+    if rest.starts_with("->") {
+        Some("JSON paths (-> and ->>) are not supported yet")
+    } else if rest.starts_with('(') {
+        Some("resource embedding and aggregates are not supported yet")
+    } else if rest.starts_with('!') {
+        Some("embedding hints are not supported yet")
+    } else if rest.starts_with('.') {
+        Some("embedded resources and aggregates are not supported yet")
+    } else {
+        None
+    }
+}
+
+fn unexpected(cur: &Cursor<'_>, expecting: &str) -> String {
+    match cur.peek() {
+        Some(c) => format!("unexpected \"{c}\" expecting {expecting}"),
+        None => format!("unexpected end of input expecting {expecting}"),
+    }
+}
+
+/// `select=item,item,...`.
+pub fn parse_select(value: &str) -> Result<Vec<SelectItem>, QueryError> {
+    const WHAT: &str = "select parameter";
+    let fail = |cur: &Cursor<'_>, details: String| parse_error(WHAT, value, cur.column(), details);
+    let mut cur = Cursor::new(value);
+    let mut items = Vec::new();
+    loop {
+        if items.len() == MAX_SELECT_ITEMS {
+            return Err(QueryError::TooMany { what: "select items", max: MAX_SELECT_ITEMS });
+        }
+        if cur.rest().starts_with("...") {
+            return Err(fail(&cur, "spread embeds (...) are not supported yet".into()));
+        }
+        if cur.eat("*") {
+            items.push(SelectItem::Star);
+        } else {
+            let first = field_name(&mut cur).map_err(|(c, d)| parse_error(WHAT, value, c, d))?;
+            let (alias, name) = if !cur.rest().starts_with("::") && cur.eat(":") {
+                if cur.rest().starts_with("...") {
+                    return Err(fail(&cur, "spread embeds (...) are not supported yet".into()));
+                }
+                let name = field_name(&mut cur).map_err(|(c, d)| parse_error(WHAT, value, c, d))?;
+                (Some(first), name)
+            } else {
+                (None, first)
+            };
+            let cast = if cur.eat("::") { Some(cast_type(&mut cur).map_err(|d| fail(&cur, d))?) } else { None };
+            items.push(SelectItem::Column { name, alias, cast });
+        }
+        if cur.at_end() {
+            return Ok(items);
+        }
+        if !cur.eat(",") {
+            let details = unsupported_here(&cur)
+                .map(str::to_owned)
+                .unwrap_or_else(|| unexpected(&cur, "\",\", \"::\" or end of input"));
+            return Err(fail(&cur, details));
+        }
+    }
+}
+
+/// A cast's type name: ASCII letters, digits and `_` only. It is emitted unquoted (quoting would
+/// break aliases such as `integer`), which is safe only because of this restriction.
+fn cast_type(cur: &mut Cursor<'_>) -> Result<String, String> {
+    let from = cur.at;
+    while cur.peek().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+        cur.bump();
+    }
+    let name = &cur.text[from..cur.at];
+    if name.is_empty() || name.len() > MAX_IDENT_BYTES {
+        return Err(unexpected(cur, "a type name ([a..z0..9_])"));
+    }
+    Ok(name.to_owned())
+}
+
+/// A filter key must be exactly one field name (no embed path, no JSON path).
+fn parse_filter_key(key: &str) -> Result<String, QueryError> {
+    const WHAT: &str = "tree path";
+    let mut cur = Cursor::new(key);
+    let name = field_name(&mut cur).map_err(|(c, d)| parse_error(WHAT, key, c, d))?;
+    if !cur.at_end() {
+        let details = if cur.rest().ends_with(".or") || cur.rest().ends_with(".and") {
+            "logic trees (or=, and=) are not supported yet".to_owned()
+        } else if cur.rest().starts_with('.') {
+            "filters, order and limits on embedded resources are not supported yet".to_owned()
+        } else {
+            unsupported_here(&cur).map(str::to_owned).unwrap_or_else(|| unexpected(&cur, "end of input"))
+        };
+        return Err(parse_error(WHAT, key, cur.column(), details));
+    }
+    Ok(name)
+}
+
+/// Operators of PostgREST that this slice does not implement yet (so the error can say so).
+const LATER_OPERATORS: &[&str] = &[
+    "match", "imatch", "isdistinct", "fts", "plfts", "phfts", "wfts", "cs", "cd", "ov", "sl", "sr", "nxr",
+    "nxl", "adj",
+];
+
+/// `[not.]op.value` for the filter on `column`.
+fn parse_filter(column: String, value: &str) -> Result<Filter, QueryError> {
+    const WHAT: &str = "filter";
+    let fail = |column: usize, details: String| parse_error(WHAT, value, column, details);
+    let mut cur = Cursor::new(value);
+    let negated = cur.eat("not.");
+    let op_column = cur.column();
+    let (op, operand) = match cur.rest().split_once('.') {
+        Some(split) => split,
+        None => (cur.rest(), ""),
+    };
+    let has_operand = cur.rest().contains('.');
+    let op_base = op.split('(').next().unwrap_or(op);
+    let compare = match op {
+        "eq" => Some(CompareOp::Eq),
+        "neq" => Some(CompareOp::Neq),
+        "gt" => Some(CompareOp::Gt),
+        "gte" => Some(CompareOp::Gte),
+        "lt" => Some(CompareOp::Lt),
+        "lte" => Some(CompareOp::Lte),
+        "like" => Some(CompareOp::Like),
+        "ilike" => Some(CompareOp::Ilike),
+        _ => None,
+    };
+    let known = compare.is_some() || op == "is" || op == "in";
+    if !known {
+        let details = if op.contains('(') && (compare_name(op_base) || LATER_OPERATORS.contains(&op_base)) {
+            format!("operator modifiers such as \"{op}\" (quantifiers, full-text configurations) are not supported yet")
+        } else if LATER_OPERATORS.contains(&op) {
+            format!("the operator \"{op}\" is not supported yet")
+        } else {
+            let shown = op.chars().next().map_or_else(|| "end of input".to_owned(), |c| format!("\"{c}\""));
+            format!("unexpected {shown} expecting \"not\" or operator (eq, gt, ...)")
+        };
+        return Err(fail(op_column, details));
+    }
+    if !has_operand {
+        return Err(fail(op_column + op.chars().count(), "unexpected end of input expecting \".\"".into()));
+    }
+    let operand_column = op_column + op.chars().count() + 1;
+    let op = match compare {
+        Some(c @ (CompareOp::Like | CompareOp::Ilike)) => FilterOp::Compare(c, operand.replace('*', "%")),
+        Some(c) => FilterOp::Compare(c, operand.to_owned()),
+        None if op == "is" => FilterOp::Is(match operand.to_ascii_lowercase().as_str() {
+            "null" => IsValue::Null,
+            "not_null" => IsValue::NotNull,
+            "true" => IsValue::True,
+            "false" => IsValue::False,
+            "unknown" => IsValue::Unknown,
+            _ => {
+                return Err(fail(
+                    operand_column,
+                    "expecting null, not_null, true, false or unknown after \"is.\"".into(),
+                ))
+            }
+        }),
+        None => FilterOp::In(parse_in_list(operand).map_err(|(offset, d)| match d {
+            InListError::TooMany => QueryError::TooMany { what: "in-list items", max: MAX_IN_ITEMS },
+            InListError::Syntax(d) => fail(operand_column + offset, d),
+        })?),
+    };
+    Ok(Filter { column, negated, op })
+}
+
+fn compare_name(op: &str) -> bool {
+    matches!(op, "eq" | "neq" | "gt" | "gte" | "lt" | "lte" | "like" | "ilike")
+}
+
+enum InListError {
+    TooMany,
+    Syntax(String),
+}
+
+/// `(a,b,"c,d")`: elements separated by `,`; a quoted element may contain `,` `)` and the escapes
+/// `\"` `\\`. Errors carry the 0-based character offset into the list.
+fn parse_in_list(list: &str) -> Result<Vec<String>, (usize, InListError)> {
+    let mut cur = Cursor::new(list);
+    let syntax = |cur: &Cursor<'_>, d: String| (cur.column() - 1, InListError::Syntax(d));
+    if !cur.eat("(") {
+        return Err(syntax(&cur, unexpected(&cur, "\"(\"")));
+    }
+    let mut items = Vec::new();
+    if cur.eat(")") {
+        return if cur.at_end() { Ok(items) } else { Err(syntax(&cur, unexpected(&cur, "end of input"))) };
+    }
+    loop {
+        if items.len() == MAX_IN_ITEMS {
+            return Err((cur.column() - 1, InListError::TooMany));
+        }
+        let mut item = String::new();
+        if cur.eat("\"") {
+            loop {
+                match cur.bump() {
+                    None => return Err(syntax(&cur, "unexpected end of input expecting closing quote".into())),
+                    Some('"') => break,
+                    Some('\\') => match cur.bump() {
+                        Some(c) => item.push(c),
+                        None => return Err(syntax(&cur, "unexpected end of input after \"\\\"".into())),
+                    },
+                    Some(c) => item.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = cur.peek() {
+                if c == ',' || c == ')' {
+                    break;
+                }
+                item.push(c);
+                cur.bump();
+            }
+        }
+        items.push(item);
+        match cur.bump() {
+            Some(',') => continue,
+            Some(')') if cur.at_end() => return Ok(items),
+            Some(')') => return Err(syntax(&cur, unexpected(&cur, "end of input"))),
+            _ => return Err(syntax(&cur, "expecting \",\" or \")\"".into())),
+        }
+    }
+}
+
+/// `order=term,term,...` with `term := field[.asc|.desc][.nullsfirst|.nullslast]`.
+pub fn parse_order(value: &str) -> Result<Vec<OrderTerm>, QueryError> {
+    const WHAT: &str = "order";
+    let fail = |cur: &Cursor<'_>, details: String| parse_error(WHAT, value, cur.column(), details);
+    let mut cur = Cursor::new(value);
+    let mut terms = Vec::new();
+    loop {
+        if terms.len() == MAX_ORDER_TERMS {
+            return Err(QueryError::TooMany { what: "order terms", max: MAX_ORDER_TERMS });
+        }
+        let column = field_name(&mut cur).map_err(|(c, d)| parse_error(WHAT, value, c, d))?;
+        if cur.rest().starts_with('(') {
+            return Err(fail(&cur, "ordering by embedded resources is not supported yet".into()));
+        }
+        if cur.rest().starts_with("->") {
+            return Err(fail(&cur, "JSON paths (-> and ->>) are not supported yet".into()));
+        }
+        let mut term = OrderTerm { column, direction: None, nulls: None };
+        // Longest keywords first so `.nullsfirst` is not read as a direction.
+        if cur.eat(".asc") && ends_term(&cur) {
+            term.direction = Some(Direction::Asc);
+        } else if cur.eat(".desc") && ends_term(&cur) {
+            term.direction = Some(Direction::Desc);
+        }
+        if cur.eat(".nullsfirst") && ends_term(&cur) {
+            term.nulls = Some(Nulls::First);
+        } else if cur.eat(".nullslast") && ends_term(&cur) {
+            term.nulls = Some(Nulls::Last);
+        }
+        terms.push(term);
+        if cur.at_end() {
+            return Ok(terms);
+        }
+        if !cur.eat(",") {
+            return Err(fail(&cur, unexpected(&cur, "\".asc\", \".desc\", \".nullsfirst\", \".nullslast\" or \",\"")));
+        }
+    }
+}
+
+/// A keyword ends at `.`, `,` or the end of input (so `.ascending` is an error, not `.asc`).
+fn ends_term(cur: &Cursor<'_>) -> bool {
+    matches!(cur.peek(), None | Some('.') | Some(','))
+}
+
+impl fmt::Display for IsValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IsValue::Null => "NULL",
+            IsValue::NotNull => "NOT NULL",
+            IsValue::True => "TRUE",
+            IsValue::False => "FALSE",
+            IsValue::Unknown => "UNKNOWN",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(name: &str) -> SelectItem {
+        SelectItem::Column { name: name.into(), alias: None, cast: None }
+    }
+
+    #[test]
+    fn select_lists() {
+        assert_eq!(parse_select("*").unwrap(), vec![SelectItem::Star]);
+        assert_eq!(parse_select("id,name").unwrap(), vec![col("id"), col("name")]);
+        assert_eq!(
+            parse_select("n:name,id::text,x:\"odd, name\"::int4").unwrap(),
+            vec![
+                SelectItem::Column { name: "name".into(), alias: Some("n".into()), cast: None },
+                SelectItem::Column { name: "id".into(), alias: None, cast: Some("text".into()) },
+                SelectItem::Column { name: "odd, name".into(), alias: Some("x".into()), cast: Some("int4".into()) },
+            ]
+        );
+        assert_eq!(parse_select("Unit Price,first-name").unwrap(), vec![col("Unit Price"), col("first-name")]);
+    }
+
+    #[test]
+    fn select_refuses_what_this_slice_lacks() {
+        for (input, needle) in [
+            ("id,roles(*)", "embedding"),
+            ("data->a", "JSON paths"),
+            ("amount.sum()", "aggregates"),
+            ("users!fk(id)", "hints"),
+            ("...dir(name)", "spread"),
+            ("count()", "embedding"),
+        ] {
+            let err = parse_select(input).unwrap_err();
+            let QueryError::Parse { what, details, .. } = &err else { panic!("{err:?}") };
+            assert_eq!(*what, "select parameter");
+            assert!(details.contains(needle), "{input}: {details}");
+            assert!(err.to_string().starts_with(&format!("\"failed to parse select parameter ({input})\"")));
+        }
+        // A cast type can never carry SQL.
+        assert!(parse_select("id::int;drop table t").is_err());
+        assert!(parse_select("id::").is_err());
+        assert!(parse_select("id,").is_err());
+        assert!(parse_select("\"unterminated").is_err());
+    }
+
+    #[test]
+    fn hostile_identifiers_stay_names() {
+        // Unquoted: `;`, quotes and comment starts are not identifier characters → refused.
+        assert!(parse_select("id;drop table t").is_err());
+        assert!(parse_select("id--").is_ok_and(|v| v == vec![col("id--")]), "dashes are name chars");
+        assert!(parse_select("a/*b*/").is_err());
+        // Quoted: anything goes, and it stays one name (the SQL builder quotes it).
+        // A quote closes the name; whatever follows it is refused, never read as SQL.
+        assert!(parse_select(r#""x"" from t; drop table t; --""#).is_err());
+        assert!(parse_select(r#""x" from t""#).is_err());
+        assert_eq!(parse_select(r#""a\"; drop table t; --""#).unwrap(), vec![col("a\"; drop table t; --")]);
+        assert!(parse_select("\"a\0b\"").is_err(), "NUL cannot go into SQL text");
+        assert!(parse_filter_key("id;delete from t").is_err());
+        assert_eq!(parse_filter_key("\"id\\\" = 1 or 1=1 --\"").unwrap(), "id\" = 1 or 1=1 --");
+    }
+
+    #[test]
+    fn filters() {
+        let f = |v: &str| parse_filter("c".into(), v);
+        assert_eq!(f("eq.5").unwrap().op, FilterOp::Compare(CompareOp::Eq, "5".into()));
+        assert_eq!(f("eq.").unwrap().op, FilterOp::Compare(CompareOp::Eq, "".into()));
+        assert_eq!(f("eq.a.b").unwrap().op, FilterOp::Compare(CompareOp::Eq, "a.b".into()));
+        assert_eq!(f("like.*ab*").unwrap().op, FilterOp::Compare(CompareOp::Like, "%ab%".into()));
+        assert_eq!(f("ilike.A%").unwrap().op, FilterOp::Compare(CompareOp::Ilike, "A%".into()));
+        for (v, op) in [("neq", CompareOp::Neq), ("gt", CompareOp::Gt), ("gte", CompareOp::Gte), ("lt", CompareOp::Lt), ("lte", CompareOp::Lte)] {
+            assert_eq!(f(&format!("{v}.1")).unwrap().op, FilterOp::Compare(op, "1".into()));
+        }
+        assert_eq!(f("is.NULL").unwrap().op, FilterOp::Is(IsValue::Null));
+        assert_eq!(f("is.not_null").unwrap().op, FilterOp::Is(IsValue::NotNull));
+        assert_eq!(f("is.true").unwrap().op, FilterOp::Is(IsValue::True));
+        assert_eq!(f("is.unknown").unwrap().op, FilterOp::Is(IsValue::Unknown));
+        assert!(f("is.maybe").is_err());
+        let n = f("not.eq.2").unwrap();
+        assert!(n.negated);
+        assert_eq!(
+            f(r#"in.(1,two,"three,3","q\"uote",)"#).unwrap().op,
+            FilterOp::In(vec!["1".into(), "two".into(), "three,3".into(), "q\"uote".into(), "".into()])
+        );
+        assert_eq!(f("in.()").unwrap().op, FilterOp::In(vec![]));
+        assert_eq!(f(r#"in.("a)b")"#).unwrap().op, FilterOp::In(vec!["a)b".into()]));
+        assert!(f("in.(1,2").is_err());
+        assert!(f("in.1,2").is_err());
+        assert!(f("in.(1)x").is_err());
+        assert!(f("eq").is_err());
+    }
+
+    #[test]
+    fn filter_errors_name_the_problem() {
+        let err = parse_filter("c".into(), "noop.0").unwrap_err();
+        assert_eq!(err.to_string(), r#""failed to parse filter (noop.0)" (line 1, column 1)"#);
+        assert_eq!(err.details().unwrap(), r#"unexpected "n" expecting "not" or operator (eq, gt, ...)"#);
+        let err = parse_filter("c".into(), "fts.cat").unwrap_err();
+        assert!(err.details().unwrap().contains("\"fts\" is not supported"), "{err:?}");
+        let err = parse_filter("c".into(), "like(any).{a*,b*}").unwrap_err();
+        assert!(err.details().unwrap().contains("like(any)"), "{err:?}");
+        let err = parse_read_query("or=(a.eq.1,b.eq.2)").unwrap_err();
+        assert!(err.to_string().contains("logic tree"), "{err}");
+        let err = parse_read_query("data->>a=eq.1").unwrap_err();
+        assert!(err.details().unwrap().contains("JSON paths"), "{err:?}");
+        let err = parse_read_query("actors.first_name=eq.x").unwrap_err();
+        assert!(err.details().unwrap().contains("embedded"), "{err:?}");
+    }
+
+    #[test]
+    fn order_terms() {
+        let o = parse_order("a,b.desc,c.asc.nullsfirst,d.nullslast,\"e.f\".desc").unwrap();
+        assert_eq!(o.len(), 5);
+        assert_eq!(o[0], OrderTerm { column: "a".into(), direction: None, nulls: None });
+        assert_eq!(o[1].direction, Some(Direction::Desc));
+        assert_eq!((o[2].direction, o[2].nulls), (Some(Direction::Asc), Some(Nulls::First)));
+        assert_eq!((o[3].direction, o[3].nulls), (None, Some(Nulls::Last)));
+        assert_eq!(o[4].column, "e.f");
+        assert!(parse_order("a.ascending").is_err());
+        assert!(parse_order("a.desc;drop").is_err());
+        assert!(parse_order("rel(col).desc").unwrap_err().details().unwrap().contains("embedded"));
+    }
+
+    #[test]
+    fn whole_query_strings() {
+        let q = parse_read_query("select=id,name&id=gt.1&name=not.is.null&order=id.desc&limit=2&offset=1&empty=")
+            .unwrap();
+        assert_eq!(q.select.len(), 2);
+        assert_eq!(q.filters.len(), 2);
+        assert_eq!((q.limit, q.offset), (Some(2), Some(1)));
+        // Percent-encoding and `+` decode in keys and values.
+        let q = parse_read_query("Unit%20Price=lt.200&name=eq.a+b%2Cc").unwrap();
+        assert_eq!(q.filters[0].column, "Unit Price");
+        assert_eq!(q.filters[1].op, FilterOp::Compare(CompareOp::Eq, "a b,c".into()));
+        assert_eq!(parse_read_query("limit=-1").unwrap_err(), QueryError::NegativeLimit);
+        assert!(parse_read_query("limit=ten").is_err());
+        assert!(parse_read_query("offset=-3").is_err());
+        assert_eq!(parse_read_query("limit=1&limit=2").unwrap_err(), QueryError::Duplicate("limit"));
+        assert_eq!(parse_read_query("a=eq.%ZZ").unwrap_err(), QueryError::Encoding);
+        assert_eq!(parse_read_query("a=eq.%FF").unwrap_err(), QueryError::Encoding);
+        assert_eq!(parse_read_query("").unwrap(), ReadQuery::default());
+    }
+
+    #[test]
+    fn bounds() {
+        let many: Vec<String> = (0..=MAX_FILTERS).map(|i| format!("c{i}=eq.1")).collect();
+        assert_eq!(
+            parse_read_query(&many.join("&")).unwrap_err(),
+            QueryError::TooMany { what: "filters", max: MAX_FILTERS }
+        );
+        let items: Vec<String> = (0..=MAX_IN_ITEMS).map(|i| i.to_string()).collect();
+        let err = parse_filter("c".into(), &format!("in.({})", items.join(","))).unwrap_err();
+        assert!(matches!(err, QueryError::TooMany { max: MAX_IN_ITEMS, .. }), "{err:?}");
+        let terms: Vec<String> = (0..=MAX_ORDER_TERMS).map(|i| format!("c{i}")).collect();
+        assert!(matches!(parse_order(&terms.join(",")).unwrap_err(), QueryError::TooMany { .. }));
+        let cols: Vec<String> = (0..=MAX_SELECT_ITEMS).map(|i| format!("c{i}")).collect();
+        assert!(matches!(parse_select(&cols.join(",")).unwrap_err(), QueryError::TooMany { .. }));
+        assert!(parse_select(&"x".repeat(MAX_IDENT_BYTES + 1)).is_err());
+    }
+}

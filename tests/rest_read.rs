@@ -1,0 +1,293 @@
+//! `GET`/`HEAD /rest/v1/<table>` from the outside: the real binary against a real PostgreSQL.
+//! Roles and RLS, every filter operator of the first Data API slice, order/limit/offset, the
+//! request settings PostgREST sets, PostgREST's error shapes, and SQL-injection attempts.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::{token, HttpResponse, TestServer};
+
+const ALICE: &str = "11111111-1111-1111-1111-111111111111";
+const BOB: &str = "22222222-2222-2222-2222-222222222222";
+
+const SCHEMA: &str = r#"
+create table public.todos (
+  id int primary key,
+  task text not null,
+  done boolean not null,
+  owner uuid,
+  score numeric(5,2),
+  note text
+);
+insert into public.todos values
+  (1, 'buy milk',    false, '11111111-1111-1111-1111-111111111111', 1.50, null),
+  (2, 'Walk dog',    true,  '22222222-2222-2222-2222-222222222222', 2.00, 'x'),
+  (3, 'write, code', false, '11111111-1111-1111-1111-111111111111', null, 'a,b'),
+  (4, 'secret',      false, '33333333-3333-3333-3333-333333333333', 4.25, null);
+alter table public.todos enable row level security;
+create policy anon_reads_public on public.todos for select to anon using (task <> 'secret');
+create policy users_read_own on public.todos for select to authenticated using (owner = auth.uid());
+
+create view public.whoami as select
+  current_user::text as role,
+  current_setting('request.jwt.claims', true) as claims,
+  current_setting('request.method', true) as method,
+  current_setting('request.path', true) as path,
+  current_setting('request.headers', true)::json ->> 'x-test' as x_test,
+  current_setting('request.cookies', true)::json ->> 'flavour' as cookie,
+  current_setting('search_path') as search_path,
+  current_setting('transaction_read_only') as read_only;
+
+create table public.private_notes (id int);
+revoke all on public.private_notes from anon, authenticated, service_role;
+"#;
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `/rest/v1/<table>?k=v&...` with keys and values percent-encoded.
+fn url(table: &str, params: &[(&str, &str)]) -> String {
+    let query: Vec<String> = params.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect();
+    format!("/rest/v1/{}?{}", enc(table), query.join("&"))
+}
+
+fn get(server: &TestServer, table: &str, params: &[(&str, &str)], headers: &[(&str, &str)]) -> HttpResponse {
+    server.request("GET", &url(table, params), headers, b"")
+}
+
+/// The `id`s of a JSON array response (asserting 200).
+fn ids(response: &HttpResponse) -> Vec<i64> {
+    assert_eq!(response.status, 200, "{}", response.text());
+    response.json().as_array().expect("array").iter().map(|row| row["id"].as_i64().expect("id")).collect()
+}
+
+fn ids_where(server: &TestServer, params: &[(&str, &str)]) -> Vec<i64> {
+    let mut all = vec![("select", "id"), ("order", "id")];
+    all.extend_from_slice(params);
+    ids(&get(server, "todos", &all, &[]))
+}
+
+fn bearer(claims: Value) -> String {
+    format!("Bearer {}", token(claims))
+}
+
+fn assert_error(response: &HttpResponse, status: u16, code: &str) -> Value {
+    assert_eq!(response.status, status, "{}", response.text());
+    assert_eq!(response.header("content-type"), Some("application/json; charset=utf-8"));
+    let body = response.json();
+    let keys: Vec<&str> = body.as_object().expect("object").keys().map(String::as_str).collect();
+    assert_eq!(keys, ["code", "details", "hint", "message"], "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    body
+}
+
+#[test]
+fn reads_roles_and_rls() {
+    let server = TestServer::start();
+    server.sql(SCHEMA);
+
+    // Anonymous: RLS hides the secret row. Body is PostgreSQL's json_agg, headers as PostgREST's.
+    let anon = get(&server, "todos", &[("select", "id,task"), ("id", "eq.1")], &[]);
+    assert_eq!(anon.status, 200, "{}", anon.text());
+    assert_eq!(anon.text(), r#"[{"id":1,"task":"buy milk"}]"#);
+    assert_eq!(anon.header("content-type"), Some("application/json; charset=utf-8"));
+    assert_eq!(anon.header("content-range"), Some("0-0/*"));
+    let all = get(&server, "todos", &[("order", "id")], &[]);
+    assert_eq!(ids(&all), [1, 2, 3]);
+    assert_eq!(all.header("content-range"), Some("0-2/*"));
+    // Types render as PostgreSQL renders them (numeric keeps its scale, NULL is null).
+    assert!(all.text().contains(r#""score":1.50,"#), "{}", all.text());
+    assert_eq!(all.json()[2]["score"], Value::Null);
+    // The same as the anon key through `apikey` only (what the gateway forwards).
+    let anon_key = token(json!({"role": "anon"}));
+    assert_eq!(ids(&get(&server, "todos", &[("order", "id")], &[("apikey", &anon_key)])), [1, 2, 3]);
+
+    // An authenticated user sees exactly their own rows through auth.uid().
+    let alice = bearer(json!({"role": "authenticated", "sub": ALICE}));
+    assert_eq!(ids(&get(&server, "todos", &[("order", "id")], &[("Authorization", &alice)])), [1, 3]);
+    let bob = bearer(json!({"role": "authenticated", "sub": BOB}));
+    assert_eq!(ids(&get(&server, "todos", &[("order", "id")], &[("authorization", &bob)])), [2]);
+    // service_role bypasses RLS.
+    let service = bearer(json!({"role": "service_role"}));
+    assert_eq!(ids(&get(&server, "todos", &[("order", "id")], &[("Authorization", &service)])), [1, 2, 3, 4]);
+
+    // The request settings, in a read-only transaction, as PostgREST sets them.
+    let who = get(&server, "whoami", &[], &[("X-Test", "hello"), ("Cookie", "flavour=oat; a=b")]);
+    assert_eq!(who.status, 200, "{}", who.text());
+    assert_eq!(
+        who.json(),
+        json!([{
+            "role": "anon", "claims": "{\"role\":\"anon\"}", "method": "GET", "path": "/whoami",
+            "x_test": "hello", "cookie": "oat", "search_path": "\"public\", \"extensions\"", "read_only": "on",
+        }])
+    );
+    let who = get(&server, "whoami", &[("select", "role,claims")], &[("Authorization", &alice)]);
+    let row = &who.json()[0];
+    assert_eq!(row["role"], "authenticated");
+    let claims: Value = serde_json::from_str(row["claims"].as_str().unwrap()).unwrap();
+    assert_eq!(claims, json!({"role": "authenticated", "sub": ALICE}));
+
+    // HEAD: the same headers, no body.
+    let head = server.request("HEAD", &url("todos", &[("order", "id")]), &[], b"");
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-range"), Some("0-2/*"));
+    assert_eq!(head.header("content-type"), Some("application/json; charset=utf-8"));
+    assert!(head.body.is_empty());
+
+    // Privileges: no grant → 42501, 401 when anonymous, 403 with a token.
+    assert_error(&get(&server, "private_notes", &[], &[]), 401, "42501");
+    assert_error(&get(&server, "private_notes", &[], &[("Authorization", &alice)]), 403, "42501");
+}
+
+#[test]
+fn filters_order_and_pages() {
+    let server = TestServer::start();
+    server.sql(SCHEMA);
+    let cases: &[(&str, &str, &[i64])] = &[
+        ("id", "eq.3", &[3]),
+        ("id", "neq.2", &[1, 3]),
+        ("id", "gt.1", &[2, 3]),
+        ("id", "gte.2", &[2, 3]),
+        ("id", "lt.2", &[1]),
+        ("id", "lte.2", &[1, 2]),
+        ("score", "gte.2", &[2]),
+        ("task", "like.*milk*", &[1]),
+        ("task", "like.walk*", &[]),
+        ("task", "ilike.walk*", &[2]),
+        ("task", "ilike.%DOG", &[2]),
+        ("note", "is.null", &[1]),
+        ("note", "not.is.null", &[2, 3]),
+        ("done", "is.true", &[2]),
+        ("done", "is.false", &[1, 3]),
+        ("done", "not.is.true", &[1, 3]),
+        ("note", "in.(\"a,b\",x)", &[2, 3]),
+        ("id", "in.(1,3)", &[1, 3]),
+        ("id", "not.in.(1,2)", &[3]),
+        ("id", "in.()", &[]),
+        ("task", "eq.write, code", &[3]),
+        ("id", "not.eq.1", &[2, 3]),
+    ];
+    for (column, filter, expected) in cases {
+        assert_eq!(ids_where(&server, &[(column, filter)]), *expected, "{column}={filter}");
+    }
+    // Filters AND together, also on one column.
+    assert_eq!(ids_where(&server, &[("id", "gt.1"), ("id", "lt.3")]), [2]);
+
+    let ordered = |order: &str| ids(&get(&server, "todos", &[("select", "id"), ("order", order)], &[]));
+    assert_eq!(ordered("score.desc.nullslast"), [2, 1, 3]);
+    assert_eq!(ordered("score.asc.nullsfirst"), [3, 1, 2]);
+    assert_eq!(ordered("score.desc"), [3, 2, 1], "PostgreSQL puts nulls first for desc");
+    assert_eq!(ordered("done.desc,id.desc"), [2, 3, 1]);
+
+    let page = get(&server, "todos", &[("select", "id"), ("order", "id"), ("limit", "1"), ("offset", "1")], &[]);
+    assert_eq!(ids(&page), [2]);
+    assert_eq!(page.header("content-range"), Some("1-1/*"));
+    let empty = get(&server, "todos", &[("limit", "0")], &[]);
+    assert_eq!((empty.text().as_str(), empty.header("content-range")), ("[]", Some("*/*")));
+    let tail = get(&server, "todos", &[("select", "id"), ("order", "id"), ("offset", "2")], &[]);
+    assert_eq!((ids(&tail), tail.header("content-range")), (vec![3], Some("2-2/*")));
+
+    // Aliases and casts.
+    let aliased = get(&server, "todos", &[("select", "n:id,score::text"), ("id", "eq.2")], &[]);
+    assert_eq!(aliased.text(), r#"[{"n":2,"score":"2.00"}]"#);
+}
+
+#[test]
+fn errors_and_injection() {
+    let server = TestServer::start();
+    server.sql(SCHEMA);
+
+    let missing = assert_error(&get(&server, "nope", &[], &[]), 404, "42P01");
+    assert_eq!(missing["message"], "relation \"public.nope\" does not exist");
+    let column = assert_error(&get(&server, "todos", &[("select", "missing")], &[]), 400, "42703");
+    assert_eq!(column["message"], "column todos.missing does not exist");
+    assert_error(&get(&server, "todos", &[("id", "eq.abc")], &[]), 400, "22P02");
+
+    // Tokens: PostgREST's codes, messages and challenge.
+    let expired = bearer(json!({"role": "authenticated", "exp": 1_000_000}));
+    let response = get(&server, "todos", &[], &[("Authorization", &expired)]);
+    let body = assert_error(&response, 401, "PGRST303");
+    assert_eq!(response.text(), r#"{"code":"PGRST303","details":null,"hint":null,"message":"JWT expired"}"#);
+    assert_eq!(body["message"], "JWT expired");
+    assert_eq!(
+        response.header("www-authenticate"),
+        Some(r#"Bearer error="invalid_token", error_description="JWT expired""#)
+    );
+    let forged = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"role": "service_role"}),
+        &jsonwebtoken::EncodingKey::from_secret(b"not-the-secret-not-the-secret-not-the-secret"),
+    )
+    .unwrap();
+    let response = get(&server, "todos", &[], &[("Authorization", &format!("Bearer {forged}"))]);
+    assert_eq!(assert_error(&response, 401, "PGRST301")["message"], "JWT cryptographic operation failed");
+    let response = get(&server, "todos", &[], &[("Authorization", "Bearer not-a-jwt")]);
+    assert_eq!(assert_error(&response, 401, "PGRST301")["message"], "Expected 3 parts in JWT; got 1");
+    let ghost = bearer(json!({"role": "ghost"}));
+    let response = get(&server, "todos", &[], &[("Authorization", &ghost)]);
+    assert_eq!(assert_error(&response, 401, "22023")["message"], "role \"ghost\" does not exist");
+    let none = bearer(json!({"role": "none"}));
+    assert_error(&get(&server, "todos", &[], &[("Authorization", &none)]), 401, "22023");
+
+    // Outside this slice: a 400 that names the construct, never a wrong result.
+    let embed = assert_error(&get(&server, "todos", &[("select", "id,owner(*)")], &[]), 400, "PGRST100");
+    assert!(embed["message"].as_str().unwrap().starts_with("\"failed to parse select parameter (id,owner(*))\""));
+    assert!(embed["details"].as_str().unwrap().contains("embedding"), "{embed}");
+    let logic = assert_error(&get(&server, "todos", &[("or", "(id.eq.1,id.eq.2)")], &[]), 400, "PGRST100");
+    assert!(logic["details"].as_str().unwrap().contains("logic trees"), "{logic}");
+    let op = assert_error(&get(&server, "todos", &[("task", "fts.milk")], &[]), 400, "PGRST100");
+    assert!(op["details"].as_str().unwrap().contains("fts"), "{op}");
+    let noop = assert_error(&get(&server, "todos", &[("id", "noop.0")], &[]), 400, "PGRST100");
+    assert_eq!(noop["message"], r#""failed to parse filter (noop.0)" (line 1, column 1)"#);
+    assert_error(&get(&server, "todos", &[("limit", "-1")], &[]), 416, "PGRST103");
+    let many: Vec<(String, String)> = (0..100).map(|i| (format!("c{i}"), "eq.1".to_owned())).collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let too_many = assert_error(&get(&server, "todos", &many, &[]), 400, "PGRST100");
+    assert!(too_many["details"].as_str().unwrap().contains("At most"), "{too_many}");
+    assert_error(&get(&server, "todos", &[], &[("Accept", "text/csv")]), 406, "PGRST107");
+    assert_error(&get(&server, "todos", &[], &[("Accept-Profile", "auth")]), 406, "PGRST106");
+    assert_error(&server.request("POST", "/rest/v1/todos", &[], b"{}"), 400, "PGRST127");
+    assert_error(&server.get("/rest/v1/a/b"), 404, "PGRST125");
+
+    // Injection attempts: names are quoted, values are bound. Each is an error or no rows.
+    let hostile_names = [
+        "id\"; drop table todos; --",
+        "id from todos; drop table todos; --",
+        "id/**/",
+        "id,task); drop table todos; --",
+    ];
+    for name in hostile_names {
+        let response = get(&server, "todos", &[("select", name)], &[]);
+        assert!(response.status == 400, "select={name}: {} {}", response.status, response.text());
+        let response = get(&server, "todos", &[(name, "eq.1")], &[]);
+        assert!(response.status == 400, "{name}=eq.1: {} {}", response.status, response.text());
+        let response = get(&server, "todos", &[("order", name)], &[]);
+        assert!(response.status == 400, "order={name}: {} {}", response.status, response.text());
+    }
+    let quoted = get(&server, "todos", &[("select", "\"id\\\"; drop table todos; --\"")], &[]);
+    assert_error(&quoted, 400, "42703");
+    let quoted = get(&server, "todos", &[("\"id\\\" = 1 or 1=1 --\"", "eq.1")], &[]);
+    assert_error(&quoted, 400, "42703");
+    for value in ["eq.1; drop table todos", "eq.1 or 1=1", "in.(1,\"2); drop table todos; --\")"] {
+        assert_error(&get(&server, "todos", &[("id", value)], &[]), 400, "22P02");
+    }
+    assert_error(&get(&server, "todos", &[("id", "in.(1); drop table todos; --")], &[]), 400, "PGRST100");
+    for value in ["eq.'; drop table todos; --", "eq.x' or '1'='1", "like.*' or 1=1 --", "in.(\"') or true --\")"] {
+        assert_eq!(ids_where(&server, &[("task", value)]), Vec::<i64>::new(), "task={value}");
+    }
+    let table = get(&server, "todos; drop table todos; --", &[], &[]);
+    assert_error(&table, 404, "42P01");
+    let table = get(&server, "todos\"; drop table todos; --", &[], &[]);
+    assert_error(&table, 404, "42P01");
+
+    // The table is intact.
+    let count = server.sql("select count(*) from public.todos");
+    assert_eq!(count[0].rows[0].get_str(0), Some("4"));
+}
