@@ -2,9 +2,7 @@
 // PostgreSQL (`madbase start`, no DATABASE_URL), exactly as an app would use it.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-
-import { createClient } from '@supabase/supabase-js';
-import { startMadbase, ANON_KEY, SERVICE_ROLE_KEY } from './support.js';
+import { startMadbase, client, ANON_KEY, SERVICE_ROLE_KEY } from './support.js';
 
 let server;
 
@@ -31,7 +29,7 @@ test('madbase start prints the URL and both keys', () => {
 });
 
 test('select through supabase-js honours RLS for anon', async () => {
-  const supabase = createClient(server.url, ANON_KEY);
+  const supabase = client(server, ANON_KEY);
   const { data, error, status } = await supabase
     .from('todos')
     .select('id,title')
@@ -46,14 +44,14 @@ test('select through supabase-js honours RLS for anon', async () => {
 });
 
 test('service_role bypasses RLS', async () => {
-  const admin = createClient(server.url, SERVICE_ROLE_KEY);
+  const admin = client(server, SERVICE_ROLE_KEY);
   const { data, error } = await admin.from('todos').select('id').order('id');
   assert.equal(error, null);
   assert.deepEqual(data, [{ id: 1 }, { id: 2 }, { id: 3 }]);
 });
 
 test('errors reach the client in PostgREST shape', async () => {
-  const supabase = createClient(server.url, ANON_KEY);
+  const supabase = client(server, ANON_KEY);
   const { data, error, status } = await supabase.from('no_such_table').select();
   assert.equal(data, null);
   assert.equal(status, 404);

@@ -5,6 +5,8 @@ import { existsSync, readdirSync, mkdtempSync, rmSync, chmodSync } from 'node:fs
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { createClient } from '@supabase/supabase-js';
+import WebSocket from 'ws';
 
 // The well-known keys of Supabase's local development stack; MadBase uses the same demo secret
 // when none is configured.
@@ -92,4 +94,9 @@ export async function startMadbase() {
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** A supabase-js client for `server`, with the `ws` transport (Node 20 has no global WebSocket). */
+export function client(server, key) {
+  return createClient(server.url, key, { realtime: { transport: WebSocket } });
 }
