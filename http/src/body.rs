@@ -7,10 +7,16 @@
 //! only when the handler first asks for body bytes and only before the response has started;
 //! a body kept past its exchange reads nothing ([`BodyError::Detached`]); every read is bounded
 //! by `Limits::body_timeout` and the total by `Limits::max_body_bytes`.
+//!
+//! The body also tells the server loop when the handler can no longer read from the socket
+//! ([`BodyState::handler_done_reading`]: framing complete, a sticky error, or the [`Body`]
+//! dropped), waking the waker the loop parks in [`BodyState::watch_waker`]. From then on, and
+//! only then, the loop may own the read side to watch for a client disconnect (see `server`).
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Waker;
 
 use bytes::{Bytes, BytesMut};
 use monoio::io::{OwnedReadHalf, OwnedWriteHalf};
@@ -48,6 +54,34 @@ pub(crate) struct BodyState {
     pub expect_pending: bool,
     pub response_started: bool,
     pub error: Option<BodyError>,
+    /// The handler's [`Body`] for this exchange was dropped.
+    pub released: bool,
+    /// Woken when [`BodyState::handler_done_reading`] may have become true.
+    pub watch_waker: Option<Waker>,
+}
+
+impl BodyState {
+    /// True once the handler can no longer read the body: it is complete, failed (errors are
+    /// sticky), or its [`Body`] is gone. The read side is then free for the disconnect watch.
+    pub fn handler_done_reading(&self) -> bool {
+        matches!(self.framing, BodyFraming::Done) || self.error.is_some() || self.released
+    }
+
+    /// Wakes the disconnect watch if the handler is now done reading. Call without holding
+    /// a borrow of the state (wakers may run arbitrary code).
+    fn wake_watch_if_done(state: &RefCell<BodyState>) {
+        let waker = {
+            let Ok(mut st) = state.try_borrow_mut() else { return };
+            if st.handler_done_reading() {
+                st.watch_waker.take()
+            } else {
+                None
+            }
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
 }
 
 /// State of one connection that the handler's [`Body`] needs while the handler runs.
@@ -116,6 +150,20 @@ pub struct Body {
 impl std::fmt::Debug for Body {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Body")
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        if let Inner::Conn { shared, gen } = &self.inner {
+            if let Ok(mut st) = shared.body.try_borrow_mut() {
+                if st.gen != *gen {
+                    return;
+                }
+                st.released = true;
+            }
+            BodyState::wake_watch_if_done(&shared.body);
+        }
     }
 }
 
@@ -223,6 +271,7 @@ async fn conn_chunk(shared: &Rc<ConnShared>, gen: u64) -> Option<Result<Bytes, B
         if let Err(e) = r {
             let err = BodyError::Io(Arc::new(std::io::Error::other(format!("{e:?}"))));
             shared.body.borrow_mut().error = Some(err.clone());
+            BodyState::wake_watch_if_done(&shared.body);
             return Some(Err(err));
         }
     }
@@ -255,5 +304,6 @@ async fn conn_chunk(shared: &Rc<ConnShared>, gen: u64) -> Option<Result<Bytes, B
     if let Some(Err(e)) = &result {
         shared.body.borrow_mut().error = Some(e.clone());
     }
+    BodyState::wake_watch_if_done(&shared.body);
     result
 }

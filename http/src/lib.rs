@@ -2,7 +2,9 @@
 //!
 //! Owns: everything between an accepted `TcpStream` and the application's [`Handler`]: request
 //! parsing, keep-alive and pipelining, streaming request bodies, response framing, limits,
-//! access logging, and upgraded WebSocket connections. It knows nothing about Supabase services.
+//! access logging, client-disconnect cancellation (a request whose client goes away has its
+//! handler future dropped and is logged as `499`), and upgraded WebSocket connections. It knows
+//! nothing about Supabase services.
 //!
 //! Invariants: every buffer and queue grown on a peer's behalf is bounded by [`Limits`] or
 //! [`WsConfig`]; no socket read or write is dropped in flight (io_uring hygiene, see `io`); no
@@ -42,6 +44,7 @@ mod io;
 pub mod limits;
 pub mod response;
 mod server;
+mod watch;
 pub mod ws;
 
 pub use body::Body;

@@ -2,12 +2,19 @@
 //!
 //! Owns: [`serve_connection`], the [`Handler`] and [`Shutdown`] traits, and the per-exchange
 //! policy: read a head (bounded by `header_timeout` / `idle_timeout`), run the handler (a panic
-//! becomes `500`), write the response, then drain the unread body or close. Invariants: responses
+//! becomes `500`) while watching for the client going away (EOF or reset: the handler future is
+//! dropped, the request logged as `499` with `cancelled_by_client`, and the connection closed
+//! without a response; see `watch`), write the response, then drain the unread body or close.
+//! Graceful shutdown closes idle connections at once and answers an in-flight request with
+//! `Connection: close`; upgraded WebSockets close with 1001. Invariants: responses
 //! go out in request order (pipelining); at most one request is in the handler at a time; the
 //! connection never buffers more than `max_header_bytes` of head or `read_buffer_size` of body
 //! beyond what the handler asked for; a connection that cannot be reused is answered with
-//! `Connection: close` and closed with a bounded lingering read so the response is not lost.
+//! `Connection: close` and closed with a bounded lingering read so the response is not lost; the
+//! read side is owned by exactly one of head parser, handler `Body`, disconnect watch, drain or
+//! linger at a time, so at most one socket read is ever in flight.
 
+use std::cell::Cell;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -21,6 +28,7 @@ use monoio::net::TcpStream;
 use monoio::time::Instant;
 
 use crate::body::{body_step, Body, BodyFraming, BodyState, ConnShared, ReadSide, Step, Writer};
+use crate::watch::{self, WatchEnd};
 use crate::chunked::ChunkedDecoder;
 use crate::error::HeadError;
 use crate::head::{parse_request_head, Framing, HeadLimits, Request, Version};
@@ -102,6 +110,8 @@ pub async fn serve_connection<H: Handler>(
             expect_pending: false,
             response_started: false,
             error: None,
+            released: false,
+            watch_waker: None,
         }),
         limits: limits.clone(),
     });
@@ -162,6 +172,7 @@ impl<H: Handler> Conn<H> {
                 Next::Close => return self.linger().await,
                 Next::Abort => return None,
                 Next::Upgraded(rs) => return rs,
+                Next::Cancelled => return self.take_reader(),
             }
         }
     }
@@ -224,6 +235,8 @@ impl<H: Handler> Conn<H> {
             st.received = 0;
             st.error = None;
             st.response_started = false;
+            st.released = false;
+            st.watch_waker = None;
             st.framing = match req.framing {
                 Framing::Length(0) => BodyFraming::Done,
                 Framing::Length(n) => BodyFraming::Remaining(n),
@@ -241,19 +254,63 @@ impl<H: Handler> Conn<H> {
         let method = req.method().to_owned();
         let path = req.path().to_owned();
         let body = Body::from_conn(self.shared.clone(), gen);
-        let fut = CatchUnwind::new(self.handler.handle(req, body));
-        let mut resp = match fut.await {
-            Ok(r) => r,
-            Err(()) => {
+        let mut handler = Some(CatchUnwind::new(self.handler.handle(req, body)));
+
+        // Run the handler while watching for a client disconnect (see `watch`). The watch is
+        // only polled once the handler has returned `Pending`, so a handler that answers on its
+        // first poll costs nothing; otherwise it costs one read and one cancel.
+        let shared = self.shared.clone();
+        let stop = Cell::new(false);
+        let max_buf = self.limits.max_header_bytes.max(1);
+        let mut watch = pin!(Some(watch::watch(&shared, &stop, max_buf, self.limits.read_buffer_size)));
+        let raced = poll_fn(|cx| {
+            if let Some(h) = handler.as_mut() {
+                if let Poll::Ready(r) = Pin::new(h).poll(cx) {
+                    return Poll::Ready(Raced::Done(r));
+                }
+            }
+            match poll_watch(&mut watch, &shared, cx) {
+                Poll::Ready(Some(WatchEnd::Gone(e))) => Poll::Ready(Raced::Gone(e)),
+                _ => Poll::Pending,
+            }
+        })
+        .await;
+        let mut resp = match raced {
+            Raced::Done(Ok(r)) => r,
+            Raced::Done(Err(())) => {
                 tracing::error!(request_id = %request_id, method = %method, path = %path, "handler panicked");
                 Response::error_json(500, "internal server error")
             }
+            Raced::Gone(err) => {
+                // The watch has ended and handed the read side back; nothing is in flight.
+                // Dropping the handler future is the cancellation of its queued work.
+                let h = handler.take();
+                if std::panic::catch_unwind(AssertUnwindSafe(move || drop(h))).is_err() {
+                    tracing::error!(request_id = %request_id, "handler panicked while being cancelled");
+                }
+                {
+                    let mut st = self.shared.body.borrow_mut();
+                    st.gen = u64::MAX;
+                    st.watch_waker = None;
+                }
+                let reason = err.as_ref().map_or_else(|| "eof".to_owned(), |e| e.to_string());
+                tracing::debug!(request_id = %request_id, reason = %reason, "client disconnected; handler cancelled");
+                tracing::info!(request_id = %request_id, method = %method, path = %path, status = 499u16, bytes_out = 0u64, latency_us = started.elapsed().as_micros() as u64, peer = %self.peer, service = "-", cancelled_by_client = true, "request (cancelled by client)");
+                return Next::Cancelled;
+            }
         };
+        drop(handler);
+        // Stop the watch now: its cancel is submitted together with the response's first write,
+        // and its completion is awaited after the response (before the read side is used).
+        stop.set(true);
+        let peer_gone = poll_fn(|cx| Poll::Ready(matches!(poll_watch(&mut watch, &shared, cx), Poll::Ready(Some(WatchEnd::Gone(_))))))
+            .await;
 
         // Decide what happens to the rest of the request body.
         let (body_done, body_clean, expect_unread, remaining) = {
             let mut st = self.shared.body.borrow_mut();
             st.response_started = true;
+            st.watch_waker = None;
             let remaining = match &st.framing {
                 BodyFraming::Done => Some(0),
                 BodyFraming::Remaining(n) => Some(*n),
@@ -264,18 +321,28 @@ impl<H: Handler> Conn<H> {
         let drainable = body_clean
             && !expect_unread
             && remaining.is_some_and(|n| n <= self.limits.max_drain_bytes);
-        let mut keep_alive = client_keep_alive && !resp.close && !shutdown.is_triggered() && (body_done && body_clean || drainable);
+        let mut keep_alive = client_keep_alive
+            && !peer_gone
+            && !resp.close
+            && !shutdown.is_triggered()
+            && (body_done && body_clean || drainable);
 
         if resp.upgrade.is_some() {
-            if resp.status != 101 || !body_done {
+            if resp.status != 101 || !body_done || peer_gone {
                 resp.upgrade = None;
             } else {
+                finish_watch(&mut watch, &shared).await;
                 return self.upgrade(resp, request_id, shutdown, started, method, path).await;
             }
         }
         let service = resp.service;
         let status = resp.status;
         let out = self.write_response(resp, &request_id, version, keep_alive, method_is_head).await;
+        // The read side is needed from here on (drain, linger, next head) and the watch must not
+        // be dropped with its read in flight.
+        if finish_watch(&mut watch, &shared).await {
+            keep_alive = false;
+        }
         let bytes_out = match out {
             Ok((n, reusable)) => {
                 keep_alive &= reusable;
@@ -535,6 +602,54 @@ enum Next {
     Close,
     Abort,
     Upgraded(Option<ReadSide>),
+    /// The client went away while the handler ran; close without a response.
+    Cancelled,
+}
+
+/// How the handler/disconnect race ended (a short-lived local; its size does not matter).
+#[allow(clippy::large_enum_variant)]
+enum Raced {
+    Done(Result<Response, ()>),
+    Gone(Option<std::io::Error>),
+}
+
+/// Polls the disconnect watch if it is still running. When it ends, it is cleared (never polled
+/// again) and the read side it took goes back into `shared`; `Ready(end)` reports the ending
+/// (`None`: it never took the read side). `Pending` while it runs or when it already ended.
+fn poll_watch<W>(watch: &mut Pin<&mut Option<W>>, shared: &ConnShared, cx: &mut Context<'_>) -> Poll<Option<WatchEnd>>
+where
+    W: Future<Output = Option<(ReadSide, WatchEnd)>>,
+{
+    let Some(w) = watch.as_mut().as_pin_mut() else { return Poll::Pending };
+    let Poll::Ready(end) = w.poll(cx) else { return Poll::Pending };
+    watch.set(None);
+    Poll::Ready(end.map(|(rs, end)| {
+        *shared.reader.borrow_mut() = Some(rs);
+        end
+    }))
+}
+
+/// Runs the (stopped) watch to completion and puts the read side back. True if it saw the peer
+/// go away.
+async fn finish_watch<W>(watch: &mut Pin<&mut Option<W>>, shared: &ConnShared) -> bool
+where
+    W: Future<Output = Option<(ReadSide, WatchEnd)>>,
+{
+    let mut gone = false;
+    poll_fn(|cx| {
+        if watch.is_none() {
+            return Poll::Ready(());
+        }
+        match poll_watch(watch, shared, cx) {
+            Poll::Ready(end) => {
+                gone = matches!(end, Some(WatchEnd::Gone(_)));
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await;
+    gone
 }
 
 fn refuse(e: HeadError) -> HeadResult {

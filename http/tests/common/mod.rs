@@ -7,25 +7,43 @@ use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use madbase_http::{serve_connection, Handler, Limits, NoShutdown};
+use madbase_http::{serve_connection, Handler, Limits, NoShutdown, Shutdown};
 
 /// Starts `handler` on a fresh monoio runtime thread; returns the address.
 pub fn start<H: Handler, F: FnOnce() -> H + Send + 'static>(make: F, limits: Limits) -> SocketAddr {
+    start_with(make, limits, || NoShutdown)
+}
+
+/// Like [`start`], with a [`Shutdown`] made on the server thread by `make_shutdown`.
+///
+/// The runtime is monoio's `FusionDriver` (io_uring when the kernel allows it), or the
+/// epoll-based `LegacyDriver` when `MADBASE_HTTP_TEST_DRIVER=legacy`.
+pub fn start_with<H, F, S, FS>(make: F, limits: Limits, make_shutdown: FS) -> SocketAddr
+where
+    H: Handler,
+    F: FnOnce() -> H + Send + 'static,
+    S: Shutdown,
+    FS: FnOnce() -> S + Send + 'static,
+{
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-            .enable_timer()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
+        let serve = async move {
             let listener = monoio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             tx.send(listener.local_addr().expect("addr")).expect("send addr");
             let handler = Rc::new(make());
             let limits = Rc::new(limits);
+            let shutdown = make_shutdown();
             while let Ok((stream, peer)) = listener.accept().await {
-                monoio::spawn(serve_connection(stream, peer, handler.clone(), limits.clone(), NoShutdown));
+                monoio::spawn(serve_connection(stream, peer, handler.clone(), limits.clone(), shutdown.clone()));
             }
-        });
+        };
+        if std::env::var("MADBASE_HTTP_TEST_DRIVER").is_ok_and(|d| d == "legacy") {
+            let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().expect("runtime");
+            rt.block_on(serve);
+        } else {
+            let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().build().expect("runtime");
+            rt.block_on(serve);
+        }
     });
     rx.recv_timeout(Duration::from_secs(10)).expect("server started")
 }
