@@ -50,6 +50,17 @@ pub struct Database {
     pub cluster: Option<Cluster>,
 }
 
+impl Database {
+    /// Stops the managed cluster (fast shutdown), if there is one. Call after the shards drained.
+    pub fn stop(mut self) {
+        if let Some(mut cluster) = self.cluster.take() {
+            if let Err(error) = cluster.stop() {
+                tracing::warn!(%error, "stopping the managed PostgreSQL failed");
+            }
+        }
+    }
+}
+
 /// Starts (managed mode) or reaches (`DATABASE_URL`) PostgreSQL, migrates it, and returns what the
 /// shards connect with. Blocking: runs before the shards start.
 pub fn prepare(config: &Config) -> Result<Database, DatabaseError> {

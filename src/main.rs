@@ -160,6 +160,7 @@ fn start(config: Config) -> Result<(), String> {
     } else {
         println!("          DB URL: (external, DATABASE_URL)");
     }
+    println!("       wal_level: {}", database.wal_level);
     println!("          shards: {} ({})", drivers.len(), drivers.join(", "));
     println!("        anon key: {anon}");
     println!("service_role key: {service}");
@@ -168,6 +169,6 @@ fn start(config: Config) -> Result<(), String> {
     }
 
     let joined = runtime.join();
-    drop(database); // stops the managed cluster after the shards have drained
+    database.stop(); // after the shards have drained
     joined.map_err(|e| format!("shards failed: {e}"))
 }

@@ -14,7 +14,7 @@ use madbase_pg::{Connection, PgError};
 use ring::digest;
 
 /// Key of the advisory lock that serialises migrations across nodes ("madbase" in ASCII, as i64).
-const MIGRATION_LOCK_KEY: i64 = 0x6d61_6462_6173_65;
+const MIGRATION_LOCK_KEY: i64 = 0x006d_6164_6261_7365;
 
 pub struct Migration {
     pub version: u32,
