@@ -30,7 +30,8 @@ start_madbase() {
   local data="$1"
   MB_PORT=$(free_port)
   local pg_port; pg_port=$(free_port)
-  rm -rf "$data"; mkdir -p "$data"; chmod 755 "$data"
+  if [ -z "${MB_DATA_KEEP:-}" ]; then rm -rf "$data"; fi
+  mkdir -p "$data"; chmod 755 "$data"
   MADBASE_LISTEN="127.0.0.1:$MB_PORT" MADBASE_DATA_DIR="$data" MADBASE_PG_PORT="$pg_port" \
     MADBASE_LOG=warn "$MADBASE" start >"$OUT/madbase.out" 2>&1 &
   MB_PID=$!

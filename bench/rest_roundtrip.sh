@@ -20,7 +20,12 @@ insert into public.bench_items select i, 'item ' || i, i * 1.5, array['a', 'b'] 
 alter table public.bench_items enable row level security;
 create policy "anon reads" on public.bench_items for select to anon using (id > 0);
 analyze public.bench_items;
+-- pgbench at MadBase's HTTP concurrency needs one backend per client.
+alter system set max_connections = 400;
 SQL
+# max_connections needs a restart: restart MadBase, which restarts its managed cluster.
+stop_madbase
+MB_DATA_KEEP=1 start_madbase "$OUT/madbase-data"
 
 ANON_KEY=$(grep -o 'anon key: [^ ]*' "$OUT/madbase.out" | awk '{print $3}')
 cat >"$OUT/get_by_pk.lua" <<LUA
@@ -32,13 +37,14 @@ end
 LUA
 
 # The statements MadBase sends for that request (the settings statement, then the read), as seen
-# in PostgreSQL's log with log_statement=all; pgbench binds :id where MadBase binds $1.
-CLAIMS='{"iss":"supabase-demo","role":"anon","exp":1983812996}'
-HEADERS='{"host":"127.0.0.1","apikey":"'$ANON_KEY'","authorization":"Bearer '$ANON_KEY'"}'
+# in PostgreSQL's log with log_statement=all; pgbench writes the settings as literals where MadBase
+# binds them, and binds :id where MadBase binds $1.
+CLAIMS='{"exp":1983812996,"iss":"supabase-demo","role":"anon"}'
+HEADERS='{"apikey":"'$ANON_KEY'","authorization":"Bearer '$ANON_KEY'","host":"127.0.0.1:'$MB_PORT'"}'
 cat >"$OUT/get_by_pk.pgbench" <<PGB
 \set id random(1, 10000)
 \startpipeline
-select set_config('search_path', '"public", "extensions"', true), set_config('role', 'anon', true), set_config('request.jwt.claims', '$CLAIMS', true), set_config('request.method', 'GET', true), set_config('request.path', '/bench_items', true), set_config('request.headers', '$HEADERS', true);
+select set_config('transaction_read_only', 'on', true), set_config('search_path', '"public", "extensions"', true), set_config('role', 'anon', true), set_config('request.jwt.claims', '$CLAIMS', true), set_config('request.method', 'GET', true), set_config('request.path', '/bench_items', true), set_config('request.headers', '$HEADERS', true), set_config('request.cookies', '{}', true);
 SELECT pg_catalog.count(_postgrest_t) AS page_total, coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body FROM (SELECT "public"."bench_items".* FROM "public"."bench_items" WHERE "public"."bench_items"."id" = :id) _postgrest_t;
 \endpipeline
 PGB
@@ -49,7 +55,7 @@ PG_CONNS=$(( $(nproc) * 4 ))   # MadBase: shards × pg_pool_size (default 4) con
 secs=${DURATION:-15s}; secs=${secs%s}
 pgb() { # pgb <label> <clients> <args...>
   local label="$1" clients="$2"; shift 2
-  pgbench -n -M prepared -c "$clients" -j "$(nproc)" -T "$secs" -P 0 "$@" "$MB_DB_URL" >"$OUT/$label.pgbench" 2>&1
+  pgbench -n -M prepared -c "$clients" -j "$(nproc)" -T "$secs" "$@" "$MB_DB_URL" >"$OUT/$label.pgbench" 2>&1
   local tps; tps=$(awk '/^tps/ {print $3; exit}' "$OUT/$label.pgbench")
   local lat; lat=$(awk '/latency average/ {print $4; exit}' "$OUT/$label.pgbench")
   printf '%-28s %12s tps     avg latency %s ms (clients %s)\n' "$label" "$tps" "$lat" "$clients"
@@ -60,7 +66,9 @@ DURATION=3s wrk_run warm "http://127.0.0.1:$MB_PORT" -s "$OUT/get_by_pk.lua" >/d
 wrk_run madbase_get_by_pk "http://127.0.0.1:$MB_PORT" -s "$OUT/get_by_pk.lua"
 pgb pgbench_same_sql "$PG_CONNS" -f "$OUT/get_by_pk.pgbench"
 pgb pgbench_same_sql_c64 64 -f "$OUT/get_by_pk.pgbench"
+pgb pgbench_same_sql_c256 "${CONNS:-256}" -f "$OUT/get_by_pk.pgbench"
 pgb pgbench_select_only "$PG_CONNS" -S
 echo "ratio MadBase / pgbench same SQL (${PG_CONNS} conns): $(ratio "$madbase_get_by_pk_RPS" "$pgbench_same_sql_TPS")"
 echo "ratio MadBase / pgbench same SQL (64 conns):  $(ratio "$madbase_get_by_pk_RPS" "$pgbench_same_sql_c64_TPS")"
+echo "ratio MadBase / pgbench same SQL (${CONNS:-256} conns, the same concurrency): $(ratio "$madbase_get_by_pk_RPS" "$pgbench_same_sql_c256_TPS")"
 echo "ratio MadBase / pgbench -S (${PG_CONNS} conns):       $(ratio "$madbase_get_by_pk_RPS" "$pgbench_select_only_TPS")"
