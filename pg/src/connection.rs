@@ -32,6 +32,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
 use std::future::Future;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::pin::Pin;
@@ -837,12 +838,14 @@ fn encode(
         }
         settings.extend(batch.settings.iter().map(|(n, v)| (n.as_str(), v.as_str())));
         if !settings.is_empty() {
-            let mut sql = String::from("select ");
+            // Written in place (no `format!` per setting): this runs for every batch.
+            let mut sql = String::with_capacity(8 + 30 * settings.len());
+            sql.push_str("select ");
             for i in 0..settings.len() {
                 if i > 0 {
                     sql.push_str(", ");
                 }
-                sql.push_str(&format!("set_config(${}, ${}, true)", 2 * i + 1, 2 * i + 2));
+                let _ = write!(sql, "set_config(${}, ${}, true)", 2 * i + 1, 2 * i + 2);
             }
             let values: Vec<Option<&[u8]>> =
                 settings.iter().flat_map(|(n, v)| [Some(n.as_bytes()), Some(v.as_bytes())]).collect();

@@ -146,13 +146,78 @@ fn check_accept(req: &Request) -> Result<(), ApiError> {
 }
 
 /// `request.headers`: every request header, names lower-cased (a repeated name keeps the last
-/// value, as PostgREST's map does). Bounded by the HTTP layer's header limits.
+/// value, as PostgREST's map does), keys in sorted order as `serde_json::Map` writes them. Built
+/// directly into one `String` because it runs on every request: no map, no per-header `String`s.
+/// Bounded by the HTTP layer's header limits.
 fn headers_json(req: &Request) -> String {
-    let mut map = Map::new();
-    for (name, value) in req.headers().iter() {
-        map.insert(name.to_ascii_lowercase(), Value::String(String::from_utf8_lossy(value).into_owned()));
+    let mut fields: Vec<(&str, &[u8])> = req.headers().iter().collect();
+    // Stable: equal names stay in arrival order, so the last of each run is the one kept.
+    fields.sort_by(|(a, _), (b, _)| lowercase_cmp(a, b));
+    let mut out = String::with_capacity(2 + fields.iter().map(|(n, v)| n.len() + v.len() + 6).sum::<usize>());
+    out.push('{');
+    let mut first = true;
+    for (i, (name, value)) in fields.iter().enumerate() {
+        if fields.get(i + 1).is_some_and(|(next, _)| next.eq_ignore_ascii_case(name)) {
+            continue;
+        }
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        push_json_str(&mut out, name, true);
+        out.push(':');
+        match std::str::from_utf8(value) {
+            Ok(text) => push_json_str(&mut out, text, false),
+            Err(_) => push_json_str(&mut out, &String::from_utf8_lossy(value), false),
+        }
     }
-    Value::Object(map).to_string()
+    out.push('}');
+    out
+}
+
+/// Orders names as their ASCII-lower-cased forms compare (what sorting the lowered keys gives).
+fn lowercase_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    a.bytes().map(|c| c.to_ascii_lowercase()).cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
+}
+
+/// Appends `s` as a JSON string literal, escaped exactly as `serde_json` escapes (`\"`, `\\`,
+/// the short forms `\b \t \n \f \r`, other control characters as `\u00xx`); `lower`
+/// lower-cases ASCII letters on the way.
+fn push_json_str(out: &mut String, s: &str, lower: bool) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let begin = out.len();
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape: Option<&str> = match b {
+            b'"' => Some("\\\""),
+            b'\\' => Some("\\\\"),
+            0x08 => Some("\\b"),
+            b'\t' => Some("\\t"),
+            b'\n' => Some("\\n"),
+            0x0c => Some("\\f"),
+            b'\r' => Some("\\r"),
+            0..=0x1f => None,
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        start = i + 1;
+        match escape {
+            Some(e) => out.push_str(e),
+            None => {
+                out.push_str("\\u00");
+                out.push(HEX[(b >> 4) as usize] as char);
+                out.push(HEX[(b & 0xf) as usize] as char);
+            }
+        }
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+    if lower {
+        // Only ASCII letters change, so the escapes above (all lower-case already) are unaffected
+        // and the string stays valid UTF-8.
+        out[begin..].make_ascii_lowercase();
+    }
 }
 
 /// `request.cookies`: the `Cookie` header's `name=value` pairs as a JSON object.
@@ -195,6 +260,40 @@ mod tests {
         assert!(matches!(relation_of("/rest/v1/a%00"), Err(ApiError::InvalidPath)));
         assert!(matches!(relation_of("/rest/v1/"), Err(ApiError::NotImplemented(_))));
         assert!(matches!(relation_of("/rest/v1/rpc/f"), Err(ApiError::NotImplemented(_))));
+    }
+
+    /// What `headers_json` built before it was hand-written: the reference for its output.
+    fn headers_json_via_serde(req: &Request) -> String {
+        let mut map = Map::new();
+        for (name, value) in req.headers().iter() {
+            map.insert(name.to_ascii_lowercase(), Value::String(String::from_utf8_lossy(value).into_owned()));
+        }
+        Value::Object(map).to_string()
+    }
+
+    #[test]
+    fn headers_json_matches_serde() {
+        fn h(name: &[u8], value: &[u8]) -> (Bytes, Bytes) {
+            (Bytes::copy_from_slice(name), Bytes::copy_from_slice(value))
+        }
+        let cases = vec![
+            vec![],
+            vec![h(b"Host", b"localhost:3000"), h(b"apikey", b"k"), h(b"Authorization", b"Bearer x.y.z")],
+            vec![h(b"X-B", b"1"), h(b"x-a", b"2"), h(b"X-A", b"3"), h(b"x-b", b"4"), h(b"x-a", b"5")],
+            vec![h(b"X-Quote", b"a\"b\\c"), h(b"X-Ctl", b"\x00\x01\x08\t\n\x0b\x0c\r\x1f\x7f end")],
+            vec![h(b"X-Utf8", "caf\u{e9} \u{1f600}".as_bytes()), h(b"X-Bad", b"a\xff\xfeb\xc3")],
+            vec![h(b"X-Name\"Q", b"v"), h(b"\xff", b"bad name"), h(b"", b"empty")],
+        ];
+        for fields in cases {
+            let mut headers = madbase_http::Headers::default();
+            for (name, value) in fields {
+                headers.push(name, value);
+            }
+            let req = Request::new("GET", "/rest/v1/t", headers, "127.0.0.1:1".parse().unwrap());
+            let expected = headers_json_via_serde(&req);
+            assert_eq!(headers_json(&req), expected);
+            let _: Value = serde_json::from_str(&expected).unwrap();
+        }
     }
 
     #[test]
