@@ -133,7 +133,7 @@ fn host_text(config: &ConnectConfig) -> String {
 
 fn start_managed(config: &Config) -> Result<Cluster, DatabaseError> {
     let binaries = match &config.pg_bin {
-        Some(dir) => PgBinaries { bindir: dir.clone() },
+        Some(dir) => PgBinaries::in_dir(dir.clone())?,
         None => PgBinaries::find()?,
     };
     std::fs::create_dir_all(&config.data_dir).map_err(|source| DatabaseError::Io {

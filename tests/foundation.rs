@@ -194,3 +194,34 @@ fn sigterm_drains_and_exits_cleanly() {
     assert!(status.success(), "exit status {status}:\n{}", server.log());
     assert!(std::net::TcpStream::connect(server.addr).is_err(), "still accepting after shutdown");
 }
+
+#[test]
+fn missing_postgres_binaries_are_one_clear_message() {
+    let data = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_madbase"))
+        .arg("start")
+        .env_remove("DATABASE_URL")
+        .env("MADBASE_DATA_DIR", data.path())
+        .env("MADBASE_PG_BIN", "/nonexistent/bin")
+        .env("MADBASE_LISTEN", format!("127.0.0.1:{}", support::free_port()))
+        .output()
+        .expect("run madbase");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("MADBASE_PG_BIN=/nonexistent/bin does not contain initdb and postgres"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_configuration_names_the_key() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_madbase"))
+        .arg("start")
+        .env("MADBASE_HTTP_MAX_HEADERS", "lots")
+        .output()
+        .expect("run madbase");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("MADBASE_HTTP_MAX_HEADERS"), "{stderr}");
+}

@@ -97,21 +97,33 @@ pub struct PgBinaries {
     pub bindir: PathBuf,
 }
 
+fn has_server_binaries(dir: &Path) -> bool {
+    dir.join("initdb").is_file() && dir.join("postgres").is_file()
+}
+
 impl PgBinaries {
+    /// The binaries in `dir` (an explicit `MADBASE_PG_BIN`); an error if `initdb` or `postgres`
+    /// is missing there.
+    pub fn in_dir(dir: PathBuf) -> Result<PgBinaries, ClusterError> {
+        if has_server_binaries(&dir) {
+            Ok(PgBinaries { bindir: dir })
+        } else {
+            Err(ClusterError::BadPgBin(dir))
+        }
+    }
+
     /// Finds the binaries: `MADBASE_PG_BIN`, then `pg_config --bindir`, then `initdb` on `PATH`,
     /// then the highest `/usr/lib/postgresql/*/bin`.
     pub fn find() -> Result<PgBinaries, ClusterError> {
-        let ok = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
         let mut searched = Vec::new();
         if let Some(dir) = std::env::var_os("MADBASE_PG_BIN") {
-            let dir = PathBuf::from(dir);
-            return if ok(&dir) { Ok(PgBinaries { bindir: dir }) } else { Err(ClusterError::BadPgBin(dir)) };
+            return Self::in_dir(PathBuf::from(dir));
         }
         searched.push("MADBASE_PG_BIN (unset)".to_string());
         if let Ok(out) = Command::new("pg_config").arg("--bindir").stderr(Stdio::null()).output() {
             if out.status.success() {
                 let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-                if ok(&dir) {
+                if has_server_binaries(&dir) {
                     return Ok(PgBinaries { bindir: dir });
                 }
                 searched.push(format!("pg_config --bindir ({})", dir.display()));
@@ -121,7 +133,7 @@ impl PgBinaries {
         }
         if let Some(path) = std::env::var_os("PATH") {
             for dir in std::env::split_paths(&path) {
-                if ok(&dir) {
+                if has_server_binaries(&dir) {
                     return Ok(PgBinaries { bindir: dir });
                 }
             }
@@ -134,7 +146,7 @@ impl PgBinaries {
             .filter_map(|e| {
                 let v: u32 = e.file_name().to_str()?.parse().ok()?;
                 let bin = e.path().join("bin");
-                ok(&bin).then_some((v, bin))
+                has_server_binaries(&bin).then_some((v, bin))
             })
             .collect();
         versions.sort();
