@@ -23,12 +23,15 @@ use madbase_shards::{Shard, ShutdownSignal, Source};
 use crate::config::Config;
 use crate::jwt::{JwtKeys, TokenCache};
 use crate::metrics::{self, ShardGauges, ShardMetrics, ShardSnapshot};
+use crate::schema::SchemaCache;
 
 /// What is shared by every shard: immutable after start.
 pub struct Shared {
     pub config: Arc<Config>,
     pub keys: Arc<JwtKeys>,
     pub pool_config: ConnectConfig,
+    /// The schema cache loaded at start-up; each shard starts from it (see `ShardState::schema`).
+    pub schema: Arc<SchemaCache>,
 }
 
 /// Messages between shards. Each carries a reply channel so the asking shard can await the answer.
@@ -37,6 +40,8 @@ pub enum ShardMessage {
     Snapshot(oneshot::Sender<ShardSnapshot>),
     /// Answer to show this shard's reactor is running.
     Ping(oneshot::Sender<usize>),
+    /// A new schema cache snapshot (from shard 0's reloader): swap it in.
+    Schema(Arc<SchemaCache>),
 }
 
 /// How long a shard waits for other shards' answers to `/health` and `/metrics`.
@@ -51,9 +56,31 @@ pub struct ShardState {
     pub pool: Pool,
     pub tokens: RefCell<TokenCache>,
     pub metrics: ShardMetrics,
+    /// This shard's current schema snapshot. Replaced whole (never mutated); a request takes
+    /// its own handle once, at its start, with [`ShardState::schema`]. The shard-local `Rc`
+    /// around the shared `Arc` keeps the per-request clone off the `Arc`'s refcount, which every
+    /// shard would otherwise bump on the same cache line.
+    #[allow(clippy::redundant_allocation)] // deliberate: see the field's comment
+    schema: RefCell<Rc<Arc<SchemaCache>>>,
 }
 
 impl ShardState {
+    /// The current schema snapshot (a shard-local `Rc` clone the request keeps to its end).
+    #[allow(clippy::redundant_allocation)] // deliberate: see the field's comment
+    pub fn schema(&self) -> Rc<Arc<SchemaCache>> {
+        self.schema.borrow().clone()
+    }
+
+    /// Swaps in a new snapshot; requests already running keep the one they took.
+    pub fn set_schema(&self, schema: Arc<SchemaCache>) {
+        *self.schema.borrow_mut() = Rc::new(schema);
+    }
+
+    /// This shard's runtime handle (rings, blocking pool).
+    pub(crate) fn shard(&self) -> &Shard<ShardMessage> {
+        &self.shard
+    }
+
     fn snapshot(&self) -> ShardSnapshot {
         let stats = self.pool.stats();
         let gauges = ShardGauges {
@@ -156,6 +183,7 @@ pub async fn shard_main(shard: Shard<ShardMessage>, shared: Arc<Shared>) {
         pool: Pool::new(pool_config),
         tokens: RefCell::new(TokenCache::new(shared.keys.clone(), config.jwt_cache_entries)),
         metrics: ShardMetrics::new(),
+        schema: RefCell::new(Rc::new(shared.schema.clone())),
         shared,
     });
 
@@ -171,9 +199,14 @@ pub async fn shard_main(shard: Shard<ShardMessage>, shared: Arc<Shared>) {
                 ShardMessage::Ping(reply) => {
                     let _ = reply.send(mailbox_state.shard.id());
                 }
+                ShardMessage::Schema(schema) => mailbox_state.set_schema(schema),
             })
             .await;
     });
+    if shard.id() == 0 {
+        // One LISTEN connection for the whole process; it publishes new snapshots to every shard.
+        monoio::spawn(crate::schema::reload::run(state.clone(), shard.shutdown_signal()));
+    }
 
     let app = Rc::new(App { state: state.clone() });
     let limits = Rc::new(http_limits(&config));
@@ -244,14 +277,14 @@ impl Handler for App {
 }
 
 impl App {
-    async fn route(&self, req: &Request, service: &'static str, _body: Body) -> Response {
+    async fn route(&self, req: &Request, service: &'static str, body: Body) -> Response {
         match (service, req.path()) {
             ("health", _) => self.health().await,
             ("metrics", _) => self.metrics().await,
             ("auth", "/auth/v1/.well-known/jwks.json") if matches!(req.method(), "GET" | "HEAD") => {
                 Response::json(200, self.state.shared.keys.public_jwks().to_string())
             }
-            ("rest", _) => crate::rest::handle(&self.state, req).await,
+            ("rest", _) => crate::rest::handle(&self.state, req, body).await,
             _ => gateway_not_found(),
         }
     }

@@ -2,7 +2,8 @@
 //! named by `DATABASE_URL`, brought to a usable state before any shard starts.
 //!
 //! Owns start-up of the database side: finding or initialising the managed cluster, checking
-//! `wal_level`, applying migrations, and choosing the credentials the shards' pools log in with.
+//! `wal_level`, applying migrations, loading the first schema cache snapshot, and choosing the
+//! credentials the shards' pools log in with.
 //!
 //! Invariants: when [`prepare`] returns, migrations have been applied and the returned
 //! [`ConnectConfig`] logs in as a role that can switch to `anon`/`authenticated`/`service_role`. In
@@ -13,12 +14,14 @@
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use madbase_pg::{Cluster, ClusterError, ClusterOptions, ConnectConfig, Connection, PgBinaries, PgError};
 
 use crate::config::Config;
 use crate::migrate::{self, MigrateError};
+use crate::schema::{introspect, IntrospectError, SchemaCache, EXPOSED_SCHEMAS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatabaseError {
@@ -36,6 +39,8 @@ pub enum DatabaseError {
     Io { context: String, source: std::io::Error },
     #[error("cannot start a runtime for start-up work: {0}")]
     Runtime(std::io::Error),
+    #[error("cannot load the schema cache: {0}")]
+    Schema(#[from] IntrospectError),
 }
 
 /// The database as the shards will use it.
@@ -48,6 +53,8 @@ pub struct Database {
     pub wal_level: String,
     /// The managed cluster, kept alive for the life of the process; stopped on drop.
     pub cluster: Option<Cluster>,
+    /// The schema cache as loaded right after migrations (the shards start from it).
+    pub schema: Arc<SchemaCache>,
 }
 
 impl Database {
@@ -77,7 +84,7 @@ pub fn prepare(config: &Config) -> Result<Database, DatabaseError> {
         .enable_timer()
         .build()
         .map_err(DatabaseError::Runtime)?;
-    let (wal_level, pool_config) = runtime.block_on(async move {
+    let (wal_level, pool_config, schema) = runtime.block_on(async move {
         let target = format!("{}:{}", host_text(&admin), admin.port);
         let conn = Connection::connect(&admin)
             .await
@@ -89,6 +96,14 @@ pub fn prepare(config: &Config) -> Result<Database, DatabaseError> {
             .and_then(|sets| sets.first()?.rows.first()?.get_str(0).map(str::to_owned))
             .unwrap_or_default();
         migrate::run(&conn).await?;
+        let started = Instant::now();
+        let schema = introspect::load(&conn, EXPOSED_SCHEMAS).await?;
+        tracing::info!(
+            relations = schema.relation_count(),
+            functions = schema.function_count(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "schema cache loaded"
+        );
         let pool_config = if managed {
             let password = authenticator_password(&data_dir)?;
             // The password is [A-Za-z0-9]{32} (generated below), safe to inline.
@@ -104,7 +119,7 @@ pub fn prepare(config: &Config) -> Result<Database, DatabaseError> {
             admin.clone()
         };
         conn.close();
-        Ok::<_, DatabaseError>((wal_level, pool_config))
+        Ok::<_, DatabaseError>((wal_level, pool_config, schema))
     })?;
     if wal_level != "logical" {
         tracing::warn!(
@@ -121,6 +136,7 @@ pub fn prepare(config: &Config) -> Result<Database, DatabaseError> {
         pool_config,
         wal_level,
         cluster,
+        schema: Arc::new(schema),
     })
 }
 

@@ -11,6 +11,7 @@ mod jwt;
 mod metrics;
 mod migrate;
 mod rest;
+mod schema;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -152,6 +153,7 @@ fn start(config: Config) -> Result<(), String> {
         config: config.clone(),
         keys: keys.clone(),
         pool_config: database.pool_config.clone(),
+        schema: database.schema.clone(),
     });
     let runtime = Runtime::start(runtime_config, move |shard| app::shard_main(shard, shared.clone()))
         .map_err(|e| format!("cannot start the shards: {e}"))?;

@@ -23,11 +23,18 @@ pub struct Migration {
 }
 
 /// Every migration, in version order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "roles_schemas_auth_helpers",
-    sql: include_str!("../migrations/0001_roles_schemas_auth_helpers.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "roles_schemas_auth_helpers",
+        sql: include_str!("../migrations/0001_roles_schemas_auth_helpers.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "schema_reload_trigger",
+        sql: include_str!("../migrations/0002_schema_reload_trigger.sql"),
+    },
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {

@@ -92,6 +92,7 @@ fn assert_error(response: &HttpResponse, status: u16, code: &str) -> Value {
 fn reads_roles_and_rls() {
     let server = TestServer::start();
     server.sql(SCHEMA);
+    server.wait_for_relations(&["todos", "whoami", "private_notes"]);
 
     // Anonymous: RLS hides the secret row. Body is PostgreSQL's json_agg, headers as PostgREST's.
     let anon = get(&server, "todos", &[("select", "id,task"), ("id", "eq.1")], &[]);
@@ -150,6 +151,7 @@ fn reads_roles_and_rls() {
 fn filters_order_and_pages() {
     let server = TestServer::start();
     server.sql(SCHEMA);
+    server.wait_for_relations(&["todos", "whoami", "private_notes"]);
     let cases: &[(&str, &str, &[i64])] = &[
         ("id", "eq.3", &[3]),
         ("id", "neq.2", &[1, 3]),
@@ -203,9 +205,10 @@ fn filters_order_and_pages() {
 fn errors_and_injection() {
     let server = TestServer::start();
     server.sql(SCHEMA);
+    server.wait_for_relations(&["todos", "whoami", "private_notes"]);
 
-    let missing = assert_error(&get(&server, "nope", &[], &[]), 404, "42P01");
-    assert_eq!(missing["message"], "relation \"public.nope\" does not exist");
+    let missing = assert_error(&get(&server, "nope", &[], &[]), 404, "PGRST205");
+    assert_eq!(missing["message"], "Could not find the table 'public.nope' in the schema cache");
     let column = assert_error(&get(&server, "todos", &[("select", "missing")], &[]), 400, "42703");
     assert_eq!(column["message"], "column todos.missing does not exist");
     assert_error(&get(&server, "todos", &[("id", "eq.abc")], &[]), 400, "22P02");
@@ -253,7 +256,7 @@ fn errors_and_injection() {
     assert!(too_many["details"].as_str().unwrap().contains("At most"), "{too_many}");
     assert_error(&get(&server, "todos", &[], &[("Accept", "text/csv")]), 406, "PGRST107");
     assert_error(&get(&server, "todos", &[], &[("Accept-Profile", "auth")]), 406, "PGRST106");
-    assert_error(&server.request("POST", "/rest/v1/todos", &[], b"{}"), 400, "PGRST127");
+    assert_error(&server.request("PUT", "/rest/v1/todos?id=eq.1", &[], b"{}"), 400, "PGRST127");
     assert_error(&server.get("/rest/v1/a/b"), 404, "PGRST125");
 
     // Injection attempts: names are quoted, values are bound. Each is an error or no rows.
@@ -283,9 +286,9 @@ fn errors_and_injection() {
         assert_eq!(ids_where(&server, &[("task", value)]), Vec::<i64>::new(), "task={value}");
     }
     let table = get(&server, "todos; drop table todos; --", &[], &[]);
-    assert_error(&table, 404, "42P01");
+    assert_error(&table, 404, "PGRST205");
     let table = get(&server, "todos\"; drop table todos; --", &[], &[]);
-    assert_error(&table, 404, "42P01");
+    assert_error(&table, 404, "PGRST205");
 
     // The table is intact.
     let count = server.sql("select count(*) from public.todos");

@@ -15,6 +15,7 @@ before(async () => {
     insert into public.todos values (1, 'write the foundation', true), (2, 'ship the Data API', false),
                                     (3, 'measure it', false);
   `);
+  await server.waitForRelation('todos');
 });
 
 after(async () => {

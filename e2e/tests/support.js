@@ -79,6 +79,22 @@ export async function startMadbase() {
     url,
     dbUrl,
     output: () => output,
+    /**
+     * Waits until the schema cache (reloaded by MadBase's DDL trigger) knows `relation`: until
+     * then `/rest/v1/<relation>` answers PGRST205.
+     */
+    async waitForRelation(relation) {
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const r = await fetch(`${url}/rest/v1/${relation}?limit=0`, {
+          headers: { apikey: SERVICE_ROLE_KEY, authorization: `Bearer ${SERVICE_ROLE_KEY}` },
+        });
+        const body = await r.json().catch(() => ({}));
+        if (body.code !== 'PGRST205') return;
+        if (Date.now() > deadline) throw new Error(`schema cache never saw ${relation}`);
+        await new Promise((res) => setTimeout(res, 50));
+      }
+    },
     /** Runs SQL as the managed cluster's superuser (psql from the PostgreSQL install). */
     sql(text) {
       return execFileSync(psqlPath(), [dbUrl, '-v', 'ON_ERROR_STOP=1', '-qAt', '-c', text], {

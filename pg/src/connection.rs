@@ -29,6 +29,10 @@
 //!   the Close). Names are never reused.
 //! - once the connection is closed every waiting request is answered: unsent work is handed back
 //!   (`NotSent`, safe to retry elsewhere), written work fails with [`PgError::ConnectionLost`].
+//! - `NOTIFY`s for this session (after `LISTEN` through [`Connection::simple_query`]) go to a
+//!   bounded queue ([`crate::notify`]) that the owner drains with [`Connection::notification`];
+//!   overflow drops the oldest and is reported by [`Connection::take_notifications_lost`]. A
+//!   notification never completes or disturbs work in flight.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -51,6 +55,7 @@ use postgres_protocol::IsNull;
 use crate::batch::{Batch, Oid, Row, SimpleResult, StatementResult, TxEnd};
 use crate::config::{ConnectConfig, Host};
 use crate::error::{DbError, PgError};
+use crate::notify::{Notification, NotificationQueue, DEFAULT_NOTIFICATION_CAPACITY};
 
 /// Bytes requested from the kernel per read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -326,6 +331,10 @@ struct Inner {
     max_in_flight: usize,
     max_queued: usize,
     max_write_bytes: usize,
+    /// `NOTIFY`s delivered to this session (bounded; see [`crate::notify`]).
+    notifications: RefCell<NotificationQueue>,
+    /// Wakes the owner waiting in [`Connection::notification`] (a notification or the close).
+    notification_signal: Signal,
 }
 
 impl Inner {
@@ -354,6 +363,7 @@ impl Inner {
         }
         self.writer_signal.notify();
         self.closed_event.notify();
+        self.notification_signal.notify();
     }
 }
 
@@ -489,6 +499,8 @@ impl Connection {
             max_in_flight: config.max_in_flight.max(1),
             max_queued: config.max_queued.max(1),
             max_write_bytes: config.max_write_bytes.max(1024),
+            notifications: RefCell::new(NotificationQueue::new(DEFAULT_NOTIFICATION_CAPACITY)),
+            notification_signal: Signal::default(),
         });
         let (r, w) = stream.into_split();
         monoio::spawn(reader_task(inner.clone(), r, rbuf));
@@ -587,6 +599,39 @@ impl Connection {
     /// A process-unique id for logs.
     pub fn id(&self) -> u64 {
         self.inner.id
+    }
+
+    /// The next `NOTIFY` delivered to this session (after `LISTEN <channel>` through
+    /// [`Connection::simple_query`]), oldest first; `None` once the connection is closed and every
+    /// queued notification has been taken. Only one task should wait here at a time. Dropping the
+    /// future loses nothing (it holds no I/O).
+    pub async fn notification(&self) -> Option<Notification> {
+        loop {
+            if let Some(n) = self.inner.notifications.borrow_mut().pop() {
+                return Some(n);
+            }
+            if self.is_closed() {
+                return None;
+            }
+            self.inner.notification_signal.wait().await;
+        }
+    }
+
+    /// A notification already queued, without waiting.
+    pub fn try_notification(&self) -> Option<Notification> {
+        self.inner.notifications.borrow_mut().pop()
+    }
+
+    /// Whether notifications were dropped because the queue was full since the last call (the
+    /// oldest go first); clears the flag. An owner that must not miss one treats `true` as
+    /// "something happened".
+    pub fn take_notifications_lost(&self) -> bool {
+        self.inner.notifications.borrow_mut().take_lost()
+    }
+
+    /// Bounds the notification queue (default [`DEFAULT_NOTIFICATION_CAPACITY`]).
+    pub fn set_notification_capacity(&self, capacity: usize) {
+        self.inner.notifications.borrow_mut().set_capacity(capacity);
     }
 }
 
@@ -976,7 +1021,14 @@ fn dispatch(inner: &Inner, msg: Message) -> Result<(), PgError> {
             return Ok(());
         }
         Message::NotificationResponse(body) => {
-            tracing::debug!(conn = inner.id, channel = body.channel().unwrap_or(""), "ignoring pg notification");
+            let n = Notification {
+                process_id: body.process_id(),
+                channel: body.channel()?.to_owned(),
+                payload: body.message()?.to_owned(),
+            };
+            tracing::debug!(conn = inner.id, channel = %n.channel, payload = %n.payload, "pg notification");
+            inner.notifications.borrow_mut().push(n);
+            inner.notification_signal.notify();
             return Ok(());
         }
         _ => {}

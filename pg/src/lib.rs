@@ -7,6 +7,7 @@
 //! - [`batch`]: the request model — a [`Batch`] is one API request, one transaction, one Sync.
 //! - [`pool`]: a per-shard (`!Send`) pool of pipelined connections with reconnects and bounds.
 //! - [`error`]: typed errors ([`PgError`], [`DbError`]).
+//! - [`notify`]: `LISTEN`/`NOTIFY` notifications a [`Connection`] queues for its owner (bounded).
 //!
 //! Everything async here runs on the calling shard's monoio runtime (timer enabled) and is
 //! single-threaded by design: no locks, `Rc` instead of `Arc`.
@@ -16,6 +17,7 @@ pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod notify;
 pub mod pool;
 
 pub use batch::{Batch, Oid, Row, SimpleResult, Statement, StatementResult, TxEnd};
@@ -23,4 +25,5 @@ pub use cluster::{Cluster, ClusterError, ClusterOptions, ClusterStatus, PgBinari
 pub use config::{ConnectConfig, Host};
 pub use connection::Connection;
 pub use error::{DbError, PgError};
+pub use notify::{Notification, NotificationQueue};
 pub use pool::{Pool, PoolConfig, PoolStats};

@@ -43,6 +43,10 @@ pub enum ApiError {
     /// A method PostgREST does not serve at all: 405 PGRST117.
     #[error("Unsupported HTTP method: {0}")]
     Method(String),
+    /// The relation is not in the request's schema cache snapshot: 404 PGRST205, with the
+    /// closest known name (qualified) as PostgREST's hint.
+    #[error("Could not find the table '{schema}.{name}' in the schema cache")]
+    TableNotFound { schema: String, name: String, closest: Option<String> },
     /// PostgreSQL answered with an error; `authenticated` = the request carried a verified JWT.
     #[error("{error}")]
     Db { error: Box<DbError>, authenticated: bool },
@@ -52,6 +56,19 @@ pub enum ApiError {
     /// PostgreSQL answered something the statement cannot produce (a bug, not the client's fault).
     #[error("unexpected result from PostgreSQL: {0}")]
     Internal(&'static str),
+    /// A write's body could not be used (invalid JSON, wrong `Content-Type`, mismatched keys):
+    /// 400 PGRST102 with PostgREST's message.
+    #[error("{0}")]
+    InvalidBody(String),
+    /// Reading the request body failed (too large → 413, too slow → 408, else 400).
+    #[error("{0}")]
+    Body(madbase_http::BodyError),
+    /// `Prefer: handling=strict` with preferences that are not understood: 400 PGRST122.
+    #[error("Invalid preferences given with handling=strict")]
+    InvalidPreferences(Vec<String>),
+    /// `Prefer: handling=strict, max-affected=N` and the write touched more rows: 400 PGRST124.
+    #[error("Query result exceeds max-affected preference constraint")]
+    MaxAffected(u64),
 }
 
 impl ApiError {
@@ -90,6 +107,13 @@ impl ApiError {
             ApiError::InvalidPath => body(404, "PGRST125", &message, None, None),
             ApiError::NotImplemented(what) => body(400, "PGRST127", &message, Some(what.to_owned()), None),
             ApiError::Method(_) => body(405, "PGRST117", &message, None, None),
+            ApiError::TableNotFound { closest, .. } => body(
+                404,
+                "PGRST205",
+                &message,
+                None,
+                closest.map(|name| format!("Perhaps you meant the table '{name}'")),
+            ),
             ApiError::Db { error, authenticated } => {
                 let status = status_for_sqlstate(&error.code, &error.message, authenticated);
                 if status >= 500 {
@@ -103,6 +127,14 @@ impl ApiError {
                 }
             }
             ApiError::Pool(error) => pool_error(error),
+            ApiError::InvalidBody(_) => body(400, "PGRST102", &message, None, None),
+            ApiError::Body(error) => body(error.status(), "PGRST102", &message, None, None),
+            ApiError::InvalidPreferences(names) => {
+                body(400, "PGRST122", &message, Some(format!("Invalid preferences: {}", names.join(", "))), None)
+            }
+            ApiError::MaxAffected(rows) => {
+                body(400, "PGRST124", &message, Some(format!("The query affects {rows} rows")), None)
+            }
             ApiError::Internal(what) => {
                 tracing::error!(what, "rest: unexpected result from PostgreSQL");
                 body(500, "PGRSTX00", "Internal server error", Some(message), None)

@@ -1,7 +1,9 @@
 //! `/rest/v1`: the PostgREST-compatible Data API (reference/rest.md).
 //!
 //! This slice serves `GET` and `HEAD /rest/v1/<table-or-view>` in schema `public`: flat `select`,
-//! horizontal filters, `order`, `limit`, `offset`. Everything else of PostgREST's surface answers
+//! horizontal filters, `order`, `limit`, `offset`.
+//! Writes (`POST`, `PATCH`, `DELETE`) are [`write`]: one statement in a READ WRITE transaction
+//! built on the same request settings ([`request_batch`]). Everything else of PostgREST's surface answers
 //! with a clear PostgREST-shaped error (never a partial or wrong result) until it is built.
 //!
 //! Owns: the request flow — route → authenticate ([`auth`]) → parse the query string ([`query`])
@@ -19,10 +21,12 @@
 mod auth;
 mod error;
 mod query;
+mod relation;
 mod sql;
+mod write;
 
 use bytes::Bytes;
-use madbase_http::{Request, Response};
+use madbase_http::{Body, Request, Response};
 use madbase_pg::Batch;
 use serde_json::{Map, Value};
 
@@ -39,14 +43,14 @@ const PREFIX: &str = "/rest/v1";
 const MAX_COOKIES: usize = 64;
 
 /// Entry point: serves one `/rest/v1` request on this shard.
-pub async fn handle(state: &ShardState, req: &Request) -> Response {
-    match serve(state, req).await {
+pub async fn handle(state: &ShardState, req: &Request, body: Body) -> Response {
+    match serve(state, req, body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
-async fn serve(state: &ShardState, req: &Request) -> Result<Response, ApiError> {
+async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response, ApiError> {
     // PostgREST authenticates before it looks at anything else of the request.
     let identity = auth::authenticate(&state.tokens, req)?;
     let method = req.method();
@@ -54,9 +58,7 @@ async fn serve(state: &ShardState, req: &Request) -> Result<Response, ApiError> 
         "GET" => false,
         "HEAD" => true,
         "OPTIONS" => return Ok(Response::new(200).header("allow", "OPTIONS,GET,HEAD")),
-        "POST" | "PATCH" | "PUT" | "DELETE" => {
-            return Err(ApiError::NotImplemented("writes (POST, PATCH, PUT, DELETE) are not implemented yet"))
-        }
+        "POST" | "PATCH" | "PUT" | "DELETE" => return write::serve(state, req, identity, body).await,
         other => return Err(ApiError::Method(other.to_owned())),
     };
     let (relation, pgrst_path) = relation_of(req.path())?;
@@ -67,18 +69,12 @@ async fn serve(state: &ShardState, req: &Request) -> Result<Response, ApiError> 
         return Err(ApiError::NotImplemented("the Range request header is not supported yet; use limit and offset"));
     }
     let query = query::parse_read_query(req.query().unwrap_or(""))?;
+    // The snapshot this request uses to its end; an unknown relation never reaches PostgreSQL.
+    let schema = state.schema();
+    relation::find(&schema, SCHEMA, &relation)?;
 
     let statement = sql::read_statement(SCHEMA, &relation, &query, head);
-    let batch = Batch::new()
-        .search_path(SEARCH_PATH)
-        .role(identity.role.as_str())
-        .jwt_claims(identity.claims_json.as_str())
-        .method(method)
-        .path(pgrst_path)
-        .headers(headers_json(req))
-        .setting("request.cookies", cookies_json(req))
-        .statement(statement)
-        .read_only(true);
+    let batch = request_batch(req, &identity, &pgrst_path).statement(statement).read_only(true);
     let results = state.pool.execute(batch).await.map_err(|e| ApiError::from_pg(e, identity.authenticated))?;
 
     let row = results.first().and_then(|r| r.rows.first()).ok_or(ApiError::Internal("no result row"))?;
@@ -93,6 +89,20 @@ async fn serve(state: &ShardState, req: &Request) -> Result<Response, ApiError> 
         response.set_header("content-profile", schema);
     }
     Ok(response)
+}
+
+/// A batch with the request settings every `/rest/v1` request runs under, in PostgREST's order
+/// (`search_path`, `role`, `request.jwt.claims`, `request.method`, `request.path`,
+/// `request.headers`, `request.cookies`); the caller adds its statement and access mode.
+fn request_batch(req: &Request, identity: &auth::Identity, pgrst_path: &str) -> Batch {
+    Batch::new()
+        .search_path(SEARCH_PATH)
+        .role(identity.role.as_str())
+        .jwt_claims(identity.claims_json.as_str())
+        .method(req.method())
+        .path(pgrst_path)
+        .headers(headers_json(req))
+        .setting("request.cookies", cookies_json(req))
 }
 
 /// `/rest/v1/<name>` → (`name` decoded, the path PostgREST would see: `/<name>` as sent).

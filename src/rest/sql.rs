@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 
 use madbase_pg::Statement;
 
-use super::query::{Direction, FilterOp, Nulls, OrderTerm, ReadQuery, SelectItem};
+use super::query::{Direction, Filter, FilterOp, Nulls, OrderTerm, ReadQuery, SelectItem};
 
 /// `name` as a quoted SQL identifier: `"` + name with `"` doubled + `"`.
 pub fn quote_ident(name: &str) -> String {
@@ -64,6 +64,59 @@ pub fn array_literal(items: &[String]) -> String {
     out
 }
 
+/// Appends the select list for `items` (empty = `*`) to `out`, every column qualified by
+/// `qualifier` (an already-quoted relation reference such as `"public"."todos"`).
+pub fn push_select_list(out: &mut String, qualifier: &str, items: &[SelectItem]) {
+    if items.is_empty() {
+        let _ = write!(out, "{qualifier}.*");
+    }
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        match item {
+            SelectItem::Star => {
+                let _ = write!(out, "{qualifier}.*");
+            }
+            SelectItem::Column { name, alias, cast } => {
+                let _ = write!(out, "{qualifier}.");
+                push_ident(out, name);
+                if let Some(cast) = cast {
+                    // The key stays the column name (PostgREST's rule) unless aliased.
+                    let _ = write!(out, "::{cast}");
+                    if alias.is_none() {
+                        out.push_str(" AS ");
+                        push_ident(out, name);
+                    }
+                }
+                if let Some(alias) = alias {
+                    out.push_str(" AS ");
+                    push_ident(out, alias);
+                }
+            }
+        }
+    }
+}
+
+/// Appends ` WHERE c1 AND c2 …` for `filters` (nothing when there are none) to `out`, every
+/// column qualified by `qualifier`; each value goes through `bind`, which returns its `$n`.
+pub fn push_where(out: &mut String, qualifier: &str, filters: &[Filter], bind: &mut dyn FnMut(String) -> String) {
+    for (i, filter) in filters.iter().enumerate() {
+        out.push_str(if i == 0 { " WHERE " } else { " AND " });
+        let target = format!("{qualifier}.{}", quote_ident(&filter.column));
+        let condition = match &filter.op {
+            FilterOp::Compare(op, value) => format!("{target} {} {}", op.sql(), bind(value.clone())),
+            FilterOp::Is(value) => format!("{target} IS {value}"),
+            FilterOp::In(items) => format!("{target} = ANY ({})", bind(array_literal(items))),
+        };
+        if filter.negated {
+            let _ = write!(out, "NOT ({condition})");
+        } else {
+            out.push_str(&condition);
+        }
+    }
+}
+
 /// Builds the statement for reading `schema.relation` with `query`; `head` skips the JSON body.
 pub fn read_statement(schema: &str, relation: &str, query: &ReadQuery, head: bool) -> Statement {
     let mut params: Vec<String> = Vec::new();
@@ -75,48 +128,9 @@ pub fn read_statement(schema: &str, relation: &str, query: &ReadQuery, head: boo
     let column = |name: &str| format!("{qualified}.{}", quote_ident(name));
 
     let mut inner = String::from("SELECT ");
-    if query.select.is_empty() {
-        let _ = write!(inner, "{qualified}.*");
-    }
-    for (i, item) in query.select.iter().enumerate() {
-        if i > 0 {
-            inner.push_str(", ");
-        }
-        match item {
-            SelectItem::Star => {
-                let _ = write!(inner, "{qualified}.*");
-            }
-            SelectItem::Column { name, alias, cast } => {
-                inner.push_str(&column(name));
-                if let Some(cast) = cast {
-                    // The key stays the column name (PostgREST's rule) unless aliased.
-                    let _ = write!(inner, "::{cast}");
-                    if alias.is_none() {
-                        let _ = write!(inner, " AS {}", quote_ident(name));
-                    }
-                }
-                if let Some(alias) = alias {
-                    let _ = write!(inner, " AS {}", quote_ident(alias));
-                }
-            }
-        }
-    }
+    push_select_list(&mut inner, &qualified, &query.select);
     let _ = write!(inner, " FROM {qualified}");
-
-    for (i, filter) in query.filters.iter().enumerate() {
-        inner.push_str(if i == 0 { " WHERE " } else { " AND " });
-        let target = column(&filter.column);
-        let condition = match &filter.op {
-            FilterOp::Compare(op, value) => format!("{target} {} {}", op.sql(), bind(value.clone())),
-            FilterOp::Is(value) => format!("{target} IS {value}"),
-            FilterOp::In(items) => format!("{target} = ANY ({})", bind(array_literal(items))),
-        };
-        if filter.negated {
-            let _ = write!(inner, "NOT ({condition})");
-        } else {
-            inner.push_str(&condition);
-        }
-    }
+    push_where(&mut inner, &qualified, &query.filters, &mut bind);
 
     for (i, OrderTerm { column: name, direction, nulls }) in query.order.iter().enumerate() {
         inner.push_str(if i == 0 { " ORDER BY " } else { ", " });

@@ -125,6 +125,46 @@ impl TestServer {
         self.request("GET", path, &[], b"")
     }
 
+    /// Waits (at most 30 s) until every relation in `names` is in MadBase's schema cache on every
+    /// shard: DDL reaches the cache asynchronously (event trigger → `NOTIFY pgrst` → reload on
+    /// shard 0 → the other shards over the rings). Ten consecutive answers other than PGRST205 on
+    /// fresh connections (spread over the shards by SO_REUSEPORT) count as everywhere.
+    pub fn wait_for_relations(&self, names: &[&str]) {
+        self.wait_for_schema(names, true);
+    }
+
+    /// Waits (at most 30 s) until every relation in `names` answers PGRST205 on every shard.
+    pub fn wait_for_relations_gone(&self, names: &[&str]) {
+        self.wait_for_schema(names, false);
+    }
+
+    fn wait_for_schema(&self, names: &[&str], present: bool) {
+        let key = format!("Bearer {}", token(serde_json::json!({"role": "service_role"})));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for name in names {
+            let path = format!("/rest/v1/{name}?limit=0");
+            let mut streak = 0;
+            while streak < 10 {
+                let r = self.request("GET", &path, &[("authorization", &key)], b"");
+                let missing = r.status == 404 && r.text().contains("PGRST205");
+                if missing != present {
+                    streak += 1;
+                } else {
+                    streak = 0;
+                    assert!(
+                        Instant::now() < deadline,
+                        "{name} still {} in the schema cache after 30 s: {} {}\n{}",
+                        if present { "missing" } else { "present" },
+                        r.status,
+                        r.text(),
+                        self.log()
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+
     /// Runs SQL as the superuser (multi-statement allowed).
     pub fn sql(&self, sql: &str) -> Vec<SimpleResult> {
         run_sql(&self.cluster.connection_url(), sql).unwrap_or_else(|e| panic!("SQL failed: {e}\n{sql}"))

@@ -1,0 +1,836 @@
+//! Writes on `/rest/v1/<table>`: `POST` (insert, bulk insert, upsert), `PATCH` (update) and
+//! `DELETE`, as PostgREST answers them (reference/rest.md §6, §8).
+//!
+//! Owns: the `Prefer` header, the write-only query parameters (`columns`, `on_conflict`), the
+//! JSON body checks, the one write statement and the write responses (`Content-Range`,
+//! `Location`, `Preference-Applied`, 201/200/204).
+//!
+//! Invariants:
+//! - **one write = one statement = one round trip, atomic.** The mutation is a data-modifying CTE
+//!   (`WITH pgrst_source AS (INSERT|UPDATE|DELETE … RETURNING …)`) and the outer `SELECT` builds
+//!   the whole response inside PostgreSQL. It runs in the batch's implicit READ WRITE transaction
+//!   after the same request settings as reads ([`super::request_batch`]); any error — a bad row of
+//!   a bulk insert, a constraint, RLS, or the `max-affected` check — rolls back everything.
+//! - **`max-affected` fails inside the transaction.** With `handling=strict` the outer `SELECT`
+//!   raises (a cast of a marker text that can never be an integer) when the count exceeds the
+//!   limit, so nothing is committed; the marker carries a per-process nonce, so only this check
+//!   maps to PGRST124.
+//! - **nothing from the request is interpolated.** The JSON body is ONE bound parameter
+//!   (`$1::json`) that PostgreSQL turns into rows with `json_populate_recordset(NULL::table, $1)`
+//!   — the table's own row type does every conversion; the body's bytes are sent as received
+//!   (an object wrapped in `[` `]`), never re-serialised. Identifiers (table, payload keys,
+//!   `columns=`, `on_conflict=`, `select=`, filter columns) go through [`quote_ident`]; filter
+//!   values, the limit, the marker and the relation name for the `Location` lookup are bound.
+//! - **bounded.** The body is read with `http_max_body_bytes`; at most [`MAX_BULK_ROWS`] rows per
+//!   insert and [`MAX_COLUMNS`] columns; names as long as the read grammar allows.
+//! - no `unwrap`/`expect` on request input.
+//!
+//! Not here yet (needs the schema cache): column defaults for `missing=default` when a row lacks
+//! a listed key (refused, 400 PGRST127), upsert without `on_conflict` (the primary key), `PUT`,
+//! PGRST204 for unknown payload columns (PostgreSQL's 42703 is returned instead), 200-vs-201 for
+//! merge upserts (always 201), `Location` for views.
+
+use std::fmt::Write as _;
+use std::sync::OnceLock;
+
+use bytes::{Bytes, BytesMut};
+use madbase_http::{Body, Request, Response};
+use madbase_pg::{PgError, Statement, TxEnd};
+use serde_json::{Map, Value};
+
+use super::auth::Identity;
+use super::error::ApiError;
+use super::query::{self, Filter, QueryError, SelectItem, MAX_IDENT_BYTES};
+use super::sql::{push_select_list, push_where, quote_ident};
+use super::SCHEMA;
+use crate::app::ShardState;
+
+/// At most this many rows in one (bulk) insert.
+pub const MAX_BULK_ROWS: usize = 10_000;
+/// At most this many columns in a payload or `columns=` (PostgreSQL's own limit per table is 1600).
+pub const MAX_COLUMNS: usize = 1_600;
+/// `db-tx-end = commit-allow-override` (the postgrest-js fixture's setting): commit by default,
+/// `Prefer: tx=rollback` may override. There is no configuration key for it yet.
+const TX_OVERRIDE_ALLOWED: bool = true;
+/// PostgREST's message for a body that is not usable JSON.
+const INVALID_JSON: &str = "Empty or invalid json";
+
+/// What kind of write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Post,
+    Patch,
+    Delete,
+}
+
+/// `Prefer: return=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Return {
+    Minimal,
+    HeadersOnly,
+    Representation,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    MergeDuplicates,
+    IgnoreDuplicates,
+}
+
+/// The `Prefer` header (every `Prefer` header, comma-separated values; the first recognised
+/// value of each kind wins), as PostgREST reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Prefer {
+    pub ret: Option<Return>,
+    /// `count=…` as given (`exact`, `planned`, `estimated`).
+    pub count: Option<&'static str>,
+    pub resolution: Option<Resolution>,
+    /// `missing=default` → `Some(true)`, `missing=null` → `Some(false)`.
+    pub missing_default: Option<bool>,
+    pub strict: Option<bool>,
+    pub max_affected: Option<u64>,
+    /// `tx=rollback` → `Some(true)`.
+    pub tx_rollback: Option<bool>,
+    pub timezone: Option<String>,
+    /// Values that are not preferences PostgREST knows (reported with `handling=strict`).
+    pub invalid: Vec<String>,
+}
+
+/// At most this many `Prefer` values are looked at (the header size is bounded by the HTTP layer).
+const MAX_PREFER_VALUES: usize = 64;
+
+impl Prefer {
+    pub fn parse(req: &Request) -> Prefer {
+        let mut p = Prefer::default();
+        let mut seen = 0;
+        for header in req.headers().get_all("prefer") {
+            let header = String::from_utf8_lossy(header);
+            for value in header.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+                seen += 1;
+                if seen > MAX_PREFER_VALUES {
+                    return p;
+                }
+                p.add(value);
+            }
+        }
+        p
+    }
+
+    fn add(&mut self, value: &str) {
+        let (key, arg) = value.split_once('=').unwrap_or((value, ""));
+        let known = match (key, arg) {
+            ("return", "minimal") => set(&mut self.ret, Return::Minimal),
+            ("return", "headers-only") => set(&mut self.ret, Return::HeadersOnly),
+            ("return", "representation") => set(&mut self.ret, Return::Representation),
+            ("count", "exact") => set(&mut self.count, "exact"),
+            ("count", "planned") => set(&mut self.count, "planned"),
+            ("count", "estimated") => set(&mut self.count, "estimated"),
+            ("resolution", "merge-duplicates") => set(&mut self.resolution, Resolution::MergeDuplicates),
+            ("resolution", "ignore-duplicates") => set(&mut self.resolution, Resolution::IgnoreDuplicates),
+            ("missing", "default") => set(&mut self.missing_default, true),
+            ("missing", "null") => set(&mut self.missing_default, false),
+            ("handling", "strict") => set(&mut self.strict, true),
+            ("handling", "lenient") => set(&mut self.strict, false),
+            ("tx", "commit") => set(&mut self.tx_rollback, false),
+            ("tx", "rollback") => set(&mut self.tx_rollback, true),
+            ("timezone", tz) if !tz.is_empty() => set(&mut self.timezone, tz.to_owned()),
+            ("max-affected", n) => match n.parse::<u64>() {
+                Ok(n) => set(&mut self.max_affected, n),
+                Err(_) => false,
+            },
+            _ => false,
+        };
+        if !known {
+            self.invalid.push(value.to_owned());
+        }
+    }
+
+    fn is_strict(&self) -> bool {
+        self.strict == Some(true)
+    }
+}
+
+/// Keeps the first value of a kind; a later one of the same kind is still a known preference.
+fn set<T>(slot: &mut Option<T>, value: T) -> bool {
+    if slot.is_none() {
+        *slot = Some(value);
+    }
+    true
+}
+
+/// The write-only query parameters; everything else goes through the read grammar.
+#[derive(Debug, Default)]
+struct WriteParams {
+    columns: Option<Vec<String>>,
+    on_conflict: Option<Vec<String>>,
+}
+
+fn parse_write_params(query: &str) -> Result<WriteParams, ApiError> {
+    let mut params = WriteParams::default();
+    for pair in query.split('&') {
+        let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = query::percent_decode(raw_key, true)?;
+        let slot = match key.as_str() {
+            "columns" => &mut params.columns,
+            "on_conflict" => &mut params.on_conflict,
+            _ => continue,
+        };
+        let value = query::percent_decode(raw_value, true)?;
+        if value.is_empty() {
+            continue;
+        }
+        if slot.is_some() {
+            return Err(QueryError::Duplicate(if key == "columns" { "columns" } else { "on_conflict" }).into());
+        }
+        let what = if key == "columns" { "columns parameter" } else { "on_conflict parameter" };
+        *slot = Some(parse_column_list(what, &value)?);
+    }
+    Ok(params)
+}
+
+/// `a,b,"c d","e\"f"`: column names, unquoted (letters, digits, `_`, `$`, space, `-`) or
+/// double-quoted with `\"` and `\\` escapes.
+fn parse_column_list(what: &'static str, value: &str) -> Result<Vec<String>, QueryError> {
+    let fail = |column: usize, details: &str| QueryError::Parse {
+        what,
+        input: value.to_owned(),
+        column,
+        details: details.to_owned(),
+    };
+    let mut names = Vec::new();
+    let mut chars = value.chars().enumerate().peekable();
+    loop {
+        let start = chars.peek().map_or(value.chars().count() + 1, |(i, _)| i + 1);
+        let mut name = String::new();
+        if chars.peek().is_some_and(|(_, c)| *c == '"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    None => return Err(fail(value.chars().count() + 1, "unexpected end of input expecting closing quote")),
+                    Some((_, '"')) => break,
+                    Some((_, '\\')) => match chars.next() {
+                        Some((_, c)) => name.push(c),
+                        None => return Err(fail(value.chars().count() + 1, "unexpected end of input after \"\\\"")),
+                    },
+                    Some((_, c)) => name.push(c),
+                }
+            }
+        } else {
+            while let Some((_, c)) = chars.peek() {
+                if c.is_alphanumeric() || matches!(c, '_' | '$' | ' ' | '-') {
+                    name.push(*c);
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+        }
+        if name.is_empty() {
+            return Err(fail(start, "unexpected character expecting column name"));
+        }
+        if name.contains('\0') || name.len() > MAX_IDENT_BYTES {
+            return Err(fail(start, "column names cannot contain NUL and are limited in length"));
+        }
+        if names.len() == MAX_COLUMNS {
+            return Err(QueryError::TooMany { what: "columns", max: MAX_COLUMNS });
+        }
+        names.push(name);
+        match chars.next() {
+            None => return Ok(names),
+            Some((_, ',')) => {}
+            Some((i, _)) => return Err(fail(i + 1, "unexpected character expecting \",\" or end of input")),
+        }
+    }
+}
+
+/// The JSON body, checked: the bytes to bind (always a JSON array of objects) and the columns.
+#[derive(Debug)]
+struct Payload {
+    /// A JSON array of objects, exactly the client's bytes (an object is wrapped in `[` `]`).
+    json: Bytes,
+    /// The columns to write, in order.
+    columns: Vec<String>,
+    /// Some row lacks one of `columns` (only possible with `columns=`).
+    has_missing: bool,
+}
+
+/// Checks the body as PostgREST does; `columns` is `columns=` when given.
+fn parse_payload(raw: Bytes, columns: Option<Vec<String>>) -> Result<Payload, ApiError> {
+    let invalid = || ApiError::InvalidBody(INVALID_JSON.to_owned());
+    let value: Value = serde_json::from_slice(&raw).map_err(|_| invalid())?;
+    let (rows, json): (Vec<Map<String, Value>>, Bytes) = match value {
+        Value::Object(row) => {
+            let mut wrapped = BytesMut::with_capacity(raw.len() + 2);
+            wrapped.extend_from_slice(b"[");
+            wrapped.extend_from_slice(&raw);
+            wrapped.extend_from_slice(b"]");
+            (vec![row], wrapped.freeze())
+        }
+        Value::Array(items) => {
+            if items.len() > MAX_BULK_ROWS {
+                return Err(ApiError::InvalidBody(format!("At most {MAX_BULK_ROWS} rows can be written in one request")));
+            }
+            let rows = items
+                .into_iter()
+                .map(|item| match item {
+                    Value::Object(row) => Ok(row),
+                    _ => Err(invalid()),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            (rows, raw)
+        }
+        _ => return Err(invalid()),
+    };
+    let (columns, has_missing) = match columns {
+        Some(columns) => {
+            let missing = rows.iter().any(|row| columns.iter().any(|c| !row.contains_key(c)));
+            (columns, missing)
+        }
+        None => {
+            let first: Vec<String> = rows.first().map(|row| row.keys().cloned().collect()).unwrap_or_default();
+            let same = |row: &Map<String, Value>| row.len() == first.len() && first.iter().all(|k| row.contains_key(k));
+            if !rows.iter().all(same) {
+                return Err(ApiError::InvalidBody("All object keys must match".to_owned()));
+            }
+            if first.len() > MAX_COLUMNS {
+                return Err(ApiError::InvalidBody(format!("At most {MAX_COLUMNS} columns can be written")));
+            }
+            if first.iter().any(|k| k.is_empty() || k.contains('\0') || k.len() > MAX_IDENT_BYTES) {
+                return Err(ApiError::InvalidBody(format!(
+                    "Column names must be non-empty, without NUL, at most {MAX_IDENT_BYTES} bytes"
+                )));
+            }
+            (first, false)
+        }
+    };
+    Ok(Payload { json, columns, has_missing })
+}
+
+/// The write to build SQL for.
+#[derive(Debug)]
+enum Mutation<'a> {
+    Insert { columns: &'a [String], conflict: Option<(&'a [String], Resolution)> },
+    Update { columns: &'a [String] },
+    Delete,
+}
+
+/// Builds the one statement of a write (see the module doc for the shape).
+///
+/// Columns of the result: `page_total` (rows written), `body` (JSON array with
+/// `return=representation`, else NULL), `location` (JSON `[[key, value-or-null], …]` of the
+/// primary key of the single inserted row with `return=headers-only`, else NULL),
+/// `max_affected` (NULL; raises instead when the limit is exceeded).
+fn write_statement(
+    relation: &str,
+    mutation: &Mutation<'_>,
+    filters: &[Filter],
+    select: &[SelectItem],
+    ret: Return,
+    payload: Option<Bytes>,
+    max_affected: Option<u64>,
+) -> Statement {
+    let mut params: Vec<Bytes> = Vec::new();
+    let mut bind = |value: Bytes| {
+        params.push(value);
+        format!("${}", params.len())
+    };
+    let table = format!("{}.{}", quote_ident(SCHEMA), quote_ident(relation));
+    let returning = match ret {
+        Return::Minimal => " RETURNING 1".to_owned(),
+        Return::HeadersOnly | Return::Representation => format!(" RETURNING {table}.*"),
+    };
+    let body_param = payload.map(&mut bind);
+    let recordset = |p: &Option<String>| {
+        format!("pg_catalog.json_populate_recordset(NULL::{table}, {}::json)", p.as_deref().unwrap_or("NULL"))
+    };
+
+    let mut m = String::new();
+    match mutation {
+        Mutation::Insert { columns, conflict } => {
+            let _ = write!(m, "INSERT INTO {table}");
+            if !columns.is_empty() {
+                m.push('(');
+                push_list(&mut m, columns, |out, c| out.push_str(&quote_ident(c)));
+                m.push(')');
+            }
+            m.push_str(" SELECT ");
+            push_list(&mut m, columns, |out, c| {
+                let _ = write!(out, "pgrst_body.{}", quote_ident(c));
+            });
+            let _ = write!(m, " FROM {} AS pgrst_body", recordset(&body_param));
+            if let Some((target, resolution)) = conflict {
+                m.push_str(" ON CONFLICT (");
+                push_list(&mut m, target, |out, c| out.push_str(&quote_ident(c)));
+                m.push(')');
+                if *resolution == Resolution::MergeDuplicates && !columns.is_empty() {
+                    m.push_str(" DO UPDATE SET ");
+                    push_list(&mut m, columns, |out, c| {
+                        let c = quote_ident(c);
+                        let _ = write!(out, "{c} = EXCLUDED.{c}");
+                    });
+                } else {
+                    m.push_str(" DO NOTHING");
+                }
+            }
+            m.push_str(&returning);
+        }
+        Mutation::Update { columns: [] } => {
+            // `SET` with nothing is not SQL; PostgREST selects no rows instead.
+            let _ = write!(m, "SELECT {table}.* FROM {table} WHERE false");
+        }
+        Mutation::Update { columns } => {
+            let _ = write!(m, "UPDATE {table} SET ");
+            push_list(&mut m, columns, |out, c| {
+                let c = quote_ident(c);
+                let _ = write!(out, "{c} = pgrst_body.{c}");
+            });
+            let _ = write!(m, " FROM (SELECT * FROM {} LIMIT 1) AS pgrst_body", recordset(&body_param));
+            push_where(&mut m, &table, filters, &mut |v| bind(Bytes::from(v)));
+            m.push_str(&returning);
+        }
+        Mutation::Delete => {
+            let _ = write!(m, "DELETE FROM {table}");
+            push_where(&mut m, &table, filters, &mut |v| bind(Bytes::from(v)));
+            m.push_str(&returning);
+        }
+    }
+
+    let (select_sql, body) = if ret == Return::Representation {
+        // Aliased as the table, so errors name it as reads do (`column todos.x does not exist`).
+        let alias = quote_ident(relation);
+        let mut s = String::from("SELECT ");
+        push_select_list(&mut s, &alias, select);
+        let _ = write!(s, " FROM pgrst_source AS {alias}");
+        (s, "coalesce(pg_catalog.json_agg(_postgrest_t), '[]')")
+    } else {
+        ("SELECT * FROM pgrst_source".to_owned(), "NULL")
+    };
+    let location = if ret == Return::HeadersOnly && matches!(mutation, Mutation::Insert { .. }) {
+        let relation_param = bind(Bytes::from(table.clone()));
+        format!(
+            "CASE WHEN pg_catalog.count(_postgrest_t) = 1 THEN (\
+             SELECT pg_catalog.json_agg(pg_catalog.json_build_array(j.key, j.value) ORDER BY j.n) \
+             FROM (SELECT pg_catalog.row_to_json(pgrst_row) AS r FROM pgrst_source AS pgrst_row LIMIT 1) AS d \
+             CROSS JOIN LATERAL pg_catalog.json_each_text(d.r) WITH ORDINALITY AS j(key, value, n) \
+             WHERE j.key IN (SELECT a.attname::text FROM pg_catalog.pg_index AS i \
+             JOIN pg_catalog.pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) \
+             WHERE i.indrelid = {relation_param}::regclass AND i.indisprimary)) END"
+        )
+    } else {
+        "NULL".to_owned()
+    };
+    let check = match max_affected {
+        Some(limit) => {
+            let limit = bind(Bytes::from(limit.to_string()));
+            let marker = bind(Bytes::from(max_affected_marker().to_owned()));
+            format!(
+                "CASE WHEN pg_catalog.count(_postgrest_t) > {limit}::bigint \
+                 THEN ({marker}::text || pg_catalog.count(_postgrest_t))::integer END"
+            )
+        }
+        None => "NULL".to_owned(),
+    };
+    let sql = format!(
+        "WITH pgrst_source AS ({m}) SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body, \
+         {location} AS location, {check} AS max_affected FROM ({select_sql}) _postgrest_t"
+    );
+    params.into_iter().fold(Statement::new(sql), |statement, value| statement.bind(value))
+}
+
+fn push_list(out: &mut String, items: &[String], mut each: impl FnMut(&mut String, &str)) {
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        each(out, item);
+    }
+}
+
+/// The text the `max-affected` check casts to an integer, followed by the row count. Never a
+/// number, so the cast always fails; the nonce keeps a client's own data from imitating it.
+fn max_affected_marker() -> &'static str {
+    static MARKER: OnceLock<String> = OnceLock::new();
+    MARKER.get_or_init(|| {
+        let mut nonce = [0u8; 8];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce);
+        let hex: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+        format!("madbase max-affected {hex}: ")
+    })
+}
+
+/// The row count from the error the `max-affected` check raises, if this is that error.
+fn max_affected_exceeded(error: &PgError) -> Option<u64> {
+    let PgError::Db(db) = error else { return None };
+    if db.code != "22P02" {
+        return None;
+    }
+    let rest = db.message.strip_prefix("invalid input syntax for type integer: \"")?;
+    rest.strip_prefix(max_affected_marker())?.strip_suffix('"')?.parse().ok()
+}
+
+/// `Content-Profile` must name an exposed schema; returns it for the response.
+fn content_profile(req: &Request) -> Result<Option<&'static str>, ApiError> {
+    match req.header("content-profile") {
+        None => Ok(None),
+        Some(value) if value == SCHEMA.as_bytes() => Ok(Some(SCHEMA)),
+        Some(value) => Err(ApiError::InvalidSchema(String::from_utf8_lossy(value).into_owned())),
+    }
+}
+
+/// The request body must be JSON (PostgREST's default when no `Content-Type` is sent).
+fn check_content_type(req: &Request) -> Result<(), ApiError> {
+    let Some(value) = req.header("content-type") else { return Ok(()) };
+    let value = String::from_utf8_lossy(value);
+    let media = value.split(';').next().unwrap_or("").trim();
+    if media.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else if media.eq_ignore_ascii_case("text/csv") || media.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        Err(ApiError::NotImplemented("CSV and form-encoded request bodies are not supported yet; send application/json"))
+    } else {
+        // PostgREST answers 400 PGRST102 here (not 415).
+        Err(ApiError::InvalidBody(format!("Content-Type not acceptable: {media}")))
+    }
+}
+
+/// `Content-Range` for `first..first+rows-1` (or `*`) and the total when counted.
+fn content_range(rows: Option<u64>, total: Option<u64>) -> String {
+    let range = match rows {
+        Some(n) if n > 0 => format!("0-{}", n - 1),
+        _ => "*".to_owned(),
+    };
+    match total {
+        Some(total) => format!("{range}/{total}"),
+        None => format!("{range}/*"),
+    }
+}
+
+/// Percent-encodes all but RFC 3986 unreserved characters (for the `Location` query).
+fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => {
+                let _ = write!(out, "%{b:02X}");
+            }
+        }
+    }
+    out
+}
+
+/// `Location: /<table>?pk=eq.v&…` from the `location` column (`[[key, value-or-null], …]`).
+fn location(pgrst_path: &str, cell: Option<&Bytes>) -> Option<String> {
+    let pairs: Vec<(String, Option<String>)> = serde_json::from_slice(cell?).ok()?;
+    if pairs.is_empty() {
+        return None;
+    }
+    let query: Vec<String> = pairs
+        .iter()
+        .map(|(key, value)| match value {
+            Some(v) => format!("{}=eq.{}", url_encode(key), url_encode(v)),
+            None => format!("{}=is.null", url_encode(key)),
+        })
+        .collect();
+    Some(format!("{pgrst_path}?{}", query.join("&")))
+}
+
+/// Serves `POST`, `PATCH` and `DELETE` on `/rest/v1/<table>` (`PUT` is refused).
+pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: Body) -> Result<Response, ApiError> {
+    let method = match req.method() {
+        "POST" => Method::Post,
+        "PATCH" => Method::Patch,
+        "DELETE" => Method::Delete,
+        _ => {
+            return Err(ApiError::NotImplemented(
+                "PUT (single-row upsert) needs the primary key from the schema cache and is not implemented yet; \
+                 use POST with on_conflict and Prefer: resolution=merge-duplicates",
+            ))
+        }
+    };
+    let (relation, pgrst_path) = super::relation_of(req.path())?;
+    let profile = content_profile(req)?;
+    super::check_accept(req)?;
+    let prefer = Prefer::parse(req);
+    if prefer.is_strict() && !prefer.invalid.is_empty() {
+        return Err(ApiError::InvalidPreferences(prefer.invalid));
+    }
+    if prefer.timezone.is_some() {
+        return Err(ApiError::NotImplemented("Prefer: timezone is not supported yet"));
+    }
+    let query_string = req.query().unwrap_or("");
+    let params = parse_write_params(query_string)?;
+    let read = query::parse_read_query(query_string)?;
+    if !read.order.is_empty() || read.limit.is_some() || read.offset.is_some() {
+        return Err(ApiError::NotImplemented("order, limit and offset are not supported on writes (removed in PostgREST v13)"));
+    }
+    if method == Method::Post && !read.filters.is_empty() {
+        return Err(ApiError::NotImplemented("filters on POST are not supported"));
+    }
+    // An unknown relation is PGRST205 from the schema cache, as for reads; it never reaches SQL.
+    super::relation::find(&state.schema(), super::SCHEMA, &relation)?;
+    let ret = prefer.ret.unwrap_or(Return::Minimal);
+    let conflict = match (method, prefer.resolution, params.on_conflict.as_deref()) {
+        (Method::Post, Some(resolution), Some(target)) => Some((target, resolution)),
+        (Method::Post, Some(_), None) => {
+            return Err(ApiError::NotImplemented(
+                "an upsert without on_conflict needs the primary key from the schema cache (not built yet); \
+                 pass on_conflict=<primary key columns>",
+            ))
+        }
+        _ => None,
+    };
+    // `max-affected` applies to PATCH and DELETE, and only with `handling=strict`.
+    let max_affected = if method != Method::Post && prefer.is_strict() { prefer.max_affected } else { None };
+
+    let payload = match method {
+        Method::Post | Method::Patch => {
+            check_content_type(req)?;
+            let raw = body.collect(state.shared.config.http_max_body_bytes).await.map_err(ApiError::Body)?;
+            Some(parse_payload(raw, params.columns)?)
+        }
+        // PostgREST ignores a DELETE body; it is never read.
+        Method::Delete => None,
+    };
+    let missing_default = prefer.missing_default == Some(true) && method != Method::Delete;
+    if missing_default && payload.as_ref().is_some_and(|p| p.has_missing) {
+        return Err(ApiError::NotImplemented(
+            "Prefer: missing=default with rows that lack a listed column needs column defaults from the \
+             schema cache (not built yet); send every listed key, or omit the column from columns=",
+        ));
+    }
+
+    let no_columns: Vec<String> = Vec::new();
+    let columns = payload.as_ref().map_or(&no_columns, |p| &p.columns);
+    let mutation = match method {
+        Method::Post => Mutation::Insert { columns, conflict },
+        Method::Patch => Mutation::Update { columns },
+        Method::Delete => Mutation::Delete,
+    };
+    let statement = write_statement(
+        &relation,
+        &mutation,
+        &read.filters,
+        &read.select,
+        ret,
+        payload.as_ref().map(|p| p.json.clone()),
+        max_affected,
+    );
+    let tx_rollback = TX_OVERRIDE_ALLOWED && prefer.tx_rollback == Some(true);
+    let batch = super::request_batch(req, &identity, &pgrst_path)
+        .statement(statement)
+        .read_only(false)
+        .end(if tx_rollback { TxEnd::Rollback } else { TxEnd::Commit });
+    let results = state.pool.execute(batch).await.map_err(|e| match max_affected_exceeded(&e) {
+        Some(rows) => ApiError::MaxAffected(rows),
+        None => ApiError::from_pg(e, identity.authenticated),
+    })?;
+
+    let row = results.first().and_then(|r| r.rows.first()).ok_or(ApiError::Internal("no result row"))?;
+    let rows: u64 = row.get_str(0).and_then(|n| n.parse().ok()).ok_or(ApiError::Internal("page_total is not a number"))?;
+    let counted = prefer.count == Some("exact");
+    let total = counted.then_some(rows);
+
+    let mut response = match (method, ret) {
+        (_, Return::Representation) => {
+            let body = row.get(1).cloned().ok_or(ApiError::Internal("body is NULL"))?;
+            let status = if method == Method::Post { 201 } else { 200 };
+            Response::with_body(status, body).header("content-type", "application/json; charset=utf-8")
+        }
+        (Method::Post, _) => Response::new(201),
+        _ => Response::new(204),
+    };
+    let range = match method {
+        Method::Patch => content_range(Some(rows), total),
+        Method::Post | Method::Delete => content_range(None, total),
+    };
+    response.set_header("content-range", range);
+    if method == Method::Post && ret == Return::HeadersOnly {
+        if let Some(location) = location(&pgrst_path, row.get(2)) {
+            response.set_header("location", location);
+        }
+    }
+
+    // Preference-Applied, in PostgREST's order.
+    let mut applied: Vec<String> = Vec::new();
+    if let (Some((_, resolution)), Method::Post) = (conflict, method) {
+        applied.push(
+            match resolution {
+                Resolution::MergeDuplicates => "resolution=merge-duplicates",
+                Resolution::IgnoreDuplicates => "resolution=ignore-duplicates",
+            }
+            .to_owned(),
+        );
+    }
+    if method != Method::Delete {
+        match prefer.missing_default {
+            Some(true) => applied.push("missing=default".to_owned()),
+            Some(false) => applied.push("missing=null".to_owned()),
+            None => {}
+        }
+    }
+    if let Some(ret) = prefer.ret {
+        applied.push(
+            match ret {
+                Return::Minimal => "return=minimal",
+                Return::HeadersOnly => "return=headers-only",
+                Return::Representation => "return=representation",
+            }
+            .to_owned(),
+        );
+    }
+    if counted {
+        applied.push("count=exact".to_owned());
+    }
+    if TX_OVERRIDE_ALLOWED {
+        match prefer.tx_rollback {
+            Some(true) => applied.push("tx=rollback".to_owned()),
+            Some(false) => applied.push("tx=commit".to_owned()),
+            None => {}
+        }
+    }
+    match prefer.strict {
+        Some(true) => applied.push("handling=strict".to_owned()),
+        Some(false) => applied.push("handling=lenient".to_owned()),
+        None => {}
+    }
+    if let Some(limit) = max_affected {
+        applied.push(format!("max-affected={limit}"));
+    }
+    if !applied.is_empty() {
+        response.set_header("preference-applied", applied.join(", "));
+    }
+    if let Some(schema) = profile {
+        response.set_header("content-profile", schema);
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rest::query::parse_read_query;
+
+    fn params_of(statement: &Statement) -> Vec<String> {
+        statement.params.iter().map(|p| String::from_utf8(p.as_ref().unwrap().to_vec()).unwrap()).collect()
+    }
+
+    #[test]
+    fn prefer_parsing() {
+        let mut p = Prefer::default();
+        for v in ["return=representation", "return=minimal", "count=exact", "handling=strict", "max-affected=5", "foo", "tx=rollback", "max-affected=x"] {
+            p.add(v);
+        }
+        assert_eq!(p.ret, Some(Return::Representation));
+        assert_eq!(p.count, Some("exact"));
+        assert_eq!(p.max_affected, Some(5));
+        assert_eq!(p.tx_rollback, Some(true));
+        assert_eq!(p.invalid, ["foo", "max-affected=x"]);
+    }
+
+    #[test]
+    fn column_lists() {
+        assert_eq!(parse_column_list("columns parameter", "a,b c,\"d\\\"e\",f-g").unwrap(), ["a", "b c", "d\"e", "f-g"]);
+        assert_eq!(
+            parse_column_list("columns parameter", "\"message\",\"channel_id\"").unwrap(),
+            ["message", "channel_id"]
+        );
+        assert!(parse_column_list("columns parameter", "a,").is_err());
+        assert!(parse_column_list("columns parameter", "a;b").is_err());
+        assert!(parse_column_list("columns parameter", "\"a").is_err());
+    }
+
+    #[test]
+    fn payloads() {
+        let p = parse_payload(Bytes::from_static(br#"{"b":1,"a":2}"#), None).unwrap();
+        assert_eq!((&p.json[..], p.columns.as_slice(), p.has_missing), (&br#"[{"b":1,"a":2}]"#[..], &["a".to_owned(), "b".to_owned()][..], false));
+        let p = parse_payload(Bytes::from_static(br#"[{"a":1},{"a":2.50}]"#), None).unwrap();
+        assert_eq!(&p.json[..], br#"[{"a":1},{"a":2.50}]"#, "bytes are sent as received");
+        let err = parse_payload(Bytes::from_static(br#"[{"a":1},{"b":2}]"#), None).unwrap_err();
+        assert_eq!(err.to_string(), "All object keys must match");
+        let p = parse_payload(Bytes::from_static(br#"[{"a":1},{"b":2}]"#), Some(vec!["a".into()])).unwrap();
+        assert!(p.has_missing);
+        for bad in [&b""[..], b"{", b"1", b"[1]", b"null"] {
+            assert_eq!(parse_payload(Bytes::copy_from_slice(bad), None).unwrap_err().to_string(), INVALID_JSON);
+        }
+        assert!(parse_payload(Bytes::from_static(b"{\"a\\u0000\":1}"), None).is_err());
+        let p = parse_payload(Bytes::from_static(b"[]"), None).unwrap();
+        assert!(p.columns.is_empty());
+    }
+
+    #[test]
+    fn insert_shape() {
+        let columns = vec!["task".to_owned(), "x\"y".to_owned()];
+        let target = vec!["id".to_owned()];
+        let m = Mutation::Insert { columns: &columns, conflict: Some((&target, Resolution::MergeDuplicates)) };
+        let select = parse_read_query("select=id,task").unwrap().select;
+        let s = write_statement("todos", &m, &[], &select, Return::Representation, Some(Bytes::from_static(b"[]")), None);
+        assert_eq!(
+            s.sql,
+            "WITH pgrst_source AS (INSERT INTO \"public\".\"todos\"(\"task\", \"x\"\"y\") \
+             SELECT pgrst_body.\"task\", pgrst_body.\"x\"\"y\" \
+             FROM pg_catalog.json_populate_recordset(NULL::\"public\".\"todos\", $1::json) AS pgrst_body \
+             ON CONFLICT (\"id\") DO UPDATE SET \"task\" = EXCLUDED.\"task\", \"x\"\"y\" = EXCLUDED.\"x\"\"y\" \
+             RETURNING \"public\".\"todos\".*) \
+             SELECT pg_catalog.count(_postgrest_t) AS page_total, coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body, \
+             NULL AS location, NULL AS max_affected \
+             FROM (SELECT \"todos\".\"id\", \"todos\".\"task\" FROM pgrst_source AS \"todos\") _postgrest_t"
+        );
+        assert_eq!(params_of(&s), ["[]"]);
+        let m = Mutation::Insert { columns: &[], conflict: None };
+        let s = write_statement("todos", &m, &[], &[], Return::Minimal, Some(Bytes::from_static(b"[]")), None);
+        assert!(s.sql.starts_with("WITH pgrst_source AS (INSERT INTO \"public\".\"todos\" SELECT  FROM"), "{}", s.sql);
+        assert!(s.sql.contains("RETURNING 1) "), "{}", s.sql);
+    }
+
+    #[test]
+    fn update_and_delete_shapes() {
+        let read = parse_read_query("id=gt.1&task=eq.'; drop table x; --").unwrap();
+        let columns = vec!["done".to_owned()];
+        let m = Mutation::Update { columns: &columns };
+        let s = write_statement("todos", &m, &read.filters, &[], Return::Minimal, Some(Bytes::from_static(b"[{}]")), Some(2));
+        assert_eq!(
+            s.sql,
+            "WITH pgrst_source AS (UPDATE \"public\".\"todos\" SET \"done\" = pgrst_body.\"done\" \
+             FROM (SELECT * FROM pg_catalog.json_populate_recordset(NULL::\"public\".\"todos\", $1::json) LIMIT 1) AS pgrst_body \
+             WHERE \"public\".\"todos\".\"id\" > $2 AND \"public\".\"todos\".\"task\" = $3 RETURNING 1) \
+             SELECT pg_catalog.count(_postgrest_t) AS page_total, NULL AS body, NULL AS location, \
+             CASE WHEN pg_catalog.count(_postgrest_t) > $4::bigint THEN ($5::text || pg_catalog.count(_postgrest_t))::integer END AS max_affected \
+             FROM (SELECT * FROM pgrst_source) _postgrest_t"
+        );
+        let params = params_of(&s);
+        assert_eq!(params[..4], ["[{}]", "1", "'; drop table x; --", "2"]);
+        assert_eq!(params[4], max_affected_marker());
+        let s = write_statement("todos", &Mutation::Delete, &read.filters, &[], Return::HeadersOnly, None, None);
+        assert!(s.sql.starts_with(
+            "WITH pgrst_source AS (DELETE FROM \"public\".\"todos\" WHERE \"public\".\"todos\".\"id\" > $1 AND \"public\".\"todos\".\"task\" = $2 RETURNING \"public\".\"todos\".*)"
+        ), "{}", s.sql);
+        assert!(s.sql.contains("NULL AS location"), "Location is for inserts only");
+    }
+
+    #[test]
+    fn marker_round_trip() {
+        let db = madbase_pg::DbError {
+            code: "22P02".into(),
+            message: format!("invalid input syntax for type integer: \"{}14\"", max_affected_marker()),
+            ..Default::default()
+        };
+        assert_eq!(max_affected_exceeded(&PgError::Db(Box::new(db))), Some(14));
+        let forged = madbase_pg::DbError {
+            code: "22P02".into(),
+            message: "invalid input syntax for type integer: \"madbase max-affected 0: 14\"".into(),
+            ..Default::default()
+        };
+        assert_eq!(max_affected_exceeded(&PgError::Db(Box::new(forged))), None);
+    }
+
+    #[test]
+    fn ranges_and_locations() {
+        assert_eq!(content_range(None, None), "*/*");
+        assert_eq!(content_range(None, Some(3)), "*/3");
+        assert_eq!(content_range(Some(0), None), "*/*");
+        assert_eq!(content_range(Some(2), Some(2)), "0-1/2");
+        let cell = Bytes::from_static(br#"[["id","5"],["k","a b/c"],["n",null]]"#);
+        assert_eq!(location("/todos", Some(&cell)).unwrap(), "/todos?id=eq.5&k=eq.a%20b%2Fc&n=is.null");
+        assert_eq!(location("/todos", None), None);
+    }
+}

@@ -1,0 +1,441 @@
+//! Reading the schema cache from PostgreSQL's catalog.
+//!
+//! Owns the introspection SQL and its parsing into a [`SchemaCache`].
+//!
+//! Shape: **one statement, one round trip, set-based** — CTEs over `pg_class`, `pg_attribute`,
+//! `pg_attrdef`, `pg_constraint`, `pg_proc`, `pg_type`/`pg_enum` restricted to the exposed
+//! schemas, each aggregated by `json_agg` into compact positional arrays, and one
+//! `json_build_object` around them (a single text cell). Nothing is queried per table, so the cost
+//! grows linearly with the catalog (10,000 tables load in well under a few seconds). Columns and
+//! keys are joined to their relation in Rust by oid / name.
+//!
+//! Invariants: the exposed schema names are the only values inlined into the SQL, as quoted
+//! literals (`'` doubled, NUL refused); parsing never panics on what the server sends — anything
+//! unexpected is an [`IntrospectError`].
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use madbase_pg::{Connection, PgError};
+use serde::Deserialize;
+
+use super::{
+    ArgMode, Column, ForeignKey, Function, FunctionArg, Relation, RelationKind, SchemaCache, Volatility,
+};
+
+/// Why the schema cache could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum IntrospectError {
+    #[error("schema introspection query failed: {0}")]
+    Query(#[from] PgError),
+    #[error("schema introspection returned no document")]
+    NoResult,
+    #[error("schema introspection document is not what was expected: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("invalid exposed schema name {0:?}")]
+    SchemaName(String),
+}
+
+/// `pg_relation_is_updatable` event bits (1 << CmdType).
+const CAN_UPDATE: i32 = 1 << 2;
+const CAN_INSERT: i32 = 1 << 3;
+const CAN_DELETE: i32 = 1 << 4;
+
+/// The introspection statement for `schemas`.
+pub fn query(schemas: &[&str]) -> Result<String, IntrospectError> {
+    let mut list = String::new();
+    for (i, schema) in schemas.iter().enumerate() {
+        if schema.contains('\0') {
+            return Err(IntrospectError::SchemaName((*schema).to_owned()));
+        }
+        if i > 0 {
+            list.push_str(", ");
+        }
+        list.push('\'');
+        list.push_str(&schema.replace('\'', "''"));
+        list.push('\'');
+    }
+    Ok(QUERY.replace("$SCHEMAS", &list))
+}
+
+/// One statement; `$SCHEMAS` is replaced by the quoted schema list. Every `json_agg` over no rows
+/// is `null`, which parses as an empty list.
+const QUERY: &str = r#"
+with
+exposed(nspname) as (select unnest(array[$SCHEMAS]::text[])),
+rels as materialized (
+  select c.oid, n.nspname, c.relname, c.relkind::text as relkind,
+         pg_relation_is_updatable(c.oid::regclass, true) as upd
+  from pg_class c
+  join pg_namespace n on n.oid = c.relnamespace
+  where n.nspname in (select nspname from exposed)
+    and c.relkind in ('r', 'p', 'v', 'm', 'f')
+    and not c.relispartition
+),
+cols as (
+  select json_agg(json_build_array(
+           a.attrelid::int8, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod),
+           not a.attnotnull,
+           case when a.attgenerated = '' then pg_get_expr(d.adbin, d.adrelid) end,
+           a.attgenerated <> '', a.attidentity <> '')
+         order by a.attrelid, a.attnum) as j
+  from pg_attribute a
+  join rels r on r.oid = a.attrelid
+  left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+  where a.attnum > 0 and not a.attisdropped
+),
+keys as (
+  select json_agg(json_build_array(
+           con.contype::text, con.conname, cn.nspname, cc.relname,
+           (select json_agg(a.attname order by k.i)
+              from unnest(con.conkey) with ordinality k(attnum, i)
+              join pg_attribute a on a.attrelid = con.conrelid and a.attnum = k.attnum),
+           fn.nspname, fc.relname,
+           (select json_agg(a.attname order by k.i)
+              from unnest(con.confkey) with ordinality k(attnum, i)
+              join pg_attribute a on a.attrelid = con.confrelid and a.attnum = k.attnum))
+         order by con.conname) as j
+  from pg_constraint con
+  join pg_class cc on cc.oid = con.conrelid
+  join pg_namespace cn on cn.oid = cc.relnamespace
+  left join pg_class fc on fc.oid = con.confrelid
+  left join pg_namespace fn on fn.oid = fc.relnamespace
+  where con.conparentid = 0
+    and ((con.contype = 'p' and con.conrelid in (select oid from rels))
+      or (con.contype = 'f' and (con.conrelid in (select oid from rels) or con.confrelid in (select oid from rels))))
+),
+funcs as (
+  select json_agg(json_build_array(
+           n.nspname, p.proname,
+           coalesce((select json_agg(json_build_array(coalesce(p.proargnames[x.i::int], ''), format_type(x.t, null), x.m::text)
+                                     order by x.i)
+                       from unnest(coalesce(p.proallargtypes, p.proargtypes::oid[]),
+                                   coalesce(p.proargmodes, array_fill('i'::"char", array[p.pronargs::int])))
+                            with ordinality x(t, m, i)), '[]'::json),
+           p.pronargdefaults, format_type(p.prorettype, null), rn.nspname, rc.relname,
+           p.proretset, p.provolatile::text, p.provariadic <> 0)
+         order by n.nspname, p.proname, p.oid) as j
+  from pg_proc p
+  join pg_namespace n on n.oid = p.pronamespace
+  join pg_type rt on rt.oid = p.prorettype
+  left join pg_class rc on rc.oid = rt.typrelid
+  left join pg_namespace rn on rn.oid = rc.relnamespace
+  where n.nspname in (select nspname from exposed) and p.prokind = 'f'
+),
+enums as (
+  select json_agg(json_build_array(n.nspname, t.typname,
+           (select json_agg(e.enumlabel order by e.enumsortorder) from pg_enum e where e.enumtypid = t.oid))) as j
+  from pg_type t
+  join pg_namespace n on n.oid = t.typnamespace
+  where t.typtype = 'e' and n.nspname in (select nspname from exposed)
+)
+select json_build_object(
+  'schemas', (select json_agg(nspname) from exposed),
+  'relations', (select json_agg(json_build_array(oid::int8, nspname, relname, relkind, upd)) from rels),
+  'columns', (select j from cols),
+  'keys', (select j from keys),
+  'functions', (select j from funcs),
+  'enums', (select j from enums)
+)::text
+"#;
+
+/// Runs the introspection statement on `conn` and returns the raw document (parse it with
+/// [`parse`], on a blocking thread when the schema may be large).
+pub async fn fetch(conn: &Connection, schemas: &[&str]) -> Result<String, IntrospectError> {
+    let sql = query(schemas)?;
+    let results = conn.simple_query(&sql).await?;
+    results
+        .into_iter()
+        .find(|r| !r.columns.is_empty())
+        .and_then(|r| r.rows.into_iter().next())
+        .and_then(|row| row.get_str(0).map(str::to_owned))
+        .ok_or(IntrospectError::NoResult)
+}
+
+/// Fetches and parses in one go (start-up, where nothing else runs on the thread).
+pub async fn load(conn: &Connection, schemas: &[&str]) -> Result<SchemaCache, IntrospectError> {
+    let document = fetch(conn, schemas).await?;
+    parse(&document)
+}
+
+#[derive(Deserialize)]
+struct Raw {
+    #[serde(default)]
+    schemas: Option<Vec<String>>,
+    #[serde(default)]
+    relations: Option<Vec<RawRelation>>,
+    #[serde(default)]
+    columns: Option<Vec<RawColumn>>,
+    #[serde(default)]
+    keys: Option<Vec<RawKey>>,
+    #[serde(default)]
+    functions: Option<Vec<RawFunction>>,
+    #[serde(default)]
+    enums: Option<Vec<RawEnum>>,
+}
+
+/// oid, schema, name, relkind, pg_relation_is_updatable
+#[derive(Deserialize)]
+struct RawRelation(i64, String, String, String, i32);
+
+/// relid, attnum, name, type, nullable, default, generated, identity
+#[derive(Deserialize)]
+struct RawColumn(i64, i16, String, String, bool, Option<String>, bool, bool);
+
+/// contype, name, schema, table, columns, foreign schema, foreign table, foreign columns
+#[derive(Deserialize)]
+struct RawKey(String, String, String, String, Option<Vec<String>>, Option<String>, Option<String>, Option<Vec<String>>);
+
+/// schema, name, args (name, type, mode), n defaults, return type, return relation schema/name,
+/// returns set, volatility, variadic
+#[derive(Deserialize)]
+struct RawFunction(
+    String,
+    String,
+    Vec<(String, String, String)>,
+    i16,
+    String,
+    Option<String>,
+    Option<String>,
+    bool,
+    String,
+    bool,
+);
+
+/// schema, name, labels
+#[derive(Deserialize)]
+struct RawEnum(String, String, Option<Vec<String>>);
+
+/// Builds a snapshot from the introspection document.
+pub fn parse(document: &str) -> Result<SchemaCache, IntrospectError> {
+    let raw: Raw = serde_json::from_str(document)?;
+    let mut cache = SchemaCache { loaded_at: Some(SystemTime::now()), ..SchemaCache::default() };
+    for schema in raw.schemas.unwrap_or_default() {
+        cache.schemas.entry(schema).or_default();
+    }
+
+    let relations = raw.relations.unwrap_or_default();
+    let mut by_oid: HashMap<i64, (String, String)> = HashMap::with_capacity(relations.len());
+    for RawRelation(oid, schema, name, relkind, updatable) in relations {
+        // Only the kinds the query selects can come back; anything else is skipped.
+        let Some(kind) = RelationKind::from_relkind(&relkind) else { continue };
+        by_oid.insert(oid, (schema.clone(), name.clone()));
+        let relation = Relation {
+            schema: schema.clone(),
+            name: name.clone(),
+            kind,
+            insertable: updatable & CAN_INSERT != 0,
+            updatable: updatable & CAN_UPDATE != 0,
+            deletable: updatable & CAN_DELETE != 0,
+            columns: Vec::new(),
+            primary_key: Vec::new(),
+        };
+        cache.schemas.entry(schema).or_default().relations.insert(name, relation);
+    }
+
+    for RawColumn(relid, position, name, type_name, nullable, default, generated, identity) in
+        raw.columns.unwrap_or_default()
+    {
+        let Some(relation) = by_oid.get(&relid).and_then(|(s, n)| relation_mut(&mut cache, s, n)) else { continue };
+        relation.columns.push(Column { name, position, type_name, nullable, default, generated, identity });
+    }
+
+    for RawKey(contype, constraint, schema, table, columns, foreign_schema, foreign_table, foreign_columns) in
+        raw.keys.unwrap_or_default()
+    {
+        let columns = columns.unwrap_or_default();
+        match contype.as_str() {
+            "p" => {
+                if let Some(relation) = relation_mut(&mut cache, &schema, &table) {
+                    relation.primary_key = columns;
+                }
+            }
+            "f" => {
+                let (Some(foreign_schema), Some(foreign_table)) = (foreign_schema, foreign_table) else { continue };
+                let foreign_columns = foreign_columns.unwrap_or_default();
+                if foreign_columns.len() != columns.len() {
+                    continue;
+                }
+                cache.foreign_keys.push(ForeignKey {
+                    constraint,
+                    schema,
+                    table,
+                    foreign_schema,
+                    foreign_table,
+                    columns: columns.into_iter().zip(foreign_columns).collect(),
+                });
+            }
+            _ => {}
+        }
+    }
+
+    for raw in raw.functions.unwrap_or_default() {
+        let function = function(raw);
+        cache
+            .schemas
+            .entry(function.schema.clone())
+            .or_default()
+            .functions
+            .entry(function.name.clone())
+            .or_default()
+            .push(function);
+    }
+
+    for RawEnum(schema, name, labels) in raw.enums.unwrap_or_default() {
+        cache.schemas.entry(schema).or_default().enums.insert(name, labels.unwrap_or_default());
+    }
+    Ok(cache)
+}
+
+fn relation_mut<'a>(cache: &'a mut SchemaCache, schema: &str, name: &str) -> Option<&'a mut Relation> {
+    cache.schemas.get_mut(schema)?.relations.get_mut(name)
+}
+
+fn function(raw: RawFunction) -> Function {
+    let RawFunction(schema, name, args, n_defaults, return_type, ret_schema, ret_table, returns_set, volatility, variadic) =
+        raw;
+    let mut args: Vec<FunctionArg> = args
+        .into_iter()
+        .map(|(name, type_name, mode)| FunctionArg {
+            name,
+            type_name,
+            mode: match mode.as_str() {
+                "o" => ArgMode::Out,
+                "b" => ArgMode::InOut,
+                "v" => ArgMode::Variadic,
+                "t" => ArgMode::Table,
+                _ => ArgMode::In,
+            },
+            has_default: false,
+        })
+        .collect();
+    // `pronargdefaults` counts the last input arguments.
+    let defaults = usize::try_from(n_defaults).unwrap_or(0);
+    let mut inputs: Vec<&mut FunctionArg> =
+        args.iter_mut().filter(|a| matches!(a.mode, ArgMode::In | ArgMode::InOut | ArgMode::Variadic)).collect();
+    let first_default = inputs.len().saturating_sub(defaults);
+    for arg in inputs.iter_mut().skip(first_default) {
+        arg.has_default = true;
+    }
+    Function {
+        schema,
+        name,
+        args,
+        return_type,
+        return_relation: ret_schema.zip(ret_table),
+        returns_set,
+        volatility: match volatility.as_str() {
+            "i" => Volatility::Immutable,
+            "s" => Volatility::Stable,
+            _ => Volatility::Volatile,
+        },
+        variadic,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOCUMENT: &str = r#"{
+      "schemas": ["public"],
+      "relations": [
+        [16400, "public", "todos", "r", 28],
+        [16410, "public", "todo_view", "v", 20],
+        [16420, "public", "stats", "m", 0],
+        [16430, "public", "odd", "S", 0]
+      ],
+      "columns": [
+        [16400, 1, "id", "bigint", false, null, false, true],
+        [16400, 2, "title", "text", false, "''::text", false, false],
+        [16400, 3, "slug", "text", true, null, true, false],
+        [16410, 1, "id", "bigint", true, null, false, false],
+        [99999, 1, "orphan", "int", true, null, false, false]
+      ],
+      "keys": [
+        ["p", "todos_pkey", "public", "todos", ["id"], null, null, null],
+        ["f", "todos_owner_fkey", "public", "todos", ["owner", "team"], "auth", "users", ["id", "team"]],
+        ["f", "broken", "public", "todos", ["a"], "public", "x", ["b", "c"]]
+      ],
+      "functions": [
+        ["public", "add", [["a", "integer", "i"], ["b", "integer", "i"], ["", "integer", "o"]], 1, "integer", null, null, false, "i", false],
+        ["public", "add", [["a", "text", "i"]], 0, "text", null, null, false, "v", false],
+        ["public", "all_todos", [], 0, "todos", "public", "todos", true, "s", false],
+        ["public", "sum", [["xs", "integer[]", "v"]], 0, "integer", null, null, false, "i", true]
+      ],
+      "enums": [["public", "mood", ["sad", "ok", "happy"]]]
+    }"#;
+
+    #[test]
+    fn parses_the_document() {
+        let cache = parse(DOCUMENT).unwrap();
+        assert_eq!(cache.relation_count(), 3, "relkind S is skipped");
+        let todos = cache.relation("public", "todos").unwrap();
+        assert_eq!(todos.kind, RelationKind::Table);
+        assert!(todos.insertable && todos.updatable && todos.deletable);
+        assert_eq!(todos.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["id", "title", "slug"]);
+        let id = todos.column("id").unwrap();
+        assert!(id.identity && !id.nullable && !id.generated);
+        assert_eq!(todos.column("title").unwrap().default.as_deref(), Some("''::text"));
+        assert!(todos.column("slug").unwrap().generated);
+        assert_eq!(todos.primary_key, ["id"]);
+
+        let view = cache.relation("public", "todo_view").unwrap();
+        assert_eq!(view.kind, RelationKind::View);
+        assert!(!view.insertable && view.updatable && view.deletable); // 20 = update | delete
+        let stats = cache.relation("public", "stats").unwrap();
+        assert!(!stats.insertable && !stats.updatable && !stats.deletable);
+        assert!(cache.relation("public", "nope").is_none());
+        assert!(cache.relation("other", "todos").is_none());
+
+        assert_eq!(cache.foreign_keys.len(), 1, "mismatched column lists are dropped");
+        let fk = &cache.foreign_keys[0];
+        assert_eq!(fk.columns, [("owner".to_owned(), "id".to_owned()), ("team".to_owned(), "team".to_owned())]);
+        assert_eq!((fk.foreign_schema.as_str(), fk.foreign_table.as_str()), ("auth", "users"));
+        assert_eq!(cache.foreign_keys_of("auth", "users").count(), 1);
+        assert_eq!(cache.foreign_keys_of("public", "todos").count(), 1);
+
+        let add = cache.functions("public", "add");
+        assert_eq!(add.len(), 2);
+        assert_eq!(add[0].args.iter().map(|a| a.has_default).collect::<Vec<_>>(), [false, true, false]);
+        assert_eq!(add[0].args[2].mode, ArgMode::Out);
+        assert_eq!(add[0].volatility, Volatility::Immutable);
+        assert_eq!(add[1].volatility, Volatility::Volatile);
+        let all = &cache.functions("public", "all_todos")[0];
+        assert!(all.returns_set);
+        assert_eq!(all.return_relation, Some(("public".to_owned(), "todos".to_owned())));
+        assert_eq!(all.volatility, Volatility::Stable);
+        let sum = &cache.functions("public", "sum")[0];
+        assert!(sum.variadic && sum.args[0].mode == ArgMode::Variadic);
+        assert!(cache.functions("public", "missing").is_empty());
+        assert_eq!(cache.function_count(), 4);
+
+        assert_eq!(cache.enum_labels("public", "mood").unwrap(), ["sad", "ok", "happy"]);
+    }
+
+    #[test]
+    fn empty_schema_is_nulls() {
+        let cache = parse(
+            r#"{"schemas":["public"],"relations":null,"columns":null,"keys":null,"functions":null,"enums":null}"#,
+        )
+        .unwrap();
+        assert_eq!(cache.relation_count(), 0);
+        assert!(cache.schemas.contains_key("public"));
+        assert_eq!(cache.closest_relation("public", "todos"), None);
+    }
+
+    #[test]
+    fn malformed_documents_are_errors() {
+        assert!(matches!(parse("not json"), Err(IntrospectError::Json(_))));
+        assert!(matches!(parse(r#"{"relations":[[1,"public"]]}"#), Err(IntrospectError::Json(_))));
+        assert!(matches!(parse(r#"{"relations":[["x","public","t","r",0]]}"#), Err(IntrospectError::Json(_))));
+    }
+
+    #[test]
+    fn schema_names_are_quoted() {
+        let sql = query(&["public", "it's"]).unwrap();
+        assert!(sql.contains("array['public', 'it''s']::text[]"));
+        assert!(!sql.contains("$SCHEMAS"));
+        assert!(matches!(query(&["a\0b"]), Err(IntrospectError::SchemaName(_))));
+    }
+}

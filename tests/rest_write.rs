@@ -1,0 +1,320 @@
+//! `/rest/v1` writes end to end: the real binary against a real PostgreSQL. Insert (single, bulk,
+//! `columns=`, every `return=`), upsert, PATCH and DELETE with filters and RLS, atomicity of bulk
+//! inserts, `max-affected`, `tx=rollback`, body errors, and hostile names in payload keys.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::{token, HttpResponse, TestServer};
+
+const ALICE: &str = "11111111-1111-1111-1111-111111111111";
+const BOB: &str = "22222222-2222-2222-2222-222222222222";
+
+const SCHEMA: &str = r#"
+create table public.todos (
+  id int primary key,
+  task text not null,
+  done boolean not null default false,
+  owner uuid,
+  score numeric(5,2)
+);
+insert into public.todos values
+  (1, 'buy milk', false, '11111111-1111-1111-1111-111111111111', 1.50),
+  (2, 'walk dog', true,  '22222222-2222-2222-2222-222222222222', null),
+  (3, 'secret',   false, '33333333-3333-3333-3333-333333333333', null);
+alter table public.todos enable row level security;
+create policy anon_public on public.todos for all to anon
+  using (task <> 'secret') with check (task <> 'secret');
+create policy users_own on public.todos for all to authenticated
+  using (owner = auth.uid()) with check (owner = auth.uid());
+"#;
+
+const JSON: (&str, &str) = ("Content-Type", "application/json");
+
+fn bearer(claims: Value) -> String {
+    format!("Bearer {}", token(claims))
+}
+
+fn service() -> String {
+    bearer(json!({"role": "service_role"}))
+}
+
+/// The table as the superuser sees it, ordered by id.
+fn rows(server: &TestServer) -> Value {
+    let result = server.sql("select coalesce(json_agg(t order by id), '[]')::text from (select id, task, done from public.todos) t");
+    serde_json::from_str(result[0].rows[0].get_str(0).expect("json")).expect("json")
+}
+
+fn assert_error(response: &HttpResponse, status: u16, code: &str) -> Value {
+    assert_eq!(response.status, status, "{}", response.text());
+    assert_eq!(response.header("content-type"), Some("application/json; charset=utf-8"));
+    let body = response.json();
+    assert_eq!(body["code"], code, "{body}");
+    body
+}
+
+#[test]
+fn inserts_and_upserts() {
+    let server = TestServer::start();
+    server.sql(SCHEMA);
+    server.wait_for_relations(&["todos"]);
+    let svc = service();
+    let auth = ("Authorization", svc.as_str());
+
+    // Single object, default return=minimal: 201, no body, Content-Range */*.
+    let r = server.request("POST", "/rest/v1/todos", &[JSON, auth], br#"{"id":10,"task":"ten"}"#);
+    assert_eq!((r.status, r.text().as_str()), (201, ""));
+    assert_eq!(r.header("content-range"), Some("*/*"));
+    assert_eq!(r.header("preference-applied"), None);
+    assert_eq!(r.header("location"), None);
+    assert_eq!(rows(&server)[3], json!({"id": 10, "task": "ten", "done": false}), "absent keys take defaults");
+
+    // return=representation honours select=; the body is PostgreSQL's JSON.
+    let r = server.request(
+        "POST",
+        "/rest/v1/todos?select=id,task,score",
+        &[JSON, auth, ("Prefer", "return=representation")],
+        br#"{"id":11,"task":"eleven","score":2.50}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.text(), r#"[{"id":11,"task":"eleven","score":2.50}]"#);
+    assert_eq!(r.header("content-type"), Some("application/json; charset=utf-8"));
+    assert_eq!(r.header("content-range"), Some("*/*"));
+    assert_eq!(r.header("preference-applied"), Some("return=representation"));
+
+    // return=headers-only: Location from the primary key of the single inserted row.
+    let r = server.request("POST", "/rest/v1/todos", &[JSON, auth, ("Prefer", "return=headers-only")], br#"{"id":12,"task":"x"}"#);
+    assert_eq!((r.status, r.text().as_str()), (201, ""));
+    assert_eq!(r.header("location"), Some("/todos?id=eq.12"));
+    assert_eq!(r.header("preference-applied"), Some("return=headers-only"));
+
+    // Bulk, with count=exact: one statement, Content-Range */2.
+    let r = server.request(
+        "POST",
+        "/rest/v1/todos?select=id,done",
+        &[JSON, auth, ("Prefer", "return=representation, count=exact")],
+        br#"[{"id":13,"task":"a","done":true},{"id":14,"task":"b","done":false}]"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    // json_agg's own separator, byte for byte what PostgREST sends.
+    assert_eq!(r.text(), "[{\"id\":13,\"done\":true}, \n {\"id\":14,\"done\":false}]");
+    assert_eq!(r.header("content-range"), Some("*/2"));
+    assert_eq!(r.header("preference-applied"), Some("return=representation, count=exact"));
+
+    // columns= (quoted as postgrest-js sends it): other keys are ignored, absent ones are NULL.
+    let r = server.request(
+        "POST",
+        "/rest/v1/todos?columns=%22id%22,%22task%22&select=id,task,done,score",
+        &[JSON, auth, ("Prefer", "return=representation")],
+        br#"[{"id":15,"task":"c","done":true,"nope":1},{"id":16,"task":"d","score":9}]"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!([{"id":15,"task":"c","done":false,"score":null},{"id":16,"task":"d","done":false,"score":null}])
+    );
+
+    // A bulk insert with one bad row writes nothing.
+    let before = rows(&server);
+    let r = server.request("POST", "/rest/v1/todos", &[JSON, auth], br#"[{"id":20,"task":"ok"},{"id":21,"task":null}]"#);
+    let body = assert_error(&r, 400, "23502");
+    assert!(body["message"].as_str().unwrap().contains("not-null constraint"), "{body}");
+    let r = server.request("POST", "/rest/v1/todos", &[JSON, auth], br#"[{"id":22,"task":"ok"},{"id":1,"task":"dup"}]"#);
+    let body = assert_error(&r, 409, "23505");
+    assert_eq!(body["details"], "Key (id)=(1) already exists.");
+    assert_eq!(rows(&server), before);
+
+    // Upsert: merge-duplicates updates, ignore-duplicates keeps the existing row.
+    let r = server.request(
+        "POST",
+        "/rest/v1/todos?on_conflict=id&select=id,task",
+        &[JSON, auth, ("Prefer", "resolution=merge-duplicates, return=representation")],
+        br#"[{"id":10,"task":"ten!"},{"id":17,"task":"new"}]"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json(), json!([{"id":10,"task":"ten!"},{"id":17,"task":"new"}]));
+    assert_eq!(r.header("preference-applied"), Some("resolution=merge-duplicates, return=representation"));
+    let r = server.request(
+        "POST",
+        "/rest/v1/todos?on_conflict=id&select=id,task",
+        &[JSON, auth, ("Prefer", "resolution=ignore-duplicates,return=representation")],
+        br#"[{"id":10,"task":"ignored"},{"id":18,"task":"eighteen"}]"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.text(), r#"[{"id":18,"task":"eighteen"}]"#);
+    assert_eq!(rows(&server).as_array().unwrap().iter().find(|r| r["id"] == 10).unwrap()["task"], "ten!");
+    // Without on_conflict the primary key would be needed: refused, clearly.
+    let r = server.request("POST", "/rest/v1/todos", &[JSON, auth, ("Prefer", "resolution=merge-duplicates")], br#"{"id":1,"task":"x"}"#);
+    assert!(assert_error(&r, 400, "PGRST127")["details"].as_str().unwrap().contains("on_conflict"));
+
+    // missing=default: honoured when nothing is missing, refused when defaults would be needed.
+    let r = server.request("POST", "/rest/v1/todos", &[JSON, auth, ("Prefer", "missing=default")], br#"{"id":19,"task":"m"}"#);
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.header("preference-applied"), Some("missing=default"));
+    let r = server.request(
+        "POST",
+        "/rest/v1/todos?columns=id,task,done",
+        &[JSON, auth, ("Prefer", "missing=default")],
+        br#"[{"id":23,"task":"m"}]"#,
+    );
+    assert_error(&r, 400, "PGRST127");
+
+    // tx=rollback: the representation comes back, nothing stays.
+    let before = rows(&server);
+    let r = server.request(
+        "POST",
+        "/rest/v1/todos?select=id,task",
+        &[JSON, auth, ("Prefer", "return=representation, tx=rollback")],
+        br#"{"id":30,"task":"gone"}"#,
+    );
+    assert_eq!((r.status, r.text().as_str()), (201, r#"[{"id":30,"task":"gone"}]"#));
+    assert_eq!(r.header("preference-applied"), Some("return=representation, tx=rollback"));
+    assert_eq!(rows(&server), before);
+
+    // An empty array inserts nothing.
+    let r = server.request("POST", "/rest/v1/todos", &[JSON, auth, ("Prefer", "return=representation")], b"[]");
+    assert_eq!((r.status, r.text().as_str(), r.header("content-range")), (201, "[]", Some("*/*")));
+
+    // RLS: anon may insert public rows only; the violation is 42501 → 401 for anon, 403 with a token.
+    let r = server.request("POST", "/rest/v1/todos", &[JSON], br#"{"id":40,"task":"anon row"}"#);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = server.request("POST", "/rest/v1/todos", &[JSON], br#"{"id":41,"task":"secret"}"#);
+    let body = assert_error(&r, 401, "42501");
+    assert_eq!(body["message"], "new row violates row-level security policy for table \"todos\"");
+    let alice = bearer(json!({"role": "authenticated", "sub": ALICE}));
+    let r = server.request("POST", "/rest/v1/todos", &[JSON, ("Authorization", &alice)], format!(r#"{{"id":42,"task":"mine","owner":"{ALICE}"}}"#).as_bytes());
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = server.request("POST", "/rest/v1/todos", &[JSON, ("Authorization", &alice)], format!(r#"{{"id":43,"task":"bob's","owner":"{BOB}"}}"#).as_bytes());
+    assert_error(&r, 403, "42501");
+
+    // Body errors, exactly as PostgREST.
+    let r = server.request("POST", "/rest/v1/todos", &[JSON, auth], b"{\"id\":");
+    assert_error(&r, 400, "PGRST102");
+    assert_eq!(r.text(), r#"{"code":"PGRST102","details":null,"hint":null,"message":"Empty or invalid json"}"#);
+    assert_eq!(r.header("proxy-status"), Some("PostgREST; error=PGRST102"));
+    assert_eq!(server.request("POST", "/rest/v1/todos", &[JSON, auth], b"").json()["message"], "Empty or invalid json");
+    let r = server.request("POST", "/rest/v1/todos", &[JSON, auth], br#"[{"id":50,"task":"a"},{"id":51}]"#);
+    assert_eq!(assert_error(&r, 400, "PGRST102")["message"], "All object keys must match");
+    let r = server.request("POST", "/rest/v1/todos", &[("Content-Type", "text/plain"), auth], b"hi");
+    assert_eq!(assert_error(&r, 400, "PGRST102")["message"], "Content-Type not acceptable: text/plain");
+    assert_error(&server.request("POST", "/rest/v1/todos", &[JSON, ("Content-Profile", "auth")], b"{}"), 406, "PGRST106");
+
+    // Hostile names in payload keys and columns= stay quoted identifiers.
+    let before = rows(&server);
+    let r = server.request("POST", "/rest/v1/todos", &[JSON, auth], br#"{"id":60,"task\"); drop table public.todos; --":"x"}"#);
+    assert_error(&r, 400, "42703");
+    let r = server.request(
+        "POST",
+        "/rest/v1/todos?columns=id,%22task%5C%22)%3B%20drop%20table%20public.todos%3B%20--%22",
+        &[JSON, auth],
+        br#"{"id":61,"task":"x"}"#,
+    );
+    assert_error(&r, 400, "42703");
+    let r = server.request("POST", "/rest/v1/todos?columns=id;drop", &[JSON, auth], br#"{"id":62}"#);
+    assert_error(&r, 400, "PGRST100");
+    assert_eq!(rows(&server), before, "table intact");
+}
+
+#[test]
+fn updates_and_deletes() {
+    let server = TestServer::start();
+    server.sql(SCHEMA);
+    server.wait_for_relations(&["todos"]);
+    let svc = service();
+    let auth = ("Authorization", svc.as_str());
+
+    // PATCH with a filter: 204, Content-Range 0-0/*.
+    let r = server.request("PATCH", "/rest/v1/todos?id=eq.1", &[JSON, auth], br#"{"done":true}"#);
+    assert_eq!((r.status, r.text().as_str()), (204, ""));
+    assert_eq!(r.header("content-range"), Some("0-0/*"));
+    assert_eq!(rows(&server)[0]["done"], true);
+    let r = server.request(
+        "PATCH",
+        "/rest/v1/todos?id=eq.1&select=id,task",
+        &[JSON, auth, ("Prefer", "return=representation")],
+        br#"{"task":"buy oat milk"}"#,
+    );
+    assert_eq!((r.status, r.text().as_str()), (200, r#"[{"id":1,"task":"buy oat milk"}]"#));
+    assert_eq!(r.header("content-range"), Some("0-0/*"));
+    let r = server.request("PATCH", "/rest/v1/todos?id=eq.99", &[JSON, auth], br#"{"done":true}"#);
+    assert_eq!((r.status, r.header("content-range")), (204, Some("*/*")));
+
+    // Anonymous PATCH without filters touches every row RLS lets anon see (not the secret one).
+    let r = server.request("PATCH", "/rest/v1/todos", &[JSON, ("Prefer", "count=exact")], br#"{"done":false}"#);
+    assert_eq!((r.status, r.header("content-range")), (204, Some("0-1/2")));
+    let result = server.sql("update public.todos set done = true where id = 3 returning id");
+    assert_eq!(result[0].rows.len(), 1);
+    let r = server.request("PATCH", "/rest/v1/todos", &[JSON], br#"{"done":false}"#);
+    assert_eq!(r.status, 204);
+    assert_eq!(rows(&server)[2]["done"], true, "the secret row is out of anon's reach");
+
+    // auth.uid() policies: alice updates only her own rows, bob cannot delete hers.
+    let alice = bearer(json!({"role": "authenticated", "sub": ALICE}));
+    let bob = bearer(json!({"role": "authenticated", "sub": BOB}));
+    let r = server.request(
+        "PATCH",
+        "/rest/v1/todos?id=in.(1,2)&select=id",
+        &[JSON, ("Authorization", &alice), ("Prefer", "return=representation")],
+        br#"{"task":"alice was here"}"#,
+    );
+    assert_eq!((r.status, r.text().as_str()), (200, r#"[{"id":1}]"#));
+    assert_eq!(rows(&server)[1]["task"], "walk dog");
+    let r = server.request("DELETE", "/rest/v1/todos?id=eq.1", &[("Authorization", &bob)], b"");
+    assert_eq!((r.status, r.header("content-range")), (204, Some("*/*")));
+    assert_eq!(rows(&server).as_array().unwrap().len(), 3);
+
+    // max-affected with handling=strict: exceeding it fails inside the transaction.
+    let before = rows(&server);
+    let r = server.request(
+        "PATCH",
+        "/rest/v1/todos?id=lt.3",
+        &[JSON, auth, ("Prefer", "return=representation, handling=strict, max-affected=1")],
+        br#"{"task":"too many"}"#,
+    );
+    assert_error(&r, 400, "PGRST124");
+    assert_eq!(
+        r.text(),
+        r#"{"code":"PGRST124","details":"The query affects 2 rows","hint":null,"message":"Query result exceeds max-affected preference constraint"}"#
+    );
+    let r = server.request("DELETE", "/rest/v1/todos", &[auth, ("Prefer", "handling=strict, max-affected=2")], b"");
+    assert_eq!(assert_error(&r, 400, "PGRST124")["details"], "The query affects 3 rows");
+    assert_eq!(rows(&server), before, "nothing changed");
+    let r = server.request(
+        "PATCH",
+        "/rest/v1/todos?id=eq.2&select=id,task",
+        &[JSON, auth, ("Prefer", "return=representation, handling=strict, max-affected=1")],
+        br#"{"task":"one"}"#,
+    );
+    assert_eq!((r.status, r.text().as_str()), (200, r#"[{"id":2,"task":"one"}]"#));
+    assert_eq!(r.header("preference-applied"), Some("return=representation, handling=strict, max-affected=1"));
+    // Lenient handling ignores max-affected.
+    let r = server.request("PATCH", "/rest/v1/todos?id=lt.3", &[JSON, auth, ("Prefer", "max-affected=1")], br#"{"done":true}"#);
+    assert_eq!((r.status, r.header("preference-applied")), (204, None));
+    // Strict handling refuses unknown preferences.
+    let r = server.request("DELETE", "/rest/v1/todos?id=eq.1", &[auth, ("Prefer", "handling=strict, foo, bar=1")], b"");
+    assert_eq!(assert_error(&r, 400, "PGRST122")["details"], "Invalid preferences: foo, bar=1");
+
+    // DELETE with tx=rollback returns the rows and keeps them.
+    let before = rows(&server);
+    let r = server.request(
+        "DELETE",
+        "/rest/v1/todos?id=eq.2&select=id",
+        &[auth, JSON, ("Prefer", "return=representation, count=exact, tx=rollback")],
+        b"",
+    );
+    assert_eq!((r.status, r.text().as_str()), (200, r#"[{"id":2}]"#));
+    assert_eq!(r.header("content-range"), Some("*/1"));
+    assert_eq!(r.header("preference-applied"), Some("return=representation, count=exact, tx=rollback"));
+    assert_eq!(rows(&server), before);
+    let r = server.request("DELETE", "/rest/v1/todos?id=eq.2", &[auth], b"");
+    assert_eq!(r.status, 204);
+    assert_eq!(rows(&server).as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect::<Vec<_>>(), [1, 3]);
+
+    // Hostile filter columns and values are quoted/bound; PUT is refused clearly.
+    let r = server.request("DELETE", "/rest/v1/todos?id=eq.1%3B%20drop%20table%20public.todos", &[auth], b"");
+    assert_error(&r, 400, "22P02");
+    let r = server.request("PATCH", "/rest/v1/todos?%22id%5C%22%20or%201%3D1%20--%22=eq.1", &[JSON, auth], br#"{"done":true}"#);
+    assert_error(&r, 400, "42703");
+    assert_error(&server.request("PUT", "/rest/v1/todos?id=eq.1", &[JSON, auth], br#"{"id":1}"#), 400, "PGRST127");
+    assert_eq!(rows(&server).as_array().unwrap().len(), 2, "table intact");
+}
