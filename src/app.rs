@@ -253,6 +253,10 @@ fn service_of(path: &str) -> &'static str {
     }
 }
 
+/// The response headers PostgREST exposes to browsers (reference/rest.md, CORS).
+const POSTGREST_EXPOSE_HEADERS: &str =
+    "Content-Encoding, Content-Location, Content-Range, Content-Type, Date, Location, Server, Transfer-Encoding, Range-Unit";
+
 /// The methods the gateway's CORS preflight allows (Kong's cors plugin defaults, as Supabase runs it).
 const CORS_ALLOW_METHODS: &str = "GET,HEAD,PUT,PATCH,POST,DELETE,OPTIONS,TRACE,CONNECT";
 
@@ -270,6 +274,11 @@ impl Handler for App {
         };
         if req.header("origin").is_some() && response.header_value("access-control-allow-origin").is_none() {
             response.set_header("access-control-allow-origin", "*");
+            if service == "rest" {
+                // PostgREST's own CORS headers pass through the gateway: without them a browser
+                // client cannot read Content-Range (counts) or Location.
+                response.set_header("access-control-expose-headers", POSTGREST_EXPOSE_HEADERS);
+            }
         }
         self.state.metrics.record(service, response.status(), started.elapsed());
         response.service(service)

@@ -56,6 +56,10 @@ fn health_metrics_and_gateway_answers() {
     assert!(preflight.header("access-control-allow-methods").unwrap().contains("PATCH"));
     let cors = server.request("GET", "/nope", &[("Origin", "http://localhost:3000")], b"");
     assert_eq!(cors.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(cors.header("access-control-expose-headers"), None);
+    let rest = server.request("GET", "/rest/v1/nope", &[("Origin", "http://localhost:3000")], b"");
+    assert_eq!(rest.header("access-control-allow-origin"), Some("*"));
+    assert!(rest.header("access-control-expose-headers").is_some_and(|h| h.contains("Content-Range")));
 
     // JWKS: empty without asymmetric keys, and valid JSON.
     let jwks = server.get("/auth/v1/.well-known/jwks.json");
