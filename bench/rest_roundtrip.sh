@@ -23,6 +23,8 @@ analyze public.bench_items;
 -- pgbench at MadBase's HTTP concurrency needs one backend per client.
 alter system set max_connections = 400;
 SQL
+# pgbench -S's own tables (before the restart, so the schema reload they trigger is long done).
+pgbench -i -q -s 1 "$MB_DB_URL" >/dev/null 2>&1
 # max_connections needs a restart: restart MadBase, which restarts its managed cluster.
 stop_madbase
 MB_DATA_KEEP=1 start_madbase "$OUT/madbase-data"
@@ -48,8 +50,6 @@ select set_config('transaction_read_only', 'on', true), set_config('search_path'
 SELECT pg_catalog.count(_postgrest_t) AS page_total, coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body FROM (SELECT "public"."bench_items".* FROM "public"."bench_items" WHERE "public"."bench_items"."id" = :id) _postgrest_t;
 \endpipeline
 PGB
-# pgbench -S's own tables.
-"$(dirname "$PSQL_BIN")/pgbench" -i -q -s 1 "$MB_DB_URL" >/dev/null 2>&1 || pgbench -i -q -s 1 "$MB_DB_URL" >/dev/null
 
 PG_CONNS=$(( $(nproc) * 4 ))   # MadBase: shards × pg_pool_size (default 4) connections
 secs=${DURATION:-15s}; secs=${secs%s}
@@ -62,7 +62,8 @@ pgb() { # pgb <label> <clients> <args...>
   eval "${label}_TPS=$tps"
 }
 
-DURATION=3s wrk_run warm "http://127.0.0.1:$MB_PORT" -s "$OUT/get_by_pk.lua" >/dev/null
+# Warm up (caches, per-connection prepared statements) before measuring.
+DURATION=10s wrk_run warm "http://127.0.0.1:$MB_PORT" -s "$OUT/get_by_pk.lua" >/dev/null
 wrk_run madbase_get_by_pk "http://127.0.0.1:$MB_PORT" -s "$OUT/get_by_pk.lua"
 pgb pgbench_same_sql "$PG_CONNS" -f "$OUT/get_by_pk.pgbench"
 pgb pgbench_same_sql_c64 64 -f "$OUT/get_by_pk.pgbench"
