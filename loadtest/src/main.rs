@@ -8,8 +8,12 @@
 //!     --host http://127.0.0.1:54321 --users 256 --hatch-rate 256 --run-time 30s --report-file bench/out/goose.html
 //! ```
 //!
-//! Scenarios are added here as the services land (REST reads/writes, auth token refresh, storage
-//! up/downloads); the WebSocket generator for realtime lives beside this crate.
+//! One scenario alone: `--scenarios restgetbypk` (names as `--scenarios-list` prints them).
+//!
+//! Scenarios are added here as the services land (auth token refresh, storage up/downloads); the
+//! WebSocket generator for realtime lives beside this crate. `rest_get_by_pk` reads the
+//! `bench_items` table that `bench/rest_roundtrip.sh` creates (10,000 rows, RLS, an anon policy);
+//! create it first or that scenario reports 404s.
 
 use goose::prelude::*;
 
@@ -40,12 +44,28 @@ async fn unknown_route(user: &mut GooseUser) -> TransactionResult {
     Ok(())
 }
 
+/// Data API: one row by primary key as `anon`, through RLS (one PostgreSQL round trip).
+async fn rest_get_by_pk(user: &mut GooseUser) -> TransactionResult {
+    let id = (user.weighted_users_index * 7919 + user.get_iterations()) % 10_000 + 1;
+    let key = anon_key();
+    let request = user
+        .get_request_builder(&GooseMethod::Get, &format!("/rest/v1/bench_items?select=*&id=eq.{id}"))?
+        .header("apikey", &key)
+        .header("authorization", format!("Bearer {key}"));
+    let goose_request = GooseRequest::builder().set_request_builder(request).build();
+    let _ = user.request(goose_request).await?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), GooseError> {
     GooseAttack::initialize()?
         .register_scenario(scenario!("health").register_transaction(transaction!(health)))
         .register_scenario(
             scenario!("gateway_404").register_transaction(transaction!(unknown_route)),
+        )
+        .register_scenario(
+            scenario!("rest_get_by_pk").register_transaction(transaction!(rest_get_by_pk)),
         )
         .execute()
         .await?;
