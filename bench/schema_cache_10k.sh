@@ -11,29 +11,19 @@ TABLES=${TABLES:-10000}
 if [ -n "${MADBASE_BIN:-}" ]; then MADBASE="$MADBASE_BIN"; else build_madbase; fi
 DATA="$OUT/schema-10k-data"
 
-# Like lib.sh's start_madbase, but logging at info: the timings come from MadBase's own log lines.
-start_info() {
-  MB_PORT=$(free_port)
-  PG_PORT=${PG_PORT:-$(free_port)}
-  mkdir -p "$DATA"; chmod 755 "$DATA"
-  MADBASE_LISTEN="127.0.0.1:$MB_PORT" MADBASE_DATA_DIR="$DATA" MADBASE_PG_PORT="$PG_PORT" \
-    MADBASE_LOG=info,madbase_http=warn "$MADBASE" start >"$OUT/schema-10k.out" 2>&1 &
-  MB_PID=$!
-  for _ in $(seq 1 1500); do
-    curl -fs "http://127.0.0.1:$MB_PORT/health" >/dev/null 2>&1 && break
-    kill -0 "$MB_PID" 2>/dev/null || { cat "$OUT/schema-10k.out"; exit 1; }
-    sleep 0.2
-  done
-  MB_DB_URL=$(grep -o 'postgres://[^ ]*' "$OUT/schema-10k.out" | head -1)
-}
+# Logging at info: the timings come from MadBase's own log lines.
+MB_LOG=info,madbase_http=warn
+MB_OUT="$OUT/schema-10k.out"
+REUSE_DATA=${MB_DATA_KEEP:-} # the caller's choice; the data dir is managed below
+MB_DATA_KEEP=1
+start_info() { start_madbase "$DATA"; }
 # MadBase's log without terminal colours.
 log_text() { sed 's/\x1b\[[0-9;]*m//g' "$OUT/schema-10k.out"; }
-stop_info() { kill -TERM "$MB_PID" 2>/dev/null || true; wait "$MB_PID" 2>/dev/null || true; }
-trap stop_info EXIT
+trap stop_madbase EXIT
 
 echo "machine: $(machine)"
 PSQL_BIN=$(command -v psql || ls /usr/lib/postgresql/*/bin/psql | tail -1)
-if [ -n "${MB_DATA_KEEP:-}" ] && [ -d "$DATA/pgdata" ]; then
+if [ -n "$REUSE_DATA" ] && [ -d "$DATA/pgdata" ]; then
   echo "== reusing $DATA (MB_DATA_KEEP)"
 else
 rm -rf "$DATA"
@@ -51,7 +41,7 @@ begin
 end
 \$\$;
 SQL
-stop_info
+stop_madbase
 fi
 
 echo "== start-up load"
