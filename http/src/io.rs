@@ -9,7 +9,7 @@
 use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,6 +17,8 @@ use bytes::{Bytes, BytesMut};
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{CancelableAsyncReadRent, CancelableAsyncWriteRent, Canceller};
 use monoio::time::Instant;
+
+use crate::body::ReadSide;
 
 /// Result of an interruptible read.
 #[derive(Debug)]
@@ -83,15 +85,95 @@ where
             (Some(stop), op.await)
         }
     };
-    let buf = slice.into_inner();
-    let outcome = match (res, stop) {
+    (outcome(res, stop), slice.into_inner())
+}
+
+/// A read that outlives the code that started it: it owns the connection's read side (socket
+/// half and buffer) while in flight, so it can be handed from one owner to the next (the
+/// disconnect watch hands its read to the next head read instead of cancelling it and
+/// submitting a fresh one). It must be finished with [`InflightRead::finish`] (or polled to
+/// completion), never dropped in flight: finishing cancels through its `Canceller` and awaits.
+pub(crate) struct InflightRead {
+    canceller: Canceller,
+    /// Length of the buffer when the read was submitted (bytes before it were already there).
+    start_len: usize,
+    fut: Pin<Box<dyn Future<Output = (io::Result<usize>, ReadSide)>>>,
+}
+
+impl InflightRead {
+    /// Submits (on first poll) one read into `rs.buf`'s spare capacity, reserving `reserve`
+    /// bytes first.
+    pub(crate) fn start(mut rs: ReadSide, reserve: usize) -> InflightRead {
+        rs.buf.reserve(reserve.max(1));
+        let start_len = rs.buf.len();
+        let canceller = Canceller::new();
+        let handle = canceller.handle();
+        let fut = Box::pin(async move {
+            let ReadSide { mut io, buf } = rs;
+            let cap = buf.capacity();
+            let (res, slice) = io.cancelable_read(buf.slice_mut(start_len..cap), handle).await;
+            (res, ReadSide { io, buf: slice.into_inner() })
+        });
+        InflightRead { canceller, start_len, fut }
+    }
+
+    /// True if the buffer held no unconsumed bytes when the read was submitted.
+    pub(crate) fn started_empty(&self) -> bool {
+        self.start_len == 0
+    }
+
+    /// Polls the read; `Ready` once it completed (the read side is handed back).
+    pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<(ReadOutcome, ReadSide)> {
+        self.fut.as_mut().poll(cx).map(|(res, rs)| (outcome(res, None), rs))
+    }
+
+    /// Awaits the read, giving up at `deadline` or when `interrupt` becomes ready: the read is
+    /// then cancelled and awaited (bytes that raced the cancel are kept, as in [`read_buf`]).
+    pub(crate) async fn finish<I>(mut self, deadline: Option<Instant>, mut interrupt: I) -> (ReadOutcome, ReadSide)
+    where
+        I: FnMut(&mut Context<'_>) -> Poll<()>,
+    {
+        let mut sleep = pin!(deadline.map(monoio::time::sleep_until));
+        let first = poll_fn(|cx| {
+            if let Poll::Ready(r) = self.fut.as_mut().poll(cx) {
+                return Poll::Ready(Ok(r));
+            }
+            if let Some(s) = sleep.as_mut().as_pin_mut() {
+                if s.poll(cx).is_ready() {
+                    return Poll::Ready(Err(Stop::Timeout));
+                }
+            }
+            if interrupt(cx).is_ready() {
+                return Poll::Ready(Err(Stop::Interrupted));
+            }
+            Poll::Pending
+        })
+        .await;
+        let (stop, (res, rs)) = match first {
+            Ok(done) => (None, done),
+            Err(stop) => {
+                let InflightRead { canceller, fut, .. } = self;
+                let _fresh = canceller.cancel();
+                (Some(stop), fut.await)
+            }
+        };
+        (outcome(res, stop), rs)
+    }
+
+    /// Cancels the read and awaits its completion.
+    pub(crate) async fn cancel(self) -> (ReadOutcome, ReadSide) {
+        self.finish(None, |_| Poll::Ready(())).await
+    }
+}
+
+fn outcome(res: io::Result<usize>, stop: Option<Stop>) -> ReadOutcome {
+    match (res, stop) {
         (Ok(n), _) if n > 0 => ReadOutcome::Data(n),
         (Ok(_), None) => ReadOutcome::Eof,
         (_, Some(Stop::Timeout)) => ReadOutcome::Timeout,
         (_, Some(Stop::Interrupted)) => ReadOutcome::Interrupted,
         (Err(e), None) => ReadOutcome::Error(e),
-    };
-    (outcome, buf)
+    }
 }
 
 /// Why a write did not complete.

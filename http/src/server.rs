@@ -11,8 +11,9 @@
 //! connection never buffers more than `max_header_bytes` of head or `read_buffer_size` of body
 //! beyond what the handler asked for; a connection that cannot be reused is answered with
 //! `Connection: close` and closed with a bounded lingering read so the response is not lost; the
-//! read side is owned by exactly one of head parser, handler `Body`, disconnect watch, drain or
-//! linger at a time, so at most one socket read is ever in flight.
+//! read side is owned by exactly one of head parser, handler `Body`, disconnect watch (or its
+//! read handed over in flight, `Conn::pending`), drain or linger at a time, so at most one socket
+//! read is ever in flight.
 
 use std::cell::Cell;
 use std::future::{poll_fn, Future};
@@ -32,7 +33,9 @@ use crate::watch::{self, WatchEnd};
 use crate::chunked::ChunkedDecoder;
 use crate::error::HeadError;
 use crate::head::{parse_request_head, Framing, HeadLimits, Request, Version};
-use crate::io::{give_back_read_buffer, http_date, no_abort, no_interrupt, read_buf, take_read_buffer, write_all, ReadOutcome};
+use crate::io::{
+    give_back_read_buffer, http_date, no_abort, no_interrupt, read_buf, take_read_buffer, write_all, InflightRead, ReadOutcome,
+};
 use crate::limits::Limits;
 use crate::response::{write_head, Response, ResponseBody, Wire};
 
@@ -115,7 +118,7 @@ pub async fn serve_connection<H: Handler>(
         }),
         limits: limits.clone(),
     });
-    let mut conn = Conn { shared, handler, limits, peer, wbuf: BytesMut::with_capacity(4096), gen: 0 };
+    let mut conn = Conn { shared, handler, limits, peer, wbuf: BytesMut::with_capacity(4096), gen: 0, pending: None };
     let leftover = conn.run(shutdown).await;
     if let Some(rs) = leftover {
         give_back_read_buffer(rs.buf, rbuf_size);
@@ -129,6 +132,9 @@ struct Conn<H> {
     peer: SocketAddr,
     wbuf: BytesMut,
     gen: u64,
+    /// The disconnect watch's read, still in flight after a keep-alive response and taken over
+    /// by the next head read (see `watch`). While it is here, `shared.reader` is empty.
+    pending: Option<InflightRead>,
 }
 
 enum HeadResult {
@@ -178,9 +184,39 @@ impl<H: Handler> Conn<H> {
     }
 
     async fn read_head<S: Shutdown>(&mut self, hl: &HeadLimits, shutdown: &S) -> HeadResult {
-        let Some(mut rs) = self.take_reader() else { return HeadResult::Close };
-        let mut head_deadline = (!rs.buf.is_empty()).then(|| Instant::now() + self.limits.header_timeout);
         let mut shutdown_fut = pin!(shutdown.triggered());
+        let mut head_deadline = None;
+        let mut rs = match self.pending.take() {
+            // Take over the watch's read (submitted on an empty buffer, so the connection is
+            // idle until it completes): same idle timeout and shutdown rules as a fresh read.
+            Some(read) => {
+                let deadline = Instant::now() + self.limits.idle_timeout;
+                let mut stop_for_shutdown = false;
+                let (outcome, rs) = read
+                    .finish(Some(deadline), |cx| {
+                        if shutdown_fut.as_mut().poll(cx).is_ready() {
+                            stop_for_shutdown = true;
+                            return Poll::Ready(());
+                        }
+                        Poll::Pending
+                    })
+                    .await;
+                match outcome {
+                    ReadOutcome::Data(_) => head_deadline = Some(Instant::now() + self.limits.header_timeout),
+                    ReadOutcome::Interrupted if !stop_for_shutdown => {}
+                    _ => {
+                        self.put_reader(rs);
+                        return HeadResult::Close;
+                    }
+                }
+                rs
+            }
+            None => {
+                let Some(rs) = self.take_reader() else { return HeadResult::Close };
+                head_deadline = (!rs.buf.is_empty()).then(|| Instant::now() + self.limits.header_timeout);
+                rs
+            }
+        };
         let result = loop {
             if !rs.buf.is_empty() {
                 match parse_request_head(&rs.buf, hl) {
@@ -258,19 +294,22 @@ impl<H: Handler> Conn<H> {
 
         // Run the handler while watching for a client disconnect (see `watch`). The watch is
         // only polled once the handler has returned `Pending`, so a handler that answers on its
-        // first poll costs nothing; otherwise it costs one read and one cancel.
+        // first poll costs nothing; otherwise it costs one read, reused as the next head read.
         let shared = self.shared.clone();
         let stop = Cell::new(false);
         let max_buf = self.limits.max_header_bytes.max(1);
         let mut watch = pin!(Some(watch::watch(&shared, &stop, max_buf, self.limits.read_buffer_size)));
+        // The watch's read when it was stopped in flight (never dropped: handed to the next head
+        // read or cancelled and awaited).
+        let mut handed: Option<InflightRead> = None;
         let raced = poll_fn(|cx| {
             if let Some(h) = handler.as_mut() {
                 if let Poll::Ready(r) = Pin::new(h).poll(cx) {
                     return Poll::Ready(Raced::Done(r));
                 }
             }
-            match poll_watch(&mut watch, &shared, cx) {
-                Poll::Ready(Some(WatchEnd::Gone(e))) => Poll::Ready(Raced::Gone(e)),
+            match poll_watch(&mut watch, &shared, &mut handed, cx) {
+                Poll::Ready(Some(e)) => Poll::Ready(Raced::Gone(e)),
                 _ => Poll::Pending,
             }
         })
@@ -300,11 +339,14 @@ impl<H: Handler> Conn<H> {
             }
         };
         drop(handler);
-        // Stop the watch now: its cancel is submitted together with the response's first write,
-        // and its completion is awaited after the response (before the read side is used).
+        // Stop the watch now. A read it submitted on an empty buffer stays in flight and is
+        // handed over (`handed`): on a reusable connection it becomes the next head read, so a
+        // keep-alive exchange costs no cancel and no fresh read. Otherwise its cancel is
+        // submitted together with the response's first write, and its completion is awaited
+        // after the response (before the read side is used).
         stop.set(true);
-        let peer_gone = poll_fn(|cx| Poll::Ready(matches!(poll_watch(&mut watch, &shared, cx), Poll::Ready(Some(WatchEnd::Gone(_))))))
-            .await;
+        let peer_gone =
+            poll_fn(|cx| Poll::Ready(matches!(poll_watch(&mut watch, &shared, &mut handed, cx), Poll::Ready(Some(_))))).await;
 
         // Decide what happens to the rest of the request body.
         let (body_done, body_clean, expect_unread, remaining) = {
@@ -331,7 +373,8 @@ impl<H: Handler> Conn<H> {
             if resp.status != 101 || !body_done || peer_gone {
                 resp.upgrade = None;
             } else {
-                finish_watch(&mut watch, &shared).await;
+                finish_watch(&mut watch, &shared, &mut handed).await;
+                self.cancel_handed(&mut handed).await;
                 return self.upgrade(resp, request_id, shutdown, started, method, path).await;
             }
         }
@@ -340,8 +383,14 @@ impl<H: Handler> Conn<H> {
         let out = self.write_response(resp, &request_id, version, keep_alive, method_is_head).await;
         // The read side is needed from here on (drain, linger, next head) and the watch must not
         // be dropped with its read in flight.
-        if finish_watch(&mut watch, &shared).await {
+        if finish_watch(&mut watch, &shared, &mut handed).await {
             keep_alive = false;
+        }
+        if keep_alive && body_done && matches!(out, Ok((_, true))) {
+            // The handed-over read (if any) is the next head read.
+            self.pending = handed.take();
+        } else {
+            self.cancel_handed(&mut handed).await;
         }
         let bytes_out = match out {
             Ok((n, reusable)) => {
@@ -365,6 +414,14 @@ impl<H: Handler> Conn<H> {
             Next::KeepAlive
         } else {
             Next::Close
+        }
+    }
+
+    /// Cancels the watch's handed-over read, if any, awaits it and puts the read side back.
+    async fn cancel_handed(&self, handed: &mut Option<InflightRead>) {
+        if let Some(read) = handed.take() {
+            let (_, rs) = read.cancel().await;
+            self.put_reader(rs);
         }
     }
 
@@ -614,35 +671,48 @@ enum Raced {
 }
 
 /// Polls the disconnect watch if it is still running. When it ends, it is cleared (never polled
-/// again) and the read side it took goes back into `shared`; `Ready(end)` reports the ending
-/// (`None`: it never took the read side). `Pending` while it runs or when it already ended.
-fn poll_watch<W>(watch: &mut Pin<&mut Option<W>>, shared: &ConnShared, cx: &mut Context<'_>) -> Poll<Option<WatchEnd>>
+/// again) and the read side it took goes back into `shared`, or, when its read was handed over
+/// in flight, into `handed`. `Ready(Some(err))` when it saw the peer go away (`None`: EOF),
+/// `Ready(None)` for any other ending; `Pending` while it runs or when it already ended.
+fn poll_watch<W>(
+    watch: &mut Pin<&mut Option<W>>,
+    shared: &ConnShared,
+    handed: &mut Option<InflightRead>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Option<std::io::Error>>>
 where
-    W: Future<Output = Option<(ReadSide, WatchEnd)>>,
+    W: Future<Output = Option<WatchEnd>>,
 {
     let Some(w) = watch.as_mut().as_pin_mut() else { return Poll::Pending };
     let Poll::Ready(end) = w.poll(cx) else { return Poll::Pending };
     watch.set(None);
-    Poll::Ready(end.map(|(rs, end)| {
-        *shared.reader.borrow_mut() = Some(rs);
-        end
-    }))
+    let (rs, gone) = match end {
+        None => return Poll::Ready(None),
+        Some(WatchEnd::InFlight(read)) => {
+            *handed = Some(read);
+            return Poll::Ready(None);
+        }
+        Some(WatchEnd::Stopped(rs) | WatchEnd::Full(rs)) => (rs, None),
+        Some(WatchEnd::Gone(rs, e)) => (rs, Some(e)),
+    };
+    *shared.reader.borrow_mut() = Some(rs);
+    Poll::Ready(gone)
 }
 
-/// Runs the (stopped) watch to completion and puts the read side back. True if it saw the peer
-/// go away.
-async fn finish_watch<W>(watch: &mut Pin<&mut Option<W>>, shared: &ConnShared) -> bool
+/// Runs the (stopped) watch to completion and puts the read side back (or its in-flight read
+/// into `handed`). True if it saw the peer go away.
+async fn finish_watch<W>(watch: &mut Pin<&mut Option<W>>, shared: &ConnShared, handed: &mut Option<InflightRead>) -> bool
 where
-    W: Future<Output = Option<(ReadSide, WatchEnd)>>,
+    W: Future<Output = Option<WatchEnd>>,
 {
     let mut gone = false;
     poll_fn(|cx| {
         if watch.is_none() {
             return Poll::Ready(());
         }
-        match poll_watch(watch, shared, cx) {
+        match poll_watch(watch, shared, handed, cx) {
             Poll::Ready(end) => {
-                gone = matches!(end, Some(WatchEnd::Gone(_)));
+                gone = end.is_some();
                 Poll::Ready(())
             }
             Poll::Pending => Poll::Pending,

@@ -353,3 +353,43 @@ fn keep_alive_fast_path_many_quick_requests() {
         assert_eq!(r.body, want);
     }
 }
+
+#[test]
+fn handed_over_watch_read_obeys_idle_timeout_and_serves_the_next_request() {
+    // A handler that pends once leaves the watch's read in flight; after the keep-alive
+    // response that read becomes the next head read. It must still deliver the next request,
+    // and an idle connection must still be closed by the idle timeout (read cancelled).
+    let (tx, _rx) = mpsc::channel();
+    let limits = Limits { idle_timeout: Duration::from_millis(300), ..Limits::default() };
+    let addr = start(move || App { tx }, limits);
+    let mut s = connect(addr);
+    let mut buf = Vec::new();
+    for _ in 0..3 {
+        s.write_all(b"GET /yield HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let r = read_response(&mut s, &mut buf, false).unwrap();
+        assert_eq!(r.body, b"yielded");
+        assert!(r.header("connection").is_none());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let t0 = Instant::now();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert!(closed(&mut s, &mut buf), "idle connection closed");
+    assert!(buf.is_empty(), "nothing written on idle close: {buf:?}");
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_millis(200) && took < Duration::from_secs(5), "closed after {took:?}");
+    assert_healthy(addr);
+}
+
+#[test]
+fn client_close_after_keep_alive_response_with_handed_over_read() {
+    // The handed-over read sees the EOF of a client that leaves after its answer.
+    let (addr, _rx) = server();
+    for _ in 0..20 {
+        let mut s = connect(addr);
+        let mut buf = Vec::new();
+        s.write_all(b"GET /yield HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!(read_response(&mut s, &mut buf, false).unwrap().body, b"yielded");
+        drop(s);
+    }
+    assert_healthy(addr);
+}

@@ -77,6 +77,20 @@ impl Handler for App {
     async fn handle(&self, req: Request, _body: Body) -> Response {
         match req.path() {
             "/hello" => Response::text(200, "hello"),
+            // Pends once, so the disconnect watch's read is in flight when it answers.
+            "/yield" => {
+                let mut once = false;
+                std::future::poll_fn(|cx| {
+                    if once {
+                        return Poll::Ready(());
+                    }
+                    once = true;
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                })
+                .await;
+                Response::text(200, "yielded")
+            }
             "/slow" => {
                 let _ = self.started.send(());
                 monoio::time::sleep(Duration::from_millis(500)).await;
@@ -122,12 +136,21 @@ fn idle_keep_alive_connections_close_on_shutdown() {
     let r = read_response(&mut used, &mut buf, false).unwrap();
     assert_eq!(r.body, b"hello");
     assert!(r.header("connection").is_none(), "keep-alive before shutdown");
+    // One whose handler pended, so its idle read is the watch's handed-over read.
+    let mut pended = connect(addr);
+    let mut pbuf = Vec::new();
+    pended.write_all(b"GET /yield HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let r = read_response(&mut pended, &mut pbuf, false).unwrap();
+    assert_eq!(r.body, b"yielded");
+    assert!(r.header("connection").is_none(), "keep-alive before shutdown");
     let mut fresh = connect(addr);
     std::thread::sleep(Duration::from_millis(100));
 
     switch.store(true, Ordering::SeqCst);
     assert_closed_promptly(&mut used, &mut buf);
     assert!(buf.is_empty(), "nothing written to an idle connection: {buf:?}");
+    assert_closed_promptly(&mut pended, &mut pbuf);
+    assert!(pbuf.is_empty(), "nothing written to an idle connection: {pbuf:?}");
     let mut buf = Vec::new();
     assert_closed_promptly(&mut fresh, &mut buf);
     assert!(buf.is_empty());
