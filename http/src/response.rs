@@ -316,37 +316,49 @@ fn json_escape_into(out: &mut String, s: &str) {
 
 /// The reason phrase sent with a status code.
 pub fn reason(status: u16) -> &'static str {
+    // The classic (RFC 2616) phrases, as Haskell's http-types — and therefore PostgREST — sends
+    // them: clients such as postgrest-js surface the phrase as `statusText` and test suites
+    // snapshot it, so e.g. 416 is "Requested Range Not Satisfiable", not RFC 9110's wording.
     match status {
         100 => "Continue",
         101 => "Switching Protocols",
         200 => "OK",
         201 => "Created",
         202 => "Accepted",
+        203 => "Non-Authoritative Information",
         204 => "No Content",
+        205 => "Reset Content",
         206 => "Partial Content",
+        300 => "Multiple Choices",
         301 => "Moved Permanently",
         302 => "Found",
         303 => "See Other",
         304 => "Not Modified",
+        305 => "Use Proxy",
         307 => "Temporary Redirect",
         308 => "Permanent Redirect",
         400 => "Bad Request",
         401 => "Unauthorized",
+        402 => "Payment Required",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         406 => "Not Acceptable",
+        407 => "Proxy Authentication Required",
         408 => "Request Timeout",
         409 => "Conflict",
         410 => "Gone",
         411 => "Length Required",
         412 => "Precondition Failed",
-        413 => "Content Too Large",
-        414 => "URI Too Long",
+        413 => "Request Entity Too Large",
+        414 => "Request-URI Too Long",
         415 => "Unsupported Media Type",
-        416 => "Range Not Satisfiable",
-        422 => "Unprocessable Content",
+        416 => "Requested Range Not Satisfiable",
+        417 => "Expectation Failed",
+        418 => "I'm a teapot",
+        422 => "Unprocessable Entity",
         426 => "Upgrade Required",
+        428 => "Precondition Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
@@ -355,6 +367,22 @@ pub fn reason(status: u16) -> &'static str {
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
         505 => "HTTP Version Not Supported",
+        511 => "Network Authentication Required",
         _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reason;
+
+    #[test]
+    fn classic_reason_phrases_as_postgrest_sends_them() {
+        assert_eq!(reason(300), "Multiple Choices");
+        assert_eq!(reason(402), "Payment Required");
+        assert_eq!(reason(413), "Request Entity Too Large");
+        assert_eq!(reason(416), "Requested Range Not Satisfiable");
+        assert_eq!(reason(422), "Unprocessable Entity");
+        assert_eq!(reason(299), "Unknown");
     }
 }

@@ -69,6 +69,22 @@ pub enum ApiError {
     /// `Prefer: handling=strict, max-affected=N` and the write touched more rows: 400 PGRST124.
     #[error("Query result exceeds max-affected preference constraint")]
     MaxAffected(u64),
+    /// A method other than GET, HEAD, POST or OPTIONS on `/rpc/<fn>`: 405 PGRST101.
+    #[error("Cannot use the {0} method on RPC")]
+    RpcMethod(String),
+    /// No overload of the function takes the given argument names: 404 PGRST202.
+    /// `args` are the names given, sorted; `json_fallback` = a POST with a JSON body, where a
+    /// single unnamed json/jsonb parameter was searched for too; `hint` is the fuzzy suggestion.
+    #[error("Could not find the function {qualified}({}) in the schema cache", .args.join(", "))]
+    FunctionNotFound { qualified: String, args: Vec<String>, json_fallback: bool, hint: Option<String> },
+    /// More than one overload matches the argument names: 300 PGRST203. Each candidate is
+    /// rendered `schema.fn(a => integer, b => text)`.
+    #[error("Could not choose the best candidate function between: {}", .0.join(", "))]
+    AmbiguousFunction(Vec<String>),
+    /// `Prefer: handling=strict, max-affected=N` on a function that does not return a set:
+    /// 400 PGRST128.
+    #[error("Function must return SETOF or TABLE when max-affected preference is used with handling=strict")]
+    MaxAffectedNotSet,
 }
 
 impl ApiError {
@@ -135,6 +151,32 @@ impl ApiError {
             ApiError::MaxAffected(rows) => {
                 body(400, "PGRST124", &message, Some(format!("The query affects {rows} rows")), None)
             }
+            ApiError::RpcMethod(_) => body(405, "PGRST101", &message, None, None),
+            ApiError::FunctionNotFound { qualified, args, json_fallback, hint } => {
+                let mut details = format!("Searched for the function {qualified}");
+                match args.len() {
+                    0 => details.push_str(" without parameters"),
+                    1 => details.push_str(" with parameter "),
+                    _ => details.push_str(" with parameters "),
+                }
+                details.push_str(&args.join(", "));
+                if json_fallback {
+                    details.push_str(" or with a single unnamed json/jsonb parameter");
+                }
+                details.push_str(", but no matches were found in the schema cache.");
+                body(404, "PGRST202", &message, Some(details), hint)
+            }
+            ApiError::AmbiguousFunction(_) => body(
+                300,
+                "PGRST203",
+                &message,
+                None,
+                Some(
+                    "Try renaming the parameters or the function itself in the database so function overloading can be resolved"
+                        .to_owned(),
+                ),
+            ),
+            ApiError::MaxAffectedNotSet => body(400, "PGRST128", &message, None, None),
             ApiError::Internal(what) => {
                 tracing::error!(what, "rest: unexpected result from PostgreSQL");
                 body(500, "PGRSTX00", "Internal server error", Some(message), None)

@@ -3,7 +3,8 @@
 //! This slice serves `GET` and `HEAD /rest/v1/<table-or-view>` in schema `public`: flat `select`,
 //! horizontal filters, `order`, `limit`, `offset`.
 //! Writes (`POST`, `PATCH`, `DELETE`) are [`write`]: one statement in a READ WRITE transaction
-//! built on the same request settings ([`request_batch`]). Everything else of PostgREST's surface answers
+//! built on the same request settings ([`request_batch`]). Function calls (`/rpc/<fn>`) are
+//! [`rpc`]: one statement, READ ONLY unless a POST calls a VOLATILE function. Everything else of PostgREST's surface answers
 //! with a clear PostgREST-shaped error (never a partial or wrong result) until it is built.
 //!
 //! Owns: the request flow — route → authenticate ([`auth`]) → parse the query string ([`query`])
@@ -22,6 +23,7 @@ mod auth;
 mod error;
 mod query;
 mod relation;
+mod rpc;
 mod sql;
 mod write;
 
@@ -53,6 +55,10 @@ pub async fn handle(state: &ShardState, req: &Request, body: Body) -> Response {
 async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response, ApiError> {
     // PostgREST authenticates before it looks at anything else of the request.
     let identity = auth::authenticate(&state.tokens, req)?;
+    if let Some(target) = rpc_of(req.path()) {
+        let (function, pgrst_path) = target?;
+        return rpc::serve(state, req, identity, body, &function, &pgrst_path).await;
+    }
     let method = req.method();
     let head = match method {
         "GET" => false,
@@ -110,12 +116,21 @@ fn relation_of(path: &str) -> Result<(String, String), ApiError> {
     let rest = path.strip_prefix(PREFIX).unwrap_or("");
     match rest {
         "" | "/" => return Err(ApiError::NotImplemented("the OpenAPI root endpoint is not implemented yet")),
-        _ if rest.starts_with("/rpc/") => {
-            return Err(ApiError::NotImplemented("RPC (/rpc/<function>) is not implemented yet"))
-        }
         _ => {}
     }
     let encoded = rest.strip_prefix('/').ok_or(ApiError::InvalidPath)?;
+    Ok((path_name(encoded)?, rest.to_owned()))
+}
+
+/// `/rest/v1/rpc/<fn>` → `Some((fn decoded, "/rpc/<fn>" as sent))`; `None` for any other path.
+fn rpc_of(path: &str) -> Option<Result<(String, String), ApiError>> {
+    let rest = path.strip_prefix(PREFIX)?;
+    let encoded = rest.strip_prefix("/rpc/")?;
+    Some(path_name(encoded).map(|name| (name, rest.to_owned())))
+}
+
+/// One percent-encoded path segment as a PostgreSQL name.
+fn path_name(encoded: &str) -> Result<String, ApiError> {
     if encoded.is_empty() || encoded.contains('/') {
         return Err(ApiError::InvalidPath);
     }
@@ -124,7 +139,7 @@ fn relation_of(path: &str) -> Result<(String, String), ApiError> {
     if name.is_empty() || name.contains('\0') || name.len() > query::MAX_IDENT_BYTES {
         return Err(ApiError::InvalidPath);
     }
-    Ok((name, rest.to_owned()))
+    Ok(name)
 }
 
 /// `Accept-Profile` must name an exposed schema; returns it for `Content-Profile`.
@@ -269,7 +284,11 @@ mod tests {
         assert!(matches!(relation_of("/rest/v1/a/b"), Err(ApiError::InvalidPath)));
         assert!(matches!(relation_of("/rest/v1/a%00"), Err(ApiError::InvalidPath)));
         assert!(matches!(relation_of("/rest/v1/"), Err(ApiError::NotImplemented(_))));
-        assert!(matches!(relation_of("/rest/v1/rpc/f"), Err(ApiError::NotImplemented(_))));
+        assert_eq!(rpc_of("/rest/v1/rpc/my%20fn").unwrap().unwrap(), ("my fn".into(), "/rpc/my%20fn".into()));
+        assert!(matches!(rpc_of("/rest/v1/rpc/a/b"), Some(Err(ApiError::InvalidPath))));
+        assert!(matches!(rpc_of("/rest/v1/rpc/"), Some(Err(ApiError::InvalidPath))));
+        assert!(rpc_of("/rest/v1/rpc").is_none(), "a relation named rpc");
+        assert!(rpc_of("/rest/v1/todos").is_none());
     }
 
     /// What `headers_json` built before it was hand-written: the reference for its output.

@@ -117,6 +117,33 @@ pub fn push_where(out: &mut String, qualifier: &str, filters: &[Filter], bind: &
     }
 }
 
+/// Appends ` ORDER BY …`, ` LIMIT $n` and ` OFFSET $n` of `query` (each only when given) to
+/// `out`, every column qualified by `qualifier`; limit and offset go through `bind`.
+pub fn push_order_limit(out: &mut String, qualifier: &str, query: &ReadQuery, bind: &mut dyn FnMut(String) -> String) {
+    for (i, OrderTerm { column: name, direction, nulls }) in query.order.iter().enumerate() {
+        out.push_str(if i == 0 { " ORDER BY " } else { ", " });
+        let _ = write!(out, "{qualifier}.");
+        push_ident(out, name);
+        match direction {
+            Some(Direction::Asc) => out.push_str(" ASC"),
+            Some(Direction::Desc) => out.push_str(" DESC"),
+            None => {}
+        }
+        match nulls {
+            Some(Nulls::First) => out.push_str(" NULLS FIRST"),
+            Some(Nulls::Last) => out.push_str(" NULLS LAST"),
+            None => {}
+        }
+    }
+    // Integers, but still bound: the SQL text stays the same for every page size.
+    if let Some(limit) = query.limit {
+        let _ = write!(out, " LIMIT {}", bind(limit.to_string()));
+    }
+    if let Some(offset) = query.offset {
+        let _ = write!(out, " OFFSET {}", bind(offset.to_string()));
+    }
+}
+
 /// Builds the statement for reading `schema.relation` with `query`; `head` skips the JSON body.
 pub fn read_statement(schema: &str, relation: &str, query: &ReadQuery, head: bool) -> Statement {
     let mut params: Vec<String> = Vec::new();
@@ -125,34 +152,13 @@ pub fn read_statement(schema: &str, relation: &str, query: &ReadQuery, head: boo
         format!("${}", params.len())
     };
     let qualified = format!("{}.{}", quote_ident(schema), quote_ident(relation));
-    let column = |name: &str| format!("{qualified}.{}", quote_ident(name));
 
     let mut inner = String::from("SELECT ");
     push_select_list(&mut inner, &qualified, &query.select);
     let _ = write!(inner, " FROM {qualified}");
     push_where(&mut inner, &qualified, &query.filters, &mut bind);
 
-    for (i, OrderTerm { column: name, direction, nulls }) in query.order.iter().enumerate() {
-        inner.push_str(if i == 0 { " ORDER BY " } else { ", " });
-        inner.push_str(&column(name));
-        match direction {
-            Some(Direction::Asc) => inner.push_str(" ASC"),
-            Some(Direction::Desc) => inner.push_str(" DESC"),
-            None => {}
-        }
-        match nulls {
-            Some(Nulls::First) => inner.push_str(" NULLS FIRST"),
-            Some(Nulls::Last) => inner.push_str(" NULLS LAST"),
-            None => {}
-        }
-    }
-    // Integers, but still bound: the SQL text stays the same for every page size.
-    if let Some(limit) = query.limit {
-        let _ = write!(inner, " LIMIT {}", bind(limit.to_string()));
-    }
-    if let Some(offset) = query.offset {
-        let _ = write!(inner, " OFFSET {}", bind(offset.to_string()));
-    }
+    push_order_limit(&mut inner, &qualified, query, &mut bind);
 
     let body = if head { "NULL" } else { "coalesce(pg_catalog.json_agg(_postgrest_t), '[]')" };
     let sql = format!("SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body FROM ({inner}) _postgrest_t");

@@ -51,9 +51,9 @@ pub const MAX_BULK_ROWS: usize = 10_000;
 pub const MAX_COLUMNS: usize = 1_600;
 /// `db-tx-end = commit-allow-override` (the postgrest-js fixture's setting): commit by default,
 /// `Prefer: tx=rollback` may override. There is no configuration key for it yet.
-const TX_OVERRIDE_ALLOWED: bool = true;
+pub(super) const TX_OVERRIDE_ALLOWED: bool = true;
 /// PostgREST's message for a body that is not usable JSON.
-const INVALID_JSON: &str = "Empty or invalid json";
+pub(super) const INVALID_JSON: &str = "Empty or invalid json";
 
 /// What kind of write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,7 +145,7 @@ impl Prefer {
         }
     }
 
-    fn is_strict(&self) -> bool {
+    pub(super) fn is_strict(&self) -> bool {
         self.strict == Some(true)
     }
 }
@@ -469,7 +469,7 @@ fn max_affected_exceeded(error: &PgError) -> Option<u64> {
 }
 
 /// `Content-Profile` must name an exposed schema; returns it for the response.
-fn content_profile(req: &Request) -> Result<Option<&'static str>, ApiError> {
+pub(super) fn content_profile(req: &Request) -> Result<Option<&'static str>, ApiError> {
     match req.header("content-profile") {
         None => Ok(None),
         Some(value) if value == SCHEMA.as_bytes() => Ok(Some(SCHEMA)),
@@ -478,7 +478,7 @@ fn content_profile(req: &Request) -> Result<Option<&'static str>, ApiError> {
 }
 
 /// The request body must be JSON (PostgREST's default when no `Content-Type` is sent).
-fn check_content_type(req: &Request) -> Result<(), ApiError> {
+pub(super) fn check_content_type(req: &Request) -> Result<(), ApiError> {
     let Some(value) = req.header("content-type") else { return Ok(()) };
     let value = String::from_utf8_lossy(value);
     let media = value.split(';').next().unwrap_or("").trim();

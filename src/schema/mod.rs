@@ -178,7 +178,6 @@ impl SchemaCache {
         self.schemas.get(schema)?.relations.get(name)
     }
 
-    #[allow(dead_code)] // read by the Data API as it grows (writes, RPC, embedding)
     /// The overloads of function `schema.name` (empty when unknown).
     pub fn functions(&self, schema: &str, name: &str) -> &[Function] {
         self.schemas.get(schema).and_then(|s| s.functions.get(name)).map_or(&[], Vec::as_slice)

@@ -165,6 +165,28 @@ impl TestServer {
         }
     }
 
+    /// Waits (at most 30 s) until a new function is in MadBase's schema cache on every shard: ten
+    /// consecutive answers other than PGRST202 on fresh connections to `GET /rest/v1/rpc/<call>`,
+    /// where `call` is the name and the query-string arguments that select the overload
+    /// (`add?a=1&b=2`). GET runs the function in a READ ONLY transaction, so a function that
+    /// writes fails (25006) instead of writing; that answer counts as present too.
+    pub fn wait_for_function(&self, call: &str) {
+        let key = format!("Bearer {}", token(serde_json::json!({"role": "service_role"})));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let path = format!("/rest/v1/rpc/{call}");
+        let mut streak = 0;
+        while streak < 10 {
+            let r = self.request("GET", &path, &[("authorization", &key)], b"");
+            if r.status == 404 && r.text().contains("PGRST202") {
+                streak = 0;
+                assert!(Instant::now() < deadline, "{call} still missing after 30 s: {}\n{}", r.text(), self.log());
+                std::thread::sleep(Duration::from_millis(20));
+            } else {
+                streak += 1;
+            }
+        }
+    }
+
     /// Runs SQL as the superuser (multi-statement allowed).
     pub fn sql(&self, sql: &str) -> Vec<SimpleResult> {
         run_sql(&self.cluster.connection_url(), sql).unwrap_or_else(|e| panic!("SQL failed: {e}\n{sql}"))

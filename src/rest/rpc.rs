@@ -1,0 +1,628 @@
+//! Function calls on `/rest/v1/rpc/<function>` (schema `public`), as PostgREST answers them
+//! (reference/rest.md §7).
+//!
+//! Owns: the split of the query string into arguments and read parameters, overload resolution
+//! against the request's schema cache snapshot (PGRST202/PGRST203), the one call statement, the
+//! access mode of its transaction and the result rendering.
+//!
+//! Shape of a call (POST with `{"a":1,"b":"x"}` to `f(a integer, b text) returns setof todos`,
+//! `?select=id&id=gt.1&order=id&limit=5`):
+//!
+//! ```sql
+//! WITH pgrst_source AS (
+//!   SELECT pgrst_call.* FROM pg_catalog.json_to_record($1::json) AS pgrst_body("a" integer, "b" text),
+//!        LATERAL "public"."f"("a" := pgrst_body."a", "b" := pgrst_body."b") pgrst_call)
+//! SELECT pg_catalog.count(_postgrest_t) AS page_total, coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body
+//! FROM (SELECT "f"."id" FROM pgrst_source AS "f" WHERE "f"."id" > $2 ORDER BY "f"."id" LIMIT $3) _postgrest_t
+//! ```
+//!
+//! A scalar function selects `pgrst_call AS pgrst_scalar` and renders that column; a single
+//! unnamed `json`/`jsonb` parameter receives the whole body (`"public"."f"($1::json)`); no
+//! arguments → `"public"."f"()`.
+//!
+//! Invariants:
+//! - **nothing from the request is interpolated.** Argument values never reach SQL text: the POST
+//!   body (bytes as received) or a JSON object built from the query-string arguments is ONE bound
+//!   parameter, and PostgreSQL's `json_to_record` converts each value with the argument's input
+//!   function (so `'[1,2,3]'` becomes a `vector`, `{1,2}` an `integer[]`). Argument names, the
+//!   function name, `select`/filter/order columns are quoted identifiers; the only unquoted words
+//!   are argument type names, and those come from the schema cache (`format_type` output), never
+//!   from the request. Only arguments of the resolved overload are named in the call.
+//! - **one call = one statement = one round trip**, after the request settings
+//!   ([`super::request_batch`]), in a READ ONLY transaction for GET/HEAD and for POST to a
+//!   STABLE/IMMUTABLE function, READ WRITE only for POST to a VOLATILE one (so a GET on a
+//!   VOLATILE function that writes fails with 25006 → 405, as in PostgREST). `Prefer: tx=rollback`
+//!   ends it with a rollback.
+//! - **resolution uses only the request's snapshot**: an unknown function or argument set never
+//!   reaches PostgreSQL.
+//! - **bounded**: the body by `http_max_body_bytes`, at most [`MAX_ARGS`] argument names and
+//!   [`MAX_ARG_VALUES`] query-string argument values; no `unwrap`/`expect` on request input.
+//!
+//! Not here yet: `Prefer: count`, `max-affected` on set-returning functions, raw text/xml/bytea
+//! bodies for single unnamed parameters, bulk calls with a JSON array body, `Accept:
+//! vnd.pgrst.object+json`, `RAISE SQLSTATE 'PGRST'` JSON errors.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+use madbase_http::{Body, Request, Response};
+use madbase_pg::{Statement, TxEnd};
+use serde_json::{Map, Value};
+
+use super::auth::Identity;
+use super::error::ApiError;
+use super::query::{self, QueryError, ReadQuery};
+use super::sql::{push_order_limit, push_select_list, push_where, quote_ident};
+use super::write::{self, Prefer};
+use super::SCHEMA;
+use crate::app::ShardState;
+use crate::schema::{fuzzy, ArgMode, Function, FunctionArg, SchemaCache, Volatility};
+
+/// At most this many argument names in one call (PostgreSQL's `FUNC_MAX_ARGS`).
+pub const MAX_ARGS: usize = 100;
+/// At most this many `key=value` arguments in a query string (repeated keys feed variadics).
+pub const MAX_ARG_VALUES: usize = 1_000;
+
+/// The arguments of a call, as the request carried them.
+#[derive(Debug)]
+enum Input {
+    /// A POST body: the bytes as received; `keys` when it is a JSON object.
+    Body { raw: Bytes, keys: Option<BTreeSet<String>> },
+    /// GET/HEAD/OPTIONS: the query-string arguments, name → values in arrival order.
+    Query(BTreeMap<String, Vec<String>>),
+}
+
+impl Input {
+    fn from_body(raw: Bytes) -> Result<Input, ApiError> {
+        // PostgREST treats an empty body as no arguments.
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Input::Body { raw: Bytes::from_static(b"{}"), keys: Some(BTreeSet::new()) });
+        }
+        let value: Value =
+            serde_json::from_slice(&raw).map_err(|_| ApiError::InvalidBody(write::INVALID_JSON.to_owned()))?;
+        let keys = match value {
+            Value::Object(map) => {
+                if map.len() > MAX_ARGS {
+                    return Err(ApiError::InvalidBody(format!("At most {MAX_ARGS} function arguments can be given")));
+                }
+                Some(map.into_iter().map(|(k, _)| k).collect())
+            }
+            _ => None,
+        };
+        Ok(Input::Body { raw, keys })
+    }
+
+    /// The argument names given (`None`: a body that is not a JSON object).
+    fn keys(&self) -> Option<BTreeSet<String>> {
+        match self {
+            Input::Body { keys, .. } => keys.clone(),
+            Input::Query(args) => Some(args.keys().cloned().collect()),
+        }
+    }
+
+    fn is_json_body(&self) -> bool {
+        matches!(self, Input::Body { .. })
+    }
+}
+
+/// How the resolved overload is called.
+#[derive(Debug, PartialEq)]
+enum Call<'a> {
+    /// `f()`: no arguments given (every input has a default, or there are none).
+    NoArgs,
+    /// `f($1::json)`: the whole body goes to the single unnamed json/jsonb parameter.
+    Single { type_name: &'a str },
+    /// `f("a" := …, …)`: the given arguments, in declaration order.
+    Named(Vec<&'a FunctionArg>),
+}
+
+/// Input parameters (PostgREST's routine params): `IN`, `INOUT` and `VARIADIC` arguments.
+fn inputs(function: &Function) -> impl Iterator<Item = &FunctionArg> {
+    function.args.iter().filter(|a| matches!(a.mode, ArgMode::In | ArgMode::InOut | ArgMode::Variadic))
+}
+
+/// PostgREST's rule: the given names minus the optional parameters are exactly the required
+/// ones. An unnamed parameter can never be passed by name.
+fn matches(function: &Function, keys: &BTreeSet<String>) -> bool {
+    let params: Vec<&FunctionArg> = inputs(function).collect();
+    if params.is_empty() {
+        return keys.is_empty();
+    }
+    if keys.iter().any(String::is_empty) {
+        return false;
+    }
+    let required: BTreeSet<&str> = params.iter().filter(|a| !a.has_default).map(|a| a.name.as_str()).collect();
+    let optional: BTreeSet<&str> = params.iter().filter(|a| a.has_default).map(|a| a.name.as_str()).collect();
+    let given: BTreeSet<&str> = keys.iter().map(String::as_str).filter(|k| !optional.contains(k)).collect();
+    given == required
+}
+
+/// The type of the single unnamed json/jsonb parameter, if that is the whole signature.
+fn single_json_param(function: &Function) -> Option<&str> {
+    let mut params = inputs(function);
+    let only = params.next()?;
+    let unnamed_json = only.name.is_empty() && matches!(only.type_name.as_str(), "json" | "jsonb");
+    (params.next().is_none() && unnamed_json).then_some(only.type_name.as_str())
+}
+
+/// `(a, b)`: parameter names sorted, as PostgREST lists them in hints.
+fn name_list<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let mut names: Vec<&str> = names.collect();
+    names.sort_unstable();
+    format!("({})", names.join(", "))
+}
+
+/// `public.f(a => integer, b => text)` for PGRST203.
+fn describe(function: &Function) -> String {
+    let params: Vec<String> = inputs(function).map(|a| format!("{} => {}", a.name, a.type_name)).collect();
+    format!("{}.{}({})", function.schema, function.name, params.join(", "))
+}
+
+/// Picks the overload of `schema.name` for `input` (PostgREST's `findProc`): overloads whose
+/// parameters match the given names win; otherwise, for a JSON body, one with a single unnamed
+/// json/jsonb parameter. None → PGRST202; several → PGRST203.
+fn resolve<'a>(cache: &'a SchemaCache, name: &str, input: &Input) -> Result<(&'a Function, Call<'a>), ApiError> {
+    let overloads = cache.functions(SCHEMA, name);
+    let keys = input.keys();
+    let json_body = input.is_json_body();
+    let mut named: Vec<&Function> = Vec::new();
+    let mut single: Vec<&Function> = Vec::new();
+    for function in overloads {
+        if keys.as_ref().is_some_and(|k| matches(function, k)) {
+            named.push(function);
+        } else if json_body && single_json_param(function).is_some() {
+            single.push(function);
+        }
+    }
+    let chosen = match (named.as_slice(), single.as_slice()) {
+        ([function], _) => *function,
+        ([], [function]) => {
+            let type_name = single_json_param(function).ok_or(ApiError::Internal("single parameter vanished"))?;
+            return Ok((function, Call::Single { type_name }));
+        }
+        ([], []) => {
+            let args: Vec<String> = keys.unwrap_or_default().into_iter().collect();
+            let hint = if overloads.is_empty() {
+                let names = cache.schemas.get(SCHEMA).into_iter().flat_map(|s| s.functions.keys().map(String::as_str));
+                fuzzy::closest(name, names).map(|n| format!("Perhaps you meant to call the function {SCHEMA}.{n}"))
+            } else {
+                let lists: Vec<String> = overloads.iter().map(|f| name_list(inputs(f).map(|a| a.name.as_str()))).collect();
+                let wanted = name_list(args.iter().map(String::as_str));
+                fuzzy::closest(&wanted, lists.iter().map(String::as_str))
+                    .map(|l| format!("Perhaps you meant to call the function {SCHEMA}.{name}{l}"))
+            };
+            return Err(ApiError::FunctionNotFound {
+                qualified: format!("{SCHEMA}.{name}"),
+                args,
+                json_fallback: json_body,
+                hint,
+            });
+        }
+        ([], several) | (several, _) => {
+            return Err(ApiError::AmbiguousFunction(several.iter().map(|f| describe(f)).collect()))
+        }
+    };
+    let keys = keys.unwrap_or_default();
+    let given: Vec<&FunctionArg> = inputs(chosen).filter(|a| keys.contains(&a.name)).collect();
+    Ok((chosen, if given.is_empty() { Call::NoArgs } else { Call::Named(given) }))
+}
+
+/// PostgREST's split of a query string: `(arguments, the rest re-joined for the read grammar)`.
+/// An argument is a `key=value` whose key is not reserved and has no `.`, and whose value does
+/// not start with a filter operator; everything else is `select`/`order`/`limit`/a filter.
+fn split_query(query: &str) -> Result<(Vec<(String, String)>, String), QueryError> {
+    let mut args = Vec::new();
+    let mut rest = String::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let argument = match pair.split_once('=') {
+            Some((raw_key, raw_value)) => {
+                let key = query::percent_decode(raw_key, true)?;
+                let value = query::percent_decode(raw_value, true)?;
+                is_argument(&key, &value).then_some((key, value))
+            }
+            None => None,
+        };
+        match argument {
+            Some(argument) => {
+                if args.len() == MAX_ARG_VALUES {
+                    return Err(QueryError::TooMany { what: "function arguments", max: MAX_ARG_VALUES });
+                }
+                args.push(argument);
+            }
+            None => {
+                if !rest.is_empty() {
+                    rest.push('&');
+                }
+                rest.push_str(pair);
+            }
+        }
+    }
+    Ok((args, rest))
+}
+
+fn is_argument(key: &str, value: &str) -> bool {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    let reserved = matches!(key, "select" | "columns" | "on_conflict")
+        || matches!(last, "order" | "limit" | "offset" | "and" | "or");
+    !reserved && !key.contains('.') && !has_operator(value)
+}
+
+/// PostgREST's `hasOperator || hasFtsOperator` test on a query-string value.
+fn has_operator(value: &str) -> bool {
+    const OPERATORS: &[&str] = &[
+        "eq", "gte", "gt", "lte", "lt", "neq", "like", "ilike", "cs", "cd", "ov", "sl", "sr", "nxr", "nxl", "adj",
+        "match", "imatch", "fts", "plfts", "phfts", "wfts",
+    ];
+    const FTS: &[&str] = &["fts", "plfts", "phfts", "wfts"];
+    let mut parts = value.split('.');
+    let first = parts.next().unwrap_or("");
+    let dotted = match first {
+        "not" => parts.next().is_some(),
+        "is" | "in" => true,
+        op => OPERATORS.contains(&op),
+    };
+    let fts = value.split_once('(').is_some_and(|(op, _)| FTS.contains(&op));
+    dotted || fts
+}
+
+/// The query-string arguments grouped by name, bounded.
+fn group_args(args: Vec<(String, String)>) -> Result<BTreeMap<String, Vec<String>>, ApiError> {
+    let mut grouped: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (key, value) in args {
+        if !grouped.contains_key(&key) && grouped.len() == MAX_ARGS {
+            return Err(QueryError::TooMany { what: "function arguments", max: MAX_ARGS }.into());
+        }
+        grouped.entry(key).or_default().push(value);
+    }
+    Ok(grouped)
+}
+
+/// The JSON object `json_to_record` reads for a GET call: each value as a JSON string (PostgreSQL
+/// parses it with the argument's type); a variadic argument gets every repeated value as an
+/// array, any other repeated key its last value (PostgREST's map semantics).
+fn query_payload(function: &Function, args: &BTreeMap<String, Vec<String>>) -> Bytes {
+    let mut object = Map::new();
+    for arg in inputs(function) {
+        let Some(values) = args.get(&arg.name) else { continue };
+        let value = if arg.mode == ArgMode::Variadic {
+            Value::Array(values.iter().cloned().map(Value::String).collect())
+        } else {
+            values.last().cloned().map_or(Value::Null, Value::String)
+        };
+        object.insert(arg.name.clone(), value);
+    }
+    Bytes::from(Value::Object(object).to_string())
+}
+
+/// Whether rows of the result are composite (rendered as objects) rather than scalars.
+fn returns_composite(function: &Function) -> bool {
+    function.return_relation.is_some() || function.return_type == "record"
+}
+
+fn returns_void(function: &Function) -> bool {
+    !function.returns_set && function.return_type == "void"
+}
+
+/// Builds the one statement of a call (see the module doc); `payload` is bound as `$1` when the
+/// call takes arguments. Result columns: `page_total`, `body` (NULL for HEAD and `void`).
+fn call_statement(function: &Function, call: &Call<'_>, payload: Option<Bytes>, read: &ReadQuery, head: bool) -> Statement {
+    let mut params: Vec<Bytes> = Vec::new();
+    let callee = format!("{}.{}", quote_ident(&function.schema), quote_ident(&function.name));
+    let composite = returns_composite(function);
+
+    let mut source = String::from(if composite { "SELECT pgrst_call.* FROM " } else { "SELECT pgrst_call AS pgrst_scalar FROM " });
+    match call {
+        Call::NoArgs => {
+            let _ = write!(source, "{callee}() pgrst_call");
+        }
+        Call::Single { type_name } => {
+            params.push(payload.unwrap_or_else(|| Bytes::from_static(b"{}")));
+            let _ = write!(source, "{callee}($1::{type_name}) pgrst_call");
+        }
+        Call::Named(args) => {
+            params.push(payload.unwrap_or_else(|| Bytes::from_static(b"{}")));
+            source.push_str("pg_catalog.json_to_record($1::json) AS pgrst_body(");
+            for (i, arg) in args.iter().enumerate() {
+                if i > 0 {
+                    source.push_str(", ");
+                }
+                let _ = write!(source, "{} {}", quote_ident(&arg.name), arg.type_name);
+            }
+            let _ = write!(source, "), LATERAL {callee}(");
+            for (i, arg) in args.iter().enumerate() {
+                if i > 0 {
+                    source.push_str(", ");
+                }
+                if arg.mode == ArgMode::Variadic {
+                    source.push_str("VARIADIC ");
+                }
+                let name = quote_ident(&arg.name);
+                let _ = write!(source, "{name} := pgrst_body.{name}");
+            }
+            source.push_str(") pgrst_call");
+        }
+    }
+
+    let mut text_params: Vec<String> = Vec::new();
+    let first_free = params.len();
+    let mut bind = |value: String| {
+        text_params.push(value);
+        format!("${}", first_free + text_params.len())
+    };
+    let alias = quote_ident(&function.name);
+    let mut inner = String::from("SELECT ");
+    if composite {
+        push_select_list(&mut inner, &alias, &read.select);
+    } else {
+        let _ = write!(inner, "{alias}.pgrst_scalar");
+    }
+    let _ = write!(inner, " FROM pgrst_source AS {alias}");
+    push_where(&mut inner, &alias, &read.filters, &mut bind);
+    push_order_limit(&mut inner, &alias, read, &mut bind);
+
+    let body = match (head || returns_void(function), composite, function.returns_set) {
+        (true, _, _) => "NULL",
+        (false, false, false) => "coalesce((pg_catalog.json_agg(_postgrest_t.pgrst_scalar)->0)::text, 'null')",
+        (false, false, true) => "coalesce(pg_catalog.json_agg(_postgrest_t.pgrst_scalar), '[]')",
+        (false, true, false) => "coalesce((pg_catalog.json_agg(_postgrest_t)->0)::text, 'null')",
+        (false, true, true) => "coalesce(pg_catalog.json_agg(_postgrest_t), '[]')",
+    };
+    let sql = format!(
+        "WITH pgrst_source AS ({source}) SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body \
+         FROM ({inner}) _postgrest_t"
+    );
+    let statement = params.into_iter().fold(Statement::new(sql), |s, p| s.bind(p));
+    text_params.into_iter().fold(statement, |s, p| s.bind(p))
+}
+
+/// Serves `GET`, `HEAD`, `POST` and `OPTIONS` on `/rest/v1/rpc/<name>`; other methods → PGRST101.
+pub async fn serve(
+    state: &ShardState,
+    req: &Request,
+    identity: Identity,
+    body: Body,
+    name: &str,
+    pgrst_path: &str,
+) -> Result<Response, ApiError> {
+    let method = req.method();
+    let post = match method {
+        "POST" => true,
+        "GET" | "HEAD" | "OPTIONS" => false,
+        other => return Err(ApiError::RpcMethod(other.to_owned())),
+    };
+    let head = method == "HEAD";
+    let profile = if post { write::content_profile(req)? } else { super::accept_profile(req)? };
+    if method != "OPTIONS" {
+        super::check_accept(req)?;
+        if req.header("range").is_some() {
+            return Err(ApiError::NotImplemented("the Range request header is not supported yet; use limit and offset"));
+        }
+    }
+    let prefer = Prefer::parse(req);
+    if prefer.is_strict() && !prefer.invalid.is_empty() {
+        return Err(ApiError::InvalidPreferences(prefer.invalid));
+    }
+    if prefer.timezone.is_some() {
+        return Err(ApiError::NotImplemented("Prefer: timezone is not supported yet"));
+    }
+    let (query_args, rest) = split_query(req.query().unwrap_or(""))?;
+    let read = query::parse_read_query(&rest)?;
+
+    let input = if post {
+        write::check_content_type(req)?;
+        let raw = body.collect(state.shared.config.http_max_body_bytes).await.map_err(ApiError::Body)?;
+        Input::from_body(raw)?
+    } else {
+        // POST ignores query-string arguments (PostgREST reads them only for GET and HEAD).
+        Input::Query(group_args(query_args)?)
+    };
+    // The snapshot this request uses to its end; an unknown function never reaches PostgreSQL.
+    let schema = state.schema();
+    let (function, call) = resolve(&schema, name, &input)?;
+
+    if method == "OPTIONS" {
+        let allow = if function.volatility == Volatility::Volatile { "OPTIONS,POST" } else { "OPTIONS,GET,HEAD,POST" };
+        return Ok(Response::new(200).header("allow", allow));
+    }
+    let max_affected = if prefer.is_strict() { prefer.max_affected } else { None };
+    if max_affected.is_some() {
+        if !function.returns_set {
+            return Err(ApiError::MaxAffectedNotSet);
+        }
+        return Err(ApiError::NotImplemented("Prefer: max-affected on function calls is not supported yet"));
+    }
+    if let (Input::Body { keys: None, .. }, Call::Named(_) | Call::NoArgs) = (&input, &call) {
+        // Only a single json/jsonb parameter takes a body that is not an object (not reachable:
+        // resolution never matches names without an object); bulk calls are not built.
+        return Err(ApiError::NotImplemented("calling a function with a JSON array or scalar body is not supported"));
+    }
+
+    let payload = match (&input, &call) {
+        (_, Call::NoArgs) => None,
+        (Input::Body { raw, .. }, _) => Some(raw.clone()),
+        (Input::Query(args), _) => Some(query_payload(function, args)),
+    };
+    let statement = call_statement(function, &call, payload, &read, head);
+    let read_only = !(post && function.volatility == Volatility::Volatile);
+    let tx_rollback = write::TX_OVERRIDE_ALLOWED && prefer.tx_rollback == Some(true);
+    let batch = super::request_batch(req, &identity, pgrst_path)
+        .statement(statement)
+        .read_only(read_only)
+        .end(if tx_rollback { TxEnd::Rollback } else { TxEnd::Commit });
+    let results = state.pool.execute(batch).await.map_err(|e| ApiError::from_pg(e, identity.authenticated))?;
+
+    let row = results.first().and_then(|r| r.rows.first()).ok_or(ApiError::Internal("no result row"))?;
+    let page_total: u64 =
+        row.get_str(0).and_then(|n| n.parse().ok()).ok_or(ApiError::Internal("page_total is not a number"))?;
+    let offset = read.offset.map_or(0, |o| o.unsigned_abs());
+    let mut response = if returns_void(function) {
+        Response::new(204)
+    } else {
+        let body = if head { Bytes::new() } else { row.get(1).cloned().ok_or(ApiError::Internal("body is NULL"))? };
+        Response::with_body(200, body).header("content-type", "application/json; charset=utf-8")
+    };
+    response.set_header("content-range", super::content_range(offset, page_total));
+
+    // Preference-Applied, in PostgREST's order (count is not honoured yet).
+    let mut applied: Vec<&str> = Vec::new();
+    if write::TX_OVERRIDE_ALLOWED {
+        match prefer.tx_rollback {
+            Some(true) => applied.push("tx=rollback"),
+            Some(false) => applied.push("tx=commit"),
+            None => {}
+        }
+    }
+    match prefer.strict {
+        Some(true) => applied.push("handling=strict"),
+        Some(false) => applied.push("handling=lenient"),
+        None => {}
+    }
+    if !applied.is_empty() {
+        response.set_header("preference-applied", applied.join(", "));
+    }
+    if let Some(schema) = profile {
+        response.set_header("content-profile", schema);
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rest::query::parse_read_query;
+    use crate::schema::introspect;
+
+    /// Functions as the introspection query reports them:
+    /// [schema, name, [[arg, type, mode]…], n_defaults, return type, ret schema, ret table, set, volatility, variadic].
+    fn cache() -> SchemaCache {
+        introspect::parse(
+            r#"{"schemas":["public"],"relations":[[1,"public","todos","r",28]],"functions":[
+              ["public","add",[["a","integer","i"],["b","integer","i"]],0,"integer",null,null,false,"i",false],
+              ["public","add",[["a","integer","i"],["b","integer","i"],["c","integer","i"]],1,"integer",null,null,false,"i",false],
+              ["public","amb",[["a","integer","i"]],0,"integer",null,null,false,"i",false],
+              ["public","amb",[["a","text","i"]],0,"text",null,null,false,"i",false],
+              ["public","todos_after",[["after","integer","i"]],0,"todos","public","todos",true,"s",false],
+              ["public","echo",[["","jsonb","i"]],0,"jsonb",null,null,false,"i",false],
+              ["public","total",[["v","integer[]","v"]],0,"integer",null,null,false,"i",true],
+              ["public","nothing",[],0,"void",null,null,false,"v",false]
+            ]}"#,
+        )
+        .unwrap()
+    }
+
+    fn body(json: &str) -> Input {
+        Input::from_body(Bytes::copy_from_slice(json.as_bytes())).unwrap()
+    }
+
+    fn response_text(error: ApiError) -> (u16, String) {
+        let response = error.into_response();
+        let madbase_http::ResponseBody::Full(bytes) = response.body() else { panic!("not a full body") };
+        (response.status(), String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    #[test]
+    fn resolution_by_argument_names() {
+        let cache = cache();
+        // add(a, b) and add(a, b, c default): both take {a, b}, as in PostgREST (and PostgreSQL).
+        let ambiguous = resolve(&cache, "add", &body(r#"{"a":1,"b":2}"#)).unwrap_err();
+        assert!(matches!(ambiguous, ApiError::AmbiguousFunction(ref c) if c.len() == 2));
+        assert!(matches!(resolve(&cache, "amb", &body("{}")), Err(ApiError::FunctionNotFound { .. })));
+        let (f, call) = resolve(&cache, "todos_after", &body(r#"{"after":1}"#)).unwrap();
+        assert_eq!(f.name, "todos_after");
+        assert!(matches!(call, Call::Named(ref a) if a.len() == 1));
+        let (f, _) = resolve(&cache, "add", &body(r#"{"a":1,"b":2,"c":3}"#)).unwrap();
+        assert_eq!(f.args.len(), 3);
+        let (f, call) = resolve(&cache, "echo", &body(r#"{"anything":[1]}"#)).unwrap();
+        assert_eq!((f.name.as_str(), call), ("echo", Call::Single { type_name: "jsonb" }));
+        let (_, call) = resolve(&cache, "nothing", &body("")).unwrap();
+        assert_eq!(call, Call::NoArgs);
+        // GET never falls back to the json parameter.
+        let get = Input::Query(BTreeMap::from([("x".to_owned(), vec!["1".to_owned()])]));
+        assert!(matches!(resolve(&cache, "echo", &get), Err(ApiError::FunctionNotFound { json_fallback: false, .. })));
+    }
+
+    #[test]
+    fn not_found_and_ambiguous_bodies() {
+        let cache = cache();
+        let (status, text) = response_text(resolve(&cache, "add", &body(r#"{"b":1,"a":2,"x":3}"#)).unwrap_err());
+        assert_eq!(status, 404);
+        assert_eq!(
+            text,
+            r#"{"code":"PGRST202","details":"Searched for the function public.add with parameters a, b, x or with a single unnamed json/jsonb parameter, but no matches were found in the schema cache.","hint":"Perhaps you meant to call the function public.add(a, b, c)","message":"Could not find the function public.add(a, b, x) in the schema cache"}"#
+        );
+        let (_, text) = response_text(resolve(&cache, "adds", &body("{}")).unwrap_err());
+        assert_eq!(
+            text,
+            r#"{"code":"PGRST202","details":"Searched for the function public.adds without parameters or with a single unnamed json/jsonb parameter, but no matches were found in the schema cache.","hint":"Perhaps you meant to call the function public.add","message":"Could not find the function public.adds() in the schema cache"}"#
+        );
+        // The suite's empty-named argument: a double space, and `()`.
+        let (_, text) = response_text(resolve(&cache, "zzzzzz", &body(r#"{"":1}"#)).unwrap_err());
+        assert!(text.contains(r#""details":"Searched for the function public.zzzzzz with parameter  or with"#), "{text}");
+        assert!(text.contains(r#""hint":null"#) && text.contains("public.zzzzzz() in the schema cache"), "{text}");
+        let get = Input::Query(BTreeMap::from([("a".to_owned(), vec!["1".to_owned()])]));
+        let (_, text) = response_text(resolve(&cache, "todos_after", &get).unwrap_err());
+        assert!(text.contains("with parameter a, but no matches"), "{text}");
+        let (status, text) = response_text(resolve(&cache, "amb", &body(r#"{"a":1}"#)).unwrap_err());
+        assert_eq!(status, 300);
+        assert_eq!(
+            text,
+            r#"{"code":"PGRST203","details":null,"hint":"Try renaming the parameters or the function itself in the database so function overloading can be resolved","message":"Could not choose the best candidate function between: public.amb(a => integer), public.amb(a => text)"}"#
+        );
+    }
+
+    #[test]
+    fn query_string_split() {
+        let (args, rest) = split_query("a=1&select=id&id=gt.2&b=x%20y&order=id.desc&limit=3&c.d=1&e=not.eq.1&f=in.(1)&g=fts(english).x&h=&i").unwrap();
+        assert_eq!(args, [("a".into(), "1".into()), ("b".into(), "x y".into()), ("h".into(), "".into())]);
+        assert_eq!(rest, "select=id&id=gt.2&order=id.desc&limit=3&c.d=1&e=not.eq.1&f=in.(1)&g=fts(english).x&i");
+        assert!(is_argument("x", "notes") && is_argument("x", "isotope") && is_argument("x", "{1,2}"));
+        assert!(!is_argument("x", "is.null") && !is_argument("x", "eq"));
+        let many: Vec<String> = (0..=MAX_ARG_VALUES).map(|i| format!("v={i}")).collect();
+        assert!(split_query(&many.join("&")).is_err());
+    }
+
+    #[test]
+    fn statement_shapes() {
+        let cache = cache();
+        let read = parse_read_query("select=id,task&id=gt.1&order=id.desc&limit=5").unwrap();
+        let (f, call) = resolve(&cache, "todos_after", &body(r#"{"after":1}"#)).unwrap();
+        let s = call_statement(f, &call, Some(Bytes::from_static(br#"{"after":1}"#)), &read, false);
+        assert_eq!(
+            s.sql,
+            "WITH pgrst_source AS (SELECT pgrst_call.* FROM pg_catalog.json_to_record($1::json) AS pgrst_body(\"after\" integer), \
+             LATERAL \"public\".\"todos_after\"(\"after\" := pgrst_body.\"after\") pgrst_call) \
+             SELECT pg_catalog.count(_postgrest_t) AS page_total, coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body \
+             FROM (SELECT \"todos_after\".\"id\", \"todos_after\".\"task\" FROM pgrst_source AS \"todos_after\" \
+             WHERE \"todos_after\".\"id\" > $2 ORDER BY \"todos_after\".\"id\" DESC LIMIT $3) _postgrest_t"
+        );
+        let params: Vec<&[u8]> = s.params.iter().map(|p| p.as_deref().unwrap()).collect();
+        assert_eq!(params, [&br#"{"after":1}"#[..], b"1", b"5"]);
+
+        let (f, call) = resolve(&cache, "total", &body(r#"{"v":[1,2]}"#)).unwrap();
+        let s = call_statement(f, &call, None, &ReadQuery::default(), false);
+        assert!(s.sql.contains("LATERAL \"public\".\"total\"(VARIADIC \"v\" := pgrst_body.\"v\") pgrst_call"), "{}", s.sql);
+        assert!(s.sql.contains("(pg_catalog.json_agg(_postgrest_t.pgrst_scalar)->0)::text, 'null')"), "{}", s.sql);
+
+        let (f, call) = resolve(&cache, "echo", &body("[1]")).unwrap();
+        let s = call_statement(f, &call, Some(Bytes::from_static(b"[1]")), &ReadQuery::default(), true);
+        assert!(s.sql.starts_with("WITH pgrst_source AS (SELECT pgrst_call AS pgrst_scalar FROM \"public\".\"echo\"($1::jsonb) pgrst_call)"), "{}", s.sql);
+        assert!(s.sql.contains("NULL AS body"), "HEAD skips the body");
+
+        let (f, call) = resolve(&cache, "nothing", &body("{}")).unwrap();
+        let s = call_statement(f, &call, None, &ReadQuery::default(), false);
+        assert!(s.sql.contains("FROM \"public\".\"nothing\"() pgrst_call)") && s.sql.contains("NULL AS body"), "{}", s.sql);
+        assert!(s.params.is_empty());
+    }
+
+    #[test]
+    fn get_payload_and_variadics() {
+        let cache = cache();
+        let args = BTreeMap::from([("v".to_owned(), vec!["1".to_owned(), "2".to_owned()])]);
+        let f = &cache.functions("public", "total")[0];
+        assert_eq!(&query_payload(f, &args)[..], br#"{"v":["1","2"]}"#);
+        let args = BTreeMap::from([("after".to_owned(), vec!["1".to_owned(), "\"; drop".to_owned()])]);
+        let f = &cache.functions("public", "todos_after")[0];
+        assert_eq!(&query_payload(f, &args)[..], br#"{"after":"\"; drop"}"#, "last value wins");
+    }
+}
