@@ -110,11 +110,7 @@ impl ShardState {
 
     /// Asks every other shard with `ask`, answers for this one with `local`, and returns what came
     /// back within [`PEER_ANSWER_TIMEOUT`], in shard order; a shard that did not answer is `None`.
-    async fn ask_all<T>(
-        &self,
-        ask: fn(oneshot::Sender<T>) -> ShardMessage,
-        local: T,
-    ) -> Vec<Option<T>> {
+    async fn ask_all<T>(&self, ask: fn(oneshot::Sender<T>) -> ShardMessage, local: T) -> Vec<Option<T>> {
         let me = self.shard.id();
         let mut waiting = Vec::with_capacity(self.shard.count());
         for to in 0..self.shard.count() {
@@ -267,11 +263,7 @@ impl Handler for App {
         let preflight = req.method() == "OPTIONS"
             && req.header("origin").is_some()
             && req.header("access-control-request-method").is_some();
-        let mut response = if preflight {
-            cors_preflight(&req)
-        } else {
-            self.route(&req, service, body).await
-        };
+        let mut response = if preflight { cors_preflight(&req) } else { self.route(&req, service, body).await };
         if req.header("origin").is_some() && response.header_value("access-control-allow-origin").is_none() {
             response.set_header("access-control-allow-origin", "*");
             if service == "rest" {
@@ -303,8 +295,7 @@ impl App {
         let state = &self.state;
         let shards = state.ask_all(ShardMessage::Ping, state.shard.id()).await;
         let answering = shards.iter().filter(|a| a.is_some()).count();
-        let db = monoio::time::timeout(HEALTH_DB_TIMEOUT, state.pool.execute(Batch::new().query("select 1")))
-            .await;
+        let db = monoio::time::timeout(HEALTH_DB_TIMEOUT, state.pool.execute(Batch::new().query("select 1"))).await;
         let (db_ok, db_text) = match db {
             Ok(Ok(_)) => (true, "ok".to_owned()),
             Ok(Err(error)) => (false, error.to_string()),

@@ -179,11 +179,7 @@ fn set_bool(slot: &mut bool, name: &'static str, raw: &str) -> Result<(), Config
         "1" | "true" | "yes" | "on" => true,
         "0" | "false" | "no" | "off" | "" => false,
         _ => {
-            return Err(ConfigError::Env {
-                name,
-                value: raw.to_owned(),
-                message: "expected true or false".to_owned(),
-            })
+            return Err(ConfigError::Env { name, value: raw.to_owned(), message: "expected true or false".to_owned() })
         }
     };
     Ok(())
@@ -196,17 +192,13 @@ impl Config {
     }
 
     /// [`Config::load`] with the environment given as a lookup function (for tests).
-    pub fn load_from(
-        file: Option<PathBuf>,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
+    pub fn load_from(file: Option<PathBuf>, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let file = file.or_else(|| env("MADBASE_CONFIG").map(PathBuf::from));
         let mut config = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(&path)
                     .map_err(|source| ConfigError::ReadFile { path: path.clone(), source })?;
-                toml::from_str(&text)
-                    .map_err(|e| ConfigError::ParseFile { path, message: e.to_string() })?
+                toml::from_str(&text).map_err(|e| ConfigError::ParseFile { path, message: e.to_string() })?
             }
             None => Config::default(),
         };
@@ -292,9 +284,7 @@ impl Config {
         }
         if let Some(secret) = &self.jwt_secret {
             if secret.len() < 32 {
-                return Err(ConfigError::Invalid(
-                    "jwt_secret must be at least 32 characters".to_owned(),
-                ));
+                return Err(ConfigError::Invalid("jwt_secret must be at least 32 characters".to_owned()));
             }
         }
         if let Some(url) = &self.database_url {
@@ -330,8 +320,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::load_from(None, |k| map.get(k).cloned())
     }
 
@@ -360,10 +349,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("madbase.toml");
         std::fs::write(&path, "shards = 2\npg_pool_size = 7\n").unwrap();
-        let c = Config::load_from(Some(path.clone()), |k| {
-            (k == "MADBASE_SHARDS").then(|| "5".to_owned())
-        })
-        .unwrap();
+        let c = Config::load_from(Some(path.clone()), |k| (k == "MADBASE_SHARDS").then(|| "5".to_owned())).unwrap();
         assert_eq!((c.shards, c.pg_pool_size), (5, 7));
         std::fs::write(&path, "no_such_key = 1\n").unwrap();
         let err = Config::load_from(Some(path), |_| None).unwrap_err().to_string();

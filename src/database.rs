@@ -80,15 +80,11 @@ pub fn prepare(config: &Config) -> Result<Database, DatabaseError> {
     };
     let managed = cluster.is_some();
     let data_dir = config.data_dir.clone();
-    let mut runtime = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-        .enable_timer()
-        .build()
-        .map_err(DatabaseError::Runtime)?;
+    let mut runtime =
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().map_err(DatabaseError::Runtime)?;
     let (wal_level, pool_config, schema) = runtime.block_on(async move {
         let target = format!("{}:{}", host_text(&admin), admin.port);
-        let conn = Connection::connect(&admin)
-            .await
-            .map_err(|source| DatabaseError::Connect { target, source })?;
+        let conn = Connection::connect(&admin).await.map_err(|source| DatabaseError::Connect { target, source })?;
         let wal_level = conn
             .simple_query("show wal_level")
             .await
@@ -185,22 +181,14 @@ fn authenticator_password(data_dir: &Path) -> Result<String, DatabaseError> {
     }
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut random = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random).map_err(|_| {
-        DatabaseError::Io {
-            context: "the system random source failed".to_owned(),
-            source: std::io::Error::other("getrandom"),
-        }
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random).map_err(|_| DatabaseError::Io {
+        context: "the system random source failed".to_owned(),
+        source: std::io::Error::other("getrandom"),
     })?;
-    let password: String =
-        random.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect();
+    let password: String = random.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect();
     let io = |source| DatabaseError::Io { context: format!("cannot write {}", path.display()), source };
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io)?;
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path).map_err(io)?;
     file.write_all(password.as_bytes()).map_err(io)?;
     Ok(password)
 }

@@ -114,19 +114,17 @@ impl JwtKeys {
         let mut public_keys = Vec::new();
         if let Some(path) = jwks_file {
             let shown = path.display().to_string();
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| KeyError::Read { path: shown.clone(), source })?;
+            let text =
+                std::fs::read_to_string(path).map_err(|source| KeyError::Read { path: shown.clone(), source })?;
             let raw: Value = serde_json::from_str(&text)
                 .map_err(|e| KeyError::Parse { path: shown.clone(), message: e.to_string() })?;
             let set: JwkSet = serde_json::from_value(raw.clone())
                 .map_err(|e| KeyError::Parse { path: shown.clone(), message: e.to_string() })?;
             let raw_keys = raw.get("keys").and_then(Value::as_array).cloned().unwrap_or_default();
             for (index, (jwk, raw_key)) in set.keys.iter().zip(raw_keys).enumerate() {
-                let key_error =
-                    |message: String| KeyError::Key { path: shown.clone(), index, message };
-                let algorithm = jwk_algorithm(jwk).ok_or_else(|| {
-                    key_error("only RS256 and ES256 keys are supported".to_owned())
-                })?;
+                let key_error = |message: String| KeyError::Key { path: shown.clone(), index, message };
+                let algorithm = jwk_algorithm(jwk)
+                    .ok_or_else(|| key_error("only RS256 and ES256 keys are supported".to_owned()))?;
                 let key = DecodingKey::from_jwk(jwk).map_err(|e| key_error(e.to_string()))?;
                 asymmetric.push(AsymmetricKey { kid: jwk.common.key_id.clone(), algorithm, key });
                 let mut public = raw_key;
@@ -158,9 +156,8 @@ impl JwtKeys {
         use base64::Engine;
         debug_assert!(role.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
         let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT"}"#);
-        let payload = URL_SAFE_NO_PAD.encode(format!(
-            r#"{{"iss":"supabase-demo","role":"{role}","exp":{API_KEY_EXPIRY}}}"#
-        ));
+        let payload =
+            URL_SAFE_NO_PAD.encode(format!(r#"{{"iss":"supabase-demo","role":"{role}","exp":{API_KEY_EXPIRY}}}"#));
         let signing_input = format!("{header}.{payload}");
         let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.secret);
         let tag = ring::hmac::sign(&key, signing_input.as_bytes());
@@ -183,8 +180,7 @@ impl JwtKeys {
                 let candidates = self.asymmetric.iter().filter(|k| k.algorithm == header.alg);
                 let mut chosen = None;
                 for candidate in candidates {
-                    if header.kid.is_none() || candidate.kid == header.kid || candidate.kid.is_none()
-                    {
+                    if header.kid.is_none() || candidate.kid == header.kid || candidate.kid.is_none() {
                         chosen = Some(&candidate.key);
                         break;
                     }
@@ -199,14 +195,12 @@ impl JwtKeys {
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.validate_aud = false;
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation).map_err(
-            |e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => JwtError::Signature,
-                jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => JwtError::Algorithm,
-                jsonwebtoken::errors::ErrorKind::Json(_) => JwtError::Claims,
-                _ => JwtError::Decode,
-            },
-        )?;
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => JwtError::Signature,
+            jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => JwtError::Algorithm,
+            jsonwebtoken::errors::ErrorKind::Json(_) => JwtError::Claims,
+            _ => JwtError::Decode,
+        })?;
         let object = data.claims;
         let exp = time_claim(&object, "exp")?;
         if let Some(exp) = exp {
@@ -276,9 +270,7 @@ impl TokenCache {
         let now = unix_now();
         if let Some(claims) = self.entries.get(token) {
             match claims.exp {
-                Some(exp) if now > exp.saturating_add(CLOCK_SKEW_SECONDS) => {
-                    return Err(JwtError::Expired)
-                }
+                Some(exp) if now > exp.saturating_add(CLOCK_SKEW_SECONDS) => return Err(JwtError::Expired),
                 _ => return Ok(claims.clone()),
             }
         }
@@ -313,12 +305,8 @@ mod tests {
 
     impl JwtKeys {
         fn sign_hs256(&self, claims: &Value) -> String {
-            jsonwebtoken::encode(
-                &Header::new(Algorithm::HS256),
-                claims,
-                &EncodingKey::from_secret(&self.secret),
-            )
-            .unwrap()
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(&self.secret))
+                .unwrap()
         }
     }
 
@@ -346,10 +334,7 @@ mod tests {
         let err = k.verify(&expired, 2000).unwrap_err();
         assert_eq!((err.to_string().as_str(), err.pgrst_code()), ("JWT expired", "PGRST303"));
         let bad_exp = k.sign_hs256(&json!({"role": "anon", "exp": "soon"}));
-        assert_eq!(
-            k.verify(&bad_exp, 0).unwrap_err().to_string(),
-            "The JWT 'exp' claim must be a number"
-        );
+        assert_eq!(k.verify(&bad_exp, 0).unwrap_err().to_string(), "The JWT 'exp' claim must be a number");
         let other = JwtKeys::new("another-secret-another-secret-another-secret", None).unwrap();
         let forged = other.sign_hs256(&json!({"role": "service_role"}));
         assert_eq!(k.verify(&forged, 0).unwrap_err(), JwtError::Signature);
@@ -391,9 +376,7 @@ mod tests {
                 Algorithm::RS256 => EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
                 _ => EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
             };
-            let token =
-                jsonwebtoken::encode(&Header::new(alg), &json!({"role": "authenticated"}), &encoding)
-                    .unwrap();
+            let token = jsonwebtoken::encode(&Header::new(alg), &json!({"role": "authenticated"}), &encoding).unwrap();
             assert_eq!(keys.verify(&token, unix_now()).unwrap().role(), Some("authenticated"));
         }
     }

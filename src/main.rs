@@ -64,9 +64,7 @@ fn parse_args() -> Result<(Command, Option<PathBuf>), String> {
     let mut config_file = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--config" | "-c" => {
-                config_file = Some(PathBuf::from(args.next().ok_or("--config needs a file")?))
-            }
+            "--config" | "-c" => config_file = Some(PathBuf::from(args.next().ok_or("--config needs a file")?)),
             other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
         }
     }

@@ -50,11 +50,7 @@ impl ShardMetrics {
         debug_assert!((100..=599).contains(&status), "status {status}");
         *self.requests.borrow_mut().entry((service, status)).or_insert(0) += 1;
         let micros = (elapsed.as_micros() as u64).clamp(1, LATENCY_MAX_MICROS);
-        self.latency
-            .borrow_mut()
-            .entry(service)
-            .or_insert_with(new_histogram)
-            .saturating_record(micros);
+        self.latency.borrow_mut().entry(service).or_insert_with(new_histogram).saturating_record(micros);
     }
 
     /// A copy of this shard's counters, to send to the scraping shard.
@@ -125,14 +121,19 @@ pub fn render(snapshots: &[ShardSnapshot]) -> String {
         let _ = writeln!(out, "madbase_http_requests_total{{service=\"{service}\",status=\"{status}\"}} {n}");
     }
 
-    let _ = writeln!(out, "# HELP madbase_http_request_duration_seconds Request latency (handler time), merged across shards.");
+    let _ = writeln!(
+        out,
+        "# HELP madbase_http_request_duration_seconds Request latency (handler time), merged across shards."
+    );
     let _ = writeln!(out, "# TYPE madbase_http_request_duration_seconds summary");
     for (service, h) in &latency {
         for q in [0.5, 0.9, 0.99, 0.999] {
             let v = h.value_at_quantile(q) as f64 / 1e6;
-            let _ = writeln!(out, "madbase_http_request_duration_seconds{{service=\"{service}\",quantile=\"{q}\"}} {v}");
+            let _ =
+                writeln!(out, "madbase_http_request_duration_seconds{{service=\"{service}\",quantile=\"{q}\"}} {v}");
         }
-        let sum: f64 = h.iter_recorded().map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64).sum::<f64>() / 1e6;
+        let sum: f64 =
+            h.iter_recorded().map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64).sum::<f64>() / 1e6;
         let _ = writeln!(out, "madbase_http_request_duration_seconds_sum{{service=\"{service}\"}} {sum}");
         let _ = writeln!(out, "madbase_http_request_duration_seconds_count{{service=\"{service}\"}} {}", h.len());
     }
@@ -192,7 +193,10 @@ mod tests {
         assert!(text.contains("madbase_http_requests_total{service=\"health\",status=\"503\"} 1\n"));
         assert!(text.contains("madbase_http_request_duration_seconds_count{service=\"rest\"} 100\n"));
         // 99 of 100 samples are 100 µs; the slow one shows only above the 99th percentile.
-        assert!(text.contains("madbase_http_request_duration_seconds{service=\"rest\",quantile=\"0.5\"} 0.0001"), "{text}");
+        assert!(
+            text.contains("madbase_http_request_duration_seconds{service=\"rest\",quantile=\"0.5\"} 0.0001"),
+            "{text}"
+        );
         assert!(text.contains("madbase_shard_driver{shard=\"1\",driver=\"io_uring\"} 1"));
     }
 }

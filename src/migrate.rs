@@ -50,11 +50,7 @@ pub enum MigrateError {
 }
 
 fn checksum(sql: &str) -> String {
-    digest::digest(&digest::SHA256, sql.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    digest::digest(&digest::SHA256, sql.as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Applies every migration not yet recorded. Returns the versions applied now.

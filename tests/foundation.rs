@@ -11,9 +11,7 @@ use support::{try_request, TestServer};
 
 fn io_uring_enabled_here() -> bool {
     // Kernels may disable io_uring system-wide (`kernel.io_uring_disabled` = 2).
-    std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
-        .map(|v| v.trim() != "2")
-        .unwrap_or(true)
+    std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").map(|v| v.trim() != "2").unwrap_or(true)
 }
 
 #[test]
@@ -216,10 +214,7 @@ fn missing_postgres_binaries_are_one_clear_message() {
         .expect("run madbase");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("MADBASE_PG_BIN=/nonexistent/bin does not contain initdb and postgres"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("MADBASE_PG_BIN=/nonexistent/bin does not contain initdb and postgres"), "{stderr}");
 }
 
 #[test]

@@ -83,7 +83,9 @@ fn result_shapes_and_arguments() {
     let server = start();
     let svc = service();
     let auth = ("Authorization", svc.as_str());
-    let post = |path: &str, body: &str| server.request("POST", &format!("/rest/v1/rpc/{path}"), &[JSON, auth], body.as_bytes());
+    let post = |path: &str, body: &str| {
+        server.request("POST", &format!("/rest/v1/rpc/{path}"), &[JSON, auth], body.as_bytes())
+    };
     let get = |path: &str| server.request("GET", &format!("/rest/v1/rpc/{path}"), &[auth], b"");
 
     // Scalar: the bare JSON value, Content-Range of one row.
@@ -140,7 +142,8 @@ fn result_shapes_and_arguments() {
     assert!(r.header("content-range").is_some());
     assert_eq!(log_rows(&server), ["one"]);
     // Prefer: tx=rollback runs it and rolls back.
-    let r = server.request("POST", "/rest/v1/rpc/log_it", &[JSON, auth, ("Prefer", "tx=rollback")], br#"{"msg":"two"}"#);
+    let r =
+        server.request("POST", "/rest/v1/rpc/log_it", &[JSON, auth, ("Prefer", "tx=rollback")], br#"{"msg":"two"}"#);
     assert_eq!(r.status, 204, "{}", r.text());
     assert_eq!(r.header("preference-applied"), Some("tx=rollback"));
     assert_eq!(log_rows(&server), ["one"]);
@@ -161,7 +164,9 @@ fn resolution_errors_and_transactions() {
     let server = start();
     let svc = service();
     let auth = ("Authorization", svc.as_str());
-    let post = |path: &str, body: &str| server.request("POST", &format!("/rest/v1/rpc/{path}"), &[JSON, auth], body.as_bytes());
+    let post = |path: &str, body: &str| {
+        server.request("POST", &format!("/rest/v1/rpc/{path}"), &[JSON, auth], body.as_bytes())
+    };
 
     // PGRST202, PostgREST's exact bodies.
     let r = post("add", r#"{"a":1}"#);
@@ -239,7 +244,12 @@ fn rls_hostile_input_and_vectors() {
     );
     assert_eq!(r.json(), json!(format!("hello {hostile_value}")));
     // A hostile key that names no argument never reaches SQL.
-    let r = server.request("POST", "/rest/v1/rpc/greet", &[JSON, ("Authorization", &svc)], br#"{"x\"); drop table public.todos; --":1}"#);
+    let r = server.request(
+        "POST",
+        "/rest/v1/rpc/greet",
+        &[JSON, ("Authorization", &svc)],
+        br#"{"x\"); drop table public.todos; --":1}"#,
+    );
     assert_error(&r, 404, "PGRST202");
     assert_eq!(server.sql("select count(*)::text from public.todos")[0].rows[0].get_str(0), Some("4"));
 

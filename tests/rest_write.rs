@@ -41,7 +41,8 @@ fn service() -> String {
 
 /// The table as the superuser sees it, ordered by id.
 fn rows(server: &TestServer) -> Value {
-    let result = server.sql("select coalesce(json_agg(t order by id), '[]')::text from (select id, task, done from public.todos) t");
+    let result = server
+        .sql("select coalesce(json_agg(t order by id), '[]')::text from (select id, task, done from public.todos) t");
     serde_json::from_str(result[0].rows[0].get_str(0).expect("json")).expect("json")
 }
 
@@ -83,7 +84,12 @@ fn inserts_and_upserts() {
     assert_eq!(r.header("preference-applied"), Some("return=representation"));
 
     // return=headers-only: Location from the primary key of the single inserted row.
-    let r = server.request("POST", "/rest/v1/todos", &[JSON, auth, ("Prefer", "return=headers-only")], br#"{"id":12,"task":"x"}"#);
+    let r = server.request(
+        "POST",
+        "/rest/v1/todos",
+        &[JSON, auth, ("Prefer", "return=headers-only")],
+        br#"{"id":12,"task":"x"}"#,
+    );
     assert_eq!((r.status, r.text().as_str()), (201, ""));
     assert_eq!(r.header("location"), Some("/todos?id=eq.12"));
     assert_eq!(r.header("preference-applied"), Some("return=headers-only"));
@@ -116,10 +122,12 @@ fn inserts_and_upserts() {
 
     // A bulk insert with one bad row writes nothing.
     let before = rows(&server);
-    let r = server.request("POST", "/rest/v1/todos", &[JSON, auth], br#"[{"id":20,"task":"ok"},{"id":21,"task":null}]"#);
+    let r =
+        server.request("POST", "/rest/v1/todos", &[JSON, auth], br#"[{"id":20,"task":"ok"},{"id":21,"task":null}]"#);
     let body = assert_error(&r, 400, "23502");
     assert!(body["message"].as_str().unwrap().contains("not-null constraint"), "{body}");
-    let r = server.request("POST", "/rest/v1/todos", &[JSON, auth], br#"[{"id":22,"task":"ok"},{"id":1,"task":"dup"}]"#);
+    let r =
+        server.request("POST", "/rest/v1/todos", &[JSON, auth], br#"[{"id":22,"task":"ok"},{"id":1,"task":"dup"}]"#);
     let body = assert_error(&r, 409, "23505");
     assert_eq!(body["details"], "Key (id)=(1) already exists.");
     assert_eq!(rows(&server), before);
@@ -144,11 +152,21 @@ fn inserts_and_upserts() {
     assert_eq!(r.text(), r#"[{"id":18,"task":"eighteen"}]"#);
     assert_eq!(rows(&server).as_array().unwrap().iter().find(|r| r["id"] == 10).unwrap()["task"], "ten!");
     // Without on_conflict the primary key would be needed: refused, clearly.
-    let r = server.request("POST", "/rest/v1/todos", &[JSON, auth, ("Prefer", "resolution=merge-duplicates")], br#"{"id":1,"task":"x"}"#);
+    let r = server.request(
+        "POST",
+        "/rest/v1/todos",
+        &[JSON, auth, ("Prefer", "resolution=merge-duplicates")],
+        br#"{"id":1,"task":"x"}"#,
+    );
     assert!(assert_error(&r, 400, "PGRST127")["details"].as_str().unwrap().contains("on_conflict"));
 
     // missing=default: honoured when nothing is missing, refused when defaults would be needed.
-    let r = server.request("POST", "/rest/v1/todos", &[JSON, auth, ("Prefer", "missing=default")], br#"{"id":19,"task":"m"}"#);
+    let r = server.request(
+        "POST",
+        "/rest/v1/todos",
+        &[JSON, auth, ("Prefer", "missing=default")],
+        br#"{"id":19,"task":"m"}"#,
+    );
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(r.header("preference-applied"), Some("missing=default"));
     let r = server.request(
@@ -182,9 +200,19 @@ fn inserts_and_upserts() {
     let body = assert_error(&r, 401, "42501");
     assert_eq!(body["message"], "new row violates row-level security policy for table \"todos\"");
     let alice = bearer(json!({"role": "authenticated", "sub": ALICE}));
-    let r = server.request("POST", "/rest/v1/todos", &[JSON, ("Authorization", &alice)], format!(r#"{{"id":42,"task":"mine","owner":"{ALICE}"}}"#).as_bytes());
+    let r = server.request(
+        "POST",
+        "/rest/v1/todos",
+        &[JSON, ("Authorization", &alice)],
+        format!(r#"{{"id":42,"task":"mine","owner":"{ALICE}"}}"#).as_bytes(),
+    );
     assert_eq!(r.status, 201, "{}", r.text());
-    let r = server.request("POST", "/rest/v1/todos", &[JSON, ("Authorization", &alice)], format!(r#"{{"id":43,"task":"bob's","owner":"{BOB}"}}"#).as_bytes());
+    let r = server.request(
+        "POST",
+        "/rest/v1/todos",
+        &[JSON, ("Authorization", &alice)],
+        format!(r#"{{"id":43,"task":"bob's","owner":"{BOB}"}}"#).as_bytes(),
+    );
     assert_error(&r, 403, "42501");
 
     // Body errors, exactly as PostgREST.
@@ -197,11 +225,20 @@ fn inserts_and_upserts() {
     assert_eq!(assert_error(&r, 400, "PGRST102")["message"], "All object keys must match");
     let r = server.request("POST", "/rest/v1/todos", &[("Content-Type", "text/plain"), auth], b"hi");
     assert_eq!(assert_error(&r, 400, "PGRST102")["message"], "Content-Type not acceptable: text/plain");
-    assert_error(&server.request("POST", "/rest/v1/todos", &[JSON, ("Content-Profile", "auth")], b"{}"), 406, "PGRST106");
+    assert_error(
+        &server.request("POST", "/rest/v1/todos", &[JSON, ("Content-Profile", "auth")], b"{}"),
+        406,
+        "PGRST106",
+    );
 
     // Hostile names in payload keys and columns= stay quoted identifiers.
     let before = rows(&server);
-    let r = server.request("POST", "/rest/v1/todos", &[JSON, auth], br#"{"id":60,"task\"); drop table public.todos; --":"x"}"#);
+    let r = server.request(
+        "POST",
+        "/rest/v1/todos",
+        &[JSON, auth],
+        br#"{"id":60,"task\"); drop table public.todos; --":"x"}"#,
+    );
     assert_error(&r, 400, "42703");
     let r = server.request(
         "POST",
@@ -288,7 +325,12 @@ fn updates_and_deletes() {
     assert_eq!((r.status, r.text().as_str()), (200, r#"[{"id":2,"task":"one"}]"#));
     assert_eq!(r.header("preference-applied"), Some("return=representation, handling=strict, max-affected=1"));
     // Lenient handling ignores max-affected.
-    let r = server.request("PATCH", "/rest/v1/todos?id=lt.3", &[JSON, auth, ("Prefer", "max-affected=1")], br#"{"done":true}"#);
+    let r = server.request(
+        "PATCH",
+        "/rest/v1/todos?id=lt.3",
+        &[JSON, auth, ("Prefer", "max-affected=1")],
+        br#"{"done":true}"#,
+    );
     assert_eq!((r.status, r.header("preference-applied")), (204, None));
     // Strict handling refuses unknown preferences.
     let r = server.request("DELETE", "/rest/v1/todos?id=eq.1", &[auth, ("Prefer", "handling=strict, foo, bar=1")], b"");
@@ -313,7 +355,12 @@ fn updates_and_deletes() {
     // Hostile filter columns and values are quoted/bound; PUT is refused clearly.
     let r = server.request("DELETE", "/rest/v1/todos?id=eq.1%3B%20drop%20table%20public.todos", &[auth], b"");
     assert_error(&r, 400, "22P02");
-    let r = server.request("PATCH", "/rest/v1/todos?%22id%5C%22%20or%201%3D1%20--%22=eq.1", &[JSON, auth], br#"{"done":true}"#);
+    let r = server.request(
+        "PATCH",
+        "/rest/v1/todos?%22id%5C%22%20or%201%3D1%20--%22=eq.1",
+        &[JSON, auth],
+        br#"{"done":true}"#,
+    );
     assert_error(&r, 400, "42703");
     assert_error(&server.request("PUT", "/rest/v1/todos?id=eq.1", &[JSON, auth], br#"{"id":1}"#), 400, "PGRST127");
     assert_eq!(rows(&server).as_array().unwrap().len(), 2, "table intact");

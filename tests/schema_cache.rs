@@ -111,8 +111,7 @@ fn listener_reconnects_after_its_backend_is_terminated() {
     wait_for_log(&server, "schema cache reloaded", 2);
     server.sql("create table public.after_reconnect (id int)");
     server.wait_for_relations(&["after_reconnect"]);
-    let listeners = server.sql(
-        "select count(*)::text from pg_stat_activity where application_name = 'madbase schema listener'",
-    );
+    let listeners =
+        server.sql("select count(*)::text from pg_stat_activity where application_name = 'madbase schema listener'");
     assert_eq!(listeners[0].rows[0].get_str(0), Some("1"));
 }

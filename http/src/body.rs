@@ -290,8 +290,7 @@ async fn conn_chunk(shared: &Rc<ConnShared>, gen: u64) -> Option<Result<Bytes, B
         }
         let deadline = Instant::now() + limits.body_timeout;
         let buf = std::mem::take(&mut rs.buf);
-        let (outcome, buf) =
-            read_buf(&mut rs.io, buf, limits.read_buffer_size, Some(deadline), no_interrupt).await;
+        let (outcome, buf) = read_buf(&mut rs.io, buf, limits.read_buffer_size, Some(deadline), no_interrupt).await;
         rs.buf = buf;
         match outcome {
             ReadOutcome::Data(_) => {}

@@ -92,9 +92,7 @@ fn range_of(base: &[u8], part: &[u8]) -> Range<usize> {
 }
 
 fn has_token(value: &[u8], token: &str) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// Parses a request head from the start of `buf`.
@@ -245,10 +243,7 @@ pub struct Headers {
 impl Headers {
     /// The first value of `name` (case-insensitive).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.entries
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| v.as_ref())
+        self.entries.iter().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v.as_ref())
     }
 
     /// The first value of `name` as text, if it is valid UTF-8.
@@ -258,17 +253,12 @@ impl Headers {
 
     /// Every value of `name`, in order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.entries
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| v.as_ref())
+        self.entries.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v.as_ref())
     }
 
     /// All fields as (name, value) in the order received.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.entries
-            .iter()
-            .map(|(n, v)| (std::str::from_utf8(n).unwrap_or(""), v.as_ref()))
+        self.entries.iter().map(|(n, v)| (std::str::from_utf8(n).unwrap_or(""), v.as_ref()))
     }
 
     /// Number of fields.
@@ -305,11 +295,7 @@ impl Request {
     /// Builds a request from a frozen head buffer and its parse result.
     pub(crate) fn from_parsed(head: Bytes, p: &ParsedHead, peer: SocketAddr) -> Request {
         let headers = Headers {
-            entries: p
-                .headers
-                .iter()
-                .map(|(n, v)| (head.slice(n.clone()), head.slice(v.clone())))
-                .collect(),
+            entries: p.headers.iter().map(|(n, v)| (head.slice(n.clone()), head.slice(v.clone()))).collect(),
         };
         let request_id = match headers.get("x-request-id") {
             Some(id) if is_sane_request_id(id) => String::from_utf8_lossy(id).into_owned(),

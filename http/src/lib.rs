@@ -54,9 +54,7 @@ pub use io::http_date;
 pub use limits::Limits;
 pub use response::{BodyStream, Response, ResponseBody};
 pub use server::{serve_connection, Handler, NoShutdown, Shutdown};
-pub use ws::{
-    close_code, CloseFrame, Message, TrySendError, Utf8Bytes, WebSocket, WsConfig, WsError, WsSender,
-};
+pub use ws::{close_code, CloseFrame, Message, TrySendError, Utf8Bytes, WebSocket, WsConfig, WsError, WsSender};
 
 /// Pure (no I/O) entry points into the network-facing parsers, for fuzzers and property tests.
 pub mod fuzzing {

@@ -77,14 +77,7 @@ impl std::fmt::Debug for Response {
 impl Response {
     /// A response with `status` and no body.
     pub fn new(status: u16) -> Response {
-        Response {
-            status,
-            headers: Vec::new(),
-            body: ResponseBody::Empty,
-            service: "-",
-            close: false,
-            upgrade: None,
-        }
+        Response { status, headers: Vec::new(), body: ResponseBody::Empty, service: "-", close: false, upgrade: None }
     }
 
     /// A response with a fixed body.
@@ -227,12 +220,10 @@ pub(crate) enum Wire {
 }
 
 fn is_token(b: &[u8]) -> bool {
-    !b.is_empty()
-        && b.iter().all(|&c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
+    !b.is_empty() && b.iter().all(|&c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
 }
 
-const RESERVED: [&str; 6] =
-    ["content-length", "transfer-encoding", "connection", "date", "x-request-id", "keep-alive"];
+const RESERVED: [&str; 6] = ["content-length", "transfer-encoding", "connection", "date", "x-request-id", "keep-alive"];
 
 /// Writes the status line and header block of `resp` into `out`.
 pub(crate) fn write_head(

@@ -29,15 +29,16 @@ use monoio::net::TcpStream;
 use monoio::time::Instant;
 
 use crate::body::{body_step, Body, BodyFraming, BodyState, ConnShared, ReadSide, Step, Writer};
-use crate::watch::{self, WatchEnd};
 use crate::chunked::ChunkedDecoder;
 use crate::error::HeadError;
 use crate::head::{parse_request_head, Framing, HeadLimits, Request, Version};
 use crate::io::{
-    give_back_read_buffer, http_date, no_abort, no_interrupt, read_buf, take_read_buffer, write_all, InflightRead, ReadOutcome,
+    give_back_read_buffer, http_date, no_abort, no_interrupt, read_buf, take_read_buffer, write_all, InflightRead,
+    ReadOutcome,
 };
 use crate::limits::Limits;
 use crate::response::{write_head, Response, ResponseBody, Wire};
+use crate::watch::{self, WatchEnd};
 
 /// The application: turns a request (and its streaming body) into a response.
 ///
@@ -346,7 +347,8 @@ impl<H: Handler> Conn<H> {
         // after the response (before the read side is used).
         stop.set(true);
         let peer_gone =
-            poll_fn(|cx| Poll::Ready(matches!(poll_watch(&mut watch, &shared, &mut handed, cx), Poll::Ready(Some(_))))).await;
+            poll_fn(|cx| Poll::Ready(matches!(poll_watch(&mut watch, &shared, &mut handed, cx), Poll::Ready(Some(_)))))
+                .await;
 
         // Decide what happens to the rest of the request body.
         let (body_done, body_clean, expect_unread, remaining) = {
@@ -360,9 +362,7 @@ impl<H: Handler> Conn<H> {
             };
             (matches!(st.framing, BodyFraming::Done), st.error.is_none(), st.expect_pending, remaining)
         };
-        let drainable = body_clean
-            && !expect_unread
-            && remaining.is_some_and(|n| n <= self.limits.max_drain_bytes);
+        let drainable = body_clean && !expect_unread && remaining.is_some_and(|n| n <= self.limits.max_drain_bytes);
         let mut keep_alive = client_keep_alive
             && !peer_gone
             && !resp.close
@@ -580,7 +580,9 @@ impl<H: Handler> Conn<H> {
                     let mut sent = 0u64;
                     loop {
                         let next = poll_fn(|cx| {
-                            let r = std::panic::catch_unwind(AssertUnwindSafe(|| futures_core::Stream::poll_next(s.as_mut(), cx)));
+                            let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                                futures_core::Stream::poll_next(s.as_mut(), cx)
+                            }));
                             match r {
                                 Ok(p) => p.map(|o| o.map(|r| r.map_err(|_| ()))),
                                 Err(_) => Poll::Ready(Some(Err(()))),
@@ -701,7 +703,11 @@ where
 
 /// Runs the (stopped) watch to completion and puts the read side back (or its in-flight read
 /// into `handed`). True if it saw the peer go away.
-async fn finish_watch<W>(watch: &mut Pin<&mut Option<W>>, shared: &ConnShared, handed: &mut Option<InflightRead>) -> bool
+async fn finish_watch<W>(
+    watch: &mut Pin<&mut Option<W>>,
+    shared: &ConnShared,
+    handed: &mut Option<InflightRead>,
+) -> bool
 where
     W: Future<Output = Option<WatchEnd>>,
 {

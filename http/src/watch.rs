@@ -66,7 +66,12 @@ pub(crate) enum WatchEnd {
 /// socket as described in the module docs. Returns `None` when it never took the read side
 /// (stopped first, or the read side was not there), otherwise the outcome, which owns the read
 /// side (possibly with a read still in flight, see [`WatchEnd::InFlight`]).
-pub(crate) async fn watch(shared: &ConnShared, stop: &Cell<bool>, max_buf: usize, read_size: usize) -> Option<WatchEnd> {
+pub(crate) async fn watch(
+    shared: &ConnShared,
+    stop: &Cell<bool>,
+    max_buf: usize,
+    read_size: usize,
+) -> Option<WatchEnd> {
     poll_fn(|cx| {
         if stop.get() {
             return Poll::Ready(());

@@ -36,8 +36,11 @@ impl Handler for App {
             "/id" => Response::text(200, req.request_id().to_owned()),
             "/panic" => panic!("handler panic (expected in tests)"),
             "/stream" => {
-                let parts: Vec<Result<Bytes, std::io::Error>> =
-                    vec![Ok(Bytes::from_static(b"ab")), Ok(Bytes::from_static(b"")), Ok(Bytes::from(vec![b'c'; 40_000]))];
+                let parts: Vec<Result<Bytes, std::io::Error>> = vec![
+                    Ok(Bytes::from_static(b"ab")),
+                    Ok(Bytes::from_static(b"")),
+                    Ok(Bytes::from(vec![b'c'; 40_000])),
+                ];
                 Response::stream(200, Iter(parts.into_iter()))
             }
             _ => Response::error_json(404, "not found"),
@@ -48,7 +51,10 @@ impl Handler for App {
 struct Iter<I>(I);
 impl<I: Iterator<Item = Result<Bytes, std::io::Error>> + Unpin> futures_core::Stream for Iter<I> {
     type Item = Result<Bytes, std::io::Error>;
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
         std::task::Poll::Ready(self.0.next())
     }
 }
@@ -88,7 +94,9 @@ fn pipelined_requests_answered_in_order() {
     let mut all = Vec::new();
     for i in 0..10 {
         let body = format!("pipelined-{i}");
-        all.extend_from_slice(format!("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes());
+        all.extend_from_slice(
+            format!("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes(),
+        );
         all.extend_from_slice(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
     }
     s.write_all(&all).unwrap();

@@ -169,7 +169,8 @@ impl PgBinaries {
 
     /// `postgres --version` output, e.g. `postgres (PostgreSQL) 15.8`.
     pub fn version(&self) -> Result<String, ClusterError> {
-        let out = Command::new(self.postgres()).arg("--version").output().map_err(io_err("running postgres --version"))?;
+        let out =
+            Command::new(self.postgres()).arg("--version").output().map_err(io_err("running postgres --version"))?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 }
@@ -286,17 +287,8 @@ impl Cluster {
             init(&binaries, &data_dir, &pgdata, &pw, run_as)?;
             pw
         };
-        let mut cluster = Cluster {
-            binaries,
-            options,
-            data_dir,
-            port,
-            password,
-            run_as,
-            child: None,
-            exited: None,
-            _temp: None,
-        };
+        let mut cluster =
+            Cluster { binaries, options, data_dir, port, password, run_as, child: None, exited: None, _temp: None };
         cluster.start()?;
         Ok(cluster)
     }
@@ -355,7 +347,11 @@ impl Cluster {
             Ok(()) => Ok(()),
             Err(reason) => {
                 self.kill_now();
-                Err(ClusterError::Start { reason, log: log_path.display().to_string(), tail: log_tail(&log_path, log_start) })
+                Err(ClusterError::Start {
+                    reason,
+                    log: log_path.display().to_string(),
+                    tail: log_tail(&log_path, log_start),
+                })
             }
         }
     }
@@ -538,7 +534,10 @@ impl Cluster {
         let main = pgdata.join("postgresql.conf");
         let text = fs::read_to_string(&main).map_err(io_err(format!("reading {}", main.display())))?;
         if !text.contains("include_if_exists = 'madbase.conf'") {
-            let mut f = fs::OpenOptions::new().append(true).open(&main).map_err(io_err(format!("opening {}", main.display())))?;
+            let mut f = fs::OpenOptions::new()
+                .append(true)
+                .open(&main)
+                .map_err(io_err(format!("opening {}", main.display())))?;
             f.write_all(b"\n# MadBase settings (rewritten on every start)\ninclude_if_exists = 'madbase.conf'\n")
                 .map_err(io_err(format!("writing {}", main.display())))?;
         }
@@ -626,7 +625,9 @@ fn check_traversable(data_dir: &Path, ra: RunAs) -> Result<(), ClusterError> {
     }
     for dir in data_dir.ancestors().skip(1) {
         let m = fs::metadata(dir).map_err(io_err(format!("stat {}", dir.display())))?;
-        let ok = m.mode() & 0o001 != 0 || (m.uid() == ra.uid && m.mode() & 0o100 != 0) || (m.gid() == ra.gid && m.mode() & 0o010 != 0);
+        let ok = m.mode() & 0o001 != 0
+            || (m.uid() == ra.uid && m.mode() & 0o100 != 0)
+            || (m.gid() == ra.gid && m.mode() & 0o010 != 0);
         if !ok {
             return Err(ClusterError::DataDir(format!(
                 "{} is not traversable by the PostgreSQL service user (uid {}); choose a data dir outside it or `chmod o+x` it",
@@ -638,7 +639,13 @@ fn check_traversable(data_dir: &Path, ra: RunAs) -> Result<(), ClusterError> {
     Ok(())
 }
 
-fn init(bins: &PgBinaries, data_dir: &Path, pgdata: &Path, password: &str, run_as: Option<RunAs>) -> Result<(), ClusterError> {
+fn init(
+    bins: &PgBinaries,
+    data_dir: &Path,
+    pgdata: &Path,
+    password: &str,
+    run_as: Option<RunAs>,
+) -> Result<(), ClusterError> {
     if pgdata.exists() && fs::read_dir(pgdata).map(|mut d| d.next().is_some()).unwrap_or(false) {
         return Err(ClusterError::DataDir(format!(
             "{} exists and is not empty but has no PG_VERSION; refusing to initialise over it",
@@ -646,7 +653,8 @@ fn init(bins: &PgBinaries, data_dir: &Path, pgdata: &Path, password: &str, run_a
         )));
     }
     fs::create_dir_all(pgdata).map_err(io_err(format!("creating {}", pgdata.display())))?;
-    fs::set_permissions(pgdata, fs::Permissions::from_mode(0o700)).map_err(io_err(format!("chmod {}", pgdata.display())))?;
+    fs::set_permissions(pgdata, fs::Permissions::from_mode(0o700))
+        .map_err(io_err(format!("chmod {}", pgdata.display())))?;
     // The durable copy of the password: 0600, owned by us.
     let pw_path = data_dir.join(PASSWORD_FILE);
     let mut f = fs::OpenOptions::new()

@@ -153,9 +153,9 @@ impl ConnectConfig {
                         }
                     },
                     "connect_timeout" => {
-                        let secs: u64 = v
-                            .parse()
-                            .map_err(|_| PgError::Config(format!("connect_timeout must be whole seconds, got {v:?}")))?;
+                        let secs: u64 = v.parse().map_err(|_| {
+                            PgError::Config(format!("connect_timeout must be whole seconds, got {v:?}"))
+                        })?;
                         cfg.connect_timeout = Duration::from_secs(secs.max(1));
                     }
                     "host" => {

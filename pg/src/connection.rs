@@ -348,7 +348,13 @@ impl Inner {
             st.closed = true;
             (std::mem::take(&mut st.queue), std::mem::take(&mut st.in_flight))
         };
-        tracing::debug!(conn = self.id, reason, queued = queued.len(), in_flight = in_flight.len(), "pg connection closed");
+        tracing::debug!(
+            conn = self.id,
+            reason,
+            queued = queued.len(),
+            in_flight = in_flight.len(),
+            "pg connection closed"
+        );
         // SAFETY: shutdown on a descriptor we own; it does not close it.
         unsafe {
             libc::shutdown(self.shutdown_fd.as_raw_fd(), libc::SHUT_RDWR);
@@ -406,12 +412,11 @@ impl Connection {
         match &config.host {
             Host::Tcp(host) => {
                 let addr = format!("{}:{}", host, config.port);
-                let stream = match monoio::time::timeout(config.connect_timeout, monoio::net::TcpStream::connect(addr))
-                    .await
-                {
-                    Ok(s) => s?,
-                    Err(_) => return Err(PgError::Timeout(config.connect_timeout)),
-                };
+                let stream =
+                    match monoio::time::timeout(config.connect_timeout, monoio::net::TcpStream::connect(addr)).await {
+                        Ok(s) => s?,
+                        Err(_) => return Err(PgError::Timeout(config.connect_timeout)),
+                    };
                 // Latency matters more than segment count: batches are already coalesced.
                 let _ = stream.set_nodelay(true);
                 Self::establish(id, stream, config).await
@@ -684,7 +689,9 @@ async fn fill<S: AsyncReadRent>(stream: &mut S, mut buf: BytesMut) -> Result<Byt
     let (res, slice) = stream.read(buf.slice_mut(len..cap)).await;
     let buf = slice.into_inner();
     match res {
-        Ok(0) => Err(PgError::Io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "server closed the connection"))),
+        Ok(0) => {
+            Err(PgError::Io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "server closed the connection")))
+        }
         Ok(_) => Ok(buf),
         Err(e) => Err(PgError::Io(e)),
     }
@@ -710,7 +717,11 @@ async fn startup<S: AsyncReadRent + AsyncWriteRent>(
     frontend::startup_message(params.iter().copied(), &mut w)?;
     let mut w = write_buf(stream, w).await?;
 
-    let password = || cfg.password.as_deref().ok_or_else(|| PgError::Auth("the server requires a password but none was configured".into()));
+    let password = || {
+        cfg.password
+            .as_deref()
+            .ok_or_else(|| PgError::Auth("the server requires a password but none was configured".into()))
+    };
     let mut scram: Option<ScramSha256> = None;
     let mut scram_done = false;
     let mut info = StartupInfo { params: HashMap::new(), pid: 0, secret: 0 };
@@ -728,7 +739,11 @@ async fn startup<S: AsyncReadRent + AsyncWriteRent>(
                 w = write_buf(stream, w).await?;
             }
             Message::AuthenticationMd5Password(body) => {
-                let hash = postgres_protocol::authentication::md5_hash(cfg.user.as_bytes(), password()?.as_bytes(), body.salt());
+                let hash = postgres_protocol::authentication::md5_hash(
+                    cfg.user.as_bytes(),
+                    password()?.as_bytes(),
+                    body.salt(),
+                );
                 frontend::password_message(hash.as_bytes(), &mut w)?;
                 w = write_buf(stream, w).await?;
             }
@@ -998,7 +1013,9 @@ async fn reader_task<R: AsyncReadRent>(inner: Rc<Inner>, mut r: R, mut buf: Byte
         let b = std::mem::take(&mut buf);
         match fill(&mut r, b).await {
             Ok(b) => buf = b,
-            Err(PgError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break "server closed the connection",
+            Err(PgError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                break "server closed the connection"
+            }
             Err(e) => {
                 tracing::debug!(conn = inner.id, error = %e, "pg read failed");
                 break "read failed";
@@ -1147,9 +1164,12 @@ pub async fn cancel(config: &ConnectConfig, backend: (i32, i32)) -> Result<(), P
     frontend::cancel_request(backend.0, backend.1, &mut buf);
     match &config.host {
         Host::Tcp(h) => {
-            let mut s = monoio::time::timeout(config.connect_timeout, monoio::net::TcpStream::connect(format!("{h}:{}", config.port)))
-                .await
-                .map_err(|_| PgError::Timeout(config.connect_timeout))??;
+            let mut s = monoio::time::timeout(
+                config.connect_timeout,
+                monoio::net::TcpStream::connect(format!("{h}:{}", config.port)),
+            )
+            .await
+            .map_err(|_| PgError::Timeout(config.connect_timeout))??;
             let (r, _) = s.write_all(buf).await;
             r?;
         }

@@ -280,7 +280,8 @@ impl Pool {
         if self.inner.closed.replace(true) {
             return;
         }
-        let conns: Vec<Rc<Connection>> = self.inner.slots.borrow_mut().iter_mut().filter_map(|s| s.conn.take()).collect();
+        let conns: Vec<Rc<Connection>> =
+            self.inner.slots.borrow_mut().iter_mut().filter_map(|s| s.conn.take()).collect();
         for c in conns {
             c.close();
         }

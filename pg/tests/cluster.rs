@@ -14,10 +14,13 @@ async fn reuses_initialised_data_dir_and_reports_crash() {
     let dir = tempfile::tempdir().unwrap();
     let port1 = free_port();
     let (password, pgdata_id) = {
-        let c = Cluster::open_or_init(dir.path(), port1, ClusterOptions { durable: false, ..Default::default() }).unwrap();
+        let c =
+            Cluster::open_or_init(dir.path(), port1, ClusterOptions { durable: false, ..Default::default() }).unwrap();
         let conn = Connection::connect(&c.connect_config()).await.unwrap();
         let r = conn
-            .simple_query("create table marker(x int); insert into marker values (7); show wal_level; show max_connections")
+            .simple_query(
+                "create table marker(x int); insert into marker values (7); show wal_level; show max_connections",
+            )
             .await
             .unwrap();
         assert_eq!(r[2].rows[0].get_str(0), Some("logical"));
@@ -29,7 +32,8 @@ async fn reuses_initialised_data_dir_and_reports_crash() {
         // dropped: stopped
     };
     let port2 = free_port();
-    let mut c = Cluster::open_or_init(dir.path(), port2, ClusterOptions { durable: false, ..Default::default() }).unwrap();
+    let mut c =
+        Cluster::open_or_init(dir.path(), port2, ClusterOptions { durable: false, ..Default::default() }).unwrap();
     assert_eq!(c.password(), password, "password reused");
     assert_eq!(std::fs::read_to_string(c.pgdata().join("PG_VERSION")).unwrap(), pgdata_id);
     assert!(c.connection_url().contains(&format!(":{port2}/")));

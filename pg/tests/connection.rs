@@ -155,11 +155,14 @@ async fn transactions_read_only_rollback_and_statement_cache() {
     assert_eq!(r[0].rows_affected(), Some(1));
     // Read-only: writes fail with 25006.
     let e = conn
-        .execute(Batch::new().role("authenticated").read_only(true).query("insert into side_effect(note) values ('ro')"))
+        .execute(
+            Batch::new().role("authenticated").read_only(true).query("insert into side_effect(note) values ('ro')"),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some("25006"), "{e}");
-    let count = conn.execute(Batch::new().role("authenticated").query("select count(*) from side_effect")).await.unwrap();
+    let count =
+        conn.execute(Batch::new().role("authenticated").query("select count(*) from side_effect")).await.unwrap();
     assert_eq!(count[0].scalar(), Some("0"));
 
     // Many distinct statements through a 4-entry cache: evictions close statements and
@@ -187,10 +190,7 @@ async fn transactions_read_only_rollback_and_statement_cache() {
     // A Parse the server skips (an earlier statement failed) is not cached as ready: the same
     // statement works right after, and repeatedly.
     for _ in 0..3 {
-        let e = conn
-            .execute(Batch::new().query("select 1/0").query("select 'skipped parse' as s"))
-            .await
-            .unwrap_err();
+        let e = conn.execute(Batch::new().query("select 1/0").query("select 'skipped parse' as s")).await.unwrap_err();
         assert_eq!(e.code(), Some("22012"));
         let r = conn.execute(Batch::new().query("select 'skipped parse' as s")).await.unwrap();
         assert_eq!(r[0].scalar(), Some("skipped parse"));

@@ -20,7 +20,8 @@ async fn dropped_queued_request_never_runs() {
     holder.simple_query("begin; lock table gate in access exclusive mode").await.unwrap();
 
     let p = pool.clone();
-    let blocked = monoio::spawn(async move { p.execute(Batch::new().role("anon").query("select count(*) from gate")).await });
+    let blocked =
+        monoio::spawn(async move { p.execute(Batch::new().role("anon").query("select count(*) from gate")).await });
     // Wait until it is written (bounded loop; correctness doesn't depend on timing).
     for _ in 0..500 {
         if pool.stats().in_flight == 1 {
@@ -32,7 +33,9 @@ async fn dropped_queued_request_never_runs() {
 
     // This one is queued behind it (max_in_flight = 1); the caller gives up and drops it.
     let insert = pool.execute(
-        Batch::new().role("anon").statement(Statement::new("insert into side_effect(note) values ($1)").bind("dropped")),
+        Batch::new()
+            .role("anon")
+            .statement(Statement::new("insert into side_effect(note) values ($1)").bind("dropped")),
     );
     let r = monoio::time::timeout(Duration::from_millis(50), insert).await;
     assert!(r.is_err(), "the queued insert cannot have completed");
@@ -41,15 +44,24 @@ async fn dropped_queued_request_never_runs() {
     // Control: one that is not dropped runs.
     let p = pool.clone();
     let kept = monoio::spawn(async move {
-        p.execute(Batch::new().role("anon").statement(Statement::new("insert into side_effect(note) values ($1)").bind("kept")))
-            .await
+        p.execute(
+            Batch::new()
+                .role("anon")
+                .statement(Statement::new("insert into side_effect(note) values ($1)").bind("kept")),
+        )
+        .await
     });
     monoio::time::sleep(Duration::from_millis(20)).await;
     holder.simple_query("commit").await.unwrap();
     blocked.await.unwrap();
     kept.await.unwrap();
 
-    let r = pool.execute(Batch::new().role("anon").query("select coalesce(string_agg(note, ',' order by id), '') from side_effect")).await.unwrap();
+    let r = pool
+        .execute(
+            Batch::new().role("anon").query("select coalesce(string_agg(note, ',' order by id), '') from side_effect"),
+        )
+        .await
+        .unwrap();
     assert_eq!(r[0].scalar(), Some("kept"), "the dropped insert never executed");
 }
 
@@ -125,7 +137,9 @@ async fn full_queue_is_busy() {
     let mut tasks = Vec::new();
     for _ in 0..3 {
         let p = pool.clone();
-        tasks.push(monoio::spawn(async move { p.execute(Batch::new().role("anon").query("select count(*) from gate")).await }));
+        tasks.push(monoio::spawn(async move {
+            p.execute(Batch::new().role("anon").query("select count(*) from gate")).await
+        }));
         monoio::time::sleep(Duration::from_millis(20)).await;
     }
     // 1 in flight + 2 queued: the next is refused.

@@ -47,14 +47,7 @@ impl Doorbell {
     pub(crate) fn new(shard: usize) -> io::Result<(Doorbell, StdUnixStream)> {
         let (tx, rx) = StdUnixStream::pair()?;
         tx.set_nonblocking(true)?;
-        Ok((
-            Doorbell {
-                pending: AtomicBool::new(false),
-                tx,
-                shard,
-            },
-            rx,
-        ))
+        Ok((Doorbell { pending: AtomicBool::new(false), tx, shard }, rx))
     }
 
     /// Rings the doorbell. Never blocks. Call it *after* publishing what the shard
@@ -132,9 +125,7 @@ pub(crate) async fn run_doorbell<L: BellListener>(
                 break;
             }
             Ok(_) => {}
-            Err(e)
-                if e.kind() == io::ErrorKind::Interrupted
-                    || e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => {
                 tracing::error!(shard, error = %e, "doorbell: read failed");
                 break;

@@ -26,11 +26,7 @@ fn bind_one(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
 }
 
 /// Binds `n` listeners on `addr`; returns them and the bound address.
-pub(crate) fn bind_all(
-    addr: SocketAddr,
-    n: usize,
-    backlog: i32,
-) -> io::Result<(Vec<TcpListener>, SocketAddr)> {
+pub(crate) fn bind_all(addr: SocketAddr, n: usize, backlog: i32) -> io::Result<(Vec<TcpListener>, SocketAddr)> {
     let first = bind_one(addr, backlog)?;
     let bound = first.local_addr()?;
     let mut all = Vec::with_capacity(n);

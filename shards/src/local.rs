@@ -73,11 +73,7 @@ impl WaitList {
     /// A future that resolves when `check` returns `Some`; it is re-checked each
     /// time the list is woken.
     pub(crate) fn wait<T, F: FnMut() -> Option<T>>(&self, check: F) -> Wait<'_, F> {
-        Wait {
-            list: self,
-            key: None,
-            check,
-        }
+        Wait { list: self, key: None, check }
     }
 }
 
@@ -178,16 +174,11 @@ impl ShutdownSignal {
 
     /// Resolves once shutdown has started. Cancel-safe (it holds no I/O).
     pub async fn triggered(&self) {
-        self.state
-            .waiters
-            .wait(|| self.state.fired.get().then_some(()))
-            .await
+        self.state.waiters.wait(|| self.state.fired.get().then_some(())).await
     }
 
     /// A `Send` handle that can start shutdown from anywhere.
     pub fn trigger_handle(&self) -> ShutdownTrigger {
-        ShutdownTrigger {
-            global: self.state.global.clone(),
-        }
+        ShutdownTrigger { global: self.state.global.clone() }
     }
 }

@@ -92,11 +92,9 @@ pub(crate) struct Mesh<M> {
 
 impl<M> Mesh<M> {
     pub(crate) fn new(shards: usize, capacity: usize) -> Mesh<M> {
-        let mut outboxes: Vec<Vec<Option<Producer<M>>>> = (0..shards)
-            .map(|_| (0..shards).map(|_| None).collect())
-            .collect();
-        let mut inboxes: Vec<Vec<(Source, Consumer<M>)>> =
-            (0..shards).map(|_| Vec::with_capacity(shards)).collect();
+        let mut outboxes: Vec<Vec<Option<Producer<M>>>> =
+            (0..shards).map(|_| (0..shards).map(|_| None).collect()).collect();
+        let mut inboxes: Vec<Vec<(Source, Consumer<M>)>> = (0..shards).map(|_| Vec::with_capacity(shards)).collect();
         let mut injector = Vec::with_capacity(shards);
         for (to, inbox) in inboxes.iter_mut().enumerate() {
             // The injector ring first: replication batches get the first look.
@@ -111,11 +109,7 @@ impl<M> Mesh<M> {
                 }
             }
         }
-        Mesh {
-            outboxes,
-            inboxes,
-            injector,
-        }
+        Mesh { outboxes, inboxes, injector }
     }
 }
 
@@ -188,12 +182,7 @@ impl<M> Mailbox<M> {
         self.inboxes
             .borrow()
             .iter()
-            .map(|(from, c)| RingDepth {
-                from: *from,
-                to: self.id,
-                len: c.slots(),
-                capacity: c.buffer().capacity(),
-            })
+            .map(|(from, c)| RingDepth { from: *from, to: self.id, len: c.slots(), capacity: c.buffer().capacity() })
             .collect()
     }
 }
@@ -216,11 +205,7 @@ impl<M: Send + 'static> Injector<M> {
         doorbells: Vec<Arc<Doorbell>>,
         shutdown: crate::local::ShutdownTrigger,
     ) -> Self {
-        Injector {
-            producers,
-            doorbells,
-            shutdown,
-        }
+        Injector { producers, doorbells, shutdown }
     }
 
     /// Number of shards.
@@ -293,12 +278,7 @@ impl<M: Send + 'static> Injector<M> {
             .enumerate()
             .map(|(to, p)| {
                 let capacity = p.buffer().capacity();
-                RingDepth {
-                    from: Source::Injector,
-                    to,
-                    len: capacity - p.slots(),
-                    capacity,
-                }
+                RingDepth { from: Source::Injector, to, len: capacity - p.slots(), capacity }
             })
             .collect()
     }

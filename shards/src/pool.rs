@@ -112,9 +112,7 @@ impl BlockingPool {
         for i in 0..threads {
             let rx = rx.clone();
             let shared = shared.clone();
-            let h = std::thread::Builder::new()
-                .name(format!("blocking-{i}"))
-                .spawn(move || worker(i, rx, shared));
+            let h = std::thread::Builder::new().name(format!("blocking-{i}")).spawn(move || worker(i, rx, shared));
             match h {
                 Ok(h) => handles.push(h),
                 Err(e) => {
@@ -143,8 +141,7 @@ impl BlockingPool {
         }
         let (otx, orx) = oneshot::channel();
         let job = Box::new(move || {
-            let r = catch_unwind(AssertUnwindSafe(f))
-                .map_err(|p| JobError::Panicked(panic_message(p.as_ref())));
+            let r = catch_unwind(AssertUnwindSafe(f)).map_err(|p| JobError::Panicked(panic_message(p.as_ref())));
             if let Err(JobError::Panicked(msg)) = &r {
                 tracing::warn!(panic = %msg, "blocking job panicked");
             }

@@ -171,30 +171,18 @@ impl Runtime {
         let mut doorbells = Vec::with_capacity(n);
         let mut bell_rxs = Vec::with_capacity(n);
         for shard in 0..n {
-            let (bell, rx) =
-                Doorbell::new(shard).map_err(|source| StartError::Doorbell { shard, source })?;
+            let (bell, rx) = Doorbell::new(shard).map_err(|source| StartError::Doorbell { shard, source })?;
             doorbells.push(Arc::new(bell));
             bell_rxs.push(rx);
         }
-        let global = Arc::new(Global {
-            shutdown: std::sync::atomic::AtomicBool::new(false),
-            doorbells: doorbells.clone(),
-        });
-        let trigger = ShutdownTrigger {
-            global: global.clone(),
-        };
+        let global =
+            Arc::new(Global { shutdown: std::sync::atomic::AtomicBool::new(false), doorbells: doorbells.clone() });
+        let trigger = ShutdownTrigger { global: global.clone() };
 
         let (pool, workers) = BlockingPool::start(config.blocking_threads, config.blocking_queue)
-            .map_err(|source| StartError::Thread {
-                name: "blocking".into(),
-                source,
-            })?;
+            .map_err(|source| StartError::Thread { name: "blocking".into(), source })?;
 
-        let Mesh {
-            outboxes,
-            inboxes,
-            injector,
-        } = Mesh::<M>::new(n, config.ring_capacity);
+        let Mesh { outboxes, inboxes, injector } = Mesh::<M>::new(n, config.ring_capacity);
         let injector = Injector::new(injector, doorbells.clone(), trigger.clone());
 
         let cores = if config.pin_cores { allowed_cpus() } else { Vec::new() };
@@ -210,20 +198,16 @@ impl Runtime {
         let mut threads = Vec::with_capacity(n);
         let mut gos = Vec::with_capacity(n);
 
-        let seeds = listeners
-            .into_iter()
-            .zip(outboxes)
-            .zip(inboxes)
-            .zip(bell_rxs)
-            .enumerate()
-            .map(|(id, (((listener, outboxes), inboxes), bell_rx))| ShardSeed {
+        let seeds = listeners.into_iter().zip(outboxes).zip(inboxes).zip(bell_rxs).enumerate().map(
+            |(id, (((listener, outboxes), inboxes), bell_rx))| ShardSeed {
                 id,
                 core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
                 listener,
                 outboxes,
                 inboxes,
                 bell_rx,
-            });
+            },
+        );
 
         let mut failure: Option<StartError> = None;
         for seed in seeds {
@@ -311,9 +295,7 @@ fn allowed_cpus() -> Vec<usize> {
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
             return Vec::new();
         }
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|&i| libc::CPU_ISSET(i, &set))
-            .collect()
+        (0..libc::CPU_SETSIZE as usize).filter(|&i| libc::CPU_ISSET(i, &set)).collect()
     }
 }
 
@@ -324,8 +306,7 @@ struct SignalThread {
 
 fn start_signal_thread(trigger: ShutdownTrigger) -> Result<SignalThread, StartError> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(StartError::Signals)?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(StartError::Signals)?;
     let handle = signals.handle();
     let thread = std::thread::Builder::new()
         .name("signals".into())
@@ -335,10 +316,7 @@ fn start_signal_thread(trigger: ShutdownTrigger) -> Result<SignalThread, StartEr
                 trigger.trigger();
             }
         })
-        .map_err(|source| StartError::Thread {
-            name: "signals".into(),
-            source,
-        })?;
+        .map_err(|source| StartError::Thread { name: "signals".into(), source })?;
     Ok(SignalThread { handle, thread })
 }
 
@@ -373,12 +351,7 @@ fn shard_thread<M, F, Fut>(
     // if another shard thread dies before reporting.
     let mut ready = Some(ready);
     let mut report = move |r: Ready| ready.take().is_some_and(|tx| tx.send(r).is_ok());
-    let _guard = PanicGuard {
-        shard: id,
-        trigger: ShutdownTrigger {
-            global: common.global.clone(),
-        },
-    };
+    let _guard = PanicGuard { shard: id, trigger: ShutdownTrigger { global: common.global.clone() } };
     if let Some(core) = seed.core {
         if let Err(e) = monoio::utils::bind_to_cpu_set([core]) {
             tracing::warn!(shard = id, core, error = %e, "cannot pin shard to core; running unpinned");
@@ -386,11 +359,7 @@ fn shard_thread<M, F, Fut>(
     }
     let cfg = &common.config;
     if !cfg.force_legacy_driver && monoio::utils::detect_uring() {
-        match RuntimeBuilder::<IoUringDriver>::new()
-            .with_entries(cfg.uring_entries)
-            .enable_timer()
-            .build()
-        {
+        match RuntimeBuilder::<IoUringDriver>::new().with_entries(cfg.uring_entries).enable_timer().build() {
             Ok(mut rt) => {
                 if report((id, Ok(Driver::IoUring))) && go.recv() == Ok(true) {
                     rt.block_on(run_shard(seed, Driver::IoUring, common.clone(), main));
@@ -402,11 +371,7 @@ fn shard_thread<M, F, Fut>(
             }
         }
     }
-    match RuntimeBuilder::<LegacyDriver>::new()
-        .with_entries(cfg.uring_entries)
-        .enable_timer()
-        .build()
-    {
+    match RuntimeBuilder::<LegacyDriver>::new().with_entries(cfg.uring_entries).enable_timer().build() {
         Ok(mut rt) => {
             if report((id, Ok(Driver::Legacy))) && go.recv() == Ok(true) {
                 rt.block_on(run_shard(seed, Driver::Legacy, common.clone(), main));
@@ -431,12 +396,7 @@ where
     let inner = Rc::new(ShardInner {
         id,
         driver,
-        mailbox: Mailbox::new(
-            id,
-            seed.outboxes,
-            seed.inboxes,
-            common.global.doorbells.clone(),
-        ),
+        mailbox: Mailbox::new(id, seed.outboxes, seed.inboxes, common.global.doorbells.clone()),
         mail_waiters: WaitList::default(),
         signal: ShutdownSignal {
             state: Rc::new(SignalState {
@@ -450,16 +410,8 @@ where
         closing: Cell::new(false),
         common,
     });
-    let bell_task = monoio::spawn(run_doorbell(
-        bell.clone(),
-        seed.bell_rx,
-        inner.clone(),
-        driver == Driver::Legacy,
-    ));
-    main(Shard {
-        inner: inner.clone(),
-    })
-    .await;
+    let bell_task = monoio::spawn(run_doorbell(bell.clone(), seed.bell_rx, inner.clone(), driver == Driver::Legacy));
+    main(Shard { inner: inner.clone() }).await;
     inner.closing.set(true);
     bell.ring();
     bell_task.await;
@@ -495,9 +447,7 @@ pub struct Shard<M> {
 
 impl<M> Clone for Shard<M> {
     fn clone(&self) -> Self {
-        Shard {
-            inner: self.inner.clone(),
-        }
+        Shard { inner: self.inner.clone() }
     }
 }
 
@@ -535,12 +485,7 @@ impl<M: Send + 'static> Shard<M> {
         H: Fn(monoio::net::TcpStream, SocketAddr) -> Fut + 'static,
         Fut: Future<Output = ()> + 'static,
     {
-        let listener = self
-            .inner
-            .listener
-            .borrow_mut()
-            .take()
-            .ok_or(ServeError::NoListener)?;
+        let listener = self.inner.listener.borrow_mut().take().ok_or(ServeError::NoListener)?;
         let cfg = &self.inner.common.config;
         let params = ServeParams {
             shard: self.inner.id,
@@ -548,14 +493,7 @@ impl<M: Send + 'static> Shard<M> {
             grace: cfg.shutdown_grace,
             max_conns: cfg.max_connections_per_shard,
         };
-        crate::serve::serve(
-            listener,
-            params,
-            self.inner.conns.clone(),
-            self.inner.signal.clone(),
-            handler,
-        )
-        .await
+        crate::serve::serve(listener, params, self.inner.conns.clone(), self.inner.signal.clone(), handler).await
     }
 
     /// Connections this shard is serving now.
@@ -587,10 +525,7 @@ impl<M: Send + 'static> Shard<M> {
     where
         M: Clone,
     {
-        (0..self.count())
-            .filter(|&to| to != self.id())
-            .filter(|&to| self.send_to(to, msg.clone()).is_err())
-            .collect()
+        (0..self.count()).filter(|&to| to != self.id()).filter(|&to| self.send_to(to, msg.clone()).is_err()).collect()
     }
 
     /// Takes one waiting message, if any (rings visited round-robin).

@@ -118,11 +118,7 @@ impl Conns {
             // thread that owns it; if it was closed meanwhile the calls fail harmlessly.
             let borrowed = unsafe { BorrowedFd::borrow_raw(*fd) };
             let sock = socket2::SockRef::from(&borrowed);
-            let same = sock
-                .peer_addr()
-                .ok()
-                .and_then(|a| a.as_socket())
-                .is_some_and(|a| a == *peer);
+            let same = sock.peer_addr().ok().and_then(|a| a.as_socket()).is_some_and(|a| a == *peer);
             if same && sock.shutdown(std::net::Shutdown::Both).is_ok() {
                 n += 1;
             }
@@ -134,9 +130,7 @@ impl Conns {
         if self.active.get() == 0 {
             return true;
         }
-        let idle = self
-            .waiters
-            .wait(|| (self.active.get() == 0).then_some(()));
+        let idle = self.waiters.wait(|| (self.active.get() == 0).then_some(()));
         monoio::time::timeout(limit, idle).await.is_ok()
     }
 }
@@ -179,10 +173,7 @@ impl<F: Future> Future for CatchUnwind<F> {
 }
 
 fn is_resource_exhaustion(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
 
 pub(crate) struct ServeParams {
@@ -205,9 +196,7 @@ where
 {
     let shard = params.shard;
     if params.legacy {
-        std_listener
-            .set_nonblocking(true)
-            .map_err(ServeError::Register)?;
+        std_listener.set_nonblocking(true).map_err(ServeError::Register)?;
     }
     let listener = TcpListener::from_std(std_listener).map_err(ServeError::Register)?;
     let canceller = Canceller::new();
@@ -226,10 +215,7 @@ where
     loop {
         if conns.active() >= params.max_conns {
             tracing::warn!(shard, limit = params.max_conns, "connection limit reached; pausing accept");
-            conns
-                .waiters
-                .wait(|| (conns.active() < params.max_conns || signal.is_triggered()).then_some(()))
-                .await;
+            conns.waiters.wait(|| (conns.active() < params.max_conns || signal.is_triggered()).then_some(())).await;
         }
         if signal.is_triggered() {
             break;
@@ -241,13 +227,8 @@ where
                     tracing::debug!(shard, %peer, error = %e, "set_nodelay failed");
                 }
                 let key = conns.insert(stream.as_raw_fd(), peer);
-                let guard = ConnGuard {
-                    conns: conns.clone(),
-                    key,
-                };
-                let fut = CatchUnwind {
-                    fut: Box::pin(handler(stream, peer)),
-                };
+                let guard = ConnGuard { conns: conns.clone(), key };
+                let fut = CatchUnwind { fut: Box::pin(handler(stream, peer)) };
                 monoio::spawn(async move {
                     let _guard = guard;
                     if let Err(panic) = fut.await {

@@ -58,9 +58,7 @@ fn results_busy_and_panics() {
             log(format!("holder={h:?} q1={a:?} q2={b:?}"));
 
             // 3. A panicking job is an error; the worker survives.
-            let bad = pool
-                .spawn(|| -> u32 { panic!("boom in job") })
-                .expect("spawn bad");
+            let bad = pool.spawn(|| -> u32 { panic!("boom in job") }).expect("spawn bad");
             match bad.await {
                 Err(JobError::Panicked(msg)) => log(format!("panicked:{msg}")),
                 other => log(format!("unexpected {other:?}")),

@@ -31,10 +31,7 @@ const SHARDS: usize = 3;
 const PER_RING: u64 = 120_000;
 
 fn per_ring() -> u64 {
-    std::env::var("STRESS_PER_RING")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(PER_RING)
+    std::env::var("STRESS_PER_RING").ok().and_then(|v| v.parse().ok()).unwrap_or(PER_RING)
 }
 
 #[derive(Debug, Default)]
@@ -61,8 +58,7 @@ fn every_ring_delivers_everything_in_order_legacy_driver() {
 }
 
 fn stress(force_legacy: bool, per_ring: u64) -> u64 {
-    let results: Arc<Mutex<Vec<Option<ShardResult>>>> =
-        Arc::new(Mutex::new((0..SHARDS).map(|_| None).collect()));
+    let results: Arc<Mutex<Vec<Option<ShardResult>>>> = Arc::new(Mutex::new((0..SHARDS).map(|_| None).collect()));
     let fulls = Arc::new(AtomicU64::new(0));
     let config = RuntimeConfig {
         shards: SHARDS,
@@ -114,10 +110,7 @@ fn stress(force_legacy: bool, per_ring: u64) -> u64 {
             });
             // Receiver: check per-source order.
             let expected = per_ring * n as u64; // (n-1) shards + injector
-            let mut r = ShardResult {
-                next: vec![0; n + 1],
-                ..Default::default()
-            };
+            let mut r = ShardResult { next: vec![0; n + 1], ..Default::default() };
             while r.received < expected {
                 let Some(env) = shard.recv().await else {
                     r.errors.push("recv returned None before the end".into());
@@ -134,10 +127,7 @@ fn stress(force_legacy: bool, per_ring: u64) -> u64 {
                     Source::Injector => n,
                 };
                 if env.msg != r.next[idx] {
-                    r.errors.push(format!(
-                        "from {:?}: got {} expected {}",
-                        env.from, env.msg, r.next[idx]
-                    ));
+                    r.errors.push(format!("from {:?}: got {} expected {}", env.from, env.msg, r.next[idx]));
                     break;
                 }
                 r.next[idx] += 1;
@@ -180,9 +170,6 @@ fn stress(force_legacy: bool, per_ring: u64) -> u64 {
         total += r.received;
     }
     assert_eq!(total, per_ring * (SHARDS * SHARDS) as u64);
-    assert!(
-        fulls.load(Ordering::Relaxed) > 0,
-        "tiny rings should have been full at least once"
-    );
+    assert!(fulls.load(Ordering::Relaxed) > 0, "tiny rings should have been full at least once");
     total
 }

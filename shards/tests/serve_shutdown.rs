@@ -195,10 +195,7 @@ fn grace_deadline_force_closes_legacy_driver() {
 fn port_in_use_is_a_start_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
-    let cfg = RuntimeConfig {
-        listen: Some(addr),
-        ..config(false, Duration::from_secs(1))
-    };
+    let cfg = RuntimeConfig { listen: Some(addr), ..config(false, Duration::from_secs(1)) };
     match Runtime::start::<(), _, _>(cfg, |_shard| async {}) {
         Err(StartError::Bind { addr: a, .. }) => assert_eq!(a, addr),
         Err(e) => panic!("unexpected error {e}"),
@@ -208,12 +205,6 @@ fn port_in_use_is_a_start_error() {
 
 #[test]
 fn invalid_config_is_a_start_error() {
-    let cfg = RuntimeConfig {
-        ring_capacity: 0,
-        ..config(false, Duration::from_secs(1))
-    };
-    assert!(matches!(
-        Runtime::start::<(), _, _>(cfg, |_shard| async {}),
-        Err(StartError::Config(_))
-    ));
+    let cfg = RuntimeConfig { ring_capacity: 0, ..config(false, Duration::from_secs(1)) };
+    assert!(matches!(Runtime::start::<(), _, _>(cfg, |_shard| async {}), Err(StartError::Config(_))));
 }

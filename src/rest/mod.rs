@@ -277,10 +277,7 @@ mod tests {
     #[test]
     fn paths() {
         assert_eq!(relation_of("/rest/v1/todos").unwrap(), ("todos".into(), "/todos".into()));
-        assert_eq!(
-            relation_of("/rest/v1/Order%20Items").unwrap(),
-            ("Order Items".into(), "/Order%20Items".into())
-        );
+        assert_eq!(relation_of("/rest/v1/Order%20Items").unwrap(), ("Order Items".into(), "/Order%20Items".into()));
         assert!(matches!(relation_of("/rest/v1/a/b"), Err(ApiError::InvalidPath)));
         assert!(matches!(relation_of("/rest/v1/a%00"), Err(ApiError::InvalidPath)));
         assert!(matches!(relation_of("/rest/v1/"), Err(ApiError::NotImplemented(_))));

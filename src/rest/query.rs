@@ -241,9 +241,7 @@ fn parse_error(what: &'static str, input: &str, column: usize, details: impl Int
 }
 
 fn parse_integer(what: &'static str, value: &str) -> Result<i64, QueryError> {
-    value
-        .parse::<i64>()
-        .map_err(|_| parse_error(what, value, 1, format!("{what} must be an integer")))
+    value.parse::<i64>().map_err(|_| parse_error(what, value, 1, format!("{what} must be an integer")))
 }
 
 /// A character cursor over one parameter value; positions are 1-based characters for messages.
@@ -432,8 +430,21 @@ fn parse_filter_key(key: &str) -> Result<String, QueryError> {
 
 /// Operators of PostgREST that this slice does not implement yet (so the error can say so).
 const LATER_OPERATORS: &[&str] = &[
-    "match", "imatch", "isdistinct", "fts", "plfts", "phfts", "wfts", "cs", "cd", "ov", "sl", "sr", "nxr",
-    "nxl", "adj",
+    "match",
+    "imatch",
+    "isdistinct",
+    "fts",
+    "plfts",
+    "phfts",
+    "wfts",
+    "cs",
+    "cd",
+    "ov",
+    "sl",
+    "sr",
+    "nxr",
+    "nxl",
+    "adj",
 ];
 
 /// `[not.]op.value` for the filter on `column`.
@@ -683,7 +694,13 @@ mod tests {
         assert_eq!(f("eq.a.b").unwrap().op, FilterOp::Compare(CompareOp::Eq, "a.b".into()));
         assert_eq!(f("like.*ab*").unwrap().op, FilterOp::Compare(CompareOp::Like, "%ab%".into()));
         assert_eq!(f("ilike.A%").unwrap().op, FilterOp::Compare(CompareOp::Ilike, "A%".into()));
-        for (v, op) in [("neq", CompareOp::Neq), ("gt", CompareOp::Gt), ("gte", CompareOp::Gte), ("lt", CompareOp::Lt), ("lte", CompareOp::Lte)] {
+        for (v, op) in [
+            ("neq", CompareOp::Neq),
+            ("gt", CompareOp::Gt),
+            ("gte", CompareOp::Gte),
+            ("lt", CompareOp::Lt),
+            ("lte", CompareOp::Lte),
+        ] {
             assert_eq!(f(&format!("{v}.1")).unwrap().op, FilterOp::Compare(op, "1".into()));
         }
         assert_eq!(f("is.NULL").unwrap().op, FilterOp::Is(IsValue::Null));
@@ -738,8 +755,8 @@ mod tests {
 
     #[test]
     fn whole_query_strings() {
-        let q = parse_read_query("select=id,name&id=gt.1&name=not.is.null&order=id.desc&limit=2&offset=1&empty=")
-            .unwrap();
+        let q =
+            parse_read_query("select=id,name&id=gt.1&name=not.is.null&order=id.desc&limit=2&offset=1&empty=").unwrap();
         assert_eq!(q.select.len(), 2);
         assert_eq!(q.filters.len(), 2);
         assert_eq!((q.limit, q.offset), (Some(2), Some(1)));

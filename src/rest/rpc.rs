@@ -187,7 +187,8 @@ fn resolve<'a>(cache: &'a SchemaCache, name: &str, input: &Input) -> Result<(&'a
                 let names = cache.schemas.get(SCHEMA).into_iter().flat_map(|s| s.functions.keys().map(String::as_str));
                 fuzzy::closest(name, names).map(|n| format!("Perhaps you meant to call the function {SCHEMA}.{n}"))
             } else {
-                let lists: Vec<String> = overloads.iter().map(|f| name_list(inputs(f).map(|a| a.name.as_str()))).collect();
+                let lists: Vec<String> =
+                    overloads.iter().map(|f| name_list(inputs(f).map(|a| a.name.as_str()))).collect();
                 let wanted = name_list(args.iter().map(String::as_str));
                 fuzzy::closest(&wanted, lists.iter().map(String::as_str))
                     .map(|l| format!("Perhaps you meant to call the function {SCHEMA}.{name}{l}"))
@@ -306,12 +307,19 @@ fn returns_void(function: &Function) -> bool {
 
 /// Builds the one statement of a call (see the module doc); `payload` is bound as `$1` when the
 /// call takes arguments. Result columns: `page_total`, `body` (NULL for HEAD and `void`).
-fn call_statement(function: &Function, call: &Call<'_>, payload: Option<Bytes>, read: &ReadQuery, head: bool) -> Statement {
+fn call_statement(
+    function: &Function,
+    call: &Call<'_>,
+    payload: Option<Bytes>,
+    read: &ReadQuery,
+    head: bool,
+) -> Statement {
     let mut params: Vec<Bytes> = Vec::new();
     let callee = format!("{}.{}", quote_ident(&function.schema), quote_ident(&function.name));
     let composite = returns_composite(function);
 
-    let mut source = String::from(if composite { "SELECT pgrst_call.* FROM " } else { "SELECT pgrst_call AS pgrst_scalar FROM " });
+    let mut source =
+        String::from(if composite { "SELECT pgrst_call.* FROM " } else { "SELECT pgrst_call AS pgrst_scalar FROM " });
     match call {
         Call::NoArgs => {
             let _ = write!(source, "{callee}() pgrst_call");
@@ -396,7 +404,9 @@ pub async fn serve(
     if method != "OPTIONS" {
         super::check_accept(req)?;
         if req.header("range").is_some() {
-            return Err(ApiError::NotImplemented("the Range request header is not supported yet; use limit and offset"));
+            return Err(ApiError::NotImplemented(
+                "the Range request header is not supported yet; use limit and offset",
+            ));
         }
     }
     let prefer = Prefer::parse(req);
@@ -558,7 +568,10 @@ mod tests {
         );
         // The suite's empty-named argument: a double space, and `()`.
         let (_, text) = response_text(resolve(&cache, "zzzzzz", &body(r#"{"":1}"#)).unwrap_err());
-        assert!(text.contains(r#""details":"Searched for the function public.zzzzzz with parameter  or with"#), "{text}");
+        assert!(
+            text.contains(r#""details":"Searched for the function public.zzzzzz with parameter  or with"#),
+            "{text}"
+        );
         assert!(text.contains(r#""hint":null"#) && text.contains("public.zzzzzz() in the schema cache"), "{text}");
         let get = Input::Query(BTreeMap::from([("a".to_owned(), vec!["1".to_owned()])]));
         let (_, text) = response_text(resolve(&cache, "todos_after", &get).unwrap_err());
@@ -573,7 +586,10 @@ mod tests {
 
     #[test]
     fn query_string_split() {
-        let (args, rest) = split_query("a=1&select=id&id=gt.2&b=x%20y&order=id.desc&limit=3&c.d=1&e=not.eq.1&f=in.(1)&g=fts(english).x&h=&i").unwrap();
+        let (args, rest) = split_query(
+            "a=1&select=id&id=gt.2&b=x%20y&order=id.desc&limit=3&c.d=1&e=not.eq.1&f=in.(1)&g=fts(english).x&h=&i",
+        )
+        .unwrap();
         assert_eq!(args, [("a".into(), "1".into()), ("b".into(), "x y".into()), ("h".into(), "".into())]);
         assert_eq!(rest, "select=id&id=gt.2&order=id.desc&limit=3&c.d=1&e=not.eq.1&f=in.(1)&g=fts(english).x&i");
         assert!(is_argument("x", "notes") && is_argument("x", "isotope") && is_argument("x", "{1,2}"));
@@ -601,7 +617,11 @@ mod tests {
 
         let (f, call) = resolve(&cache, "total", &body(r#"{"v":[1,2]}"#)).unwrap();
         let s = call_statement(f, &call, None, &ReadQuery::default(), false);
-        assert!(s.sql.contains("LATERAL \"public\".\"total\"(VARIADIC \"v\" := pgrst_body.\"v\") pgrst_call"), "{}", s.sql);
+        assert!(
+            s.sql.contains("LATERAL \"public\".\"total\"(VARIADIC \"v\" := pgrst_body.\"v\") pgrst_call"),
+            "{}",
+            s.sql
+        );
         assert!(s.sql.contains("(pg_catalog.json_agg(_postgrest_t.pgrst_scalar)->0)::text, 'null')"), "{}", s.sql);
 
         let (f, call) = resolve(&cache, "echo", &body("[1]")).unwrap();
@@ -611,7 +631,11 @@ mod tests {
 
         let (f, call) = resolve(&cache, "nothing", &body("{}")).unwrap();
         let s = call_statement(f, &call, None, &ReadQuery::default(), false);
-        assert!(s.sql.contains("FROM \"public\".\"nothing\"() pgrst_call)") && s.sql.contains("NULL AS body"), "{}", s.sql);
+        assert!(
+            s.sql.contains("FROM \"public\".\"nothing\"() pgrst_call)") && s.sql.contains("NULL AS body"),
+            "{}",
+            s.sql
+        );
         assert!(s.params.is_empty());
     }
 

@@ -161,7 +161,8 @@ pub fn read_statement(schema: &str, relation: &str, query: &ReadQuery, head: boo
     push_order_limit(&mut inner, &qualified, query, &mut bind);
 
     let body = if head { "NULL" } else { "coalesce(pg_catalog.json_agg(_postgrest_t), '[]')" };
-    let sql = format!("SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body FROM ({inner}) _postgrest_t");
+    let sql =
+        format!("SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body FROM ({inner}) _postgrest_t");
     params.into_iter().fold(Statement::new(sql), |statement, value| statement.bind(value))
 }
 
@@ -172,11 +173,8 @@ mod tests {
 
     fn sql_of(query: &str) -> (String, Vec<String>) {
         let statement = read_statement("public", "todos", &parse_read_query(query).unwrap(), false);
-        let params = statement
-            .params
-            .iter()
-            .map(|p| String::from_utf8(p.as_ref().unwrap().to_vec()).unwrap())
-            .collect();
+        let params =
+            statement.params.iter().map(|p| String::from_utf8(p.as_ref().unwrap().to_vec()).unwrap()).collect();
         (statement.sql, params)
     }
 
@@ -214,7 +212,8 @@ mod tests {
     #[test]
     fn hostile_input_is_quoted_or_bound() {
         // A quoted name with quotes, a semicolon and a comment stays one identifier.
-        let (sql, params) = sql_of(r#"select="a\"; drop table todos; --"&"x\" or 1%3D1 --"=eq.'; drop table todos; --"#);
+        let (sql, params) =
+            sql_of(r#"select="a\"; drop table todos; --"&"x\" or 1%3D1 --"=eq.'; drop table todos; --"#);
         assert!(sql.contains(r#""public"."todos"."a""; drop table todos; --""#), "{sql}");
         assert!(sql.contains(r#""public"."todos"."x"" or 1=1 --" = $1"#), "{sql}");
         assert_eq!(params, ["'; drop table todos; --"]);

@@ -206,7 +206,9 @@ fn parse_column_list(what: &'static str, value: &str) -> Result<Vec<String>, Que
             chars.next();
             loop {
                 match chars.next() {
-                    None => return Err(fail(value.chars().count() + 1, "unexpected end of input expecting closing quote")),
+                    None => {
+                        return Err(fail(value.chars().count() + 1, "unexpected end of input expecting closing quote"))
+                    }
                     Some((_, '"')) => break,
                     Some((_, '\\')) => match chars.next() {
                         Some((_, c)) => name.push(c),
@@ -268,7 +270,9 @@ fn parse_payload(raw: Bytes, columns: Option<Vec<String>>) -> Result<Payload, Ap
         }
         Value::Array(items) => {
             if items.len() > MAX_BULK_ROWS {
-                return Err(ApiError::InvalidBody(format!("At most {MAX_BULK_ROWS} rows can be written in one request")));
+                return Err(ApiError::InvalidBody(format!(
+                    "At most {MAX_BULK_ROWS} rows can be written in one request"
+                )));
             }
             let rows = items
                 .into_iter()
@@ -484,8 +488,11 @@ pub(super) fn check_content_type(req: &Request) -> Result<(), ApiError> {
     let media = value.split(';').next().unwrap_or("").trim();
     if media.eq_ignore_ascii_case("application/json") {
         Ok(())
-    } else if media.eq_ignore_ascii_case("text/csv") || media.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-        Err(ApiError::NotImplemented("CSV and form-encoded request bodies are not supported yet; send application/json"))
+    } else if media.eq_ignore_ascii_case("text/csv") || media.eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    {
+        Err(ApiError::NotImplemented(
+            "CSV and form-encoded request bodies are not supported yet; send application/json",
+        ))
     } else {
         // PostgREST answers 400 PGRST102 here (not 415).
         Err(ApiError::InvalidBody(format!("Content-Type not acceptable: {media}")))
@@ -561,7 +568,9 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
     let params = parse_write_params(query_string)?;
     let read = query::parse_read_query(query_string)?;
     if !read.order.is_empty() || read.limit.is_some() || read.offset.is_some() {
-        return Err(ApiError::NotImplemented("order, limit and offset are not supported on writes (removed in PostgREST v13)"));
+        return Err(ApiError::NotImplemented(
+            "order, limit and offset are not supported on writes (removed in PostgREST v13)",
+        ));
     }
     if method == Method::Post && !read.filters.is_empty() {
         return Err(ApiError::NotImplemented("filters on POST are not supported"));
@@ -626,7 +635,8 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
     })?;
 
     let row = results.first().and_then(|r| r.rows.first()).ok_or(ApiError::Internal("no result row"))?;
-    let rows: u64 = row.get_str(0).and_then(|n| n.parse().ok()).ok_or(ApiError::Internal("page_total is not a number"))?;
+    let rows: u64 =
+        row.get_str(0).and_then(|n| n.parse().ok()).ok_or(ApiError::Internal("page_total is not a number"))?;
     let counted = prefer.count == Some("exact");
     let total = counted.then_some(rows);
 
@@ -717,7 +727,16 @@ mod tests {
     #[test]
     fn prefer_parsing() {
         let mut p = Prefer::default();
-        for v in ["return=representation", "return=minimal", "count=exact", "handling=strict", "max-affected=5", "foo", "tx=rollback", "max-affected=x"] {
+        for v in [
+            "return=representation",
+            "return=minimal",
+            "count=exact",
+            "handling=strict",
+            "max-affected=5",
+            "foo",
+            "tx=rollback",
+            "max-affected=x",
+        ] {
             p.add(v);
         }
         assert_eq!(p.ret, Some(Return::Representation));
@@ -729,7 +748,10 @@ mod tests {
 
     #[test]
     fn column_lists() {
-        assert_eq!(parse_column_list("columns parameter", "a,b c,\"d\\\"e\",f-g").unwrap(), ["a", "b c", "d\"e", "f-g"]);
+        assert_eq!(
+            parse_column_list("columns parameter", "a,b c,\"d\\\"e\",f-g").unwrap(),
+            ["a", "b c", "d\"e", "f-g"]
+        );
         assert_eq!(
             parse_column_list("columns parameter", "\"message\",\"channel_id\"").unwrap(),
             ["message", "channel_id"]
@@ -742,7 +764,10 @@ mod tests {
     #[test]
     fn payloads() {
         let p = parse_payload(Bytes::from_static(br#"{"b":1,"a":2}"#), None).unwrap();
-        assert_eq!((&p.json[..], p.columns.as_slice(), p.has_missing), (&br#"[{"b":1,"a":2}]"#[..], &["a".to_owned(), "b".to_owned()][..], false));
+        assert_eq!(
+            (&p.json[..], p.columns.as_slice(), p.has_missing),
+            (&br#"[{"b":1,"a":2}]"#[..], &["a".to_owned(), "b".to_owned()][..], false)
+        );
         let p = parse_payload(Bytes::from_static(br#"[{"a":1},{"a":2.50}]"#), None).unwrap();
         assert_eq!(&p.json[..], br#"[{"a":1},{"a":2.50}]"#, "bytes are sent as received");
         let err = parse_payload(Bytes::from_static(br#"[{"a":1},{"b":2}]"#), None).unwrap_err();
@@ -763,7 +788,8 @@ mod tests {
         let target = vec!["id".to_owned()];
         let m = Mutation::Insert { columns: &columns, conflict: Some((&target, Resolution::MergeDuplicates)) };
         let select = parse_read_query("select=id,task").unwrap().select;
-        let s = write_statement("todos", &m, &[], &select, Return::Representation, Some(Bytes::from_static(b"[]")), None);
+        let s =
+            write_statement("todos", &m, &[], &select, Return::Representation, Some(Bytes::from_static(b"[]")), None);
         assert_eq!(
             s.sql,
             "WITH pgrst_source AS (INSERT INTO \"public\".\"todos\"(\"task\", \"x\"\"y\") \
@@ -787,7 +813,15 @@ mod tests {
         let read = parse_read_query("id=gt.1&task=eq.'; drop table x; --").unwrap();
         let columns = vec!["done".to_owned()];
         let m = Mutation::Update { columns: &columns };
-        let s = write_statement("todos", &m, &read.filters, &[], Return::Minimal, Some(Bytes::from_static(b"[{}]")), Some(2));
+        let s = write_statement(
+            "todos",
+            &m,
+            &read.filters,
+            &[],
+            Return::Minimal,
+            Some(Bytes::from_static(b"[{}]")),
+            Some(2),
+        );
         assert_eq!(
             s.sql,
             "WITH pgrst_source AS (UPDATE \"public\".\"todos\" SET \"done\" = pgrst_body.\"done\" \

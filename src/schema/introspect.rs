@@ -19,9 +19,7 @@ use std::time::SystemTime;
 use madbase_pg::{Connection, PgError};
 use serde::Deserialize;
 
-use super::{
-    ArgMode, Column, ForeignKey, Function, FunctionArg, Relation, RelationKind, SchemaCache, Volatility,
-};
+use super::{ArgMode, Column, ForeignKey, Function, FunctionArg, Relation, RelationKind, SchemaCache, Volatility};
 
 /// Why the schema cache could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -292,8 +290,18 @@ fn relation_mut<'a>(cache: &'a mut SchemaCache, schema: &str, name: &str) -> Opt
 }
 
 fn function(raw: RawFunction) -> Function {
-    let RawFunction(schema, name, args, n_defaults, return_type, ret_schema, ret_table, returns_set, volatility, variadic) =
-        raw;
+    let RawFunction(
+        schema,
+        name,
+        args,
+        n_defaults,
+        return_type,
+        ret_schema,
+        ret_table,
+        returns_set,
+        volatility,
+        variadic,
+    ) = raw;
     let mut args: Vec<FunctionArg> = args
         .into_iter()
         .map(|(name, type_name, mode)| FunctionArg {

@@ -155,7 +155,11 @@ async fn reload(state: &ShardState, conn: &Connection, reason: &'static str) {
             return;
         }
         Err(_) => {
-            tracing::warn!(reason, timeout_s = RELOAD_TIMEOUT.as_secs(), "schema reload timed out; keeping the previous schema cache");
+            tracing::warn!(
+                reason,
+                timeout_s = RELOAD_TIMEOUT.as_secs(),
+                "schema reload timed out; keeping the previous schema cache"
+            );
             return;
         }
     };

@@ -50,11 +50,7 @@ impl TestServer {
 
     /// Starts the MadBase process (again, after [`TestServer::stop_madbase`]).
     pub fn spawn(&mut self, env: &[(&str, &str)]) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .expect("log file");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_madbase"));
         command
             .arg("start")
@@ -204,10 +200,7 @@ impl Drop for TestServer {
 
 pub fn run_sql(url: &str, sql: &str) -> Result<Vec<SimpleResult>, madbase_pg::PgError> {
     let config = madbase_pg::ConnectConfig::from_url(url)?;
-    let mut runtime = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-        .enable_timer()
-        .build()
-        .expect("runtime");
+    let mut runtime = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().expect("runtime");
     runtime.block_on(async move {
         let conn = Connection::connect(&config).await?;
         let result = conn.simple_query(sql).await;

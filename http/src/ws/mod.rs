@@ -163,7 +163,10 @@ impl WsSender {
                     || s.queued_bytes.saturating_add(len) > self.cfg.send_queue_bytes
                 {
                     drop(s);
-                    tracing::info!(queued_limit = self.cfg.send_queue_messages, "websocket slow consumer; closing 1008");
+                    tracing::info!(
+                        queued_limit = self.cfg.send_queue_messages,
+                        "websocket slow consumer; closing 1008"
+                    );
                     self.close_inner(close_code::POLICY, "slow consumer", true);
                     return Err(TrySendError::Full);
                 }
@@ -318,10 +321,8 @@ impl WebSocket {
                 return None;
             }
             let idle_at = cfg.idle_timeout.map(|d| self.last_rx + d);
-            let deadline = [abort_at, idle_at, self.next_ping.filter(|_| abort_at.is_none())]
-                .into_iter()
-                .flatten()
-                .min();
+            let deadline =
+                [abort_at, idle_at, self.next_ping.filter(|_| abort_at.is_none())].into_iter().flatten().min();
             let st = self.sender.st.clone();
             let mut shutdown_hit = false;
             let shutdown = &mut self.shutdown;

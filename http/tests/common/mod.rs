@@ -149,7 +149,9 @@ pub fn closed(s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
         match s.read(&mut tmp) {
             Ok(0) => return true,
             Ok(n) => buf.extend_from_slice(&tmp[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => return false,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+                return false
+            }
             Err(_) => return true,
         }
     }
