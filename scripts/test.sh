@@ -26,6 +26,11 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq nodejs npm >/dev/null
 fi
 
+if cargo fmt --version >/dev/null 2>&1; then
+  echo "== cargo fmt --check"
+  cargo fmt --all -- --check
+fi
+
 echo "== cargo test (workspace, dev profile)"
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked -- --test-threads=2
