@@ -34,7 +34,8 @@ pub struct Shared {
     pub schema: Arc<SchemaCache>,
 }
 
-/// Messages between shards. Each carries a reply channel so the asking shard can await the answer.
+/// Messages between shards. Questions carry a reply channel so the asking shard can await the
+/// answer; announcements (a new schema snapshot) carry the new state.
 pub enum ShardMessage {
     /// Send back this shard's metrics snapshot.
     Snapshot(oneshot::Sender<ShardSnapshot>),
