@@ -2,13 +2,13 @@
 //! shard-to-shard messages the application sends.
 //!
 //! Owns: [`ShardState`] (this shard's PostgreSQL pool, verified-token cache, metrics and schema
-//! snapshot — all `!Send`, touched only here) and the gateway behaviour Supabase's API gateway provides in front
-//! of the services: routing by service prefix, CORS preflight, the JSON 404 for unknown routes,
-//! `/health` and `/metrics`.
+//! snapshot — all `!Send`, touched only here) and the gateway behaviour Supabase's API gateway
+//! provides in front of the services: routing by service prefix, CORS preflight, the JSON 404 for
+//! unknown routes, `/health` and `/metrics`.
 //!
 //! Invariants: a request never touches another shard's state; what must be seen across shards
-//! (metrics, health, a reloaded schema) travels as a [`ShardMessage`] over the rings and is answered or applied by
-//! the owning shard, with a bounded wait. Every request is counted once, under one service label.
+//! (metrics, health, a reloaded schema) travels as a [`ShardMessage`] over the rings and is
+//! answered or applied by the owning shard, with a bounded wait. Every request is counted once, under one service label.
 
 use std::cell::RefCell;
 use std::rc::Rc;
