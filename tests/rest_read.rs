@@ -294,3 +294,60 @@ fn errors_and_injection() {
     let count = server.sql("select count(*) from public.todos");
     assert_eq!(count[0].rows[0].get_str(0), Some("4"));
 }
+
+#[test]
+fn exact_counts_ranges_and_statuses() {
+    let server = TestServer::start();
+    server.sql(
+        "create table public.counted (id int primary key, even boolean not null);
+         insert into public.counted select i, i % 2 = 0 from generate_series(1, 9) i;
+         alter table public.counted enable row level security;
+         create policy \"anon sees 1..7\" on public.counted for select to anon using (id <= 7);",
+    );
+    server.wait_for_relations(&["counted"]);
+    let exact = [("Prefer", "count=exact")];
+
+    // The whole (RLS-visible) result: 200 with the total.
+    let all = server.request("GET", "/rest/v1/counted?select=id", &exact, b"");
+    assert_eq!(all.status, 200, "{}", all.text());
+    assert_eq!(all.header("content-range"), Some("0-6/7"));
+    assert_eq!(all.header("preference-applied"), Some("count=exact"));
+
+    // A page of a filtered result: 206, the total counts the filter but not the page.
+    let page = server.request("GET", "/rest/v1/counted?select=id&even=eq.false&order=id&limit=2&offset=1", &exact, b"");
+    assert_eq!(page.status, 206);
+    assert_eq!(page.header("content-range"), Some("1-2/4"));
+    assert_eq!(
+        page.text(),
+        r#"[{"id":3}, 
+ {"id":5}]"#
+    );
+
+    // HEAD with a count, as supabase-js sends `select('*', { count: 'exact', head: true })`.
+    let head = server.request("HEAD", "/rest/v1/counted?select=*&limit=1", &exact, b"");
+    assert_eq!(head.status, 206);
+    assert_eq!(head.header("content-range"), Some("0-0/7"));
+    assert!(head.body.is_empty());
+
+    // Past the end: 206 at the end, 416 beyond it; nothing to count: */0.
+    let at_end = server.request("GET", "/rest/v1/counted?offset=7", &exact, b"");
+    assert_eq!((at_end.status, at_end.header("content-range")), (206, Some("*/7")));
+    let beyond = server.request("GET", "/rest/v1/counted?offset=8", &exact, b"");
+    assert_eq!(beyond.status, 416);
+    assert_eq!(
+        beyond.text(),
+        r#"{"code":"PGRST103","details":"An offset of 8 was requested, but there are only 7 rows.","hint":null,"message":"Requested range not satisfiable"}"#
+    );
+    let none = server.request("GET", "/rest/v1/counted?id=gt.100", &exact, b"");
+    assert_eq!((none.status, none.header("content-range")), (200, Some("*/0")));
+
+    // Without the preference nothing is counted.
+    let uncounted = server.get("/rest/v1/counted?select=id&limit=2");
+    assert_eq!((uncounted.status, uncounted.header("content-range")), (200, Some("0-1/*")));
+    assert_eq!(uncounted.header("preference-applied"), None);
+
+    // handling=strict refuses what it does not understand.
+    let strict = server.request("GET", "/rest/v1/counted", &[("Prefer", "handling=strict, frobnicate")], b"");
+    assert_eq!(strict.status, 400);
+    assert_eq!(strict.json()["code"], "PGRST122");
+}

@@ -44,6 +44,18 @@ test('select through supabase-js honours RLS for anon', async () => {
   ]);
 });
 
+test('exact counts through supabase-js, with and without rows', async () => {
+  const supabase = client(server, ANON_KEY);
+  const head = await supabase.from('todos').select('*', { count: 'exact', head: true });
+  assert.equal(head.error, null);
+  assert.equal(head.count, 2);
+  const page = await supabase.from('todos').select('id', { count: 'exact' }).order('id').range(0, 0);
+  assert.equal(page.error, null);
+  assert.equal(page.status, 206);
+  assert.equal(page.count, 2);
+  assert.deepEqual(page.data, [{ id: 2 }]);
+});
+
 test('service_role bypasses RLS', async () => {
   const admin = client(server, SERVICE_ROLE_KEY);
   const { data, error } = await admin.from('todos').select('id').order('id');

@@ -66,6 +66,9 @@ pub enum ApiError {
     /// `Prefer: handling=strict` with preferences that are not understood: 400 PGRST122.
     #[error("Invalid preferences given with handling=strict")]
     InvalidPreferences(Vec<String>),
+    /// A counted read whose offset lies beyond the total: 416 PGRST103.
+    #[error("Requested range not satisfiable")]
+    OffsetBeyondTotal { offset: u64, total: u64 },
     /// `Prefer: handling=strict, max-affected=N` and the write touched more rows: 400 PGRST124.
     #[error("Query result exceeds max-affected preference constraint")]
     MaxAffected(u64),
@@ -148,6 +151,13 @@ impl ApiError {
             ApiError::InvalidPreferences(names) => {
                 body(400, "PGRST122", &message, Some(format!("Invalid preferences: {}", names.join(", "))), None)
             }
+            ApiError::OffsetBeyondTotal { offset, total } => body(
+                416,
+                "PGRST103",
+                &message,
+                Some(format!("An offset of {offset} was requested, but there are only {total} rows.")),
+                None,
+            ),
             ApiError::MaxAffected(rows) => {
                 body(400, "PGRST124", &message, Some(format!("The query affects {rows} rows")), None)
             }

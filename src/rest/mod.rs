@@ -79,22 +79,48 @@ async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response
     let schema = state.schema();
     relation::find(&schema, SCHEMA, &relation)?;
 
-    let statement = sql::read_statement(SCHEMA, &relation, &query, head);
+    let prefer = write::Prefer::parse(req);
+    if prefer.is_strict() && !prefer.invalid.is_empty() {
+        return Err(ApiError::InvalidPreferences(prefer.invalid));
+    }
+    // `planned`/`estimated` need the planner's estimate (EXPLAIN); until then they count nothing.
+    let exact_count = prefer.count == Some("exact");
+
+    let statement = sql::read_statement(SCHEMA, &relation, &query, head, exact_count);
     let batch = request_batch(req, &identity, &pgrst_path).statement(statement).read_only(true);
     let results = state.pool.execute(batch).await.map_err(|e| ApiError::from_pg(e, identity.authenticated))?;
 
     let row = results.first().and_then(|r| r.rows.first()).ok_or(ApiError::Internal("no result row"))?;
     let page_total: u64 =
         row.get_str(0).and_then(|n| n.parse().ok()).ok_or(ApiError::Internal("page_total is not a number"))?;
-    let body = if head { Bytes::new() } else { row.get(1).cloned().ok_or(ApiError::Internal("body is NULL"))? };
+    let total: Option<u64> = match exact_count {
+        true => Some(row.get_str(2).and_then(|n| n.parse().ok()).ok_or(ApiError::Internal("total is not a number"))?),
+        false => None,
+    };
     let offset = query.offset.map_or(0, |o| o.unsigned_abs());
-    let mut response = Response::with_body(200, body)
+    let status = range_status(offset, page_total, total)?;
+    let body = if head { Bytes::new() } else { row.get(1).cloned().ok_or(ApiError::Internal("body is NULL"))? };
+    let mut response = Response::with_body(status, body)
         .header("content-type", "application/json; charset=utf-8")
-        .header("content-range", content_range(offset, page_total));
+        .header("content-range", content_range(offset, page_total, total));
     if let Some(schema) = profile {
         response.set_header("content-profile", schema);
     }
+    if exact_count {
+        response.set_header("preference-applied", "count=exact");
+    }
     Ok(response)
+}
+
+/// PostgREST's status for a read of `rows` rows from `offset`: 200 without a count; with one,
+/// 416 when the offset lies beyond the total, 206 when the rows do not cover it, else 200.
+fn range_status(offset: u64, rows: u64, total: Option<u64>) -> Result<u16, ApiError> {
+    match total {
+        None => Ok(200),
+        Some(total) if offset > total => Err(ApiError::OffsetBeyondTotal { offset, total }),
+        Some(total) if rows < total => Ok(206),
+        Some(_) => Ok(200),
+    }
 }
 
 /// A batch with the request settings every `/rest/v1` request runs under, in PostgREST's order
@@ -261,12 +287,14 @@ fn cookies_json(req: &Request) -> String {
     Value::Object(map).to_string()
 }
 
-/// `Content-Range` of a read without a count: `first-last/*`, or `*/*` for no rows.
-fn content_range(offset: u64, rows: u64) -> String {
+/// `Content-Range` as PostgREST sends it: `first-last/total`, `*` for the range when no rows came
+/// back, `*` for the total when none was counted.
+pub(super) fn content_range(offset: u64, rows: u64, total: Option<u64>) -> String {
+    let total = total.map_or_else(|| "*".to_owned(), |t| t.to_string());
     if rows == 0 {
-        "*/*".to_owned()
+        format!("*/{total}")
     } else {
-        format!("{offset}-{}/*", offset.saturating_add(rows - 1))
+        format!("{offset}-{}/{total}", offset.saturating_add(rows - 1))
     }
 }
 
@@ -324,8 +352,16 @@ mod tests {
 
     #[test]
     fn ranges() {
-        assert_eq!(content_range(0, 0), "*/*");
-        assert_eq!(content_range(0, 3), "0-2/*");
-        assert_eq!(content_range(10, 1), "10-10/*");
+        assert_eq!(content_range(0, 0, None), "*/*");
+        assert_eq!(content_range(0, 3, None), "0-2/*");
+        assert_eq!(content_range(10, 1, None), "10-10/*");
+        assert_eq!(content_range(0, 0, Some(0)), "*/0");
+        assert_eq!(content_range(2, 2, Some(9)), "2-3/9");
+        assert_eq!(range_status(0, 3, None).unwrap(), 200);
+        assert_eq!(range_status(0, 3, Some(3)).unwrap(), 200);
+        assert_eq!(range_status(0, 2, Some(3)).unwrap(), 206);
+        assert_eq!(range_status(3, 0, Some(3)).unwrap(), 206);
+        assert_eq!(range_status(0, 0, Some(0)).unwrap(), 200);
+        assert!(matches!(range_status(4, 0, Some(3)), Err(ApiError::OffsetBeyondTotal { offset: 4, total: 3 })));
     }
 }

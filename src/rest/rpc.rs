@@ -472,7 +472,7 @@ pub async fn serve(
         let body = if head { Bytes::new() } else { row.get(1).cloned().ok_or(ApiError::Internal("body is NULL"))? };
         Response::with_body(200, body).header("content-type", "application/json; charset=utf-8")
     };
-    response.set_header("content-range", super::content_range(offset, page_total));
+    response.set_header("content-range", super::content_range(offset, page_total, None));
 
     // Preference-Applied, in PostgREST's order (count is not honoured yet).
     let mut applied: Vec<&str> = Vec::new();

@@ -145,24 +145,34 @@ pub fn push_order_limit(out: &mut String, qualifier: &str, query: &ReadQuery, bi
 }
 
 /// Builds the statement for reading `schema.relation` with `query`; `head` skips the JSON body.
-pub fn read_statement(schema: &str, relation: &str, query: &ReadQuery, head: bool) -> Statement {
+///
+/// With `exact_count` (`Prefer: count=exact`) a third column, `total_result_set`, counts the
+/// filtered relation without `order`/`limit`/`offset`; it reuses the `WHERE` text, whose parameters
+/// are numbered first, so both see the same bound values.
+pub fn read_statement(schema: &str, relation: &str, query: &ReadQuery, head: bool, exact_count: bool) -> Statement {
     let mut params: Vec<String> = Vec::new();
     let mut bind = |value: String| {
         params.push(value);
         format!("${}", params.len())
     };
     let qualified = format!("{}.{}", quote_ident(schema), quote_ident(relation));
+    let mut filtered = format!(" FROM {qualified}");
+    push_where(&mut filtered, &qualified, &query.filters, &mut bind);
 
     let mut inner = String::from("SELECT ");
     push_select_list(&mut inner, &qualified, &query.select);
-    let _ = write!(inner, " FROM {qualified}");
-    push_where(&mut inner, &qualified, &query.filters, &mut bind);
-
+    inner.push_str(&filtered);
     push_order_limit(&mut inner, &qualified, query, &mut bind);
 
     let body = if head { "NULL" } else { "coalesce(pg_catalog.json_agg(_postgrest_t), '[]')" };
-    let sql =
-        format!("SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body FROM ({inner}) _postgrest_t");
+    let total = if exact_count {
+        format!(", (SELECT pg_catalog.count(*){filtered}) AS total_result_set")
+    } else {
+        String::new()
+    };
+    let sql = format!(
+        "SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body{total} FROM ({inner}) _postgrest_t"
+    );
     params.into_iter().fold(Statement::new(sql), |statement, value| statement.bind(value))
 }
 
@@ -172,7 +182,7 @@ mod tests {
     use crate::rest::query::parse_read_query;
 
     fn sql_of(query: &str) -> (String, Vec<String>) {
-        let statement = read_statement("public", "todos", &parse_read_query(query).unwrap(), false);
+        let statement = read_statement("public", "todos", &parse_read_query(query).unwrap(), false, false);
         let params =
             statement.params.iter().map(|p| String::from_utf8(p.as_ref().unwrap().to_vec()).unwrap()).collect();
         (statement.sql, params)
@@ -201,11 +211,24 @@ mod tests {
     }
 
     #[test]
+    fn exact_count_reuses_the_filter_and_its_parameters() {
+        let statement =
+            read_statement("public", "todos", &parse_read_query("done=eq.true&limit=2").unwrap(), false, true);
+        assert_eq!(
+            statement.sql,
+            "SELECT pg_catalog.count(_postgrest_t) AS page_total, coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body, \
+             (SELECT pg_catalog.count(*) FROM \"public\".\"todos\" WHERE \"public\".\"todos\".\"done\" = $1) AS total_result_set \
+             FROM (SELECT \"public\".\"todos\".* FROM \"public\".\"todos\" WHERE \"public\".\"todos\".\"done\" = $1 LIMIT $2) _postgrest_t"
+        );
+        assert_eq!(statement.params.len(), 2);
+    }
+
+    #[test]
     fn default_select_and_head() {
         let (sql, params) = sql_of("");
         assert!(sql.contains("FROM (SELECT \"public\".\"todos\".* FROM \"public\".\"todos\") _postgrest_t"), "{sql}");
         assert!(params.is_empty());
-        let head = read_statement("public", "todos", &ReadQuery::default(), true);
+        let head = read_statement("public", "todos", &ReadQuery::default(), true, false);
         assert!(head.sql.contains("AS page_total, NULL AS body"), "{}", head.sql);
     }
 
@@ -222,7 +245,7 @@ mod tests {
         assert!(!sql.contains("select 1"), "{sql}");
         assert_eq!(params, ["'; select 1;--"]);
         // The relation name is quoted too.
-        let statement = read_statement("public", "t\"; drop table x; --", &ReadQuery::default(), false);
+        let statement = read_statement("public", "t\"; drop table x; --", &ReadQuery::default(), false, false);
         assert!(statement.sql.contains(r#"FROM "public"."t""; drop table x; --""#), "{}", statement.sql);
     }
 }

@@ -499,18 +499,6 @@ pub(super) fn check_content_type(req: &Request) -> Result<(), ApiError> {
     }
 }
 
-/// `Content-Range` for `first..first+rows-1` (or `*`) and the total when counted.
-fn content_range(rows: Option<u64>, total: Option<u64>) -> String {
-    let range = match rows {
-        Some(n) if n > 0 => format!("0-{}", n - 1),
-        _ => "*".to_owned(),
-    };
-    match total {
-        Some(total) => format!("{range}/{total}"),
-        None => format!("{range}/*"),
-    }
-}
-
 /// Percent-encodes all but RFC 3986 unreserved characters (for the `Location` query).
 fn url_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -650,8 +638,9 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
         _ => Response::new(204),
     };
     let range = match method {
-        Method::Patch => content_range(Some(rows), total),
-        Method::Post | Method::Delete => content_range(None, total),
+        // PATCH shows the updated rows' range; POST and DELETE show none (PostgREST's behaviour).
+        Method::Patch => super::content_range(0, rows, total),
+        Method::Post | Method::Delete => super::content_range(0, 0, total),
     };
     response.set_header("content-range", range);
     if method == Method::Post && ret == Return::HeadersOnly {
@@ -858,11 +847,7 @@ mod tests {
     }
 
     #[test]
-    fn ranges_and_locations() {
-        assert_eq!(content_range(None, None), "*/*");
-        assert_eq!(content_range(None, Some(3)), "*/3");
-        assert_eq!(content_range(Some(0), None), "*/*");
-        assert_eq!(content_range(Some(2), Some(2)), "0-1/2");
+    fn locations() {
         let cell = Bytes::from_static(br#"[["id","5"],["k","a b/c"],["n",null]]"#);
         assert_eq!(location("/todos", Some(&cell)).unwrap(), "/todos?id=eq.5&k=eq.a%20b%2Fc&n=is.null");
         assert_eq!(location("/todos", None), None);
