@@ -351,3 +351,47 @@ fn exact_counts_ranges_and_statuses() {
     assert_eq!(strict.status, 400);
     assert_eq!(strict.json()["code"], "PGRST122");
 }
+
+#[test]
+fn singular_objects() {
+    let server = TestServer::start();
+    server.sql(
+        "create table public.people (id int primary key, name text, nick text);
+         insert into public.people values (1, 'Ada', null), (2, 'Grace', 'amazing'), (3, 'Alan', null);
+         grant select on public.people to anon;",
+    );
+    server.wait_for_relations(&["people"]);
+    let object = [("Accept", "application/vnd.pgrst.object+json")];
+
+    let one = server.request("GET", "/rest/v1/people?id=eq.2", &object, b"");
+    assert_eq!(one.status, 200, "{}", one.text());
+    assert_eq!(one.header("content-type"), Some("application/vnd.pgrst.object+json; charset=utf-8"));
+    assert_eq!(one.text(), r#"{"id":2,"name":"Grace","nick":"amazing"}"#);
+
+    for (query, rows) in [("name=like.A*", 2), ("id=eq.9", 0)] {
+        let refused = server.request("GET", &format!("/rest/v1/people?{query}"), &object, b"");
+        assert_eq!(refused.status, 406);
+        assert_eq!(
+            refused.text(),
+            format!(
+                r#"{{"code":"PGRST116","details":"The result contains {rows} rows","hint":null,"message":"Cannot coerce the result to a single JSON object"}}"#
+            )
+        );
+    }
+
+    // The first acceptable range wins; representations not produced yet stay a clear 406.
+    let json_first = server.request(
+        "GET",
+        "/rest/v1/people?id=eq.1",
+        &[("Accept", "application/json, application/vnd.pgrst.object+json")],
+        b"",
+    );
+    assert_eq!(json_first.text(), r#"[{"id":1,"name":"Ada","nick":null}]"#);
+    let stripped = server.request(
+        "GET",
+        "/rest/v1/people?id=eq.1",
+        &[("Accept", "application/vnd.pgrst.object+json;nulls=stripped")],
+        b"",
+    );
+    assert_eq!((stripped.status, stripped.json()["code"].as_str()), (406, Some("PGRST107")));
+}

@@ -56,6 +56,17 @@ test('exact counts through supabase-js, with and without rows', async () => {
   assert.deepEqual(page.data, [{ id: 2 }]);
 });
 
+test('single() returns one object and refuses several', async () => {
+  const supabase = client(server, ANON_KEY);
+  const one = await supabase.from('todos').select('id,title').eq('id', 2).single();
+  assert.equal(one.error, null);
+  assert.deepEqual(one.data, { id: 2, title: 'ship the Data API' });
+  const many = await supabase.from('todos').select('id').single();
+  assert.equal(many.data, null);
+  assert.equal(many.status, 406);
+  assert.equal(many.error.code, 'PGRST116');
+});
+
 test('service_role bypasses RLS', async () => {
   const admin = client(server, SERVICE_ROLE_KEY);
   const { data, error } = await admin.from('todos').select('id').order('id');

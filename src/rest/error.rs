@@ -66,6 +66,9 @@ pub enum ApiError {
     /// `Prefer: handling=strict` with preferences that are not understood: 400 PGRST122.
     #[error("Invalid preferences given with handling=strict")]
     InvalidPreferences(Vec<String>),
+    /// `Accept: application/vnd.pgrst.object+json` and not exactly one row: 406 PGRST116.
+    #[error("Cannot coerce the result to a single JSON object")]
+    NotSingular(u64),
     /// A counted read whose offset lies beyond the total: 416 PGRST103.
     #[error("Requested range not satisfiable")]
     OffsetBeyondTotal { offset: u64, total: u64 },
@@ -150,6 +153,9 @@ impl ApiError {
             ApiError::Body(error) => body(error.status(), "PGRST102", &message, None, None),
             ApiError::InvalidPreferences(names) => {
                 body(400, "PGRST122", &message, Some(format!("Invalid preferences: {}", names.join(", "))), None)
+            }
+            ApiError::NotSingular(rows) => {
+                body(406, "PGRST116", &message, Some(format!("The result contains {rows} rows")), None)
             }
             ApiError::OffsetBeyondTotal { offset, total } => body(
                 416,

@@ -69,7 +69,7 @@ async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response
     };
     let (relation, pgrst_path) = relation_of(req.path())?;
     let profile = accept_profile(req)?;
-    check_accept(req)?;
+    let media = negotiate(req)?;
     if req.header("range").is_some() {
         // Ignoring it would return more rows than asked for.
         return Err(ApiError::NotImplemented("the Range request header is not supported yet; use limit and offset"));
@@ -86,7 +86,12 @@ async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response
     // `planned`/`estimated` need the planner's estimate (EXPLAIN); until then they count nothing.
     let exact_count = prefer.count == Some("exact");
 
-    let statement = sql::read_statement(SCHEMA, &relation, &query, head, exact_count);
+    let shape = match (head, media) {
+        (true, _) => sql::BodyShape::None,
+        (false, Media::Json) => sql::BodyShape::Array,
+        (false, Media::Object) => sql::BodyShape::Object,
+    };
+    let statement = sql::read_statement(SCHEMA, &relation, &query, shape, exact_count);
     let batch = request_batch(req, &identity, &pgrst_path).statement(statement).read_only(true);
     let results = state.pool.execute(batch).await.map_err(|e| ApiError::from_pg(e, identity.authenticated))?;
 
@@ -97,11 +102,14 @@ async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response
         true => Some(row.get_str(2).and_then(|n| n.parse().ok()).ok_or(ApiError::Internal("total is not a number"))?),
         false => None,
     };
+    if media == Media::Object && page_total != 1 {
+        return Err(ApiError::NotSingular(page_total));
+    }
     let offset = query.offset.map_or(0, |o| o.unsigned_abs());
     let status = range_status(offset, page_total, total)?;
     let body = if head { Bytes::new() } else { row.get(1).cloned().ok_or(ApiError::Internal("body is NULL"))? };
     let mut response = Response::with_body(status, body)
-        .header("content-type", "application/json; charset=utf-8")
+        .header("content-type", media.content_type())
         .header("content-range", content_range(offset, page_total, total));
     if let Some(schema) = profile {
         response.set_header("content-profile", schema);
@@ -177,22 +185,57 @@ fn accept_profile(req: &Request) -> Result<Option<&'static str>, ApiError> {
     }
 }
 
-/// This slice produces JSON arrays only; any other requested representation (singular objects,
-/// CSV, plans, …) is refused with PostgREST's 406 rather than answered in the wrong shape.
-fn check_accept(req: &Request) -> Result<(), ApiError> {
-    let Some(accept) = req.header("accept") else { return Ok(()) };
+/// The representations `/rest/v1` can produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Media {
+    /// `application/json`: an array of rows.
+    Json,
+    /// `application/vnd.pgrst.object+json` (supabase-js `.single()`): exactly one row as an object.
+    Object,
+}
+
+impl Media {
+    fn content_type(self) -> &'static str {
+        match self {
+            Media::Json => "application/json; charset=utf-8",
+            Media::Object => "application/vnd.pgrst.object+json; charset=utf-8",
+        }
+    }
+}
+
+/// Picks the first media range in `Accept` this API can produce. Anything else (CSV, plans,
+/// `nulls=stripped`, …) is refused with PostgREST's 406 rather than answered in the wrong shape.
+fn negotiate(req: &Request) -> Result<Media, ApiError> {
+    let Some(accept) = req.header("accept") else { return Ok(Media::Json) };
     let accept = String::from_utf8_lossy(accept);
-    let acceptable = accept.split(',').any(|range| {
-        let media = range.split(';').next().unwrap_or("").trim();
-        media.is_empty()
+    for range in accept.split(',') {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("");
+        // A parameter other than q= changes the representation (e.g. nulls=stripped).
+        if parts.any(|p| !p.is_empty() && !p.starts_with("q=")) {
+            continue;
+        }
+        if media.is_empty()
             || media.eq_ignore_ascii_case("*/*")
             || media.eq_ignore_ascii_case("application/*")
             || media.eq_ignore_ascii_case("application/json")
-    });
-    if acceptable {
-        Ok(())
-    } else {
-        Err(ApiError::MediaType(accept.into_owned()))
+        {
+            return Ok(Media::Json);
+        }
+        if media.eq_ignore_ascii_case("application/vnd.pgrst.object+json")
+            || media.eq_ignore_ascii_case("application/vnd.pgrst.object")
+        {
+            return Ok(Media::Object);
+        }
+    }
+    Err(ApiError::MediaType(accept.into_owned()))
+}
+
+/// For services that produce JSON arrays only so far (writes, RPC): anything but JSON is a 406.
+fn check_accept(req: &Request) -> Result<(), ApiError> {
+    match negotiate(req)? {
+        Media::Json => Ok(()),
+        Media::Object => Err(ApiError::MediaType("application/vnd.pgrst.object+json".to_owned())),
     }
 }
 

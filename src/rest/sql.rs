@@ -144,12 +144,30 @@ pub fn push_order_limit(out: &mut String, qualifier: &str, query: &ReadQuery, bi
     }
 }
 
-/// Builds the statement for reading `schema.relation` with `query`; `head` skips the JSON body.
+/// What the `body` column of a read holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyShape {
+    /// A JSON array of the rows (`application/json`).
+    Array,
+    /// The first row as a JSON object (`application/vnd.pgrst.object+json`; the caller refuses
+    /// any row count but one).
+    Object,
+    /// No body (HEAD): the JSON aggregate is not computed at all.
+    None,
+}
+
+/// Builds the statement for reading `schema.relation` with `query`, its body shaped by `shape`.
 ///
 /// With `exact_count` (`Prefer: count=exact`) a third column, `total_result_set`, counts the
 /// filtered relation without `order`/`limit`/`offset`; it reuses the `WHERE` text, whose parameters
 /// are numbered first, so both see the same bound values.
-pub fn read_statement(schema: &str, relation: &str, query: &ReadQuery, head: bool, exact_count: bool) -> Statement {
+pub fn read_statement(
+    schema: &str,
+    relation: &str,
+    query: &ReadQuery,
+    shape: BodyShape,
+    exact_count: bool,
+) -> Statement {
     let mut params: Vec<String> = Vec::new();
     let mut bind = |value: String| {
         params.push(value);
@@ -164,7 +182,12 @@ pub fn read_statement(schema: &str, relation: &str, query: &ReadQuery, head: boo
     inner.push_str(&filtered);
     push_order_limit(&mut inner, &qualified, query, &mut bind);
 
-    let body = if head { "NULL" } else { "coalesce(pg_catalog.json_agg(_postgrest_t), '[]')" };
+    let body = match shape {
+        BodyShape::Array => "coalesce(pg_catalog.json_agg(_postgrest_t), '[]')",
+        // `json` (not `jsonb`) keeps the element's text exactly as row_to_json wrote it.
+        BodyShape::Object => "(pg_catalog.json_agg(_postgrest_t)->0)::text",
+        BodyShape::None => "NULL",
+    };
     let total = if exact_count {
         format!(", (SELECT pg_catalog.count(*){filtered}) AS total_result_set")
     } else {
@@ -182,7 +205,7 @@ mod tests {
     use crate::rest::query::parse_read_query;
 
     fn sql_of(query: &str) -> (String, Vec<String>) {
-        let statement = read_statement("public", "todos", &parse_read_query(query).unwrap(), false, false);
+        let statement = read_statement("public", "todos", &parse_read_query(query).unwrap(), BodyShape::Array, false);
         let params =
             statement.params.iter().map(|p| String::from_utf8(p.as_ref().unwrap().to_vec()).unwrap()).collect();
         (statement.sql, params)
@@ -212,8 +235,13 @@ mod tests {
 
     #[test]
     fn exact_count_reuses_the_filter_and_its_parameters() {
-        let statement =
-            read_statement("public", "todos", &parse_read_query("done=eq.true&limit=2").unwrap(), false, true);
+        let statement = read_statement(
+            "public",
+            "todos",
+            &parse_read_query("done=eq.true&limit=2").unwrap(),
+            BodyShape::Array,
+            true,
+        );
         assert_eq!(
             statement.sql,
             "SELECT pg_catalog.count(_postgrest_t) AS page_total, coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body, \
@@ -228,7 +256,7 @@ mod tests {
         let (sql, params) = sql_of("");
         assert!(sql.contains("FROM (SELECT \"public\".\"todos\".* FROM \"public\".\"todos\") _postgrest_t"), "{sql}");
         assert!(params.is_empty());
-        let head = read_statement("public", "todos", &ReadQuery::default(), true, false);
+        let head = read_statement("public", "todos", &ReadQuery::default(), BodyShape::None, false);
         assert!(head.sql.contains("AS page_total, NULL AS body"), "{}", head.sql);
     }
 
@@ -245,7 +273,8 @@ mod tests {
         assert!(!sql.contains("select 1"), "{sql}");
         assert_eq!(params, ["'; select 1;--"]);
         // The relation name is quoted too.
-        let statement = read_statement("public", "t\"; drop table x; --", &ReadQuery::default(), false, false);
+        let statement =
+            read_statement("public", "t\"; drop table x; --", &ReadQuery::default(), BodyShape::Array, false);
         assert!(statement.sql.contains(r#"FROM "public"."t""; drop table x; --""#), "{}", statement.sql);
     }
 }
