@@ -365,3 +365,51 @@ fn updates_and_deletes() {
     assert_error(&server.request("PUT", "/rest/v1/todos?id=eq.1", &[JSON, auth], br#"{"id":1}"#), 400, "PGRST127");
     assert_eq!(rows(&server).as_array().unwrap().len(), 2, "table intact");
 }
+
+#[test]
+fn singular_writes_return_one_object_or_write_nothing() {
+    let server = TestServer::start();
+    server.sql(SCHEMA);
+    server.wait_for_relations(&["todos"]);
+    let svc = service();
+    let object = |prefer: &'static str| {
+        vec![
+            ("Authorization", svc.clone()),
+            ("Content-Type", "application/json".to_owned()),
+            ("Accept", "application/vnd.pgrst.object+json".to_owned()),
+            ("Prefer", prefer.to_owned()),
+        ]
+    };
+    let send = |method: &str, path: &str, headers: Vec<(&str, String)>, body: &[u8]| {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        server.request(method, path, &headers, body)
+    };
+    let before = rows(&server);
+
+    // supabase-js `.insert({...}).select().single()`.
+    let one =
+        send("POST", "/rest/v1/todos?select=id,task", object("return=representation"), br#"{"id":40,"task":"one"}"#);
+    assert_eq!(one.status, 201, "{}", one.text());
+    assert_eq!(one.header("content-type"), Some("application/vnd.pgrst.object+json; charset=utf-8"));
+    assert_eq!(one.text(), r#"{"id":40,"task":"one"}"#);
+
+    // Two rows with a singular Accept: 406 PGRST116 and neither row is written.
+    let two = send(
+        "POST",
+        "/rest/v1/todos",
+        object("return=representation"),
+        br#"[{"id":41,"task":"a"},{"id":42,"task":"b"}]"#,
+    );
+    assert_eq!(two.status, 406, "{}", two.text());
+    assert_eq!(
+        two.text(),
+        r#"{"code":"PGRST116","details":"The result contains 2 rows","hint":null,"message":"Cannot coerce the result to a single JSON object"}"#
+    );
+    let patch_none = send("PATCH", "/rest/v1/todos?id=eq.999", object("return=representation"), br#"{"task":"x"}"#);
+    assert_eq!(patch_none.status, 406);
+    assert_eq!(patch_none.json()["details"], "The result contains 0 rows");
+
+    let mut expected = before.as_array().unwrap().clone();
+    expected.push(serde_json::json!({"id": 40, "task": "one", "done": false}));
+    assert_eq!(rows(&server), serde_json::Value::Array(expected));
+}

@@ -67,6 +67,17 @@ test('single() returns one object and refuses several', async () => {
   assert.equal(many.error.code, 'PGRST116');
 });
 
+test('insert().select().single() as service_role, then delete', async () => {
+  const admin = client(server, SERVICE_ROLE_KEY);
+  const inserted = await admin.from('todos').insert({ id: 9, title: 'from supabase-js' }).select('id,title,done').single();
+  assert.equal(inserted.error, null);
+  assert.equal(inserted.status, 201);
+  assert.deepEqual(inserted.data, { id: 9, title: 'from supabase-js', done: false });
+  const removed = await admin.from('todos').delete().eq('id', 9);
+  assert.equal(removed.error, null);
+  assert.equal(removed.status, 204);
+});
+
 test('service_role bypasses RLS', async () => {
   const admin = client(server, SERVICE_ROLE_KEY);
   const { data, error } = await admin.from('todos').select('id').order('id');

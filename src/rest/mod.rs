@@ -187,7 +187,7 @@ fn accept_profile(req: &Request) -> Result<Option<&'static str>, ApiError> {
 
 /// The representations `/rest/v1` can produce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Media {
+pub(super) enum Media {
     /// `application/json`: an array of rows.
     Json,
     /// `application/vnd.pgrst.object+json` (supabase-js `.single()`): exactly one row as an object.
@@ -195,7 +195,7 @@ enum Media {
 }
 
 impl Media {
-    fn content_type(self) -> &'static str {
+    pub(super) fn content_type(self) -> &'static str {
         match self {
             Media::Json => "application/json; charset=utf-8",
             Media::Object => "application/vnd.pgrst.object+json; charset=utf-8",
@@ -205,7 +205,7 @@ impl Media {
 
 /// Picks the first media range in `Accept` this API can produce. Anything else (CSV, plans,
 /// `nulls=stripped`, …) is refused with PostgREST's 406 rather than answered in the wrong shape.
-fn negotiate(req: &Request) -> Result<Media, ApiError> {
+pub(super) fn negotiate(req: &Request) -> Result<Media, ApiError> {
     let Some(accept) = req.header("accept") else { return Ok(Media::Json) };
     let accept = String::from_utf8_lossy(accept);
     for range in accept.split(',') {
@@ -231,7 +231,7 @@ fn negotiate(req: &Request) -> Result<Media, ApiError> {
     Err(ApiError::MediaType(accept.into_owned()))
 }
 
-/// For services that produce JSON arrays only so far (writes, RPC): anything but JSON is a 406.
+/// For services that produce JSON only so far (RPC): anything but JSON is a 406.
 fn check_accept(req: &Request) -> Result<(), ApiError> {
     match negotiate(req)? {
         Media::Json => Ok(()),

@@ -10,11 +10,12 @@
 //!   (`WITH pgrst_source AS (INSERT|UPDATE|DELETE … RETURNING …)`) and the outer `SELECT` builds
 //!   the whole response inside PostgreSQL. It runs in the batch's implicit READ WRITE transaction
 //!   after the same request settings as reads ([`super::request_batch`]); any error — a bad row of
-//!   a bulk insert, a constraint, RLS, or the `max-affected` check — rolls back everything.
-//! - **`max-affected` fails inside the transaction.** With `handling=strict` the outer `SELECT`
-//!   raises (a cast of a marker text that can never be an integer) when the count exceeds the
-//!   limit, so nothing is committed; the marker carries a per-process nonce, so only this check
-//!   maps to PGRST124.
+//!   a bulk insert, a constraint, RLS, or a row-limit check — rolls back everything.
+//! - **Row limits fail inside the transaction.** With `handling=strict, max-affected=N`, or with
+//!   `Accept: application/vnd.pgrst.object+json` (exactly one row), the outer `SELECT` raises (a
+//!   cast of a marker text that can never be an integer) when the count breaks the rule, so nothing
+//!   is committed; the marker carries a per-process nonce, so only this check maps to PGRST124 or
+//!   PGRST116.
 //! - **nothing from the request is interpolated.** The JSON body is ONE bound parameter
 //!   (`$1::json`) that PostgreSQL turns into rows with `json_populate_recordset(NULL::table, $1)`
 //!   — the table's own row type does every conversion; the body's bytes are sent as received
@@ -323,7 +324,7 @@ enum Mutation<'a> {
 /// Columns of the result: `page_total` (rows written), `body` (JSON array with
 /// `return=representation`, else NULL), `location` (JSON `[[key, value-or-null], …]` of the
 /// primary key of the single inserted row with `return=headers-only`, else NULL),
-/// `max_affected` (NULL; raises instead when the limit is exceeded).
+/// `max_affected` (NULL; raises instead when `limits` are broken, see [`RowLimits`]).
 fn write_statement(
     relation: &str,
     mutation: &Mutation<'_>,
@@ -331,7 +332,7 @@ fn write_statement(
     select: &[SelectItem],
     ret: Return,
     payload: Option<Bytes>,
-    max_affected: Option<u64>,
+    limits: RowLimits,
 ) -> Statement {
     let mut params: Vec<Bytes> = Vec::new();
     let mut bind = |value: Bytes| {
@@ -405,7 +406,12 @@ fn write_statement(
         let mut s = String::from("SELECT ");
         push_select_list(&mut s, &alias, select);
         let _ = write!(s, " FROM pgrst_source AS {alias}");
-        (s, "coalesce(pg_catalog.json_agg(_postgrest_t), '[]')")
+        let body = if limits.singular {
+            "(pg_catalog.json_agg(_postgrest_t)->0)::text"
+        } else {
+            "coalesce(pg_catalog.json_agg(_postgrest_t), '[]')"
+        };
+        (s, body)
     } else {
         ("SELECT * FROM pgrst_source".to_owned(), "NULL")
     };
@@ -423,14 +429,19 @@ fn write_statement(
     } else {
         "NULL".to_owned()
     };
-    let check = match max_affected {
-        Some(limit) => {
+    let broken = match (limits.max_affected, limits.singular) {
+        (Some(limit), singular) => {
             let limit = bind(Bytes::from(limit.to_string()));
-            let marker = bind(Bytes::from(max_affected_marker().to_owned()));
-            format!(
-                "CASE WHEN pg_catalog.count(_postgrest_t) > {limit}::bigint \
-                 THEN ({marker}::text || pg_catalog.count(_postgrest_t))::integer END"
-            )
+            let over = format!("pg_catalog.count(_postgrest_t) > {limit}::bigint");
+            Some(if singular { format!("pg_catalog.count(_postgrest_t) <> 1 OR {over}") } else { over })
+        }
+        (None, true) => Some("pg_catalog.count(_postgrest_t) <> 1".to_owned()),
+        (None, false) => None,
+    };
+    let check = match broken {
+        Some(condition) => {
+            let marker = bind(Bytes::from(row_limit_marker().to_owned()));
+            format!("CASE WHEN {condition} THEN ({marker}::text || pg_catalog.count(_postgrest_t))::integer END")
         }
         None => "NULL".to_owned(),
     };
@@ -439,6 +450,16 @@ fn write_statement(
          {location} AS location, {check} AS max_affected FROM ({select_sql}) _postgrest_t"
     );
     params.into_iter().fold(Statement::new(sql), |statement, value| statement.bind(value))
+}
+
+/// Row-count rules a write must meet, checked inside its statement so that breaking one raises
+/// and the implicit transaction rolls back (nothing is written).
+#[derive(Debug, Clone, Copy, Default)]
+struct RowLimits {
+    /// `Prefer: handling=strict, max-affected=N`: at most N rows.
+    max_affected: Option<u64>,
+    /// `Accept: application/vnd.pgrst.object+json`: exactly one row (the body is that object).
+    singular: bool,
 }
 
 fn push_list(out: &mut String, items: &[String], mut each: impl FnMut(&mut String, &str)) {
@@ -450,26 +471,27 @@ fn push_list(out: &mut String, items: &[String], mut each: impl FnMut(&mut Strin
     }
 }
 
-/// The text the `max-affected` check casts to an integer, followed by the row count. Never a
-/// number, so the cast always fails; the nonce keeps a client's own data from imitating it.
-fn max_affected_marker() -> &'static str {
+/// The text the row-limit check (`max-affected`, singular) casts to an integer, followed by the
+/// row count. Never a number, so the cast always fails; the nonce keeps a client's own data
+/// from imitating it.
+fn row_limit_marker() -> &'static str {
     static MARKER: OnceLock<String> = OnceLock::new();
     MARKER.get_or_init(|| {
         let mut nonce = [0u8; 8];
         let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce);
         let hex: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
-        format!("madbase max-affected {hex}: ")
+        format!("madbase row limit {hex}: ")
     })
 }
 
-/// The row count from the error the `max-affected` check raises, if this is that error.
-fn max_affected_exceeded(error: &PgError) -> Option<u64> {
+/// The row count from the error the row-limit check raises, if this is that error.
+fn row_limit_broken(error: &PgError) -> Option<u64> {
     let PgError::Db(db) = error else { return None };
     if db.code != "22P02" {
         return None;
     }
     let rest = db.message.strip_prefix("invalid input syntax for type integer: \"")?;
-    rest.strip_prefix(max_affected_marker())?.strip_suffix('"')?.parse().ok()
+    rest.strip_prefix(row_limit_marker())?.strip_suffix('"')?.parse().ok()
 }
 
 /// `Content-Profile` must name an exposed schema; returns it for the response.
@@ -544,7 +566,7 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
     };
     let (relation, pgrst_path) = super::relation_of(req.path())?;
     let profile = content_profile(req)?;
-    super::check_accept(req)?;
+    let media = super::negotiate(req)?;
     let prefer = Prefer::parse(req);
     if prefer.is_strict() && !prefer.invalid.is_empty() {
         return Err(ApiError::InvalidPreferences(prefer.invalid));
@@ -610,14 +632,15 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
         &read.select,
         ret,
         payload.as_ref().map(|p| p.json.clone()),
-        max_affected,
+        RowLimits { max_affected, singular: media == super::Media::Object },
     );
     let tx_rollback = TX_OVERRIDE_ALLOWED && prefer.tx_rollback == Some(true);
     let batch = super::request_batch(req, &identity, &pgrst_path)
         .statement(statement)
         .read_only(false)
         .end(if tx_rollback { TxEnd::Rollback } else { TxEnd::Commit });
-    let results = state.pool.execute(batch).await.map_err(|e| match max_affected_exceeded(&e) {
+    let results = state.pool.execute(batch).await.map_err(|e| match row_limit_broken(&e) {
+        Some(rows) if media == super::Media::Object && rows != 1 => ApiError::NotSingular(rows),
         Some(rows) => ApiError::MaxAffected(rows),
         None => ApiError::from_pg(e, identity.authenticated),
     })?;
@@ -632,7 +655,7 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
         (_, Return::Representation) => {
             let body = row.get(1).cloned().ok_or(ApiError::Internal("body is NULL"))?;
             let status = if method == Method::Post { 201 } else { 200 };
-            Response::with_body(status, body).header("content-type", "application/json; charset=utf-8")
+            Response::with_body(status, body).header("content-type", media.content_type())
         }
         (Method::Post, _) => Response::new(201),
         _ => Response::new(204),
@@ -777,8 +800,15 @@ mod tests {
         let target = vec!["id".to_owned()];
         let m = Mutation::Insert { columns: &columns, conflict: Some((&target, Resolution::MergeDuplicates)) };
         let select = parse_read_query("select=id,task").unwrap().select;
-        let s =
-            write_statement("todos", &m, &[], &select, Return::Representation, Some(Bytes::from_static(b"[]")), None);
+        let s = write_statement(
+            "todos",
+            &m,
+            &[],
+            &select,
+            Return::Representation,
+            Some(Bytes::from_static(b"[]")),
+            RowLimits::default(),
+        );
         assert_eq!(
             s.sql,
             "WITH pgrst_source AS (INSERT INTO \"public\".\"todos\"(\"task\", \"x\"\"y\") \
@@ -792,7 +822,15 @@ mod tests {
         );
         assert_eq!(params_of(&s), ["[]"]);
         let m = Mutation::Insert { columns: &[], conflict: None };
-        let s = write_statement("todos", &m, &[], &[], Return::Minimal, Some(Bytes::from_static(b"[]")), None);
+        let s = write_statement(
+            "todos",
+            &m,
+            &[],
+            &[],
+            Return::Minimal,
+            Some(Bytes::from_static(b"[]")),
+            RowLimits::default(),
+        );
         assert!(s.sql.starts_with("WITH pgrst_source AS (INSERT INTO \"public\".\"todos\" SELECT  FROM"), "{}", s.sql);
         assert!(s.sql.contains("RETURNING 1) "), "{}", s.sql);
     }
@@ -809,7 +847,7 @@ mod tests {
             &[],
             Return::Minimal,
             Some(Bytes::from_static(b"[{}]")),
-            Some(2),
+            RowLimits { max_affected: Some(2), singular: false },
         );
         assert_eq!(
             s.sql,
@@ -822,8 +860,16 @@ mod tests {
         );
         let params = params_of(&s);
         assert_eq!(params[..4], ["[{}]", "1", "'; drop table x; --", "2"]);
-        assert_eq!(params[4], max_affected_marker());
-        let s = write_statement("todos", &Mutation::Delete, &read.filters, &[], Return::HeadersOnly, None, None);
+        assert_eq!(params[4], row_limit_marker());
+        let s = write_statement(
+            "todos",
+            &Mutation::Delete,
+            &read.filters,
+            &[],
+            Return::HeadersOnly,
+            None,
+            RowLimits::default(),
+        );
         assert!(s.sql.starts_with(
             "WITH pgrst_source AS (DELETE FROM \"public\".\"todos\" WHERE \"public\".\"todos\".\"id\" > $1 AND \"public\".\"todos\".\"task\" = $2 RETURNING \"public\".\"todos\".*)"
         ), "{}", s.sql);
@@ -834,16 +880,16 @@ mod tests {
     fn marker_round_trip() {
         let db = madbase_pg::DbError {
             code: "22P02".into(),
-            message: format!("invalid input syntax for type integer: \"{}14\"", max_affected_marker()),
+            message: format!("invalid input syntax for type integer: \"{}14\"", row_limit_marker()),
             ..Default::default()
         };
-        assert_eq!(max_affected_exceeded(&PgError::Db(Box::new(db))), Some(14));
+        assert_eq!(row_limit_broken(&PgError::Db(Box::new(db))), Some(14));
         let forged = madbase_pg::DbError {
             code: "22P02".into(),
             message: "invalid input syntax for type integer: \"madbase max-affected 0: 14\"".into(),
             ..Default::default()
         };
-        assert_eq!(max_affected_exceeded(&PgError::Db(Box::new(forged))), None);
+        assert_eq!(row_limit_broken(&PgError::Db(Box::new(forged))), None);
     }
 
     #[test]
