@@ -395,3 +395,44 @@ fn singular_objects() {
     );
     assert_eq!((stripped.status, stripped.json()["code"].as_str()), (406, Some("PGRST107")));
 }
+
+#[test]
+fn operators_quantifiers_and_full_text_search() {
+    let server = TestServer::start();
+    server.sql(
+        "create table public.docs (id int primary key, title text, tags text[], span int4range, body tsvector, note text);
+         insert into public.docs values
+           (1, 'Rust in Action', '{rust,systems}', '[1,5)', to_tsvector('english', 'the quick brown fox'), null),
+           (2, 'Postgres Internals', '{db,postgres}', '[5,9)', to_tsvector('english', 'slow green turtles'), 'x'),
+           (3, 'rusty nails', '{hardware}', '[20,30)', to_tsvector('english', 'quick nails and foxes'), 'y');
+         grant select on public.docs to anon;",
+    );
+    server.wait_for_relations(&["docs"]);
+    let ids = |query: &str| {
+        let r = server.get(&format!("/rest/v1/docs?select=id&order=id&{query}"));
+        assert_eq!(r.status, 200, "{query}: {}", r.text());
+        r.json().as_array().unwrap().iter().map(|row| row["id"].as_i64().unwrap()).collect::<Vec<_>>()
+    };
+    assert_eq!(ids("title=match.^R"), [1]);
+    assert_eq!(ids("title=imatch.^r"), [1, 3]);
+    assert_eq!(ids("note=isdistinct.x"), [1, 3]);
+    assert_eq!(ids("tags=cs.{rust}"), [1]);
+    assert_eq!(ids("tags=cd.{db,postgres,extra}"), [2]);
+    assert_eq!(ids("tags=ov.{hardware,db}"), [2, 3]);
+    assert_eq!(ids("span=sl.[10,12)"), [1, 2]);
+    assert_eq!(ids("span=sr.[10,12)"), [3]);
+    assert_eq!(ids("span=adj.[9,20)"), [2, 3]);
+    assert_eq!(ids("span=nxr.[0,6)"), [1]);
+    assert_eq!(ids("span=nxl.[5,6)"), [2, 3]);
+    assert_eq!(ids("title=like(any).{Rust*,*nails}"), [1, 3]);
+    assert_eq!(ids("title=ilike(all).{*rust*,*ACTION*}"), [1]);
+    assert_eq!(ids("id=gt(all).{1,2}"), [3]);
+    assert_eq!(ids("id=not.eq(any).{1,3}"), [2]);
+    assert_eq!(ids("body=fts(english).quick%20%26%20fox"), [1, 3]);
+    assert_eq!(ids("body=plfts.quick%20nails"), [3]);
+    assert_eq!(ids("body=phfts(english).quick%20brown"), [1]);
+    assert_eq!(ids("body=wfts(english).quick%20-nails"), [1]);
+    // A configuration that does not exist is PostgreSQL's error, not an injection.
+    let bad = server.get("/rest/v1/docs?body=fts(nope%27%3B).x");
+    assert_eq!(bad.status, 400, "{}", bad.text());
+}

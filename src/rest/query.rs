@@ -1,13 +1,14 @@
-//! The PostgREST query-string grammar for reads (this slice: flat `select`, horizontal filters,
-//! `order`, `limit`, `offset`), parsed into a [`ReadQuery`].
+//! The PostgREST query-string grammar for reads (flat `select`, horizontal filters with every
+//! operator, `any`/`all` quantifiers and full-text search, `order`, `limit`, `offset`), parsed
+//! into a [`ReadQuery`].
 //!
 //! Owns: percent-decoding of the query string and turning it into typed, validated pieces; it
 //! never produces SQL (that is `sql`). Invariants: identifiers come out as plain strings (never
 //! quoted here, never containing NUL — NUL cannot travel inside the SQL text of a Parse message);
 //! values come out as plain strings that the SQL builder binds as parameters; every list a peer
-//! can grow is bounded by the `MAX_*` constants; anything of the PostgREST grammar this slice does
-//! not implement (embedding, JSON paths, logic trees, other operators, quantifiers, aggregates) is
-//! an error naming it, never silently ignored — a wrong result is worse than a 400.
+//! can grow is bounded by the `MAX_*` constants; anything of the PostgREST grammar not implemented
+//! yet (embedding, JSON paths, logic trees, aggregates) is an error naming it, never silently
+//! ignored — a wrong result is worse than a 400.
 
 use std::fmt;
 
@@ -54,6 +55,11 @@ pub struct Filter {
 pub enum FilterOp {
     /// A binary comparison against one bound value (`like`/`ilike` values already have `*` → `%`).
     Compare(CompareOp, String),
+    /// `op(any).{a,b}` / `op(all).{a,b}`: the comparison against every element of the bound array
+    /// literal (`like`/`ilike` elements already have `*` → `%`).
+    Quantified(CompareOp, Quantifier, String),
+    /// `fts|plfts|phfts|wfts[(config)].query`: `column @@ <fn>([config,] query)`, both bound.
+    TextSearch(TextSearch, Option<String>, String),
     /// `is.null|not_null|true|false|unknown` (no value is bound).
     Is(IsValue),
     /// `in.(a,b,"c,d")`: the elements, unquoted.
@@ -70,9 +76,57 @@ pub enum CompareOp {
     Lte,
     Like,
     Ilike,
+    /// `match`: POSIX regular expression, case-sensitive.
+    Match,
+    /// `imatch`: POSIX regular expression, case-insensitive.
+    Imatch,
+    /// `isdistinct`: `IS DISTINCT FROM`.
+    IsDistinct,
+    /// `cs`: contains (arrays, ranges, JSON).
+    Contains,
+    /// `cd`: contained in.
+    ContainedIn,
+    /// `ov`: overlaps.
+    Overlaps,
+    /// `sl`: strictly left of (ranges).
+    StrictlyLeft,
+    /// `sr`: strictly right of.
+    StrictlyRight,
+    /// `nxr`: does not extend to the right of.
+    NotRight,
+    /// `nxl`: does not extend to the left of.
+    NotLeft,
+    /// `adj`: adjacent to.
+    Adjacent,
 }
 
 impl CompareOp {
+    /// The operator named `name` in the query string.
+    fn from_name(name: &str) -> Option<CompareOp> {
+        Some(match name {
+            "eq" => CompareOp::Eq,
+            "neq" => CompareOp::Neq,
+            "gt" => CompareOp::Gt,
+            "gte" => CompareOp::Gte,
+            "lt" => CompareOp::Lt,
+            "lte" => CompareOp::Lte,
+            "like" => CompareOp::Like,
+            "ilike" => CompareOp::Ilike,
+            "match" => CompareOp::Match,
+            "imatch" => CompareOp::Imatch,
+            "isdistinct" => CompareOp::IsDistinct,
+            "cs" => CompareOp::Contains,
+            "cd" => CompareOp::ContainedIn,
+            "ov" => CompareOp::Overlaps,
+            "sl" => CompareOp::StrictlyLeft,
+            "sr" => CompareOp::StrictlyRight,
+            "nxr" => CompareOp::NotRight,
+            "nxl" => CompareOp::NotLeft,
+            "adj" => CompareOp::Adjacent,
+            _ => return None,
+        })
+    }
+
     /// The SQL operator.
     pub fn sql(self) -> &'static str {
         match self {
@@ -84,6 +138,82 @@ impl CompareOp {
             CompareOp::Lte => "<=",
             CompareOp::Like => "LIKE",
             CompareOp::Ilike => "ILIKE",
+            CompareOp::Match => "~",
+            CompareOp::Imatch => "~*",
+            CompareOp::IsDistinct => "IS DISTINCT FROM",
+            CompareOp::Contains => "@>",
+            CompareOp::ContainedIn => "<@",
+            CompareOp::Overlaps => "&&",
+            CompareOp::StrictlyLeft => "<<",
+            CompareOp::StrictlyRight => ">>",
+            CompareOp::NotRight => "&<",
+            CompareOp::NotLeft => "&>",
+            CompareOp::Adjacent => "-|-",
+        }
+    }
+
+    /// Operators PostgREST accepts with an `(any)`/`(all)` quantifier.
+    fn quantifiable(self) -> bool {
+        matches!(
+            self,
+            CompareOp::Eq
+                | CompareOp::Gt
+                | CompareOp::Gte
+                | CompareOp::Lt
+                | CompareOp::Lte
+                | CompareOp::Like
+                | CompareOp::Ilike
+                | CompareOp::Match
+                | CompareOp::Imatch
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantifier {
+    Any,
+    All,
+}
+
+impl Quantifier {
+    pub fn sql(self) -> &'static str {
+        match self {
+            Quantifier::Any => "ANY",
+            Quantifier::All => "ALL",
+        }
+    }
+}
+
+/// The full-text search operators and the `tsquery` constructor each uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextSearch {
+    /// `fts`: `to_tsquery`.
+    Fts,
+    /// `plfts`: `plainto_tsquery`.
+    Plain,
+    /// `phfts`: `phraseto_tsquery`.
+    Phrase,
+    /// `wfts`: `websearch_to_tsquery`.
+    Websearch,
+}
+
+impl TextSearch {
+    fn from_name(name: &str) -> Option<TextSearch> {
+        Some(match name {
+            "fts" => TextSearch::Fts,
+            "plfts" => TextSearch::Plain,
+            "phfts" => TextSearch::Phrase,
+            "wfts" => TextSearch::Websearch,
+            _ => return None,
+        })
+    }
+
+    pub fn function(self) -> &'static str {
+        match self {
+            TextSearch::Fts => "pg_catalog.to_tsquery",
+            TextSearch::Plain => "pg_catalog.plainto_tsquery",
+            TextSearch::Phrase => "pg_catalog.phraseto_tsquery",
+            TextSearch::Websearch => "pg_catalog.websearch_to_tsquery",
         }
     }
 }
@@ -428,69 +558,61 @@ fn parse_filter_key(key: &str) -> Result<String, QueryError> {
     Ok(name)
 }
 
-/// Operators of PostgREST that this slice does not implement yet (so the error can say so).
-const LATER_OPERATORS: &[&str] = &[
-    "match",
-    "imatch",
-    "isdistinct",
-    "fts",
-    "plfts",
-    "phfts",
-    "wfts",
-    "cs",
-    "cd",
-    "ov",
-    "sl",
-    "sr",
-    "nxr",
-    "nxl",
-    "adj",
-];
-
-/// `[not.]op.value` for the filter on `column`.
+/// `[not.]op[(modifier)].value` for the filter on `column`.
 fn parse_filter(column: String, value: &str) -> Result<Filter, QueryError> {
     const WHAT: &str = "filter";
     let fail = |column: usize, details: String| parse_error(WHAT, value, column, details);
     let mut cur = Cursor::new(value);
     let negated = cur.eat("not.");
     let op_column = cur.column();
-    let (op, operand) = match cur.rest().split_once('.') {
-        Some(split) => split,
-        None => (cur.rest(), ""),
-    };
-    let has_operand = cur.rest().contains('.');
-    let op_base = op.split('(').next().unwrap_or(op);
-    let compare = match op {
-        "eq" => Some(CompareOp::Eq),
-        "neq" => Some(CompareOp::Neq),
-        "gt" => Some(CompareOp::Gt),
-        "gte" => Some(CompareOp::Gte),
-        "lt" => Some(CompareOp::Lt),
-        "lte" => Some(CompareOp::Lte),
-        "like" => Some(CompareOp::Like),
-        "ilike" => Some(CompareOp::Ilike),
-        _ => None,
-    };
-    let known = compare.is_some() || op == "is" || op == "in";
-    if !known {
-        let details = if op.contains('(') && (compare_name(op_base) || LATER_OPERATORS.contains(&op_base)) {
-            format!("operator modifiers such as \"{op}\" (quantifiers, full-text configurations) are not supported yet")
-        } else if LATER_OPERATORS.contains(&op) {
-            format!("the operator \"{op}\" is not supported yet")
+    let Some((op, operand)) = cur.rest().split_once('.') else {
+        let op = cur.rest();
+        return Err(if CompareOp::from_name(op).is_some() || matches!(op, "is" | "in") {
+            fail(op_column + op.chars().count(), "unexpected end of input expecting \".\"".into())
         } else {
-            let shown = op.chars().next().map_or_else(|| "end of input".to_owned(), |c| format!("\"{c}\""));
-            format!("unexpected {shown} expecting \"not\" or operator (eq, gt, ...)")
-        };
-        return Err(fail(op_column, details));
-    }
-    if !has_operand {
-        return Err(fail(op_column + op.chars().count(), "unexpected end of input expecting \".\"".into()));
-    }
+            unknown_operator(op, op_column, value)
+        });
+    };
     let operand_column = op_column + op.chars().count() + 1;
-    let op = match compare {
-        Some(c @ (CompareOp::Like | CompareOp::Ilike)) => FilterOp::Compare(c, operand.replace('*', "%")),
-        Some(c) => FilterOp::Compare(c, operand.to_owned()),
-        None if op == "is" => FilterOp::Is(match operand.to_ascii_lowercase().as_str() {
+    // `op(modifier)`: a quantifier for comparisons, a text-search configuration for fts.
+    let (name, modifier) = match op.split_once('(') {
+        Some((name, rest)) => match rest.strip_suffix(')') {
+            Some(modifier) if !modifier.is_empty() => (name, Some(modifier)),
+            _ => return Err(fail(op_column + name.chars().count(), "expecting \")\" after the modifier".into())),
+        },
+        None => (op, None),
+    };
+    let wildcard = |c: CompareOp, text: &str| match c {
+        CompareOp::Like | CompareOp::Ilike => text.replace('*', "%"),
+        _ => text.to_owned(),
+    };
+    let op = if let Some(compare) = CompareOp::from_name(name) {
+        match modifier {
+            None => FilterOp::Compare(compare, wildcard(compare, operand)),
+            Some(q @ ("any" | "all")) if compare.quantifiable() => {
+                let quantifier = if q == "any" { Quantifier::Any } else { Quantifier::All };
+                let items = parse_quantified_list(operand).map_err(|d| fail(operand_column, d))?;
+                let items: Vec<String> = items.iter().map(|i| wildcard(compare, i)).collect();
+                FilterOp::Quantified(compare, quantifier, crate::rest::sql::array_literal(&items))
+            }
+            Some(other) => {
+                return Err(fail(
+                    op_column + name.chars().count() + 1,
+                    format!("\"{other}\" is not a quantifier of \"{name}\" (expected any or all)"),
+                ))
+            }
+        }
+    } else if let Some(search) = TextSearch::from_name(name) {
+        if let Some(config) = modifier {
+            if config.len() > MAX_IDENT_BYTES || config.contains('\0') {
+                return Err(fail(op_column + name.chars().count() + 1, "invalid text search configuration".into()));
+            }
+        }
+        FilterOp::TextSearch(search, modifier.map(str::to_owned), operand.to_owned())
+    } else if modifier.is_some() {
+        return Err(unknown_operator(name, op_column, value));
+    } else if name == "is" {
+        FilterOp::Is(match operand.to_ascii_lowercase().as_str() {
             "null" => IsValue::Null,
             "not_null" => IsValue::NotNull,
             "true" => IsValue::True,
@@ -502,17 +624,35 @@ fn parse_filter(column: String, value: &str) -> Result<Filter, QueryError> {
                     "expecting null, not_null, true, false or unknown after \"is.\"".into(),
                 ))
             }
-        }),
-        None => FilterOp::In(parse_in_list(operand).map_err(|(offset, d)| match d {
+        })
+    } else if name == "in" {
+        FilterOp::In(parse_in_list(operand).map_err(|(offset, d)| match d {
             InListError::TooMany => QueryError::TooMany { what: "in-list items", max: MAX_IN_ITEMS },
             InListError::Syntax(d) => fail(operand_column + offset, d),
-        })?),
+        })?)
+    } else {
+        return Err(unknown_operator(name, op_column, value));
     };
     Ok(Filter { column, negated, op })
 }
 
-fn compare_name(op: &str) -> bool {
-    matches!(op, "eq" | "neq" | "gt" | "gte" | "lt" | "lte" | "like" | "ilike")
+fn unknown_operator(op: &str, column: usize, value: &str) -> QueryError {
+    let shown = op.chars().next().map_or_else(|| "end of input".to_owned(), |c| format!("\"{c}\""));
+    parse_error("filter", value, column, format!("unexpected {shown} expecting \"not\" or operator (eq, gt, ...)"))
+}
+
+/// The element list of a quantified comparison: `{a,b,"c,d"}` (PostgREST also accepts `(a,b)`),
+/// returned unquoted; the SQL builder re-quotes them into one array literal.
+fn parse_quantified_list(operand: &str) -> Result<Vec<String>, String> {
+    let inner = operand
+        .strip_prefix('{')
+        .and_then(|r| r.strip_suffix('}'))
+        .or_else(|| operand.strip_prefix('(').and_then(|r| r.strip_suffix(')')))
+        .ok_or_else(|| "expecting a list such as {a,b} after a quantified operator".to_owned())?;
+    parse_in_list(&format!("({inner})")).map_err(|(_, e)| match e {
+        InListError::TooMany => format!("at most {MAX_IN_ITEMS} elements are allowed"),
+        InListError::Syntax(d) => d,
+    })
 }
 
 enum InListError {
@@ -723,14 +863,45 @@ mod tests {
     }
 
     #[test]
+    fn every_operator_quantifier_and_text_search() {
+        let f = |v: &str| parse_filter("c".into(), v).unwrap().op;
+        for (name, op) in [
+            ("match", CompareOp::Match),
+            ("imatch", CompareOp::Imatch),
+            ("isdistinct", CompareOp::IsDistinct),
+            ("cs", CompareOp::Contains),
+            ("cd", CompareOp::ContainedIn),
+            ("ov", CompareOp::Overlaps),
+            ("sl", CompareOp::StrictlyLeft),
+            ("sr", CompareOp::StrictlyRight),
+            ("nxr", CompareOp::NotRight),
+            ("nxl", CompareOp::NotLeft),
+            ("adj", CompareOp::Adjacent),
+        ] {
+            assert_eq!(f(&format!("{name}.x")), FilterOp::Compare(op, "x".into()), "{name}");
+        }
+        assert_eq!(
+            f("like(any).{a*,\"b,*\"}"),
+            FilterOp::Quantified(CompareOp::Like, Quantifier::Any, r#"{"a%","b,%"}"#.into())
+        );
+        assert_eq!(f("eq(all).(1,2)"), FilterOp::Quantified(CompareOp::Eq, Quantifier::All, r#"{"1","2"}"#.into()));
+        assert_eq!(
+            f("wfts(english).the cat"),
+            FilterOp::TextSearch(TextSearch::Websearch, Some("english".into()), "the cat".into())
+        );
+        assert_eq!(f("fts.cat & dog"), FilterOp::TextSearch(TextSearch::Fts, None, "cat & dog".into()));
+    }
+
+    #[test]
     fn filter_errors_name_the_problem() {
         let err = parse_filter("c".into(), "noop.0").unwrap_err();
         assert_eq!(err.to_string(), r#""failed to parse filter (noop.0)" (line 1, column 1)"#);
         assert_eq!(err.details().unwrap(), r#"unexpected "n" expecting "not" or operator (eq, gt, ...)"#);
-        let err = parse_filter("c".into(), "fts.cat").unwrap_err();
-        assert!(err.details().unwrap().contains("\"fts\" is not supported"), "{err:?}");
-        let err = parse_filter("c".into(), "like(any).{a*,b*}").unwrap_err();
-        assert!(err.details().unwrap().contains("like(any)"), "{err:?}");
+        let err = parse_filter("c".into(), "cs(any).{1}").unwrap_err();
+        assert!(err.details().unwrap().contains("not a quantifier"), "{err:?}");
+        let err = parse_filter("c".into(), "eq(any).1,2").unwrap_err();
+        assert!(err.details().unwrap().contains("expecting a list"), "{err:?}");
+        assert!(parse_filter("c".into(), "eq(any.{1}").is_err());
         let err = parse_read_query("or=(a.eq.1,b.eq.2)").unwrap_err();
         assert!(err.to_string().contains("logic tree"), "{err}");
         let err = parse_read_query("data->>a=eq.1").unwrap_err();

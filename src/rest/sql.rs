@@ -108,6 +108,16 @@ pub fn push_where(out: &mut String, qualifier: &str, filters: &[Filter], bind: &
             FilterOp::Compare(op, value) => format!("{target} {} {}", op.sql(), bind(value.clone())),
             FilterOp::Is(value) => format!("{target} IS {value}"),
             FilterOp::In(items) => format!("{target} = ANY ({})", bind(array_literal(items))),
+            FilterOp::Quantified(op, quantifier, list) => {
+                format!("{target} {} {}({})", op.sql(), quantifier.sql(), bind(list.clone()))
+            }
+            FilterOp::TextSearch(search, config, query) => match config {
+                Some(config) => {
+                    let config = bind(config.clone());
+                    format!("{target} @@ {}({config}::regconfig, {})", search.function(), bind(query.clone()))
+                }
+                None => format!("{target} @@ {}({})", search.function(), bind(query.clone())),
+            },
         };
         if filter.negated {
             let _ = write!(out, "NOT ({condition})");
