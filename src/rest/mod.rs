@@ -55,11 +55,15 @@ pub async fn handle(state: &ShardState, req: &Request, body: Body) -> Response {
 async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response, ApiError> {
     // PostgREST authenticates before it looks at anything else of the request.
     let identity = auth::authenticate(&state.tokens, req)?;
-    if let Some(target) = rpc_of(req.path()) {
+    let method = req.method();
+    let rpc = rpc_of(req.path());
+    if rpc.is_some() || !matches!(method, "GET" | "HEAD") {
+        refuse_logic_trees(req)?;
+    }
+    if let Some(target) = rpc {
         let (function, pgrst_path) = target?;
         return rpc::serve(state, req, identity, body, &function, &pgrst_path).await;
     }
-    let method = req.method();
     let head = match method {
         "GET" => false,
         "HEAD" => true,
@@ -129,6 +133,19 @@ fn range_status(offset: u64, rows: u64, total: Option<u64>) -> Result<u16, ApiEr
         Some(total) if rows < total => Ok(206),
         Some(_) => Ok(200),
     }
+}
+
+/// Logic trees (`or=`, `and=`) are applied by reads only so far; a write or an RPC call must not
+/// silently ignore one (a PATCH would touch more rows than the client asked for).
+fn refuse_logic_trees(req: &Request) -> Result<(), ApiError> {
+    let has_tree = req.query().unwrap_or("").split('&').any(|pair| {
+        let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+        matches!(query::percent_decode(key, true).as_deref(), Ok("or" | "and" | "not.or" | "not.and"))
+    });
+    if has_tree {
+        return Err(ApiError::NotImplemented("logic trees (or=, and=) are supported on reads only so far"));
+    }
+    Ok(())
 }
 
 /// A batch with the request settings every `/rest/v1` request runs under, in PostgREST's order

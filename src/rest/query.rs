@@ -20,6 +20,8 @@ pub const MAX_ORDER_TERMS: usize = 16;
 pub const MAX_IN_ITEMS: usize = 1024;
 /// At most this many `select` items.
 pub const MAX_SELECT_ITEMS: usize = 256;
+/// Deepest nesting of logic trees (`or=(and(or(…)))`).
+pub const MAX_TREE_DEPTH: usize = 16;
 /// Longest identifier accepted, in bytes (PostgreSQL truncates at 63; this only bounds work).
 pub const MAX_IDENT_BYTES: usize = 512;
 
@@ -30,6 +32,8 @@ pub struct ReadQuery {
     pub select: Vec<SelectItem>,
     /// Filters, ANDed.
     pub filters: Vec<Filter>,
+    /// Logic trees (`or=(…)`, `and=(…)`, `not.or=(…)`, `not.and=(…)`), ANDed with the filters.
+    pub trees: Vec<LogicTree>,
     pub order: Vec<OrderTerm>,
     pub limit: Option<i64>,
     pub offset: Option<i64>,
@@ -41,6 +45,36 @@ pub enum SelectItem {
     Star,
     /// `[alias:]column[::cast]`.
     Column { name: String, alias: Option<String>, cast: Option<String> },
+}
+
+/// `[not.]or(…)` / `[not.]and(…)`: conditions joined by one operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogicTree {
+    pub op: LogicOp,
+    pub negated: bool,
+    pub children: Vec<Condition>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogicOp {
+    And,
+    Or,
+}
+
+impl LogicOp {
+    pub fn sql(self) -> &'static str {
+        match self {
+            LogicOp::And => " AND ",
+            LogicOp::Or => " OR ",
+        }
+    }
+}
+
+/// One member of a logic tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    Filter(Filter),
+    Tree(LogicTree),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -345,10 +379,14 @@ pub fn parse_read_query(query: &str) -> Result<ReadQuery, QueryError> {
             // Used only by writes; PostgREST accepts and ignores them on reads.
             "columns" | "on_conflict" => {}
             "or" | "and" | "not.or" | "not.and" => {
-                return Err(parse_error("logic tree", &value, 1, "logic trees (or=, and=) are not supported yet"))
+                let negated = key.starts_with("not.");
+                let op = if key.ends_with("or") { LogicOp::Or } else { LogicOp::And };
+                let mut budget = MAX_FILTERS.saturating_sub(read.filters.len() + count_conditions(&read.trees));
+                let children = parse_tree_body(&value, 1, &mut budget)?;
+                read.trees.push(LogicTree { op, negated, children });
             }
             _ => {
-                if read.filters.len() == MAX_FILTERS {
+                if read.filters.len() + count_conditions(&read.trees) >= MAX_FILTERS {
                     return Err(QueryError::TooMany { what: "filters", max: MAX_FILTERS });
                 }
                 let column = parse_filter_key(&key)?;
@@ -541,13 +579,115 @@ fn cast_type(cur: &mut Cursor<'_>) -> Result<String, String> {
 }
 
 /// A filter key must be exactly one field name (no embed path, no JSON path).
+/// Filters inside `trees`, at every depth (they count against [`MAX_FILTERS`]).
+fn count_conditions(trees: &[LogicTree]) -> usize {
+    trees
+        .iter()
+        .flat_map(|t| &t.children)
+        .map(|c| match c {
+            Condition::Filter(_) => 1,
+            Condition::Tree(t) => count_conditions(std::slice::from_ref(t)),
+        })
+        .sum()
+}
+
+/// The `(…)` of a logic tree: comma-separated members, each `[not.]and(…)`, `[not.]or(…)` or
+/// `field.[not.]op.value`. `budget` is the number of filters still allowed.
+fn parse_tree_body(value: &str, depth: usize, budget: &mut usize) -> Result<Vec<Condition>, QueryError> {
+    const WHAT: &str = "logic tree";
+    if depth > MAX_TREE_DEPTH {
+        return Err(QueryError::TooMany { what: "nested logic trees", max: MAX_TREE_DEPTH });
+    }
+    let inner = value
+        .strip_prefix('(')
+        .and_then(|v| v.strip_suffix(')'))
+        .ok_or_else(|| parse_error(WHAT, value, 1, "expecting a parenthesised list such as (a.eq.1,b.eq.2)"))?;
+    let mut children = Vec::new();
+    for item in split_top_level(inner).map_err(|d| parse_error(WHAT, value, 1, d))? {
+        let (negated, rest) = match item.strip_prefix("not.") {
+            Some(rest) => (true, rest),
+            None => (false, item),
+        };
+        let nested = [("and(", LogicOp::And), ("or(", LogicOp::Or)]
+            .into_iter()
+            .find_map(|(prefix, op)| rest.strip_prefix(&prefix[..prefix.len() - 1]).map(|body| (op, body)))
+            .filter(|(_, body)| body.starts_with('('));
+        if let Some((op, body)) = nested {
+            let grandchildren = parse_tree_body(body, depth + 1, budget)?;
+            children.push(Condition::Tree(LogicTree { op, negated, children: grandchildren }));
+            continue;
+        }
+        if *budget == 0 {
+            return Err(QueryError::TooMany { what: "filters", max: MAX_FILTERS });
+        }
+        *budget -= 1;
+        // A member filter is `field.[not.]op.value`; the field may be quoted.
+        let mut cur = Cursor::new(item);
+        let column = field_name(&mut cur).map_err(|(c, d)| parse_error(WHAT, value, c, d))?;
+        if !cur.eat(".") {
+            return Err(parse_error(WHAT, value, 1, format!("expecting \".\" after the field name in \"{item}\"")));
+        }
+        let mut filter = parse_filter(column, cur.rest())?;
+        // Inside a tree a value may be double-quoted so it can hold `,` `(` `)`.
+        if let FilterOp::Compare(_, operand) = &mut filter.op {
+            if let Some(unquoted) = unquote(operand) {
+                *operand = unquoted;
+            }
+        }
+        children.push(Condition::Filter(filter));
+    }
+    if children.is_empty() {
+        return Err(parse_error(WHAT, value, 1, "a logic tree needs at least one condition"));
+    }
+    Ok(children)
+}
+
+/// Splits `text` at the commas that are outside parentheses and double quotes.
+fn split_top_level(text: &str) -> Result<Vec<&str>, String> {
+    let (mut items, mut depth, mut quoted, mut escaped, mut from) = (Vec::new(), 0usize, false, false, 0);
+    for (i, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '(' if !quoted => depth += 1,
+            ')' if !quoted => depth = depth.checked_sub(1).ok_or("unbalanced \")\" in the logic tree")?,
+            ',' if !quoted && depth == 0 => {
+                items.push(&text[from..i]);
+                from = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if quoted || depth != 0 {
+        return Err("unbalanced quotes or parentheses in the logic tree".to_owned());
+    }
+    items.push(&text[from..]);
+    Ok(items)
+}
+
+/// `"a,b"` → `a,b` (with `\"` and `\\` escapes); `None` when `text` is not double-quoted.
+fn unquote(text: &str) -> Option<String> {
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            out.push(chars.next()?);
+        } else {
+            out.push(c);
+        }
+    }
+    Some(out)
+}
+
 fn parse_filter_key(key: &str) -> Result<String, QueryError> {
     const WHAT: &str = "tree path";
     let mut cur = Cursor::new(key);
     let name = field_name(&mut cur).map_err(|(c, d)| parse_error(WHAT, key, c, d))?;
     if !cur.at_end() {
         let details = if cur.rest().ends_with(".or") || cur.rest().ends_with(".and") {
-            "logic trees (or=, and=) are not supported yet".to_owned()
+            "logic trees on embedded resources are not supported yet".to_owned()
         } else if cur.rest().starts_with('.') {
             "filters, order and limits on embedded resources are not supported yet".to_owned()
         } else {
@@ -893,6 +1033,28 @@ mod tests {
     }
 
     #[test]
+    fn logic_trees() {
+        let q = parse_read_query(
+            r#"or=(id.eq.1,and(name.like.A*,"my col".not.is.null),not.or(x.in.(1,2),y.eq."a,b"))&z=gt.0"#,
+        )
+        .unwrap();
+        assert_eq!(q.filters.len(), 1);
+        assert_eq!(q.trees.len(), 1);
+        let tree = &q.trees[0];
+        assert_eq!((tree.op, tree.negated, tree.children.len()), (LogicOp::Or, false, 3));
+        let Condition::Tree(and) = &tree.children[1] else { panic!("{tree:?}") };
+        assert_eq!(and.op, LogicOp::And);
+        let Condition::Filter(quoted) = &and.children[1] else { panic!() };
+        assert_eq!((quoted.column.as_str(), quoted.negated), ("my col", true));
+        let Condition::Tree(not_or) = &tree.children[2] else { panic!() };
+        assert!(not_or.negated);
+        let Condition::Filter(y) = &not_or.children[1] else { panic!() };
+        assert_eq!(y.op, FilterOp::Compare(CompareOp::Eq, "a,b".into()));
+        let q = parse_read_query("not.and=(a.gte.1,a.lte.5)").unwrap();
+        assert!(q.trees[0].negated && q.trees[0].op == LogicOp::And);
+    }
+
+    #[test]
     fn filter_errors_name_the_problem() {
         let err = parse_filter("c".into(), "noop.0").unwrap_err();
         assert_eq!(err.to_string(), r#""failed to parse filter (noop.0)" (line 1, column 1)"#);
@@ -902,8 +1064,13 @@ mod tests {
         let err = parse_filter("c".into(), "eq(any).1,2").unwrap_err();
         assert!(err.details().unwrap().contains("expecting a list"), "{err:?}");
         assert!(parse_filter("c".into(), "eq(any.{1}").is_err());
-        let err = parse_read_query("or=(a.eq.1,b.eq.2)").unwrap_err();
+        let err = parse_read_query("or=a.eq.1").unwrap_err();
         assert!(err.to_string().contains("logic tree"), "{err}");
+        assert!(parse_read_query("or=(a.eq.1,b.eq.2").is_err());
+        assert!(parse_read_query("or=()").is_err());
+        assert!(parse_read_query("or=(a)").is_err());
+        let deep = format!("or=({}a.eq.1{})", "and(".repeat(20), ")".repeat(20));
+        assert!(matches!(parse_read_query(&deep), Err(QueryError::TooMany { .. })));
         let err = parse_read_query("data->>a=eq.1").unwrap_err();
         assert!(err.details().unwrap().contains("JSON paths"), "{err:?}");
         let err = parse_read_query("actors.first_name=eq.x").unwrap_err();

@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 
 use madbase_pg::Statement;
 
-use super::query::{Direction, Filter, FilterOp, Nulls, OrderTerm, ReadQuery, SelectItem};
+use super::query::{Condition, Direction, Filter, FilterOp, LogicTree, Nulls, OrderTerm, ReadQuery, SelectItem};
 
 /// `name` as a quoted SQL identifier: `"` + name with `"` doubled + `"`.
 pub fn quote_ident(name: &str) -> String {
@@ -101,29 +101,69 @@ pub fn push_select_list(out: &mut String, qualifier: &str, items: &[SelectItem])
 /// Appends ` WHERE c1 AND c2 …` for `filters` (nothing when there are none) to `out`, every
 /// column qualified by `qualifier`; each value goes through `bind`, which returns its `$n`.
 pub fn push_where(out: &mut String, qualifier: &str, filters: &[Filter], bind: &mut dyn FnMut(String) -> String) {
-    for (i, filter) in filters.iter().enumerate() {
-        out.push_str(if i == 0 { " WHERE " } else { " AND " });
-        let target = format!("{qualifier}.{}", quote_ident(&filter.column));
-        let condition = match &filter.op {
-            FilterOp::Compare(op, value) => format!("{target} {} {}", op.sql(), bind(value.clone())),
-            FilterOp::Is(value) => format!("{target} IS {value}"),
-            FilterOp::In(items) => format!("{target} = ANY ({})", bind(array_literal(items))),
-            FilterOp::Quantified(op, quantifier, list) => {
-                format!("{target} {} {}({})", op.sql(), quantifier.sql(), bind(list.clone()))
-            }
-            FilterOp::TextSearch(search, config, query) => match config {
-                Some(config) => {
-                    let config = bind(config.clone());
-                    format!("{target} @@ {}({config}::regconfig, {})", search.function(), bind(query.clone()))
-                }
-                None => format!("{target} @@ {}({})", search.function(), bind(query.clone())),
-            },
-        };
-        if filter.negated {
-            let _ = write!(out, "NOT ({condition})");
-        } else {
-            out.push_str(&condition);
+    push_where_trees(out, qualifier, filters, &[], bind);
+}
+
+/// [`push_where`] plus logic trees (`or=(…)`, `and=(…)`), all ANDed.
+pub fn push_where_trees(
+    out: &mut String,
+    qualifier: &str,
+    filters: &[Filter],
+    trees: &[LogicTree],
+    bind: &mut dyn FnMut(String) -> String,
+) {
+    let mut first = true;
+    let mut next =
+        |out: &mut String| out.push_str(if std::mem::replace(&mut first, false) { " WHERE " } else { " AND " });
+    for filter in filters {
+        next(out);
+        push_filter(out, qualifier, filter, bind);
+    }
+    for tree in trees {
+        next(out);
+        push_tree(out, qualifier, tree, bind);
+    }
+}
+
+/// `[NOT ](c1 OR c2 …)`; members are filters or nested trees (depth bounded by the parser).
+fn push_tree(out: &mut String, qualifier: &str, tree: &LogicTree, bind: &mut dyn FnMut(String) -> String) {
+    if tree.negated {
+        out.push_str("NOT ");
+    }
+    out.push('(');
+    for (i, child) in tree.children.iter().enumerate() {
+        if i > 0 {
+            out.push_str(tree.op.sql());
         }
+        match child {
+            Condition::Filter(filter) => push_filter(out, qualifier, filter, bind),
+            Condition::Tree(tree) => push_tree(out, qualifier, tree, bind),
+        }
+    }
+    out.push(')');
+}
+
+fn push_filter(out: &mut String, qualifier: &str, filter: &Filter, bind: &mut dyn FnMut(String) -> String) {
+    let target = format!("{qualifier}.{}", quote_ident(&filter.column));
+    let condition = match &filter.op {
+        FilterOp::Compare(op, value) => format!("{target} {} {}", op.sql(), bind(value.clone())),
+        FilterOp::Is(value) => format!("{target} IS {value}"),
+        FilterOp::In(items) => format!("{target} = ANY ({})", bind(array_literal(items))),
+        FilterOp::Quantified(op, quantifier, list) => {
+            format!("{target} {} {}({})", op.sql(), quantifier.sql(), bind(list.clone()))
+        }
+        FilterOp::TextSearch(search, config, query) => match config {
+            Some(config) => {
+                let config = bind(config.clone());
+                format!("{target} @@ {}({config}::regconfig, {})", search.function(), bind(query.clone()))
+            }
+            None => format!("{target} @@ {}({})", search.function(), bind(query.clone())),
+        },
+    };
+    if filter.negated {
+        let _ = write!(out, "NOT ({condition})");
+    } else {
+        out.push_str(&condition);
     }
 }
 
@@ -185,7 +225,7 @@ pub fn read_statement(
     };
     let qualified = format!("{}.{}", quote_ident(schema), quote_ident(relation));
     let mut filtered = format!(" FROM {qualified}");
-    push_where(&mut filtered, &qualified, &query.filters, &mut bind);
+    push_where_trees(&mut filtered, &qualified, &query.filters, &query.trees, &mut bind);
 
     let mut inner = String::from("SELECT ");
     push_select_list(&mut inner, &qualified, &query.select);
