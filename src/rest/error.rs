@@ -91,6 +91,19 @@ pub enum ApiError {
     /// 400 PGRST128.
     #[error("Function must return SETOF or TABLE when max-affected preference is used with handling=strict")]
     MaxAffectedNotSet,
+    /// A payload key or `columns=` name that is not a column of the relation in the request's
+    /// schema cache snapshot: 400 PGRST204 (`relation` is the bare relation name, as PostgREST).
+    #[error("Could not find the '{column}' column of '{relation}' in the schema cache")]
+    ColumnNotFound { column: String, relation: String },
+    /// `PUT` whose filters are not exactly `eq` on every primary-key column: 405 PGRST105.
+    #[error("Filters must include all and only primary key columns with 'eq' operators")]
+    PutFilters,
+    /// `PUT` with `limit`/`offset`: 400 PGRST114.
+    #[error("limit/offset querystring parameters are not allowed for PUT")]
+    PutLimit,
+    /// `PUT` whose body does not repeat the filters' primary-key values: 400 PGRST115.
+    #[error("Payload values do not match URL in primary key column(s)")]
+    PutMismatch,
 }
 
 impl ApiError {
@@ -193,6 +206,10 @@ impl ApiError {
                 ),
             ),
             ApiError::MaxAffectedNotSet => body(400, "PGRST128", &message, None, None),
+            ApiError::ColumnNotFound { .. } => body(400, "PGRST204", &message, None, None),
+            ApiError::PutFilters => body(405, "PGRST105", &message, None, None),
+            ApiError::PutLimit => body(400, "PGRST114", &message, None, None),
+            ApiError::PutMismatch => body(400, "PGRST115", &message, None, None),
             ApiError::Internal(what) => {
                 tracing::error!(what, "rest: unexpected result from PostgreSQL");
                 body(500, "PGRSTX00", "Internal server error", Some(message), None)

@@ -314,7 +314,10 @@ fn parse_payload(raw: Bytes, columns: Option<Vec<String>>) -> Result<Payload, Ap
 /// The write to build SQL for.
 #[derive(Debug)]
 enum Mutation<'a> {
-    Insert { columns: &'a [String], conflict: Option<(&'a [String], Resolution)> },
+    /// `inserted`: count the rows the statement inserted (rather than updated) — a merge upsert,
+    /// whose status is 200 when it inserted none. Holds every column of the table in order: the
+    /// extra `pgrst_inserted` column of `pgrst_source` is then kept out of `select=*`.
+    Insert { columns: &'a [String], conflict: Option<(&'a [String], Resolution)>, inserted: Option<&'a [String]> },
     Update { columns: &'a [String] },
     Delete,
 }
@@ -331,7 +334,7 @@ fn write_statement(
     filters: &[Filter],
     select: &[SelectItem],
     ret: Return,
-    payload: Option<Bytes>,
+    payload: Option<Source<'_>>,
     limits: RowLimits,
 ) -> Statement {
     let mut params: Vec<Bytes> = Vec::new();
@@ -340,18 +343,51 @@ fn write_statement(
         format!("${}", params.len())
     };
     let table = format!("{}.{}", quote_ident(SCHEMA), quote_ident(relation));
-    let returning = match ret {
+    let inserted = match mutation {
+        Mutation::Insert { inserted: Some(columns), .. } => Some(*columns),
+        _ => None,
+    };
+    let mut returning = match ret {
         Return::Minimal => " RETURNING 1".to_owned(),
         Return::HeadersOnly | Return::Representation => format!(" RETURNING {table}.*"),
     };
-    let body_param = payload.map(&mut bind);
-    let recordset = |p: &Option<String>| {
-        format!("pg_catalog.json_populate_recordset(NULL::{table}, {}::json)", p.as_deref().unwrap_or("NULL"))
+    if inserted.is_some() {
+        // `xmax` is 0 on a row version this statement inserted, the updater's xid on one that
+        // `ON CONFLICT DO UPDATE` rewrote.
+        let _ = write!(returning, ", ({table}.xmax = 0) AS pgrst_inserted");
+    }
+    let recordset = match payload {
+        None => format!("pg_catalog.json_populate_recordset(NULL::{table}, NULL::json)"),
+        Some(Source { json, defaults }) if defaults.is_empty() => {
+            let p = bind(json);
+            format!("pg_catalog.json_populate_recordset(NULL::{table}, {p}::json)")
+        }
+        Some(Source { json, defaults }) => {
+            // `missing=default`: a row that lacks a column with a DEFAULT gets the default's value
+            // as its key before the table's row type converts it (DEFAULT itself cannot appear in
+            // an expression). The expression is the catalog's (`pg_get_expr`), never the
+            // request's, and is evaluated only for rows that lack the key.
+            let p = bind(json);
+            let mut row = String::from("pgrst_elem.value");
+            for (column, default) in defaults {
+                let key = bind(Bytes::from(column.to_owned()));
+                let _ = write!(
+                    row,
+                    " || CASE WHEN pg_catalog.jsonb_exists(pgrst_elem.value, {key}::text) THEN '{{}}'::jsonb \
+                     ELSE pg_catalog.jsonb_build_object({key}::text, {default}) END"
+                );
+            }
+            format!(
+                "pg_catalog.json_populate_recordset(NULL::{table}, (SELECT coalesce(pg_catalog.json_agg({row} \
+                 ORDER BY pgrst_elem.n), '[]') FROM pg_catalog.jsonb_array_elements({p}::jsonb) \
+                 WITH ORDINALITY AS pgrst_elem(value, n)))"
+            )
+        }
     };
 
     let mut m = String::new();
     match mutation {
-        Mutation::Insert { columns, conflict } => {
+        Mutation::Insert { columns, conflict, .. } => {
             let _ = write!(m, "INSERT INTO {table}");
             if !columns.is_empty() {
                 m.push('(');
@@ -362,7 +398,7 @@ fn write_statement(
             push_list(&mut m, columns, |out, c| {
                 let _ = write!(out, "pgrst_body.{}", quote_ident(c));
             });
-            let _ = write!(m, " FROM {} AS pgrst_body", recordset(&body_param));
+            let _ = write!(m, " FROM {recordset} AS pgrst_body");
             if let Some((target, resolution)) = conflict {
                 m.push_str(" ON CONFLICT (");
                 push_list(&mut m, target, |out, c| out.push_str(&quote_ident(c)));
@@ -389,7 +425,7 @@ fn write_statement(
                 let c = quote_ident(c);
                 let _ = write!(out, "{c} = pgrst_body.{c}");
             });
-            let _ = write!(m, " FROM (SELECT * FROM {} LIMIT 1) AS pgrst_body", recordset(&body_param));
+            let _ = write!(m, " FROM (SELECT * FROM {recordset} LIMIT 1) AS pgrst_body");
             push_where(&mut m, &table, filters, &mut |v| bind(Bytes::from(v)));
             m.push_str(&returning);
         }
@@ -404,7 +440,25 @@ fn write_statement(
         // Aliased as the table, so errors name it as reads do (`column todos.x does not exist`).
         let alias = quote_ident(relation);
         let mut s = String::from("SELECT ");
-        push_select_list(&mut s, &alias, select);
+        match inserted {
+            // `*` would show `pgrst_inserted`: every column of the table, by name, instead.
+            Some(all) if select.is_empty() || select.contains(&SelectItem::Star) => {
+                let star = || all.iter().map(|c| SelectItem::Column { name: c.clone(), alias: None, cast: None });
+                let expanded: Vec<SelectItem> = if select.is_empty() {
+                    star().collect()
+                } else {
+                    select
+                        .iter()
+                        .flat_map(|item| match item {
+                            SelectItem::Star => star().collect::<Vec<_>>(),
+                            other => vec![other.clone()],
+                        })
+                        .collect()
+                };
+                push_select_list(&mut s, &alias, &expanded);
+            }
+            _ => push_select_list(&mut s, &alias, select),
+        }
         let _ = write!(s, " FROM pgrst_source AS {alias}");
         let body = if limits.singular {
             "(pg_catalog.json_agg(_postgrest_t)->0)::text"
@@ -445,11 +499,24 @@ fn write_statement(
         }
         None => "NULL".to_owned(),
     };
+    let inserted = if inserted.is_some() {
+        "(SELECT pg_catalog.count(*) FROM pgrst_source WHERE pgrst_source.pgrst_inserted)"
+    } else {
+        "NULL"
+    };
     let sql = format!(
         "WITH pgrst_source AS ({m}) SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body, \
-         {location} AS location, {check} AS max_affected FROM ({select_sql}) _postgrest_t"
+         {location} AS location, {check} AS max_affected, {inserted} AS inserted FROM ({select_sql}) _postgrest_t"
     );
     params.into_iter().fold(Statement::new(sql), |statement, value| statement.bind(value))
+}
+
+/// The body to bind and, with `missing=default` when some row lacks a listed column, the
+/// listed columns that have a DEFAULT with its expression (from the schema cache).
+#[derive(Debug)]
+struct Source<'a> {
+    json: Bytes,
+    defaults: Vec<(&'a str, &'a str)>,
 }
 
 /// Row-count rules a write must meet, checked inside its statement so that breaking one raises
