@@ -3,8 +3,10 @@
 //! parameter, variadic), GET/HEAD with query-string arguments, the transaction's access mode
 //! (GET on a writing VOLATILE function and a STABLE function that writes → 25006/405), `tx=rollback`,
 //! overload resolution with PostgREST's exact PGRST202/PGRST203 bodies, raised exceptions, RLS
-//! inside `security invoker` functions, hostile names and values, and a pgvector-style signature
-//! when the `vector` extension is available.
+//! inside `security invoker` functions, hostile names and values, a pgvector-style signature
+//! when the `vector` extension is available, and the postgrest-js live suite's RPC cases
+//! (callable functions only, the unnamed parameter as `""`, PGRST203 candidate order, PGRST202
+//! without parameters, `Prefer: count=exact`).
 
 mod support;
 
@@ -183,7 +185,7 @@ fn resolution_errors_and_transactions() {
     let r = server.request("GET", "/rest/v1/rpc/adx", &[auth], b"");
     assert_eq!(
         r.text(),
-        r#"{"code":"PGRST202","details":"Searched for the function public.adx without parameters, but no matches were found in the schema cache.","hint":"Perhaps you meant to call the function public.add","message":"Could not find the function public.adx() in the schema cache"}"#
+        r#"{"code":"PGRST202","details":"Searched for the function public.adx without parameters, but no matches were found in the schema cache.","hint":"Perhaps you meant to call the function public.add","message":"Could not find the function public.adx without parameters in the schema cache"}"#
     );
     // PGRST203: two overloads take {a}.
     let r = post("over", r#"{"a":1}"#);
@@ -285,4 +287,159 @@ fn rls_hostile_input_and_vectors() {
         b"",
     );
     assert_eq!(r.json(), json!([{"content": "b"}]), "{}", r.text());
+}
+
+/// The postgrest-js suite's functions (its `00000000000000_schema.sql`), reduced to what these
+/// cases need.
+const SUITE_FUNCTIONS: &str = r#"
+create table public.messages (id int primary key, message text, username text);
+insert into public.messages values (1, 'Hello World', 'supabot');
+create function public.postgrest_unresolvable_function() returns void language sql as '';
+create function public.postgrest_unresolvable_function(a int) returns text language sql as $$ select 'foo' $$;
+create function public.postgrest_unresolvable_function(a text) returns int language sql as 'select 1';
+create function public.polymorphic_function_with_different_return(bool) returns int language sql as 'SELECT 1';
+create function public.polymorphic_function_with_different_return(int) returns int language sql as 'SELECT 2';
+create function public.polymorphic_function_with_different_return(text) returns text language sql as $$ SELECT 'foo' $$;
+create function public.polymorphic_function_with_no_params_or_unnamed() returns int language sql as 'SELECT 1';
+create function public.polymorphic_function_with_no_params_or_unnamed(bool) returns int language sql as 'SELECT 2';
+create function public.polymorphic_function_with_no_params_or_unnamed(text) returns text language sql as $$ SELECT 'foo' $$;
+create function public.polymorphic_function_with_unnamed_integer(int) returns int language sql as 'SELECT 1';
+create function public.polymorphic_function_with_unnamed_json(json) returns int language sql as 'SELECT 1';
+create function public.polymorphic_function_with_unnamed_text(text) returns int language sql as 'SELECT 1';
+create function public.polymorphic_function_with_unnamed_default() returns int language sql as 'SELECT 1';
+create function public.polymorphic_function_with_unnamed_default(int default 42) returns int language sql as 'SELECT 2';
+create function public.polymorphic_function_with_unnamed_default(text default 'default') returns text language sql as $$ SELECT 'foo' $$;
+create function public.unnamed_text_echo(text) returns text language sql as 'SELECT $1';
+create function public.blurb_message(public.messages) returns character varying language sql stable
+  as $$ select substring($1.message, 1, 3) $$;
+create function public.get_status(name_param text) returns text language sql stable
+  as $$ select case when name_param = 'supabot' then 'ONLINE' else 'OFFLINE' end $$;
+"#;
+
+#[test]
+fn postgrest_js_suite_cases() {
+    let server = start();
+    server.sql(SUITE_FUNCTIONS);
+    server.wait_for_function("get_status?name_param=x");
+    let svc = service();
+    let auth = ("Authorization", svc.as_str());
+    let post = |path: &str, body: &str| {
+        server.request("POST", &format!("/rest/v1/rpc/{path}"), &[JSON, auth], body.as_bytes())
+    };
+
+    // 1. Only callable functions are in the cache: blurb_message(messages) (one unnamed
+    // composite parameter) is not, so there is no overload to hint at.
+    let r = post("blurb_message", "{}");
+    assert_error(&r, 404, "PGRST202");
+    // 4. …and without arguments the message says so.
+    assert_eq!(
+        r.json(),
+        json!({
+            "code": "PGRST202",
+            "details": "Searched for the function public.blurb_message without parameters or with a single unnamed json/jsonb parameter, but no matches were found in the schema cache.",
+            "hint": null,
+            "message": "Could not find the function public.blurb_message without parameters in the schema cache",
+        })
+    );
+    let r = post("blurb_message", r#"{"":{"id":1,"message":null,"username":"test"}}"#);
+    assert_eq!(
+        r.json(),
+        json!({
+            "code": "PGRST202",
+            "details": "Searched for the function public.blurb_message with parameter  or with a single unnamed json/jsonb parameter, but no matches were found in the schema cache.",
+            "hint": null,
+            "message": "Could not find the function public.blurb_message() in the schema cache",
+        })
+    );
+    let r = post("polymorphic_function_with_unnamed_integer", r#"{"":1}"#);
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!({
+            "code": "PGRST202",
+            "details": "Searched for the function public.polymorphic_function_with_unnamed_integer with parameter  or with a single unnamed json/jsonb parameter, but no matches were found in the schema cache.",
+            "hint": "Perhaps you meant to call the function public.polymorphic_function_with_unnamed_text",
+            "message": "Could not find the function public.polymorphic_function_with_unnamed_integer() in the schema cache",
+        })
+    );
+    // The (int default 42) overload is not callable: the candidates are () and ( => text), in
+    // PostgREST's order (fewest parameters first).
+    let ambiguous = json!({
+        "code": "PGRST203",
+        "details": null,
+        "hint": "Try renaming the parameters or the function itself in the database so function overloading can be resolved",
+        "message": "Could not choose the best candidate function between: public.polymorphic_function_with_unnamed_default(), public.polymorphic_function_with_unnamed_default( => text)",
+    });
+    for body in ["", "{}"] {
+        let r = post("polymorphic_function_with_unnamed_default", body);
+        assert_eq!((r.status, r.json()), (300, ambiguous.clone()), "{body:?}");
+    }
+
+    // 2. The key "" names the unnamed parameter; the payload goes to it positionally.
+    for body in [r#"{"":"test"}"#, r#"{"":true}"#] {
+        let r = post("polymorphic_function_with_different_return", body);
+        assert_eq!((r.status, r.text().as_str()), (200, r#""foo""#), "{body}");
+    }
+    assert_eq!(post("polymorphic_function_with_unnamed_default", r#"{"":"custom text"}"#).text(), r#""foo""#);
+    assert_eq!(post("polymorphic_function_with_no_params_or_unnamed", "").text(), "1");
+    assert_eq!(post("polymorphic_function_with_no_params_or_unnamed", r#"{"":""}"#).text(), r#""foo""#);
+    assert_eq!(post("polymorphic_function_with_unnamed_text", r#"{"":"test"}"#).text(), "1");
+    assert_eq!(post("polymorphic_function_with_unnamed_json", r#"{"":{"test":"value"}}"#).text(), "1");
+    // As in PostgREST, the whole payload is the argument (cast to the parameter's type).
+    let r = post("unnamed_text_echo", r#"{"":"x"}"#);
+    assert_eq!(r.json(), json!(r#"{"":"x"}"#), "{}", r.text());
+    // GET: the query-string arguments as one JSON object, as PostgREST builds it.
+    let r = server.request("GET", "/rest/v1/rpc/unnamed_text_echo?=x", &[auth], b"");
+    assert_eq!(r.json(), json!(r#"{"":"x"}"#), "{}", r.text());
+
+    // 3. PGRST203 lists (a => integer) before (a => text) whatever the creation order.
+    let r = post("postgrest_unresolvable_function", r#"{"a":"test"}"#);
+    assert_eq!(r.status, 300);
+    assert_eq!(
+        r.json()["message"],
+        "Could not choose the best candidate function between: public.postgrest_unresolvable_function(a => integer), public.postgrest_unresolvable_function(a => text)"
+    );
+    let r = post("postgrest_unresolvable_function", "");
+    assert_eq!((r.status, r.text().as_str()), (204, ""));
+
+    // 5. Prefer: count=exact on POST, GET and HEAD: the total in Content-Range.
+    let count = ("Prefer", "count=exact");
+    let r = server.request("POST", "/rest/v1/rpc/get_status", &[JSON, auth, count], br#"{"name_param":"supabot"}"#);
+    assert_eq!((r.status, r.text().as_str()), (200, r#""ONLINE""#));
+    assert_eq!(r.header("content-range"), Some("0-0/1"));
+    assert_eq!(r.header("preference-applied"), Some("count=exact"));
+    let r = server.request("GET", "/rest/v1/rpc/get_status?name_param=supabot", &[auth, count], b"");
+    assert_eq!((r.status, r.text().as_str(), r.header("content-range")), (200, r#""ONLINE""#, Some("0-0/1")));
+    let r = server.request("HEAD", "/rest/v1/rpc/get_status?name_param=supabot", &[auth, count], b"");
+    assert_eq!((r.status, r.body.len(), r.header("content-range")), (200, 0, Some("0-0/1")));
+    // postgrest-js's head with object arguments: POST with count=exact,return=minimal.
+    let r = server.request(
+        "POST",
+        "/rest/v1/rpc/get_status",
+        &[JSON, auth, ("Prefer", "count=exact,return=minimal")],
+        br#"{"name_param":"supabot"}"#,
+    );
+    assert_eq!((r.status, r.header("content-range")), (200, Some("0-0/1")));
+    // A set: the filtered total without limit/offset; 206 when the page does not cover it,
+    // 416 PGRST103 past it.
+    let r =
+        server.request("GET", "/rest/v1/rpc/my_todos?select=id&done=is.false&order=id&limit=2", &[auth, count], b"");
+    assert_eq!((r.status, r.json()), (206, json!([{"id": 1}, {"id": 3}])));
+    assert_eq!(r.header("content-range"), Some("0-1/3"));
+    let r = server.request("POST", "/rest/v1/rpc/my_todos?select=id&offset=4", &[JSON, auth, count], b"{}");
+    assert_eq!((r.status, r.text().as_str(), r.header("content-range")), (206, "[]", Some("*/4")));
+    let r = server.request("HEAD", "/rest/v1/rpc/my_todos?offset=10", &[auth, count], b"");
+    assert_eq!(r.status, 416);
+    let r = server.request("GET", "/rest/v1/rpc/my_todos?offset=10", &[auth, count], b"");
+    assert_eq!(
+        r.json(),
+        json!({
+            "code": "PGRST103",
+            "details": "An offset of 10 was requested, but there are only 4 rows.",
+            "hint": null,
+            "message": "Requested range not satisfiable",
+        })
+    );
+    let r = server.request("GET", "/rest/v1/rpc/my_todos?select=id", &[auth, count], b"");
+    assert_eq!((r.status, r.header("content-range")), (200, Some("0-3/4")));
 }

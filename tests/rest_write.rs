@@ -151,16 +151,8 @@ fn inserts_and_upserts() {
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(r.text(), r#"[{"id":18,"task":"eighteen"}]"#);
     assert_eq!(rows(&server).as_array().unwrap().iter().find(|r| r["id"] == 10).unwrap()["task"], "ten!");
-    // Without on_conflict the primary key would be needed: refused, clearly.
-    let r = server.request(
-        "POST",
-        "/rest/v1/todos",
-        &[JSON, auth, ("Prefer", "resolution=merge-duplicates")],
-        br#"{"id":1,"task":"x"}"#,
-    );
-    assert!(assert_error(&r, 400, "PGRST127")["details"].as_str().unwrap().contains("on_conflict"));
 
-    // missing=default: honoured when nothing is missing, refused when defaults would be needed.
+    // missing=default: honoured when nothing is missing.
     let r = server.request(
         "POST",
         "/rest/v1/todos",
@@ -169,13 +161,6 @@ fn inserts_and_upserts() {
     );
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(r.header("preference-applied"), Some("missing=default"));
-    let r = server.request(
-        "POST",
-        "/rest/v1/todos?columns=id,task,done",
-        &[JSON, auth, ("Prefer", "missing=default")],
-        br#"[{"id":23,"task":"m"}]"#,
-    );
-    assert_error(&r, 400, "PGRST127");
 
     // tx=rollback: the representation comes back, nothing stays.
     let before = rows(&server);
@@ -231,7 +216,7 @@ fn inserts_and_upserts() {
         "PGRST106",
     );
 
-    // Hostile names in payload keys and columns= stay quoted identifiers.
+    // Hostile names in payload keys and columns= are unknown columns: PGRST204 before any SQL.
     let before = rows(&server);
     let r = server.request(
         "POST",
@@ -239,14 +224,17 @@ fn inserts_and_upserts() {
         &[JSON, auth],
         br#"{"id":60,"task\"); drop table public.todos; --":"x"}"#,
     );
-    assert_error(&r, 400, "42703");
+    assert_eq!(
+        assert_error(&r, 400, "PGRST204")["message"],
+        "Could not find the 'task\"); drop table public.todos; --' column of 'todos' in the schema cache"
+    );
     let r = server.request(
         "POST",
         "/rest/v1/todos?columns=id,%22task%5C%22)%3B%20drop%20table%20public.todos%3B%20--%22",
         &[JSON, auth],
         br#"{"id":61,"task":"x"}"#,
     );
-    assert_error(&r, 400, "42703");
+    assert_error(&r, 400, "PGRST204");
     let r = server.request("POST", "/rest/v1/todos?columns=id;drop", &[JSON, auth], br#"{"id":62}"#);
     assert_error(&r, 400, "PGRST100");
     assert_eq!(rows(&server), before, "table intact");
@@ -352,7 +340,7 @@ fn updates_and_deletes() {
     assert_eq!(r.status, 204);
     assert_eq!(rows(&server).as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect::<Vec<_>>(), [1, 3]);
 
-    // Hostile filter columns and values are quoted/bound; PUT is refused clearly.
+    // Hostile filter columns and values are quoted/bound.
     let r = server.request("DELETE", "/rest/v1/todos?id=eq.1%3B%20drop%20table%20public.todos", &[auth], b"");
     assert_error(&r, 400, "22P02");
     let r = server.request(
@@ -362,7 +350,6 @@ fn updates_and_deletes() {
         br#"{"done":true}"#,
     );
     assert_error(&r, 400, "42703");
-    assert_error(&server.request("PUT", "/rest/v1/todos?id=eq.1", &[JSON, auth], br#"{"id":1}"#), 400, "PGRST127");
     assert_eq!(rows(&server).as_array().unwrap().len(), 2, "table intact");
 }
 
@@ -412,4 +399,209 @@ fn singular_writes_return_one_object_or_write_nothing() {
     let mut expected = before.as_array().unwrap().clone();
     expected.push(serde_json::json!({"id": 40, "task": "one", "done": false}));
     assert_eq!(rows(&server), serde_json::Value::Array(expected));
+}
+
+const CORNER: &str = r#"
+create table public.cornercase (
+  id int primary key,
+  "column whitespace" text,
+  array_column text[],
+  label text not null default 'fresh',
+  made timestamptz default '2020-01-02 03:04:05+00',
+  n int
+);
+create table public.users (
+  username text primary key,
+  status text default 'ONLINE',
+  age int
+);
+create table public.nokey (a int, b text default 'dflt');
+grant all on public.cornercase, public.users, public.nokey to anon, authenticated, service_role;
+insert into public.users values ('supabot', 'ONLINE', 1);
+"#;
+
+fn get(server: &TestServer, sql: &str) -> Value {
+    let result = server.sql(&format!("select coalesce(json_agg(t), '[]')::text from ({sql}) t"));
+    serde_json::from_str(result[0].rows[0].get_str(0).expect("json")).expect("json")
+}
+
+#[test]
+fn writes_use_the_schema_cache() {
+    let server = TestServer::start();
+    server.sql(CORNER);
+    server.wait_for_relations(&["cornercase", "users", "nokey"]);
+
+    // 1. Upsert without on_conflict targets the primary key.
+    let r = server.request(
+        "POST",
+        "/rest/v1/users",
+        &[JSON, ("Prefer", "resolution=merge-duplicates,return=representation")],
+        br#"{"username":"supabot","status":"OFFLINE"}"#,
+    );
+    // 2. … and a merge that only updated answers 200.
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), r#"[{"username":"supabot","status":"OFFLINE","age":1}]"#);
+    assert_eq!(r.header("content-range"), Some("*/*"));
+    assert_eq!(r.header("preference-applied"), Some("resolution=merge-duplicates, return=representation"));
+    let r = server.request(
+        "POST",
+        "/rest/v1/users?on_conflict=username",
+        &[JSON, ("Prefer", "resolution=merge-duplicates,return=representation")],
+        br#"{"username":"supabot","status":"ONLINE"}"#,
+    );
+    assert_eq!((r.status, r.text().as_str()), (200, r#"[{"username":"supabot","status":"ONLINE","age":1}]"#));
+    // One new row among updated ones: 201; select=* keeps the bookkeeping column out.
+    let r = server.request(
+        "POST",
+        "/rest/v1/users?select=*",
+        &[JSON, ("Prefer", "resolution=merge-duplicates, return=representation")],
+        br#"[{"username":"supabot","age":2},{"username":"kiwicopple","age":3}]"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!([{"username":"supabot","status":"ONLINE","age":2},{"username":"kiwicopple","status":"ONLINE","age":3}])
+    );
+    // return=minimal follows the same rule; ignore-duplicates is always 201.
+    let r = server.request(
+        "POST",
+        "/rest/v1/users",
+        &[JSON, ("Prefer", "resolution=merge-duplicates")],
+        br#"{"username":"kiwicopple","age":4}"#,
+    );
+    assert_eq!((r.status, r.text().as_str(), r.header("content-range")), (200, "", Some("*/*")));
+    assert_eq!(r.header("preference-applied"), Some("resolution=merge-duplicates"));
+    let r = server.request(
+        "POST",
+        "/rest/v1/users",
+        &[JSON, ("Prefer", "resolution=ignore-duplicates, return=representation")],
+        br#"{"username":"kiwicopple","age":5}"#,
+    );
+    assert_eq!((r.status, r.text().as_str()), (201, "[]"));
+    assert_eq!(
+        get(&server, "select username, age from public.users order by username"),
+        json!([
+            {"username":"kiwicopple","age":4},{"username":"supabot","age":2}
+        ])
+    );
+    // A table without a primary key and no on_conflict: a plain insert, resolution not applied.
+    let r = server.request(
+        "POST",
+        "/rest/v1/nokey",
+        &[JSON, ("Prefer", "resolution=merge-duplicates, return=representation")],
+        br#"{"a":1,"b":"x"}"#,
+    );
+    assert_eq!((r.status, r.text().as_str()), (201, r#"[{"a":1,"b":"x"}]"#));
+    assert_eq!(r.header("preference-applied"), Some("return=representation"));
+
+    // 3. Unknown payload columns: 400 PGRST204 with PostgREST's exact body, nothing written.
+    for (path, body) in [
+        ("/rest/v1/cornercase", &br#"{"id":1,"nope":1}"#[..]),
+        ("/rest/v1/cornercase?columns=id,nope", br#"{"id":1}"#),
+        ("/rest/v1/cornercase?columns=%22nope%22,%22zzz%22", br#"[{"id":1}]"#),
+    ] {
+        let r = server.request("POST", path, &[JSON], body);
+        assert_error(&r, 400, "PGRST204");
+        assert_eq!(
+            r.text(),
+            r#"{"code":"PGRST204","details":null,"hint":null,"message":"Could not find the 'nope' column of 'cornercase' in the schema cache"}"#
+        );
+        assert_eq!(r.header("proxy-status"), Some("PostgREST; error=PGRST204"));
+    }
+    let r = server.request("PATCH", "/rest/v1/cornercase?id=eq.1", &[JSON], br#"{"nope":1}"#);
+    assert_eq!(
+        assert_error(&r, 400, "PGRST204")["message"],
+        "Could not find the 'nope' column of 'cornercase' in the schema cache"
+    );
+    // columns= ignores extra (even unknown) body keys.
+    let r = server.request("POST", "/rest/v1/cornercase?columns=id", &[JSON], br#"{"id":1,"nope":1}"#);
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(get(&server, "select id from public.cornercase"), json!([{"id":1}]));
+
+    // 4. missing=default: absent keys take the column DEFAULT, others NULL; present keys as sent.
+    let r = server.request(
+        "POST",
+        "/rest/v1/cornercase?columns=%22id%22,%22label%22,%22made%22,%22n%22,%22column%20whitespace%22&select=id,label,made,n,column%20whitespace",
+        &[JSON, ("Prefer", "missing=default, return=representation")],
+        br#"[{"id":2,"label":"given","n":7},{"id":3,"made":"2024-05-06T07:08:09+00:00","column whitespace":"ws"}]"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.header("preference-applied"), Some("missing=default, return=representation"));
+    assert_eq!(
+        r.json(),
+        json!([
+            {"id":2,"label":"given","made":"2020-01-02T03:04:05+00:00","n":7,"column whitespace":null},
+            {"id":3,"label":"fresh","made":"2024-05-06T07:08:09+00:00","n":null,"column whitespace":"ws"}
+        ])
+    );
+    // Without missing=default the absent key is NULL (and the NOT NULL column refuses it).
+    let r = server.request("POST", "/rest/v1/cornercase?columns=id,label", &[JSON], br#"[{"id":4}]"#);
+    assert_error(&r, 400, "23502");
+    // PATCH with columns= and missing=default resets the absent column to its default.
+    let r = server.request(
+        "PATCH",
+        "/rest/v1/cornercase?id=eq.2&columns=label,n&select=id,label,n",
+        &[JSON, ("Prefer", "missing=default, return=representation")],
+        br#"{"n":8}"#,
+    );
+    assert_eq!((r.status, r.text().as_str()), (200, r#"[{"id":2,"label":"fresh","n":8}]"#));
+
+    // 5. PUT: single-row upsert by the whole primary key.
+    let r = server.request(
+        "PUT",
+        "/rest/v1/users?username=eq.awailas",
+        &[JSON, ("Prefer", "return=representation")],
+        br#"{"username":"awailas","status":"AWAY","age":9}"#,
+    );
+    assert_eq!((r.status, r.text().as_str()), (201, r#"[{"username":"awailas","status":"AWAY","age":9}]"#));
+    assert_eq!(r.header("content-range"), None);
+    assert_eq!(r.header("preference-applied"), Some("return=representation"));
+    let r = server.request(
+        "PUT",
+        "/rest/v1/users?username=eq.awailas",
+        &[JSON, ("Prefer", "return=representation")],
+        br#"{"username":"awailas","status":"ONLINE","age":10}"#,
+    );
+    assert_eq!((r.status, r.text().as_str()), (200, r#"[{"username":"awailas","status":"ONLINE","age":10}]"#));
+    let r = server.request("PUT", "/rest/v1/users?username=eq.awailas", &[JSON], br#"{"username":"awailas","age":11}"#);
+    assert_eq!((r.status, r.text().as_str(), r.header("content-range")), (204, "", None));
+    let r = server.request("PUT", "/rest/v1/users?username=eq.awailas", &[JSON], br#"{"username":"other","age":1}"#);
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (
+            400,
+            r#"{"code":"PGRST115","details":null,"hint":null,"message":"Payload values do not match URL in primary key column(s)"}"#
+        )
+    );
+    for path in [
+        "/rest/v1/users",
+        "/rest/v1/users?age=eq.1",
+        "/rest/v1/users?username=gt.a",
+        "/rest/v1/users?username=eq.a&age=eq.1",
+        "/rest/v1/nokey?a=eq.1",
+    ] {
+        let r = server.request("PUT", path, &[JSON], br#"{"username":"a"}"#);
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (
+                405,
+                r#"{"code":"PGRST105","details":null,"hint":null,"message":"Filters must include all and only primary key columns with 'eq' operators"}"#
+            ),
+            "{path}"
+        );
+    }
+    let r = server.request("PUT", "/rest/v1/users?username=eq.a&limit=1", &[JSON], br#"{"username":"a"}"#);
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (
+            400,
+            r#"{"code":"PGRST114","details":null,"hint":null,"message":"limit/offset querystring parameters are not allowed for PUT"}"#
+        )
+    );
+    assert_eq!(
+        get(&server, "select username, status, age from public.users where username = 'awailas'"),
+        json!([
+            {"username":"awailas","status":"ONLINE","age":11}
+        ])
+    );
 }

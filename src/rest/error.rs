@@ -81,7 +81,7 @@ pub enum ApiError {
     /// No overload of the function takes the given argument names: 404 PGRST202.
     /// `args` are the names given, sorted; `json_fallback` = a POST with a JSON body, where a
     /// single unnamed json/jsonb parameter was searched for too; `hint` is the fuzzy suggestion.
-    #[error("Could not find the function {qualified}({}) in the schema cache", .args.join(", "))]
+    #[error("Could not find the function {qualified}{} in the schema cache", function_params(.args))]
     FunctionNotFound { qualified: String, args: Vec<String>, json_fallback: bool, hint: Option<String> },
     /// More than one overload matches the argument names: 300 PGRST203. Each candidate is
     /// rendered `schema.fn(a => integer, b => text)`.
@@ -104,6 +104,16 @@ pub enum ApiError {
     /// `PUT` whose body does not repeat the filters' primary-key values: 400 PGRST115.
     #[error("Payload values do not match URL in primary key column(s)")]
     PutMismatch,
+}
+
+/// PGRST202's message part after the function name: `(a, b)`, or ` without parameters` when no
+/// argument names were given (PostgREST's `fmtPrms`).
+fn function_params(args: &[String]) -> String {
+    if args.is_empty() {
+        " without parameters".to_owned()
+    } else {
+        format!("({})", args.join(", "))
+    }
 }
 
 impl ApiError {

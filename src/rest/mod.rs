@@ -57,7 +57,7 @@ async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response
     let identity = auth::authenticate(&state.tokens, req)?;
     let method = req.method();
     let rpc = rpc_of(req.path());
-    if rpc.is_some() || !matches!(method, "GET" | "HEAD") {
+    if rpc.is_some() {
         refuse_logic_trees(req)?;
     }
     if let Some(target) = rpc {
@@ -135,15 +135,15 @@ fn range_status(offset: u64, rows: u64, total: Option<u64>) -> Result<u16, ApiEr
     }
 }
 
-/// Logic trees (`or=`, `and=`) are applied by reads only so far; a write or an RPC call must not
-/// silently ignore one (a PATCH would touch more rows than the client asked for).
+/// Logic trees (`or=`, `and=`) are applied by reads and writes; RPC does not apply them yet and
+/// must not silently ignore one (it would return more rows than the client asked for).
 fn refuse_logic_trees(req: &Request) -> Result<(), ApiError> {
     let has_tree = req.query().unwrap_or("").split('&').any(|pair| {
         let key = pair.split_once('=').map_or(pair, |(k, _)| k);
         matches!(query::percent_decode(key, true).as_deref(), Ok("or" | "and" | "not.or" | "not.and"))
     });
     if has_tree {
-        return Err(ApiError::NotImplemented("logic trees (or=, and=) are supported on reads only so far"));
+        return Err(ApiError::NotImplemented("logic trees (or=, and=) are not supported on RPC yet"));
     }
     Ok(())
 }

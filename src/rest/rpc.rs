@@ -38,9 +38,17 @@
 //! - **bounded**: the body by `http_max_body_bytes`, at most [`MAX_ARGS`] argument names and
 //!   [`MAX_ARG_VALUES`] query-string argument values; no `unwrap`/`expect` on request input.
 //!
-//! Not here yet: `Prefer: count`, `max-affected` on set-returning functions, raw text/xml/bytea
-//! bodies for single unnamed parameters, bulk calls with a JSON array body, `Accept:
-//! vnd.pgrst.object+json`, `RAISE SQLSTATE 'PGRST'` JSON errors.
+//! `Prefer: count=exact` adds `(SELECT pg_catalog.count(*) FROM pgrst_source … WHERE <filters>) AS
+//! total_result_set` (the filtered result without limit/offset); the status then follows the read
+//! rules (206, 416 PGRST103).
+//!
+//! Only callable functions are in the schema cache (PostgREST's rule: no unnamed input parameter,
+//! or exactly one of type bytea/json/jsonb/text/xml); an unnamed parameter is named `""` in
+//! resolution, so the JSON key `""` matches it.
+//!
+//! Not here yet: `Prefer: count=planned|estimated`, `max-affected` on set-returning functions,
+//! raw text/xml/bytea bodies for single unnamed parameters, bulk calls with a JSON array body,
+//! `Accept: vnd.pgrst.object+json`, `RAISE SQLSTATE 'PGRST'` JSON errors.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -122,15 +130,13 @@ fn inputs(function: &Function) -> impl Iterator<Item = &FunctionArg> {
     function.args.iter().filter(|a| matches!(a.mode, ArgMode::In | ArgMode::InOut | ArgMode::Variadic))
 }
 
-/// PostgREST's rule: the given names minus the optional parameters are exactly the required
-/// ones. An unnamed parameter can never be passed by name.
+/// PostgREST's `matchesParams`: the given names minus the optional parameters are exactly the
+/// required ones (so with only optional parameters, any subset of them). An unnamed parameter is
+/// named `""`, as PostgREST names it: the JSON key `""` (or `?=v`) matches it.
 fn matches(function: &Function, keys: &BTreeSet<String>) -> bool {
     let params: Vec<&FunctionArg> = inputs(function).collect();
     if params.is_empty() {
         return keys.is_empty();
-    }
-    if keys.iter().any(String::is_empty) {
-        return false;
     }
     let required: BTreeSet<&str> = params.iter().filter(|a| !a.has_default).map(|a| a.name.as_str()).collect();
     let optional: BTreeSet<&str> = params.iter().filter(|a| a.has_default).map(|a| a.name.as_str()).collect();
@@ -138,12 +144,29 @@ fn matches(function: &Function, keys: &BTreeSet<String>) -> bool {
     given == required
 }
 
-/// The type of the single unnamed json/jsonb parameter, if that is the whole signature.
-fn single_json_param(function: &Function) -> Option<&str> {
+/// PostgREST's `hasSingleUnnamedParam` for a JSON body: the only input parameter is json/jsonb
+/// (PostgREST checks the type, not the name).
+fn single_json_param(function: &Function) -> bool {
     let mut params = inputs(function);
-    let only = params.next()?;
-    let unnamed_json = only.name.is_empty() && matches!(only.type_name.as_str(), "json" | "jsonb");
-    (params.next().is_none() && unnamed_json).then_some(only.type_name.as_str())
+    let only = params.next();
+    params.next().is_none() && only.is_some_and(|p| matches!(p.type_name.as_str(), "json" | "jsonb"))
+}
+
+/// How PostgREST calls the chosen overload (its `callPlan`): a single unnamed parameter gets the
+/// whole payload positionally (`f($1::text)`); otherwise the given names, in declaration order.
+fn call_of<'a>(function: &'a Function, keys: &BTreeSet<String>) -> Call<'a> {
+    let mut params = inputs(function);
+    if let (Some(only), None) = (params.next(), params.next()) {
+        if only.name.is_empty() {
+            return Call::Single { type_name: &only.type_name };
+        }
+    }
+    let given: Vec<&FunctionArg> = inputs(function).filter(|a| keys.contains(&a.name)).collect();
+    if given.is_empty() {
+        Call::NoArgs
+    } else {
+        Call::Named(given)
+    }
 }
 
 /// `(a, b)`: parameter names sorted, as PostgREST lists them in hints.
@@ -153,15 +176,16 @@ fn name_list<'a>(names: impl Iterator<Item = &'a str>) -> String {
     format!("({})", names.join(", "))
 }
 
-/// `public.f(a => integer, b => text)` for PGRST203.
+/// `public.f(a => integer, b => text)` for PGRST203 (an unnamed parameter renders ` => text`).
 fn describe(function: &Function) -> String {
     let params: Vec<String> = inputs(function).map(|a| format!("{} => {}", a.name, a.type_name)).collect();
     format!("{}.{}({})", function.schema, function.name, params.join(", "))
 }
 
 /// Picks the overload of `schema.name` for `input` (PostgREST's `findProc`): overloads whose
-/// parameters match the given names win; otherwise, for a JSON body, one with a single unnamed
-/// json/jsonb parameter. None → PGRST202; several → PGRST203.
+/// parameters match the given names win; otherwise, for a JSON body, one whose only parameter is
+/// json/jsonb. None → PGRST202; several → PGRST203, candidates in the cache's (PostgREST's)
+/// overload order. The cache holds only callable functions (see `schema::introspect`).
 fn resolve<'a>(cache: &'a SchemaCache, name: &str, input: &Input) -> Result<(&'a Function, Call<'a>), ApiError> {
     let overloads = cache.functions(SCHEMA, name);
     let keys = input.keys();
@@ -171,16 +195,12 @@ fn resolve<'a>(cache: &'a SchemaCache, name: &str, input: &Input) -> Result<(&'a
     for function in overloads {
         if keys.as_ref().is_some_and(|k| matches(function, k)) {
             named.push(function);
-        } else if json_body && single_json_param(function).is_some() {
+        } else if json_body && single_json_param(function) {
             single.push(function);
         }
     }
     let chosen = match (named.as_slice(), single.as_slice()) {
-        ([function], _) => *function,
-        ([], [function]) => {
-            let type_name = single_json_param(function).ok_or(ApiError::Internal("single parameter vanished"))?;
-            return Ok((function, Call::Single { type_name }));
-        }
+        ([function], _) | ([], [function]) => *function,
         ([], []) => {
             let args: Vec<String> = keys.unwrap_or_default().into_iter().collect();
             let hint = if overloads.is_empty() {
@@ -204,9 +224,7 @@ fn resolve<'a>(cache: &'a SchemaCache, name: &str, input: &Input) -> Result<(&'a
             return Err(ApiError::AmbiguousFunction(several.iter().map(|f| describe(f)).collect()))
         }
     };
-    let keys = keys.unwrap_or_default();
-    let given: Vec<&FunctionArg> = inputs(chosen).filter(|a| keys.contains(&a.name)).collect();
-    Ok((chosen, if given.is_empty() { Call::NoArgs } else { Call::Named(given) }))
+    Ok((chosen, call_of(chosen, &keys.unwrap_or_default())))
 }
 
 /// PostgREST's split of a query string: `(arguments, the rest re-joined for the read grammar)`.
@@ -313,6 +331,7 @@ fn call_statement(
     payload: Option<Bytes>,
     read: &ReadQuery,
     head: bool,
+    exact_count: bool,
 ) -> Statement {
     let mut params: Vec<Bytes> = Vec::new();
     let callee = format!("{}.{}", quote_ident(&function.schema), quote_ident(&function.name));
@@ -365,9 +384,17 @@ fn call_statement(
     } else {
         let _ = write!(inner, "{alias}.pgrst_scalar");
     }
-    let _ = write!(inner, " FROM pgrst_source AS {alias}");
-    push_where(&mut inner, &alias, &read.filters, &mut bind);
+    let mut filtered = format!(" FROM pgrst_source AS {alias}");
+    push_where(&mut filtered, &alias, &read.filters, &mut bind);
+    inner.push_str(&filtered);
     push_order_limit(&mut inner, &alias, read, &mut bind);
+    // `Prefer: count=exact`: the rows of the filtered result, before limit/offset (the CTE is
+    // referenced twice, so PostgreSQL materializes it: the function still runs once).
+    let total = if exact_count {
+        format!(", (SELECT pg_catalog.count(*){filtered}) AS total_result_set")
+    } else {
+        String::new()
+    };
 
     let body = match (head || returns_void(function), composite, function.returns_set) {
         (true, _, _) => "NULL",
@@ -377,7 +404,7 @@ fn call_statement(
         (false, true, true) => "coalesce(pg_catalog.json_agg(_postgrest_t), '[]')",
     };
     let sql = format!(
-        "WITH pgrst_source AS ({source}) SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body \
+        "WITH pgrst_source AS ({source}) SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body{total} \
          FROM ({inner}) _postgrest_t"
     );
     let statement = params.into_iter().fold(Statement::new(sql), |s, p| s.bind(p));
@@ -443,8 +470,9 @@ pub async fn serve(
         return Err(ApiError::NotImplemented("Prefer: max-affected on function calls is not supported yet"));
     }
     if let (Input::Body { keys: None, .. }, Call::Named(_) | Call::NoArgs) = (&input, &call) {
-        // Only a single json/jsonb parameter takes a body that is not an object (not reachable:
-        // resolution never matches names without an object); bulk calls are not built.
+        // A body that is not an object only reaches a function whose only parameter is json/jsonb;
+        // when that parameter is named, PostgREST would call it without arguments (bulk calls
+        // with a JSON array are not built either).
         return Err(ApiError::NotImplemented("calling a function with a JSON array or scalar body is not supported"));
     }
 
@@ -453,7 +481,9 @@ pub async fn serve(
         (Input::Body { raw, .. }, _) => Some(raw.clone()),
         (Input::Query(args), _) => Some(query_payload(function, args)),
     };
-    let statement = call_statement(function, &call, payload, &read, head);
+    // `planned`/`estimated` need the planner's estimate (EXPLAIN); until then they count nothing.
+    let exact_count = prefer.count == Some("exact");
+    let statement = call_statement(function, &call, payload, &read, head, exact_count);
     let read_only = !(post && function.volatility == Volatility::Volatile);
     let tx_rollback = write::TX_OVERRIDE_ALLOWED && prefer.tx_rollback == Some(true);
     let batch = super::request_batch(req, &identity, pgrst_path)
@@ -465,17 +495,26 @@ pub async fn serve(
     let row = results.first().and_then(|r| r.rows.first()).ok_or(ApiError::Internal("no result row"))?;
     let page_total: u64 =
         row.get_str(0).and_then(|n| n.parse().ok()).ok_or(ApiError::Internal("page_total is not a number"))?;
+    let total: Option<u64> = match exact_count {
+        true => Some(row.get_str(2).and_then(|n| n.parse().ok()).ok_or(ApiError::Internal("total is not a number"))?),
+        false => None,
+    };
     let offset = read.offset.map_or(0, |o| o.unsigned_abs());
+    // As for reads: 416 past the counted total, 206 when the rows do not cover it.
+    let status = super::range_status(offset, page_total, total)?;
     let mut response = if returns_void(function) {
         Response::new(204)
     } else {
         let body = if head { Bytes::new() } else { row.get(1).cloned().ok_or(ApiError::Internal("body is NULL"))? };
-        Response::with_body(200, body).header("content-type", "application/json; charset=utf-8")
+        Response::with_body(status, body).header("content-type", "application/json; charset=utf-8")
     };
-    response.set_header("content-range", super::content_range(offset, page_total, None));
+    response.set_header("content-range", super::content_range(offset, page_total, total));
 
-    // Preference-Applied, in PostgREST's order (count is not honoured yet).
+    // Preference-Applied, in PostgREST's order.
     let mut applied: Vec<&str> = Vec::new();
+    if exact_count {
+        applied.push("count=exact");
+    }
     if write::TX_OVERRIDE_ALLOWED {
         match prefer.tx_rollback {
             Some(true) => applied.push("tx=rollback"),
@@ -510,8 +549,11 @@ mod tests {
             r#"{"schemas":["public"],"relations":[[1,"public","todos","r",28]],"functions":[
               ["public","add",[["a","integer","i"],["b","integer","i"]],0,"integer",null,null,false,"i",false],
               ["public","add",[["a","integer","i"],["b","integer","i"],["c","integer","i"]],1,"integer",null,null,false,"i",false],
-              ["public","amb",[["a","integer","i"]],0,"integer",null,null,false,"i",false],
               ["public","amb",[["a","text","i"]],0,"text",null,null,false,"i",false],
+              ["public","amb",[["a","integer","i"]],0,"integer",null,null,false,"i",false],
+              ["public","poly",[["","text","i"]],1,"text",null,null,false,"i",false],
+              ["public","poly",[],0,"integer",null,null,false,"i",false],
+              ["public","named_json",[["doc","json","i"]],0,"integer",null,null,false,"i",false],
               ["public","todos_after",[["after","integer","i"]],0,"todos","public","todos",true,"s",false],
               ["public","echo",[["","jsonb","i"]],0,"jsonb",null,null,false,"i",false],
               ["public","total",[["v","integer[]","v"]],0,"integer",null,null,false,"i",true],
@@ -553,6 +595,40 @@ mod tests {
     }
 
     #[test]
+    fn unnamed_parameters_are_named_empty() {
+        let cache = cache();
+        // The key "" names the unnamed parameter; it gets the whole payload positionally.
+        let (f, call) = resolve(&cache, "poly", &body(r#"{"":"x"}"#)).unwrap();
+        assert_eq!((f.return_type.as_str(), call), ("text", Call::Single { type_name: "text" }));
+        let (_, call) = resolve(&cache, "poly", &body(r#"{"":true}"#)).unwrap();
+        assert_eq!(call, Call::Single { type_name: "text" });
+        let get = Input::Query(BTreeMap::from([(String::new(), vec!["x".to_owned()])]));
+        let (f, call) = resolve(&cache, "poly", &get).unwrap();
+        assert_eq!(call, Call::Single { type_name: "text" });
+        assert_eq!(&query_payload(f, &get_args(&get))[..], br#"{"":"x"}"#);
+        // {} matches both () and the defaulted unnamed text: PGRST203, fewest parameters first.
+        let (status, text) = response_text(resolve(&cache, "poly", &body("{}")).unwrap_err());
+        assert_eq!(status, 300);
+        assert!(
+            text.contains(r#""message":"Could not choose the best candidate function between: public.poly(), public.poly( => text)""#),
+            "{text}"
+        );
+        let (_, call) = resolve(&cache, "echo", &body(r#"{"":{"a":1}}"#)).unwrap();
+        assert_eq!(call, Call::Single { type_name: "jsonb" });
+        // A named json parameter is PostgREST's fallback too, called with the names given.
+        let (f, call) = resolve(&cache, "named_json", &body(r#"{"doc":{},"x":1}"#)).unwrap();
+        assert!(matches!(call, Call::Named(ref a) if a.len() == 1 && a[0].name == "doc"), "{call:?}");
+        assert_eq!(f.name, "named_json");
+    }
+
+    fn get_args(input: &Input) -> BTreeMap<String, Vec<String>> {
+        match input {
+            Input::Query(args) => args.clone(),
+            Input::Body { .. } => BTreeMap::new(),
+        }
+    }
+
+    #[test]
     fn not_found_and_ambiguous_bodies() {
         let cache = cache();
         let (status, text) = response_text(resolve(&cache, "add", &body(r#"{"b":1,"a":2,"x":3}"#)).unwrap_err());
@@ -564,7 +640,7 @@ mod tests {
         let (_, text) = response_text(resolve(&cache, "adds", &body("{}")).unwrap_err());
         assert_eq!(
             text,
-            r#"{"code":"PGRST202","details":"Searched for the function public.adds without parameters or with a single unnamed json/jsonb parameter, but no matches were found in the schema cache.","hint":"Perhaps you meant to call the function public.add","message":"Could not find the function public.adds() in the schema cache"}"#
+            r#"{"code":"PGRST202","details":"Searched for the function public.adds without parameters or with a single unnamed json/jsonb parameter, but no matches were found in the schema cache.","hint":"Perhaps you meant to call the function public.add","message":"Could not find the function public.adds without parameters in the schema cache"}"#
         );
         // The suite's empty-named argument: a double space, and `()`.
         let (_, text) = response_text(resolve(&cache, "zzzzzz", &body(r#"{"":1}"#)).unwrap_err());
@@ -603,7 +679,7 @@ mod tests {
         let cache = cache();
         let read = parse_read_query("select=id,task&id=gt.1&order=id.desc&limit=5").unwrap();
         let (f, call) = resolve(&cache, "todos_after", &body(r#"{"after":1}"#)).unwrap();
-        let s = call_statement(f, &call, Some(Bytes::from_static(br#"{"after":1}"#)), &read, false);
+        let s = call_statement(f, &call, Some(Bytes::from_static(br#"{"after":1}"#)), &read, false, false);
         assert_eq!(
             s.sql,
             "WITH pgrst_source AS (SELECT pgrst_call.* FROM pg_catalog.json_to_record($1::json) AS pgrst_body(\"after\" integer), \
@@ -616,7 +692,7 @@ mod tests {
         assert_eq!(params, [&br#"{"after":1}"#[..], b"1", b"5"]);
 
         let (f, call) = resolve(&cache, "total", &body(r#"{"v":[1,2]}"#)).unwrap();
-        let s = call_statement(f, &call, None, &ReadQuery::default(), false);
+        let s = call_statement(f, &call, None, &ReadQuery::default(), false, false);
         assert!(
             s.sql.contains("LATERAL \"public\".\"total\"(VARIADIC \"v\" := pgrst_body.\"v\") pgrst_call"),
             "{}",
@@ -625,18 +701,41 @@ mod tests {
         assert!(s.sql.contains("(pg_catalog.json_agg(_postgrest_t.pgrst_scalar)->0)::text, 'null')"), "{}", s.sql);
 
         let (f, call) = resolve(&cache, "echo", &body("[1]")).unwrap();
-        let s = call_statement(f, &call, Some(Bytes::from_static(b"[1]")), &ReadQuery::default(), true);
+        let s = call_statement(f, &call, Some(Bytes::from_static(b"[1]")), &ReadQuery::default(), true, false);
         assert!(s.sql.starts_with("WITH pgrst_source AS (SELECT pgrst_call AS pgrst_scalar FROM \"public\".\"echo\"($1::jsonb) pgrst_call)"), "{}", s.sql);
         assert!(s.sql.contains("NULL AS body"), "HEAD skips the body");
 
         let (f, call) = resolve(&cache, "nothing", &body("{}")).unwrap();
-        let s = call_statement(f, &call, None, &ReadQuery::default(), false);
+        let s = call_statement(f, &call, None, &ReadQuery::default(), false, false);
         assert!(
             s.sql.contains("FROM \"public\".\"nothing\"() pgrst_call)") && s.sql.contains("NULL AS body"),
             "{}",
             s.sql
         );
         assert!(s.params.is_empty());
+    }
+
+    #[test]
+    fn exact_count_counts_the_filtered_result_without_limit() {
+        let cache = cache();
+        let read = parse_read_query("select=id&id=gt.1&limit=5&offset=2").unwrap();
+        let (f, call) = resolve(&cache, "todos_after", &body(r#"{"after":1}"#)).unwrap();
+        let s = call_statement(f, &call, Some(Bytes::from_static(br#"{"after":1}"#)), &read, false, true);
+        assert!(
+            s.sql.ends_with(
+                "AS body, (SELECT pg_catalog.count(*) FROM pgrst_source AS \"todos_after\" \
+                 WHERE \"todos_after\".\"id\" > $2) AS total_result_set \
+                 FROM (SELECT \"todos_after\".\"id\" FROM pgrst_source AS \"todos_after\" \
+                 WHERE \"todos_after\".\"id\" > $2 LIMIT $3 OFFSET $4) _postgrest_t"
+            ),
+            "{}",
+            s.sql
+        );
+        assert_eq!(s.params.len(), 4);
+        let s = call_statement(f, &call, None, &ReadQuery::default(), true, true);
+        assert!(s
+            .sql
+            .contains("(SELECT pg_catalog.count(*) FROM pgrst_source AS \"todos_after\") AS total_result_set"));
     }
 
     #[test]

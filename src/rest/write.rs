@@ -1,5 +1,5 @@
-//! Writes on `/rest/v1/<table>`: `POST` (insert, bulk insert, upsert), `PATCH` (update) and
-//! `DELETE`, as PostgREST answers them (reference/rest.md §6, §8).
+//! Writes on `/rest/v1/<table>`: `POST` (insert, bulk insert, upsert), `PUT` (single-row
+//! upsert), `PATCH` (update) and `DELETE`, as PostgREST answers them (reference/rest.md §6, §8).
 //!
 //! Owns: the `Prefer` header, the write-only query parameters (`columns`, `on_conflict`), the
 //! JSON body checks, the one write statement and the write responses (`Content-Range`,
@@ -26,11 +26,15 @@
 //!   insert and [`MAX_COLUMNS`] columns; names as long as the read grammar allows.
 //! - no `unwrap`/`expect` on request input.
 //!
-//! Not here yet (needs the schema cache): column defaults for `missing=default` when a row lacks
-//! a listed key (refused, 400 PGRST127), upsert without `on_conflict` (the primary key), `PUT`,
-//! PGRST204 for unknown payload columns (PostgreSQL's 42703 is returned instead), 200-vs-201 for
-//! merge upserts (always 201), `Location` for views.
+//! From the request's schema cache snapshot: unknown payload/`columns=` names → 400 PGRST204
+//! before any SQL; the primary key as the upsert target when `on_conflict` is absent (no key: a
+//! plain insert) and for `PUT`; column DEFAULT expressions for `missing=default` (added as keys
+//! to the rows that lack them, inside the statement). A merge upsert on a table returns
+//! `(xmax = 0) AS pgrst_inserted` to tell 201 (some row inserted) from 200.
+//!
+//! Not here yet: `Location` for views, 200-vs-201 for merge upserts through views (always 201).
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::sync::OnceLock;
 
@@ -41,10 +45,11 @@ use serde_json::{Map, Value};
 
 use super::auth::Identity;
 use super::error::ApiError;
-use super::query::{self, Filter, QueryError, SelectItem, MAX_IDENT_BYTES};
-use super::sql::{push_select_list, push_where, quote_ident};
+use super::query::{self, CompareOp, FilterOp, QueryError, ReadQuery, SelectItem, MAX_IDENT_BYTES};
+use super::sql::{push_select_list, push_where, push_where_trees, quote_ident};
 use super::SCHEMA;
 use crate::app::ShardState;
+use crate::schema::{Relation, RelationKind};
 
 /// At most this many rows in one (bulk) insert.
 pub const MAX_BULK_ROWS: usize = 10_000;
@@ -60,6 +65,8 @@ pub(super) const INVALID_JSON: &str = "Empty or invalid json";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Method {
     Post,
+    /// Single-row upsert by the whole primary key.
+    Put,
     Patch,
     Delete,
 }
@@ -311,14 +318,56 @@ fn parse_payload(raw: Bytes, columns: Option<Vec<String>>) -> Result<Payload, Ap
     Ok(Payload { json, columns, has_missing })
 }
 
+/// 400 PGRST204 for the first name (in sorted order, as PostgREST's key set) that is not a
+/// column of `rel`.
+fn check_columns(rel: &Relation, columns: &[String]) -> Result<(), ApiError> {
+    let known: HashSet<&str> = rel.columns.iter().map(|c| c.name.as_str()).collect();
+    match columns.iter().filter(|c| !known.contains(c.as_str())).min() {
+        None => Ok(()),
+        Some(column) => Err(ApiError::ColumnNotFound { column: column.clone(), relation: rel.name.clone() }),
+    }
+}
+
+/// The columns of `columns` that have a DEFAULT (generated columns excluded), with its expression.
+fn defaults_of<'a>(rel: &'a Relation, columns: &[String]) -> Vec<(&'a str, &'a str)> {
+    rel.columns
+        .iter()
+        .filter(|c| !c.generated && columns.contains(&c.name))
+        .filter_map(|c| Some((c.name.as_str(), c.default.as_deref()?)))
+        .collect()
+}
+
+/// PUT's filters must be exactly `eq` on every primary-key column (405 PGRST105 otherwise).
+fn check_put_filters(rel: &Relation, read: &ReadQuery) -> Result<(), ApiError> {
+    let eq_only = read.filters.iter().all(|f| !f.negated && matches!(f.op, FilterOp::Compare(CompareOp::Eq, _)));
+    let mut named: Vec<&str> = read.filters.iter().map(|f| f.column.as_str()).collect();
+    named.sort_unstable();
+    named.dedup();
+    let mut key: Vec<&str> = rel.primary_key.iter().map(String::as_str).collect();
+    key.sort_unstable();
+    if key.is_empty() || !read.trees.is_empty() || !eq_only || named != key {
+        return Err(ApiError::PutFilters);
+    }
+    Ok(())
+}
+
 /// The write to build SQL for.
 #[derive(Debug)]
 enum Mutation<'a> {
     /// `inserted`: count the rows the statement inserted (rather than updated) — a merge upsert,
     /// whose status is 200 when it inserted none. Holds every column of the table in order: the
     /// extra `pgrst_inserted` column of `pgrst_source` is then kept out of `select=*`.
-    Insert { columns: &'a [String], conflict: Option<(&'a [String], Resolution)>, inserted: Option<&'a [String]> },
-    Update { columns: &'a [String] },
+    /// `put`: the query's filters (`eq` on every primary-key column) select the body row, so a
+    /// body whose key differs from the URL's writes nothing (PostgREST's PUT).
+    Insert {
+        columns: &'a [String],
+        conflict: Option<(&'a [String], Resolution)>,
+        inserted: Option<&'a [String]>,
+        put: bool,
+    },
+    Update {
+        columns: &'a [String],
+    },
     Delete,
 }
 
@@ -331,12 +380,12 @@ enum Mutation<'a> {
 fn write_statement(
     relation: &str,
     mutation: &Mutation<'_>,
-    filters: &[Filter],
-    select: &[SelectItem],
+    read: &ReadQuery,
     ret: Return,
     payload: Option<Source<'_>>,
     limits: RowLimits,
 ) -> Statement {
+    let select = read.select.as_slice();
     let mut params: Vec<Bytes> = Vec::new();
     let mut bind = |value: Bytes| {
         params.push(value);
@@ -387,7 +436,7 @@ fn write_statement(
 
     let mut m = String::new();
     match mutation {
-        Mutation::Insert { columns, conflict, .. } => {
+        Mutation::Insert { columns, conflict, put, .. } => {
             let _ = write!(m, "INSERT INTO {table}");
             if !columns.is_empty() {
                 m.push('(');
@@ -399,6 +448,9 @@ fn write_statement(
                 let _ = write!(out, "pgrst_body.{}", quote_ident(c));
             });
             let _ = write!(m, " FROM {recordset} AS pgrst_body");
+            if *put {
+                push_where(&mut m, "pgrst_body", &read.filters, &mut |v| bind(Bytes::from(v)));
+            }
             if let Some((target, resolution)) = conflict {
                 m.push_str(" ON CONFLICT (");
                 push_list(&mut m, target, |out, c| out.push_str(&quote_ident(c)));
@@ -426,12 +478,12 @@ fn write_statement(
                 let _ = write!(out, "{c} = pgrst_body.{c}");
             });
             let _ = write!(m, " FROM (SELECT * FROM {recordset} LIMIT 1) AS pgrst_body");
-            push_where(&mut m, &table, filters, &mut |v| bind(Bytes::from(v)));
+            push_where_trees(&mut m, &table, &read.filters, &read.trees, &mut |v| bind(Bytes::from(v)));
             m.push_str(&returning);
         }
         Mutation::Delete => {
             let _ = write!(m, "DELETE FROM {table}");
-            push_where(&mut m, &table, filters, &mut |v| bind(Bytes::from(v)));
+            push_where_trees(&mut m, &table, &read.filters, &read.trees, &mut |v| bind(Bytes::from(v)));
             m.push_str(&returning);
         }
     }
@@ -483,21 +535,21 @@ fn write_statement(
     } else {
         "NULL".to_owned()
     };
-    let broken = match (limits.max_affected, limits.singular) {
-        (Some(limit), singular) => {
-            let limit = bind(Bytes::from(limit.to_string()));
-            let over = format!("pg_catalog.count(_postgrest_t) > {limit}::bigint");
-            Some(if singular { format!("pg_catalog.count(_postgrest_t) <> 1 OR {over}") } else { over })
-        }
-        (None, true) => Some("pg_catalog.count(_postgrest_t) <> 1".to_owned()),
-        (None, false) => None,
-    };
-    let check = match broken {
-        Some(condition) => {
+    let mut broken: Vec<String> = Vec::new();
+    if limits.singular || limits.exactly_one {
+        broken.push("pg_catalog.count(_postgrest_t) <> 1".to_owned());
+    }
+    if let Some(limit) = limits.max_affected {
+        let limit = bind(Bytes::from(limit.to_string()));
+        broken.push(format!("pg_catalog.count(_postgrest_t) > {limit}::bigint"));
+    }
+    let check = match broken.is_empty() {
+        true => "NULL".to_owned(),
+        false => {
+            let condition = broken.join(" OR ");
             let marker = bind(Bytes::from(row_limit_marker().to_owned()));
             format!("CASE WHEN {condition} THEN ({marker}::text || pg_catalog.count(_postgrest_t))::integer END")
         }
-        None => "NULL".to_owned(),
     };
     let inserted = if inserted.is_some() {
         "(SELECT pg_catalog.count(*) FROM pgrst_source WHERE pgrst_source.pgrst_inserted)"
@@ -527,6 +579,8 @@ struct RowLimits {
     max_affected: Option<u64>,
     /// `Accept: application/vnd.pgrst.object+json`: exactly one row (the body is that object).
     singular: bool,
+    /// `PUT`: exactly one row, else the body's key did not match the URL's (PGRST115).
+    exactly_one: bool,
 }
 
 fn push_list(out: &mut String, items: &[String], mut each: impl FnMut(&mut String, &str)) {
@@ -618,18 +672,13 @@ fn location(pgrst_path: &str, cell: Option<&Bytes>) -> Option<String> {
     Some(format!("{pgrst_path}?{}", query.join("&")))
 }
 
-/// Serves `POST`, `PATCH` and `DELETE` on `/rest/v1/<table>` (`PUT` is refused).
+/// Serves `POST`, `PUT`, `PATCH` and `DELETE` on `/rest/v1/<table>`.
 pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: Body) -> Result<Response, ApiError> {
     let method = match req.method() {
         "POST" => Method::Post,
+        "PUT" => Method::Put,
         "PATCH" => Method::Patch,
-        "DELETE" => Method::Delete,
-        _ => {
-            return Err(ApiError::NotImplemented(
-                "PUT (single-row upsert) needs the primary key from the schema cache and is not implemented yet; \
-                 use POST with on_conflict and Prefer: resolution=merge-duplicates",
-            ))
-        }
+        _ => Method::Delete,
     };
     let (relation, pgrst_path) = super::relation_of(req.path())?;
     let profile = content_profile(req)?;
@@ -644,32 +693,41 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
     let query_string = req.query().unwrap_or("");
     let params = parse_write_params(query_string)?;
     let read = query::parse_read_query(query_string)?;
+    if method == Method::Put && (read.limit.is_some() || read.offset.is_some()) {
+        return Err(ApiError::PutLimit);
+    }
     if !read.order.is_empty() || read.limit.is_some() || read.offset.is_some() {
         return Err(ApiError::NotImplemented(
             "order, limit and offset are not supported on writes (removed in PostgREST v13)",
         ));
     }
-    if method == Method::Post && !read.filters.is_empty() {
+    if method == Method::Post && (!read.filters.is_empty() || !read.trees.is_empty()) {
         return Err(ApiError::NotImplemented("filters on POST are not supported"));
     }
     // An unknown relation is PGRST205 from the schema cache, as for reads; it never reaches SQL.
-    super::relation::find(&state.schema(), super::SCHEMA, &relation)?;
+    // The request keeps this snapshot to its end (columns, defaults, primary key).
+    let schema = state.schema();
+    let rel = super::relation::find(&schema, super::SCHEMA, &relation)?;
     let ret = prefer.ret.unwrap_or(Return::Minimal);
+    // The conflict target: `on_conflict`, else the primary key; a table with neither gets a plain
+    // insert and `resolution` is not applied (PostgREST's rule).
     let conflict = match (method, prefer.resolution, params.on_conflict.as_deref()) {
         (Method::Post, Some(resolution), Some(target)) => Some((target, resolution)),
-        (Method::Post, Some(_), None) => {
-            return Err(ApiError::NotImplemented(
-                "an upsert without on_conflict needs the primary key from the schema cache (not built yet); \
-                 pass on_conflict=<primary key columns>",
-            ))
+        (Method::Post, Some(resolution), None) if !rel.primary_key.is_empty() => {
+            Some((rel.primary_key.as_slice(), resolution))
+        }
+        (Method::Put, _, _) => {
+            check_put_filters(rel, &read)?;
+            Some((rel.primary_key.as_slice(), Resolution::MergeDuplicates))
         }
         _ => None,
     };
     // `max-affected` applies to PATCH and DELETE, and only with `handling=strict`.
-    let max_affected = if method != Method::Post && prefer.is_strict() { prefer.max_affected } else { None };
+    let max_affected =
+        if matches!(method, Method::Patch | Method::Delete) && prefer.is_strict() { prefer.max_affected } else { None };
 
     let payload = match method {
-        Method::Post | Method::Patch => {
+        Method::Post | Method::Put | Method::Patch => {
             check_content_type(req)?;
             let raw = body.collect(state.shared.config.http_max_body_bytes).await.map_err(ApiError::Body)?;
             Some(parse_payload(raw, params.columns)?)
@@ -677,29 +735,44 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
         // PostgREST ignores a DELETE body; it is never read.
         Method::Delete => None,
     };
-    let missing_default = prefer.missing_default == Some(true) && method != Method::Delete;
-    if missing_default && payload.as_ref().is_some_and(|p| p.has_missing) {
-        return Err(ApiError::NotImplemented(
-            "Prefer: missing=default with rows that lack a listed column needs column defaults from the \
-             schema cache (not built yet); send every listed key, or omit the column from columns=",
-        ));
+    if let Some(payload) = &payload {
+        // Every written column must exist: 400 PGRST204 before any SQL runs.
+        check_columns(rel, &payload.columns)?;
     }
+    let missing_default = prefer.missing_default == Some(true) && matches!(method, Method::Post | Method::Patch);
+    let source = payload.as_ref().map(|p| Source {
+        json: p.json.clone(),
+        defaults: if missing_default && p.has_missing { defaults_of(rel, &p.columns) } else { Vec::new() },
+    });
 
     let no_columns: Vec<String> = Vec::new();
     let columns = payload.as_ref().map_or(&no_columns, |p| &p.columns);
+    // A merge upsert answers 200 when it inserted no row; telling needs `xmax`, which only a
+    // table's rows have (a merge upsert through a view always answers 201).
+    let all_columns: Vec<String>;
+    let inserted = match (conflict, rel.kind) {
+        (Some((_, Resolution::MergeDuplicates)), RelationKind::Table | RelationKind::PartitionedTable) => {
+            all_columns = rel.columns.iter().map(|c| c.name.clone()).collect();
+            Some(all_columns.as_slice())
+        }
+        _ => None,
+    };
     let mutation = match method {
-        Method::Post => Mutation::Insert { columns, conflict },
+        Method::Post | Method::Put => Mutation::Insert { columns, conflict, inserted, put: method == Method::Put },
         Method::Patch => Mutation::Update { columns },
         Method::Delete => Mutation::Delete,
     };
     let statement = write_statement(
         &relation,
         &mutation,
-        &read.filters,
-        &read.select,
+        &read,
         ret,
-        payload.as_ref().map(|p| p.json.clone()),
-        RowLimits { max_affected, singular: media == super::Media::Object },
+        source,
+        RowLimits {
+            max_affected,
+            singular: media == super::Media::Object && method != Method::Put,
+            exactly_one: method == Method::Put,
+        },
     );
     let tx_rollback = TX_OVERRIDE_ALLOWED && prefer.tx_rollback == Some(true);
     let batch = super::request_batch(req, &identity, &pgrst_path)
@@ -707,6 +780,7 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
         .read_only(false)
         .end(if tx_rollback { TxEnd::Rollback } else { TxEnd::Commit });
     let results = state.pool.execute(batch).await.map_err(|e| match row_limit_broken(&e) {
+        Some(_) if method == Method::Put => ApiError::PutMismatch,
         Some(rows) if media == super::Media::Object && rows != 1 => ApiError::NotSingular(rows),
         Some(rows) => ApiError::MaxAffected(rows),
         None => ApiError::from_pg(e, identity.authenticated),
@@ -717,22 +791,35 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
         row.get_str(0).and_then(|n| n.parse().ok()).ok_or(ApiError::Internal("page_total is not a number"))?;
     let counted = prefer.count == Some("exact");
     let total = counted.then_some(rows);
+    // PostgREST's `isInsertIfGTZero`: a merge upsert (or PUT) that inserted no row is 200, any
+    // other insert 201 (a view's merge upsert cannot tell: 201, 200 for PUT).
+    let insert_status = match row.get_str(4).map(str::parse::<u64>) {
+        None if method == Method::Put => 200,
+        None => 201,
+        Some(Ok(0)) => 200,
+        Some(Ok(_)) => 201,
+        Some(Err(_)) => return Err(ApiError::Internal("inserted is not a number")),
+    };
 
     let mut response = match (method, ret) {
         (_, Return::Representation) => {
             let body = row.get(1).cloned().ok_or(ApiError::Internal("body is NULL"))?;
-            let status = if method == Method::Post { 201 } else { 200 };
+            let status = if matches!(method, Method::Post | Method::Put) { insert_status } else { 200 };
             Response::with_body(status, body).header("content-type", media.content_type())
         }
-        (Method::Post, _) => Response::new(201),
+        (Method::Post, _) => Response::new(insert_status),
         _ => Response::new(204),
     };
     let range = match method {
         // PATCH shows the updated rows' range; POST and DELETE show none (PostgREST's behaviour).
-        Method::Patch => super::content_range(0, rows, total),
-        Method::Post | Method::Delete => super::content_range(0, 0, total),
+        Method::Patch => Some(super::content_range(0, rows, total)),
+        Method::Post | Method::Delete => Some(super::content_range(0, 0, total)),
+        // A single-row upsert has no Content-Range at all.
+        Method::Put => None,
     };
-    response.set_header("content-range", range);
+    if let Some(range) = range {
+        response.set_header("content-range", range);
+    }
     if method == Method::Post && ret == Return::HeadersOnly {
         if let Some(location) = location(&pgrst_path, row.get(2)) {
             response.set_header("location", location);
@@ -750,7 +837,7 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
             .to_owned(),
         );
     }
-    if method != Method::Delete {
+    if matches!(method, Method::Post | Method::Patch) {
         match prefer.missing_default {
             Some(true) => applied.push("missing=default".to_owned()),
             Some(false) => applied.push("missing=null".to_owned()),
@@ -865,15 +952,19 @@ mod tests {
     fn insert_shape() {
         let columns = vec!["task".to_owned(), "x\"y".to_owned()];
         let target = vec!["id".to_owned()];
-        let m = Mutation::Insert { columns: &columns, conflict: Some((&target, Resolution::MergeDuplicates)) };
-        let select = parse_read_query("select=id,task").unwrap().select;
+        let m = Mutation::Insert {
+            columns: &columns,
+            conflict: Some((&target, Resolution::MergeDuplicates)),
+            inserted: None,
+            put: false,
+        };
+        let read = parse_read_query("select=id,task").unwrap();
         let s = write_statement(
             "todos",
             &m,
-            &[],
-            &select,
+            &read,
             Return::Representation,
-            Some(Bytes::from_static(b"[]")),
+            Some(Source { json: Bytes::from_static(b"[]"), defaults: Vec::new() }),
             RowLimits::default(),
         );
         assert_eq!(
@@ -884,18 +975,17 @@ mod tests {
              ON CONFLICT (\"id\") DO UPDATE SET \"task\" = EXCLUDED.\"task\", \"x\"\"y\" = EXCLUDED.\"x\"\"y\" \
              RETURNING \"public\".\"todos\".*) \
              SELECT pg_catalog.count(_postgrest_t) AS page_total, coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body, \
-             NULL AS location, NULL AS max_affected \
+             NULL AS location, NULL AS max_affected, NULL AS inserted \
              FROM (SELECT \"todos\".\"id\", \"todos\".\"task\" FROM pgrst_source AS \"todos\") _postgrest_t"
         );
         assert_eq!(params_of(&s), ["[]"]);
-        let m = Mutation::Insert { columns: &[], conflict: None };
+        let m = Mutation::Insert { columns: &[], conflict: None, inserted: None, put: false };
         let s = write_statement(
             "todos",
             &m,
-            &[],
-            &[],
+            &ReadQuery::default(),
             Return::Minimal,
-            Some(Bytes::from_static(b"[]")),
+            Some(Source { json: Bytes::from_static(b"[]"), defaults: Vec::new() }),
             RowLimits::default(),
         );
         assert!(s.sql.starts_with("WITH pgrst_source AS (INSERT INTO \"public\".\"todos\" SELECT  FROM"), "{}", s.sql);
@@ -910,11 +1000,10 @@ mod tests {
         let s = write_statement(
             "todos",
             &m,
-            &read.filters,
-            &[],
+            &read,
             Return::Minimal,
-            Some(Bytes::from_static(b"[{}]")),
-            RowLimits { max_affected: Some(2), singular: false },
+            Some(Source { json: Bytes::from_static(b"[{}]"), defaults: Vec::new() }),
+            RowLimits { max_affected: Some(2), ..RowLimits::default() },
         );
         assert_eq!(
             s.sql,
@@ -922,25 +1011,80 @@ mod tests {
              FROM (SELECT * FROM pg_catalog.json_populate_recordset(NULL::\"public\".\"todos\", $1::json) LIMIT 1) AS pgrst_body \
              WHERE \"public\".\"todos\".\"id\" > $2 AND \"public\".\"todos\".\"task\" = $3 RETURNING 1) \
              SELECT pg_catalog.count(_postgrest_t) AS page_total, NULL AS body, NULL AS location, \
-             CASE WHEN pg_catalog.count(_postgrest_t) > $4::bigint THEN ($5::text || pg_catalog.count(_postgrest_t))::integer END AS max_affected \
-             FROM (SELECT * FROM pgrst_source) _postgrest_t"
+             CASE WHEN pg_catalog.count(_postgrest_t) > $4::bigint THEN ($5::text || pg_catalog.count(_postgrest_t))::integer END AS max_affected, \
+             NULL AS inserted FROM (SELECT * FROM pgrst_source) _postgrest_t"
         );
         let params = params_of(&s);
         assert_eq!(params[..4], ["[{}]", "1", "'; drop table x; --", "2"]);
         assert_eq!(params[4], row_limit_marker());
-        let s = write_statement(
-            "todos",
-            &Mutation::Delete,
-            &read.filters,
-            &[],
-            Return::HeadersOnly,
-            None,
-            RowLimits::default(),
-        );
+        let s = write_statement("todos", &Mutation::Delete, &read, Return::HeadersOnly, None, RowLimits::default());
         assert!(s.sql.starts_with(
             "WITH pgrst_source AS (DELETE FROM \"public\".\"todos\" WHERE \"public\".\"todos\".\"id\" > $1 AND \"public\".\"todos\".\"task\" = $2 RETURNING \"public\".\"todos\".*)"
         ), "{}", s.sql);
         assert!(s.sql.contains("NULL AS location"), "Location is for inserts only");
+    }
+
+    #[test]
+    fn merge_upsert_and_default_shapes() {
+        let columns = vec!["id".to_owned(), "task".to_owned()];
+        let all = vec!["id".to_owned(), "task".to_owned(), "done".to_owned()];
+        let m = Mutation::Insert {
+            columns: &columns,
+            conflict: Some((&columns[..1], Resolution::MergeDuplicates)),
+            inserted: Some(&all),
+            put: false,
+        };
+        let source = Source { json: Bytes::from_static(b"[]"), defaults: vec![("task", "'x'::text")] };
+        let s = write_statement(
+            "todos",
+            &m,
+            &ReadQuery::default(),
+            Return::Representation,
+            Some(source),
+            RowLimits::default(),
+        );
+        for fragment in [
+            "FROM pg_catalog.json_populate_recordset(NULL::\"public\".\"todos\", (SELECT coalesce(pg_catalog.json_agg(\
+             pgrst_elem.value || CASE WHEN pg_catalog.jsonb_exists(pgrst_elem.value, $2::text) THEN '{}'::jsonb \
+             ELSE pg_catalog.jsonb_build_object($2::text, 'x'::text) END ORDER BY pgrst_elem.n), '[]') \
+             FROM pg_catalog.jsonb_array_elements($1::jsonb) WITH ORDINALITY AS pgrst_elem(value, n))) AS pgrst_body ",
+            "RETURNING \"public\".\"todos\".*, (\"public\".\"todos\".xmax = 0) AS pgrst_inserted) ",
+            "(SELECT pg_catalog.count(*) FROM pgrst_source WHERE pgrst_source.pgrst_inserted) AS inserted ",
+            // `select=*` names the table's columns, so `pgrst_inserted` stays out of the body.
+            "FROM (SELECT \"todos\".\"id\", \"todos\".\"task\", \"todos\".\"done\" FROM pgrst_source AS \"todos\") _postgrest_t",
+        ] {
+            assert!(s.sql.contains(fragment), "{fragment}\n{}", s.sql);
+        }
+        assert_eq!(params_of(&s), ["[]", "task"]);
+    }
+
+    #[test]
+    fn put_and_tree_shapes() {
+        let read = parse_read_query("id=eq.7").unwrap();
+        let columns = vec!["id".to_owned(), "task".to_owned()];
+        let key = vec!["id".to_owned()];
+        let m = Mutation::Insert {
+            columns: &columns,
+            conflict: Some((&key, Resolution::MergeDuplicates)),
+            inserted: None,
+            put: true,
+        };
+        let source = Source { json: Bytes::from_static(b"[{}]"), defaults: Vec::new() };
+        let limits = RowLimits { exactly_one: true, ..RowLimits::default() };
+        let s = write_statement("todos", &m, &read, Return::Minimal, Some(source), limits);
+        assert!(
+            s.sql.contains(
+                "AS pgrst_body WHERE pgrst_body.\"id\" = $2 ON CONFLICT (\"id\") DO UPDATE SET \"id\" = EXCLUDED.\"id\""
+            ),
+            "{}",
+            s.sql
+        );
+        assert!(s.sql.contains("CASE WHEN pg_catalog.count(_postgrest_t) <> 1 THEN ($3::text"), "{}", s.sql);
+        // Logic trees restrict PATCH and DELETE as they restrict reads.
+        let read = parse_read_query("or=(id.eq.1,id.eq.2)").unwrap();
+        let s = write_statement("todos", &Mutation::Delete, &read, Return::Minimal, None, RowLimits::default());
+        assert!(s.sql.contains("DELETE FROM \"public\".\"todos\" WHERE ("), "{}", s.sql);
+        assert_eq!(params_of(&s), ["1", "2"]);
     }
 
     #[test]

@@ -119,6 +119,12 @@ funcs as (
   left join pg_class rc on rc.oid = rt.typrelid
   left join pg_namespace rn on rn.oid = rc.relnamespace
   where n.nspname in (select nspname from exposed) and p.prokind = 'f'
+    and p.prorettype <> 'trigger'::regtype
+    -- PostgREST's `callable`: no unnamed input argument (proargnames is null only when every
+    -- argument is unnamed), or exactly one, of type bytea, json, jsonb, text or xml.
+    and (p.proargnames is not null or p.pronargs = 0
+      or (p.pronargs = 1 and p.proargtypes[0] in ('bytea'::regtype, 'json'::regtype, 'jsonb'::regtype,
+                                                  'text'::regtype, 'xml'::regtype)))
 ),
 enums as (
   select json_agg(json_build_array(n.nspname, t.typname,
@@ -279,10 +285,31 @@ pub fn parse(document: &str) -> Result<SchemaCache, IntrospectError> {
             .push(function);
     }
 
+    for objects in cache.schemas.values_mut() {
+        for overloads in objects.functions.values_mut() {
+            overloads.sort_by(overload_order);
+        }
+    }
+
     for RawEnum(schema, name, labels) in raw.enums.unwrap_or_default() {
         cache.schemas.entry(schema).or_default().enums.insert(name, labels.unwrap_or_default());
     }
     Ok(cache)
+}
+
+/// PostgREST's order of overloads (its `Ord Routine`): fewest input parameters first, then the
+/// parameters compared in turn by name, type, required, variadic. Ties keep catalog (oid) order.
+fn overload_order(a: &Function, b: &Function) -> std::cmp::Ordering {
+    fn key(f: &Function) -> (usize, Vec<(&str, &str, bool, bool)>) {
+        let params: Vec<(&str, &str, bool, bool)> = f
+            .args
+            .iter()
+            .filter(|a| matches!(a.mode, ArgMode::In | ArgMode::InOut | ArgMode::Variadic))
+            .map(|a| (a.name.as_str(), a.type_name.as_str(), !a.has_default, a.mode == ArgMode::Variadic))
+            .collect();
+        (params.len(), params)
+    }
+    key(a).cmp(&key(b))
 }
 
 fn relation_mut<'a>(cache: &'a mut SchemaCache, schema: &str, name: &str) -> Option<&'a mut Relation> {
@@ -403,12 +430,14 @@ mod tests {
         assert_eq!(cache.foreign_keys_of("auth", "users").count(), 1);
         assert_eq!(cache.foreign_keys_of("public", "todos").count(), 1);
 
+        // Overloads in PostgREST's order: fewest input parameters first.
         let add = cache.functions("public", "add");
         assert_eq!(add.len(), 2);
-        assert_eq!(add[0].args.iter().map(|a| a.has_default).collect::<Vec<_>>(), [false, true, false]);
-        assert_eq!(add[0].args[2].mode, ArgMode::Out);
-        assert_eq!(add[0].volatility, Volatility::Immutable);
-        assert_eq!(add[1].volatility, Volatility::Volatile);
+        assert_eq!(add[0].args.len(), 1);
+        assert_eq!(add[0].volatility, Volatility::Volatile);
+        assert_eq!(add[1].args.iter().map(|a| a.has_default).collect::<Vec<_>>(), [false, true, false]);
+        assert_eq!(add[1].args[2].mode, ArgMode::Out);
+        assert_eq!(add[1].volatility, Volatility::Immutable);
         let all = &cache.functions("public", "all_todos")[0];
         assert!(all.returns_set);
         assert_eq!(all.return_relation, Some(("public".to_owned(), "todos".to_owned())));
@@ -419,6 +448,42 @@ mod tests {
         assert_eq!(cache.function_count(), 4);
 
         assert_eq!(cache.enum_labels("public", "mood").unwrap(), ["sad", "ok", "happy"]);
+    }
+
+    #[test]
+    fn overloads_sorted_as_postgrest_does() {
+        let cache = parse(
+            r#"{"schemas":["public"],"functions":[
+              ["public","f",[["a","text","i"]],0,"text",null,null,false,"i",false],
+              ["public","f",[["b","integer","i"],["","integer","o"]],0,"integer",null,null,false,"i",false],
+              ["public","f",[["a","integer","i"]],0,"integer",null,null,false,"i",false],
+              ["public","f",[["a","integer","i"],["b","integer","i"]],0,"integer",null,null,false,"i",false],
+              ["public","f",[],0,"integer",null,null,false,"i",false],
+              ["public","f",[["","text","i"]],1,"text",null,null,false,"i",false]
+            ]}"#,
+        )
+        .unwrap();
+        let order: Vec<String> = cache
+            .functions("public", "f")
+            .iter()
+            .map(|f| {
+                let params: Vec<String> = f
+                    .args
+                    .iter()
+                    .filter(|a| a.mode != ArgMode::Out)
+                    .map(|a| format!("{} => {}", a.name, a.type_name))
+                    .collect();
+                params.join(", ")
+            })
+            .collect();
+        assert_eq!(order, ["", " => text", "a => integer", "a => text", "b => integer", "a => integer, b => integer"]);
+    }
+
+    #[test]
+    fn callable_filter_is_postgrest_s() {
+        let sql = query(&["public"]).unwrap();
+        assert!(sql.contains("p.proargnames is not null or p.pronargs = 0"), "{sql}");
+        assert!(sql.contains("p.prorettype <> 'trigger'::regtype"), "{sql}");
     }
 
     #[test]
