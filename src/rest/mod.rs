@@ -100,12 +100,7 @@ async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response
     let results = state.pool.execute(batch).await.map_err(|e| ApiError::from_pg(e, identity.authenticated))?;
 
     let row = results.first().and_then(|r| r.rows.first()).ok_or(ApiError::Internal("no result row"))?;
-    let page_total: u64 =
-        row.get_str(0).and_then(|n| n.parse().ok()).ok_or(ApiError::Internal("page_total is not a number"))?;
-    let total: Option<u64> = match exact_count {
-        true => Some(row.get_str(2).and_then(|n| n.parse().ok()).ok_or(ApiError::Internal("total is not a number"))?),
-        false => None,
-    };
+    let (page_total, total) = row_counts(row, exact_count)?;
     if media == Media::Object && page_total != 1 {
         return Err(ApiError::NotSingular(page_total));
     }
@@ -122,6 +117,18 @@ async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response
         response.set_header("preference-applied", "count=exact");
     }
     Ok(response)
+}
+
+/// `page_total` (column 0) and, when counted, `total_result_set` (column 2) of a read or RPC result
+/// row.
+pub(super) fn row_counts(row: &madbase_pg::Row, exact_count: bool) -> Result<(u64, Option<u64>), ApiError> {
+    let number = |i: usize| row.get_str(i).and_then(|n| n.parse::<u64>().ok());
+    let page_total = number(0).ok_or(ApiError::Internal("page_total is not a number"))?;
+    let total = match exact_count {
+        true => Some(number(2).ok_or(ApiError::Internal("total is not a number"))?),
+        false => None,
+    };
+    Ok((page_total, total))
 }
 
 /// PostgREST's status for a read of `rows` rows from `offset`: 200 without a count; with one,

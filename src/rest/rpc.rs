@@ -493,12 +493,7 @@ pub async fn serve(
     let results = state.pool.execute(batch).await.map_err(|e| ApiError::from_pg(e, identity.authenticated))?;
 
     let row = results.first().and_then(|r| r.rows.first()).ok_or(ApiError::Internal("no result row"))?;
-    let page_total: u64 =
-        row.get_str(0).and_then(|n| n.parse().ok()).ok_or(ApiError::Internal("page_total is not a number"))?;
-    let total: Option<u64> = match exact_count {
-        true => Some(row.get_str(2).and_then(|n| n.parse().ok()).ok_or(ApiError::Internal("total is not a number"))?),
-        false => None,
-    };
+    let (page_total, total) = super::row_counts(row, exact_count)?;
     let offset = read.offset.map_or(0, |o| o.unsigned_abs());
     // As for reads: 416 past the counted total, 206 when the rows do not cover it.
     let status = super::range_status(offset, page_total, total)?;
