@@ -475,3 +475,33 @@ fn logic_trees() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(server.sql("select count(*)::text from public.pets")[0].rows[0].get_str(0), Some("5"));
 }
+
+#[test]
+fn json_paths_in_filters_and_order() {
+    let server = TestServer::start();
+    server.sql(
+        r#"create table public.profiles (id int primary key, data jsonb, doc json);
+           insert into public.profiles values
+             (1, '{"name":"Ada","age":36,"langs":["en","fr"],"addr":{"city":"London"}}', '{"k":"a"}'),
+             (2, '{"name":"Alan","age":41,"langs":["en"],"addr":{"city":"Wilmslow"}}', '{"k":"b"}'),
+             (3, '{"name":"Grace","age":85,"langs":["en","es"],"addr":{"city":"New York"}}', '{"k":"a"}');
+           grant select on public.profiles to anon;"#,
+    );
+    server.wait_for_relations(&["profiles"]);
+    let ids = |query: &str| {
+        let r = server.get(&format!("/rest/v1/profiles?select=id&{query}"));
+        assert_eq!(r.status, 200, "{query}: {}", r.text());
+        r.json().as_array().unwrap().iter().map(|row| row["id"].as_i64().unwrap()).collect::<Vec<_>>()
+    };
+    assert_eq!(ids("data->>name=eq.Alan"), [2]);
+    assert_eq!(ids("data->addr->>city=like.*o*&order=id"), [1, 2, 3]);
+    assert_eq!(ids("data->langs->>1=eq.es"), [3]);
+    assert_eq!(ids("data->langs->>-1=eq.fr"), [1]);
+    assert_eq!(ids("data->age=gt.40&order=data->age.desc"), [3, 2]);
+    assert_eq!(ids("doc->>k=eq.a&order=id.desc"), [3, 1]);
+    assert_eq!(ids("data->langs=cs.%5B%22es%22%5D"), [3]);
+    assert_eq!(ids("or=(data->>name.eq.Ada,data->>name.eq.Grace)&order=id"), [1, 3]);
+    // A hostile key is a bound value: no match, no error, table intact.
+    assert_eq!(ids("data->>%22x%27)%20or%201%3D1--%22=eq.1"), Vec::<i64>::new());
+    assert_eq!(server.sql("select count(*)::text from public.profiles")[0].rows[0].get_str(0), Some("3"));
+}

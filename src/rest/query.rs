@@ -1,13 +1,13 @@
 //! The PostgREST query-string grammar for reads (flat `select`, horizontal filters with every
-//! operator, `any`/`all` quantifiers and full-text search, `order`, `limit`, `offset`), parsed
-//! into a [`ReadQuery`].
+//! operator, `any`/`all` quantifiers, full-text search, JSON paths and logic trees, `order`
+//! (JSON paths too), `limit`, `offset`), parsed into a [`ReadQuery`].
 //!
 //! Owns: percent-decoding of the query string and turning it into typed, validated pieces; it
 //! never produces SQL (that is `sql`). Invariants: identifiers come out as plain strings (never
 //! quoted here, never containing NUL — NUL cannot travel inside the SQL text of a Parse message);
 //! values come out as plain strings that the SQL builder binds as parameters; every list a peer
 //! can grow is bounded by the `MAX_*` constants; anything of the PostgREST grammar not implemented
-//! yet (embedding, JSON paths, logic trees, aggregates) is an error naming it, never silently
+//! yet (embedding, JSON paths in `select`, aggregates) is an error naming it, never silently
 //! ignored — a wrong result is worse than a 400.
 
 use std::fmt;
@@ -47,6 +47,52 @@ pub enum SelectItem {
     Column { name: String, alias: Option<String>, cast: Option<String> },
 }
 
+/// One `->key` / `->>key` step of a JSON path; `->>` (text) can only be the last step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonStep {
+    pub key: JsonKey,
+    /// `->>`: the value as text rather than JSON.
+    pub as_text: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonKey {
+    /// An object member.
+    Name(String),
+    /// An array element (negative counts from the end).
+    Index(i64),
+}
+
+/// Longest JSON path accepted, in steps.
+pub const MAX_JSON_PATH: usize = 16;
+
+/// `->a->0->>b` after a field name (nothing when the cursor is not at `->`).
+fn json_path(cur: &mut Cursor<'_>) -> Result<Vec<JsonStep>, (usize, String)> {
+    let mut path = Vec::new();
+    loop {
+        let as_text = if cur.eat("->>") {
+            true
+        } else if cur.eat("->") {
+            false
+        } else {
+            return Ok(path);
+        };
+        if path.len() == MAX_JSON_PATH {
+            return Err((cur.column(), format!("JSON paths are limited to {MAX_JSON_PATH} steps")));
+        }
+        let quoted = cur.peek() == Some('"');
+        let name = field_name(cur)?;
+        let key = match name.parse::<i64>() {
+            Ok(index) if !quoted => JsonKey::Index(index),
+            _ => JsonKey::Name(name),
+        };
+        path.push(JsonStep { key, as_text });
+        if as_text {
+            return Ok(path);
+        }
+    }
+}
+
 /// `[not.]or(…)` / `[not.]and(…)`: conditions joined by one operator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogicTree {
@@ -80,6 +126,8 @@ pub enum Condition {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Filter {
     pub column: String,
+    /// `column->a->>b`: the JSON path into the column (empty for the column itself).
+    pub path: Vec<JsonStep>,
     /// `not.` prefix.
     pub negated: bool,
     pub op: FilterOp,
@@ -276,6 +324,8 @@ pub enum Nulls {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderTerm {
     pub column: String,
+    /// JSON path into the column (`order=data->a.desc`).
+    pub path: Vec<JsonStep>,
     pub direction: Option<Direction>,
     pub nulls: Option<Nulls>,
 }
@@ -389,8 +439,10 @@ pub fn parse_read_query(query: &str) -> Result<ReadQuery, QueryError> {
                 if read.filters.len() + count_conditions(&read.trees) >= MAX_FILTERS {
                     return Err(QueryError::TooMany { what: "filters", max: MAX_FILTERS });
                 }
-                let column = parse_filter_key(&key)?;
-                read.filters.push(parse_filter(column, &value)?);
+                let (column, path) = parse_filter_key(&key)?;
+                let mut filter = parse_filter(column, &value)?;
+                filter.path = path;
+                read.filters.push(filter);
             }
         }
     }
@@ -624,10 +676,12 @@ fn parse_tree_body(value: &str, depth: usize, budget: &mut usize) -> Result<Vec<
         // A member filter is `field.[not.]op.value`; the field may be quoted.
         let mut cur = Cursor::new(item);
         let column = field_name(&mut cur).map_err(|(c, d)| parse_error(WHAT, value, c, d))?;
+        let path = json_path(&mut cur).map_err(|(c, d)| parse_error(WHAT, value, c, d))?;
         if !cur.eat(".") {
             return Err(parse_error(WHAT, value, 1, format!("expecting \".\" after the field name in \"{item}\"")));
         }
         let mut filter = parse_filter(column, cur.rest())?;
+        filter.path = path;
         // Inside a tree a value may be double-quoted so it can hold `,` `(` `)`.
         if let FilterOp::Compare(_, operand) = &mut filter.op {
             if let Some(unquoted) = unquote(operand) {
@@ -681,10 +735,11 @@ fn unquote(text: &str) -> Option<String> {
     Some(out)
 }
 
-fn parse_filter_key(key: &str) -> Result<String, QueryError> {
+fn parse_filter_key(key: &str) -> Result<(String, Vec<JsonStep>), QueryError> {
     const WHAT: &str = "tree path";
     let mut cur = Cursor::new(key);
     let name = field_name(&mut cur).map_err(|(c, d)| parse_error(WHAT, key, c, d))?;
+    let path = json_path(&mut cur).map_err(|(c, d)| parse_error(WHAT, key, c, d))?;
     if !cur.at_end() {
         let details = if cur.rest().ends_with(".or") || cur.rest().ends_with(".and") {
             "logic trees on embedded resources are not supported yet".to_owned()
@@ -695,7 +750,7 @@ fn parse_filter_key(key: &str) -> Result<String, QueryError> {
         };
         return Err(parse_error(WHAT, key, cur.column(), details));
     }
-    Ok(name)
+    Ok((name, path))
 }
 
 /// `[not.]op[(modifier)].value` for the filter on `column`.
@@ -773,7 +828,7 @@ fn parse_filter(column: String, value: &str) -> Result<Filter, QueryError> {
     } else {
         return Err(unknown_operator(name, op_column, value));
     };
-    Ok(Filter { column, negated, op })
+    Ok(Filter { column, path: Vec::new(), negated, op })
 }
 
 fn unknown_operator(op: &str, column: usize, value: &str) -> QueryError {
@@ -862,10 +917,8 @@ pub fn parse_order(value: &str) -> Result<Vec<OrderTerm>, QueryError> {
         if cur.rest().starts_with('(') {
             return Err(fail(&cur, "ordering by embedded resources is not supported yet".into()));
         }
-        if cur.rest().starts_with("->") {
-            return Err(fail(&cur, "JSON paths (-> and ->>) are not supported yet".into()));
-        }
-        let mut term = OrderTerm { column, direction: None, nulls: None };
+        let path = json_path(&mut cur).map_err(|(c, d)| parse_error(WHAT, value, c, d))?;
+        let mut term = OrderTerm { column, path, direction: None, nulls: None };
         // Longest keywords first so `.nullsfirst` is not read as a direction.
         if cur.eat(".asc") && ends_term(&cur) {
             term.direction = Some(Direction::Asc);
@@ -963,7 +1016,7 @@ mod tests {
         assert_eq!(parse_select(r#""a\"; drop table t; --""#).unwrap(), vec![col("a\"; drop table t; --")]);
         assert!(parse_select("\"a\0b\"").is_err(), "NUL cannot go into SQL text");
         assert!(parse_filter_key("id;delete from t").is_err());
-        assert_eq!(parse_filter_key("\"id\\\" = 1 or 1=1 --\"").unwrap(), "id\" = 1 or 1=1 --");
+        assert_eq!(parse_filter_key("\"id\\\" = 1 or 1=1 --\"").unwrap().0, "id\" = 1 or 1=1 --");
     }
 
     #[test]
@@ -1033,6 +1086,29 @@ mod tests {
     }
 
     #[test]
+    fn json_paths_in_filters_and_order() {
+        let q = parse_read_query(r#"data->a->0->>"b c"=eq.x&order=data->n.desc,id"#).unwrap();
+        let f = &q.filters[0];
+        assert_eq!(f.column, "data");
+        assert_eq!(
+            f.path,
+            [
+                JsonStep { key: JsonKey::Name("a".into()), as_text: false },
+                JsonStep { key: JsonKey::Index(0), as_text: false },
+                JsonStep { key: JsonKey::Name("b c".into()), as_text: true },
+            ]
+        );
+        assert_eq!(q.order[0].path, [JsonStep { key: JsonKey::Name("n".into()), as_text: false }]);
+        assert_eq!(q.order[0].direction, Some(Direction::Desc));
+        // `->>` ends a path; a quoted number is a member name, not an index.
+        assert!(parse_read_query("data->>a->b=eq.1").is_err());
+        let q = parse_read_query(r#"data->"0"=eq.1&or=(data->>k.eq.v)"#).unwrap();
+        assert_eq!(q.filters[0].path[0].key, JsonKey::Name("0".into()));
+        let Condition::Filter(inner) = &q.trees[0].children[0] else { panic!() };
+        assert_eq!(inner.path[0], JsonStep { key: JsonKey::Name("k".into()), as_text: true });
+    }
+
+    #[test]
     fn logic_trees() {
         let q = parse_read_query(
             r#"or=(id.eq.1,and(name.like.A*,"my col".not.is.null),not.or(x.in.(1,2),y.eq."a,b"))&z=gt.0"#,
@@ -1071,7 +1147,7 @@ mod tests {
         assert!(parse_read_query("or=(a)").is_err());
         let deep = format!("or=({}a.eq.1{})", "and(".repeat(20), ")".repeat(20));
         assert!(matches!(parse_read_query(&deep), Err(QueryError::TooMany { .. })));
-        let err = parse_read_query("data->>a=eq.1").unwrap_err();
+        let err = parse_read_query("select=data->>a").unwrap_err();
         assert!(err.details().unwrap().contains("JSON paths"), "{err:?}");
         let err = parse_read_query("actors.first_name=eq.x").unwrap_err();
         assert!(err.details().unwrap().contains("embedded"), "{err:?}");
@@ -1081,7 +1157,7 @@ mod tests {
     fn order_terms() {
         let o = parse_order("a,b.desc,c.asc.nullsfirst,d.nullslast,\"e.f\".desc").unwrap();
         assert_eq!(o.len(), 5);
-        assert_eq!(o[0], OrderTerm { column: "a".into(), direction: None, nulls: None });
+        assert_eq!(o[0], OrderTerm { column: "a".into(), path: vec![], direction: None, nulls: None });
         assert_eq!(o[1].direction, Some(Direction::Desc));
         assert_eq!((o[2].direction, o[2].nulls), (Some(Direction::Asc), Some(Nulls::First)));
         assert_eq!((o[3].direction, o[3].nulls), (None, Some(Nulls::Last)));

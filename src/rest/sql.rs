@@ -21,7 +21,9 @@ use std::fmt::Write as _;
 
 use madbase_pg::Statement;
 
-use super::query::{Condition, Direction, Filter, FilterOp, LogicTree, Nulls, OrderTerm, ReadQuery, SelectItem};
+use super::query::{
+    Condition, Direction, Filter, FilterOp, JsonKey, JsonStep, LogicTree, Nulls, OrderTerm, ReadQuery, SelectItem,
+};
 
 /// `name` as a quoted SQL identifier: `"` + name with `"` doubled + `"`.
 pub fn quote_ident(name: &str) -> String {
@@ -143,8 +145,25 @@ fn push_tree(out: &mut String, qualifier: &str, tree: &LogicTree, bind: &mut dyn
     out.push(')');
 }
 
+/// `->$n::text`, `->$n::integer`, `->>$n::text` … for each step: keys are bound like values, and
+/// cast so PostgreSQL picks the object-member or array-element operator.
+fn push_json_path(out: &mut String, path: &[JsonStep], bind: &mut dyn FnMut(String) -> String) {
+    for step in path {
+        out.push_str(if step.as_text { "->>" } else { "->" });
+        match &step.key {
+            JsonKey::Name(name) => {
+                let _ = write!(out, "{}::text", bind(name.clone()));
+            }
+            JsonKey::Index(index) => {
+                let _ = write!(out, "{}::integer", bind(index.to_string()));
+            }
+        }
+    }
+}
+
 fn push_filter(out: &mut String, qualifier: &str, filter: &Filter, bind: &mut dyn FnMut(String) -> String) {
-    let target = format!("{qualifier}.{}", quote_ident(&filter.column));
+    let mut target = format!("{qualifier}.{}", quote_ident(&filter.column));
+    push_json_path(&mut target, &filter.path, bind);
     let condition = match &filter.op {
         FilterOp::Compare(op, value) => format!("{target} {} {}", op.sql(), bind(value.clone())),
         FilterOp::Is(value) => format!("{target} IS {value}"),
@@ -170,10 +189,11 @@ fn push_filter(out: &mut String, qualifier: &str, filter: &Filter, bind: &mut dy
 /// Appends ` ORDER BY …`, ` LIMIT $n` and ` OFFSET $n` of `query` (each only when given) to
 /// `out`, every column qualified by `qualifier`; limit and offset go through `bind`.
 pub fn push_order_limit(out: &mut String, qualifier: &str, query: &ReadQuery, bind: &mut dyn FnMut(String) -> String) {
-    for (i, OrderTerm { column: name, direction, nulls }) in query.order.iter().enumerate() {
+    for (i, OrderTerm { column: name, path, direction, nulls }) in query.order.iter().enumerate() {
         out.push_str(if i == 0 { " ORDER BY " } else { ", " });
         let _ = write!(out, "{qualifier}.");
         push_ident(out, name);
+        push_json_path(out, path, bind);
         match direction {
             Some(Direction::Asc) => out.push_str(" ASC"),
             Some(Direction::Desc) => out.push_str(" DESC"),
