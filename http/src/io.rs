@@ -62,6 +62,24 @@ where
     let cap = buf.capacity();
     let canceller = Canceller::new();
     let mut op = pin!(io.cancelable_read(buf.slice_mut(len..cap), canceller.handle()));
+    let ((res, slice), stop) = race(op.as_mut(), canceller, deadline, &mut interrupt).await;
+    (outcome(res, stop), slice.into_inner())
+}
+
+/// Awaits `op` — an operation `canceller` can cancel — giving up at `deadline` or when `interrupt`
+/// becomes ready. Giving up cancels the operation and still awaits its completion, so an
+/// in-flight io_uring operation is never dropped; what it completed with (bytes that raced the
+/// cancel included) is returned with the reason it was stopped.
+async fn race<F, T, I>(
+    mut op: Pin<&mut F>,
+    canceller: Canceller,
+    deadline: Option<Instant>,
+    interrupt: &mut I,
+) -> (T, Option<Stop>)
+where
+    F: Future<Output = T> + ?Sized,
+    I: FnMut(&mut Context<'_>) -> Poll<()>,
+{
     let mut sleep = pin!(deadline.map(monoio::time::sleep_until));
     let first = poll_fn(|cx| {
         if let Poll::Ready(r) = op.as_mut().poll(cx) {
@@ -78,14 +96,13 @@ where
         Poll::Pending
     })
     .await;
-    let (stop, (res, slice)) = match first {
-        Ok(done) => (None, done),
+    match first {
+        Ok(done) => (done, None),
         Err(stop) => {
             let _fresh = canceller.cancel();
-            (Some(stop), op.await)
+            (op.await, Some(stop))
         }
-    };
-    (outcome(res, stop), slice.into_inner())
+    }
 }
 
 /// A read that outlives the code that started it: it owns the connection's read side (socket
@@ -129,34 +146,12 @@ impl InflightRead {
 
     /// Awaits the read, giving up at `deadline` or when `interrupt` becomes ready: the read is
     /// then cancelled and awaited (bytes that raced the cancel are kept, as in [`read_buf`]).
-    pub(crate) async fn finish<I>(mut self, deadline: Option<Instant>, mut interrupt: I) -> (ReadOutcome, ReadSide)
+    pub(crate) async fn finish<I>(self, deadline: Option<Instant>, mut interrupt: I) -> (ReadOutcome, ReadSide)
     where
         I: FnMut(&mut Context<'_>) -> Poll<()>,
     {
-        let mut sleep = pin!(deadline.map(monoio::time::sleep_until));
-        let first = poll_fn(|cx| {
-            if let Poll::Ready(r) = self.fut.as_mut().poll(cx) {
-                return Poll::Ready(Ok(r));
-            }
-            if let Some(s) = sleep.as_mut().as_pin_mut() {
-                if s.poll(cx).is_ready() {
-                    return Poll::Ready(Err(Stop::Timeout));
-                }
-            }
-            if interrupt(cx).is_ready() {
-                return Poll::Ready(Err(Stop::Interrupted));
-            }
-            Poll::Pending
-        })
-        .await;
-        let (stop, (res, rs)) = match first {
-            Ok(done) => (None, done),
-            Err(stop) => {
-                let InflightRead { canceller, fut, .. } = self;
-                let _fresh = canceller.cancel();
-                (Some(stop), fut.await)
-            }
-        };
+        let InflightRead { canceller, mut fut, .. } = self;
+        let ((res, rs), stop) = race(fut.as_mut(), canceller, deadline, &mut interrupt).await;
         (outcome(res, stop), rs)
     }
 
