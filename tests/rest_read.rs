@@ -5,7 +5,7 @@
 mod support;
 
 use serde_json::{json, Value};
-use support::{token, HttpResponse, TestServer};
+use support::{assert_pgrst_error, bearer, token, HttpResponse, TestServer};
 
 const ALICE: &str = "11111111-1111-1111-1111-111111111111";
 const BOB: &str = "22222222-2222-2222-2222-222222222222";
@@ -74,17 +74,10 @@ fn ids_where(server: &TestServer, params: &[(&str, &str)]) -> Vec<i64> {
     ids(&get(server, "todos", &all, &[]))
 }
 
-fn bearer(claims: Value) -> String {
-    format!("Bearer {}", token(claims))
-}
-
 fn assert_error(response: &HttpResponse, status: u16, code: &str) -> Value {
-    assert_eq!(response.status, status, "{}", response.text());
-    assert_eq!(response.header("content-type"), Some("application/json; charset=utf-8"));
-    let body = response.json();
+    let body = assert_pgrst_error(response, status, code);
     let keys: Vec<&str> = body.as_object().expect("object").keys().map(String::as_str).collect();
     assert_eq!(keys, ["code", "details", "hint", "message"], "{body}");
-    assert_eq!(body["code"], code, "{body}");
     body
 }
 

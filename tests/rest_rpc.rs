@@ -10,8 +10,8 @@
 
 mod support;
 
-use serde_json::{json, Value};
-use support::{token, HttpResponse, TestServer};
+use serde_json::json;
+use support::{assert_pgrst_error as assert_error, service_role as service, token, TestServer};
 
 const ALICE: &str = "11111111-1111-1111-1111-111111111111";
 
@@ -54,18 +54,6 @@ create function public."we""ird"("a""; drop table public.todos; --" text) return
 "#;
 
 const JSON: (&str, &str) = ("Content-Type", "application/json");
-
-fn service() -> String {
-    format!("Bearer {}", token(json!({"role": "service_role"})))
-}
-
-fn assert_error(response: &HttpResponse, status: u16, code: &str) -> Value {
-    assert_eq!(response.status, status, "{}", response.text());
-    assert_eq!(response.header("content-type"), Some("application/json; charset=utf-8"));
-    let body = response.json();
-    assert_eq!(body["code"], code, "{body}");
-    body
-}
 
 fn log_rows(server: &TestServer) -> Vec<String> {
     let result = server.sql("select coalesce(string_agg(msg, ',' order by msg), '') from public.log");

@@ -5,7 +5,7 @@
 mod support;
 
 use serde_json::{json, Value};
-use support::{token, HttpResponse, TestServer};
+use support::{assert_pgrst_error as assert_error, bearer, service_role as service, TestServer};
 
 const ALICE: &str = "11111111-1111-1111-1111-111111111111";
 const BOB: &str = "22222222-2222-2222-2222-222222222222";
@@ -31,27 +31,11 @@ create policy users_own on public.todos for all to authenticated
 
 const JSON: (&str, &str) = ("Content-Type", "application/json");
 
-fn bearer(claims: Value) -> String {
-    format!("Bearer {}", token(claims))
-}
-
-fn service() -> String {
-    bearer(json!({"role": "service_role"}))
-}
-
 /// The table as the superuser sees it, ordered by id.
 fn rows(server: &TestServer) -> Value {
     let result = server
         .sql("select coalesce(json_agg(t order by id), '[]')::text from (select id, task, done from public.todos) t");
     serde_json::from_str(result[0].rows[0].get_str(0).expect("json")).expect("json")
-}
-
-fn assert_error(response: &HttpResponse, status: u16, code: &str) -> Value {
-    assert_eq!(response.status, status, "{}", response.text());
-    assert_eq!(response.header("content-type"), Some("application/json; charset=utf-8"));
-    let body = response.json();
-    assert_eq!(body["code"], code, "{body}");
-    body
 }
 
 #[test]

@@ -506,22 +506,8 @@ pub async fn serve(
     response.set_header("content-range", super::content_range(offset, page_total, total));
 
     // Preference-Applied, in PostgREST's order.
-    let mut applied: Vec<&str> = Vec::new();
-    if exact_count {
-        applied.push("count=exact");
-    }
-    if write::TX_OVERRIDE_ALLOWED {
-        match prefer.tx_rollback {
-            Some(true) => applied.push("tx=rollback"),
-            Some(false) => applied.push("tx=commit"),
-            None => {}
-        }
-    }
-    match prefer.strict {
-        Some(true) => applied.push("handling=strict"),
-        Some(false) => applied.push("handling=lenient"),
-        None => {}
-    }
+    let mut applied: Vec<String> = Vec::new();
+    prefer.push_applied(exact_count, &mut applied);
     if !applied.is_empty() {
         response.set_header("preference-applied", applied.join(", "));
     }

@@ -156,6 +156,26 @@ impl Prefer {
     pub(super) fn is_strict(&self) -> bool {
         self.strict == Some(true)
     }
+
+    /// Appends the `count`, `tx` and `handling` entries of `Preference-Applied`, in PostgREST's
+    /// order (writes put `resolution`, `missing` and `return` before them).
+    pub(super) fn push_applied(&self, counted: bool, applied: &mut Vec<String>) {
+        if counted {
+            applied.push("count=exact".to_owned());
+        }
+        if TX_OVERRIDE_ALLOWED {
+            match self.tx_rollback {
+                Some(true) => applied.push("tx=rollback".to_owned()),
+                Some(false) => applied.push("tx=commit".to_owned()),
+                None => {}
+            }
+        }
+        match self.strict {
+            Some(true) => applied.push("handling=strict".to_owned()),
+            Some(false) => applied.push("handling=lenient".to_owned()),
+            None => {}
+        }
+    }
 }
 
 /// Keeps the first value of a kind; a later one of the same kind is still a known preference.
@@ -854,21 +874,7 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
             .to_owned(),
         );
     }
-    if counted {
-        applied.push("count=exact".to_owned());
-    }
-    if TX_OVERRIDE_ALLOWED {
-        match prefer.tx_rollback {
-            Some(true) => applied.push("tx=rollback".to_owned()),
-            Some(false) => applied.push("tx=commit".to_owned()),
-            None => {}
-        }
-    }
-    match prefer.strict {
-        Some(true) => applied.push("handling=strict".to_owned()),
-        Some(false) => applied.push("handling=lenient".to_owned()),
-        None => {}
-    }
+    prefer.push_applied(counted, &mut applied);
     if let Some(limit) = max_affected {
         applied.push(format!("max-affected={limit}"));
     }

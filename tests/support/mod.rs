@@ -296,3 +296,22 @@ pub fn token(claims: serde_json::Value) -> String {
     )
     .expect("sign")
 }
+
+/// An `Authorization` value for a token with `claims`.
+pub fn bearer(claims: serde_json::Value) -> String {
+    format!("Bearer {}", token(claims))
+}
+
+/// An `Authorization` value for the `service_role`.
+pub fn service_role() -> String {
+    bearer(serde_json::json!({"role": "service_role"}))
+}
+
+/// Asserts a PostgREST error response (status, JSON content type, `code`); returns its body.
+pub fn assert_pgrst_error(response: &HttpResponse, status: u16, code: &str) -> serde_json::Value {
+    assert_eq!(response.status, status, "{}", response.text());
+    assert_eq!(response.header("content-type"), Some("application/json; charset=utf-8"));
+    let body = response.json();
+    assert_eq!(body["code"], code, "{body}");
+    body
+}
