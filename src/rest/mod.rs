@@ -1,14 +1,15 @@
 //! `/rest/v1`: the PostgREST-compatible Data API (reference/rest.md).
 //!
-//! This slice serves `GET` and `HEAD /rest/v1/<table-or-view>` in schema `public`: flat `select`,
-//! horizontal filters, `order`, `limit`, `offset`.
+//! Reads are `GET` and `HEAD /rest/v1/<table-or-view>` in schema `public`: the query string is
+//! parsed ([`query`]), resolved against the schema cache snapshot into a read plan ([`plan`]:
+//! embeds and their relationships) and turned into one statement ([`sql`]).
 //! Writes (`POST`, `PATCH`, `DELETE`) are [`write`]: one statement in a READ WRITE transaction
 //! built on the same request settings ([`request_batch`]). Function calls (`/rpc/<fn>`) are
 //! [`rpc`]: one statement, READ ONLY unless a POST calls a VOLATILE function. Everything else of PostgREST's surface answers
 //! with a clear PostgREST-shaped error (never a partial or wrong result) until it is built.
 //!
 //! Owns: the request flow — route → authenticate ([`auth`]) → parse the query string ([`query`])
-//! → build one statement ([`sql`]) → one [`Batch`] → the response, or an [`ApiError`] ([`error`]).
+//! → plan it ([`plan`]) → build one statement ([`sql`]) → one [`Batch`] → the response, or an [`ApiError`] ([`error`]).
 //!
 //! Invariants:
 //! - one request = one batch = one round trip: the request settings in PostgREST's order
@@ -21,6 +22,7 @@
 
 mod auth;
 mod error;
+mod plan;
 mod query;
 mod relation;
 mod rpc;
@@ -33,6 +35,7 @@ use madbase_pg::Batch;
 use serde_json::{Map, Value};
 
 use crate::app::ShardState;
+use crate::schema::relationships::QualifiedName;
 pub use error::ApiError;
 
 /// The schema this slice serves (the first and only exposed one).
@@ -82,6 +85,7 @@ async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response
     // The snapshot this request uses to its end; an unknown relation never reaches PostgreSQL.
     let schema = state.schema();
     relation::find(&schema, SCHEMA, &relation)?;
+    let plan = plan::plan(&schema, SCHEMA, QualifiedName::new(SCHEMA, &relation), &query)?;
 
     let prefer = write::Prefer::parse(req);
     if prefer.is_strict() && !prefer.invalid.is_empty() {
@@ -95,7 +99,7 @@ async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response
         (false, Media::Json) => sql::BodyShape::Array,
         (false, Media::Object) => sql::BodyShape::Object,
     };
-    let statement = sql::read_statement(SCHEMA, &relation, &query, shape, exact_count);
+    let statement = sql::read_statement(&schema, &plan, shape, exact_count);
     let batch = request_batch(req, &identity, &pgrst_path).statement(statement).read_only(true);
     let results = state.pool.execute(batch).await.map_err(|e| ApiError::from_pg(e, identity.authenticated))?;
 
