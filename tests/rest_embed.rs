@@ -33,6 +33,8 @@ create table public.product_categories (
   category_id int references public.categories,
   primary key (product_id, category_id)
 );
+create view public.online_users as select username as name, status from public.users where status = 'ONLINE';
+create view public.online_names as select name from public.online_users;
 create function public.get_messages(u public.users) returns setof public.messages
   language sql stable as $$ select * from public.messages where username = u.username $$;
 create function public.first_message(u public.users) returns setof public.messages rows 1
@@ -69,7 +71,7 @@ fn start() -> TestServer {
     let server = TestServer::start();
     server.sql(SCHEMA);
     server.wait_for_relations(&["users", "channels", "channel_details", "messages", "best_friends"]);
-    server.wait_for_relations(&["collections", "products", "categories", "product_categories"]);
+    server.wait_for_relations(&["collections", "products", "categories", "product_categories", "online_names"]);
     server
 }
 
@@ -120,6 +122,15 @@ fn to_one_to_many_one_to_one_and_many_to_many() {
             {"id": 1, "name": "office", "products": [{"name": "pen"}]},
             {"id": 2, "name": "writing", "products": [{"name": "pen"}, {"name": "ink"}]}
         ]}])
+    );
+    // Views relate through the base-table keys whose columns they show (also views of views).
+    let body =
+        ok(get(&server, "messages", &[("select", "id,online_users(name)"), ("id", "in.(1,3)"), ("order", "id")]));
+    assert_eq!(body, json!([{"id": 1, "online_users": {"name": "alice"}}, {"id": 3, "online_users": null}]));
+    let body = ok(get(&server, "online_names", &[("select", "name,messages(id)"), ("order", "name")]));
+    assert_eq!(
+        body,
+        json!([{"name": "alice", "messages": [{"id": 1}, {"id": 2}, {"id": 4}]}, {"name": "carol", "messages": []}])
     );
     // Embedding by the foreign-key column or the constraint name.
     let by_column = ok(get(&server, "messages", &[("select", "id,username(status)"), ("id", "eq.3")]));

@@ -20,6 +20,7 @@ use madbase_pg::{Connection, PgError};
 use serde::Deserialize;
 
 use super::relationships::{self, ComputedRelationship, QualifiedName};
+use super::view_lineage;
 use super::{ArgMode, Column, ForeignKey, Function, FunctionArg, Relation, RelationKind, SchemaCache, Volatility};
 
 /// Why the schema cache could not be read.
@@ -39,6 +40,9 @@ pub enum IntrospectError {
 const CAN_UPDATE: i32 = 1 << 2;
 const CAN_INSERT: i32 = 1 << 3;
 const CAN_DELETE: i32 = 1 << 4;
+
+/// Views over views are followed this many levels to their base table.
+const MAX_VIEW_NESTING: usize = 8;
 
 /// The introspection statement for `schemas`.
 pub fn query(schemas: &[&str]) -> Result<String, IntrospectError> {
@@ -144,6 +148,12 @@ comprels as (
   where n.nspname in (select nspname from exposed) and p.prokind = 'f' and p.pronargs = 1
     and ac.relkind in ('r', 'p', 'v', 'm', 'f') and rc.relkind in ('r', 'p', 'v', 'm', 'f')
 ),
+views as (
+  select json_agg(json_build_array(c.oid::int8, r.ev_action::text)) as j
+  from rels c
+  join pg_rewrite r on r.ev_class = c.oid and r.rulename = '_RETURN'
+  where c.relkind in ('v', 'm')
+),
 settings as (
   -- PostgREST's in-database configuration: `alter role authenticator set pgrst.<key> = …`.
   select json_agg(json_build_array(split_part(cfg, '=', 1), substr(cfg, strpos(cfg, '=') + 1))
@@ -169,6 +179,7 @@ select json_build_object(
   'functions', (select j from funcs),
   'computed', (select j from comprels),
   'settings', (select j from settings),
+  'views', (select j from views),
   'enums', (select j from enums)
 )::text
 "#;
@@ -210,6 +221,9 @@ struct Raw {
     computed: Option<Vec<RawComputed>>,
     #[serde(default)]
     settings: Option<Vec<(String, String)>>,
+    /// view oid, `ev_action` text
+    #[serde(default)]
+    views: Option<Vec<(i64, String)>>,
 }
 
 /// oid, schema, name, relkind, pg_relation_is_updatable
@@ -357,7 +371,43 @@ pub fn parse(document: &str) -> Result<SchemaCache, IntrospectError> {
             to_one,
         })
         .collect();
-    cache.relationships = relationships::derive(&cache.foreign_keys, &computed, |s, n| cache.relation(s, n));
+    // View columns that show a base column unchanged, resolved to names (views of views through
+    // their inner view's own lineage, a few levels deep).
+    let mut lineage: HashMap<(i64, i16), (i64, i16)> = HashMap::new();
+    let mut view_names: Vec<(i64, String, i16)> = Vec::new();
+    for (view, action) in raw.views.unwrap_or_default() {
+        let Some((schema, name)) = by_oid.get(&view) else { continue };
+        let Some(relation) = cache.relation(schema, name) else { continue };
+        for column in view_lineage::view_columns(&action) {
+            let Some(own) = relation.column(&column.name) else { continue };
+            lineage.insert((view, own.position), (column.origin_relation, column.origin_column));
+            view_names.push((view, column.name, own.position));
+        }
+    }
+    let mut view_columns = Vec::new();
+    for (view, column, position) in view_names {
+        let mut origin = lineage[&(view, position)];
+        for _ in 0..MAX_VIEW_NESTING {
+            match lineage.get(&origin) {
+                Some(next) => origin = *next,
+                None => break,
+            }
+        }
+        let (Some((vs, vn)), Some((os, on))) = (by_oid.get(&view), by_oid.get(&origin.0)) else { continue };
+        let Some(origin_column) =
+            cache.relation(os, on).and_then(|r| r.columns.iter().find(|c| c.position == origin.1))
+        else {
+            continue;
+        };
+        view_columns.push(relationships::ViewColumn {
+            view: QualifiedName::new(vs, vn),
+            column,
+            origin: QualifiedName::new(os, on),
+            origin_column: origin_column.name.clone(),
+        });
+    }
+    cache.relationships =
+        relationships::derive(&cache.foreign_keys, &computed, &view_columns, |s, n| cache.relation(s, n));
     Ok(cache)
 }
 

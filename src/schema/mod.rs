@@ -19,6 +19,7 @@ pub mod fuzzy;
 pub mod introspect;
 pub mod relationships;
 pub mod reload;
+pub mod view_lineage;
 
 pub use introspect::IntrospectError;
 

@@ -116,13 +116,25 @@ pub struct ComputedRelationship {
     pub to_one: bool,
 }
 
+/// A view column that shows `origin.origin_column` unchanged (see [`super::view_lineage`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewColumn {
+    pub view: QualifiedName,
+    pub column: String,
+    pub origin: QualifiedName,
+    pub origin_column: String,
+}
+
 /// Every relationship, keyed by origin relation.
 pub type RelationshipIndex = HashMap<QualifiedName, Vec<Relationship>>;
 
 /// Derives the relationships of a snapshot. `relation` looks a relation up (for its keys).
+/// A foreign key relates not only its two tables but every view that shows all of the key's
+/// columns on one side (PostgREST's view relationships).
 pub fn derive<'a>(
     foreign_keys: &[ForeignKey],
     computed: &[ComputedRelationship],
+    view_columns: &[ViewColumn],
     relation: impl Fn(&str, &str) -> Option<&'a Relation>,
 ) -> RelationshipIndex {
     let mut index = RelationshipIndex::new();
@@ -132,29 +144,60 @@ pub fn derive<'a>(
             same(&r.primary_key) || r.unique_keys.iter().any(|key| same(key))
         })
     };
+    // The relation itself and every view showing all of `columns` of it, with the columns renamed.
+    let images = |table: &QualifiedName, columns: &[&String]| {
+        let mut images = vec![(table.clone(), columns.iter().map(|c| (*c).clone()).collect::<Vec<_>>())];
+        let mut views: Vec<&QualifiedName> =
+            view_columns.iter().filter(|v| v.origin == *table).map(|v| &v.view).collect();
+        views.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
+        views.dedup();
+        for view in views {
+            let shown: Option<Vec<String>> = columns
+                .iter()
+                .map(|c| {
+                    view_columns
+                        .iter()
+                        .find(|v| v.view == *view && v.origin == *table && v.origin_column == **c)
+                        .map(|v| v.column.clone())
+                })
+                .collect();
+            if let Some(shown) = shown {
+                images.push((view.clone(), shown));
+            }
+        }
+        images
+    };
     for fk in foreign_keys {
-        let table = QualifiedName::new(&fk.schema, &fk.table);
-        let foreign = QualifiedName::new(&fk.foreign_schema, &fk.foreign_table);
-        let local: Vec<String> = fk.columns.iter().map(|(c, _)| c.clone()).collect();
-        let one_to_one = is_unique(&fk.schema, &fk.table, &local);
-        index.entry(table.clone()).or_default().push(Relationship {
-            origin: table.clone(),
-            target: foreign.clone(),
-            link: Link::ForeignKey {
-                cardinality: if one_to_one { Cardinality::OneToOne } else { Cardinality::ManyToOne },
-                constraint: fk.constraint.clone(),
-                columns: fk.columns.clone(),
-            },
-        });
-        index.entry(foreign.clone()).or_default().push(Relationship {
-            origin: foreign,
-            target: table,
-            link: Link::ForeignKey {
-                cardinality: if one_to_one { Cardinality::OneToOne } else { Cardinality::OneToMany },
-                constraint: fk.constraint.clone(),
-                columns: fk.columns.iter().map(|(c, f)| (f.clone(), c.clone())).collect(),
-            },
-        });
+        let local: Vec<&String> = fk.columns.iter().map(|(c, _)| c).collect();
+        let remote: Vec<&String> = fk.columns.iter().map(|(_, f)| f).collect();
+        let local_owned: Vec<String> = local.iter().map(|c| (*c).clone()).collect();
+        let one_to_one = is_unique(&fk.schema, &fk.table, &local_owned);
+        let tables = images(&QualifiedName::new(&fk.schema, &fk.table), &local);
+        let foreigns = images(&QualifiedName::new(&fk.foreign_schema, &fk.foreign_table), &remote);
+        for (table, table_columns) in &tables {
+            for (foreign, foreign_columns) in &foreigns {
+                let pairs: Vec<(String, String)> =
+                    table_columns.iter().cloned().zip(foreign_columns.iter().cloned()).collect();
+                index.entry(table.clone()).or_default().push(Relationship {
+                    origin: table.clone(),
+                    target: foreign.clone(),
+                    link: Link::ForeignKey {
+                        cardinality: if one_to_one { Cardinality::OneToOne } else { Cardinality::ManyToOne },
+                        constraint: fk.constraint.clone(),
+                        columns: pairs.clone(),
+                    },
+                });
+                index.entry(foreign.clone()).or_default().push(Relationship {
+                    origin: foreign.clone(),
+                    target: table.clone(),
+                    link: Link::ForeignKey {
+                        cardinality: if one_to_one { Cardinality::OneToOne } else { Cardinality::OneToMany },
+                        constraint: fk.constraint.clone(),
+                        columns: pairs.into_iter().map(|(c, f)| (f, c)).collect(),
+                    },
+                });
+            }
+        }
     }
 
     // Junctions: pairs of distinct foreign keys of one table whose columns are all in its primary key.
@@ -259,7 +302,7 @@ mod tests {
             fk("post_tags_post_id_fkey", "post_tags", &[("post_id", "id")], "posts"),
             fk("post_tags_tag_id_fkey", "post_tags", &[("tag_id", "id")], "tags"),
         ];
-        let index = derive(&fks, &[], |_, n| tables.iter().find(|t| t.name == n));
+        let index = derive(&fks, &[], &[], |_, n| tables.iter().find(|t| t.name == n));
         let of = |name: &str| &index[&QualifiedName::new("public", name)];
         let users: Vec<_> = of("users").iter().map(|r| (r.target.name.as_str(), r.cardinality())).collect();
         assert_eq!(users, [("posts", Cardinality::OneToMany), ("profiles", Cardinality::OneToOne)]);
@@ -277,5 +320,43 @@ mod tests {
         let Link::Junction { origin_columns, target_columns, .. } = &of("posts")[2].link else { panic!() };
         assert_eq!(origin_columns, &[("id".to_string(), "post_id".to_string())]);
         assert_eq!(target_columns, &[("id".to_string(), "tag_id".to_string())]);
+    }
+
+    #[test]
+    fn views_that_show_the_key_columns_relate_too() {
+        let tables = [table("users", &["id"], &[]), table("posts", &["id"], &[])];
+        let fks = [fk("posts_author_fkey", "posts", &[("author", "id")], "users")];
+        let shown = |view: &str, column: &str, origin: &str, origin_column: &str| ViewColumn {
+            view: QualifiedName::new("public", view),
+            column: column.into(),
+            origin: QualifiedName::new("public", origin),
+            origin_column: origin_column.into(),
+        };
+        let views = [
+            shown("active_users", "user_id", "users", "id"),
+            shown("recent_posts", "writer", "posts", "author"),
+            shown("titles", "id", "posts", "id"),
+        ];
+        let index = derive(&fks, &[], &views, |_, n| tables.iter().find(|t| t.name == n));
+        let targets = |name: &str| -> Vec<(String, Vec<(String, String)>)> {
+            index[&QualifiedName::new("public", name)]
+                .iter()
+                .map(|r| {
+                    let Link::ForeignKey { columns, .. } = &r.link else { panic!() };
+                    (r.target.name.clone(), columns.clone())
+                })
+                .collect()
+        };
+        let pair = |a: &str, b: &str| vec![(a.to_string(), b.to_string())];
+        assert_eq!(
+            targets("recent_posts"),
+            [("active_users".into(), pair("writer", "user_id")), ("users".into(), pair("writer", "id"))]
+        );
+        assert_eq!(
+            targets("active_users"),
+            [("posts".into(), pair("user_id", "author")), ("recent_posts".into(), pair("user_id", "writer"))]
+        );
+        // `titles` does not show the key column `author`: no relationship.
+        assert!(!index.contains_key(&QualifiedName::new("public", "titles")));
     }
 }
