@@ -210,6 +210,10 @@ fn self_references_hints_and_their_errors() {
         &[("select", "first:users!first_user(username),second:users!best_friends_second_user_fkey(username)")],
     ));
     assert_eq!(body, json!([{"first": {"username": "alice"}, "second": {"username": "bob"}}]));
+    // The same embed twice without aliases would repeat a key; PostgreSQL refuses it as behind PostgREST.
+    let response = get(&server, "best_friends", &[("select", "users!first_user(*),users!second_user(*)")]);
+    let error = assert_pgrst_error(&response, 400, "42712");
+    assert_eq!(error["message"], "table name \"best_friends_users_1\" specified more than once");
 
     // No relationship: PGRST200 with a fuzzy suggestion.
     let response = get(&server, "messages", &[("select", "*,user(*)")]);

@@ -21,7 +21,14 @@ use crate::schema::{fuzzy, RelationKind, SchemaCache};
 pub enum PlanError {
     /// 400 PGRST200.
     #[error("Could not find a relationship between '{origin}' and '{target}' in the schema cache")]
-    NoRelationship { origin: String, target: String, hint: Option<String>, schema: String, suggestion: Option<String> },
+    NoRelationship {
+        origin: String,
+        target: String,
+        hint: Option<String>,
+        schema: String,
+        /// (suggested name, the name it replaces).
+        suggestion: Option<(String, String)>,
+    },
     /// 300 PGRST201.
     #[error("Could not embed because more than one relationship was found for '{origin}' and '{target}'")]
     Ambiguous { origin: String, target: String, candidates: Vec<Relationship> },
@@ -47,7 +54,8 @@ impl PlanError {
                     "Searched for a foreign key relationship between '{origin}' and '{target}'{using} in the schema \
                      '{schema}', but no matches were found."
                 );
-                let hint = suggestion.as_ref().map(|s| format!("Perhaps you meant '{s}' instead of '{target}'."));
+                let hint =
+                    suggestion.as_ref().map(|(s, instead)| format!("Perhaps you meant '{s}' instead of '{instead}'."));
                 (400, "PGRST200", Value::String(details), text(&hint))
             }
             PlanError::Ambiguous { target, candidates, .. } => {
@@ -113,6 +121,21 @@ fn describe(r: &Relationship) -> Value {
         "embedding": format!("{} with {}", r.origin.name, r.target.name),
         "relationship": relationship,
     })
+}
+
+/// PostgREST's PGRST200 hint: a target close to `target` among the origin's related relations
+/// (none when `target` is one of them), or — when the origin relates to nothing — an origin
+/// close to its name, as `(suggested, instead of)`.
+fn suggestion(cache: &SchemaCache, schema: &str, origin: &QualifiedName, target: &str) -> Option<(String, String)> {
+    let rels = cache.relationships_of(&origin.schema, &origin.name);
+    if rels.is_empty() {
+        let origins = cache.relationships.keys().filter(|k| k.schema == schema).map(|k| k.name.as_str());
+        return fuzzy::closest(&origin.name, origins).map(|s| (s.to_owned(), origin.name.clone()));
+    }
+    if rels.iter().any(|r| r.target.name == target) {
+        return None;
+    }
+    fuzzy::closest(target, rels.iter().map(|r| r.target.name.as_str())).map(|s| (s.to_owned(), target.to_owned()))
 }
 
 /// One level of a read: its query, the relation its rows have the type of, and its embeds.
@@ -228,19 +251,13 @@ fn find<'a>(
         .collect();
     match found.as_slice() {
         [one] => Ok(one),
-        [] => {
-            let names = rels.iter().map(|r| match &r.link {
-                Link::Computed { function, .. } => function.name.as_str(),
-                _ => r.target.name.as_str(),
-            });
-            Err(PlanError::NoRelationship {
-                origin: origin.name.clone(),
-                target: target.to_owned(),
-                hint: hint.map(str::to_owned),
-                schema: schema.to_owned(),
-                suggestion: fuzzy::closest(target, names.filter(|n| *n != target)).map(str::to_owned),
-            })
-        }
+        [] => Err(PlanError::NoRelationship {
+            origin: origin.name.clone(),
+            target: target.to_owned(),
+            hint: hint.map(str::to_owned),
+            schema: schema.to_owned(),
+            suggestion: suggestion(cache, schema, origin, target),
+        }),
         many => Err(PlanError::Ambiguous {
             origin: origin.name.clone(),
             target: target.to_owned(),

@@ -90,16 +90,21 @@ pub struct Source<'s> {
 }
 
 /// State shared by every level of one statement: the schema snapshot, the parameter binder and
-/// the alias counter (every embed gets a statement-unique number).
+/// the embedding depth of the level being built.
+///
+/// Aliases are PostgREST's: an embedded relation is `"<target>_<depth>"`, its lateral join
+/// `"<parent>_<embed key>_<depth>"`. Each lateral subquery is its own scope, so only siblings could
+/// clash — two un-aliased embeds of the same name, which PostgreSQL then refuses (42712) exactly
+/// as it does behind PostgREST.
 pub struct Builder<'b> {
     pub cache: &'b SchemaCache,
     pub bind: &'b mut dyn FnMut(String) -> String,
-    aliases: usize,
+    depth: usize,
 }
 
 impl<'b> Builder<'b> {
     pub fn new(cache: &'b SchemaCache, bind: &'b mut dyn FnMut(String) -> String) -> Self {
-        Builder { cache, bind, aliases: 0 }
+        Builder { cache, bind, depth: 0 }
     }
 
     /// Appends `SELECT … FROM … [joins] [WHERE …] [GROUP BY …] [ORDER BY …] [LIMIT/OFFSET]` for
@@ -179,7 +184,7 @@ impl<'b> Builder<'b> {
                 }
                 SelectItem::Embed(embed) => {
                     let Some(child) = plan.child(embed) else { continue };
-                    let alias = self.push_join(&mut joins, child, source);
+                    let alias = self.push_join(&mut joins, plan, child, source);
                     for (expression, name) in self.embed_selects(child, &alias) {
                         group.push(expression.clone());
                         items.push(format!("{expression} AS {}", quote_ident(&name)));
@@ -254,13 +259,12 @@ impl<'b> Builder<'b> {
         e
     }
 
-    /// The FROM item of `child` (its relation, junction or function, under statement-unique
-    /// aliases) and the conditions that join it to `parent`; returns (table alias, from, conditions).
-    fn child_from(&mut self, child: &ChildPlan<'_>, parent: Source<'_>) -> (String, String, Vec<String>) {
-        self.aliases += 1;
-        let n = self.aliases;
+    /// The FROM item of `child` (its relation, junction or function, aliased for the current
+    /// depth) and the conditions that join it to `parent`; returns (table alias, from, conditions).
+    fn child_from(&self, child: &ChildPlan<'_>, parent: Source<'_>) -> (String, String, Vec<String>) {
+        let n = self.depth;
         let target = &child.relationship.target;
-        let table_alias = quote_ident(&format!("{}_{n}", truncated(&target.name)));
+        let table_alias = quote_ident(&format!("{}_{n}", target.name));
         let target_qualified = format!("{}.{}", quote_ident(&target.schema), quote_ident(&target.name));
         let mut conditions = Vec::new();
         let from = match &child.relationship.link {
@@ -276,7 +280,7 @@ impl<'b> Builder<'b> {
                 format!("{target_qualified} AS {table_alias}")
             }
             Link::Junction { junction, origin_columns, target_columns, .. } => {
-                let junction_alias = quote_ident(&format!("{}_{n}", truncated(&junction.name)));
+                let junction_alias = quote_ident(&format!("{}_{n}", junction.name));
                 for (target, j) in target_columns {
                     conditions.push(format!(
                         "{junction_alias}.{} = {table_alias}.{}",
@@ -313,14 +317,22 @@ impl<'b> Builder<'b> {
         (table_alias, from, conditions)
     }
 
-    /// Appends the lateral join of `child` to `joins`; returns its alias.
-    fn push_join(&mut self, joins: &mut String, child: &ChildPlan<'_>, parent: Source<'_>) -> String {
+    /// Appends the lateral join of `child` (of the level `plan`) to `joins`; returns its alias.
+    fn push_join(
+        &mut self,
+        joins: &mut String,
+        plan: &ReadPlan<'_>,
+        child: &ChildPlan<'_>,
+        parent: Source<'_>,
+    ) -> String {
+        self.depth += 1;
         let (table_alias, from, conditions) = self.child_from(child, parent);
-        let alias = format!("{}_{}", truncated(child.embed.key()), self.aliases);
+        let alias = format!("{}_{}_{}", plan.relation.name, child.embed.key(), self.depth);
         let quoted = quote_ident(&alias);
         let mut sub = String::new();
         let source = Source { from: &from, qualifier: &table_alias, row: &table_alias };
         self.push_level(&mut sub, &child.plan, source, &conditions, None);
+        self.depth -= 1;
         let inner = child.embed.join == Some(JoinType::Inner);
         let join = if inner { " INNER JOIN LATERAL (" } else { " LEFT JOIN LATERAL (" };
         if child.relationship.is_to_one() {
@@ -418,10 +430,12 @@ impl<'b> Builder<'b> {
 
     fn push_exists(&mut self, out: &mut String, child: &ChildPlan<'_>, parent: Source<'_>) {
         // The same FROM and join conditions as the embed, without building any JSON.
+        self.depth += 1;
         let (table_alias, from, mut clauses) = self.child_from(child, parent);
         self.push_filter_clauses(&mut clauses, &table_alias, child.plan.query);
         let source = Source { from: &from, qualifier: &table_alias, row: &table_alias };
         self.push_count_conditions(&mut clauses, &child.plan, source);
+        self.depth -= 1;
         let _ = write!(out, "EXISTS (SELECT 1 FROM {from}");
         if !clauses.is_empty() {
             let _ = write!(out, " WHERE {}", clauses.join(" AND "));
@@ -440,16 +454,6 @@ impl<'b> Builder<'b> {
             let _ = write!(out, " WHERE {}", clauses.join(" AND "));
         }
     }
-}
-
-/// Generated aliases keep a readable prefix of the name but stay well under PostgreSQL's 63-byte
-/// identifier limit, so the numeric suffix that makes them unique is never truncated away.
-fn truncated(name: &str) -> &str {
-    let mut end = name.len().min(40);
-    while !name.is_char_boundary(end) {
-        end -= 1;
-    }
-    &name[..end]
 }
 
 /// Appends ` WHERE c1 AND c2 …` for `filters` (nothing when there are none) to `out`, every
