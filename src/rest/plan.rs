@@ -16,19 +16,23 @@ use super::query::{Embed, ReadQuery, SelectItem};
 use crate::schema::relationships::{Cardinality, Link, QualifiedName, Relationship};
 use crate::schema::{fuzzy, RelationKind, SchemaCache};
 
+/// What PGRST200 reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Missing {
+    pub origin: String,
+    pub target: String,
+    pub hint: Option<String>,
+    pub schema: String,
+    /// (suggested name, the name it replaces).
+    pub suggestion: Option<(String, String)>,
+}
+
 /// Why a read plan could not be built.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PlanError {
     /// 400 PGRST200.
-    #[error("Could not find a relationship between '{origin}' and '{target}' in the schema cache")]
-    NoRelationship {
-        origin: String,
-        target: String,
-        hint: Option<String>,
-        schema: String,
-        /// (suggested name, the name it replaces).
-        suggestion: Option<(String, String)>,
-    },
+    #[error("Could not find a relationship between '{}' and '{}' in the schema cache", .0.origin, .0.target)]
+    NoRelationship(Box<Missing>),
     /// 300 PGRST201.
     #[error("Could not embed because more than one relationship was found for '{origin}' and '{target}'")]
     Ambiguous { origin: String, target: String, candidates: Vec<Relationship> },
@@ -48,7 +52,8 @@ impl PlanError {
     pub fn parts(&self) -> (u16, &'static str, Value, Value) {
         let text = |s: &Option<String>| s.as_ref().map_or(Value::Null, |s| Value::String(s.clone()));
         match self {
-            PlanError::NoRelationship { origin, target, hint, schema, suggestion } => {
+            PlanError::NoRelationship(missing) => {
+                let Missing { origin, target, hint, schema, suggestion } = &**missing;
                 let using = hint.as_ref().map(|h| format!(" using the hint '{h}'")).unwrap_or_default();
                 let details = format!(
                     "Searched for a foreign key relationship between '{origin}' and '{target}'{using} in the schema \
@@ -251,13 +256,13 @@ fn find<'a>(
         .collect();
     match found.as_slice() {
         [one] => Ok(one),
-        [] => Err(PlanError::NoRelationship {
+        [] => Err(PlanError::NoRelationship(Box::new(Missing {
             origin: origin.name.clone(),
             target: target.to_owned(),
             hint: hint.map(str::to_owned),
             schema: schema.to_owned(),
             suggestion: suggestion(cache, schema, origin, target),
-        }),
+        }))),
         many => Err(PlanError::Ambiguous {
             origin: origin.name.clone(),
             target: target.to_owned(),
