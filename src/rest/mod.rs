@@ -22,6 +22,7 @@
 
 mod auth;
 mod error;
+pub mod injection;
 mod plan;
 mod query;
 mod relation;
