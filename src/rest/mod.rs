@@ -21,6 +21,7 @@
 //! - no `unwrap`/`expect` on request input; every list a request can grow is bounded.
 
 mod auth;
+mod body_format;
 mod error;
 pub mod injection;
 mod plan;

@@ -457,9 +457,9 @@ pub async fn serve(
     let read = query::parse_read_query(&rest)?;
 
     let input = if post {
-        write::check_content_type(req)?;
+        let format = write::check_content_type(req)?;
         let raw = body.collect(state.shared.config.http_max_body_bytes).await.map_err(ApiError::Body)?;
-        Input::from_body(raw)?
+        Input::from_body(format.to_json(raw)?)?
     } else {
         // POST ignores query-string arguments (PostgREST reads them only for GET and HEAD).
         Input::Query(group_args(query_args)?)

@@ -44,6 +44,7 @@ use madbase_pg::{PgError, Statement, TxEnd};
 use serde_json::{Map, Value};
 
 use super::auth::Identity;
+use super::body_format::BodyFormat;
 use super::error::ApiError;
 use super::plan::{self, ReadPlan};
 use super::query::{self, CompareOp, FilterOp, QueryError, ReadQuery, MAX_IDENT_BYTES};
@@ -634,17 +635,16 @@ pub(super) fn content_profile(req: &Request) -> Result<Option<&'static str>, Api
 }
 
 /// The request body must be JSON (PostgREST's default when no `Content-Type` is sent).
-pub(super) fn check_content_type(req: &Request) -> Result<(), ApiError> {
-    let Some(value) = req.header("content-type") else { return Ok(()) };
+pub(super) fn check_content_type(req: &Request) -> Result<BodyFormat, ApiError> {
+    let Some(value) = req.header("content-type") else { return Ok(BodyFormat::Json) };
     let value = String::from_utf8_lossy(value);
     let media = value.split(';').next().unwrap_or("").trim();
     if media.eq_ignore_ascii_case("application/json") {
-        Ok(())
-    } else if media.eq_ignore_ascii_case("text/csv") || media.eq_ignore_ascii_case("application/x-www-form-urlencoded")
-    {
-        Err(ApiError::NotImplemented(
-            "CSV and form-encoded request bodies are not supported yet; send application/json",
-        ))
+        Ok(BodyFormat::Json)
+    } else if media.eq_ignore_ascii_case("text/csv") {
+        Ok(BodyFormat::Csv)
+    } else if media.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        Ok(BodyFormat::Form)
     } else {
         // PostgREST answers 400 PGRST102 here (not 415).
         Err(ApiError::InvalidBody(format!("Content-Type not acceptable: {media}")))
@@ -737,9 +737,9 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
 
     let payload = match method {
         Method::Post | Method::Put | Method::Patch => {
-            check_content_type(req)?;
+            let format = check_content_type(req)?;
             let raw = body.collect(state.shared.config.http_max_body_bytes).await.map_err(ApiError::Body)?;
-            Some(parse_payload(raw, params.columns)?)
+            Some(parse_payload(format.to_json(raw)?, params.columns)?)
         }
         // PostgREST ignores a DELETE body; it is never read.
         Method::Delete => None,
