@@ -7,7 +7,8 @@
 //! come from the request are cast type names, which the parser restricts to `[A-Za-z0-9_]`.
 //! Same query shape → same SQL text, so the connection's prepared-statement cache hits.
 //!
-//! Shape (GET; HEAD selects `NULL` instead of the aggregate, as PostgREST skips the JSON work):
+//! Shape (GET as `application/json`; other media types change the `body` expression, see
+//! [`super::media`]; HEAD selects `NULL` instead of the aggregate, as PostgREST skips the JSON work):
 //!
 //! ```sql
 //! SELECT pg_catalog.count(_postgrest_t) AS page_total,
@@ -21,6 +22,7 @@ use std::fmt::Write as _;
 
 use madbase_pg::Statement;
 
+use super::media::{Media, Rows};
 use super::query::{
     Condition, Direction, Filter, FilterOp, JsonKey, JsonStep, LogicTree, Nulls, OrderTerm, ReadQuery, SelectItem,
 };
@@ -214,28 +216,19 @@ pub fn push_order_limit(out: &mut String, qualifier: &str, query: &ReadQuery, bi
     }
 }
 
-/// What the `body` column of a read holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyShape {
-    /// A JSON array of the rows (`application/json`).
-    Array,
-    /// The first row as a JSON object (`application/vnd.pgrst.object+json`; the caller refuses
-    /// any row count but one).
-    Object,
-    /// No body (HEAD): the JSON aggregate is not computed at all.
-    None,
-}
-
-/// Builds the statement for reading `schema.relation` with `query`, its body shaped by `shape`.
+/// Builds the statement for reading `schema.relation` with `query`; its `body` column is built
+/// by `media` ([`Media::body_sql`]), or is `NULL` without one (HEAD: the aggregate is not
+/// computed at all).
 ///
 /// With `exact_count` (`Prefer: count=exact`) a third column, `total_result_set`, counts the
 /// filtered relation without `order`/`limit`/`offset`; it reuses the `WHERE` text, whose parameters
-/// are numbered first, so both see the same bound values.
+/// are numbered first, so both see the same bound values. A media type that reads the source
+/// itself (CSV's header) gets the page as the CTE `pgrst_source`, as in PostgREST.
 pub fn read_statement(
     schema: &str,
     relation: &str,
     query: &ReadQuery,
-    shape: BodyShape,
+    media: Option<&Media>,
     exact_count: bool,
 ) -> Statement {
     let mut params: Vec<String> = Vec::new();
@@ -252,21 +245,45 @@ pub fn read_statement(
     inner.push_str(&filtered);
     push_order_limit(&mut inner, &qualified, query, &mut bind);
 
-    let body = match shape {
-        BodyShape::Array => "coalesce(pg_catalog.json_agg(_postgrest_t), '[]')",
-        // `json` (not `jsonb`) keeps the element's text exactly as row_to_json wrote it.
-        BodyShape::Object => "(pg_catalog.json_agg(_postgrest_t)->0)::text",
-        BodyShape::None => "NULL",
-    };
+    let body = media.map_or_else(|| "NULL".to_owned(), |m| m.body_sql(Rows::Records));
     let total = if exact_count {
         format!(", (SELECT pg_catalog.count(*){filtered}) AS total_result_set")
     } else {
         String::new()
     };
-    let sql = format!(
-        "SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body{total} FROM ({inner}) _postgrest_t"
-    );
+    let sql = if media.is_some_and(Media::needs_source) {
+        format!(
+            "WITH pgrst_source AS ({inner}) SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body{total} \
+             FROM (SELECT * FROM pgrst_source) _postgrest_t"
+        )
+    } else {
+        format!(
+            "SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body{total} FROM ({inner}) _postgrest_t"
+        )
+    };
     params.into_iter().fold(Statement::new(sql), |statement, value| statement.bind(value))
+}
+
+/// `Prefer: count=planned|estimated`: `EXPLAIN (FORMAT JSON)` of PostgREST's count query for the
+/// read (`SELECT 1` from the filtered relation, without `order`/`limit`/`offset`), bound with the
+/// same filter values; the planner's `Plan Rows` is the estimate ([`planned_rows`]).
+pub fn count_plan_statement(schema: &str, relation: &str, query: &ReadQuery) -> Statement {
+    let mut params: Vec<String> = Vec::new();
+    let mut bind = |value: String| {
+        params.push(value);
+        format!("${}", params.len())
+    };
+    let qualified = format!("{}.{}", quote_ident(schema), quote_ident(relation));
+    let mut sql = format!("EXPLAIN (FORMAT JSON) SELECT 1 FROM {qualified}");
+    push_where_trees(&mut sql, &qualified, &query.filters, &query.trees, &mut bind);
+    params.into_iter().fold(Statement::new(sql), |statement, value| statement.bind(value))
+}
+
+/// The top plan node's `Plan Rows` of an `EXPLAIN (FORMAT JSON)` result.
+pub fn planned_rows(explain_json: &[u8]) -> Option<u64> {
+    let plan: serde_json::Value = serde_json::from_slice(explain_json).ok()?;
+    let rows = plan.get(0)?.get("Plan")?.get("Plan Rows")?;
+    rows.as_u64().or_else(|| rows.as_f64().filter(|r| *r >= 0.0).map(|r| r as u64))
 }
 
 #[cfg(test)]
@@ -275,7 +292,7 @@ mod tests {
     use crate::rest::query::parse_read_query;
 
     fn sql_of(query: &str) -> (String, Vec<String>) {
-        let statement = read_statement("public", "todos", &parse_read_query(query).unwrap(), BodyShape::Array, false);
+        let statement = read_statement("public", "todos", &parse_read_query(query).unwrap(), Some(&Media::JSON), false);
         let params =
             statement.params.iter().map(|p| String::from_utf8(p.as_ref().unwrap().to_vec()).unwrap()).collect();
         (statement.sql, params)
@@ -309,7 +326,7 @@ mod tests {
             "public",
             "todos",
             &parse_read_query("done=eq.true&limit=2").unwrap(),
-            BodyShape::Array,
+            Some(&Media::JSON),
             true,
         );
         assert_eq!(
@@ -322,11 +339,32 @@ mod tests {
     }
 
     #[test]
+    fn csv_reads_the_page_as_a_cte_and_planned_counts_explain_the_filter() {
+        let query = parse_read_query("done=eq.true&limit=2").unwrap();
+        let csv = Media { handler: crate::rest::media::Handler::Csv, plan: None };
+        let statement = read_statement("public", "todos", &query, Some(&csv), false);
+        assert!(
+            statement.sql.starts_with("WITH pgrst_source AS (SELECT \"public\".\"todos\".* FROM"),
+            "{}",
+            statement.sql
+        );
+        assert!(statement.sql.ends_with("FROM (SELECT * FROM pgrst_source) _postgrest_t"), "{}", statement.sql);
+        let explain = count_plan_statement("public", "todos", &query);
+        assert_eq!(
+            explain.sql,
+            "EXPLAIN (FORMAT JSON) SELECT 1 FROM \"public\".\"todos\" WHERE \"public\".\"todos\".\"done\" = $1"
+        );
+        assert_eq!(explain.params.len(), 1);
+        assert_eq!(planned_rows(br#"[{"Plan": {"Node Type": "Seq Scan", "Plan Rows": 2260}}]"#), Some(2260));
+        assert_eq!(planned_rows(b"[]"), None);
+    }
+
+    #[test]
     fn default_select_and_head() {
         let (sql, params) = sql_of("");
         assert!(sql.contains("FROM (SELECT \"public\".\"todos\".* FROM \"public\".\"todos\") _postgrest_t"), "{sql}");
         assert!(params.is_empty());
-        let head = read_statement("public", "todos", &ReadQuery::default(), BodyShape::None, false);
+        let head = read_statement("public", "todos", &ReadQuery::default(), None, false);
         assert!(head.sql.contains("AS page_total, NULL AS body"), "{}", head.sql);
     }
 
@@ -344,7 +382,7 @@ mod tests {
         assert_eq!(params, ["'; select 1;--"]);
         // The relation name is quoted too.
         let statement =
-            read_statement("public", "t\"; drop table x; --", &ReadQuery::default(), BodyShape::Array, false);
+            read_statement("public", "t\"; drop table x; --", &ReadQuery::default(), Some(&Media::JSON), false);
         assert!(statement.sql.contains(r#"FROM "public"."t""; drop table x; --""#), "{}", statement.sql);
     }
 }
