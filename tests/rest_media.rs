@@ -200,6 +200,9 @@ fn plans_counts_ranges_and_openapi() {
     assert_eq!(estimated.header("preference-applied"), Some("count=estimated"));
     let exact = get(&server, "big?limit=1", &[("Prefer", "count=exact")]);
     assert_eq!(exact.header("content-range"), Some("0-0/1000"));
+    // Reads list every honoured preference, in PostgREST's order.
+    let prefs = get(&server, "people?id=eq.1", &[("Prefer", "handling=lenient, tx=rollback, count=exact")]);
+    assert_eq!(prefs.header("preference-applied"), Some("count=exact, tx=rollback, handling=lenient"));
     let small = get(&server, "people?id=eq.1", &[("Prefer", "count=estimated")]);
     assert_eq!((small.status, small.header("content-range")), (200, Some("0-0/1")));
     // Functions get no planner estimate (PostgREST's behaviour): planned counts nothing.

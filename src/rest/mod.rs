@@ -33,7 +33,7 @@ mod write;
 
 use bytes::Bytes;
 use madbase_http::{Body, Request, Response};
-use madbase_pg::Batch;
+use madbase_pg::{Batch, TxEnd};
 use serde_json::{Map, Value};
 
 use crate::app::ShardState;
@@ -100,7 +100,11 @@ async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response
     if let Some(plan) = &media.plan {
         statement.sql = plan.wrap(&statement.sql);
     }
-    let mut batch = request_batch(req, &identity, &pgrst_path).statement(statement).read_only(true);
+    let tx_rollback = write::TX_OVERRIDE_ALLOWED && prefer.tx_rollback == Some(true);
+    let mut batch = request_batch(req, &identity, &pgrst_path)
+        .statement(statement)
+        .read_only(true)
+        .end(if tx_rollback { TxEnd::Rollback } else { TxEnd::Commit });
     if planned_count {
         // In the same batch: still one round trip.
         batch = batch.statement(sql::count_plan_statement(SCHEMA, &relation, &query));
