@@ -138,6 +138,11 @@ fn csv_geojson_stripped_nulls_and_406() {
     let refused = get(&server, "people", &accept("text/xml, text/plain;q=0.5, application/*"));
     let body = assert_pgrst_error(&refused, 406, "PGRST107");
     assert_eq!(body["message"], "None of these media types are available: text/xml, application/*, text/plain");
+    let openapi_here = get(&server, "people", &accept("application/openapi+json"));
+    assert_eq!(
+        assert_pgrst_error(&openapi_here, 406, "PGRST107")["message"],
+        "None of these media types are available: application/openapi+json"
+    );
     let rpc_refused = get(&server, "rpc/name_of?pid=1", &accept("text/plain"));
     assert_eq!(
         assert_pgrst_error(&rpc_refused, 406, "PGRST107")["message"],
@@ -230,6 +235,8 @@ fn plans_counts_ranges_and_openapi() {
     assert_eq!((ids(&offset), offset.header("content-range")), (vec![3], Some("2-2/*")));
     assert_eq!(ids(&range("items=0-0", "")), [1, 2, 3], "not <digits>-[<digits>]: ignored");
     assert_eq!(ids(&range("0-1", "&limit=0")), Vec::<i64>::new(), "limit=0 wins");
+    let zero = get(&server, "people?limit=0&offset=5", &[("Prefer", "count=exact")]);
+    assert_eq!((zero.status, zero.header("content-range"), zero.text().as_str()), (206, Some("*/3"), "[]"));
     let counted = get(&server, "people?select=id&order=id", &[("Range", "0-1"), ("Prefer", "count=exact")]);
     assert_eq!((counted.status, counted.header("content-range")), (206, Some("0-1/3")));
     let head = server.request("HEAD", "/rest/v1/people", &[("Range", "0-0")], b"");

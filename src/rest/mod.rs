@@ -178,11 +178,15 @@ fn plan_response(
 /// The `Range` request header (`Range: 0-19`, open-ended `10-`), read only on GET as PostgREST
 /// reads it (RFC 9110 lets other methods ignore it); a value that is not `<digits>-[<digits>]`
 /// (e.g. `items=0-1`) is ignored. The rows asked for are intersected with `offset`/`limit`, which
-/// then carry the result. `limit=0` bypasses the header. Errors (416 PGRST103): a lower bound
-/// above the upper one; an empty intersection (PostgREST's "Limit should be greater than or
-/// equal to zero." then).
+/// then carry the result. `limit=0` bypasses the header and the offset (PostgREST's "limit zero
+/// range" starts at row 0, for every method). Errors (416 PGRST103): a lower bound above the upper
+/// one; an empty intersection (PostgREST's "Limit should be greater than or equal to zero." then).
 fn apply_range_header(req: &Request, query: &mut query::ReadQuery) -> Result<(), ApiError> {
-    if req.method() != "GET" || query.limit == Some(0) {
+    if query.limit == Some(0) {
+        query.offset = None;
+        return Ok(());
+    }
+    if req.method() != "GET" {
         return Ok(());
     }
     let Some((lower, upper)) = req.header("range").and_then(parse_range) else { return Ok(()) };
