@@ -115,7 +115,7 @@ impl Media {
     pub const JSON: Media = Media { handler: Handler::Json, plan: None };
 
     /// `application/vnd.pgrst.object+json` (with or without `nulls=stripped`): the caller refuses
-    /// any row count but one with PGRST116 (not for plans, which do not run the statement's body).
+    /// any row count but one with PGRST116 (not for plans: their answer is the plan).
     pub fn is_singular(&self) -> bool {
         self.plan.is_none() && matches!(self.handler, Handler::Object { .. })
     }
