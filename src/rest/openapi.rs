@@ -20,7 +20,9 @@
 //! - the schema is bound, never interpolated; the document is built with `serde_json`, so every
 //!   name and comment is escaped;
 //! - `host` is the request's `Host`, `basePath` is `/rest/v1` (where MadBase serves the paths; a
-//!   PostgREST behind the Supabase gateway would say `/` unless configured with a proxy URI).
+//!   PostgREST behind the Supabase gateway would say `/` unless configured with a proxy URI),
+//!   `schemes` follows `X-Forwarded-Proto`, `info.version` is MadBase's version; no security
+//!   definitions (PostgREST's default `openapi-security-active = false`).
 
 use bytes::Bytes;
 use madbase_http::{Request, Response};
