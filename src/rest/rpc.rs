@@ -46,9 +46,12 @@
 //! or exactly one of type bytea/json/jsonb/text/xml); an unnamed parameter is named `""` in
 //! resolution, so the JSON key `""` matches it.
 //!
-//! Not here yet: `Prefer: count=planned|estimated`, `max-affected` on set-returning functions,
-//! raw text/xml/bytea bodies for single unnamed parameters, bulk calls with a JSON array body,
-//! `Accept: vnd.pgrst.object+json`, `RAISE SQLSTATE 'PGRST'` JSON errors.
+//! Every media type of [`super::media`] applies to the result (plans explain the call statement).
+//! `Prefer: count=estimated` counts exactly and `count=planned` counts nothing, as PostgREST (it
+//! runs no planner estimate for functions).
+//!
+//! Not here yet: `max-affected` on set-returning functions, raw text/xml/bytea bodies for single
+//! unnamed parameters, bulk calls with a JSON array body, `RAISE SQLSTATE 'PGRST'` JSON errors.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -60,6 +63,7 @@ use serde_json::{Map, Value};
 
 use super::auth::Identity;
 use super::error::ApiError;
+use super::media::{self, Media, Rows};
 use super::plan::{self, ReadPlan};
 use super::query::{self, QueryError};
 use super::sql::{push_order_limit, push_where, quote_ident, Builder, Source};
@@ -326,14 +330,15 @@ fn returns_void(function: &Function) -> bool {
 }
 
 /// Builds the one statement of a call (see the module doc); `payload` is bound as `$1` when the
-/// call takes arguments. Result columns: `page_total`, `body` (NULL for HEAD and `void`).
+/// call takes arguments. Result columns: `page_total`, `body` (built by `media`; NULL without
+/// one — HEAD — and for `void`).
 fn call_statement(
     cache: &SchemaCache,
     function: &Function,
     call: &Call<'_>,
     payload: Option<Bytes>,
     plan: &ReadPlan<'_>,
-    head: bool,
+    media: Option<&Media>,
     exact_count: bool,
 ) -> Statement {
     let mut params: Vec<Bytes> = Vec::new();
@@ -406,12 +411,15 @@ fn call_statement(
         }
     }
 
-    let body = match (head || returns_void(function), composite, function.returns_set) {
-        (true, _, _) => "NULL",
-        (false, false, false) => "coalesce((pg_catalog.json_agg(_postgrest_t.pgrst_scalar)->0)::text, 'null')",
-        (false, false, true) => "coalesce(pg_catalog.json_agg(_postgrest_t.pgrst_scalar), '[]')",
-        (false, true, false) => "coalesce((pg_catalog.json_agg(_postgrest_t)->0)::text, 'null')",
-        (false, true, true) => "coalesce(pg_catalog.json_agg(_postgrest_t), '[]')",
+    let rows = match (composite, function.returns_set) {
+        (true, true) => Rows::Records,
+        (true, false) => Rows::Record,
+        (false, true) => Rows::Scalars,
+        (false, false) => Rows::Scalar,
+    };
+    let body = match media {
+        Some(media) if !returns_void(function) => media.body_sql(rows),
+        _ => "NULL".to_owned(),
     };
     let sql = format!(
         "WITH pgrst_source AS ({source}) SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body{total} \
@@ -438,14 +446,10 @@ pub async fn serve(
     };
     let head = method == "HEAD";
     let profile = if post { write::content_profile(req)? } else { super::accept_profile(req)? };
-    if method != "OPTIONS" {
-        super::check_accept(req)?;
-        if req.header("range").is_some() {
-            return Err(ApiError::NotImplemented(
-                "the Range request header is not supported yet; use limit and offset",
-            ));
-        }
-    }
+    let media = match method {
+        "OPTIONS" => Media::JSON,
+        _ => media::negotiate(req, super::plan_enabled(state, &state.schema()))?,
+    };
     let prefer = Prefer::parse(req);
     if prefer.is_strict() && !prefer.invalid.is_empty() {
         return Err(ApiError::InvalidPreferences(prefer.invalid));
@@ -454,7 +458,8 @@ pub async fn serve(
         return Err(ApiError::NotImplemented("Prefer: timezone is not supported yet"));
     }
     let (query_args, rest) = split_query(req.query().unwrap_or(""))?;
-    let read = query::parse_read_query(&rest)?;
+    let mut read = query::parse_read_query(&rest)?;
+    super::apply_range_header(req, &mut read)?;
 
     let input = if post {
         let format = write::check_content_type(req)?;
@@ -491,14 +496,19 @@ pub async fn serve(
         (Input::Body { raw, .. }, _) => Some(raw.clone()),
         (Input::Query(args), _) => Some(query_payload(function, args)),
     };
-    // `planned`/`estimated` need the planner's estimate (EXPLAIN); until then they count nothing.
-    let exact_count = prefer.count == Some("exact");
+    // PostgREST runs no planner estimate for functions: `planned` counts nothing, `estimated`
+    // counts exactly.
+    let exact_count = matches!(prefer.count, Some("exact" | "estimated"));
     let relation = match &function.return_relation {
         Some((schema, name)) => QualifiedName::new(schema, name),
         None => QualifiedName::new(&function.schema, &function.name),
     };
     let plan = plan::plan(&schema, SCHEMA, relation, &read)?;
-    let statement = call_statement(&schema, function, &call, payload, &plan, head, exact_count);
+    let mut statement =
+        call_statement(&schema, function, &call, payload, &plan, (!head).then_some(&media), exact_count);
+    if let Some(explain) = &media.plan {
+        statement.sql = explain.wrap(&statement.sql);
+    }
     let read_only = !(post && function.volatility == Volatility::Volatile);
     let tx_rollback = write::TX_OVERRIDE_ALLOWED && prefer.tx_rollback == Some(true);
     let batch = super::request_batch(req, &identity, pgrst_path)
@@ -506,9 +516,15 @@ pub async fn serve(
         .read_only(read_only)
         .end(if tx_rollback { TxEnd::Rollback } else { TxEnd::Commit });
     let results = state.pool.execute(batch).await.map_err(|e| ApiError::from_pg(e, identity.authenticated))?;
+    if media.plan.is_some() {
+        return super::plan_response(&results, &media, head, profile);
+    }
 
     let row = results.first().and_then(|r| r.rows.first()).ok_or(ApiError::Internal("no result row"))?;
     let (page_total, total) = super::row_counts(row, exact_count)?;
+    if media.is_singular() && page_total != 1 {
+        return Err(ApiError::NotSingular(page_total));
+    }
     let offset = read.offset.map_or(0, |o| o.unsigned_abs());
     // As for reads: 416 past the counted total, 206 when the rows do not cover it.
     let status = super::range_status(offset, page_total, total)?;
@@ -516,13 +532,13 @@ pub async fn serve(
         Response::new(204)
     } else {
         let body = if head { Bytes::new() } else { row.get(1).cloned().ok_or(ApiError::Internal("body is NULL"))? };
-        Response::with_body(status, body).header("content-type", "application/json; charset=utf-8")
+        Response::with_body(status, body).header("content-type", media.content_type())
     };
     response.set_header("content-range", super::content_range(offset, page_total, total));
 
     // Preference-Applied, in PostgREST's order.
     let mut applied: Vec<String> = Vec::new();
-    prefer.push_applied(exact_count, &mut applied);
+    prefer.push_applied(&mut applied);
     if !applied.is_empty() {
         response.set_header("preference-applied", applied.join(", "));
     }
@@ -676,11 +692,11 @@ mod tests {
         call: &Call<'_>,
         payload: Option<Bytes>,
         read: &ReadQuery,
-        head: bool,
+        media: Option<&Media>,
         exact_count: bool,
     ) -> Statement {
         let plan = plan::plan(cache, "public", QualifiedName::new("public", &f.name), read).unwrap();
-        call_statement(cache, f, call, payload, &plan, head, exact_count)
+        call_statement(cache, f, call, payload, &plan, media, exact_count)
     }
 
     #[test]
@@ -688,7 +704,7 @@ mod tests {
         let cache = cache();
         let read = parse_read_query("select=id,task&id=gt.1&order=id.desc&limit=5").unwrap();
         let (f, call) = resolve(&cache, "todos_after", &body(r#"{"after":1}"#)).unwrap();
-        let s = stmt(&cache, f, &call, Some(Bytes::from_static(br#"{"after":1}"#)), &read, false, false);
+        let s = stmt(&cache, f, &call, Some(Bytes::from_static(br#"{"after":1}"#)), &read, Some(&Media::JSON), false);
         assert_eq!(
             s.sql,
             "WITH pgrst_source AS (SELECT pgrst_call.* FROM pg_catalog.json_to_record($1::json) AS pgrst_body(\"after\" integer), \
@@ -701,7 +717,7 @@ mod tests {
         assert_eq!(params, [&br#"{"after":1}"#[..], b"1", b"5"]);
 
         let (f, call) = resolve(&cache, "total", &body(r#"{"v":[1,2]}"#)).unwrap();
-        let s = stmt(&cache, f, &call, None, &ReadQuery::default(), false, false);
+        let s = stmt(&cache, f, &call, None, &ReadQuery::default(), Some(&Media::JSON), false);
         assert!(
             s.sql.contains("LATERAL \"public\".\"total\"(VARIADIC \"v\" := pgrst_body.\"v\") pgrst_call"),
             "{}",
@@ -710,12 +726,12 @@ mod tests {
         assert!(s.sql.contains("(pg_catalog.json_agg(_postgrest_t.pgrst_scalar)->0)::text, 'null')"), "{}", s.sql);
 
         let (f, call) = resolve(&cache, "echo", &body("[1]")).unwrap();
-        let s = stmt(&cache, f, &call, Some(Bytes::from_static(b"[1]")), &ReadQuery::default(), true, false);
+        let s = stmt(&cache, f, &call, Some(Bytes::from_static(b"[1]")), &ReadQuery::default(), None, false);
         assert!(s.sql.starts_with("WITH pgrst_source AS (SELECT pgrst_call AS pgrst_scalar FROM \"public\".\"echo\"($1::jsonb) pgrst_call)"), "{}", s.sql);
         assert!(s.sql.contains("NULL AS body"), "HEAD skips the body");
 
         let (f, call) = resolve(&cache, "nothing", &body("{}")).unwrap();
-        let s = stmt(&cache, f, &call, None, &ReadQuery::default(), false, false);
+        let s = stmt(&cache, f, &call, None, &ReadQuery::default(), Some(&Media::JSON), false);
         assert!(
             s.sql.contains("FROM \"public\".\"nothing\"() pgrst_call)") && s.sql.contains("NULL AS body"),
             "{}",
@@ -729,7 +745,7 @@ mod tests {
         let cache = cache();
         let read = parse_read_query("select=id&id=gt.1&limit=5&offset=2").unwrap();
         let (f, call) = resolve(&cache, "todos_after", &body(r#"{"after":1}"#)).unwrap();
-        let s = stmt(&cache, f, &call, Some(Bytes::from_static(br#"{"after":1}"#)), &read, false, true);
+        let s = stmt(&cache, f, &call, Some(Bytes::from_static(br#"{"after":1}"#)), &read, Some(&Media::JSON), true);
         assert!(
             s.sql.ends_with(
                 "AS body, (SELECT pg_catalog.count(*) FROM pgrst_source AS \"todos_after\" \
@@ -741,7 +757,7 @@ mod tests {
             s.sql
         );
         assert_eq!(s.params.len(), 5);
-        let s = stmt(&cache, f, &call, None, &ReadQuery::default(), true, true);
+        let s = stmt(&cache, f, &call, None, &ReadQuery::default(), None, true);
         assert!(s
             .sql
             .contains("(SELECT pg_catalog.count(*) FROM pgrst_source AS \"todos_after\") AS total_result_set"));

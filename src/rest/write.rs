@@ -46,6 +46,7 @@ use serde_json::{Map, Value};
 use super::auth::Identity;
 use super::body_format::BodyFormat;
 use super::error::ApiError;
+use super::media::{self, Media, Rows};
 use super::plan::{self, ReadPlan};
 use super::query::{self, CompareOp, FilterOp, QueryError, ReadQuery, MAX_IDENT_BYTES};
 use super::sql::{self, push_where, push_where_trees, quote_ident};
@@ -161,10 +162,11 @@ impl Prefer {
     }
 
     /// Appends the `count`, `tx` and `handling` entries of `Preference-Applied`, in PostgREST's
-    /// order (writes put `resolution`, `missing` and `return` before them).
-    pub(super) fn push_applied(&self, counted: bool, applied: &mut Vec<String>) {
-        if counted {
-            applied.push("count=exact".to_owned());
+    /// order (writes put `resolution`, `missing` and `return` before them). `count` is listed as
+    /// asked for, as PostgREST lists it.
+    pub(super) fn push_applied(&self, applied: &mut Vec<String>) {
+        if let Some(count) = self.count {
+            applied.push(format!("count={count}"));
         }
         if TX_OVERRIDE_ALLOWED {
             match self.tx_rollback {
@@ -408,6 +410,7 @@ fn write_statement(
     read: &ReadQuery,
     representation: &ReadPlan<'_>,
     ret: Return,
+    media: &Media,
     payload: Option<Source<'_>>,
     limits: RowLimits,
 ) -> Statement {
@@ -522,14 +525,11 @@ fn write_statement(
         // `*` would show `pgrst_inserted`: every column of the table, by name, instead.
         let mut bind_text = |v: String| bind(Bytes::from(v));
         sql::Builder::new(cache, &mut bind_text).push_level(&mut s, representation, source, &[], inserted);
-        let body = if limits.singular {
-            "(pg_catalog.json_agg(_postgrest_t)->0)::text"
-        } else {
-            "coalesce(pg_catalog.json_agg(_postgrest_t), '[]')"
-        };
+        // CSV's header: the selected columns (PostgREST returns only those from the mutation).
+        let body = media.body_sql_from(Rows::Records, &format!("({s})"));
         (s, body)
     } else {
-        ("SELECT * FROM pgrst_source".to_owned(), "NULL")
+        ("SELECT * FROM pgrst_source".to_owned(), "NULL".to_owned())
     };
     let location = if ret == Return::HeadersOnly && matches!(mutation, Mutation::Insert { .. }) {
         let relation_param = bind(Bytes::from(table.clone()));
@@ -691,7 +691,7 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
     };
     let (relation, pgrst_path) = super::relation_of(req.path())?;
     let profile = content_profile(req)?;
-    let media = super::negotiate(req)?;
+    let media = media::negotiate(req, state.shared.config.db_plan_enabled)?;
     let prefer = Prefer::parse(req);
     if prefer.is_strict() && !prefer.invalid.is_empty() {
         return Err(ApiError::InvalidPreferences(prefer.invalid));
@@ -774,20 +774,26 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
     // The representation shows the written rows: `select` (with its embeds), not the filters.
     let shaped = ReadQuery { select: read.select.clone(), ..ReadQuery::default() };
     let representation = plan::plan(&schema, super::SCHEMA, QualifiedName::new(super::SCHEMA, &relation), &shaped)?;
-    let statement = write_statement(
+    let mut statement = write_statement(
         &schema,
         &relation,
         &mutation,
         &read,
         &representation,
         ret,
+        &media,
         source,
         RowLimits {
             max_affected,
-            singular: media == super::Media::Object && method != Method::Put,
+            singular: media.is_singular() && method != Method::Put,
             exactly_one: method == Method::Put,
         },
     );
+    if let Some(explain) = &media.plan {
+        // Without `analyze` nothing runs; with it the write runs (and commits unless
+        // `Prefer: tx=rollback`), as in PostgREST.
+        statement.sql = explain.wrap(&statement.sql);
+    }
     let tx_rollback = TX_OVERRIDE_ALLOWED && prefer.tx_rollback == Some(true);
     let batch = super::request_batch(req, &identity, &pgrst_path)
         .statement(statement)
@@ -795,15 +801,19 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
         .end(if tx_rollback { TxEnd::Rollback } else { TxEnd::Commit });
     let results = state.pool.execute(batch).await.map_err(|e| match row_limit_broken(&e) {
         Some(_) if method == Method::Put => ApiError::PutMismatch,
-        Some(rows) if media == super::Media::Object && rows != 1 => ApiError::NotSingular(rows),
+        Some(rows) if media.is_singular() && rows != 1 => ApiError::NotSingular(rows),
         Some(rows) => ApiError::MaxAffected(rows),
         None => ApiError::from_pg(e, identity.authenticated),
     })?;
+    if media.plan.is_some() {
+        return super::plan_response(&results, &media, false, profile);
+    }
 
     let row = results.first().and_then(|r| r.rows.first()).ok_or(ApiError::Internal("no result row"))?;
     let rows: u64 =
         row.get_str(0).and_then(|n| n.parse().ok()).ok_or(ApiError::Internal("page_total is not a number"))?;
-    let counted = prefer.count == Some("exact");
+    // PostgREST counts writes for `exact` and `estimated` (the rows written are the exact count).
+    let counted = matches!(prefer.count, Some("exact" | "estimated"));
     let total = counted.then_some(rows);
     // PostgREST's `isInsertIfGTZero`: a merge upsert (or PUT) that inserted no row is 200, any
     // other insert 201 (a view's merge upsert cannot tell: 201, 200 for PUT).
@@ -868,7 +878,7 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
             .to_owned(),
         );
     }
-    prefer.push_applied(counted, &mut applied);
+    prefer.push_applied(&mut applied);
     if let Some(limit) = max_affected {
         applied.push(format!("max-affected={limit}"));
     }
@@ -891,13 +901,14 @@ mod tests {
         mutation: &Mutation<'_>,
         read: &ReadQuery,
         ret: Return,
+        media: &Media,
         payload: Option<Source<'_>>,
         limits: RowLimits,
     ) -> Statement {
         let cache = SchemaCache::default();
         let shaped = ReadQuery { select: read.select.clone(), ..ReadQuery::default() };
         let representation = plan::plan(&cache, "public", QualifiedName::new("public", relation), &shaped).unwrap();
-        write_statement(&cache, relation, mutation, read, &representation, ret, payload, limits)
+        write_statement(&cache, relation, mutation, read, &representation, ret, media, payload, limits)
     }
     use crate::rest::query::parse_read_query;
 
@@ -979,6 +990,7 @@ mod tests {
             &m,
             &read,
             Return::Representation,
+            &Media::JSON,
             Some(Source { json: Bytes::from_static(b"[]"), defaults: Vec::new() }),
             RowLimits::default(),
         );
@@ -1000,6 +1012,7 @@ mod tests {
             &m,
             &ReadQuery::default(),
             Return::Minimal,
+            &Media::JSON,
             Some(Source { json: Bytes::from_static(b"[]"), defaults: Vec::new() }),
             RowLimits::default(),
         );
@@ -1017,6 +1030,7 @@ mod tests {
             &m,
             &read,
             Return::Minimal,
+            &Media::JSON,
             Some(Source { json: Bytes::from_static(b"[{}]"), defaults: Vec::new() }),
             RowLimits { max_affected: Some(2), ..RowLimits::default() },
         );
@@ -1032,7 +1046,7 @@ mod tests {
         let params = params_of(&s);
         assert_eq!(params[..4], ["[{}]", "1", "'; drop table x; --", "2"]);
         assert_eq!(params[4], row_limit_marker());
-        let s = stmt("todos", &Mutation::Delete, &read, Return::HeadersOnly, None, RowLimits::default());
+        let s = stmt("todos", &Mutation::Delete, &read, Return::HeadersOnly, &Media::JSON, None, RowLimits::default());
         assert!(s.sql.starts_with(
             "WITH pgrst_source AS (DELETE FROM \"public\".\"todos\" WHERE \"public\".\"todos\".\"id\" > $1 AND \"public\".\"todos\".\"task\" = $2 RETURNING \"public\".\"todos\".*)"
         ), "{}", s.sql);
@@ -1050,7 +1064,15 @@ mod tests {
             put: false,
         };
         let source = Source { json: Bytes::from_static(b"[]"), defaults: vec![("task", "'x'::text")] };
-        let s = stmt("todos", &m, &ReadQuery::default(), Return::Representation, Some(source), RowLimits::default());
+        let s = stmt(
+            "todos",
+            &m,
+            &ReadQuery::default(),
+            Return::Representation,
+            &Media::JSON,
+            Some(source),
+            RowLimits::default(),
+        );
         for fragment in [
             "FROM pg_catalog.json_populate_recordset(NULL::\"public\".\"todos\", (SELECT coalesce(pg_catalog.json_agg(\
              pgrst_elem.value || CASE WHEN pg_catalog.jsonb_exists(pgrst_elem.value, $2::text) THEN '{}'::jsonb \
@@ -1079,7 +1101,7 @@ mod tests {
         };
         let source = Source { json: Bytes::from_static(b"[{}]"), defaults: Vec::new() };
         let limits = RowLimits { exactly_one: true, ..RowLimits::default() };
-        let s = stmt("todos", &m, &read, Return::Minimal, Some(source), limits);
+        let s = stmt("todos", &m, &read, Return::Minimal, &Media::JSON, Some(source), limits);
         assert!(
             s.sql.contains(
                 "AS pgrst_body WHERE pgrst_body.\"id\" = $2 ON CONFLICT (\"id\") DO UPDATE SET \"id\" = EXCLUDED.\"id\""
@@ -1090,7 +1112,7 @@ mod tests {
         assert!(s.sql.contains("CASE WHEN pg_catalog.count(_postgrest_t) <> 1 THEN ($3::text"), "{}", s.sql);
         // Logic trees restrict PATCH and DELETE as they restrict reads.
         let read = parse_read_query("or=(id.eq.1,id.eq.2)").unwrap();
-        let s = stmt("todos", &Mutation::Delete, &read, Return::Minimal, None, RowLimits::default());
+        let s = stmt("todos", &Mutation::Delete, &read, Return::Minimal, &Media::JSON, None, RowLimits::default());
         assert!(s.sql.contains("DELETE FROM \"public\".\"todos\" WHERE ("), "{}", s.sql);
         assert_eq!(params_of(&s), ["1", "2"]);
     }
