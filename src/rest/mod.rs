@@ -108,7 +108,8 @@ async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response
         statement.sql = explain.wrap(&statement.sql);
     }
     let tx_rollback = write::TX_OVERRIDE_ALLOWED && prefer.tx_rollback == Some(true);
-    let mut batch = request_batch(req, &identity, &pgrst_path)
+    let mut batch = prefer
+        .settings(request_batch(req, &identity, &pgrst_path))
         .statement(statement)
         .read_only(true)
         .end(if tx_rollback { TxEnd::Rollback } else { TxEnd::Commit });

@@ -454,9 +454,6 @@ pub async fn serve(
     if prefer.is_strict() && !prefer.invalid.is_empty() {
         return Err(ApiError::InvalidPreferences(prefer.invalid));
     }
-    if prefer.timezone.is_some() {
-        return Err(ApiError::NotImplemented("Prefer: timezone is not supported yet"));
-    }
     let (query_args, rest) = split_query(req.query().unwrap_or(""))?;
     let mut read = query::parse_read_query(&rest)?;
     super::apply_range_header(req, &mut read)?;
@@ -511,7 +508,8 @@ pub async fn serve(
     }
     let read_only = !(post && function.volatility == Volatility::Volatile);
     let tx_rollback = write::TX_OVERRIDE_ALLOWED && prefer.tx_rollback == Some(true);
-    let batch = super::request_batch(req, &identity, pgrst_path)
+    let batch = prefer
+        .settings(super::request_batch(req, &identity, pgrst_path))
         .statement(statement)
         .read_only(read_only)
         .end(if tx_rollback { TxEnd::Rollback } else { TxEnd::Commit });

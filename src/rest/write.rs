@@ -40,7 +40,7 @@ use std::sync::OnceLock;
 
 use bytes::{Bytes, BytesMut};
 use madbase_http::{Body, Request, Response};
-use madbase_pg::{PgError, Statement, TxEnd};
+use madbase_pg::{Batch, PgError, Statement, TxEnd};
 use serde_json::{Map, Value};
 
 use super::auth::Identity;
@@ -179,6 +179,18 @@ impl Prefer {
             Some(true) => applied.push("handling=strict".to_owned()),
             Some(false) => applied.push("handling=lenient".to_owned()),
             None => {}
+        }
+        if let Some(timezone) = &self.timezone {
+            applied.push(format!("timezone={timezone}"));
+        }
+    }
+
+    /// The transaction settings the preferences ask for: `timezone` (an unknown zone is
+    /// PostgreSQL's 22023 error, even with `handling=lenient`, as in PostgREST).
+    pub(super) fn settings(&self, batch: Batch) -> Batch {
+        match &self.timezone {
+            Some(timezone) => batch.setting("timezone", timezone.as_str()),
+            None => batch,
         }
     }
 }
@@ -696,9 +708,6 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
     if prefer.is_strict() && !prefer.invalid.is_empty() {
         return Err(ApiError::InvalidPreferences(prefer.invalid));
     }
-    if prefer.timezone.is_some() {
-        return Err(ApiError::NotImplemented("Prefer: timezone is not supported yet"));
-    }
     let query_string = req.query().unwrap_or("");
     let params = parse_write_params(query_string)?;
     let read = query::parse_read_query(query_string)?;
@@ -795,7 +804,8 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
         statement.sql = explain.wrap(&statement.sql);
     }
     let tx_rollback = TX_OVERRIDE_ALLOWED && prefer.tx_rollback == Some(true);
-    let batch = super::request_batch(req, &identity, &pgrst_path)
+    let batch = prefer
+        .settings(super::request_batch(req, &identity, &pgrst_path))
         .statement(statement)
         .read_only(false)
         .end(if tx_rollback { TxEnd::Rollback } else { TxEnd::Commit });
