@@ -39,7 +39,11 @@ function psqlPath() {
   throw new Error('psql not found: install the PostgreSQL client (apt install postgresql-client)');
 }
 
-export async function startMadbase() {
+/**
+ * Starts `madbase start`. Options: `pgBin`, the directory of the PostgreSQL server binaries for the
+ * managed cluster (MADBASE_PG_BIN; default: MadBase's own search).
+ */
+export async function startMadbase({ pgBin } = {}) {
   const bin = process.env.MADBASE_BIN ?? resolve('..', 'target', 'debug', 'madbase');
   const dataDir = mkdtempSync(join(tmpdir(), 'madbase-e2e-'));
   chmodSync(dataDir, 0o755); // the managed cluster may run as the unprivileged postgres user
@@ -53,6 +57,7 @@ export async function startMadbase() {
       MADBASE_PG_PORT: String(pgPort),
       MADBASE_SHARDS: '2',
       MADBASE_LOG: 'warn',
+      ...(pgBin ? { MADBASE_PG_BIN: pgBin } : {}),
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
