@@ -29,6 +29,7 @@ mod error;
 pub mod injection;
 mod media;
 mod openapi;
+mod payload;
 mod plan;
 mod query;
 mod relation;

@@ -41,12 +41,12 @@ use std::sync::OnceLock;
 use bytes::{Bytes, BytesMut};
 use madbase_http::{Body, Request, Response};
 use madbase_pg::{Batch, PgError, Statement, TxEnd};
-use serde_json::{Map, Value};
 
 use super::auth::Identity;
 use super::body_format::BodyFormat;
 use super::error::ApiError;
 use super::media::{self, Media, Rows};
+use super::payload;
 use super::plan::{self, ReadPlan};
 use super::query::{self, CompareOp, FilterOp, QueryError, ReadQuery, MAX_IDENT_BYTES};
 use super::sql::{self, push_where, push_where_trees, quote_ident};
@@ -303,56 +303,23 @@ struct Payload {
 
 /// Checks the body as PostgREST does; `columns` is `columns=` when given.
 fn parse_payload(raw: Bytes, columns: Option<Vec<String>>) -> Result<Payload, ApiError> {
-    let invalid = || ApiError::InvalidBody(INVALID_JSON.to_owned());
-    let value: Value = serde_json::from_slice(&raw).map_err(|_| invalid())?;
-    let (rows, json): (Vec<Map<String, Value>>, Bytes) = match value {
-        Value::Object(row) => {
-            let mut wrapped = BytesMut::with_capacity(raw.len() + 2);
-            wrapped.extend_from_slice(b"[");
-            wrapped.extend_from_slice(&raw);
-            wrapped.extend_from_slice(b"]");
-            (vec![row], wrapped.freeze())
-        }
-        Value::Array(items) => {
-            if items.len() > MAX_BULK_ROWS {
-                return Err(ApiError::InvalidBody(format!(
-                    "At most {MAX_BULK_ROWS} rows can be written in one request"
-                )));
-            }
-            let rows = items
-                .into_iter()
-                .map(|item| match item {
-                    Value::Object(row) => Ok(row),
-                    _ => Err(invalid()),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            (rows, raw)
-        }
-        _ => return Err(invalid()),
+    let shape =
+        payload::scan(&raw, columns, MAX_BULK_ROWS, MAX_COLUMNS).map_err(|e| ApiError::InvalidBody(e.to_string()))?;
+    if shape.columns.iter().any(|k| k.is_empty() || k.contains('\0') || k.len() > MAX_IDENT_BYTES) {
+        return Err(ApiError::InvalidBody(format!(
+            "Column names must be non-empty, without NUL, at most {MAX_IDENT_BYTES} bytes"
+        )));
+    }
+    let json = if shape.single {
+        let mut wrapped = BytesMut::with_capacity(raw.len() + 2);
+        wrapped.extend_from_slice(b"[");
+        wrapped.extend_from_slice(&raw);
+        wrapped.extend_from_slice(b"]");
+        wrapped.freeze()
+    } else {
+        raw
     };
-    let (columns, has_missing) = match columns {
-        Some(columns) => {
-            let missing = rows.iter().any(|row| columns.iter().any(|c| !row.contains_key(c)));
-            (columns, missing)
-        }
-        None => {
-            let first: Vec<String> = rows.first().map(|row| row.keys().cloned().collect()).unwrap_or_default();
-            let same = |row: &Map<String, Value>| row.len() == first.len() && first.iter().all(|k| row.contains_key(k));
-            if !rows.iter().all(same) {
-                return Err(ApiError::InvalidBody("All object keys must match".to_owned()));
-            }
-            if first.len() > MAX_COLUMNS {
-                return Err(ApiError::InvalidBody(format!("At most {MAX_COLUMNS} columns can be written")));
-            }
-            if first.iter().any(|k| k.is_empty() || k.contains('\0') || k.len() > MAX_IDENT_BYTES) {
-                return Err(ApiError::InvalidBody(format!(
-                    "Column names must be non-empty, without NUL, at most {MAX_IDENT_BYTES} bytes"
-                )));
-            }
-            (first, false)
-        }
-    };
-    Ok(Payload { json, columns, has_missing })
+    Ok(Payload { json, columns: shape.columns, has_missing: shape.has_missing })
 }
 
 /// 400 PGRST204 for the first name (in sorted order, as PostgREST's key set) that is not a
