@@ -532,6 +532,10 @@ impl Cluster {
         if major >= 14 {
             conf.push_str("compute_query_id = on\n");
         }
+        // Supabase's local-development PostgreSQL (what `madbase start` stands in for) plans with
+        // this value, and plans are part of the Data API's answers (`vnd.pgrst.plan`, settings
+        // included). `ALTER SYSTEM` overrides it for a bigger machine.
+        conf.push_str("effective_cache_size = '128MB'\n");
         for (k, v) in &o.extra_settings {
             conf.push_str(&format!("{k} = {v}\n"));
         }
