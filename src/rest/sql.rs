@@ -598,55 +598,60 @@ pub fn push_order_limit(
 /// type that reads the source itself (CSV's header) gets the page as the CTE `pgrst_source`, as in
 /// PostgREST.
 pub fn read_statement(cache: &SchemaCache, plan: &ReadPlan<'_>, media: Option<&Media>, exact_count: bool) -> Statement {
-    let mut params: Vec<String> = Vec::new();
-    let mut bind = |value: String| {
-        params.push(value);
-        format!("${}", params.len())
-    };
-    let relation = &plan.relation;
-    let qualified = format!("{}.{}", quote_ident(&relation.schema), quote_ident(&relation.name));
-    let row = quote_ident(&relation.name);
-    let source = Source { from: &qualified, qualifier: &qualified, row: &row };
-    let mut builder = Builder::new(cache, &mut bind);
-    let mut inner = String::new();
-    builder.push_level(&mut inner, plan, source, &[], None);
-    let total = if exact_count {
-        let mut count = String::new();
-        builder.push_count(&mut count, plan, source);
-        format!(", ({count}) AS total_result_set")
-    } else {
-        String::new()
-    };
-
-    let body = media.map_or_else(|| "NULL".to_owned(), |m| m.body_sql(Rows::Records));
-    let sql = if media.is_some_and(Media::needs_source) {
-        format!(
-            "WITH pgrst_source AS ({inner}) SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body{total} \
-             FROM (SELECT * FROM pgrst_source) _postgrest_t"
-        )
-    } else {
-        format!(
-            "SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body{total} FROM ({inner}) _postgrest_t"
-        )
-    };
-    params.into_iter().fold(Statement::new(sql), |statement, value| statement.bind(value))
+    root_statement(cache, plan, |builder, source| {
+        let mut inner = String::new();
+        builder.push_level(&mut inner, plan, source, &[], None);
+        let total = if exact_count {
+            let mut count = String::new();
+            builder.push_count(&mut count, plan, source);
+            format!(", ({count}) AS total_result_set")
+        } else {
+            String::new()
+        };
+        let body = media.map_or_else(|| "NULL".to_owned(), |m| m.body_sql(Rows::Records));
+        if media.is_some_and(Media::needs_source) {
+            format!(
+                "WITH pgrst_source AS ({inner}) SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body{total} \
+                 FROM (SELECT * FROM pgrst_source) _postgrest_t"
+            )
+        } else {
+            format!(
+                "SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body{total} FROM ({inner}) _postgrest_t"
+            )
+        }
+    })
 }
 
 /// `Prefer: count=planned|estimated`: `EXPLAIN (FORMAT JSON)` of PostgREST's count query for the
 /// read (`SELECT 1` from the rows the page is cut from, see [`Builder::push_count`]), bound with the
 /// same filter values; the planner's `Plan Rows` is the estimate ([`planned_rows`]).
 pub fn count_plan_statement(cache: &SchemaCache, plan: &ReadPlan<'_>) -> Statement {
+    root_statement(cache, plan, |builder, source| {
+        let mut sql = String::from("EXPLAIN (FORMAT JSON) ");
+        builder.push_rows(&mut sql, "1", plan, source);
+        sql
+    })
+}
+
+/// The statement `build` writes for `plan` read from its own relation (`"schema"."name"`, its rows
+/// referenced as `"name"`), with the values it binds as parameters in order.
+fn root_statement(
+    cache: &SchemaCache,
+    plan: &ReadPlan<'_>,
+    build: impl FnOnce(&mut Builder<'_>, Source<'_>) -> String,
+) -> Statement {
     let mut params: Vec<String> = Vec::new();
-    let mut bind = |value: String| {
-        params.push(value);
-        format!("${}", params.len())
+    let sql = {
+        let mut bind = |value: String| {
+            params.push(value);
+            format!("${}", params.len())
+        };
+        let relation = &plan.relation;
+        let qualified = format!("{}.{}", quote_ident(&relation.schema), quote_ident(&relation.name));
+        let row = quote_ident(&relation.name);
+        let source = Source { from: &qualified, qualifier: &qualified, row: &row };
+        build(&mut Builder::new(cache, &mut bind), source)
     };
-    let relation = &plan.relation;
-    let qualified = format!("{}.{}", quote_ident(&relation.schema), quote_ident(&relation.name));
-    let row = quote_ident(&relation.name);
-    let source = Source { from: &qualified, qualifier: &qualified, row: &row };
-    let mut sql = String::from("EXPLAIN (FORMAT JSON) ");
-    Builder::new(cache, &mut bind).push_rows(&mut sql, "1", plan, source);
     params.into_iter().fold(Statement::new(sql), |statement, value| statement.bind(value))
 }
 
