@@ -28,9 +28,17 @@ pub enum ApiError {
     /// The query string: 400 PGRST100 (or 416 PGRST103 for a negative limit).
     #[error(transparent)]
     Query(#[from] QueryError),
-    /// `Accept-Profile` names a schema that is not exposed: 406 PGRST106.
-    #[error("Invalid schema: {0}")]
-    InvalidSchema(String),
+    /// `Accept-Profile`/`Content-Profile` names a schema that is not exposed: 406 PGRST106;
+    /// `exposed` is `db_schemas` joined by `", "` (PostgREST's hint).
+    #[error("Invalid schema: {schema}")]
+    InvalidSchema { schema: String, exposed: String },
+    /// The `response.headers` GUC is not a JSON array of single-key objects with string
+    /// values: 500 PGRST111.
+    #[error("response.headers guc must be a JSON array composed of objects with a single key and a string value")]
+    GucHeaders,
+    /// The `response.status` GUC is not a status code: 500 PGRST112.
+    #[error("response.status guc must be a valid status code")]
+    GucStatus,
     /// `Accept` asks for a media type this slice does not produce: 406 PGRST107.
     #[error("None of these media types are available: {0}")]
     MediaType(String),
@@ -145,9 +153,15 @@ impl ApiError {
                     _ => body(400, "PGRST100", &message, details, None),
                 }
             }
-            ApiError::InvalidSchema(_) => {
-                body(406, "PGRST106", &message, None, Some("Only the following schemas are exposed: public".into()))
-            }
+            ApiError::InvalidSchema { exposed, .. } => body(
+                406,
+                "PGRST106",
+                &message,
+                None,
+                Some(format!("Only the following schemas are exposed: {exposed}")),
+            ),
+            ApiError::GucHeaders => body(500, "PGRST111", &message, None, None),
+            ApiError::GucStatus => body(500, "PGRST112", &message, None, None),
             ApiError::MediaType(_) => body(406, "PGRST107", &message, None, None),
             ApiError::InvalidPath => body(404, "PGRST125", &message, None, None),
             ApiError::NotImplemented(what) => body(400, "PGRST127", &message, Some(what.to_owned()), None),

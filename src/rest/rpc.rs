@@ -1,5 +1,5 @@
-//! Function calls on `/rest/v1/rpc/<function>` (schema `public`), as PostgREST answers them
-//! (reference/rest.md §7).
+//! Function calls on `/rest/v1/rpc/<function>` in the request's schema (`Accept-Profile` for
+//! GET/HEAD, `Content-Profile` for POST), as PostgREST answers them (reference/rest.md §7).
 //!
 //! Owns: the split of the query string into arguments and read parameters, overload resolution
 //! against the request's schema cache snapshot (PGRST202/PGRST203), the one call statement, the
@@ -28,8 +28,8 @@
 //!   function name, `select`/filter/order columns are quoted identifiers; the only unquoted words
 //!   are argument type names, and those come from the schema cache (`format_type` output), never
 //!   from the request. Only arguments of the resolved overload are named in the call.
-//! - **one call = one statement = one round trip**, after the request settings
-//!   ([`super::request_batch`]), in a READ ONLY transaction for GET/HEAD and for POST to a
+//! - **one call = one statement = one round trip**, in the request's batch
+//!   ([`super::execute`]), in a READ ONLY transaction for GET/HEAD and for POST to a
 //!   STABLE/IMMUTABLE function, READ WRITE only for POST to a VOLATILE one (so a GET on a
 //!   VOLATILE function that writes fails with 25006 → 405, as in PostgREST). `Prefer: tx=rollback`
 //!   ends it with a rollback.
@@ -37,6 +37,12 @@
 //!   reaches PostgreSQL.
 //! - **bounded**: the body by `http_max_body_bytes`, at most [`MAX_ARGS`] argument names and
 //!   [`MAX_ARG_VALUES`] query-string argument values; no `unwrap`/`expect` on request input.
+//!
+//! Logic trees (`or=`, `and=`) filter the result like filters. `db_max_rows` caps the `limit`.
+//! `Prefer: handling=strict, max-affected=N` on a set-returning function adds a check column that
+//! raises (the row-limit marker of [`write`]) when the result has more than N rows, so the
+//! function's writes are rolled back and the answer is 400 PGRST124; on any other function it is
+//! 400 PGRST128 before anything runs.
 //!
 //! `Prefer: count=exact` adds `(SELECT pg_catalog.count(*) FROM pgrst_source … WHERE <filters>) AS
 //! total_result_set` (the filtered result without limit/offset); the status then follows the read
@@ -46,8 +52,7 @@
 //! or exactly one of type bytea/json/jsonb/text/xml); an unnamed parameter is named `""` in
 //! resolution, so the JSON key `""` matches it.
 //!
-//! Not here yet: `Prefer: count=planned|estimated`, `max-affected` on set-returning functions,
-//! raw text/xml/bytea bodies for single unnamed parameters, bulk calls with a JSON array body,
+//! Not here yet: `Prefer: count=planned|estimated`, raw text/xml/bytea bodies for single unnamed parameters, bulk calls with a JSON array body,
 //! `Accept: vnd.pgrst.object+json`, `RAISE SQLSTATE 'PGRST'` JSON errors.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -61,9 +66,8 @@ use serde_json::{Map, Value};
 use super::auth::Identity;
 use super::error::ApiError;
 use super::query::{self, QueryError, ReadQuery};
-use super::sql::{push_order_limit, push_select_list, push_where, quote_ident};
+use super::sql::{push_order_limit, push_select_list, push_where_trees, quote_ident};
 use super::write::{self, Prefer};
-use super::SCHEMA;
 use crate::app::ShardState;
 use crate::schema::{fuzzy, ArgMode, Function, FunctionArg, SchemaCache, Volatility};
 
@@ -186,8 +190,13 @@ fn describe(function: &Function) -> String {
 /// parameters match the given names win; otherwise, for a JSON body, one whose only parameter is
 /// json/jsonb. None → PGRST202; several → PGRST203, candidates in the cache's (PostgREST's)
 /// overload order. The cache holds only callable functions (see `schema::introspect`).
-fn resolve<'a>(cache: &'a SchemaCache, name: &str, input: &Input) -> Result<(&'a Function, Call<'a>), ApiError> {
-    let overloads = cache.functions(SCHEMA, name);
+fn resolve<'a>(
+    cache: &'a SchemaCache,
+    schema: &str,
+    name: &str,
+    input: &Input,
+) -> Result<(&'a Function, Call<'a>), ApiError> {
+    let overloads = cache.functions(schema, name);
     let keys = input.keys();
     let json_body = input.is_json_body();
     let mut named: Vec<&Function> = Vec::new();
@@ -204,17 +213,17 @@ fn resolve<'a>(cache: &'a SchemaCache, name: &str, input: &Input) -> Result<(&'a
         ([], []) => {
             let args: Vec<String> = keys.unwrap_or_default().into_iter().collect();
             let hint = if overloads.is_empty() {
-                let names = cache.schemas.get(SCHEMA).into_iter().flat_map(|s| s.functions.keys().map(String::as_str));
-                fuzzy::closest(name, names).map(|n| format!("Perhaps you meant to call the function {SCHEMA}.{n}"))
+                let names = cache.schemas.get(schema).into_iter().flat_map(|s| s.functions.keys().map(String::as_str));
+                fuzzy::closest(name, names).map(|n| format!("Perhaps you meant to call the function {schema}.{n}"))
             } else {
                 let lists: Vec<String> =
                     overloads.iter().map(|f| name_list(inputs(f).map(|a| a.name.as_str()))).collect();
                 let wanted = name_list(args.iter().map(String::as_str));
                 fuzzy::closest(&wanted, lists.iter().map(String::as_str))
-                    .map(|l| format!("Perhaps you meant to call the function {SCHEMA}.{name}{l}"))
+                    .map(|l| format!("Perhaps you meant to call the function {schema}.{name}{l}"))
             };
             return Err(ApiError::FunctionNotFound {
-                qualified: format!("{SCHEMA}.{name}"),
+                qualified: format!("{schema}.{name}"),
                 args,
                 json_fallback: json_body,
                 hint,
@@ -324,7 +333,9 @@ fn returns_void(function: &Function) -> bool {
 }
 
 /// Builds the one statement of a call (see the module doc); `payload` is bound as `$1` when the
-/// call takes arguments. Result columns: `page_total`, `body` (NULL for HEAD and `void`).
+/// call takes arguments. Result columns: `page_total`, `body` (NULL for HEAD and `void`), then
+/// `total_result_set` with `exact_count`, then `max_affected` (NULL, or raises when the result
+/// has more rows than `max_affected`).
 fn call_statement(
     function: &Function,
     call: &Call<'_>,
@@ -332,6 +343,7 @@ fn call_statement(
     read: &ReadQuery,
     head: bool,
     exact_count: bool,
+    max_affected: Option<u64>,
 ) -> Statement {
     let mut params: Vec<Bytes> = Vec::new();
     let callee = format!("{}.{}", quote_ident(&function.schema), quote_ident(&function.name));
@@ -385,7 +397,7 @@ fn call_statement(
         let _ = write!(inner, "{alias}.pgrst_scalar");
     }
     let mut filtered = format!(" FROM pgrst_source AS {alias}");
-    push_where(&mut filtered, &alias, &read.filters, &mut bind);
+    push_where_trees(&mut filtered, &alias, &read.filters, &read.trees, &mut bind);
     inner.push_str(&filtered);
     push_order_limit(&mut inner, &alias, read, &mut bind);
     // `Prefer: count=exact`: the rows of the filtered result, before limit/offset (the CTE is
@@ -403,8 +415,19 @@ fn call_statement(
         (false, true, false) => "coalesce((pg_catalog.json_agg(_postgrest_t)->0)::text, 'null')",
         (false, true, true) => "coalesce(pg_catalog.json_agg(_postgrest_t), '[]')",
     };
+    let check = match max_affected {
+        Some(limit) => {
+            let limit = bind(limit.to_string());
+            let marker = bind(write::row_limit_marker().to_owned());
+            format!(
+                ", CASE WHEN pg_catalog.count(_postgrest_t) > {limit}::bigint \
+                 THEN ({marker}::text || pg_catalog.count(_postgrest_t))::integer END AS max_affected"
+            )
+        }
+        None => String::new(),
+    };
     let sql = format!(
-        "WITH pgrst_source AS ({source}) SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body{total} \
+        "WITH pgrst_source AS ({source}) SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body{total}{check} \
          FROM ({inner}) _postgrest_t"
     );
     let statement = params.into_iter().fold(Statement::new(sql), |s, p| s.bind(p));
@@ -427,7 +450,8 @@ pub async fn serve(
         other => return Err(ApiError::RpcMethod(other.to_owned())),
     };
     let head = method == "HEAD";
-    let profile = if post { write::content_profile(req)? } else { super::accept_profile(req)? };
+    let config = &state.shared.config;
+    let profile = super::profile(req, config)?;
     if method != "OPTIONS" {
         super::check_accept(req)?;
         if req.header("range").is_some() {
@@ -444,11 +468,12 @@ pub async fn serve(
         return Err(ApiError::NotImplemented("Prefer: timezone is not supported yet"));
     }
     let (query_args, rest) = split_query(req.query().unwrap_or(""))?;
-    let read = query::parse_read_query(&rest)?;
+    let mut read = query::parse_read_query(&rest)?;
+    super::cap_rows(&mut read, config.db_max_rows);
 
     let input = if post {
         write::check_content_type(req)?;
-        let raw = body.collect(state.shared.config.http_max_body_bytes).await.map_err(ApiError::Body)?;
+        let raw = body.collect(config.http_max_body_bytes).await.map_err(ApiError::Body)?;
         Input::from_body(raw)?
     } else {
         // POST ignores query-string arguments (PostgREST reads them only for GET and HEAD).
@@ -456,18 +481,15 @@ pub async fn serve(
     };
     // The snapshot this request uses to its end; an unknown function never reaches PostgreSQL.
     let schema = state.schema();
-    let (function, call) = resolve(&schema, name, &input)?;
+    let (function, call) = resolve(&schema, profile.schema, name, &input)?;
 
     if method == "OPTIONS" {
         let allow = if function.volatility == Volatility::Volatile { "OPTIONS,POST" } else { "OPTIONS,GET,HEAD,POST" };
         return Ok(Response::new(200).header("allow", allow));
     }
     let max_affected = if prefer.is_strict() { prefer.max_affected } else { None };
-    if max_affected.is_some() {
-        if !function.returns_set {
-            return Err(ApiError::MaxAffectedNotSet);
-        }
-        return Err(ApiError::NotImplemented("Prefer: max-affected on function calls is not supported yet"));
+    if max_affected.is_some() && !function.returns_set {
+        return Err(ApiError::MaxAffectedNotSet);
     }
     if let (Input::Body { keys: None, .. }, Call::Named(_) | Call::NoArgs) = (&input, &call) {
         // A body that is not an object only reaches a function whose only parameter is json/jsonb;
@@ -483,16 +505,18 @@ pub async fn serve(
     };
     // `planned`/`estimated` need the planner's estimate (EXPLAIN); until then they count nothing.
     let exact_count = prefer.count == Some("exact");
-    let statement = call_statement(function, &call, payload, &read, head, exact_count);
+    let statement = call_statement(function, &call, payload, &read, head, exact_count, max_affected);
     let read_only = !(post && function.volatility == Volatility::Volatile);
     let tx_rollback = write::TX_OVERRIDE_ALLOWED && prefer.tx_rollback == Some(true);
-    let batch = super::request_batch(req, &identity, pgrst_path)
-        .statement(statement)
-        .read_only(read_only)
-        .end(if tx_rollback { TxEnd::Rollback } else { TxEnd::Commit });
-    let results = state.pool.execute(batch).await.map_err(|e| ApiError::from_pg(e, identity.authenticated))?;
+    let end = if tx_rollback { TxEnd::Rollback } else { TxEnd::Commit };
+    let executed = super::execute(state, req, &identity, profile, pgrst_path, statement, read_only, end)
+        .await
+        .map_err(|e| match write::row_limit_broken(&e) {
+            Some(rows) => ApiError::MaxAffected(rows),
+            None => ApiError::from_pg(e, identity.authenticated),
+        })?;
 
-    let row = results.first().and_then(|r| r.rows.first()).ok_or(ApiError::Internal("no result row"))?;
+    let row = executed.row()?;
     let (page_total, total) = super::row_counts(row, exact_count)?;
     let offset = read.offset.map_or(0, |o| o.unsigned_abs());
     // As for reads: 416 past the counted total, 206 when the rows do not cover it.
@@ -501,20 +525,22 @@ pub async fn serve(
         Response::new(204)
     } else {
         let body = if head { Bytes::new() } else { row.get(1).cloned().ok_or(ApiError::Internal("body is NULL"))? };
-        Response::with_body(status, body).header("content-type", "application/json; charset=utf-8")
+        let mut response = Response::with_body(status, body);
+        profile.content_type(&mut response, "application/json; charset=utf-8");
+        response
     };
     response.set_header("content-range", super::content_range(offset, page_total, total));
 
     // Preference-Applied, in PostgREST's order.
     let mut applied: Vec<String> = Vec::new();
     prefer.push_applied(exact_count, &mut applied);
+    if let Some(limit) = max_affected {
+        applied.push(format!("max-affected={limit}"));
+    }
     if !applied.is_empty() {
         response.set_header("preference-applied", applied.join(", "));
     }
-    if let Some(schema) = profile {
-        response.set_header("content-profile", schema);
-    }
-    Ok(response)
+    executed.respond(response)
 }
 
 #[cfg(test)]
@@ -558,46 +584,49 @@ mod tests {
     fn resolution_by_argument_names() {
         let cache = cache();
         // add(a, b) and add(a, b, c default): both take {a, b}, as in PostgREST (and PostgreSQL).
-        let ambiguous = resolve(&cache, "add", &body(r#"{"a":1,"b":2}"#)).unwrap_err();
+        let ambiguous = resolve(&cache, "public", "add", &body(r#"{"a":1,"b":2}"#)).unwrap_err();
         assert!(matches!(ambiguous, ApiError::AmbiguousFunction(ref c) if c.len() == 2));
-        assert!(matches!(resolve(&cache, "amb", &body("{}")), Err(ApiError::FunctionNotFound { .. })));
-        let (f, call) = resolve(&cache, "todos_after", &body(r#"{"after":1}"#)).unwrap();
+        assert!(matches!(resolve(&cache, "public", "amb", &body("{}")), Err(ApiError::FunctionNotFound { .. })));
+        let (f, call) = resolve(&cache, "public", "todos_after", &body(r#"{"after":1}"#)).unwrap();
         assert_eq!(f.name, "todos_after");
         assert!(matches!(call, Call::Named(ref a) if a.len() == 1));
-        let (f, _) = resolve(&cache, "add", &body(r#"{"a":1,"b":2,"c":3}"#)).unwrap();
+        let (f, _) = resolve(&cache, "public", "add", &body(r#"{"a":1,"b":2,"c":3}"#)).unwrap();
         assert_eq!(f.args.len(), 3);
-        let (f, call) = resolve(&cache, "echo", &body(r#"{"anything":[1]}"#)).unwrap();
+        let (f, call) = resolve(&cache, "public", "echo", &body(r#"{"anything":[1]}"#)).unwrap();
         assert_eq!((f.name.as_str(), call), ("echo", Call::Single { type_name: "jsonb" }));
-        let (_, call) = resolve(&cache, "nothing", &body("")).unwrap();
+        let (_, call) = resolve(&cache, "public", "nothing", &body("")).unwrap();
         assert_eq!(call, Call::NoArgs);
         // GET never falls back to the json parameter.
         let get = Input::Query(BTreeMap::from([("x".to_owned(), vec!["1".to_owned()])]));
-        assert!(matches!(resolve(&cache, "echo", &get), Err(ApiError::FunctionNotFound { json_fallback: false, .. })));
+        assert!(matches!(
+            resolve(&cache, "public", "echo", &get),
+            Err(ApiError::FunctionNotFound { json_fallback: false, .. })
+        ));
     }
 
     #[test]
     fn unnamed_parameters_are_named_empty() {
         let cache = cache();
         // The key "" names the unnamed parameter; it gets the whole payload positionally.
-        let (f, call) = resolve(&cache, "poly", &body(r#"{"":"x"}"#)).unwrap();
+        let (f, call) = resolve(&cache, "public", "poly", &body(r#"{"":"x"}"#)).unwrap();
         assert_eq!((f.return_type.as_str(), call), ("text", Call::Single { type_name: "text" }));
-        let (_, call) = resolve(&cache, "poly", &body(r#"{"":true}"#)).unwrap();
+        let (_, call) = resolve(&cache, "public", "poly", &body(r#"{"":true}"#)).unwrap();
         assert_eq!(call, Call::Single { type_name: "text" });
         let get = Input::Query(BTreeMap::from([(String::new(), vec!["x".to_owned()])]));
-        let (f, call) = resolve(&cache, "poly", &get).unwrap();
+        let (f, call) = resolve(&cache, "public", "poly", &get).unwrap();
         assert_eq!(call, Call::Single { type_name: "text" });
         assert_eq!(&query_payload(f, &get_args(&get))[..], br#"{"":"x"}"#);
         // {} matches both () and the defaulted unnamed text: PGRST203, fewest parameters first.
-        let (status, text) = response_text(resolve(&cache, "poly", &body("{}")).unwrap_err());
+        let (status, text) = response_text(resolve(&cache, "public", "poly", &body("{}")).unwrap_err());
         assert_eq!(status, 300);
         assert!(
             text.contains(r#""message":"Could not choose the best candidate function between: public.poly(), public.poly( => text)""#),
             "{text}"
         );
-        let (_, call) = resolve(&cache, "echo", &body(r#"{"":{"a":1}}"#)).unwrap();
+        let (_, call) = resolve(&cache, "public", "echo", &body(r#"{"":{"a":1}}"#)).unwrap();
         assert_eq!(call, Call::Single { type_name: "jsonb" });
         // A named json parameter is PostgREST's fallback too, called with the names given.
-        let (f, call) = resolve(&cache, "named_json", &body(r#"{"doc":{},"x":1}"#)).unwrap();
+        let (f, call) = resolve(&cache, "public", "named_json", &body(r#"{"doc":{},"x":1}"#)).unwrap();
         assert!(matches!(call, Call::Named(ref a) if a.len() == 1 && a[0].name == "doc"), "{call:?}");
         assert_eq!(f.name, "named_json");
     }
@@ -612,28 +641,29 @@ mod tests {
     #[test]
     fn not_found_and_ambiguous_bodies() {
         let cache = cache();
-        let (status, text) = response_text(resolve(&cache, "add", &body(r#"{"b":1,"a":2,"x":3}"#)).unwrap_err());
+        let (status, text) =
+            response_text(resolve(&cache, "public", "add", &body(r#"{"b":1,"a":2,"x":3}"#)).unwrap_err());
         assert_eq!(status, 404);
         assert_eq!(
             text,
             r#"{"code":"PGRST202","details":"Searched for the function public.add with parameters a, b, x or with a single unnamed json/jsonb parameter, but no matches were found in the schema cache.","hint":"Perhaps you meant to call the function public.add(a, b, c)","message":"Could not find the function public.add(a, b, x) in the schema cache"}"#
         );
-        let (_, text) = response_text(resolve(&cache, "adds", &body("{}")).unwrap_err());
+        let (_, text) = response_text(resolve(&cache, "public", "adds", &body("{}")).unwrap_err());
         assert_eq!(
             text,
             r#"{"code":"PGRST202","details":"Searched for the function public.adds without parameters or with a single unnamed json/jsonb parameter, but no matches were found in the schema cache.","hint":"Perhaps you meant to call the function public.add","message":"Could not find the function public.adds without parameters in the schema cache"}"#
         );
         // The suite's empty-named argument: a double space, and `()`.
-        let (_, text) = response_text(resolve(&cache, "zzzzzz", &body(r#"{"":1}"#)).unwrap_err());
+        let (_, text) = response_text(resolve(&cache, "public", "zzzzzz", &body(r#"{"":1}"#)).unwrap_err());
         assert!(
             text.contains(r#""details":"Searched for the function public.zzzzzz with parameter  or with"#),
             "{text}"
         );
         assert!(text.contains(r#""hint":null"#) && text.contains("public.zzzzzz() in the schema cache"), "{text}");
         let get = Input::Query(BTreeMap::from([("a".to_owned(), vec!["1".to_owned()])]));
-        let (_, text) = response_text(resolve(&cache, "todos_after", &get).unwrap_err());
+        let (_, text) = response_text(resolve(&cache, "public", "todos_after", &get).unwrap_err());
         assert!(text.contains("with parameter a, but no matches"), "{text}");
-        let (status, text) = response_text(resolve(&cache, "amb", &body(r#"{"a":1}"#)).unwrap_err());
+        let (status, text) = response_text(resolve(&cache, "public", "amb", &body(r#"{"a":1}"#)).unwrap_err());
         assert_eq!(status, 300);
         assert_eq!(
             text,
@@ -659,8 +689,8 @@ mod tests {
     fn statement_shapes() {
         let cache = cache();
         let read = parse_read_query("select=id,task&id=gt.1&order=id.desc&limit=5").unwrap();
-        let (f, call) = resolve(&cache, "todos_after", &body(r#"{"after":1}"#)).unwrap();
-        let s = call_statement(f, &call, Some(Bytes::from_static(br#"{"after":1}"#)), &read, false, false);
+        let (f, call) = resolve(&cache, "public", "todos_after", &body(r#"{"after":1}"#)).unwrap();
+        let s = call_statement(f, &call, Some(Bytes::from_static(br#"{"after":1}"#)), &read, false, false, None);
         assert_eq!(
             s.sql,
             "WITH pgrst_source AS (SELECT pgrst_call.* FROM pg_catalog.json_to_record($1::json) AS pgrst_body(\"after\" integer), \
@@ -672,8 +702,8 @@ mod tests {
         let params: Vec<&[u8]> = s.params.iter().map(|p| p.as_deref().unwrap()).collect();
         assert_eq!(params, [&br#"{"after":1}"#[..], b"1", b"5"]);
 
-        let (f, call) = resolve(&cache, "total", &body(r#"{"v":[1,2]}"#)).unwrap();
-        let s = call_statement(f, &call, None, &ReadQuery::default(), false, false);
+        let (f, call) = resolve(&cache, "public", "total", &body(r#"{"v":[1,2]}"#)).unwrap();
+        let s = call_statement(f, &call, None, &ReadQuery::default(), false, false, None);
         assert!(
             s.sql.contains("LATERAL \"public\".\"total\"(VARIADIC \"v\" := pgrst_body.\"v\") pgrst_call"),
             "{}",
@@ -681,13 +711,13 @@ mod tests {
         );
         assert!(s.sql.contains("(pg_catalog.json_agg(_postgrest_t.pgrst_scalar)->0)::text, 'null')"), "{}", s.sql);
 
-        let (f, call) = resolve(&cache, "echo", &body("[1]")).unwrap();
-        let s = call_statement(f, &call, Some(Bytes::from_static(b"[1]")), &ReadQuery::default(), true, false);
+        let (f, call) = resolve(&cache, "public", "echo", &body("[1]")).unwrap();
+        let s = call_statement(f, &call, Some(Bytes::from_static(b"[1]")), &ReadQuery::default(), true, false, None);
         assert!(s.sql.starts_with("WITH pgrst_source AS (SELECT pgrst_call AS pgrst_scalar FROM \"public\".\"echo\"($1::jsonb) pgrst_call)"), "{}", s.sql);
         assert!(s.sql.contains("NULL AS body"), "HEAD skips the body");
 
-        let (f, call) = resolve(&cache, "nothing", &body("{}")).unwrap();
-        let s = call_statement(f, &call, None, &ReadQuery::default(), false, false);
+        let (f, call) = resolve(&cache, "public", "nothing", &body("{}")).unwrap();
+        let s = call_statement(f, &call, None, &ReadQuery::default(), false, false, None);
         assert!(
             s.sql.contains("FROM \"public\".\"nothing\"() pgrst_call)") && s.sql.contains("NULL AS body"),
             "{}",
@@ -700,8 +730,8 @@ mod tests {
     fn exact_count_counts_the_filtered_result_without_limit() {
         let cache = cache();
         let read = parse_read_query("select=id&id=gt.1&limit=5&offset=2").unwrap();
-        let (f, call) = resolve(&cache, "todos_after", &body(r#"{"after":1}"#)).unwrap();
-        let s = call_statement(f, &call, Some(Bytes::from_static(br#"{"after":1}"#)), &read, false, true);
+        let (f, call) = resolve(&cache, "public", "todos_after", &body(r#"{"after":1}"#)).unwrap();
+        let s = call_statement(f, &call, Some(Bytes::from_static(br#"{"after":1}"#)), &read, false, true, None);
         assert!(
             s.sql.ends_with(
                 "AS body, (SELECT pg_catalog.count(*) FROM pgrst_source AS \"todos_after\" \
@@ -713,7 +743,7 @@ mod tests {
             s.sql
         );
         assert_eq!(s.params.len(), 4);
-        let s = call_statement(f, &call, None, &ReadQuery::default(), true, true);
+        let s = call_statement(f, &call, None, &ReadQuery::default(), true, true, None);
         assert!(s
             .sql
             .contains("(SELECT pg_catalog.count(*) FROM pgrst_source AS \"todos_after\") AS total_result_set"));

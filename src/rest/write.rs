@@ -9,7 +9,7 @@
 //! - **one write = one statement = one round trip, atomic.** The mutation is a data-modifying CTE
 //!   (`WITH pgrst_source AS (INSERT|UPDATE|DELETE … RETURNING …)`) and the outer `SELECT` builds
 //!   the whole response inside PostgreSQL. It runs in the batch's implicit READ WRITE transaction
-//!   after the same request settings as reads ([`super::request_batch`]); any error — a bad row of
+//!   after the same request settings as reads ([`super::execute`]); any error — a bad row of
 //!   a bulk insert, a constraint, RLS, or a row-limit check — rolls back everything.
 //! - **Row limits fail inside the transaction.** With `handling=strict, max-affected=N`, or with
 //!   `Accept: application/vnd.pgrst.object+json` (exactly one row), the outer `SELECT` raises (a
@@ -28,8 +28,10 @@
 //!
 //! From the request's schema cache snapshot: unknown payload/`columns=` names → 400 PGRST204
 //! before any SQL; the primary key as the upsert target when `on_conflict` is absent (no key: a
-//! plain insert) and for `PUT`; column DEFAULT expressions for `missing=default` (added as keys
-//! to the rows that lack them, inside the statement). A merge upsert on a table returns
+//! plain insert) and for `PUT`; column DEFAULT expressions for `missing=default` (PostgREST's
+//! `jsonb_build_object(<column>, <default>, …) || row` for every row, so a row's own keys win
+//! and, as in PostgREST, each default — a sequence's `nextval` too — is evaluated once per row).
+//! The table is in the request's schema (`Content-Profile`). A merge upsert on a table returns
 //! `(xmax = 0) AS pgrst_inserted` to tell 201 (some row inserted) from 200.
 //!
 //! Not here yet: `Location` for views, 200-vs-201 for merge upserts through views (always 201).
@@ -47,7 +49,6 @@ use super::auth::Identity;
 use super::error::ApiError;
 use super::query::{self, CompareOp, FilterOp, QueryError, ReadQuery, SelectItem, MAX_IDENT_BYTES};
 use super::sql::{push_select_list, push_where, push_where_trees, quote_ident};
-use super::SCHEMA;
 use crate::app::ShardState;
 use crate::schema::{Relation, RelationKind};
 
@@ -280,8 +281,6 @@ struct Payload {
     json: Bytes,
     /// The columns to write, in order.
     columns: Vec<String>,
-    /// Some row lacks one of `columns` (only possible with `columns=`).
-    has_missing: bool,
 }
 
 /// Checks the body as PostgREST does; `columns` is `columns=` when given.
@@ -313,11 +312,8 @@ fn parse_payload(raw: Bytes, columns: Option<Vec<String>>) -> Result<Payload, Ap
         }
         _ => return Err(invalid()),
     };
-    let (columns, has_missing) = match columns {
-        Some(columns) => {
-            let missing = rows.iter().any(|row| columns.iter().any(|c| !row.contains_key(c)));
-            (columns, missing)
-        }
+    let columns = match columns {
+        Some(columns) => columns,
         None => {
             let first: Vec<String> = rows.first().map(|row| row.keys().cloned().collect()).unwrap_or_default();
             let same = |row: &Map<String, Value>| row.len() == first.len() && first.iter().all(|k| row.contains_key(k));
@@ -332,10 +328,10 @@ fn parse_payload(raw: Bytes, columns: Option<Vec<String>>) -> Result<Payload, Ap
                     "Column names must be non-empty, without NUL, at most {MAX_IDENT_BYTES} bytes"
                 )));
             }
-            (first, false)
+            first
         }
     };
-    Ok(Payload { json, columns, has_missing })
+    Ok(Payload { json, columns })
 }
 
 /// 400 PGRST204 for the first name (in sorted order, as PostgREST's key set) that is not a
@@ -398,6 +394,7 @@ enum Mutation<'a> {
 /// primary key of the single inserted row with `return=headers-only`, else NULL),
 /// `max_affected` (NULL; raises instead when `limits` are broken, see [`RowLimits`]).
 fn write_statement(
+    schema: &str,
     relation: &str,
     mutation: &Mutation<'_>,
     read: &ReadQuery,
@@ -411,7 +408,7 @@ fn write_statement(
         params.push(value);
         format!("${}", params.len())
     };
-    let table = format!("{}.{}", quote_ident(SCHEMA), quote_ident(relation));
+    let table = format!("{}.{}", quote_ident(schema), quote_ident(relation));
     let inserted = match mutation {
         Mutation::Insert { inserted: Some(columns), .. } => Some(*columns),
         _ => None,
@@ -432,20 +429,21 @@ fn write_statement(
             format!("pg_catalog.json_populate_recordset(NULL::{table}, {p}::json)")
         }
         Some(Source { json, defaults }) => {
-            // `missing=default`: a row that lacks a column with a DEFAULT gets the default's value
-            // as its key before the table's row type converts it (DEFAULT itself cannot appear in
-            // an expression). The expression is the catalog's (`pg_get_expr`), never the
-            // request's, and is evaluated only for rows that lack the key.
+            // `missing=default`, as PostgREST builds it: every row becomes
+            // `jsonb_build_object(<column>, <default>, …) || row`, so a key the row has wins and a
+            // missing one takes the default's value before the table's row type converts it
+            // (DEFAULT itself cannot appear in an expression). The expressions are the catalog's
+            // (schema cache), never the request's; like PostgREST's, they run for every row.
             let p = bind(json);
-            let mut row = String::from("pgrst_elem.value");
-            for (column, default) in defaults {
-                let key = bind(Bytes::from(column.to_owned()));
-                let _ = write!(
-                    row,
-                    " || CASE WHEN pg_catalog.jsonb_exists(pgrst_elem.value, {key}::text) THEN '{{}}'::jsonb \
-                     ELSE pg_catalog.jsonb_build_object({key}::text, {default}) END"
-                );
+            let mut row = String::from("pg_catalog.jsonb_build_object(");
+            for (i, (column, default)) in defaults.iter().enumerate() {
+                if i > 0 {
+                    row.push_str(", ");
+                }
+                let key = bind(Bytes::from(column.to_string()));
+                let _ = write!(row, "{key}::text, {default}");
             }
+            row.push_str(") || pgrst_elem.value");
             format!(
                 "pg_catalog.json_populate_recordset(NULL::{table}, (SELECT coalesce(pg_catalog.json_agg({row} \
                  ORDER BY pgrst_elem.n), '[]') FROM pg_catalog.jsonb_array_elements({p}::jsonb) \
@@ -583,8 +581,8 @@ fn write_statement(
     params.into_iter().fold(Statement::new(sql), |statement, value| statement.bind(value))
 }
 
-/// The body to bind and, with `missing=default` when some row lacks a listed column, the
-/// listed columns that have a DEFAULT with its expression (from the schema cache).
+/// The body to bind and, with `missing=default`, the listed columns that have a DEFAULT with its
+/// expression (from the schema cache).
 #[derive(Debug)]
 struct Source<'a> {
     json: Bytes,
@@ -615,7 +613,7 @@ fn push_list(out: &mut String, items: &[String], mut each: impl FnMut(&mut Strin
 /// The text the row-limit check (`max-affected`, singular) casts to an integer, followed by the
 /// row count. Never a number, so the cast always fails; the nonce keeps a client's own data
 /// from imitating it.
-fn row_limit_marker() -> &'static str {
+pub(super) fn row_limit_marker() -> &'static str {
     static MARKER: OnceLock<String> = OnceLock::new();
     MARKER.get_or_init(|| {
         let mut nonce = [0u8; 8];
@@ -626,22 +624,13 @@ fn row_limit_marker() -> &'static str {
 }
 
 /// The row count from the error the row-limit check raises, if this is that error.
-fn row_limit_broken(error: &PgError) -> Option<u64> {
+pub(super) fn row_limit_broken(error: &PgError) -> Option<u64> {
     let PgError::Db(db) = error else { return None };
     if db.code != "22P02" {
         return None;
     }
     let rest = db.message.strip_prefix("invalid input syntax for type integer: \"")?;
     rest.strip_prefix(row_limit_marker())?.strip_suffix('"')?.parse().ok()
-}
-
-/// `Content-Profile` must name an exposed schema; returns it for the response.
-pub(super) fn content_profile(req: &Request) -> Result<Option<&'static str>, ApiError> {
-    match req.header("content-profile") {
-        None => Ok(None),
-        Some(value) if value == SCHEMA.as_bytes() => Ok(Some(SCHEMA)),
-        Some(value) => Err(ApiError::InvalidSchema(String::from_utf8_lossy(value).into_owned())),
-    }
 }
 
 /// The request body must be JSON (PostgREST's default when no `Content-Type` is sent).
@@ -701,7 +690,8 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
         _ => Method::Delete,
     };
     let (relation, pgrst_path) = super::relation_of(req.path())?;
-    let profile = content_profile(req)?;
+    let config = &state.shared.config;
+    let profile = super::profile(req, config)?;
     let media = super::negotiate(req)?;
     let prefer = Prefer::parse(req);
     if prefer.is_strict() && !prefer.invalid.is_empty() {
@@ -727,7 +717,7 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
     // An unknown relation is PGRST205 from the schema cache, as for reads; it never reaches SQL.
     // The request keeps this snapshot to its end (columns, defaults, primary key).
     let schema = state.schema();
-    let rel = super::relation::find(&schema, super::SCHEMA, &relation)?;
+    let rel = super::relation::find(&schema, profile.schema, &relation)?;
     let ret = prefer.ret.unwrap_or(Return::Minimal);
     // The conflict target: `on_conflict`, else the primary key; a table with neither gets a plain
     // insert and `resolution` is not applied (PostgREST's rule).
@@ -749,7 +739,7 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
     let payload = match method {
         Method::Post | Method::Put | Method::Patch => {
             check_content_type(req)?;
-            let raw = body.collect(state.shared.config.http_max_body_bytes).await.map_err(ApiError::Body)?;
+            let raw = body.collect(config.http_max_body_bytes).await.map_err(ApiError::Body)?;
             Some(parse_payload(raw, params.columns)?)
         }
         // PostgREST ignores a DELETE body; it is never read.
@@ -762,7 +752,7 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
     let missing_default = prefer.missing_default == Some(true) && matches!(method, Method::Post | Method::Patch);
     let source = payload.as_ref().map(|p| Source {
         json: p.json.clone(),
-        defaults: if missing_default && p.has_missing { defaults_of(rel, &p.columns) } else { Vec::new() },
+        defaults: if missing_default { defaults_of(rel, &p.columns) } else { Vec::new() },
     });
 
     let no_columns: Vec<String> = Vec::new();
@@ -783,6 +773,7 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
         Method::Delete => Mutation::Delete,
     };
     let statement = write_statement(
+        profile.schema,
         &relation,
         &mutation,
         &read,
@@ -795,18 +786,18 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
         },
     );
     let tx_rollback = TX_OVERRIDE_ALLOWED && prefer.tx_rollback == Some(true);
-    let batch = super::request_batch(req, &identity, &pgrst_path)
-        .statement(statement)
-        .read_only(false)
-        .end(if tx_rollback { TxEnd::Rollback } else { TxEnd::Commit });
-    let results = state.pool.execute(batch).await.map_err(|e| match row_limit_broken(&e) {
-        Some(_) if method == Method::Put => ApiError::PutMismatch,
-        Some(rows) if media == super::Media::Object && rows != 1 => ApiError::NotSingular(rows),
-        Some(rows) => ApiError::MaxAffected(rows),
-        None => ApiError::from_pg(e, identity.authenticated),
-    })?;
+    let end = if tx_rollback { TxEnd::Rollback } else { TxEnd::Commit };
+    let executed =
+        super::execute(state, req, &identity, profile, &pgrst_path, statement, false, end).await.map_err(|e| {
+            match row_limit_broken(&e) {
+                Some(_) if method == Method::Put => ApiError::PutMismatch,
+                Some(rows) if media == super::Media::Object && rows != 1 => ApiError::NotSingular(rows),
+                Some(rows) => ApiError::MaxAffected(rows),
+                None => ApiError::from_pg(e, identity.authenticated),
+            }
+        })?;
 
-    let row = results.first().and_then(|r| r.rows.first()).ok_or(ApiError::Internal("no result row"))?;
+    let row = executed.row()?;
     let rows: u64 =
         row.get_str(0).and_then(|n| n.parse().ok()).ok_or(ApiError::Internal("page_total is not a number"))?;
     let counted = prefer.count == Some("exact");
@@ -825,7 +816,9 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
         (_, Return::Representation) => {
             let body = row.get(1).cloned().ok_or(ApiError::Internal("body is NULL"))?;
             let status = if matches!(method, Method::Post | Method::Put) { insert_status } else { 200 };
-            Response::with_body(status, body).header("content-type", media.content_type())
+            let mut response = Response::with_body(status, body);
+            profile.content_type(&mut response, media.content_type());
+            response
         }
         (Method::Post, _) => Response::new(insert_status),
         _ => Response::new(204),
@@ -881,10 +874,7 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
     if !applied.is_empty() {
         response.set_header("preference-applied", applied.join(", "));
     }
-    if let Some(schema) = profile {
-        response.set_header("content-profile", schema);
-    }
-    Ok(response)
+    executed.respond(response)
 }
 
 #[cfg(test)]
@@ -937,15 +927,15 @@ mod tests {
     fn payloads() {
         let p = parse_payload(Bytes::from_static(br#"{"b":1,"a":2}"#), None).unwrap();
         assert_eq!(
-            (&p.json[..], p.columns.as_slice(), p.has_missing),
-            (&br#"[{"b":1,"a":2}]"#[..], &["a".to_owned(), "b".to_owned()][..], false)
+            (&p.json[..], p.columns.as_slice()),
+            (&br#"[{"b":1,"a":2}]"#[..], &["a".to_owned(), "b".to_owned()][..])
         );
         let p = parse_payload(Bytes::from_static(br#"[{"a":1},{"a":2.50}]"#), None).unwrap();
         assert_eq!(&p.json[..], br#"[{"a":1},{"a":2.50}]"#, "bytes are sent as received");
         let err = parse_payload(Bytes::from_static(br#"[{"a":1},{"b":2}]"#), None).unwrap_err();
         assert_eq!(err.to_string(), "All object keys must match");
         let p = parse_payload(Bytes::from_static(br#"[{"a":1},{"b":2}]"#), Some(vec!["a".into()])).unwrap();
-        assert!(p.has_missing);
+        assert_eq!(p.columns, ["a"], "columns= decides; rows may lack keys");
         for bad in [&b""[..], b"{", b"1", b"[1]", b"null"] {
             assert_eq!(parse_payload(Bytes::copy_from_slice(bad), None).unwrap_err().to_string(), INVALID_JSON);
         }
@@ -966,6 +956,7 @@ mod tests {
         };
         let read = parse_read_query("select=id,task").unwrap();
         let s = write_statement(
+            "public",
             "todos",
             &m,
             &read,
@@ -987,6 +978,7 @@ mod tests {
         assert_eq!(params_of(&s), ["[]"]);
         let m = Mutation::Insert { columns: &[], conflict: None, inserted: None, put: false };
         let s = write_statement(
+            "public",
             "todos",
             &m,
             &ReadQuery::default(),
@@ -1004,6 +996,7 @@ mod tests {
         let columns = vec!["done".to_owned()];
         let m = Mutation::Update { columns: &columns };
         let s = write_statement(
+            "public",
             "todos",
             &m,
             &read,
@@ -1023,7 +1016,15 @@ mod tests {
         let params = params_of(&s);
         assert_eq!(params[..4], ["[{}]", "1", "'; drop table x; --", "2"]);
         assert_eq!(params[4], row_limit_marker());
-        let s = write_statement("todos", &Mutation::Delete, &read, Return::HeadersOnly, None, RowLimits::default());
+        let s = write_statement(
+            "public",
+            "todos",
+            &Mutation::Delete,
+            &read,
+            Return::HeadersOnly,
+            None,
+            RowLimits::default(),
+        );
         assert!(s.sql.starts_with(
             "WITH pgrst_source AS (DELETE FROM \"public\".\"todos\" WHERE \"public\".\"todos\".\"id\" > $1 AND \"public\".\"todos\".\"task\" = $2 RETURNING \"public\".\"todos\".*)"
         ), "{}", s.sql);
@@ -1040,8 +1041,12 @@ mod tests {
             inserted: Some(&all),
             put: false,
         };
-        let source = Source { json: Bytes::from_static(b"[]"), defaults: vec![("task", "'x'::text")] };
+        let source = Source {
+            json: Bytes::from_static(b"[]"),
+            defaults: vec![("id", "nextval('todos_id_seq'::regclass)"), ("task", "'x'::text")],
+        };
         let s = write_statement(
+            "public",
             "todos",
             &m,
             &ReadQuery::default(),
@@ -1051,8 +1056,8 @@ mod tests {
         );
         for fragment in [
             "FROM pg_catalog.json_populate_recordset(NULL::\"public\".\"todos\", (SELECT coalesce(pg_catalog.json_agg(\
-             pgrst_elem.value || CASE WHEN pg_catalog.jsonb_exists(pgrst_elem.value, $2::text) THEN '{}'::jsonb \
-             ELSE pg_catalog.jsonb_build_object($2::text, 'x'::text) END ORDER BY pgrst_elem.n), '[]') \
+             pg_catalog.jsonb_build_object($2::text, nextval('todos_id_seq'::regclass), $3::text, 'x'::text) \
+             || pgrst_elem.value ORDER BY pgrst_elem.n), '[]') \
              FROM pg_catalog.jsonb_array_elements($1::jsonb) WITH ORDINALITY AS pgrst_elem(value, n))) AS pgrst_body ",
             "RETURNING \"public\".\"todos\".*, (\"public\".\"todos\".xmax = 0) AS pgrst_inserted) ",
             "(SELECT pg_catalog.count(*) FROM pgrst_source WHERE pgrst_source.pgrst_inserted) AS inserted ",
@@ -1061,7 +1066,7 @@ mod tests {
         ] {
             assert!(s.sql.contains(fragment), "{fragment}\n{}", s.sql);
         }
-        assert_eq!(params_of(&s), ["[]", "task"]);
+        assert_eq!(params_of(&s), ["[]", "id", "task"]);
     }
 
     #[test]
@@ -1077,7 +1082,7 @@ mod tests {
         };
         let source = Source { json: Bytes::from_static(b"[{}]"), defaults: Vec::new() };
         let limits = RowLimits { exactly_one: true, ..RowLimits::default() };
-        let s = write_statement("todos", &m, &read, Return::Minimal, Some(source), limits);
+        let s = write_statement("public", "todos", &m, &read, Return::Minimal, Some(source), limits);
         assert!(
             s.sql.contains(
                 "AS pgrst_body WHERE pgrst_body.\"id\" = $2 ON CONFLICT (\"id\") DO UPDATE SET \"id\" = EXCLUDED.\"id\""
@@ -1088,7 +1093,8 @@ mod tests {
         assert!(s.sql.contains("CASE WHEN pg_catalog.count(_postgrest_t) <> 1 THEN ($3::text"), "{}", s.sql);
         // Logic trees restrict PATCH and DELETE as they restrict reads.
         let read = parse_read_query("or=(id.eq.1,id.eq.2)").unwrap();
-        let s = write_statement("todos", &Mutation::Delete, &read, Return::Minimal, None, RowLimits::default());
+        let s =
+            write_statement("public", "todos", &Mutation::Delete, &read, Return::Minimal, None, RowLimits::default());
         assert!(s.sql.contains("DELETE FROM \"public\".\"todos\" WHERE ("), "{}", s.sql);
         assert_eq!(params_of(&s), ["1", "2"]);
     }
