@@ -483,6 +483,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid() {
+        let c: Config = toml::from_str(include_str!("../deploy/madbase.example.toml")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.db_extra_search_path, ["public", "extensions"]);
+    }
+
+    #[test]
     fn toml_file_then_environment() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("madbase.toml");

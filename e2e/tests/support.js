@@ -39,7 +39,8 @@ function psqlPath() {
   throw new Error('psql not found: install the PostgreSQL client (apt install postgresql-client)');
 }
 
-export async function startMadbase() {
+/** Starts MadBase; `env` adds or overrides its environment (e.g. `MADBASE_DB_SCHEMAS`). */
+export async function startMadbase(env = {}) {
   const bin = process.env.MADBASE_BIN ?? resolve('..', 'target', 'debug', 'madbase');
   const dataDir = mkdtempSync(join(tmpdir(), 'madbase-e2e-'));
   chmodSync(dataDir, 0o755); // the managed cluster may run as the unprivileged postgres user
@@ -53,6 +54,7 @@ export async function startMadbase() {
       MADBASE_PG_PORT: String(pgPort),
       MADBASE_SHARDS: '2',
       MADBASE_LOG: 'warn',
+      ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
