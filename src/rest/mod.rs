@@ -16,8 +16,8 @@
 //! Invariants:
 //! - one request = one batch = one round trip: the request settings in PostgREST's order
 //!   (`search_path`, `role`, `request.jwt.claims`, `request.method`, `request.path`,
-//!   `request.headers`, `request.cookies`), the `db_pre_request` function when configured, the
-//!   one statement, and the read of the response GUCs, in one transaction;
+//!   `request.headers`, `request.cookies`), the `db_pre_request` function when configured, and
+//!   the one statement (which also reads the response GUCs), in one transaction;
 //! - the response body is the exact bytes PostgreSQL built (`json_agg`), never re-serialised, so
 //!   every type renders as PostgREST renders it;
 //! - nothing from the request reaches SQL text except quoted identifiers (see [`sql`]); the
@@ -48,9 +48,12 @@ const PREFIX: &str = "/rest/v1";
 const MAX_COOKIES: usize = 64;
 /// At most this many entries in a `response.headers` GUC (more is PGRST111).
 const MAX_GUC_HEADERS: usize = 100;
-/// Reads the response GUCs after the request's statement (reference/rest.md §2.1).
-const RESPONSE_GUCS: &str = "SELECT NULLIF(pg_catalog.current_setting('response.headers', true), ''), \
-                             NULLIF(pg_catalog.current_setting('response.status', true), '')";
+/// The two columns every request statement ends with: the `response.headers` and
+/// `response.status` GUCs (reference/rest.md §2.1) as the statement left them. In the outer
+/// `SELECT` around the statement's aggregate they are evaluated once every row — and every
+/// function, trigger and default the statement runs — has been computed, as PostgREST reads them.
+pub(super) const RESPONSE_GUC_COLUMNS: &str = "NULLIF(pg_catalog.current_setting('response.headers', true), '') \
+     AS pgrst_response_headers, NULLIF(pg_catalog.current_setting('response.status', true), '') AS pgrst_response_status";
 
 /// Entry point: serves one `/rest/v1` request on this shard.
 pub async fn handle(state: &ShardState, req: &Request, body: Body) -> Response {
@@ -102,6 +105,7 @@ async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response
         (false, Media::Object) => sql::BodyShape::Object,
     };
     let statement = sql::read_statement(profile.schema, &relation, &query, shape, exact_count);
+    let statement = with_response_gucs(statement);
     let executed = execute(state, req, &identity, profile, &pgrst_path, statement, true, TxEnd::Commit)
         .await
         .map_err(|e| ApiError::from_pg(e, identity.authenticated))?;
@@ -197,10 +201,18 @@ pub(super) fn profile<'a>(req: &Request, config: &'a Config) -> Result<Profile<'
     }
 }
 
-/// What a request's batch returned: the statement's result and the response GUCs read after it.
+/// `statement` (a `SELECT` of one row) with [`RESPONSE_GUC_COLUMNS`] after its own columns.
+fn with_response_gucs(statement: Statement) -> Statement {
+    Statement {
+        sql: format!("SELECT pgrst_main.*, {RESPONSE_GUC_COLUMNS} FROM ({}) pgrst_main", statement.sql),
+        ..statement
+    }
+}
+
+/// What a request's batch returned: the statement's result, whose row ends with
+/// [`RESPONSE_GUC_COLUMNS`].
 pub(super) struct Executed {
     result: StatementResult,
-    gucs: Option<Row>,
 }
 
 impl Executed {
@@ -213,11 +225,16 @@ impl Executed {
     /// `response.headers` (a JSON array of single-key objects) replaces same-named headers and
     /// adds the rest. Malformed → 500 PGRST111 / PGRST112.
     pub(super) fn respond(&self, mut response: Response) -> Result<Response, ApiError> {
-        let Some(gucs) = &self.gucs else { return Ok(response) };
-        if let Some(text) = gucs.get_str(1) {
+        let row = self.row()?;
+        let columns = row.len();
+        let (headers, status) = match columns.checked_sub(2) {
+            Some(first) => (row.get_str(first), row.get_str(first + 1)),
+            None => return Err(ApiError::Internal("no response GUC columns")),
+        };
+        if let Some(text) = status {
             response.set_status(guc_status(text)?);
         }
-        if let Some(text) = gucs.get_str(0) {
+        if let Some(text) = headers {
             let headers = guc_headers(text)?;
             for (name, _) in &headers {
                 response.remove_header(name);
@@ -261,8 +278,9 @@ fn guc_headers(text: &str) -> Result<Vec<(String, String)>, ApiError> {
 /// Runs `statement` as the request's one batch (one round trip): the request settings in
 /// PostgREST's order (`search_path` = the profile's schema then `db_extra_search_path`, `role`,
 /// `request.jwt.claims`, `request.method`, `request.path`, `request.headers`,
-/// `request.cookies`), `SELECT <db_pre_request>()` when configured, the statement, then the
-/// response GUCs. Any error (the pre-request function's `RAISE` included) rolls everything back.
+/// `request.cookies`), `SELECT <db_pre_request>()` when configured, then the statement, whose
+/// row must end with [`RESPONSE_GUC_COLUMNS`] (see [`with_response_gucs`]). Any error (the
+/// pre-request function's `RAISE` included) rolls everything back.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn execute(
     state: &ShardState,
@@ -289,11 +307,9 @@ pub(super) async fn execute(
     if let Some(call) = &pre_request {
         batch = batch.query(call.as_str());
     }
-    let batch = batch.statement(statement).query(RESPONSE_GUCS);
-    let mut results = state.pool.execute(batch).await?.into_iter().skip(usize::from(pre_request.is_some()));
-    let result = results.next().ok_or(PgError::Protocol("no result for the request's statement".into()))?;
-    let gucs = results.next().and_then(|r| r.rows.into_iter().next());
-    Ok(Executed { result, gucs })
+    let results = state.pool.execute(batch.statement(statement)).await?;
+    let result = results.into_iter().last().ok_or(PgError::Protocol("no result for the request's statement".into()))?;
+    Ok(Executed { result })
 }
 
 /// `search_path` as PostgREST sets it: each schema quoted, joined by `", "`.
@@ -638,6 +654,13 @@ mod tests {
             assert!(matches!(guc_headers(bad), Err(ApiError::GucHeaders)), "{bad}");
         }
         assert_eq!(guc_headers("[]").unwrap(), []);
+    }
+
+    #[test]
+    fn response_guc_columns_follow_the_statement() {
+        let s = with_response_gucs(Statement::new("SELECT 1 AS a").bind("x"));
+        assert_eq!(s.sql, format!("SELECT pgrst_main.*, {RESPONSE_GUC_COLUMNS} FROM (SELECT 1 AS a) pgrst_main"));
+        assert_eq!(s.params.len(), 1);
     }
 
     #[test]

@@ -335,7 +335,7 @@ fn returns_void(function: &Function) -> bool {
 /// Builds the one statement of a call (see the module doc); `payload` is bound as `$1` when the
 /// call takes arguments. Result columns: `page_total`, `body` (NULL for HEAD and `void`), then
 /// `total_result_set` with `exact_count`, then `max_affected` (NULL, or raises when the result
-/// has more rows than `max_affected`).
+/// has more rows than `max_affected`), then the response GUCs ([`super::RESPONSE_GUC_COLUMNS`]).
 fn call_statement(
     function: &Function,
     call: &Call<'_>,
@@ -426,9 +426,10 @@ fn call_statement(
         }
         None => String::new(),
     };
+    let gucs = super::RESPONSE_GUC_COLUMNS;
     let sql = format!(
-        "WITH pgrst_source AS ({source}) SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body{total}{check} \
-         FROM ({inner}) _postgrest_t"
+        "WITH pgrst_source AS ({source}) SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body{total}{check}, \
+         {gucs} FROM ({inner}) _postgrest_t"
     );
     let statement = params.into_iter().fold(Statement::new(sql), |s, p| s.bind(p));
     text_params.into_iter().fold(statement, |s, p| s.bind(p))
@@ -695,7 +696,9 @@ mod tests {
             s.sql,
             "WITH pgrst_source AS (SELECT pgrst_call.* FROM pg_catalog.json_to_record($1::json) AS pgrst_body(\"after\" integer), \
              LATERAL \"public\".\"todos_after\"(\"after\" := pgrst_body.\"after\") pgrst_call) \
-             SELECT pg_catalog.count(_postgrest_t) AS page_total, coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body \
+             SELECT pg_catalog.count(_postgrest_t) AS page_total, coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body, \
+             NULLIF(pg_catalog.current_setting('response.headers', true), '') AS pgrst_response_headers, \
+             NULLIF(pg_catalog.current_setting('response.status', true), '') AS pgrst_response_status \
              FROM (SELECT \"todos_after\".\"id\", \"todos_after\".\"task\" FROM pgrst_source AS \"todos_after\" \
              WHERE \"todos_after\".\"id\" > $2 ORDER BY \"todos_after\".\"id\" DESC LIMIT $3) _postgrest_t"
         );
@@ -735,7 +738,9 @@ mod tests {
         assert!(
             s.sql.ends_with(
                 "AS body, (SELECT pg_catalog.count(*) FROM pgrst_source AS \"todos_after\" \
-                 WHERE \"todos_after\".\"id\" > $2) AS total_result_set \
+                 WHERE \"todos_after\".\"id\" > $2) AS total_result_set, \
+                 NULLIF(pg_catalog.current_setting('response.headers', true), '') AS pgrst_response_headers, \
+                 NULLIF(pg_catalog.current_setting('response.status', true), '') AS pgrst_response_status \
                  FROM (SELECT \"todos_after\".\"id\" FROM pgrst_source AS \"todos_after\" \
                  WHERE \"todos_after\".\"id\" > $2 LIMIT $3 OFFSET $4) _postgrest_t"
             ),
@@ -743,7 +748,16 @@ mod tests {
             s.sql
         );
         assert_eq!(s.params.len(), 4);
-        let s = call_statement(f, &call, None, &ReadQuery::default(), true, true, None);
+        let s = call_statement(f, &call, None, &ReadQuery::default(), true, true, Some(3));
+        assert!(
+            s.sql.contains(
+                "AS total_result_set, CASE WHEN pg_catalog.count(_postgrest_t) > $2::bigint \
+                 THEN ($3::text || pg_catalog.count(_postgrest_t))::integer END AS max_affected, NULLIF("
+            ),
+            "{}",
+            s.sql
+        );
+        assert_eq!(s.params[1].as_deref(), Some(&b"3"[..]), "after the body");
         assert!(s
             .sql
             .contains("(SELECT pg_catalog.count(*) FROM pgrst_source AS \"todos_after\") AS total_result_set"));

@@ -392,7 +392,8 @@ enum Mutation<'a> {
 /// Columns of the result: `page_total` (rows written), `body` (JSON array with
 /// `return=representation`, else NULL), `location` (JSON `[[key, value-or-null], …]` of the
 /// primary key of the single inserted row with `return=headers-only`, else NULL),
-/// `max_affected` (NULL; raises instead when `limits` are broken, see [`RowLimits`]).
+/// `max_affected` (NULL; raises instead when `limits` are broken, see [`RowLimits`]), `inserted`,
+/// then the response GUCs ([`super::RESPONSE_GUC_COLUMNS`]).
 fn write_statement(
     schema: &str,
     relation: &str,
@@ -574,9 +575,10 @@ fn write_statement(
     } else {
         "NULL"
     };
+    let gucs = super::RESPONSE_GUC_COLUMNS;
     let sql = format!(
         "WITH pgrst_source AS ({m}) SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body, \
-         {location} AS location, {check} AS max_affected, {inserted} AS inserted FROM ({select_sql}) _postgrest_t"
+         {location} AS location, {check} AS max_affected, {inserted} AS inserted, {gucs} FROM ({select_sql}) _postgrest_t"
     );
     params.into_iter().fold(Statement::new(sql), |statement, value| statement.bind(value))
 }
@@ -972,7 +974,9 @@ mod tests {
              ON CONFLICT (\"id\") DO UPDATE SET \"task\" = EXCLUDED.\"task\", \"x\"\"y\" = EXCLUDED.\"x\"\"y\" \
              RETURNING \"public\".\"todos\".*) \
              SELECT pg_catalog.count(_postgrest_t) AS page_total, coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body, \
-             NULL AS location, NULL AS max_affected, NULL AS inserted \
+             NULL AS location, NULL AS max_affected, NULL AS inserted, \
+             NULLIF(pg_catalog.current_setting('response.headers', true), '') AS pgrst_response_headers, \
+             NULLIF(pg_catalog.current_setting('response.status', true), '') AS pgrst_response_status \
              FROM (SELECT \"todos\".\"id\", \"todos\".\"task\" FROM pgrst_source AS \"todos\") _postgrest_t"
         );
         assert_eq!(params_of(&s), ["[]"]);
@@ -1011,7 +1015,9 @@ mod tests {
              WHERE \"public\".\"todos\".\"id\" > $2 AND \"public\".\"todos\".\"task\" = $3 RETURNING 1) \
              SELECT pg_catalog.count(_postgrest_t) AS page_total, NULL AS body, NULL AS location, \
              CASE WHEN pg_catalog.count(_postgrest_t) > $4::bigint THEN ($5::text || pg_catalog.count(_postgrest_t))::integer END AS max_affected, \
-             NULL AS inserted FROM (SELECT * FROM pgrst_source) _postgrest_t"
+             NULL AS inserted, NULLIF(pg_catalog.current_setting('response.headers', true), '') AS pgrst_response_headers, \
+             NULLIF(pg_catalog.current_setting('response.status', true), '') AS pgrst_response_status \
+             FROM (SELECT * FROM pgrst_source) _postgrest_t"
         );
         let params = params_of(&s);
         assert_eq!(params[..4], ["[{}]", "1", "'; drop table x; --", "2"]);
@@ -1060,7 +1066,7 @@ mod tests {
              || pgrst_elem.value ORDER BY pgrst_elem.n), '[]') \
              FROM pg_catalog.jsonb_array_elements($1::jsonb) WITH ORDINALITY AS pgrst_elem(value, n))) AS pgrst_body ",
             "RETURNING \"public\".\"todos\".*, (\"public\".\"todos\".xmax = 0) AS pgrst_inserted) ",
-            "(SELECT pg_catalog.count(*) FROM pgrst_source WHERE pgrst_source.pgrst_inserted) AS inserted ",
+            "(SELECT pg_catalog.count(*) FROM pgrst_source WHERE pgrst_source.pgrst_inserted) AS inserted, ",
             // `select=*` names the table's columns, so `pgrst_inserted` stays out of the body.
             "FROM (SELECT \"todos\".\"id\", \"todos\".\"task\", \"todos\".\"done\" FROM pgrst_source AS \"todos\") _postgrest_t",
         ] {
