@@ -3,7 +3,7 @@
 //! `Content-Profile` on responses) for reads, writes and RPC; the `search_path` PostgREST sets;
 //! the request GUCs (`request.method`, `request.path`, `request.headers`, `request.cookies`,
 //! `request.jwt.claims`) for reads, writes and RPC; the pre-request function
-//! (`MADBASE_DB_PRE_REQUEST`) and its errors; the `response.headers`/`response.status` GUCs; and
+//! (`MADBASE_DB_PRE_REQUEST`) and its errors (`RAISE SQLSTATE 'PGRST'` included); the `response.headers`/`response.status` GUCs; and
 //! `MADBASE_DB_MAX_ROWS`.
 
 mod support;
@@ -231,6 +231,11 @@ begin
   if headers->>'x-pay' is not null then
     raise sqlstate 'PT402' using message = 'pay first';
   end if;
+  if headers->>'x-custom' is not null then
+    raise sqlstate 'PGRST' using
+      message = '{"code":"123","message":"Payment Required","details":"Quota exceeded","hint":"Upgrade your plan"}',
+      detail = '{"status":402,"status_text":"Payment Required","headers":{"X-Powered-By":"Nerd Rage"}}';
+  end if;
   if headers->>'x-teapot' is not null then
     perform set_config('response.status', '418', true);
     perform set_config('response.headers', '[{"X-Pre":"1"},{"Content-Range":"custom"},{"X-Pre":"2"}]', true);
@@ -311,6 +316,14 @@ fn pre_request_function_and_response_gucs() {
     }
     let r = server.request("DELETE", "/rest/v1/notes?id=eq.1", &[("X-Pay", "1")], b"");
     assert_pgrst_error(&r, 402, "PT402");
+    // RAISE SQLSTATE 'PGRST': full control of the body, status and headers.
+    let r = server.request("DELETE", "/rest/v1/notes?id=eq.1", &[("X-Custom", "1")], b"");
+    assert_pgrst_error(&r, 402, "123");
+    assert_eq!(
+        r.text(),
+        r#"{"code":"123","details":"Quota exceeded","hint":"Upgrade your plan","message":"Payment Required"}"#
+    );
+    assert_eq!(r.header("x-powered-by"), Some("Nerd Rage"));
     assert_eq!(server.sql("select count(*) from public.notes")[0].rows[0].get_str(0), Some("1"));
     let r = server.request("DELETE", "/rest/v1/notes?id=eq.1", &[("Authorization", &service_role())], b"");
     assert_eq!(r.status, 204, "{}", r.text());
