@@ -91,11 +91,14 @@ pub struct Config {
     /// `text` or `json`. Default `text`.
     pub log_format: String,
     /// Schemas the Data API exposes, the first being the default (PostgREST's `db-schemas`);
-    /// `Accept-Profile`/`Content-Profile` pick another. Env: comma-separated. Default `public`.
+    /// `Accept-Profile`/`Content-Profile` pick another. TOML: a list or a comma-separated string
+    /// (as PostgREST writes it); env: comma-separated. Default `public`.
+    #[serde(deserialize_with = "list_or_commas")]
     pub db_schemas: Vec<String>,
     /// Schemas every Data API request's `search_path` has after the request schema (PostgREST's
     /// `db-extra-search-path`). Env: comma-separated. Default `public, extensions`, Supabase's
-    /// setting (PostgREST's own default is `public`).
+    /// setting (PostgREST's own default is `public`). TOML: a list or a comma-separated string.
+    #[serde(deserialize_with = "list_or_commas")]
     pub db_extra_search_path: Vec<String>,
     /// A function (`name` or `schema.name`, optionally double-quoted parts) every Data API request
     /// calls after its request settings and before its statement (PostgREST's `db-pre-request`).
@@ -190,6 +193,20 @@ pub const ENV_KEYS: &[&str] = &[
 /// `a, b ,c` → `["a", "b", "c"]` (empty items dropped).
 fn name_list(raw: &str) -> Vec<String> {
     raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+/// A TOML list of names, or one comma-separated string of them.
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Names {
+        List(Vec<String>),
+        Commas(String),
+    }
+    Ok(match Names::deserialize(deserializer)? {
+        Names::List(names) => names,
+        Names::Commas(text) => name_list(&text),
+    })
 }
 
 /// A possibly schema-qualified function name as `db_pre_request` takes it: `f`, `s.f`,
@@ -487,6 +504,10 @@ mod tests {
         let c: Config = toml::from_str(include_str!("../deploy/madbase.example.toml")).unwrap();
         c.validate().unwrap();
         assert_eq!(c.db_extra_search_path, ["public", "extensions"]);
+        let c: Config = toml::from_str("db_schemas = \"public, personal\"\ndb_extra_search_path = []").unwrap();
+        assert_eq!(c.db_schemas, ["public", "personal"]);
+        assert!(c.db_extra_search_path.is_empty());
+        assert!(toml::from_str::<Config>("db_schemas = 1").is_err());
     }
 
     #[test]
