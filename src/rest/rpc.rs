@@ -12,7 +12,8 @@
 //! WITH pgrst_source AS (
 //!   SELECT pgrst_call.* FROM pg_catalog.json_to_record($1::json) AS pgrst_body("a" integer, "b" text),
 //!        LATERAL "public"."f"("a" := pgrst_body."a", "b" := pgrst_body."b") pgrst_call)
-//! SELECT pg_catalog.count(_postgrest_t) AS page_total, coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body
+//! SELECT pg_catalog.count(_postgrest_t) AS page_total, coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body,
+//!        <super::RESPONSE_GUC_COLUMNS>
 //! FROM (SELECT "f"."id" FROM pgrst_source AS "f" WHERE "f"."id" > $2 ORDER BY "f"."id" LIMIT $3) _postgrest_t
 //! ```
 //!
