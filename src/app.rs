@@ -91,7 +91,7 @@ impl ShardState {
             pg_connections_configured: stats.connections,
             pg_in_flight: stats.in_flight,
             pg_queued: stats.queued,
-            jwt_cache_entries: self.tokens.borrow().len(),
+            jwt_cache_entries: self.tokens.borrow().cached(),
             rings: self
                 .shard
                 .ring_depths()

@@ -287,7 +287,8 @@ impl TokenCache {
         Ok(claims)
     }
 
-    pub fn len(&self) -> usize {
+    /// How many verified tokens are cached.
+    pub fn cached(&self) -> usize {
         self.entries.len()
     }
 }
@@ -350,7 +351,7 @@ mod tests {
         for i in 0..10 {
             let token = k.sign_hs256(&json!({"role": "anon", "n": i}));
             assert_eq!(cache.verify(&token).unwrap().object["n"], i);
-            assert!(cache.len() <= 3);
+            assert!(cache.cached() <= 3);
         }
         let soon = unix_now() - CLOCK_SKEW_SECONDS - 1;
         let token = k.sign_hs256(&json!({"role": "anon", "exp": soon}));

@@ -4,23 +4,15 @@
 //! database (managed or external, migrated), then the shards. Everything after start-up happens on
 //! the shards (`app`), one thread per core.
 
-mod app;
-mod config;
-mod database;
-mod jwt;
-mod metrics;
-mod migrate;
-mod rest;
-mod schema;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use madbase_shards::{Runtime, RuntimeConfig};
 
-use crate::config::Config;
-use crate::jwt::JwtKeys;
+use madbase::config::{self, Config};
+use madbase::jwt::JwtKeys;
+use madbase::{app, database};
 
 /// mimalloc instead of glibc malloc: every request allocates and frees many small buffers on
 /// its shard's thread, and mimalloc's thread-local free lists make that markedly cheaper (glibc

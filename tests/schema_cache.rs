@@ -78,11 +78,13 @@ fn reloads_on_ddl_and_notify_on_every_shard() {
     server.sql("notify pgrst, 'reload schema'");
     server.wait_for_relations(&["quiet"]);
 
-    // An empty payload reloads too; `reload config` does not ask for the schema.
+    // An empty payload reloads too, and so does `reload config` (settings are in the snapshot).
     server.sql("create table public.quiet_two (id int)");
-    server.sql("notify pgrst, 'reload config'");
     server.sql("notify pgrst");
     server.wait_for_relations(&["quiet_two"]);
+    server.sql("create table public.quiet_three (id int)");
+    server.sql("notify pgrst, 'reload config'");
+    server.wait_for_relations(&["quiet_three"]);
     server.sql("alter event trigger madbase_schema_reload_ddl enable");
 
     // Drops go through the sql_drop trigger.

@@ -12,6 +12,7 @@ use madbase_http::Response;
 use madbase_pg::{DbError, PgError};
 use serde_json::{json, Value};
 
+use super::plan::PlanError;
 use super::query::QueryError;
 use crate::jwt::JwtError;
 
@@ -25,9 +26,13 @@ pub enum ApiError {
     /// PostgreSQL would answer an unknown role (22023 → 401), without asking it.
     #[error("role \"{0}\" does not exist")]
     ForbiddenRole(String),
-    /// The query string: 400 PGRST100 (or 416 PGRST103 for a negative limit).
+    /// The query string: 400 PGRST100 (or 416 PGRST103 for a negative limit, PGRST108 and
+    /// PGRST120 for filters on embeds).
     #[error(transparent)]
     Query(#[from] QueryError),
+    /// An embed, related order or aggregate the schema cache cannot resolve (PGRST108/118/123/200/201).
+    #[error(transparent)]
+    Plan(#[from] PlanError),
     /// `Accept-Profile`/`Content-Profile` names a schema that is not exposed: 406 PGRST106;
     /// `exposed` is `db_schemas` joined by `", "` (PostgREST's hint).
     #[error("Invalid schema: {schema}")]
@@ -150,6 +155,14 @@ impl ApiError {
                 let details = error.details();
                 match error {
                     QueryError::NegativeLimit => body(416, "PGRST103", &message, details, None),
+                    QueryError::NotEmbedded(name) => body(
+                        400,
+                        "PGRST108",
+                        &message,
+                        None,
+                        Some(format!("Verify that '{name}' is included in the 'select' query parameter.")),
+                    ),
+                    QueryError::BadEmbedOperator(_) => body(400, "PGRST120", &message, details, None),
                     _ => body(400, "PGRST100", &message, details, None),
                 }
             }
@@ -162,6 +175,10 @@ impl ApiError {
             ),
             ApiError::GucHeaders => body(500, "PGRST111", &message, None, None),
             ApiError::GucStatus => body(500, "PGRST112", &message, None, None),
+            ApiError::Plan(error) => {
+                let (status, code, details, hint) = error.parts();
+                json_body(status, code, &message, details, hint)
+            }
             ApiError::MediaType(_) => body(406, "PGRST107", &message, None, None),
             ApiError::InvalidPath => body(404, "PGRST125", &message, None, None),
             ApiError::NotImplemented(what) => body(400, "PGRST127", &message, Some(what.to_owned()), None),
@@ -322,14 +339,14 @@ fn pool_error(error: PgError) -> Response {
 
 /// PostgREST's error body and headers.
 pub fn body(status: u16, code: &str, message: &str, details: Option<String>, hint: Option<String>) -> Response {
+    let text = |s: Option<String>| s.map_or(Value::Null, Value::String);
+    json_body(status, code, message, text(details), text(hint))
+}
+
+/// [`body`] with any JSON as `details` and `hint` (PGRST201's details are an array).
+fn json_body(status: u16, code: &str, message: &str, details: Value, hint: Value) -> Response {
     // serde_json's map is ordered by key: code, details, hint, message — PostgREST's order.
-    let text = json!({
-        "code": code,
-        "details": details.map_or(Value::Null, Value::String),
-        "hint": hint.map_or(Value::Null, Value::String),
-        "message": message,
-    })
-    .to_string();
+    let text = json!({ "code": code, "details": details, "hint": hint, "message": message }).to_string();
     Response::with_body(status, text)
         .header("content-type", "application/json; charset=utf-8")
         .header("proxy-status", format!("PostgREST; error={code}"))

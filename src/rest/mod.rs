@@ -1,7 +1,8 @@
 //! `/rest/v1`: the PostgREST-compatible Data API (reference/rest.md).
 //!
-//! Reads are `GET` and `HEAD /rest/v1/<table-or-view>`: flat `select`, horizontal filters,
-//! logic trees, `order`, `limit`, `offset`.
+//! Reads are `GET` and `HEAD /rest/v1/<table-or-view>`: the query string is parsed ([`query`]),
+//! resolved against the schema cache snapshot into a read plan ([`plan`]: embeds and their
+//! relationships) and turned into one statement ([`sql`]).
 //! Writes (`POST`, `PATCH`, `PUT`, `DELETE`) are [`write`]: one statement in a READ WRITE
 //! transaction. Function calls (`/rpc/<fn>`) are [`rpc`]: one statement, READ ONLY unless a POST
 //! calls a VOLATILE function. Everything else of PostgREST's surface answers with a clear
@@ -9,9 +10,9 @@
 //!
 //! Owns: the request flow — route → authenticate ([`auth`]) → pick the schema ([`profile`]:
 //! `Accept-Profile`/`Content-Profile` against `db_schemas`) → parse the query string ([`query`])
-//! → build one statement ([`sql`]) → run it in the request's batch ([`execute`]) → the response
-//! (with the `response.headers`/`response.status` overrides of reference/rest.md §2.1), or an
-//! [`ApiError`] ([`error`]).
+//! → plan it ([`plan`]) → build one statement ([`sql`]) → run it in the request's batch
+//! ([`execute`]) → the response (with the `response.headers`/`response.status` overrides of
+//! reference/rest.md §2.1), or an [`ApiError`] ([`error`]).
 //!
 //! Invariants:
 //! - one request = one batch = one round trip: the request settings in PostgREST's order
@@ -27,6 +28,8 @@
 
 mod auth;
 mod error;
+pub mod injection;
+mod plan;
 mod query;
 mod relation;
 mod rpc;
@@ -40,6 +43,7 @@ use serde_json::{Map, Value};
 
 use crate::app::ShardState;
 use crate::config::{self, Config};
+use crate::schema::relationships::QualifiedName;
 pub use error::ApiError;
 
 /// The mount point of the service.
@@ -91,6 +95,7 @@ async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response
     // The snapshot this request uses to its end; an unknown relation never reaches PostgreSQL.
     let schema = state.schema();
     relation::find(&schema, profile.schema, &relation)?;
+    let plan = plan::plan(&schema, profile.schema, QualifiedName::new(profile.schema, &relation), &query)?;
 
     let prefer = write::Prefer::parse(req);
     if prefer.is_strict() && !prefer.invalid.is_empty() {
@@ -104,7 +109,7 @@ async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response
         (false, Media::Json) => sql::BodyShape::Array,
         (false, Media::Object) => sql::BodyShape::Object,
     };
-    let statement = sql::read_statement(profile.schema, &relation, &query, shape, exact_count);
+    let statement = sql::read_statement(&schema, &plan, shape, exact_count);
     let statement = with_response_gucs(statement);
     let executed = execute(state, req, &identity, profile, &pgrst_path, statement, true, TxEnd::Commit)
         .await

@@ -1,14 +1,16 @@
-//! The PostgREST query-string grammar for reads (flat `select`, horizontal filters with every
-//! operator, `any`/`all` quantifiers, full-text search, JSON paths and logic trees, `order`
-//! (JSON paths too), `limit`, `offset`), parsed into a [`ReadQuery`].
+//! The PostgREST query-string grammar for reads, parsed into a [`ReadQuery`] tree: `select` with
+//! aliases, casts, JSON paths, aggregates, embeds (hints, `!inner`/`!left`, spreads) nested to any
+//! bounded depth; horizontal filters with every operator, `any`/`all` quantifiers, full-text
+//! search and logic trees; `order` (JSON paths, `embed(col)`), `limit`, `offset`; and all of
+//! those on embeds through an embed path (`actors.roles.order=…`), attached to their embed.
 //!
 //! Owns: percent-decoding of the query string and turning it into typed, validated pieces; it
 //! never produces SQL (that is `sql`). Invariants: identifiers come out as plain strings (never
 //! quoted here, never containing NUL — NUL cannot travel inside the SQL text of a Parse message);
 //! values come out as plain strings that the SQL builder binds as parameters; every list a peer
-//! can grow is bounded by the `MAX_*` constants; anything of the PostgREST grammar not implemented
-//! yet (embedding, JSON paths in `select`, aggregates) is an error naming it, never silently
-//! ignored — a wrong result is worse than a 400.
+//! can grow is bounded by the `MAX_*` constants (nesting of embeds and logic trees by
+//! [`MAX_TREE_DEPTH`]); a parameter addressed to an embed that is not selected is an error
+//! (PGRST108), never silently ignored — a wrong result is worse than a 400.
 
 use std::fmt;
 
@@ -37,14 +39,132 @@ pub struct ReadQuery {
     pub order: Vec<OrderTerm>,
     pub limit: Option<i64>,
     pub offset: Option<i64>,
+    /// `embed=is.null` / `embed=not.is.null`: keeps rows with (or without) a related row; names
+    /// an embed of this level (checked when the plan is built).
+    pub null_embeds: Vec<(String, bool)>,
+}
+
+impl ReadQuery {
+    /// Whether this level or any embed below uses an aggregate.
+    pub fn has_aggregates(&self) -> bool {
+        self.select.iter().any(|item| match item {
+            SelectItem::Column(field) => field.aggregate.is_some(),
+            SelectItem::Count { .. } => true,
+            SelectItem::Embed(embed) => embed.query.has_aggregates(),
+            SelectItem::Star => false,
+        })
+    }
+
+    fn embed_mut(&mut self, key: &str) -> Option<&mut Embed> {
+        self.select.iter_mut().find_map(|item| match item {
+            SelectItem::Embed(embed) if embed.key() == key => Some(&mut **embed),
+            _ => None,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SelectItem {
     /// `*`: every column.
     Star,
-    /// `[alias:]column[::cast]`.
-    Column { name: String, alias: Option<String>, cast: Option<String> },
+    /// `[alias:]column[->path][::cast][.aggregate()[::cast]]`.
+    Column(Field),
+    /// `[alias:]count()[::cast]`: the number of rows (of the group).
+    Count { alias: Option<String>, cast: Option<String> },
+    /// `[alias:]relation[!hint][!inner|!left](…)` or `...relation(…)`: a related resource.
+    Embed(Box<Embed>),
+}
+
+/// One selected column (or JSON path into one), possibly cast and aggregated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Field {
+    pub name: String,
+    pub path: Vec<JsonStep>,
+    pub alias: Option<String>,
+    pub cast: Option<String>,
+    pub aggregate: Option<Aggregate>,
+}
+
+impl Field {
+    /// The key this field has in the response: the alias, else the last JSON path key, else the
+    /// column name (PostgREST's rule).
+    pub fn key(&self) -> &str {
+        if let Some(alias) = &self.alias {
+            return alias;
+        }
+        match self.path.last().map(|s| &s.key) {
+            Some(JsonKey::Name(name)) => name,
+            // An array index has no name: PostgREST keys it by the column.
+            Some(JsonKey::Index(_)) | None => &self.name,
+        }
+    }
+}
+
+/// `.sum()`, `.avg()`, `.min()`, `.max()`, `.count()` after a field, with an optional cast of the result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Aggregate {
+    pub function: AggregateFunction,
+    pub cast: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggregateFunction {
+    Count,
+    Sum,
+    Avg,
+    Min,
+    Max,
+}
+
+impl AggregateFunction {
+    pub fn name(self) -> &'static str {
+        match self {
+            AggregateFunction::Count => "count",
+            AggregateFunction::Sum => "sum",
+            AggregateFunction::Avg => "avg",
+            AggregateFunction::Min => "min",
+            AggregateFunction::Max => "max",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<AggregateFunction> {
+        Some(match name {
+            "count" => AggregateFunction::Count,
+            "sum" => AggregateFunction::Sum,
+            "avg" => AggregateFunction::Avg,
+            "min" => AggregateFunction::Min,
+            "max" => AggregateFunction::Max,
+            _ => return None,
+        })
+    }
+}
+
+/// `!inner` / `!left`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinType {
+    Inner,
+    Left,
+}
+
+/// An embedded (or spread) related resource and everything the request says about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Embed {
+    pub alias: Option<String>,
+    /// The target: a relation, a foreign-key column, a constraint or a computed-relationship function.
+    pub name: String,
+    pub hint: Option<String>,
+    pub join: Option<JoinType>,
+    /// `...name(…)`: the columns are lifted into the parent.
+    pub spread: bool,
+    /// Its own select list (empty for `name()`), filters, order and page.
+    pub query: ReadQuery,
+}
+
+impl Embed {
+    /// The name filters, order and limits use for it (PostgREST v12+: the alias when aliased).
+    pub fn key(&self) -> &str {
+        self.alias.as_deref().unwrap_or(&self.name)
+    }
 }
 
 /// One `->key` / `->>key` step of a JSON path; `->>` (text) can only be the last step.
@@ -323,6 +443,8 @@ pub enum Nulls {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderTerm {
+    /// `order=embed(column)`: the column of a to-one embed of this level.
+    pub relation: Option<String>,
     pub column: String,
     /// JSON path into the column (`order=data->a.desc`).
     pub path: Vec<JsonStep>,
@@ -348,6 +470,12 @@ pub enum QueryError {
     /// Bad percent-encoding or not UTF-8 after decoding.
     #[error("the query string is not valid percent-encoded UTF-8")]
     Encoding,
+    /// A filter, order or limit on an embed that is not in `select`: 400 PGRST108.
+    #[error("'{0}' is not an embedded resource in this request")]
+    NotEmbedded(String),
+    /// An operator other than `is.null` / `not.is.null` on an embed: 400 PGRST120.
+    #[error("Bad operator on the '{0}' embedded resource")]
+    BadEmbedOperator(String),
 }
 
 impl QueryError {
@@ -357,7 +485,10 @@ impl QueryError {
             QueryError::Parse { details, .. } => Some(details.clone()),
             QueryError::TooMany { what, max } => Some(format!("At most {max} {what} are allowed")),
             QueryError::NegativeLimit => Some("Limit should be greater than or equal to zero.".into()),
-            QueryError::Duplicate(_) | QueryError::Encoding => None,
+            QueryError::BadEmbedOperator(_) => {
+                Some("Only is null or not is null filters are allowed on embedded resources".into())
+            }
+            QueryError::Duplicate(_) | QueryError::Encoding | QueryError::NotEmbedded(_) => None,
         }
     }
 }
@@ -392,7 +523,11 @@ pub fn percent_decode(input: &str, plus_is_space: bool) -> Result<String, QueryE
 /// Parses a whole query string (without `?`) into a [`ReadQuery`].
 pub fn parse_read_query(query: &str) -> Result<ReadQuery, QueryError> {
     let mut read = ReadQuery::default();
-    let (mut seen_select, mut seen_order, mut seen_limit, mut seen_offset) = (false, false, false, false);
+    let mut seen_select = false;
+    // Keys may come in any order, so what targets an embed waits until `select` is known.
+    let mut embedded: Vec<(Vec<String>, EmbedParam)> = Vec::new();
+    let mut seen: Vec<(Vec<String>, &'static str)> = Vec::new();
+    let mut conditions = 0usize;
     for pair in query.split('&') {
         let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
         let key = percent_decode(raw_key, true)?;
@@ -405,48 +540,161 @@ pub fn parse_read_query(query: &str) -> Result<ReadQuery, QueryError> {
             "select" => {
                 once(&mut seen_select, "select")?;
                 read.select = parse_select(&value)?;
+                continue;
             }
-            "order" => {
-                once(&mut seen_order, "order")?;
-                read.order = parse_order(&value)?;
-            }
-            "limit" => {
-                once(&mut seen_limit, "limit")?;
+            // Used only by writes; PostgREST accepts and ignores them on reads.
+            "columns" | "on_conflict" => continue,
+            _ => {}
+        }
+        let (path, target) = parse_key(&key)?;
+        let param = match target {
+            KeyTarget::Order => EmbedParam::Order(parse_order(&value)?),
+            KeyTarget::Limit => {
                 let limit = parse_integer("limit", &value)?;
                 if limit < 0 {
                     return Err(QueryError::NegativeLimit);
                 }
-                read.limit = Some(limit);
+                EmbedParam::Limit(limit)
             }
-            "offset" => {
-                once(&mut seen_offset, "offset")?;
+            KeyTarget::Offset => {
                 let offset = parse_integer("offset", &value)?;
                 if offset < 0 {
                     return Err(parse_error("offset", &value, 1, "Offset should be greater than or equal to zero."));
                 }
-                read.offset = Some(offset);
+                EmbedParam::Offset(offset)
             }
-            // Used only by writes; PostgREST accepts and ignores them on reads.
-            "columns" | "on_conflict" => {}
-            "or" | "and" | "not.or" | "not.and" => {
-                let negated = key.starts_with("not.");
-                let op = if key.ends_with("or") { LogicOp::Or } else { LogicOp::And };
-                let mut budget = MAX_FILTERS.saturating_sub(read.filters.len() + count_conditions(&read.trees));
+            KeyTarget::Tree { op, negated } => {
+                let mut budget = MAX_FILTERS.saturating_sub(conditions);
                 let children = parse_tree_body(&value, 1, &mut budget)?;
-                read.trees.push(LogicTree { op, negated, children });
+                conditions = MAX_FILTERS - budget;
+                EmbedParam::Tree(LogicTree { op, negated, children })
             }
-            _ => {
-                if read.filters.len() + count_conditions(&read.trees) >= MAX_FILTERS {
+            KeyTarget::Filter { column, path: json } => {
+                if conditions >= MAX_FILTERS {
                     return Err(QueryError::TooMany { what: "filters", max: MAX_FILTERS });
                 }
-                let (column, path) = parse_filter_key(&key)?;
+                conditions += 1;
                 let mut filter = parse_filter(column, &value)?;
-                filter.path = path;
-                read.filters.push(filter);
+                filter.path = json;
+                EmbedParam::Filter(filter)
             }
+        };
+        if let Some(name) = param.single_valued() {
+            if seen.iter().any(|(p, n)| *p == path && *n == name) {
+                return Err(QueryError::Duplicate(name));
+            }
+            seen.push((path.clone(), name));
         }
+        embedded.push((path, param));
+    }
+    for (path, param) in embedded {
+        let mut node = &mut read;
+        for name in &path {
+            node = &mut node.embed_mut(name).ok_or_else(|| QueryError::NotEmbedded(name.clone()))?.query;
+        }
+        param.apply(node)?;
     }
     Ok(read)
+}
+
+/// What a query-string key (other than `select`) sets, on the level its embed path names.
+enum KeyTarget {
+    Order,
+    Limit,
+    Offset,
+    Tree { op: LogicOp, negated: bool },
+    Filter { column: String, path: Vec<JsonStep> },
+}
+
+enum EmbedParam {
+    Order(Vec<OrderTerm>),
+    Limit(i64),
+    Offset(i64),
+    Tree(LogicTree),
+    Filter(Filter),
+}
+
+impl EmbedParam {
+    /// The key name when the parameter may be given only once per level.
+    fn single_valued(&self) -> Option<&'static str> {
+        match self {
+            EmbedParam::Order(_) => Some("order"),
+            EmbedParam::Limit(_) => Some("limit"),
+            EmbedParam::Offset(_) => Some("offset"),
+            EmbedParam::Tree(_) | EmbedParam::Filter(_) => None,
+        }
+    }
+
+    fn apply(self, node: &mut ReadQuery) -> Result<(), QueryError> {
+        match self {
+            EmbedParam::Order(order) => node.order = order,
+            EmbedParam::Limit(limit) => node.limit = Some(limit),
+            EmbedParam::Offset(offset) => node.offset = Some(offset),
+            EmbedParam::Tree(tree) => node.trees.push(tree),
+            EmbedParam::Filter(filter) => {
+                // A filter named after an embed of this level filters on the embed's existence.
+                if filter.path.is_empty() && node.embed_mut(&filter.column).is_some() {
+                    let keep_present = match (&filter.op, filter.negated) {
+                        (FilterOp::Is(IsValue::Null), negated) => negated,
+                        (FilterOp::Is(IsValue::NotNull), negated) => !negated,
+                        _ => return Err(QueryError::BadEmbedOperator(filter.column)),
+                    };
+                    node.null_embeds.push((filter.column, keep_present));
+                } else {
+                    node.filters.push(filter);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Splits a key into its embed path and what it sets: `a.b.order`, `a.limit`, `a.or`,
+/// `a.not.and`, `a.b.col->x` (a filter on `col` of embed `a.b`), or a root key.
+fn parse_key(key: &str) -> Result<(Vec<String>, KeyTarget), QueryError> {
+    const WHAT: &str = "tree path";
+    let fail = |(c, d): (usize, String)| parse_error(WHAT, key, c, d);
+    let mut cur = Cursor::new(key);
+    let mut names = Vec::new();
+    let mut negated = false;
+    loop {
+        let quoted = cur.peek() == Some('"');
+        let name = field_name(&mut cur).map_err(fail)?;
+        if !quoted && name == "not" && cur.rest().starts_with('.') && matches!(&cur.rest()[1..], "or" | "and") {
+            negated = true;
+            cur.eat(".");
+            continue;
+        }
+        if names.len() == MAX_TREE_DEPTH {
+            return Err(QueryError::TooMany { what: "nested embeds", max: MAX_TREE_DEPTH });
+        }
+        let reserved = !quoted && cur.at_end();
+        names.push(name);
+        if reserved {
+            let last = names.last().map(String::as_str);
+            let target = match last {
+                Some("order") if !negated => Some(KeyTarget::Order),
+                Some("limit") if !negated => Some(KeyTarget::Limit),
+                Some("offset") if !negated => Some(KeyTarget::Offset),
+                Some("or") => Some(KeyTarget::Tree { op: LogicOp::Or, negated }),
+                Some("and") => Some(KeyTarget::Tree { op: LogicOp::And, negated }),
+                _ => None,
+            };
+            if let Some(target) = target {
+                names.pop();
+                return Ok((names, target));
+            }
+        }
+        if cur.eat(".") {
+            continue;
+        }
+        let path = json_path(&mut cur).map_err(fail)?;
+        if !cur.at_end() {
+            return Err(fail((cur.column(), unexpected(&cur, "\".\", \"->\" or end of input"))));
+        }
+        let column = names.pop().unwrap_or_default();
+        return Ok((names, KeyTarget::Filter { column, path }));
+    }
 }
 
 fn once(seen: &mut bool, key: &'static str) -> Result<(), QueryError> {
@@ -551,23 +799,6 @@ fn field_name(cur: &mut Cursor<'_>) -> Result<String, (usize, String)> {
     Ok(name)
 }
 
-/// Names the unsupported construct that starts at the cursor, if any: these are valid PostgREST
-/// but not in this slice, so the error says so instead of "unexpected character".
-fn unsupported_here(cur: &Cursor<'_>) -> Option<&'static str> {
-    let rest = cur.rest();
-    if rest.starts_with("->") {
-        Some("JSON paths (-> and ->>) are not supported yet")
-    } else if rest.starts_with('(') {
-        Some("resource embedding and aggregates are not supported yet")
-    } else if rest.starts_with('!') {
-        Some("embedding hints are not supported yet")
-    } else if rest.starts_with('.') {
-        Some("embedded resources and aggregates are not supported yet")
-    } else {
-        None
-    }
-}
-
 fn unexpected(cur: &Cursor<'_>, expecting: &str) -> String {
     match cur.peek() {
         Some(c) => format!("unexpected \"{c}\" expecting {expecting}"),
@@ -575,45 +806,127 @@ fn unexpected(cur: &Cursor<'_>, expecting: &str) -> String {
     }
 }
 
-/// `select=item,item,...`.
+/// `select=item,item,...` (items may nest: `a,b(c,d(e))`).
 pub fn parse_select(value: &str) -> Result<Vec<SelectItem>, QueryError> {
+    let mut cur = Cursor::new(value);
+    let mut budget = MAX_SELECT_ITEMS;
+    let items = select_list(&mut cur, value, 0, &mut budget)?;
+    if !cur.at_end() {
+        return Err(parse_error("select parameter", value, cur.column(), unexpected(&cur, "\",\" or end of input")));
+    }
+    Ok(items)
+}
+
+/// Items until the end of input or an unmatched `)`; `budget` bounds the items over all levels.
+fn select_list(
+    cur: &mut Cursor<'_>,
+    value: &str,
+    depth: usize,
+    budget: &mut usize,
+) -> Result<Vec<SelectItem>, QueryError> {
     const WHAT: &str = "select parameter";
     let fail = |cur: &Cursor<'_>, details: String| parse_error(WHAT, value, cur.column(), details);
-    let mut cur = Cursor::new(value);
+    let name_of = |cur: &mut Cursor<'_>| field_name(cur).map_err(|(c, d)| parse_error(WHAT, value, c, d));
     let mut items = Vec::new();
+    // `name()` with nothing inside is an embed used only for filtering.
+    if depth > 0 && cur.peek() == Some(')') {
+        return Ok(items);
+    }
     loop {
-        if items.len() == MAX_SELECT_ITEMS {
+        if *budget == 0 {
             return Err(QueryError::TooMany { what: "select items", max: MAX_SELECT_ITEMS });
         }
-        if cur.rest().starts_with("...") {
-            return Err(fail(&cur, "spread embeds (...) are not supported yet".into()));
-        }
+        *budget -= 1;
         if cur.eat("*") {
             items.push(SelectItem::Star);
+        } else if cur.eat("...") {
+            let name = name_of(cur)?;
+            items.push(embed(cur, value, depth, budget, None, name, true)?);
         } else {
-            let first = field_name(&mut cur).map_err(|(c, d)| parse_error(WHAT, value, c, d))?;
+            let first = name_of(cur)?;
             let (alias, name) = if !cur.rest().starts_with("::") && cur.eat(":") {
                 if cur.rest().starts_with("...") {
-                    return Err(fail(&cur, "spread embeds (...) are not supported yet".into()));
+                    return Err(fail(cur, "a spread embed (...) cannot have an alias".into()));
                 }
-                let name = field_name(&mut cur).map_err(|(c, d)| parse_error(WHAT, value, c, d))?;
-                (Some(first), name)
+                (Some(first), name_of(cur)?)
             } else {
                 (None, first)
             };
-            let cast = if cur.eat("::") { Some(cast_type(&mut cur).map_err(|d| fail(&cur, d))?) } else { None };
-            items.push(SelectItem::Column { name, alias, cast });
+            if name == "count" && cur.eat("()") {
+                let cast = if cur.eat("::") { Some(cast_type(cur).map_err(|d| fail(cur, d))?) } else { None };
+                items.push(SelectItem::Count { alias, cast });
+            } else if cur.peek() == Some('(') || cur.peek() == Some('!') {
+                items.push(embed(cur, value, depth, budget, alias, name, false)?);
+            } else {
+                let path = json_path(cur).map_err(|(c, d)| parse_error(WHAT, value, c, d))?;
+                let cast = if cur.eat("::") { Some(cast_type(cur).map_err(|d| fail(cur, d))?) } else { None };
+                let aggregate = if cur.rest().starts_with('.') {
+                    cur.eat(".");
+                    let function_at = cur.column();
+                    let function = name_of(cur)?;
+                    let function = AggregateFunction::from_name(&function)
+                        .filter(|_| cur.eat("()"))
+                        .ok_or_else(|| {
+                            parse_error(
+                                WHAT,
+                                value,
+                                function_at,
+                                format!("unexpected \"{function}\" expecting an aggregate: count(), sum(), avg(), min() or max()"),
+                            )
+                        })?;
+                    let cast = if cur.eat("::") { Some(cast_type(cur).map_err(|d| fail(cur, d))?) } else { None };
+                    Some(Aggregate { function, cast })
+                } else {
+                    None
+                };
+                items.push(SelectItem::Column(Field { name, path, alias, cast, aggregate }));
+            }
         }
-        if cur.at_end() {
+        if cur.at_end() || (depth > 0 && cur.peek() == Some(')')) {
             return Ok(items);
         }
         if !cur.eat(",") {
-            let details = unsupported_here(&cur)
-                .map(str::to_owned)
-                .unwrap_or_else(|| unexpected(&cur, "\",\", \"::\" or end of input"));
-            return Err(fail(&cur, details));
+            return Err(fail(cur, unexpected(cur, "\",\", \"::\", \"->\", \"(\" or end of input")));
         }
     }
+}
+
+/// The rest of an embed after its name: `[!hint][!inner|!left](items)`.
+fn embed(
+    cur: &mut Cursor<'_>,
+    value: &str,
+    depth: usize,
+    budget: &mut usize,
+    alias: Option<String>,
+    name: String,
+    spread: bool,
+) -> Result<SelectItem, QueryError> {
+    const WHAT: &str = "select parameter";
+    let fail = |cur: &Cursor<'_>, details: String| parse_error(WHAT, value, cur.column(), details);
+    if depth + 1 > MAX_TREE_DEPTH {
+        return Err(QueryError::TooMany { what: "nested embeds", max: MAX_TREE_DEPTH });
+    }
+    let (mut hint, mut join) = (None, None);
+    while cur.eat("!") {
+        let word = field_name(cur).map_err(|(c, d)| parse_error(WHAT, value, c, d))?;
+        match word.as_str() {
+            "inner" if join.is_none() => join = Some(JoinType::Inner),
+            "left" if join.is_none() => join = Some(JoinType::Left),
+            _ if hint.is_none() && join.is_none() => hint = Some(word),
+            _ => {
+                return Err(fail(cur, format!("unexpected \"{word}\": an embed takes one hint, then !inner or !left")))
+            }
+        }
+    }
+    if !cur.eat("(") {
+        return Err(fail(cur, unexpected(cur, "\"(\"")));
+    }
+    let select = select_list(cur, value, depth + 1, budget)?;
+    if !cur.eat(")") {
+        return Err(fail(cur, unexpected(cur, "\")\"")));
+    }
+    let query = ReadQuery { select, ..ReadQuery::default() };
+    Ok(SelectItem::Embed(Box::new(Embed { alias, name, hint, join, spread, query })))
 }
 
 /// A cast's type name: ASCII letters, digits and `_` only. It is emitted unquoted (quoting would
@@ -628,19 +941,6 @@ fn cast_type(cur: &mut Cursor<'_>) -> Result<String, String> {
         return Err(unexpected(cur, "a type name ([a..z0..9_])"));
     }
     Ok(name.to_owned())
-}
-
-/// A filter key must be exactly one field name (no embed path, no JSON path).
-/// Filters inside `trees`, at every depth (they count against [`MAX_FILTERS`]).
-fn count_conditions(trees: &[LogicTree]) -> usize {
-    trees
-        .iter()
-        .flat_map(|t| &t.children)
-        .map(|c| match c {
-            Condition::Filter(_) => 1,
-            Condition::Tree(t) => count_conditions(std::slice::from_ref(t)),
-        })
-        .sum()
 }
 
 /// The `(…)` of a logic tree: comma-separated members, each `[not.]and(…)`, `[not.]or(…)` or
@@ -733,24 +1033,6 @@ fn unquote(text: &str) -> Option<String> {
         }
     }
     Some(out)
-}
-
-fn parse_filter_key(key: &str) -> Result<(String, Vec<JsonStep>), QueryError> {
-    const WHAT: &str = "tree path";
-    let mut cur = Cursor::new(key);
-    let name = field_name(&mut cur).map_err(|(c, d)| parse_error(WHAT, key, c, d))?;
-    let path = json_path(&mut cur).map_err(|(c, d)| parse_error(WHAT, key, c, d))?;
-    if !cur.at_end() {
-        let details = if cur.rest().ends_with(".or") || cur.rest().ends_with(".and") {
-            "logic trees on embedded resources are not supported yet".to_owned()
-        } else if cur.rest().starts_with('.') {
-            "filters, order and limits on embedded resources are not supported yet".to_owned()
-        } else {
-            unsupported_here(&cur).map(str::to_owned).unwrap_or_else(|| unexpected(&cur, "end of input"))
-        };
-        return Err(parse_error(WHAT, key, cur.column(), details));
-    }
-    Ok((name, path))
 }
 
 /// `[not.]op[(modifier)].value` for the filter on `column`.
@@ -913,12 +1195,19 @@ pub fn parse_order(value: &str) -> Result<Vec<OrderTerm>, QueryError> {
         if terms.len() == MAX_ORDER_TERMS {
             return Err(QueryError::TooMany { what: "order terms", max: MAX_ORDER_TERMS });
         }
-        let column = field_name(&mut cur).map_err(|(c, d)| parse_error(WHAT, value, c, d))?;
-        if cur.rest().starts_with('(') {
-            return Err(fail(&cur, "ordering by embedded resources is not supported yet".into()));
-        }
+        let first = field_name(&mut cur).map_err(|(c, d)| parse_error(WHAT, value, c, d))?;
+        // `embed(column)`: ordering by a column of a to-one embed.
+        let (relation, column) = if cur.eat("(") {
+            let column = field_name(&mut cur).map_err(|(c, d)| parse_error(WHAT, value, c, d))?;
+            if !cur.eat(")") {
+                return Err(fail(&cur, unexpected(&cur, "\")\"")));
+            }
+            (Some(first), column)
+        } else {
+            (None, first)
+        };
         let path = json_path(&mut cur).map_err(|(c, d)| parse_error(WHAT, value, c, d))?;
-        let mut term = OrderTerm { column, path, direction: None, nulls: None };
+        let mut term = OrderTerm { relation, column, path, direction: None, nulls: None };
         // Longest keywords first so `.nullsfirst` is not read as a direction.
         if cur.eat(".asc") && ends_term(&cur) {
             term.direction = Some(Direction::Asc);
@@ -961,8 +1250,17 @@ impl fmt::Display for IsValue {
 mod tests {
     use super::*;
 
+    fn field(name: &str) -> Field {
+        Field { name: name.into(), ..Field::default() }
+    }
+
     fn col(name: &str) -> SelectItem {
-        SelectItem::Column { name: name.into(), alias: None, cast: None }
+        SelectItem::Column(field(name))
+    }
+
+    fn embed_of(item: &SelectItem) -> &Embed {
+        let SelectItem::Embed(embed) = item else { panic!("not an embed: {item:?}") };
+        embed
     }
 
     #[test]
@@ -972,35 +1270,87 @@ mod tests {
         assert_eq!(
             parse_select("n:name,id::text,x:\"odd, name\"::int4").unwrap(),
             vec![
-                SelectItem::Column { name: "name".into(), alias: Some("n".into()), cast: None },
-                SelectItem::Column { name: "id".into(), alias: None, cast: Some("text".into()) },
-                SelectItem::Column { name: "odd, name".into(), alias: Some("x".into()), cast: Some("int4".into()) },
+                SelectItem::Column(Field { alias: Some("n".into()), ..field("name") }),
+                SelectItem::Column(Field { cast: Some("text".into()), ..field("id") }),
+                SelectItem::Column(Field { alias: Some("x".into()), cast: Some("int4".into()), ..field("odd, name") }),
             ]
         );
         assert_eq!(parse_select("Unit Price,first-name").unwrap(), vec![col("Unit Price"), col("first-name")]);
     }
 
     #[test]
-    fn select_refuses_what_this_slice_lacks() {
-        for (input, needle) in [
-            ("id,roles(*)", "embedding"),
-            ("data->a", "JSON paths"),
-            ("amount.sum()", "aggregates"),
-            ("users!fk(id)", "hints"),
-            ("...dir(name)", "spread"),
-            ("count()", "embedding"),
-        ] {
-            let err = parse_select(input).unwrap_err();
-            let QueryError::Parse { what, details, .. } = &err else { panic!("{err:?}") };
-            assert_eq!(*what, "select parameter");
-            assert!(details.contains(needle), "{input}: {details}");
-            assert!(err.to_string().starts_with(&format!("\"failed to parse select parameter ({input})\"")));
+    fn select_json_paths_and_aggregates() {
+        let items =
+            parse_select("data->foo->>bar,x:data->0,amount.sum(),total:amount::numeric.avg()::int,count()").unwrap();
+        let SelectItem::Column(bar) = &items[0] else { panic!() };
+        assert_eq!(bar.key(), "bar");
+        assert_eq!(bar.path.len(), 2);
+        assert!(bar.path[1].as_text);
+        let SelectItem::Column(x) = &items[1] else { panic!() };
+        assert_eq!((x.key(), &x.path[0].key), ("x", &JsonKey::Index(0)));
+        let SelectItem::Column(sum) = &items[2] else { panic!() };
+        assert_eq!(sum.aggregate, Some(Aggregate { function: AggregateFunction::Sum, cast: None }));
+        let SelectItem::Column(avg) = &items[3] else { panic!() };
+        assert_eq!(avg.cast.as_deref(), Some("numeric"));
+        assert_eq!(avg.aggregate, Some(Aggregate { function: AggregateFunction::Avg, cast: Some("int".into()) }));
+        assert_eq!(items[4], SelectItem::Count { alias: None, cast: None });
+        assert!(parse_select("amount.median()").is_err());
+        assert!(parse_select("amount.sum").is_err());
+    }
+
+    #[test]
+    fn select_embeds() {
+        let items = parse_select("id,best:users!first_user!inner(id,roles(*)),...dir(name),msgs()").unwrap();
+        let users = embed_of(&items[1]);
+        assert_eq!((users.alias.as_deref(), users.name.as_str()), (Some("best"), "users"));
+        assert_eq!((users.hint.as_deref(), users.join), (Some("first_user"), Some(JoinType::Inner)));
+        assert_eq!(users.key(), "best");
+        assert_eq!(embed_of(&users.query.select[1]).query.select, vec![SelectItem::Star]);
+        let dir = embed_of(&items[2]);
+        assert!(dir.spread && dir.alias.is_none());
+        assert!(embed_of(&items[3]).query.select.is_empty());
+        assert_eq!(embed_of(&parse_select("users!left(id)").unwrap()[0]).join, Some(JoinType::Left));
+        for bad in ["users(", "users(id", "users!a!b(id)", "x:...users(id)", "users!inner!fk(id)", "users)"] {
+            assert!(parse_select(bad).is_err(), "{bad}");
         }
+        let deep = format!("{}x{}", "a(".repeat(MAX_TREE_DEPTH + 1), ")".repeat(MAX_TREE_DEPTH + 1));
+        assert!(matches!(parse_select(&deep), Err(QueryError::TooMany { .. })));
+    }
+
+    #[test]
+    fn embedded_parameters_attach_to_their_embed() {
+        let q = parse_read_query(
+            "actors.order=name.desc&select=id,actors(name,roles(*))&actors.roles.character=eq.x\
+             &actors.limit=2&actors.offset=1&actors.or=(a.eq.1,b.eq.2)&actors.not.and=(c.eq.3)&actors=not.is.null&id=eq.1",
+        )
+        .unwrap();
+        assert_eq!(q.filters.len(), 1);
+        assert_eq!(q.null_embeds, [("actors".to_owned(), true)]);
+        let actors = &embed_of(&q.select[1]).query;
+        assert_eq!((actors.limit, actors.offset, actors.order.len(), actors.trees.len()), (Some(2), Some(1), 1, 2));
+        assert!(actors.trees[1].negated);
+        assert_eq!(embed_of(&actors.select[1]).query.filters[0].column, "character");
+        assert_eq!(parse_read_query("select=*,a(*)&a=is.null").unwrap().null_embeds, [("a".to_owned(), false)]);
+        assert!(matches!(parse_read_query("select=id&nope.id=eq.1"), Err(QueryError::NotEmbedded(n)) if n == "nope"));
+        assert!(matches!(parse_read_query("select=*,a(*)&a=eq.1"), Err(QueryError::BadEmbedOperator(n)) if n == "a"));
+        assert!(matches!(parse_read_query("select=*,a(*)&a.limit=1&a.limit=2"), Err(QueryError::Duplicate("limit"))));
+        // An aliased embed is addressed by its alias.
+        assert!(parse_read_query("select=x:a(*)&a.limit=1").is_err());
+        assert!(parse_read_query("select=x:a(*)&x.limit=1").is_ok());
+    }
+
+    #[test]
+    fn select_errors_name_the_position() {
         // A cast type can never carry SQL.
         assert!(parse_select("id::int;drop table t").is_err());
         assert!(parse_select("id::").is_err());
         assert!(parse_select("id,").is_err());
         assert!(parse_select("\"unterminated").is_err());
+        let err = parse_select("id,name;").unwrap_err();
+        assert!(
+            err.to_string().starts_with("\"failed to parse select parameter (id,name;)\" (line 1, column 8)"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1015,8 +1365,10 @@ mod tests {
         assert!(parse_select(r#""x" from t""#).is_err());
         assert_eq!(parse_select(r#""a\"; drop table t; --""#).unwrap(), vec![col("a\"; drop table t; --")]);
         assert!(parse_select("\"a\0b\"").is_err(), "NUL cannot go into SQL text");
-        assert!(parse_filter_key("id;delete from t").is_err());
-        assert_eq!(parse_filter_key("\"id\\\" = 1 or 1=1 --\"").unwrap().0, "id\" = 1 or 1=1 --");
+        assert!(parse_key("id;delete from t").is_err());
+        let (path, target) = parse_key("\"id\\\" = 1 or 1=1 --\"").unwrap();
+        assert!(path.is_empty());
+        assert!(matches!(target, KeyTarget::Filter { column, .. } if column == "id\" = 1 or 1=1 --"));
     }
 
     #[test]
@@ -1147,24 +1499,24 @@ mod tests {
         assert!(parse_read_query("or=(a)").is_err());
         let deep = format!("or=({}a.eq.1{})", "and(".repeat(20), ")".repeat(20));
         assert!(matches!(parse_read_query(&deep), Err(QueryError::TooMany { .. })));
-        let err = parse_read_query("select=data->>a").unwrap_err();
-        assert!(err.details().unwrap().contains("JSON paths"), "{err:?}");
         let err = parse_read_query("actors.first_name=eq.x").unwrap_err();
-        assert!(err.details().unwrap().contains("embedded"), "{err:?}");
+        assert_eq!(err, QueryError::NotEmbedded("actors".into()));
     }
 
     #[test]
     fn order_terms() {
         let o = parse_order("a,b.desc,c.asc.nullsfirst,d.nullslast,\"e.f\".desc").unwrap();
         assert_eq!(o.len(), 5);
-        assert_eq!(o[0], OrderTerm { column: "a".into(), path: vec![], direction: None, nulls: None });
+        assert_eq!(o[0], OrderTerm { relation: None, column: "a".into(), path: vec![], direction: None, nulls: None });
         assert_eq!(o[1].direction, Some(Direction::Desc));
         assert_eq!((o[2].direction, o[2].nulls), (Some(Direction::Asc), Some(Nulls::First)));
         assert_eq!((o[3].direction, o[3].nulls), (None, Some(Nulls::Last)));
         assert_eq!(o[4].column, "e.f");
         assert!(parse_order("a.ascending").is_err());
         assert!(parse_order("a.desc;drop").is_err());
-        assert!(parse_order("rel(col).desc").unwrap_err().details().unwrap().contains("embedded"));
+        let related = &parse_order("rel(col).desc").unwrap()[0];
+        assert_eq!((related.relation.as_deref(), related.column.as_str()), (Some("rel"), "col"));
+        assert!(parse_order("rel(col").is_err());
     }
 
     #[test]

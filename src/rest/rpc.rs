@@ -66,10 +66,12 @@ use serde_json::{Map, Value};
 
 use super::auth::Identity;
 use super::error::ApiError;
-use super::query::{self, QueryError, ReadQuery};
-use super::sql::{push_order_limit, push_select_list, push_where_trees, quote_ident};
+use super::plan::{self, ReadPlan};
+use super::query::{self, QueryError};
+use super::sql::{push_order_limit, push_where, quote_ident, Builder, Source};
 use super::write::{self, Prefer};
 use crate::app::ShardState;
+use crate::schema::relationships::QualifiedName;
 use crate::schema::{fuzzy, ArgMode, Function, FunctionArg, SchemaCache, Volatility};
 
 /// At most this many argument names in one call (PostgreSQL's `FUNC_MAX_ARGS`).
@@ -337,11 +339,13 @@ fn returns_void(function: &Function) -> bool {
 /// call takes arguments. Result columns: `page_total`, `body` (NULL for HEAD and `void`), then
 /// `total_result_set` with `exact_count`, then `max_affected` (NULL, or raises when the result
 /// has more rows than `max_affected`), then the response GUCs ([`super::RESPONSE_GUC_COLUMNS`]).
+#[allow(clippy::too_many_arguments)] // each is one independent part of the statement
 fn call_statement(
+    cache: &SchemaCache,
     function: &Function,
     call: &Call<'_>,
     payload: Option<Bytes>,
-    read: &ReadQuery,
+    plan: &ReadPlan<'_>,
     head: bool,
     exact_count: bool,
     max_affected: Option<u64>,
@@ -391,23 +395,30 @@ fn call_statement(
         format!("${}", first_free + text_params.len())
     };
     let alias = quote_ident(&function.name);
-    let mut inner = String::from("SELECT ");
-    if composite {
-        push_select_list(&mut inner, &alias, &read.select);
-    } else {
-        let _ = write!(inner, "{alias}.pgrst_scalar");
-    }
-    let mut filtered = format!(" FROM pgrst_source AS {alias}");
-    push_where_trees(&mut filtered, &alias, &read.filters, &read.trees, &mut bind);
-    inner.push_str(&filtered);
-    push_order_limit(&mut inner, &alias, read, &mut bind);
+    let from = format!("pgrst_source AS {alias}");
+    let read = plan.query;
+    let mut inner = String::new();
     // `Prefer: count=exact`: the rows of the filtered result, before limit/offset (the CTE is
     // referenced twice, so PostgreSQL materializes it: the function still runs once).
-    let total = if exact_count {
-        format!(", (SELECT pg_catalog.count(*){filtered}) AS total_result_set")
+    let mut total = String::new();
+    if composite {
+        let source = Source { from: &from, qualifier: &alias, row: &alias };
+        let mut builder = Builder::new(cache, &mut bind);
+        builder.push_level(&mut inner, plan, source, &[], None);
+        if exact_count {
+            total.push_str(", (");
+            builder.push_count(&mut total, plan, source);
+            total.push_str(") AS total_result_set");
+        }
     } else {
-        String::new()
-    };
+        let mut filtered = format!(" FROM {from}");
+        push_where(&mut filtered, &alias, &read.filters, &mut bind);
+        let _ = write!(inner, "SELECT {alias}.pgrst_scalar{filtered}");
+        push_order_limit(&mut inner, &alias, read, &|_| None, &mut bind);
+        if exact_count {
+            let _ = write!(total, ", (SELECT pg_catalog.count(*){filtered}) AS total_result_set");
+        }
+    }
 
     let body = match (head || returns_void(function), composite, function.returns_set) {
         (true, _, _) => "NULL",
@@ -507,7 +518,12 @@ pub async fn serve(
     };
     // `planned`/`estimated` need the planner's estimate (EXPLAIN); until then they count nothing.
     let exact_count = prefer.count == Some("exact");
-    let statement = call_statement(function, &call, payload, &read, head, exact_count, max_affected);
+    let relation = match &function.return_relation {
+        Some((schema, name)) => QualifiedName::new(schema, name),
+        None => QualifiedName::new(&function.schema, &function.name),
+    };
+    let plan = plan::plan(&schema, profile.schema, relation, &read)?;
+    let statement = call_statement(&schema, function, &call, payload, &plan, head, exact_count, max_affected);
     let read_only = !(post && function.volatility == Volatility::Volatile);
     let tx_rollback = write::TX_OVERRIDE_ALLOWED && prefer.tx_rollback == Some(true);
     let end = if tx_rollback { TxEnd::Rollback } else { TxEnd::Commit };
@@ -548,7 +564,7 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rest::query::parse_read_query;
+    use crate::rest::query::{parse_read_query, ReadQuery};
     use crate::schema::introspect;
 
     /// Functions as the introspection query reports them:
@@ -687,12 +703,25 @@ mod tests {
         assert!(split_query(&many.join("&")).is_err());
     }
 
+    fn stmt(
+        cache: &SchemaCache,
+        f: &Function,
+        call: &Call<'_>,
+        payload: Option<Bytes>,
+        read: &ReadQuery,
+        head: bool,
+        exact_count: bool,
+    ) -> Statement {
+        let plan = plan::plan(cache, "public", QualifiedName::new("public", &f.name), read).unwrap();
+        call_statement(cache, f, call, payload, &plan, head, exact_count, None)
+    }
+
     #[test]
     fn statement_shapes() {
         let cache = cache();
         let read = parse_read_query("select=id,task&id=gt.1&order=id.desc&limit=5").unwrap();
         let (f, call) = resolve(&cache, "public", "todos_after", &body(r#"{"after":1}"#)).unwrap();
-        let s = call_statement(f, &call, Some(Bytes::from_static(br#"{"after":1}"#)), &read, false, false, None);
+        let s = stmt(&cache, f, &call, Some(Bytes::from_static(br#"{"after":1}"#)), &read, false, false);
         assert_eq!(
             s.sql,
             "WITH pgrst_source AS (SELECT pgrst_call.* FROM pg_catalog.json_to_record($1::json) AS pgrst_body(\"after\" integer), \
@@ -707,7 +736,7 @@ mod tests {
         assert_eq!(params, [&br#"{"after":1}"#[..], b"1", b"5"]);
 
         let (f, call) = resolve(&cache, "public", "total", &body(r#"{"v":[1,2]}"#)).unwrap();
-        let s = call_statement(f, &call, None, &ReadQuery::default(), false, false, None);
+        let s = stmt(&cache, f, &call, None, &ReadQuery::default(), false, false);
         assert!(
             s.sql.contains("LATERAL \"public\".\"total\"(VARIADIC \"v\" := pgrst_body.\"v\") pgrst_call"),
             "{}",
@@ -716,12 +745,12 @@ mod tests {
         assert!(s.sql.contains("(pg_catalog.json_agg(_postgrest_t.pgrst_scalar)->0)::text, 'null')"), "{}", s.sql);
 
         let (f, call) = resolve(&cache, "public", "echo", &body("[1]")).unwrap();
-        let s = call_statement(f, &call, Some(Bytes::from_static(b"[1]")), &ReadQuery::default(), true, false, None);
+        let s = stmt(&cache, f, &call, Some(Bytes::from_static(b"[1]")), &ReadQuery::default(), true, false);
         assert!(s.sql.starts_with("WITH pgrst_source AS (SELECT pgrst_call AS pgrst_scalar FROM \"public\".\"echo\"($1::jsonb) pgrst_call)"), "{}", s.sql);
         assert!(s.sql.contains("NULL AS body"), "HEAD skips the body");
 
         let (f, call) = resolve(&cache, "public", "nothing", &body("{}")).unwrap();
-        let s = call_statement(f, &call, None, &ReadQuery::default(), false, false, None);
+        let s = stmt(&cache, f, &call, None, &ReadQuery::default(), false, false);
         assert!(
             s.sql.contains("FROM \"public\".\"nothing\"() pgrst_call)") && s.sql.contains("NULL AS body"),
             "{}",
@@ -735,11 +764,11 @@ mod tests {
         let cache = cache();
         let read = parse_read_query("select=id&id=gt.1&limit=5&offset=2").unwrap();
         let (f, call) = resolve(&cache, "public", "todos_after", &body(r#"{"after":1}"#)).unwrap();
-        let s = call_statement(f, &call, Some(Bytes::from_static(br#"{"after":1}"#)), &read, false, true, None);
+        let s = stmt(&cache, f, &call, Some(Bytes::from_static(br#"{"after":1}"#)), &read, false, true);
         assert!(
             s.sql.ends_with(
                 "AS body, (SELECT pg_catalog.count(*) FROM pgrst_source AS \"todos_after\" \
-                 WHERE \"todos_after\".\"id\" > $2) AS total_result_set, \
+                 WHERE \"todos_after\".\"id\" > $5) AS total_result_set, \
                  NULLIF(pg_catalog.current_setting('response.headers', true), '') AS pgrst_response_headers, \
                  NULLIF(pg_catalog.current_setting('response.status', true), '') AS pgrst_response_status \
                  FROM (SELECT \"todos_after\".\"id\" FROM pgrst_source AS \"todos_after\" \
@@ -748,8 +777,15 @@ mod tests {
             "{}",
             s.sql
         );
-        assert_eq!(s.params.len(), 4);
-        let s = call_statement(f, &call, None, &ReadQuery::default(), true, true, Some(3));
+        assert_eq!(s.params.len(), 5);
+        let s = stmt(&cache, f, &call, None, &ReadQuery::default(), true, true);
+        assert!(s
+            .sql
+            .contains("(SELECT pg_catalog.count(*) FROM pgrst_source AS \"todos_after\") AS total_result_set"));
+        // `max-affected`: a check column after the total, its limit and marker bound last.
+        let everything = ReadQuery::default();
+        let plan = plan::plan(&cache, "public", QualifiedName::new("public", &f.name), &everything).unwrap();
+        let s = call_statement(&cache, f, &call, None, &plan, true, true, Some(3));
         assert!(
             s.sql.contains(
                 "AS total_result_set, CASE WHEN pg_catalog.count(_postgrest_t) > $2::bigint \
@@ -759,9 +795,6 @@ mod tests {
             s.sql
         );
         assert_eq!(s.params[1].as_deref(), Some(&b"3"[..]), "after the body");
-        assert!(s
-            .sql
-            .contains("(SELECT pg_catalog.count(*) FROM pgrst_source AS \"todos_after\") AS total_result_set"));
     }
 
     #[test]

@@ -1,5 +1,13 @@
-//! SQL for a read: turns a [`ReadQuery`] on one relation into the one statement that builds the
-//! whole response body inside PostgreSQL, as PostgREST does.
+//! SQL for a read: turns a [`ReadPlan`] (a query resolved against the schema cache) into the one
+//! statement that builds the whole response body inside PostgreSQL, as PostgREST does.
+//!
+//! Embeds become lateral joins, as in PostgREST: a to-one embed
+//! `LEFT JOIN LATERAL (SELECT … FROM "public"."users" AS "users_1" WHERE "users_1"."id" =
+//! <parent>."user_id") AS "x_1" ON TRUE` selected as `row_to_json("x_1".*)::jsonb`; a to-many
+//! embed aggregates its rows, `LEFT JOIN LATERAL (SELECT json_agg("x_1")::jsonb AS "x_1" FROM
+//! (…) AS "x_1") AS "x_1" ON TRUE`, selected as `COALESCE("x_1"."x_1", '[]')`; `!inner` turns the
+//! join into an inner one (to-many: `ON "x_1" IS NOT NULL`); spreads select the child's columns
+//! instead of one JSON value; aggregates group by every other selected expression.
 //!
 //! Owns: identifier quoting and parameter numbering. Invariants: every identifier is emitted
 //! through [`quote_ident`] (double-quoted, `"` doubled — the parser has already refused NUL);
@@ -21,9 +29,13 @@ use std::fmt::Write as _;
 
 use madbase_pg::Statement;
 
+use super::plan::{ChildPlan, ReadPlan};
 use super::query::{
-    Condition, Direction, Filter, FilterOp, JsonKey, JsonStep, LogicTree, Nulls, OrderTerm, ReadQuery, SelectItem,
+    Condition, Direction, Embed, Field, Filter, FilterOp, JoinType, JsonKey, JsonStep, LogicTree, Nulls, OrderTerm,
+    ReadQuery, SelectItem,
 };
+use crate::schema::relationships::Link;
+use crate::schema::SchemaCache;
 
 /// `name` as a quoted SQL identifier: `"` + name with `"` doubled + `"`.
 pub fn quote_ident(name: &str) -> String {
@@ -66,36 +78,380 @@ pub fn array_literal(items: &[String]) -> String {
     out
 }
 
-/// Appends the select list for `items` (empty = `*`) to `out`, every column qualified by
-/// `qualifier` (an already-quoted relation reference such as `"public"."todos"`).
-pub fn push_select_list(out: &mut String, qualifier: &str, items: &[SelectItem]) {
-    if items.is_empty() {
-        let _ = write!(out, "{qualifier}.*");
+/// Where one level of a read takes its rows from.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'s> {
+    /// The `FROM` item (`"public"."todos"`, `pgrst_source AS "todos"`).
+    pub from: &'s str,
+    /// How its columns are qualified (`"public"."todos"`, `"todos"`).
+    pub qualifier: &'s str,
+    /// A whole-row reference to its row (`"todos"`), for computed relationships.
+    pub row: &'s str,
+}
+
+/// State shared by every level of one statement: the schema snapshot, the parameter binder and
+/// the embedding depth of the level being built.
+///
+/// Aliases are PostgREST's: an embedded relation is `"<target>_<depth>"`, its lateral join
+/// `"<parent>_<embed key>_<depth>"`. Each lateral subquery is its own scope, so only siblings could
+/// clash — two un-aliased embeds of the same name, which PostgreSQL then refuses (42712) exactly
+/// as it does behind PostgREST.
+pub struct Builder<'b> {
+    pub cache: &'b SchemaCache,
+    pub bind: &'b mut dyn FnMut(String) -> String,
+    depth: usize,
+}
+
+impl<'b> Builder<'b> {
+    pub fn new(cache: &'b SchemaCache, bind: &'b mut dyn FnMut(String) -> String) -> Self {
+        Builder { cache, bind, depth: 0 }
     }
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push_str(", ");
-        }
-        match item {
-            SelectItem::Star => {
-                let _ = write!(out, "{qualifier}.*");
+
+    /// Appends `SELECT … FROM … [joins] [WHERE …] [GROUP BY …] [ORDER BY …] [LIMIT/OFFSET]` for
+    /// `plan` read from `source`; `conditions` (join conditions to a parent) are ANDed first.
+    /// `star_columns` replaces `*` (writes, whose source has extra columns); `paged` = false
+    /// leaves order, limit and offset to the caller.
+    pub fn push_level(
+        &mut self,
+        out: &mut String,
+        plan: &ReadPlan<'_>,
+        source: Source<'_>,
+        conditions: &[String],
+        star_columns: Option<&[String]>,
+    ) {
+        let q = source.qualifier;
+        let query = plan.query;
+        let mut items: Vec<String> = Vec::new();
+        let mut group: Vec<String> = Vec::new();
+        let mut joins = String::new();
+        let mut aggregated = false;
+        // The lateral alias of each child, in `plan.children` order.
+        let mut child_aliases: Vec<String> = Vec::with_capacity(plan.children.len());
+        let select: &[SelectItem] = &query.select;
+        let relation_columns = self.relation_columns(plan);
+        let star = |items: &mut Vec<String>, group: &mut Vec<String>| match star_columns {
+            Some(columns) => {
+                for c in columns {
+                    let e = format!("{q}.{}", quote_ident(c));
+                    group.push(e.clone());
+                    items.push(e);
+                }
             }
-            SelectItem::Column { name, alias, cast } => {
-                let _ = write!(out, "{qualifier}.");
-                push_ident(out, name);
-                if let Some(cast) = cast {
-                    // The key stays the column name (PostgREST's rule) unless aliased.
-                    let _ = write!(out, "::{cast}");
-                    if alias.is_none() {
-                        out.push_str(" AS ");
-                        push_ident(out, name);
+            None => {
+                items.push(format!("{q}.*"));
+                group.extend(relation_columns.iter().map(|c| format!("{q}.{}", quote_ident(c))));
+            }
+        };
+        if select.is_empty() {
+            star(&mut items, &mut group);
+        }
+        for item in select {
+            match item {
+                SelectItem::Star => star(&mut items, &mut group),
+                SelectItem::Column(field) => {
+                    let mut e = self.field_expression(plan, q, field);
+                    if let Some(cast) = &field.cast {
+                        let _ = write!(e, "::{cast}");
+                    }
+                    let key = match &field.aggregate {
+                        Some(aggregate) => {
+                            aggregated = true;
+                            e = format!("pg_catalog.{}({e})", aggregate.function.name());
+                            if let Some(cast) = &aggregate.cast {
+                                let _ = write!(e, "::{cast}");
+                            }
+                            field.alias.as_deref().unwrap_or(aggregate.function.name())
+                        }
+                        None => {
+                            group.push(e.clone());
+                            field.key()
+                        }
+                    };
+                    if key != field.name || field.cast.is_some() || field.aggregate.is_some() || !field.path.is_empty()
+                    {
+                        let _ = write!(e, " AS {}", quote_ident(key));
+                    }
+                    items.push(e);
+                }
+                SelectItem::Count { alias, cast } => {
+                    aggregated = true;
+                    let mut e = "pg_catalog.count(*)".to_owned();
+                    if let Some(cast) = cast {
+                        let _ = write!(e, "::{cast}");
+                    }
+                    let _ = write!(e, " AS {}", quote_ident(alias.as_deref().unwrap_or("count")));
+                    items.push(e);
+                }
+                SelectItem::Embed(embed) => {
+                    let Some(child) = plan.child(embed) else { continue };
+                    let alias = self.push_join(&mut joins, plan, child, source);
+                    for (expression, name) in self.embed_selects(child, &alias) {
+                        group.push(expression.clone());
+                        items.push(format!("{expression} AS {}", quote_ident(&name)));
+                    }
+                    child_aliases.push(alias);
+                }
+            }
+        }
+        out.push_str("SELECT ");
+        out.push_str(&items.join(", "));
+        let _ = write!(out, " FROM {}{joins}", source.from);
+
+        let mut clauses: Vec<String> = conditions.to_vec();
+        self.push_filter_clauses(&mut clauses, q, query);
+        for (key, keep_present) in &query.null_embeds {
+            let Some(i) = plan.children.iter().position(|c| c.embed.key() == key) else { continue };
+            let alias = quote_ident(&child_aliases[i]);
+            clauses.push(if *keep_present { format!("NOT ({alias} IS NULL)") } else { format!("{alias} IS NULL") });
+        }
+        if !clauses.is_empty() {
+            out.push_str(" WHERE ");
+            out.push_str(&clauses.join(" AND "));
+        }
+        if aggregated && !group.is_empty() {
+            out.push_str(" GROUP BY ");
+            out.push_str(&group.join(", "));
+        }
+        let related = |name: &str| {
+            let i = plan.children.iter().position(|c| c.embed.key() == name)?;
+            Some(quote_ident(&child_aliases[i]))
+        };
+        push_order_limit(out, q, query, &related, self.bind);
+    }
+
+    /// One clause per filter and logic tree of `query`, columns qualified by `q`.
+    fn push_filter_clauses(&mut self, clauses: &mut Vec<String>, q: &str, query: &ReadQuery) {
+        for filter in &query.filters {
+            let mut c = String::new();
+            push_filter(&mut c, q, filter, self.bind);
+            clauses.push(c);
+        }
+        for tree in &query.trees {
+            let mut c = String::new();
+            push_tree(&mut c, q, tree, self.bind);
+            clauses.push(c);
+        }
+    }
+
+    /// The columns of the level's relation, from the snapshot (empty when unknown).
+    fn relation_columns(&self, plan: &ReadPlan<'_>) -> Vec<String> {
+        self.cache
+            .relation(&plan.relation.schema, &plan.relation.name)
+            .map(|r| r.columns.iter().map(|c| c.name.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// `q."col"` with the field's JSON path; a path into a column that is not `json`/`jsonb`
+    /// (composite, array) goes through `to_jsonb` first, as in PostgREST.
+    fn field_expression(&mut self, plan: &ReadPlan<'_>, q: &str, field: &Field) -> String {
+        let mut e = format!("{q}.{}", quote_ident(&field.name));
+        if !field.path.is_empty() {
+            let column_type = self
+                .cache
+                .relation(&plan.relation.schema, &plan.relation.name)
+                .and_then(|r| r.column(&field.name))
+                .map(|c| c.type_name.as_str());
+            if column_type.is_some_and(|t| t != "json" && t != "jsonb") {
+                e = format!("pg_catalog.to_jsonb({e})");
+            }
+            push_json_path(&mut e, &field.path, self.bind);
+        }
+        e
+    }
+
+    /// The FROM item of `child` (its relation, junction or function, aliased for the current
+    /// depth) and the conditions that join it to `parent`; returns (table alias, from, conditions).
+    fn child_from(&self, child: &ChildPlan<'_>, parent: Source<'_>) -> (String, String, Vec<String>) {
+        let n = self.depth;
+        let target = &child.relationship.target;
+        let table_alias = quote_ident(&format!("{}_{n}", target.name));
+        let target_qualified = format!("{}.{}", quote_ident(&target.schema), quote_ident(&target.name));
+        let mut conditions = Vec::new();
+        let from = match &child.relationship.link {
+            Link::ForeignKey { columns, .. } => {
+                for (origin, target) in columns {
+                    conditions.push(format!(
+                        "{table_alias}.{} = {}.{}",
+                        quote_ident(target),
+                        parent.qualifier,
+                        quote_ident(origin)
+                    ));
+                }
+                format!("{target_qualified} AS {table_alias}")
+            }
+            Link::Junction { junction, origin_columns, target_columns, .. } => {
+                let junction_alias = quote_ident(&format!("{}_{n}", junction.name));
+                for (target, j) in target_columns {
+                    conditions.push(format!(
+                        "{junction_alias}.{} = {table_alias}.{}",
+                        quote_ident(j),
+                        quote_ident(target)
+                    ));
+                }
+                for (origin, j) in origin_columns {
+                    conditions.push(format!(
+                        "{junction_alias}.{} = {}.{}",
+                        quote_ident(j),
+                        parent.qualifier,
+                        quote_ident(origin)
+                    ));
+                }
+                format!(
+                    "{target_qualified} AS {table_alias}, {}.{} AS {junction_alias}",
+                    quote_ident(&junction.schema),
+                    quote_ident(&junction.name)
+                )
+            }
+            Link::Computed { function, .. } => {
+                let origin = &child.relationship.origin;
+                format!(
+                    "{}.{}({}::{}.{}) AS {table_alias}",
+                    quote_ident(&function.schema),
+                    quote_ident(&function.name),
+                    parent.row,
+                    quote_ident(&origin.schema),
+                    quote_ident(&origin.name)
+                )
+            }
+        };
+        (table_alias, from, conditions)
+    }
+
+    /// Appends the lateral join of `child` (of the level `plan`) to `joins`; returns its alias.
+    fn push_join(
+        &mut self,
+        joins: &mut String,
+        plan: &ReadPlan<'_>,
+        child: &ChildPlan<'_>,
+        parent: Source<'_>,
+    ) -> String {
+        self.depth += 1;
+        let (table_alias, from, conditions) = self.child_from(child, parent);
+        let alias = format!("{}_{}_{}", plan.relation.name, child.embed.key(), self.depth);
+        let quoted = quote_ident(&alias);
+        let mut sub = String::new();
+        let source = Source { from: &from, qualifier: &table_alias, row: &table_alias };
+        self.push_level(&mut sub, &child.plan, source, &conditions, None);
+        self.depth -= 1;
+        let inner = child.embed.join == Some(JoinType::Inner);
+        let join = if inner { " INNER JOIN LATERAL (" } else { " LEFT JOIN LATERAL (" };
+        if child.relationship.is_to_one() {
+            let _ = write!(joins, "{join}{sub}) AS {quoted} ON TRUE");
+        } else {
+            let aggregates = if child.embed.spread {
+                self.output_names(&child.plan)
+                    .iter()
+                    .map(|name| {
+                        let name = quote_ident(name);
+                        format!("pg_catalog.json_agg({quoted}.{name})::jsonb AS {name}")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            } else {
+                format!("pg_catalog.json_agg({quoted})::jsonb AS {quoted}")
+            };
+            let on = if inner { format!("{quoted} IS NOT NULL") } else { "TRUE".to_owned() };
+            let _ = write!(joins, "{join}SELECT {aggregates} FROM ({sub}) AS {quoted}) AS {quoted} ON {on}");
+        }
+        alias
+    }
+
+    /// What the parent selects for `child` (expression, output name): nothing for an empty embed
+    /// (`name()`, used only to filter), one JSON value for an embed, the child's columns for a
+    /// spread.
+    fn embed_selects(&self, child: &ChildPlan<'_>, alias: &str) -> Vec<(String, String)> {
+        let quoted = quote_ident(alias);
+        let embed: &Embed = child.embed;
+        if embed.query.select.is_empty() {
+            return Vec::new();
+        }
+        if embed.spread {
+            let to_one = child.relationship.is_to_one();
+            return self
+                .output_names(&child.plan)
+                .into_iter()
+                .map(|name| {
+                    let column = format!("{quoted}.{}", quote_ident(&name));
+                    let e = if to_one { column } else { format!("COALESCE({column}, '[]')") };
+                    (e, name)
+                })
+                .collect();
+        }
+        let e = if child.relationship.is_to_one() {
+            format!("row_to_json({quoted}.*)::jsonb")
+        } else {
+            format!("COALESCE({quoted}.{quoted}, '[]')")
+        };
+        vec![(e, embed.key().to_owned())]
+    }
+
+    /// The keys a level's rows have (for spreads).
+    fn output_names(&self, plan: &ReadPlan<'_>) -> Vec<String> {
+        let mut names = Vec::new();
+        if plan.query.select.is_empty() {
+            return self.relation_columns(plan);
+        }
+        for item in &plan.query.select {
+            match item {
+                SelectItem::Star => names.extend(self.relation_columns(plan)),
+                SelectItem::Column(field) => names.push(match &field.aggregate {
+                    Some(aggregate) => field.alias.clone().unwrap_or_else(|| aggregate.function.name().to_owned()),
+                    None => field.key().to_owned(),
+                }),
+                SelectItem::Count { alias, .. } => names.push(alias.clone().unwrap_or_else(|| "count".to_owned())),
+                SelectItem::Embed(embed) => {
+                    let Some(child) = plan.child(embed) else { continue };
+                    if embed.spread {
+                        names.extend(self.output_names(&child.plan));
+                    } else if !embed.query.select.is_empty() {
+                        names.push(embed.key().to_owned());
                     }
                 }
-                if let Some(alias) = alias {
-                    out.push_str(" AS ");
-                    push_ident(out, alias);
-                }
             }
+        }
+        names
+    }
+
+    /// `EXISTS`/`NOT EXISTS` conditions that make a count see what the page sees: one per
+    /// `!inner` embed and per embed null filter of `plan`'s level (recursively).
+    fn push_count_conditions(&mut self, clauses: &mut Vec<String>, plan: &ReadPlan<'_>, parent: Source<'_>) {
+        for child in &plan.children {
+            let null_filter = plan.query.null_embeds.iter().find(|(k, _)| k == child.embed.key()).map(|(_, p)| *p);
+            let keep = match (child.embed.join, null_filter) {
+                (_, Some(keep_present)) => keep_present,
+                (Some(JoinType::Inner), None) => true,
+                _ => continue,
+            };
+            let mut probe = String::new();
+            self.push_exists(&mut probe, child, parent);
+            clauses.push(if keep { probe } else { format!("NOT {probe}") });
+        }
+    }
+
+    fn push_exists(&mut self, out: &mut String, child: &ChildPlan<'_>, parent: Source<'_>) {
+        // The same FROM and join conditions as the embed, without building any JSON.
+        self.depth += 1;
+        let (table_alias, from, mut clauses) = self.child_from(child, parent);
+        self.push_filter_clauses(&mut clauses, &table_alias, child.plan.query);
+        let source = Source { from: &from, qualifier: &table_alias, row: &table_alias };
+        self.push_count_conditions(&mut clauses, &child.plan, source);
+        self.depth -= 1;
+        let _ = write!(out, "EXISTS (SELECT 1 FROM {from}");
+        if !clauses.is_empty() {
+            let _ = write!(out, " WHERE {}", clauses.join(" AND "));
+        }
+        out.push(')');
+    }
+
+    /// `SELECT pg_catalog.count(*) FROM … WHERE …`: the rows of `plan`'s level that the page is
+    /// cut from (filters, trees, `!inner` embeds and embed null filters; no order or page).
+    pub fn push_count(&mut self, out: &mut String, plan: &ReadPlan<'_>, source: Source<'_>) {
+        let mut clauses = Vec::new();
+        self.push_filter_clauses(&mut clauses, source.qualifier, plan.query);
+        self.push_count_conditions(&mut clauses, plan, source);
+        let _ = write!(out, "SELECT pg_catalog.count(*) FROM {}", source.from);
+        if !clauses.is_empty() {
+            let _ = write!(out, " WHERE {}", clauses.join(" AND "));
         }
     }
 }
@@ -187,11 +543,22 @@ fn push_filter(out: &mut String, qualifier: &str, filter: &Filter, bind: &mut dy
 }
 
 /// Appends ` ORDER BY …`, ` LIMIT $n` and ` OFFSET $n` of `query` (each only when given) to
-/// `out`, every column qualified by `qualifier`; limit and offset go through `bind`.
-pub fn push_order_limit(out: &mut String, qualifier: &str, query: &ReadQuery, bind: &mut dyn FnMut(String) -> String) {
-    for (i, OrderTerm { column: name, path, direction, nulls }) in query.order.iter().enumerate() {
+/// `out`, every column qualified by `qualifier`; `related` gives the alias of a to-one embed
+/// named by an `order=embed(col)` term; limit and offset go through `bind`.
+pub fn push_order_limit(
+    out: &mut String,
+    qualifier: &str,
+    query: &ReadQuery,
+    related: &dyn Fn(&str) -> Option<String>,
+    bind: &mut dyn FnMut(String) -> String,
+) {
+    for (i, OrderTerm { relation, column: name, path, direction, nulls }) in query.order.iter().enumerate() {
         out.push_str(if i == 0 { " ORDER BY " } else { ", " });
-        let _ = write!(out, "{qualifier}.");
+        match relation.as_deref().and_then(related) {
+            Some(alias) => out.push_str(&alias),
+            None => out.push_str(qualifier),
+        }
+        out.push('.');
         push_ident(out, name);
         push_json_path(out, path, bind);
         match direction {
@@ -226,42 +593,36 @@ pub enum BodyShape {
     None,
 }
 
-/// Builds the statement for reading `schema.relation` with `query`, its body shaped by `shape`.
+/// Builds the statement for reading `plan` (rooted at its relation) with its body shaped by `shape`.
 ///
-/// With `exact_count` (`Prefer: count=exact`) a third column, `total_result_set`, counts the
-/// filtered relation without `order`/`limit`/`offset`; it reuses the `WHERE` text, whose parameters
-/// are numbered first, so both see the same bound values.
-pub fn read_statement(
-    schema: &str,
-    relation: &str,
-    query: &ReadQuery,
-    shape: BodyShape,
-    exact_count: bool,
-) -> Statement {
+/// With `exact_count` (`Prefer: count=exact`) a third column, `total_result_set`, counts the rows
+/// the page is cut from (filters, `!inner` embeds, embed null filters; no order or page).
+pub fn read_statement(cache: &SchemaCache, plan: &ReadPlan<'_>, shape: BodyShape, exact_count: bool) -> Statement {
     let mut params: Vec<String> = Vec::new();
     let mut bind = |value: String| {
         params.push(value);
         format!("${}", params.len())
     };
-    let qualified = format!("{}.{}", quote_ident(schema), quote_ident(relation));
-    let mut filtered = format!(" FROM {qualified}");
-    push_where_trees(&mut filtered, &qualified, &query.filters, &query.trees, &mut bind);
-
-    let mut inner = String::from("SELECT ");
-    push_select_list(&mut inner, &qualified, &query.select);
-    inner.push_str(&filtered);
-    push_order_limit(&mut inner, &qualified, query, &mut bind);
+    let relation = &plan.relation;
+    let qualified = format!("{}.{}", quote_ident(&relation.schema), quote_ident(&relation.name));
+    let row = quote_ident(&relation.name);
+    let source = Source { from: &qualified, qualifier: &qualified, row: &row };
+    let mut builder = Builder::new(cache, &mut bind);
+    let mut inner = String::new();
+    builder.push_level(&mut inner, plan, source, &[], None);
+    let total = if exact_count {
+        let mut count = String::new();
+        builder.push_count(&mut count, plan, source);
+        format!(", ({count}) AS total_result_set")
+    } else {
+        String::new()
+    };
 
     let body = match shape {
         BodyShape::Array => "coalesce(pg_catalog.json_agg(_postgrest_t), '[]')",
         // `json` (not `jsonb`) keeps the element's text exactly as row_to_json wrote it.
         BodyShape::Object => "(pg_catalog.json_agg(_postgrest_t)->0)::text",
         BodyShape::None => "NULL",
-    };
-    let total = if exact_count {
-        format!(", (SELECT pg_catalog.count(*){filtered}) AS total_result_set")
-    } else {
-        String::new()
     };
     let sql = format!(
         "SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body{total} FROM ({inner}) _postgrest_t"
@@ -273,9 +634,17 @@ pub fn read_statement(
 mod tests {
     use super::*;
     use crate::rest::query::parse_read_query;
+    use crate::schema::relationships::QualifiedName;
+
+    /// The read statement for `query` on `relation`, planned against an empty cache.
+    fn statement(relation: &str, query: &ReadQuery, shape: BodyShape, exact_count: bool) -> Statement {
+        let cache = SchemaCache::default();
+        let plan = crate::rest::plan::plan(&cache, "public", QualifiedName::new("public", relation), query).unwrap();
+        read_statement(&cache, &plan, shape, exact_count)
+    }
 
     fn sql_of(query: &str) -> (String, Vec<String>) {
-        let statement = read_statement("public", "todos", &parse_read_query(query).unwrap(), BodyShape::Array, false);
+        let statement = statement("todos", &parse_read_query(query).unwrap(), BodyShape::Array, false);
         let params =
             statement.params.iter().map(|p| String::from_utf8(p.as_ref().unwrap().to_vec()).unwrap()).collect();
         (statement.sql, params)
@@ -304,21 +673,15 @@ mod tests {
     }
 
     #[test]
-    fn exact_count_reuses_the_filter_and_its_parameters() {
-        let statement = read_statement(
-            "public",
-            "todos",
-            &parse_read_query("done=eq.true&limit=2").unwrap(),
-            BodyShape::Array,
-            true,
-        );
+    fn exact_count_repeats_the_filter() {
+        let statement = statement("todos", &parse_read_query("done=eq.true&limit=2").unwrap(), BodyShape::Array, true);
         assert_eq!(
             statement.sql,
             "SELECT pg_catalog.count(_postgrest_t) AS page_total, coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body, \
-             (SELECT pg_catalog.count(*) FROM \"public\".\"todos\" WHERE \"public\".\"todos\".\"done\" = $1) AS total_result_set \
+             (SELECT pg_catalog.count(*) FROM \"public\".\"todos\" WHERE \"public\".\"todos\".\"done\" = $3) AS total_result_set \
              FROM (SELECT \"public\".\"todos\".* FROM \"public\".\"todos\" WHERE \"public\".\"todos\".\"done\" = $1 LIMIT $2) _postgrest_t"
         );
-        assert_eq!(statement.params.len(), 2);
+        assert_eq!(statement.params.len(), 3);
     }
 
     #[test]
@@ -326,7 +689,7 @@ mod tests {
         let (sql, params) = sql_of("");
         assert!(sql.contains("FROM (SELECT \"public\".\"todos\".* FROM \"public\".\"todos\") _postgrest_t"), "{sql}");
         assert!(params.is_empty());
-        let head = read_statement("public", "todos", &ReadQuery::default(), BodyShape::None, false);
+        let head = statement("todos", &ReadQuery::default(), BodyShape::None, false);
         assert!(head.sql.contains("AS page_total, NULL AS body"), "{}", head.sql);
     }
 
@@ -343,8 +706,7 @@ mod tests {
         assert!(!sql.contains("select 1"), "{sql}");
         assert_eq!(params, ["'; select 1;--"]);
         // The relation name is quoted too.
-        let statement =
-            read_statement("public", "t\"; drop table x; --", &ReadQuery::default(), BodyShape::Array, false);
+        let statement = statement("t\"; drop table x; --", &ReadQuery::default(), BodyShape::Array, false);
         assert!(statement.sql.contains(r#"FROM "public"."t""; drop table x; --""#), "{}", statement.sql);
     }
 }

@@ -47,10 +47,12 @@ use serde_json::{Map, Value};
 
 use super::auth::Identity;
 use super::error::ApiError;
-use super::query::{self, CompareOp, FilterOp, QueryError, ReadQuery, SelectItem, MAX_IDENT_BYTES};
-use super::sql::{push_select_list, push_where, push_where_trees, quote_ident};
+use super::plan::{self, ReadPlan};
+use super::query::{self, CompareOp, FilterOp, QueryError, ReadQuery, MAX_IDENT_BYTES};
+use super::sql::{self, push_where, push_where_trees, quote_ident};
 use crate::app::ShardState;
-use crate::schema::{Relation, RelationKind};
+use crate::schema::relationships::QualifiedName;
+use crate::schema::{Relation, RelationKind, SchemaCache};
 
 /// At most this many rows in one (bulk) insert.
 pub const MAX_BULK_ROWS: usize = 10_000;
@@ -394,16 +396,18 @@ enum Mutation<'a> {
 /// primary key of the single inserted row with `return=headers-only`, else NULL),
 /// `max_affected` (NULL; raises instead when `limits` are broken, see [`RowLimits`]), `inserted`,
 /// then the response GUCs ([`super::RESPONSE_GUC_COLUMNS`]).
+#[allow(clippy::too_many_arguments)] // each is one independent part of the statement
 fn write_statement(
+    cache: &SchemaCache,
     schema: &str,
     relation: &str,
     mutation: &Mutation<'_>,
     read: &ReadQuery,
+    representation: &ReadPlan<'_>,
     ret: Return,
     payload: Option<Source<'_>>,
     limits: RowLimits,
 ) -> Statement {
-    let select = read.select.as_slice();
     let mut params: Vec<Bytes> = Vec::new();
     let mut bind = |value: Bytes| {
         params.push(value);
@@ -510,27 +514,12 @@ fn write_statement(
     let (select_sql, body) = if ret == Return::Representation {
         // Aliased as the table, so errors name it as reads do (`column todos.x does not exist`).
         let alias = quote_ident(relation);
-        let mut s = String::from("SELECT ");
-        match inserted {
-            // `*` would show `pgrst_inserted`: every column of the table, by name, instead.
-            Some(all) if select.is_empty() || select.contains(&SelectItem::Star) => {
-                let star = || all.iter().map(|c| SelectItem::Column { name: c.clone(), alias: None, cast: None });
-                let expanded: Vec<SelectItem> = if select.is_empty() {
-                    star().collect()
-                } else {
-                    select
-                        .iter()
-                        .flat_map(|item| match item {
-                            SelectItem::Star => star().collect::<Vec<_>>(),
-                            other => vec![other.clone()],
-                        })
-                        .collect()
-                };
-                push_select_list(&mut s, &alias, &expanded);
-            }
-            _ => push_select_list(&mut s, &alias, select),
-        }
-        let _ = write!(s, " FROM pgrst_source AS {alias}");
+        let from = format!("pgrst_source AS {alias}");
+        let mut s = String::new();
+        let source = sql::Source { from: &from, qualifier: &alias, row: &alias };
+        // `*` would show `pgrst_inserted`: every column of the table, by name, instead.
+        let mut bind_text = |v: String| bind(Bytes::from(v));
+        sql::Builder::new(cache, &mut bind_text).push_level(&mut s, representation, source, &[], inserted);
         let body = if limits.singular {
             "(pg_catalog.json_agg(_postgrest_t)->0)::text"
         } else {
@@ -774,11 +763,16 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
         Method::Patch => Mutation::Update { columns },
         Method::Delete => Mutation::Delete,
     };
+    // The representation shows the written rows: `select` (with its embeds), not the filters.
+    let shaped = ReadQuery { select: read.select.clone(), ..ReadQuery::default() };
+    let representation = plan::plan(&schema, profile.schema, QualifiedName::new(profile.schema, &relation), &shaped)?;
     let statement = write_statement(
+        &schema,
         profile.schema,
         &relation,
         &mutation,
         &read,
+        &representation,
         ret,
         source,
         RowLimits {
@@ -882,6 +876,21 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `write_statement` with a representation of the query's `select`, against an empty cache.
+    fn stmt(
+        relation: &str,
+        mutation: &Mutation<'_>,
+        read: &ReadQuery,
+        ret: Return,
+        payload: Option<Source<'_>>,
+        limits: RowLimits,
+    ) -> Statement {
+        let cache = SchemaCache::default();
+        let shaped = ReadQuery { select: read.select.clone(), ..ReadQuery::default() };
+        let representation = plan::plan(&cache, "public", QualifiedName::new("public", relation), &shaped).unwrap();
+        write_statement(&cache, "public", relation, mutation, read, &representation, ret, payload, limits)
+    }
     use crate::rest::query::parse_read_query;
 
     fn params_of(statement: &Statement) -> Vec<String> {
@@ -957,8 +966,7 @@ mod tests {
             put: false,
         };
         let read = parse_read_query("select=id,task").unwrap();
-        let s = write_statement(
-            "public",
+        let s = stmt(
             "todos",
             &m,
             &read,
@@ -981,8 +989,7 @@ mod tests {
         );
         assert_eq!(params_of(&s), ["[]"]);
         let m = Mutation::Insert { columns: &[], conflict: None, inserted: None, put: false };
-        let s = write_statement(
-            "public",
+        let s = stmt(
             "todos",
             &m,
             &ReadQuery::default(),
@@ -999,8 +1006,7 @@ mod tests {
         let read = parse_read_query("id=gt.1&task=eq.'; drop table x; --").unwrap();
         let columns = vec!["done".to_owned()];
         let m = Mutation::Update { columns: &columns };
-        let s = write_statement(
-            "public",
+        let s = stmt(
             "todos",
             &m,
             &read,
@@ -1022,15 +1028,7 @@ mod tests {
         let params = params_of(&s);
         assert_eq!(params[..4], ["[{}]", "1", "'; drop table x; --", "2"]);
         assert_eq!(params[4], row_limit_marker());
-        let s = write_statement(
-            "public",
-            "todos",
-            &Mutation::Delete,
-            &read,
-            Return::HeadersOnly,
-            None,
-            RowLimits::default(),
-        );
+        let s = stmt("todos", &Mutation::Delete, &read, Return::HeadersOnly, None, RowLimits::default());
         assert!(s.sql.starts_with(
             "WITH pgrst_source AS (DELETE FROM \"public\".\"todos\" WHERE \"public\".\"todos\".\"id\" > $1 AND \"public\".\"todos\".\"task\" = $2 RETURNING \"public\".\"todos\".*)"
         ), "{}", s.sql);
@@ -1051,15 +1049,7 @@ mod tests {
             json: Bytes::from_static(b"[]"),
             defaults: vec![("id", "nextval('todos_id_seq'::regclass)"), ("task", "'x'::text")],
         };
-        let s = write_statement(
-            "public",
-            "todos",
-            &m,
-            &ReadQuery::default(),
-            Return::Representation,
-            Some(source),
-            RowLimits::default(),
-        );
+        let s = stmt("todos", &m, &ReadQuery::default(), Return::Representation, Some(source), RowLimits::default());
         for fragment in [
             "FROM pg_catalog.json_populate_recordset(NULL::\"public\".\"todos\", (SELECT coalesce(pg_catalog.json_agg(\
              pg_catalog.jsonb_build_object($2::text, nextval('todos_id_seq'::regclass), $3::text, 'x'::text) \
@@ -1088,7 +1078,7 @@ mod tests {
         };
         let source = Source { json: Bytes::from_static(b"[{}]"), defaults: Vec::new() };
         let limits = RowLimits { exactly_one: true, ..RowLimits::default() };
-        let s = write_statement("public", "todos", &m, &read, Return::Minimal, Some(source), limits);
+        let s = stmt("todos", &m, &read, Return::Minimal, Some(source), limits);
         assert!(
             s.sql.contains(
                 "AS pgrst_body WHERE pgrst_body.\"id\" = $2 ON CONFLICT (\"id\") DO UPDATE SET \"id\" = EXCLUDED.\"id\""
@@ -1099,8 +1089,7 @@ mod tests {
         assert!(s.sql.contains("CASE WHEN pg_catalog.count(_postgrest_t) <> 1 THEN ($3::text"), "{}", s.sql);
         // Logic trees restrict PATCH and DELETE as they restrict reads.
         let read = parse_read_query("or=(id.eq.1,id.eq.2)").unwrap();
-        let s =
-            write_statement("public", "todos", &Mutation::Delete, &read, Return::Minimal, None, RowLimits::default());
+        let s = stmt("todos", &Mutation::Delete, &read, Return::Minimal, None, RowLimits::default());
         assert!(s.sql.contains("DELETE FROM \"public\".\"todos\" WHERE ("), "{}", s.sql);
         assert_eq!(params_of(&s), ["1", "2"]);
     }

@@ -19,6 +19,8 @@ use std::time::SystemTime;
 use madbase_pg::{Connection, PgError};
 use serde::Deserialize;
 
+use super::relationships::{self, ComputedRelationship, QualifiedName};
+use super::view_lineage;
 use super::{ArgMode, Column, ForeignKey, Function, FunctionArg, Relation, RelationKind, SchemaCache, Volatility};
 
 /// Why the schema cache could not be read.
@@ -38,6 +40,9 @@ pub enum IntrospectError {
 const CAN_UPDATE: i32 = 1 << 2;
 const CAN_INSERT: i32 = 1 << 3;
 const CAN_DELETE: i32 = 1 << 4;
+
+/// Views over views are followed this many levels to their base table.
+const MAX_VIEW_NESTING: usize = 8;
 
 /// The introspection statement for `schemas`.
 pub fn query(schemas: &[impl AsRef<str>]) -> Result<String, IntrospectError> {
@@ -111,7 +116,7 @@ keys as (
   left join pg_class fc on fc.oid = con.confrelid
   left join pg_namespace fn on fn.oid = fc.relnamespace
   where con.conparentid = 0
-    and ((con.contype = 'p' and con.conrelid in (select oid from rels))
+    and ((con.contype in ('p', 'u') and con.conrelid in (select oid from rels))
       or (con.contype = 'f' and (con.conrelid in (select oid from rels) or con.confrelid in (select oid from rels))))
 ),
 funcs as (
@@ -138,6 +143,39 @@ funcs as (
       or (p.pronargs = 1 and p.proargtypes[0] in ('bytea'::regtype, 'json'::regtype, 'jsonb'::regtype,
                                                   'text'::regtype, 'xml'::regtype)))
 ),
+comprels as (
+  -- Computed relationships: `f(<row of a relation>) returns [setof] <row of a relation>`; to-one
+  -- when it returns a single row or is declared `rows 1`.
+  select json_agg(json_build_array(n.nspname, p.proname, an.nspname, ac.relname, rn.nspname, rc.relname,
+                                   not p.proretset or p.prorows = 1)
+         order by n.nspname, p.proname, p.oid) as j
+  from pg_proc p
+  join pg_namespace n on n.oid = p.pronamespace
+  join pg_type at on at.oid = p.proargtypes[0]
+  join pg_class ac on ac.oid = at.typrelid
+  join pg_namespace an on an.oid = ac.relnamespace
+  join pg_type rt on rt.oid = p.prorettype
+  join pg_class rc on rc.oid = rt.typrelid
+  join pg_namespace rn on rn.oid = rc.relnamespace
+  where n.nspname in (select nspname from exposed) and p.prokind = 'f' and p.pronargs = 1
+    and ac.relkind in ('r', 'p', 'v', 'm', 'f') and rc.relkind in ('r', 'p', 'v', 'm', 'f')
+),
+views as (
+  select json_agg(json_build_array(c.oid::int8, r.ev_action::text)) as j
+  from rels c
+  join pg_rewrite r on r.ev_class = c.oid and r.rulename = '_RETURN'
+  where c.relkind in ('v', 'm')
+),
+settings as (
+  -- PostgREST's in-database configuration: `alter role authenticator set pgrst.<key> = …`.
+  select json_agg(json_build_array(split_part(cfg, '=', 1), substr(cfg, strpos(cfg, '=') + 1))
+                  order by s.setdatabase) as j
+  from pg_db_role_setting s
+  cross join lateral unnest(s.setconfig) as cfg
+  where s.setrole = (select oid from pg_roles where rolname = current_user)
+    and s.setdatabase in (0, (select oid from pg_database where datname = current_database()))
+    and cfg like 'pgrst.%'
+),
 enums as (
   select json_agg(json_build_array(n.nspname, t.typname,
            (select json_agg(e.enumlabel order by e.enumsortorder) from pg_enum e where e.enumtypid = t.oid))) as j
@@ -151,6 +189,9 @@ select json_build_object(
   'columns', (select j from cols),
   'keys', (select j from keys),
   'functions', (select j from funcs),
+  'computed', (select j from comprels),
+  'settings', (select j from settings),
+  'views', (select j from views),
   'enums', (select j from enums)
 )::text
 "#;
@@ -188,6 +229,13 @@ struct Raw {
     functions: Option<Vec<RawFunction>>,
     #[serde(default)]
     enums: Option<Vec<RawEnum>>,
+    #[serde(default)]
+    computed: Option<Vec<RawComputed>>,
+    #[serde(default)]
+    settings: Option<Vec<(String, String)>>,
+    /// view oid, `ev_action` text
+    #[serde(default)]
+    views: Option<Vec<(i64, String)>>,
 }
 
 /// oid, schema, name, relkind, pg_relation_is_updatable
@@ -218,6 +266,10 @@ struct RawFunction(
     bool,
 );
 
+/// function schema, function name, argument relation schema/name, returned relation schema/name, to-one
+#[derive(Deserialize)]
+struct RawComputed(String, String, String, String, String, String, bool);
+
 /// schema, name, labels
 #[derive(Deserialize)]
 struct RawEnum(String, String, Option<Vec<String>>);
@@ -245,6 +297,7 @@ pub fn parse(document: &str) -> Result<SchemaCache, IntrospectError> {
             deletable: updatable & CAN_DELETE != 0,
             columns: Vec::new(),
             primary_key: Vec::new(),
+            unique_keys: Vec::new(),
         };
         cache.schemas.entry(schema).or_default().relations.insert(name, relation);
     }
@@ -264,6 +317,11 @@ pub fn parse(document: &str) -> Result<SchemaCache, IntrospectError> {
             "p" => {
                 if let Some(relation) = relation_mut(&mut cache, &schema, &table) {
                     relation.primary_key = columns;
+                }
+            }
+            "u" => {
+                if let Some(relation) = relation_mut(&mut cache, &schema, &table) {
+                    relation.unique_keys.push(columns);
                 }
             }
             "f" => {
@@ -306,6 +364,62 @@ pub fn parse(document: &str) -> Result<SchemaCache, IntrospectError> {
     for RawEnum(schema, name, labels) in raw.enums.unwrap_or_default() {
         cache.schemas.entry(schema).or_default().enums.insert(name, labels.unwrap_or_default());
     }
+
+    // Database-specific settings come last, so they override role-wide ones.
+    for (key, value) in raw.settings.unwrap_or_default() {
+        if let Some(key) = key.strip_prefix("pgrst.") {
+            cache.db_settings.insert(key.to_owned(), value);
+        }
+    }
+
+    let computed: Vec<ComputedRelationship> = raw
+        .computed
+        .unwrap_or_default()
+        .into_iter()
+        .map(|RawComputed(fs, f, os, o, ts, t, to_one)| ComputedRelationship {
+            function: QualifiedName { schema: fs, name: f },
+            origin: QualifiedName { schema: os, name: o },
+            target: QualifiedName { schema: ts, name: t },
+            to_one,
+        })
+        .collect();
+    // View columns that show a base column unchanged, resolved to names (views of views through
+    // their inner view's own lineage, a few levels deep).
+    let mut lineage: HashMap<(i64, i16), (i64, i16)> = HashMap::new();
+    let mut view_names: Vec<(i64, String, i16)> = Vec::new();
+    for (view, action) in raw.views.unwrap_or_default() {
+        let Some((schema, name)) = by_oid.get(&view) else { continue };
+        let Some(relation) = cache.relation(schema, name) else { continue };
+        for column in view_lineage::view_columns(&action) {
+            let Some(own) = relation.column(&column.name) else { continue };
+            lineage.insert((view, own.position), (column.origin_relation, column.origin_column));
+            view_names.push((view, column.name, own.position));
+        }
+    }
+    let mut view_columns = Vec::new();
+    for (view, column, position) in view_names {
+        let mut origin = lineage[&(view, position)];
+        for _ in 0..MAX_VIEW_NESTING {
+            match lineage.get(&origin) {
+                Some(next) => origin = *next,
+                None => break,
+            }
+        }
+        let (Some((vs, vn)), Some((os, on))) = (by_oid.get(&view), by_oid.get(&origin.0)) else { continue };
+        let Some(origin_column) =
+            cache.relation(os, on).and_then(|r| r.columns.iter().find(|c| c.position == origin.1))
+        else {
+            continue;
+        };
+        view_columns.push(relationships::ViewColumn {
+            view: QualifiedName::new(vs, vn),
+            column,
+            origin: QualifiedName::new(os, on),
+            origin_column: origin_column.name.clone(),
+        });
+    }
+    cache.relationships =
+        relationships::derive(&cache.foreign_keys, &computed, &view_columns, |s, n| cache.relation(s, n));
     Ok(cache)
 }
 
@@ -439,8 +553,8 @@ mod tests {
         let fk = &cache.foreign_keys[0];
         assert_eq!(fk.columns, [("owner".to_owned(), "id".to_owned()), ("team".to_owned(), "team".to_owned())]);
         assert_eq!((fk.foreign_schema.as_str(), fk.foreign_table.as_str()), ("auth", "users"));
-        assert_eq!(cache.foreign_keys_of("auth", "users").count(), 1);
-        assert_eq!(cache.foreign_keys_of("public", "todos").count(), 1);
+        assert_eq!(cache.relationships_of("auth", "users").len(), 1);
+        assert_eq!(cache.relationships_of("public", "todos").len(), 1);
 
         // Overloads in PostgREST's order: fewest input parameters first.
         let add = cache.functions("public", "add");

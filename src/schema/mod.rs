@@ -18,7 +18,9 @@
 
 pub mod fuzzy;
 pub mod introspect;
+pub mod relationships;
 pub mod reload;
+pub mod view_lineage;
 
 pub use introspect::IntrospectError;
 
@@ -33,6 +35,11 @@ pub struct SchemaCache {
     pub schemas: HashMap<String, SchemaObjects>,
     /// Foreign keys touching at least one relation of an exposed schema (for embedding).
     pub foreign_keys: Vec<ForeignKey>,
+    /// PostgREST's in-database configuration of the API role (`pgrst.db_aggregates_enabled` …),
+    /// without the `pgrst.` prefix.
+    pub db_settings: HashMap<String, String>,
+    /// Every embeddable relationship, by origin relation (derived from the keys and functions).
+    pub relationships: relationships::RelationshipIndex,
     #[allow(dead_code)] // read by the Data API as it grows (writes, RPC, embedding)
     /// When this snapshot was read from the catalog.
     pub loaded_at: Option<SystemTime>,
@@ -86,6 +93,8 @@ pub struct Relation {
     pub columns: Vec<Column>,
     /// Primary key columns in key order (empty: none).
     pub primary_key: Vec<String>,
+    /// The column lists of its unique constraints.
+    pub unique_keys: Vec<Vec<String>>,
 }
 
 impl Relation {
@@ -188,12 +197,15 @@ impl SchemaCache {
         self.schemas.get(schema)?.enums.get(name).map(Vec::as_slice)
     }
 
-    #[allow(dead_code)] // read by the Data API as it grows (writes, RPC, embedding)
-    /// Foreign keys whose referencing or referenced side is `schema.table`.
-    pub fn foreign_keys_of<'a>(&'a self, schema: &'a str, table: &'a str) -> impl Iterator<Item = &'a ForeignKey> {
-        self.foreign_keys.iter().filter(move |fk| {
-            (fk.schema == schema && fk.table == table) || (fk.foreign_schema == schema && fk.foreign_table == table)
-        })
+    /// Whether aggregates (`count()`, `col.sum()` …) may be used (`db-aggregates-enabled`).
+    pub fn aggregates_enabled(&self) -> bool {
+        self.db_settings.get("db_aggregates_enabled").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    }
+
+    /// The relationships whose origin is `schema.name` (empty when none).
+    pub fn relationships_of(&self, schema: &str, name: &str) -> &[relationships::Relationship] {
+        let key = relationships::QualifiedName::new(schema, name);
+        self.relationships.get(&key).map_or(&[], Vec::as_slice)
     }
 
     /// The closest relation name in `schema` to `name` (PostgREST's PGRST205 hint), if any is close.

@@ -2,8 +2,9 @@
 //!
 //! Owns the reloader task (spawned by `app::shard_main` on shard 0 only) and the rules for when a
 //! reload happens:
-//! - a notification on channel `pgrst` with payload `reload schema` or an empty payload
-//!   (reference/rest.md §10; `reload config` and anything else is ignored). MadBase's DDL event
+//! - a notification on channel `pgrst` with payload `reload schema`, `reload config` (the
+//!   in-database `pgrst.*` settings are part of the snapshot) or an empty payload
+//!   (reference/rest.md §10; anything else is ignored). MadBase's DDL event
 //!   trigger (migration 0002) sends `reload schema` at the end of every DDL command;
 //! - a burst (a migration script fires one per statement) is debounced: the reload starts once the
 //!   channel has been quiet for [`DEBOUNCE`], or [`MAX_DELAY`] after the first notification;
@@ -67,7 +68,7 @@ pub async fn run(state: Rc<ShardState>, shutdown: ShutdownSignal) {
 
 /// Does a notification ask for a schema reload?
 pub fn wants_reload(n: &Notification) -> bool {
-    n.channel == CHANNEL && matches!(n.payload.trim(), "" | "reload schema")
+    n.channel == CHANNEL && matches!(n.payload.trim(), "" | "reload schema" | "reload config")
 }
 
 async fn listen_forever(state: &ShardState, connect: &ConnectConfig) {
@@ -236,7 +237,8 @@ mod tests {
     fn payloads() {
         assert!(wants_reload(&n("pgrst", "reload schema")));
         assert!(wants_reload(&n("pgrst", "")));
-        assert!(!wants_reload(&n("pgrst", "reload config")));
+        assert!(wants_reload(&n("pgrst", "reload config")));
+        assert!(!wants_reload(&n("pgrst", "something else")));
         assert!(!wants_reload(&n("other", "reload schema")));
     }
 }

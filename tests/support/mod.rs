@@ -315,3 +315,19 @@ pub fn assert_pgrst_error(response: &HttpResponse, status: u16, code: &str) -> s
     assert_eq!(body["code"], code, "{body}");
     body
 }
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+pub fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `/rest/v1/<table>?k=v&...` with keys and values percent-encoded.
+pub fn rest_url(table: &str, params: &[(&str, &str)]) -> String {
+    let query: Vec<String> = params.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect();
+    format!("/rest/v1/{}?{}", enc(table), query.join("&"))
+}
