@@ -25,11 +25,11 @@ build_madbase() {
   MADBASE="$ROOT/target/release/madbase"
 }
 
-# start_madbase <data dir>: managed PostgreSQL; sets MB_PORT, MB_PID, MB_DB_URL. Optional:
+# start_madbase <data dir>: managed PostgreSQL; sets MB_PORT, MB_PID, MB_DB_URL, MB_DATA. Optional:
 # MB_LOG (default warn: no access log), MB_OUT (MadBase's output, default $OUT/madbase.out),
 # PG_PORT (default a free port), MB_DATA_KEEP (reuse the data dir instead of starting afresh).
 start_madbase() {
-  local data="$1"
+  local data="$1"; MB_DATA="$data"
   MB_OUT=${MB_OUT:-$OUT/madbase.out}
   MB_PORT=$(free_port)
   local pg_port=${PG_PORT:-$(free_port)}
@@ -63,3 +63,79 @@ wrk_run() {
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}')" "$1" "$2"; }
 
 machine() { echo "$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB, kernel $(uname -r)"; }
+
+# capture_sql <pgbench file> <regex> <command...>: runs <command> (one request to MadBase started
+# by start_madbase) with log_statement = all and writes, as a pgbench script, the batch MadBase sent
+# for it: the statement matching <regex> and the one before it on the same backend (the request
+# settings), in one pipeline with one Sync, every bound parameter written as the literal the log
+# shows. SUBST="N=:var ..." instead writes parameter $N of the matched statement as pgbench's :var
+# (a bound parameter under -M prepared), for values too large for a literal to be the point.
+capture_sql() {
+  local file="$1" regex="$2"; shift 2
+  local log="$MB_DATA/postgres.log" start
+  start=$(stat -c %s "$log")
+  "$PSQL_BIN" "$MB_DB_URL" -qAt -c "alter system set log_statement = 'all'" -c "select pg_reload_conf()" >/dev/null
+  sleep 1
+  "$@" >/dev/null
+  "$PSQL_BIN" "$MB_DB_URL" -qAt -c "alter system reset log_statement" -c "select pg_reload_conf()" >/dev/null
+  cat >"$OUT/capture_sql.py" <<'PY'
+import re, sys
+regex, subst = re.compile(sys.argv[1]), dict(s.split("=", 1) for s in sys.argv[2].split())
+entries = []  # [pid, kind, text]; continuation lines (no timestamp) belong to the entry before
+for line in sys.stdin.read().splitlines():
+    m = re.match(r"^\d{4}-\d\d-\d\d \S+ \S+ \[(\d+)\] (\w+):\s+(.*)$", line)
+    if m:
+        entries.append([m.group(1), m.group(2), m.group(3)])
+    elif entries:
+        entries[-1][2] += "\n" + line
+stmts = []  # (pid, sql, params)
+for pid, kind, text in entries:
+    m = re.match(r"(?:execute [^:]*|statement): (.*)$", text, re.S)
+    if kind == "LOG" and m:
+        stmts.append([pid, m.group(1), {}])
+    elif kind == "DETAIL" and text.startswith("parameters: ") and stmts and stmts[-1][0] == pid:
+        stmts[-1][2] = dict(re.findall(r"\$(\d+) = (NULL|'(?:[^']|'')*')", text))
+hits = [i for i, s in enumerate(stmts) if regex.search(s[1])]
+if not hits:
+    sys.exit("capture_sql: no logged statement matches " + sys.argv[1])
+i = hits[-1]
+prev = next(j for j in range(i - 1, -1, -1) if stmts[j][0] == stmts[i][0])
+def inline(sql, params, subst):
+    return re.sub(r"\$(\d+)\b", lambda m: subst.get(m.group(1)) or params[m.group(1)], sql)
+print("\\startpipeline")
+print(inline(stmts[prev][1], stmts[prev][2], {}) + ";")
+print(inline(stmts[i][1], stmts[i][2], subst) + ";")
+print("\\endpipeline")
+PY
+  tail -c +"$((start + 1))" "$log" | python3 "$OUT/capture_sql.py" "$regex" "${SUBST:-}" >"$file"
+}
+
+# pgb <label> <clients> <pgbench args...>: pgbench -M prepared against MadBase's PostgreSQL for
+# DURATION; prints and records tps and average latency in $OUT/<label>.pgbench (<label>_TPS).
+pgb() {
+  local label="$1" clients="$2"; shift 2
+  local secs=${DURATION:-15s}; secs=${secs%s}
+  pgbench -n -M prepared -c "$clients" -j "$(nproc)" -T "$secs" "$@" "$MB_DB_URL" >"$OUT/$label.pgbench" 2>&1
+  local tps lat
+  tps=$(awk '/^tps/ {print $3; exit}' "$OUT/$label.pgbench")
+  lat=$(awk '/latency average/ {print $4; exit}' "$OUT/$label.pgbench")
+  [ -n "$tps" ] || { cat "$OUT/$label.pgbench"; exit 1; }
+  printf '%-28s %12s tps     avg latency %s ms (clients %s)\n' "$label" "$tps" "$lat" "$clients"
+  eval "${label}_TPS=$tps"
+}
+
+# cpu_ticks: CPU time (utime + stime, clock ticks) so far of the madbase process and, separately,
+# of its managed PostgreSQL: the postmaster, its live children (backends, WAL writer, …) and its
+# exited children (cutime + cstime: pgbench's backends after pgbench disconnects). Prints
+# "<madbase ticks> <postgres ticks>".
+cpu_ticks() {
+  local pm
+  pm=$(head -1 "$MB_DATA/pgdata/postmaster.pid")
+  echo "$(awk '{print $14 + $15}' "/proc/$MB_PID/stat") $({
+    awk '{print $14 + $15 + $16 + $17}' "/proc/$pm/stat"
+    for p in $(cat /proc/"$pm"/task/*/children); do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null; done
+  } | awk '{s += $1} END {print s}')"
+}
+
+# per_op_us <ticks before> <ticks after> <operations>: CPU µs per operation.
+per_op_us() { python3 -c "import os,sys; print(round((float(sys.argv[2]) - float(sys.argv[1])) * 1e6 / os.sysconf('SC_CLK_TCK') / float(sys.argv[3])))" "$@"; }

@@ -52,15 +52,6 @@ SELECT pg_catalog.count(_postgrest_t) AS page_total, coalesce(pg_catalog.json_ag
 PGB
 
 PG_CONNS=$(( $(nproc) * 4 ))   # MadBase: shards × pg_pool_size (default 4) connections
-secs=${DURATION:-15s}; secs=${secs%s}
-pgb() { # pgb <label> <clients> <args...>
-  local label="$1" clients="$2"; shift 2
-  pgbench -n -M prepared -c "$clients" -j "$(nproc)" -T "$secs" "$@" "$MB_DB_URL" >"$OUT/$label.pgbench" 2>&1
-  local tps; tps=$(awk '/^tps/ {print $3; exit}' "$OUT/$label.pgbench")
-  local lat; lat=$(awk '/latency average/ {print $4; exit}' "$OUT/$label.pgbench")
-  printf '%-28s %12s tps     avg latency %s ms (clients %s)\n' "$label" "$tps" "$lat" "$clients"
-  eval "${label}_TPS=$tps"
-}
 
 # Warm up (caches, per-connection prepared statements) before measuring.
 DURATION=10s wrk_run warm "http://127.0.0.1:$MB_PORT" -s "$OUT/get_by_pk.lua" >/dev/null

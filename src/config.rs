@@ -86,6 +86,9 @@ pub struct Config {
     pub shutdown_grace_ms: u64,
     /// Use the epoll driver even where io_uring works. Default false.
     pub force_legacy_driver: bool,
+    /// Answer `Accept: application/vnd.pgrst.plan…` with the statement's `EXPLAIN` (PostgREST's
+    /// `db-plan-enabled`). Default false: plans are then a 406 PGRST107, as in PostgREST.
+    pub db_plan_enabled: bool,
     /// Log filter in `tracing` syntax. Default `info`.
     pub log: String,
     /// `text` or `json`. Default `text`.
@@ -143,6 +146,7 @@ impl Default for Config {
             blocking_queue: 1024,
             shutdown_grace_ms: 10_000,
             force_legacy_driver: false,
+            db_plan_enabled: false,
             log: "info".to_owned(),
             log_format: "text".to_owned(),
             db_schemas: vec!["public".to_owned()],
@@ -182,6 +186,7 @@ pub const ENV_KEYS: &[&str] = &[
     "MADBASE_BLOCKING_QUEUE",
     "MADBASE_SHUTDOWN_GRACE_MS",
     "MADBASE_FORCE_LEGACY_DRIVER",
+    "MADBASE_DB_PLAN_ENABLED",
     "MADBASE_LOG",
     "MADBASE_LOG_FORMAT",
     "MADBASE_DB_SCHEMAS",
@@ -335,6 +340,7 @@ impl Config {
                 "MADBASE_BLOCKING_QUEUE" => set(&mut c.blocking_queue, name, &raw)?,
                 "MADBASE_SHUTDOWN_GRACE_MS" => set(&mut c.shutdown_grace_ms, name, &raw)?,
                 "MADBASE_FORCE_LEGACY_DRIVER" => set_bool(&mut c.force_legacy_driver, name, &raw)?,
+                "MADBASE_DB_PLAN_ENABLED" => set_bool(&mut c.db_plan_enabled, name, &raw)?,
                 "MADBASE_LOG" => c.log = raw,
                 "MADBASE_LOG_FORMAT" => c.log_format = raw,
                 "MADBASE_DB_SCHEMAS" => c.db_schemas = name_list(&raw),

@@ -232,7 +232,7 @@ fn errors_and_injection() {
     let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let too_many = assert_error(&get(&server, "todos", &many, &[]), 400, "PGRST100");
     assert!(too_many["details"].as_str().unwrap().contains("At most"), "{too_many}");
-    assert_error(&get(&server, "todos", &[], &[("Accept", "text/csv")]), 406, "PGRST107");
+    assert_error(&get(&server, "todos", &[], &[("Accept", "text/xml")]), 406, "PGRST107");
     assert_error(&get(&server, "todos", &[], &[("Accept-Profile", "auth")]), 406, "PGRST106");
     assert_error(&server.request("PUT", "/rest/v1/todos?id=eq.1", &[], b"{}"), 400, "PGRST115");
     assert_error(&server.get("/rest/v1/a/b"), 404, "PGRST125");
@@ -357,7 +357,7 @@ fn singular_objects() {
         );
     }
 
-    // The first acceptable range wins; representations not produced yet stay a clear 406.
+    // The first acceptable range wins (tests/rest_media.rs covers every media type).
     let json_first = server.request(
         "GET",
         "/rest/v1/people?id=eq.1",
@@ -371,7 +371,7 @@ fn singular_objects() {
         &[("Accept", "application/vnd.pgrst.object+json;nulls=stripped")],
         b"",
     );
-    assert_eq!((stripped.status, stripped.json()["code"].as_str()), (406, Some("PGRST107")));
+    assert_eq!((stripped.status, stripped.text().as_str()), (200, r#"{"id":1,"name":"Ada"}"#));
 }
 
 #[test]
@@ -482,4 +482,35 @@ fn json_paths_in_filters_and_order() {
     // A hostile key is a bound value: no match, no error, table intact.
     assert_eq!(ids("data->>%22x%27)%20or%201%3D1--%22=eq.1"), Vec::<i64>::new());
     assert_eq!(server.sql("select count(*)::text from public.profiles")[0].rows[0].get_str(0), Some("3"));
+}
+
+#[test]
+fn prefer_timezone_sets_the_transaction_time_zone() {
+    let server = TestServer::start();
+    server.sql(
+        "create table public.events (id int primary key, at timestamptz not null);
+         insert into public.events values (1, '2024-01-15 12:00:00+00');
+         grant select on public.events to anon;",
+    );
+    server.wait_for_relations(&["events"]);
+    let read = |prefer: &str| get(&server, "events", &[("select", "at")], &[("Prefer", prefer)]);
+    let r = read("timezone=America/Los_Angeles");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), r#"[{"at":"2024-01-15T04:00:00-08:00"}]"#);
+    assert_eq!(r.header("preference-applied"), Some("timezone=America/Los_Angeles"));
+    let r = read("timezone=Asia/Kolkata, count=exact");
+    assert_eq!(r.text(), r#"[{"at":"2024-01-15T17:30:00+05:30"}]"#);
+    assert_eq!(r.header("preference-applied"), Some("count=exact, timezone=Asia/Kolkata"));
+    // An unknown zone is PostgreSQL's error even when lenient.
+    let r = read("timezone=Mars/Olympus");
+    let body = assert_error(&r, 400, "22023");
+    assert!(body["message"].as_str().unwrap().contains("Mars/Olympus"), "{body}");
+    // Writes honour it too.
+    let r = server.request(
+        "POST",
+        "/rest/v1/events?select=at",
+        &[("Authorization", &support::service_role()), ("Prefer", "return=representation, timezone=UTC")],
+        br#"{"id": 2, "at": "2024-06-01 10:00:00+02"}"#,
+    );
+    assert_eq!((r.status, r.text().as_str()), (201, r#"[{"at":"2024-06-01T08:00:00+00:00"}]"#));
 }

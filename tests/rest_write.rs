@@ -590,6 +590,47 @@ fn writes_use_the_schema_cache() {
     );
 }
 
+#[test]
+fn csv_and_form_bodies() {
+    let server = TestServer::start();
+    server.sql(SCHEMA);
+    server.wait_for_relations(&["todos"]);
+    let service = service();
+    let auth = ("Authorization", service.as_str());
+    // CSV: a header line, quoted fields with commas and quotes, unquoted NULL is null.
+    let r = server.request(
+        "POST",
+        "/rest/v1/todos?select=id,task,score",
+        &[auth, ("Content-Type", "text/csv"), ("Prefer", "return=representation")],
+        b"id,task,score\r\n10,\"plain, \"\"quoted\"\"\",NULL\n11,second,2.5\n",
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!([{"id": 10, "task": "plain, \"quoted\"", "score": null}, {"id": 11, "task": "second", "score": 2.5}])
+    );
+    // A form body is one row.
+    let r = server.request(
+        "POST",
+        "/rest/v1/todos",
+        &[auth, ("Content-Type", "application/x-www-form-urlencoded")],
+        b"id=12&task=from+a+form&done=true",
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    // Malformed CSV: 400 PGRST102 and nothing written.
+    let before = rows(&server);
+    let r = server.request(
+        "POST",
+        "/rest/v1/todos",
+        &[auth, ("Content-Type", "text/csv")],
+        b"id,task\n13,ok\n14,too,many\n",
+    );
+    let body = assert_error(&r, 400, "PGRST102");
+    assert_eq!(body["message"], "All lines of a CSV body must have as many fields as its header");
+    assert_eq!(rows(&server), before);
+    assert_eq!(before.as_array().map(Vec::len), Some(6));
+}
+
 /// The postgrest-js suite's "bulk insert/upsert with column defaults": rows lacking a column
 /// whose default is an identity sequence (no `pg_attrdef` entry) used to get NULL (23502).
 /// PostgREST evaluates every listed column's default for every row, so each row consumes a

@@ -8,7 +8,7 @@ import { startMadbase, client, ANON_KEY } from './support.js';
 let server;
 
 before(async () => {
-  server = await startMadbase({ MADBASE_DB_SCHEMAS: 'public,personal' });
+  server = await startMadbase({ env: { MADBASE_DB_SCHEMAS: 'public,personal' } });
   server.sql(`
     create table public.users (username text primary key, status text not null);
     insert into public.users values ('supabot', 'ONLINE');

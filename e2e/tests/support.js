@@ -39,8 +39,12 @@ function psqlPath() {
   throw new Error('psql not found: install the PostgreSQL client (apt install postgresql-client)');
 }
 
-/** Starts MadBase; `env` adds or overrides its environment (e.g. `MADBASE_DB_SCHEMAS`). */
-export async function startMadbase(env = {}) {
+/**
+ * Starts `madbase start`. Options: `pgBin`, the directory of the PostgreSQL server binaries for the
+ * managed cluster (MADBASE_PG_BIN; default: MadBase's own search); `env`, more environment
+ * variables (e.g. `MADBASE_DB_SCHEMAS`).
+ */
+export async function startMadbase({ pgBin, env = {} } = {}) {
   const bin = process.env.MADBASE_BIN ?? resolve('..', 'target', 'debug', 'madbase');
   const dataDir = mkdtempSync(join(tmpdir(), 'madbase-e2e-'));
   chmodSync(dataDir, 0o755); // the managed cluster may run as the unprivileged postgres user
@@ -54,6 +58,7 @@ export async function startMadbase(env = {}) {
       MADBASE_PG_PORT: String(pgPort),
       MADBASE_SHARDS: '2',
       MADBASE_LOG: 'warn',
+      ...(pgBin ? { MADBASE_PG_BIN: pgBin } : {}),
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -59,6 +59,13 @@ use crate::notify::{Notification, NotificationQueue, DEFAULT_NOTIFICATION_CAPACI
 
 /// Bytes requested from the kernel per read.
 const READ_CHUNK: usize = 64 * 1024;
+/// A read buffer grown past this (by one large message, e.g. a big JSON body) is dropped for a
+/// fresh [`READ_CHUNK`] one as soon as it is empty, so the connection does not keep the peak
+/// allocation alive; and near its end it is read into what is left rather than reserved (which
+/// would double it).
+const LARGE_READ_BUFFER: usize = 1024 * 1024;
+/// Below this much spare room a normal-sized buffer is grown before reading.
+const MIN_READ: usize = 4 * 1024;
 
 static NEXT_CONN_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -684,7 +691,12 @@ async fn read_message<S: AsyncReadRent>(stream: &mut S, buf: &mut BytesMut) -> R
 /// Appends at least one byte from the stream to `buf` (EOF is an error).
 async fn fill<S: AsyncReadRent>(stream: &mut S, mut buf: BytesMut) -> Result<BytesMut, PgError> {
     let len = buf.len();
-    buf.reserve(READ_CHUNK);
+    let spare = buf.capacity() - len;
+    // `Message::parse` has already reserved room for a whole large message: reading its tail
+    // into the room left keeps it at 1× (reserving here would reallocate it at 2×).
+    if spare == 0 || (spare < MIN_READ && buf.capacity() <= LARGE_READ_BUFFER) {
+        buf.reserve(READ_CHUNK);
+    }
     let cap = buf.capacity();
     let (res, slice) = stream.read(buf.slice_mut(len..cap)).await;
     let buf = slice.into_inner();
@@ -989,6 +1001,8 @@ fn statement(
 // Reader.
 
 async fn reader_task<R: AsyncReadRent>(inner: Rc<Inner>, mut r: R, mut buf: BytesMut) {
+    // Whether `buf` shares an allocation that a large message made.
+    let mut holds_large = false;
     let reason = loop {
         loop {
             let msg = match Message::parse(&mut buf) {
@@ -1009,6 +1023,13 @@ async fn reader_task<R: AsyncReadRent>(inner: Rc<Inner>, mut r: R, mut buf: Byte
         if inner.state.borrow().closed {
             // Closed by the owner or the writer: keep nothing in flight.
             break "closed";
+        }
+        holds_large |= buf.capacity() > LARGE_READ_BUFFER;
+        if holds_large && buf.is_empty() {
+            // The large message is parsed (its bytes live on only in its result, and the rest of
+            // this buffer would still pin the allocation): let the allocation go with it.
+            buf = BytesMut::with_capacity(READ_CHUNK);
+            holds_large = false;
         }
         let b = std::mem::take(&mut buf);
         match fill(&mut r, b).await {

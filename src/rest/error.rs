@@ -44,13 +44,14 @@ pub enum ApiError {
     /// The `response.status` GUC is not a status code: 500 PGRST112.
     #[error("response.status guc must be a valid status code")]
     GucStatus,
-    /// `Accept` asks for a media type this slice does not produce: 406 PGRST107.
+    /// `Accept` asks for no media type this response can have: 406 PGRST107 (the ranges listed
+    /// as PostgREST renders them).
     #[error("None of these media types are available: {0}")]
     MediaType(String),
     /// A path that is not `/<relation>`: 404 PGRST125.
     #[error("Invalid path specified in request URL")]
     InvalidPath,
-    /// PostgREST surface that is not implemented yet (RPC, writes, OpenAPI, Range): 400 PGRST127.
+    /// PostgREST surface that is not implemented yet: 400 PGRST127.
     #[error("Feature not implemented")]
     NotImplemented(&'static str),
     /// A method PostgREST does not serve at all: 405 PGRST117.
@@ -82,6 +83,9 @@ pub enum ApiError {
     /// `Accept: application/vnd.pgrst.object+json` and not exactly one row: 406 PGRST116.
     #[error("Cannot coerce the result to a single JSON object")]
     NotSingular(u64),
+    /// A `Range` header whose first row lies after its last: 416 PGRST103.
+    #[error("Requested range not satisfiable")]
+    RangeBounds,
     /// A counted read whose offset lies beyond the total: 416 PGRST103.
     #[error("Requested range not satisfiable")]
     OffsetBeyondTotal { offset: u64, total: u64 },
@@ -212,6 +216,13 @@ impl ApiError {
             ApiError::NotSingular(rows) => {
                 body(406, "PGRST116", &message, Some(format!("The result contains {rows} rows")), None)
             }
+            ApiError::RangeBounds => body(
+                416,
+                "PGRST103",
+                &message,
+                Some("The lower boundary must be lower than or equal to the upper boundary in the Range header.".into()),
+                None,
+            ),
             ApiError::OffsetBeyondTotal { offset, total } => body(
                 416,
                 "PGRST103",

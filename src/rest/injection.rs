@@ -12,7 +12,7 @@
 
 use std::sync::OnceLock;
 
-use super::{plan, query, sql};
+use super::{media, plan, query, sql};
 use crate::schema::relationships::QualifiedName;
 use crate::schema::{introspect, SchemaCache};
 
@@ -56,7 +56,7 @@ pub fn check_read_query(query_string: &str) -> Result<bool, String> {
     let Ok(read) = query::parse_read_query(query_string) else { return Ok(false) };
     let cache = fixture();
     let Ok(plan) = plan::plan(cache, "public", QualifiedName::new("public", TABLE), &read) else { return Ok(false) };
-    let statement = sql::read_statement(cache, &plan, sql::BodyShape::Array, true);
+    let statement = sql::read_statement(cache, &plan, Some(&media::Media::JSON), true);
     check_sql(&statement.sql, statement.params.len()).map_err(|e| format!("{e} in {:?}", statement.sql))?;
     Ok(true)
 }

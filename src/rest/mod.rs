@@ -2,7 +2,10 @@
 //!
 //! Reads are `GET` and `HEAD /rest/v1/<table-or-view>`: the query string is parsed ([`query`]),
 //! resolved against the schema cache snapshot into a read plan ([`plan`]: embeds and their
-//! relationships) and turned into one statement ([`sql`]).
+//! relationships) and turned into one statement ([`sql`]), with the `Range` header,
+//! `Prefer: count=exact|planned|estimated`, and every media type of [`media`] (JSON,
+//! `nulls=stripped`, CSV, GeoJSON, `EXPLAIN` plans). `/rest/v1/` is the OpenAPI description
+//! ([`openapi`]).
 //! Writes (`POST`, `PATCH`, `PUT`, `DELETE`) are [`write`]: one statement in a READ WRITE
 //! transaction. Function calls (`/rpc/<fn>`) are [`rpc`]: one statement, READ ONLY unless a POST
 //! calls a VOLATILE function. Everything else of PostgREST's surface answers with a clear
@@ -27,8 +30,12 @@
 //! - no `unwrap`/`expect` on request input; every list a request can grow is bounded.
 
 mod auth;
+mod body_format;
 mod error;
 pub mod injection;
+mod media;
+mod openapi;
+mod payload;
 mod plan;
 mod query;
 mod relation;
@@ -71,6 +78,9 @@ async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response
     // PostgREST authenticates before it looks at anything else of the request.
     let identity = auth::authenticate(&state.tokens, req)?;
     let method = req.method();
+    if is_root(req.path()) {
+        return openapi::serve(state, req, &identity).await;
+    }
     if let Some(target) = rpc_of(req.path()) {
         let (function, pgrst_path) = target?;
         return rpc::serve(state, req, identity, body, &function, &pgrst_path).await;
@@ -85,15 +95,12 @@ async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response
     let (relation, pgrst_path) = relation_of(req.path())?;
     let config = &state.shared.config;
     let profile = profile(req, config)?;
-    let media = negotiate(req)?;
-    if req.header("range").is_some() {
-        // Ignoring it would return more rows than asked for.
-        return Err(ApiError::NotImplemented("the Range request header is not supported yet; use limit and offset"));
-    }
-    let mut query = query::parse_read_query(req.query().unwrap_or(""))?;
-    cap_rows(&mut query, config.db_max_rows);
     // The snapshot this request uses to its end; an unknown relation never reaches PostgreSQL.
     let schema = state.schema();
+    let media = media::negotiate(req, plan_enabled(state, &schema))?;
+    let mut query = query::parse_read_query(req.query().unwrap_or(""))?;
+    apply_range_header(req, &mut query)?;
+    cap_rows(&mut query, config.db_max_rows);
     relation::find(&schema, profile.schema, &relation)?;
     let plan = plan::plan(&schema, profile.schema, QualifiedName::new(profile.schema, &relation), &query)?;
 
@@ -101,35 +108,59 @@ async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response
     if prefer.is_strict() && !prefer.invalid.is_empty() {
         return Err(ApiError::InvalidPreferences(prefer.invalid));
     }
-    // `planned`/`estimated` need the planner's estimate (EXPLAIN); until then they count nothing.
-    let exact_count = prefer.count == Some("exact");
+    // `estimated` counts exactly too (then takes the planner's estimate above db-max-rows); a plan
+    // only explains the statement, it does not run the estimate.
+    let exact_count = matches!(prefer.count, Some("exact" | "estimated"));
+    let planned_count = matches!(prefer.count, Some("planned" | "estimated")) && media.plan.is_none();
 
-    let shape = match (head, media) {
-        (true, _) => sql::BodyShape::None,
-        (false, Media::Json) => sql::BodyShape::Array,
-        (false, Media::Object) => sql::BodyShape::Object,
-    };
-    let statement = sql::read_statement(&schema, &plan, shape, exact_count);
-    let statement = with_response_gucs(statement);
-    let executed = execute(state, req, &identity, profile, &pgrst_path, statement, true, TxEnd::Commit)
+    let mut statement = sql::read_statement(&schema, &plan, (!head).then_some(&media), exact_count);
+    match &media.plan {
+        Some(explain) => statement.sql = explain.wrap(&statement.sql),
+        None => statement = with_response_gucs(statement),
+    }
+    let tx_rollback = write::TX_OVERRIDE_ALLOWED && prefer.tx_rollback == Some(true);
+    let end = if tx_rollback { TxEnd::Rollback } else { TxEnd::Commit };
+    let results = request_batch(state, req, &identity, profile, &pgrst_path, &prefer)
+        .with(|batch| {
+            let batch = batch.statement(statement).read_only(true).end(end);
+            // In the same batch: still one round trip.
+            if planned_count {
+                batch.statement(sql::count_plan_statement(&schema, &plan))
+            } else {
+                batch
+            }
+        })
+        .run(state)
         .await
         .map_err(|e| ApiError::from_pg(e, identity.authenticated))?;
+    if media.plan.is_some() {
+        return plan_response(&results, &media, head, profile);
+    }
 
-    let row = executed.row()?;
-    let (page_total, total) = row_counts(row, exact_count)?;
-    if media == Media::Object && page_total != 1 {
+    let row = results.first().and_then(|r| r.rows.first()).ok_or(ApiError::Internal("no result row"))?;
+    let (page_total, exact) = row_counts(row, exact_count)?;
+    if media.is_singular() && page_total != 1 {
         return Err(ApiError::NotSingular(page_total));
     }
+    let planned =
+        || results.get(1).and_then(|r| r.rows.first()).and_then(|r| r.get(0)).and_then(|j| sql::planned_rows(j));
+    let total = match prefer.count {
+        Some("planned") => planned(),
+        Some("estimated") => estimated_total(exact, planned(), state.shared.config.db_max_rows),
+        _ => exact,
+    };
     let offset = query.offset.map_or(0, |o| o.unsigned_abs());
     let status = range_status(offset, page_total, total)?;
     let body = if head { Bytes::new() } else { row.get(1).cloned().ok_or(ApiError::Internal("body is NULL"))? };
     let mut response =
         Response::with_body(status, body).header("content-range", content_range(offset, page_total, total));
     profile.content_type(&mut response, media.content_type());
-    if exact_count {
-        response.set_header("preference-applied", "count=exact");
+    let mut applied: Vec<String> = Vec::new();
+    prefer.push_applied(&mut applied);
+    if !applied.is_empty() {
+        response.set_header("preference-applied", applied.join(", "));
     }
-    executed.respond(response)
+    respond(row, response)
 }
 
 /// `db-max-rows`: the top-level `limit` becomes the smaller of the requested one and the cap.
@@ -138,6 +169,86 @@ fn cap_rows(query: &mut query::ReadQuery, max_rows: Option<u64>) {
         let max = i64::try_from(max).unwrap_or(i64::MAX);
         query.limit = Some(query.limit.map_or(max, |limit| limit.min(max)));
     }
+}
+
+/// `Prefer: count=estimated` (PostgREST's rule): the exact count while it stays within
+/// `max_rows` (`db_max_rows`); above it (always, without a cap) the larger of the exact count and the estimate.
+fn estimated_total(exact: Option<u64>, planned: Option<u64>, max_rows: Option<u64>) -> Option<u64> {
+    // `Option`'s order is PostgREST's (`Nothing` below every `Just`).
+    if exact > max_rows {
+        Some(exact?.max(planned?))
+    } else {
+        exact
+    }
+}
+
+/// The answer to `Accept: application/vnd.pgrst.plan…`: 200 with the `EXPLAIN` output (one line
+/// per row, each ending in `\n`), its media type and nothing else (no `Content-Range`).
+fn plan_response(
+    results: &[madbase_pg::StatementResult],
+    media: &media::Media,
+    head: bool,
+    profile: Profile<'_>,
+) -> Result<Response, ApiError> {
+    let rows = results.first().map(|r| r.rows.as_slice()).ok_or(ApiError::Internal("no plan"))?;
+    let body = if head { Bytes::new() } else { Bytes::from(media::Plan::body(rows)) };
+    let mut response = Response::with_body(200, body);
+    profile.content_type(&mut response, media.content_type());
+    Ok(response)
+}
+
+/// The `Range` request header (`Range: 0-19`, open-ended `10-`), read only on GET as PostgREST
+/// reads it (RFC 9110 lets other methods ignore it); a value that is not `<digits>-[<digits>]`
+/// (e.g. `items=0-1`) is ignored. The rows asked for are intersected with `offset`/`limit`, which
+/// then carry the result. `limit=0` bypasses the header and the offset (PostgREST's "limit zero
+/// range" starts at row 0, for every method). Errors (416 PGRST103): a lower bound above the upper
+/// one; an empty intersection (PostgREST's "Limit should be greater than or equal to zero." then).
+fn apply_range_header(req: &Request, query: &mut query::ReadQuery) -> Result<(), ApiError> {
+    if query.limit == Some(0) {
+        query.offset = None;
+        return Ok(());
+    }
+    if req.method() != "GET" {
+        return Ok(());
+    }
+    let Some((lower, upper)) = req.header("range").and_then(parse_range) else { return Ok(()) };
+    if upper.is_some_and(|upper| upper < lower) {
+        return Err(ApiError::RangeBounds);
+    }
+    let offset = query.offset.unwrap_or(0).max(0);
+    let limit_upper = query.limit.map(|limit| offset.saturating_add(limit).saturating_sub(1));
+    let first = lower.max(offset);
+    let last = match (upper, limit_upper) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    if last.is_some_and(|last| last < first) {
+        return Err(ApiError::Query(query::QueryError::NegativeLimit));
+    }
+    query.offset = (first > 0 || query.offset.is_some()).then_some(first);
+    query.limit = last.map(|last| last - first + 1);
+    Ok(())
+}
+
+/// `^([0-9]+)-([0-9]*)$` → (first, last); numbers past `i64::MAX` saturate (no row lies there).
+fn parse_range(value: &[u8]) -> Option<(i64, Option<i64>)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (lower, upper) = text.split_once('-')?;
+    let number = |digits: &str| -> Option<i64> {
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(digits.parse::<i64>().unwrap_or(i64::MAX))
+    };
+    let lower = number(lower)?;
+    let upper = if upper.is_empty() { None } else { Some(number(upper)?) };
+    Some((lower, upper))
+}
+
+/// `db-plan-enabled`: by configuration, or by PostgREST's in-database setting
+/// (`alter role … set pgrst.db_plan_enabled = 'true'`).
+pub(super) fn plan_enabled(state: &ShardState, schema: &crate::schema::SchemaCache) -> bool {
+    state.shared.config.db_plan_enabled || schema.setting_enabled("db_plan_enabled")
 }
 
 /// `page_total` (column 0) and, when counted, `total_result_set` (column 2) of a read or RPC result
@@ -175,7 +286,7 @@ pub(super) struct Profile<'a> {
 
 impl Profile<'_> {
     /// Sets `Content-Type` and, when negotiated, `Content-Profile` (PostgREST sends them together).
-    pub(super) fn content_type(&self, response: &mut Response, content_type: &'static str) {
+    pub(super) fn content_type(&self, response: &mut Response, content_type: impl Into<Bytes>) {
         response.set_header("content-type", content_type);
         if self.negotiated {
             response.set_header("content-profile", self.schema.to_owned());
@@ -214,42 +325,28 @@ fn with_response_gucs(statement: Statement) -> Statement {
     }
 }
 
-/// What a request's batch returned: the statement's result, whose row ends with
-/// [`RESPONSE_GUC_COLUMNS`].
-pub(super) struct Executed {
-    result: StatementResult,
-}
-
-impl Executed {
-    /// The statement's first (only) row.
-    pub(super) fn row(&self) -> Result<&Row, ApiError> {
-        self.result.rows.first().ok_or(ApiError::Internal("no result row"))
+/// `response` with PostgREST's overrides from SQL, read from the last two columns of the
+/// statement's `row` ([`RESPONSE_GUC_COLUMNS`]): `response.status` replaces the status,
+/// `response.headers` (a JSON array of single-key objects) replaces same-named headers and adds
+/// the rest. Malformed → 500 PGRST111 / PGRST112.
+pub(super) fn respond(row: &Row, mut response: Response) -> Result<Response, ApiError> {
+    let (headers, status) = match row.len().checked_sub(2) {
+        Some(first) => (row.get_str(first), row.get_str(first + 1)),
+        None => return Err(ApiError::Internal("no response GUC columns")),
+    };
+    if let Some(text) = status {
+        response.set_status(guc_status(text)?);
     }
-
-    /// `response` with PostgREST's overrides from SQL: `response.status` replaces the status,
-    /// `response.headers` (a JSON array of single-key objects) replaces same-named headers and
-    /// adds the rest. Malformed → 500 PGRST111 / PGRST112.
-    pub(super) fn respond(&self, mut response: Response) -> Result<Response, ApiError> {
-        let row = self.row()?;
-        let columns = row.len();
-        let (headers, status) = match columns.checked_sub(2) {
-            Some(first) => (row.get_str(first), row.get_str(first + 1)),
-            None => return Err(ApiError::Internal("no response GUC columns")),
-        };
-        if let Some(text) = status {
-            response.set_status(guc_status(text)?);
+    if let Some(text) = headers {
+        let headers = guc_headers(text)?;
+        for (name, _) in &headers {
+            response.remove_header(name);
         }
-        if let Some(text) = headers {
-            let headers = guc_headers(text)?;
-            for (name, _) in &headers {
-                response.remove_header(name);
-            }
-            for (name, value) in headers {
-                response.set_header(name, value);
-            }
+        for (name, value) in headers {
+            response.set_header(name, value);
         }
-        Ok(response)
     }
+    Ok(response)
 }
 
 /// `response.status`: leading decimal digits (PostgREST reads the number at the start), a
@@ -280,41 +377,55 @@ fn guc_headers(text: &str) -> Result<Vec<(String, String)>, ApiError> {
         .collect()
 }
 
-/// Runs `statement` as the request's one batch (one round trip): the request settings in
+/// One `/rest/v1` request's batch (one transaction, one round trip): the request settings in
 /// PostgREST's order (`search_path` = the profile's schema then `db_extra_search_path`, `role`,
 /// `request.jwt.claims`, `request.method`, `request.path`, `request.headers`,
-/// `request.cookies`), `SELECT <db_pre_request>()` when configured, then the statement, whose
-/// row must end with [`RESPONSE_GUC_COLUMNS`] (see [`with_response_gucs`]). Any error (the
+/// `request.cookies`, `timezone` from `Prefer`), then `SELECT <db_pre_request>()` when
+/// configured. The caller adds its statement(s), access mode and end ([`RequestBatch::with`]);
+/// [`RequestBatch::run`] returns the results of the caller's statements only. Any error (the
 /// pre-request function's `RAISE` included) rolls everything back.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn execute(
+pub(super) struct RequestBatch {
+    batch: Batch,
+    pre_request: bool,
+}
+
+impl RequestBatch {
+    pub(super) fn with(self, add: impl FnOnce(Batch) -> Batch) -> RequestBatch {
+        RequestBatch { batch: add(self.batch), ..self }
+    }
+
+    pub(super) async fn run(self, state: &ShardState) -> Result<Vec<StatementResult>, PgError> {
+        let mut results = state.pool.execute(self.batch).await?;
+        if self.pre_request && !results.is_empty() {
+            results.remove(0);
+        }
+        Ok(results)
+    }
+}
+
+/// The [`RequestBatch`] of a request addressed to `profile`'s schema.
+pub(super) fn request_batch(
     state: &ShardState,
     req: &Request,
     identity: &auth::Identity,
     profile: Profile<'_>,
     pgrst_path: &str,
-    statement: Statement,
-    read_only: bool,
-    end: TxEnd,
-) -> Result<Executed, PgError> {
+    prefer: &write::Prefer,
+) -> RequestBatch {
     let config = &state.shared.config;
-    let mut batch = Batch::new()
+    let batch = Batch::new()
         .search_path(search_path(profile.schema, &config.db_extra_search_path))
         .role(identity.role.as_str())
         .jwt_claims(identity.claims_json.as_str())
         .method(req.method())
         .path(pgrst_path)
         .headers(headers_json(req))
-        .setting("request.cookies", cookies_json(req))
-        .read_only(read_only)
-        .end(end);
-    let pre_request = pre_request_call(config);
-    if let Some(call) = &pre_request {
-        batch = batch.query(call.as_str());
+        .setting("request.cookies", cookies_json(req));
+    let batch = prefer.settings(batch);
+    match pre_request_call(config) {
+        Some(call) => RequestBatch { batch: batch.query(call), pre_request: true },
+        None => RequestBatch { batch, pre_request: false },
     }
-    let results = state.pool.execute(batch.statement(statement)).await?;
-    let result = results.into_iter().last().ok_or(PgError::Protocol("no result for the request's statement".into()))?;
-    Ok(Executed { result })
 }
 
 /// `search_path` as PostgREST sets it: each schema quoted, joined by `", "`.
@@ -340,12 +451,13 @@ fn pre_request_call(config: &Config) -> Option<String> {
 /// `/rest/v1/<name>` → (`name` decoded, the path PostgREST would see: `/<name>` as sent).
 fn relation_of(path: &str) -> Result<(String, String), ApiError> {
     let rest = path.strip_prefix(PREFIX).unwrap_or("");
-    match rest {
-        "" | "/" => return Err(ApiError::NotImplemented("the OpenAPI root endpoint is not implemented yet")),
-        _ => {}
-    }
     let encoded = rest.strip_prefix('/').ok_or(ApiError::InvalidPath)?;
     Ok((path_name(encoded)?, rest.to_owned()))
+}
+
+/// `/rest/v1` or `/rest/v1/`: the OpenAPI description ([`openapi`]).
+fn is_root(path: &str) -> bool {
+    matches!(path.strip_prefix(PREFIX), Some("" | "/"))
 }
 
 /// `/rest/v1/rpc/<fn>` → `Some((fn decoded, "/rpc/<fn>" as sent))`; `None` for any other path.
@@ -366,60 +478,6 @@ fn path_name(encoded: &str) -> Result<String, ApiError> {
         return Err(ApiError::InvalidPath);
     }
     Ok(name)
-}
-
-/// The representations `/rest/v1` can produce.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Media {
-    /// `application/json`: an array of rows.
-    Json,
-    /// `application/vnd.pgrst.object+json` (supabase-js `.single()`): exactly one row as an object.
-    Object,
-}
-
-impl Media {
-    pub(super) fn content_type(self) -> &'static str {
-        match self {
-            Media::Json => "application/json; charset=utf-8",
-            Media::Object => "application/vnd.pgrst.object+json; charset=utf-8",
-        }
-    }
-}
-
-/// Picks the first media range in `Accept` this API can produce. Anything else (CSV, plans,
-/// `nulls=stripped`, …) is refused with PostgREST's 406 rather than answered in the wrong shape.
-pub(super) fn negotiate(req: &Request) -> Result<Media, ApiError> {
-    let Some(accept) = req.header("accept") else { return Ok(Media::Json) };
-    let accept = String::from_utf8_lossy(accept);
-    for range in accept.split(',') {
-        let mut parts = range.split(';').map(str::trim);
-        let media = parts.next().unwrap_or("");
-        // A parameter other than q= changes the representation (e.g. nulls=stripped).
-        if parts.any(|p| !p.is_empty() && !p.starts_with("q=")) {
-            continue;
-        }
-        if media.is_empty()
-            || media.eq_ignore_ascii_case("*/*")
-            || media.eq_ignore_ascii_case("application/*")
-            || media.eq_ignore_ascii_case("application/json")
-        {
-            return Ok(Media::Json);
-        }
-        if media.eq_ignore_ascii_case("application/vnd.pgrst.object+json")
-            || media.eq_ignore_ascii_case("application/vnd.pgrst.object")
-        {
-            return Ok(Media::Object);
-        }
-    }
-    Err(ApiError::MediaType(accept.into_owned()))
-}
-
-/// For services that produce JSON only so far (RPC): anything but JSON is a 406.
-fn check_accept(req: &Request) -> Result<(), ApiError> {
-    match negotiate(req)? {
-        Media::Json => Ok(()),
-        Media::Object => Err(ApiError::MediaType("application/vnd.pgrst.object+json".to_owned())),
-    }
 }
 
 /// `request.headers`: every request header but `Cookie` (PostgREST puts cookies in
@@ -517,10 +575,11 @@ fn cookies_json(req: &Request) -> String {
 }
 
 /// `Content-Range` as PostgREST sends it: `first-last/total`, `*` for the range when no rows came
-/// back, `*` for the total when none was counted.
+/// back or the total is 0 (a planned estimate can be), `*` for the total when none was counted.
 pub(super) fn content_range(offset: u64, rows: u64, total: Option<u64>) -> String {
+    let range_known = rows > 0 && total != Some(0);
     let total = total.map_or_else(|| "*".to_owned(), |t| t.to_string());
-    if rows == 0 {
+    if !range_known {
         format!("*/{total}")
     } else {
         format!("{offset}-{}/{total}", offset.saturating_add(rows - 1))
@@ -537,7 +596,7 @@ mod tests {
         assert_eq!(relation_of("/rest/v1/Order%20Items").unwrap(), ("Order Items".into(), "/Order%20Items".into()));
         assert!(matches!(relation_of("/rest/v1/a/b"), Err(ApiError::InvalidPath)));
         assert!(matches!(relation_of("/rest/v1/a%00"), Err(ApiError::InvalidPath)));
-        assert!(matches!(relation_of("/rest/v1/"), Err(ApiError::NotImplemented(_))));
+        assert!(is_root("/rest/v1/") && is_root("/rest/v1") && !is_root("/rest/v1/t"));
         assert_eq!(rpc_of("/rest/v1/rpc/my%20fn").unwrap().unwrap(), ("my fn".into(), "/rpc/my%20fn".into()));
         assert!(matches!(rpc_of("/rest/v1/rpc/a/b"), Some(Err(ApiError::InvalidPath))));
         assert!(matches!(rpc_of("/rest/v1/rpc/"), Some(Err(ApiError::InvalidPath))));
@@ -696,5 +755,21 @@ mod tests {
         assert_eq!(range_status(3, 0, Some(3)).unwrap(), 206);
         assert_eq!(range_status(0, 0, Some(0)).unwrap(), 200);
         assert!(matches!(range_status(4, 0, Some(3)), Err(ApiError::OffsetBeyondTotal { offset: 4, total: 3 })));
+        assert_eq!(content_range(0, 3, Some(0)), "*/0", "a zero estimate hides the range, as PostgREST");
+    }
+
+    #[test]
+    fn range_headers_and_estimates() {
+        assert_eq!(parse_range(b"0-19"), Some((0, Some(19))));
+        assert_eq!(parse_range(b"10-"), Some((10, None)));
+        assert_eq!(parse_range(b"99999999999999999999-"), Some((i64::MAX, None)));
+        for ignored in [&b"items=0-1"[..], b"-5", b"1-2-3", b" 1-2", b"a-b", b""] {
+            assert_eq!(parse_range(ignored), None);
+        }
+        assert_eq!(estimated_total(Some(3), Some(9), None), Some(9));
+        assert_eq!(estimated_total(Some(9), Some(3), None), Some(9));
+        assert_eq!(estimated_total(Some(3), Some(9), Some(5)), Some(3));
+        assert_eq!(estimated_total(Some(6), Some(900), Some(5)), Some(900));
+        assert_eq!(estimated_total(Some(6), None, Some(5)), None);
     }
 }

@@ -53,8 +53,12 @@
 //! or exactly one of type bytea/json/jsonb/text/xml); an unnamed parameter is named `""` in
 //! resolution, so the JSON key `""` matches it.
 //!
-//! Not here yet: `Prefer: count=planned|estimated`, raw text/xml/bytea bodies for single unnamed parameters, bulk calls with a JSON array body,
-//! `Accept: vnd.pgrst.object+json`, `RAISE SQLSTATE 'PGRST'` JSON errors.
+//! Every media type of [`super::media`] applies to the result (plans explain the call statement).
+//! `Prefer: count=estimated` counts exactly and `count=planned` counts nothing, as PostgREST (it
+//! runs no planner estimate for functions).
+//!
+//! Not here yet: raw text/xml/bytea bodies for single unnamed parameters, bulk calls with a JSON
+//! array body.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -66,6 +70,7 @@ use serde_json::{Map, Value};
 
 use super::auth::Identity;
 use super::error::ApiError;
+use super::media::{self, Media, Rows};
 use super::plan::{self, ReadPlan};
 use super::query::{self, QueryError};
 use super::sql::{push_order_limit, push_where, quote_ident, Builder, Source};
@@ -336,9 +341,10 @@ fn returns_void(function: &Function) -> bool {
 }
 
 /// Builds the one statement of a call (see the module doc); `payload` is bound as `$1` when the
-/// call takes arguments. Result columns: `page_total`, `body` (NULL for HEAD and `void`), then
-/// `total_result_set` with `exact_count`, then `max_affected` (NULL, or raises when the result
-/// has more rows than `max_affected`), then the response GUCs ([`super::RESPONSE_GUC_COLUMNS`]).
+/// call takes arguments. Result columns: `page_total`, `body` (built by `media`; NULL without
+/// one — HEAD — and for `void`), then `total_result_set` with `exact_count`, then `max_affected`
+/// (NULL, or raises when the result has more rows than `max_affected`), then the response GUCs
+/// ([`super::RESPONSE_GUC_COLUMNS`]).
 #[allow(clippy::too_many_arguments)] // each is one independent part of the statement
 fn call_statement(
     cache: &SchemaCache,
@@ -346,7 +352,7 @@ fn call_statement(
     call: &Call<'_>,
     payload: Option<Bytes>,
     plan: &ReadPlan<'_>,
-    head: bool,
+    media: Option<&Media>,
     exact_count: bool,
     max_affected: Option<u64>,
 ) -> Statement {
@@ -420,12 +426,15 @@ fn call_statement(
         }
     }
 
-    let body = match (head || returns_void(function), composite, function.returns_set) {
-        (true, _, _) => "NULL",
-        (false, false, false) => "coalesce((pg_catalog.json_agg(_postgrest_t.pgrst_scalar)->0)::text, 'null')",
-        (false, false, true) => "coalesce(pg_catalog.json_agg(_postgrest_t.pgrst_scalar), '[]')",
-        (false, true, false) => "coalesce((pg_catalog.json_agg(_postgrest_t)->0)::text, 'null')",
-        (false, true, true) => "coalesce(pg_catalog.json_agg(_postgrest_t), '[]')",
+    let rows = match (composite, function.returns_set) {
+        (true, true) => Rows::Records,
+        (true, false) => Rows::Record,
+        (false, true) => Rows::Scalars,
+        (false, false) => Rows::Scalar,
+    };
+    let body = match media {
+        Some(media) if !returns_void(function) => media.body_sql(rows),
+        _ => "NULL".to_owned(),
     };
     let check = match max_affected {
         Some(limit) => {
@@ -465,29 +474,23 @@ pub async fn serve(
     let head = method == "HEAD";
     let config = &state.shared.config;
     let profile = super::profile(req, config)?;
-    if method != "OPTIONS" {
-        super::check_accept(req)?;
-        if req.header("range").is_some() {
-            return Err(ApiError::NotImplemented(
-                "the Range request header is not supported yet; use limit and offset",
-            ));
-        }
-    }
+    let media = match method {
+        "OPTIONS" => Media::JSON,
+        _ => media::negotiate(req, super::plan_enabled(state, &state.schema()))?,
+    };
     let prefer = Prefer::parse(req);
     if prefer.is_strict() && !prefer.invalid.is_empty() {
         return Err(ApiError::InvalidPreferences(prefer.invalid));
     }
-    if prefer.timezone.is_some() {
-        return Err(ApiError::NotImplemented("Prefer: timezone is not supported yet"));
-    }
     let (query_args, rest) = split_query(req.query().unwrap_or(""))?;
     let mut read = query::parse_read_query(&rest)?;
+    super::apply_range_header(req, &mut read)?;
     super::cap_rows(&mut read, config.db_max_rows);
 
     let input = if post {
-        write::check_content_type(req)?;
+        let format = write::check_content_type(req)?;
         let raw = body.collect(config.http_max_body_bytes).await.map_err(ApiError::Body)?;
-        Input::from_body(raw)?
+        Input::from_body(format.to_json(raw)?)?
     } else {
         // POST ignores query-string arguments (PostgREST reads them only for GET and HEAD).
         Input::Query(group_args(query_args)?)
@@ -516,26 +519,39 @@ pub async fn serve(
         (Input::Body { raw, .. }, _) => Some(raw.clone()),
         (Input::Query(args), _) => Some(query_payload(function, args)),
     };
-    // `planned`/`estimated` need the planner's estimate (EXPLAIN); until then they count nothing.
-    let exact_count = prefer.count == Some("exact");
+    // PostgREST runs no planner estimate for functions: `planned` counts nothing, `estimated`
+    // counts exactly.
+    let exact_count = matches!(prefer.count, Some("exact" | "estimated"));
     let relation = match &function.return_relation {
         Some((schema, name)) => QualifiedName::new(schema, name),
         None => QualifiedName::new(&function.schema, &function.name),
     };
     let plan = plan::plan(&schema, profile.schema, relation, &read)?;
-    let statement = call_statement(&schema, function, &call, payload, &plan, head, exact_count, max_affected);
+    let mut statement =
+        call_statement(&schema, function, &call, payload, &plan, (!head).then_some(&media), exact_count, max_affected);
+    if let Some(explain) = &media.plan {
+        statement.sql = explain.wrap(&statement.sql);
+    }
     let read_only = !(post && function.volatility == Volatility::Volatile);
     let tx_rollback = write::TX_OVERRIDE_ALLOWED && prefer.tx_rollback == Some(true);
     let end = if tx_rollback { TxEnd::Rollback } else { TxEnd::Commit };
-    let executed = super::execute(state, req, &identity, profile, pgrst_path, statement, read_only, end)
+    let results = super::request_batch(state, req, &identity, profile, pgrst_path, &prefer)
+        .with(|batch| batch.statement(statement).read_only(read_only).end(end))
+        .run(state)
         .await
         .map_err(|e| match write::row_limit_broken(&e) {
             Some(rows) => ApiError::MaxAffected(rows),
             None => ApiError::from_pg(e, identity.authenticated),
         })?;
+    if media.plan.is_some() {
+        return super::plan_response(&results, &media, head, profile);
+    }
 
-    let row = executed.row()?;
+    let row = results.first().and_then(|r| r.rows.first()).ok_or(ApiError::Internal("no result row"))?;
     let (page_total, total) = super::row_counts(row, exact_count)?;
+    if media.is_singular() && page_total != 1 {
+        return Err(ApiError::NotSingular(page_total));
+    }
     let offset = read.offset.map_or(0, |o| o.unsigned_abs());
     // As for reads: 416 past the counted total, 206 when the rows do not cover it.
     let status = super::range_status(offset, page_total, total)?;
@@ -544,21 +560,21 @@ pub async fn serve(
     } else {
         let body = if head { Bytes::new() } else { row.get(1).cloned().ok_or(ApiError::Internal("body is NULL"))? };
         let mut response = Response::with_body(status, body);
-        profile.content_type(&mut response, "application/json; charset=utf-8");
+        profile.content_type(&mut response, media.content_type());
         response
     };
     response.set_header("content-range", super::content_range(offset, page_total, total));
 
     // Preference-Applied, in PostgREST's order.
     let mut applied: Vec<String> = Vec::new();
-    prefer.push_applied(exact_count, &mut applied);
+    prefer.push_applied(&mut applied);
     if let Some(limit) = max_affected {
         applied.push(format!("max-affected={limit}"));
     }
     if !applied.is_empty() {
         response.set_header("preference-applied", applied.join(", "));
     }
-    executed.respond(response)
+    super::respond(row, response)
 }
 
 #[cfg(test)]
@@ -709,11 +725,11 @@ mod tests {
         call: &Call<'_>,
         payload: Option<Bytes>,
         read: &ReadQuery,
-        head: bool,
+        media: Option<&Media>,
         exact_count: bool,
     ) -> Statement {
         let plan = plan::plan(cache, "public", QualifiedName::new("public", &f.name), read).unwrap();
-        call_statement(cache, f, call, payload, &plan, head, exact_count, None)
+        call_statement(cache, f, call, payload, &plan, media, exact_count, None)
     }
 
     #[test]
@@ -721,7 +737,7 @@ mod tests {
         let cache = cache();
         let read = parse_read_query("select=id,task&id=gt.1&order=id.desc&limit=5").unwrap();
         let (f, call) = resolve(&cache, "public", "todos_after", &body(r#"{"after":1}"#)).unwrap();
-        let s = stmt(&cache, f, &call, Some(Bytes::from_static(br#"{"after":1}"#)), &read, false, false);
+        let s = stmt(&cache, f, &call, Some(Bytes::from_static(br#"{"after":1}"#)), &read, Some(&Media::JSON), false);
         assert_eq!(
             s.sql,
             "WITH pgrst_source AS (SELECT pgrst_call.* FROM pg_catalog.json_to_record($1::json) AS pgrst_body(\"after\" integer), \
@@ -736,7 +752,7 @@ mod tests {
         assert_eq!(params, [&br#"{"after":1}"#[..], b"1", b"5"]);
 
         let (f, call) = resolve(&cache, "public", "total", &body(r#"{"v":[1,2]}"#)).unwrap();
-        let s = stmt(&cache, f, &call, None, &ReadQuery::default(), false, false);
+        let s = stmt(&cache, f, &call, None, &ReadQuery::default(), Some(&Media::JSON), false);
         assert!(
             s.sql.contains("LATERAL \"public\".\"total\"(VARIADIC \"v\" := pgrst_body.\"v\") pgrst_call"),
             "{}",
@@ -745,12 +761,12 @@ mod tests {
         assert!(s.sql.contains("(pg_catalog.json_agg(_postgrest_t.pgrst_scalar)->0)::text, 'null')"), "{}", s.sql);
 
         let (f, call) = resolve(&cache, "public", "echo", &body("[1]")).unwrap();
-        let s = stmt(&cache, f, &call, Some(Bytes::from_static(b"[1]")), &ReadQuery::default(), true, false);
+        let s = stmt(&cache, f, &call, Some(Bytes::from_static(b"[1]")), &ReadQuery::default(), None, false);
         assert!(s.sql.starts_with("WITH pgrst_source AS (SELECT pgrst_call AS pgrst_scalar FROM \"public\".\"echo\"($1::jsonb) pgrst_call)"), "{}", s.sql);
         assert!(s.sql.contains("NULL AS body"), "HEAD skips the body");
 
         let (f, call) = resolve(&cache, "public", "nothing", &body("{}")).unwrap();
-        let s = stmt(&cache, f, &call, None, &ReadQuery::default(), false, false);
+        let s = stmt(&cache, f, &call, None, &ReadQuery::default(), Some(&Media::JSON), false);
         assert!(
             s.sql.contains("FROM \"public\".\"nothing\"() pgrst_call)") && s.sql.contains("NULL AS body"),
             "{}",
@@ -764,7 +780,7 @@ mod tests {
         let cache = cache();
         let read = parse_read_query("select=id&id=gt.1&limit=5&offset=2").unwrap();
         let (f, call) = resolve(&cache, "public", "todos_after", &body(r#"{"after":1}"#)).unwrap();
-        let s = stmt(&cache, f, &call, Some(Bytes::from_static(br#"{"after":1}"#)), &read, false, true);
+        let s = stmt(&cache, f, &call, Some(Bytes::from_static(br#"{"after":1}"#)), &read, Some(&Media::JSON), true);
         assert!(
             s.sql.ends_with(
                 "AS body, (SELECT pg_catalog.count(*) FROM pgrst_source AS \"todos_after\" \
@@ -778,14 +794,14 @@ mod tests {
             s.sql
         );
         assert_eq!(s.params.len(), 5);
-        let s = stmt(&cache, f, &call, None, &ReadQuery::default(), true, true);
+        let s = stmt(&cache, f, &call, None, &ReadQuery::default(), None, true);
         assert!(s
             .sql
             .contains("(SELECT pg_catalog.count(*) FROM pgrst_source AS \"todos_after\") AS total_result_set"));
         // `max-affected`: a check column after the total, its limit and marker bound last.
         let everything = ReadQuery::default();
         let plan = plan::plan(&cache, "public", QualifiedName::new("public", &f.name), &everything).unwrap();
-        let s = call_statement(&cache, f, &call, None, &plan, true, true, Some(3));
+        let s = call_statement(&cache, f, &call, None, &plan, None, true, Some(3));
         assert!(
             s.sql.contains(
                 "AS total_result_set, CASE WHEN pg_catalog.count(_postgrest_t) > $2::bigint \

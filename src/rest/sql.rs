@@ -15,7 +15,8 @@
 //! come from the request are cast type names, which the parser restricts to `[A-Za-z0-9_]`.
 //! Same query shape → same SQL text, so the connection's prepared-statement cache hits.
 //!
-//! Shape (GET; HEAD selects `NULL` instead of the aggregate, as PostgREST skips the JSON work):
+//! Shape (GET as `application/json`; other media types change the `body` expression, see
+//! [`super::media`]; HEAD selects `NULL` instead of the aggregate, as PostgREST skips the JSON work):
 //!
 //! ```sql
 //! SELECT pg_catalog.count(_postgrest_t) AS page_total,
@@ -29,6 +30,7 @@ use std::fmt::Write as _;
 
 use madbase_pg::Statement;
 
+use super::media::{Media, Rows};
 use super::plan::{ChildPlan, ReadPlan};
 use super::query::{
     Condition, Direction, Embed, Field, Filter, FilterOp, JoinType, JsonKey, JsonStep, LogicTree, Nulls, OrderTerm,
@@ -443,13 +445,19 @@ impl<'b> Builder<'b> {
         out.push(')');
     }
 
-    /// `SELECT pg_catalog.count(*) FROM … WHERE …`: the rows of `plan`'s level that the page is
-    /// cut from (filters, trees, `!inner` embeds and embed null filters; no order or page).
+    /// `SELECT pg_catalog.count(*) FROM … WHERE …`: the number of rows of `plan`'s level that the
+    /// page is cut from.
     pub fn push_count(&mut self, out: &mut String, plan: &ReadPlan<'_>, source: Source<'_>) {
+        self.push_rows(out, "pg_catalog.count(*)", plan, source);
+    }
+
+    /// `SELECT <what> FROM … WHERE …` over the rows of `plan`'s level that the page is cut from
+    /// (filters, trees, `!inner` embeds and embed null filters; no order or page).
+    pub fn push_rows(&mut self, out: &mut String, what: &str, plan: &ReadPlan<'_>, source: Source<'_>) {
         let mut clauses = Vec::new();
         self.push_filter_clauses(&mut clauses, source.qualifier, plan.query);
         self.push_count_conditions(&mut clauses, plan, source);
-        let _ = write!(out, "SELECT pg_catalog.count(*) FROM {}", source.from);
+        let _ = write!(out, "SELECT {what} FROM {}", source.from);
         if !clauses.is_empty() {
             let _ = write!(out, " WHERE {}", clauses.join(" AND "));
         }
@@ -581,23 +589,15 @@ pub fn push_order_limit(
     }
 }
 
-/// What the `body` column of a read holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyShape {
-    /// A JSON array of the rows (`application/json`).
-    Array,
-    /// The first row as a JSON object (`application/vnd.pgrst.object+json`; the caller refuses
-    /// any row count but one).
-    Object,
-    /// No body (HEAD): the JSON aggregate is not computed at all.
-    None,
-}
-
-/// Builds the statement for reading `plan` (rooted at its relation) with its body shaped by `shape`.
+/// Builds the statement for reading `plan` (rooted at its relation); its `body` column is built
+/// by `media` ([`Media::body_sql`]), or is `NULL` without one (HEAD: the aggregate is not
+/// computed at all).
 ///
 /// With `exact_count` (`Prefer: count=exact`) a third column, `total_result_set`, counts the rows
-/// the page is cut from (filters, `!inner` embeds, embed null filters; no order or page).
-pub fn read_statement(cache: &SchemaCache, plan: &ReadPlan<'_>, shape: BodyShape, exact_count: bool) -> Statement {
+/// the page is cut from (filters, `!inner` embeds, embed null filters; no order or page). A media
+/// type that reads the source itself (CSV's header) gets the page as the CTE `pgrst_source`, as in
+/// PostgREST.
+pub fn read_statement(cache: &SchemaCache, plan: &ReadPlan<'_>, media: Option<&Media>, exact_count: bool) -> Statement {
     let mut params: Vec<String> = Vec::new();
     let mut bind = |value: String| {
         params.push(value);
@@ -618,16 +618,43 @@ pub fn read_statement(cache: &SchemaCache, plan: &ReadPlan<'_>, shape: BodyShape
         String::new()
     };
 
-    let body = match shape {
-        BodyShape::Array => "coalesce(pg_catalog.json_agg(_postgrest_t), '[]')",
-        // `json` (not `jsonb`) keeps the element's text exactly as row_to_json wrote it.
-        BodyShape::Object => "(pg_catalog.json_agg(_postgrest_t)->0)::text",
-        BodyShape::None => "NULL",
+    let body = media.map_or_else(|| "NULL".to_owned(), |m| m.body_sql(Rows::Records));
+    let sql = if media.is_some_and(Media::needs_source) {
+        format!(
+            "WITH pgrst_source AS ({inner}) SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body{total} \
+             FROM (SELECT * FROM pgrst_source) _postgrest_t"
+        )
+    } else {
+        format!(
+            "SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body{total} FROM ({inner}) _postgrest_t"
+        )
     };
-    let sql = format!(
-        "SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body{total} FROM ({inner}) _postgrest_t"
-    );
     params.into_iter().fold(Statement::new(sql), |statement, value| statement.bind(value))
+}
+
+/// `Prefer: count=planned|estimated`: `EXPLAIN (FORMAT JSON)` of PostgREST's count query for the
+/// read (`SELECT 1` from the rows the page is cut from, see [`Builder::push_count`]), bound with the
+/// same filter values; the planner's `Plan Rows` is the estimate ([`planned_rows`]).
+pub fn count_plan_statement(cache: &SchemaCache, plan: &ReadPlan<'_>) -> Statement {
+    let mut params: Vec<String> = Vec::new();
+    let mut bind = |value: String| {
+        params.push(value);
+        format!("${}", params.len())
+    };
+    let relation = &plan.relation;
+    let qualified = format!("{}.{}", quote_ident(&relation.schema), quote_ident(&relation.name));
+    let row = quote_ident(&relation.name);
+    let source = Source { from: &qualified, qualifier: &qualified, row: &row };
+    let mut sql = String::from("EXPLAIN (FORMAT JSON) ");
+    Builder::new(cache, &mut bind).push_rows(&mut sql, "1", plan, source);
+    params.into_iter().fold(Statement::new(sql), |statement, value| statement.bind(value))
+}
+
+/// The top plan node's `Plan Rows` of an `EXPLAIN (FORMAT JSON)` result.
+pub fn planned_rows(explain_json: &[u8]) -> Option<u64> {
+    let plan: serde_json::Value = serde_json::from_slice(explain_json).ok()?;
+    let rows = plan.get(0)?.get("Plan")?.get("Plan Rows")?;
+    rows.as_u64().or_else(|| rows.as_f64().filter(|r| *r >= 0.0).map(|r| r as u64))
 }
 
 #[cfg(test)]
@@ -637,14 +664,14 @@ mod tests {
     use crate::schema::relationships::QualifiedName;
 
     /// The read statement for `query` on `relation`, planned against an empty cache.
-    fn statement(relation: &str, query: &ReadQuery, shape: BodyShape, exact_count: bool) -> Statement {
+    fn statement(relation: &str, query: &ReadQuery, media: Option<&Media>, exact_count: bool) -> Statement {
         let cache = SchemaCache::default();
         let plan = crate::rest::plan::plan(&cache, "public", QualifiedName::new("public", relation), query).unwrap();
-        read_statement(&cache, &plan, shape, exact_count)
+        read_statement(&cache, &plan, media, exact_count)
     }
 
     fn sql_of(query: &str) -> (String, Vec<String>) {
-        let statement = statement("todos", &parse_read_query(query).unwrap(), BodyShape::Array, false);
+        let statement = statement("todos", &parse_read_query(query).unwrap(), Some(&Media::JSON), false);
         let params =
             statement.params.iter().map(|p| String::from_utf8(p.as_ref().unwrap().to_vec()).unwrap()).collect();
         (statement.sql, params)
@@ -674,7 +701,8 @@ mod tests {
 
     #[test]
     fn exact_count_repeats_the_filter() {
-        let statement = statement("todos", &parse_read_query("done=eq.true&limit=2").unwrap(), BodyShape::Array, true);
+        let statement =
+            statement("todos", &parse_read_query("done=eq.true&limit=2").unwrap(), Some(&Media::JSON), true);
         assert_eq!(
             statement.sql,
             "SELECT pg_catalog.count(_postgrest_t) AS page_total, coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body, \
@@ -685,11 +713,34 @@ mod tests {
     }
 
     #[test]
+    fn csv_reads_the_page_as_a_cte_and_planned_counts_explain_the_filter() {
+        let query = parse_read_query("done=eq.true&limit=2").unwrap();
+        let csv = Media { handler: crate::rest::media::Handler::Csv, plan: None };
+        let statement = statement("todos", &query, Some(&csv), false);
+        assert!(
+            statement.sql.starts_with("WITH pgrst_source AS (SELECT \"public\".\"todos\".* FROM"),
+            "{}",
+            statement.sql
+        );
+        assert!(statement.sql.ends_with("FROM (SELECT * FROM pgrst_source) _postgrest_t"), "{}", statement.sql);
+        let cache = SchemaCache::default();
+        let plan = crate::rest::plan::plan(&cache, "public", QualifiedName::new("public", "todos"), &query).unwrap();
+        let explain = count_plan_statement(&cache, &plan);
+        assert_eq!(
+            explain.sql,
+            "EXPLAIN (FORMAT JSON) SELECT 1 FROM \"public\".\"todos\" WHERE \"public\".\"todos\".\"done\" = $1"
+        );
+        assert_eq!(explain.params.len(), 1);
+        assert_eq!(planned_rows(br#"[{"Plan": {"Node Type": "Seq Scan", "Plan Rows": 2260}}]"#), Some(2260));
+        assert_eq!(planned_rows(b"[]"), None);
+    }
+
+    #[test]
     fn default_select_and_head() {
         let (sql, params) = sql_of("");
         assert!(sql.contains("FROM (SELECT \"public\".\"todos\".* FROM \"public\".\"todos\") _postgrest_t"), "{sql}");
         assert!(params.is_empty());
-        let head = statement("todos", &ReadQuery::default(), BodyShape::None, false);
+        let head = statement("todos", &ReadQuery::default(), None, false);
         assert!(head.sql.contains("AS page_total, NULL AS body"), "{}", head.sql);
     }
 
@@ -706,7 +757,7 @@ mod tests {
         assert!(!sql.contains("select 1"), "{sql}");
         assert_eq!(params, ["'; select 1;--"]);
         // The relation name is quoted too.
-        let statement = statement("t\"; drop table x; --", &ReadQuery::default(), BodyShape::Array, false);
+        let statement = statement("t\"; drop table x; --", &ReadQuery::default(), Some(&Media::JSON), false);
         assert!(statement.sql.contains(r#"FROM "public"."t""; drop table x; --""#), "{}", statement.sql);
     }
 }

@@ -42,11 +42,13 @@ use std::sync::OnceLock;
 
 use bytes::{Bytes, BytesMut};
 use madbase_http::{Body, Request, Response};
-use madbase_pg::{PgError, Statement, TxEnd};
-use serde_json::{Map, Value};
+use madbase_pg::{Batch, PgError, Statement, TxEnd};
 
 use super::auth::Identity;
+use super::body_format::BodyFormat;
 use super::error::ApiError;
+use super::media::{self, Media, Rows};
+use super::payload;
 use super::plan::{self, ReadPlan};
 use super::query::{self, CompareOp, FilterOp, QueryError, ReadQuery, MAX_IDENT_BYTES};
 use super::sql::{self, push_where, push_where_trees, quote_ident};
@@ -161,10 +163,11 @@ impl Prefer {
     }
 
     /// Appends the `count`, `tx` and `handling` entries of `Preference-Applied`, in PostgREST's
-    /// order (writes put `resolution`, `missing` and `return` before them).
-    pub(super) fn push_applied(&self, counted: bool, applied: &mut Vec<String>) {
-        if counted {
-            applied.push("count=exact".to_owned());
+    /// order (writes put `resolution`, `missing` and `return` before them). `count` is listed as
+    /// asked for, as PostgREST lists it.
+    pub(super) fn push_applied(&self, applied: &mut Vec<String>) {
+        if let Some(count) = self.count {
+            applied.push(format!("count={count}"));
         }
         if TX_OVERRIDE_ALLOWED {
             match self.tx_rollback {
@@ -177,6 +180,18 @@ impl Prefer {
             Some(true) => applied.push("handling=strict".to_owned()),
             Some(false) => applied.push("handling=lenient".to_owned()),
             None => {}
+        }
+        if let Some(timezone) = &self.timezone {
+            applied.push(format!("timezone={timezone}"));
+        }
+    }
+
+    /// The transaction settings the preferences ask for: `timezone` (an unknown zone is
+    /// PostgreSQL's 22023 error, even with `handling=lenient`, as in PostgREST).
+    pub(super) fn settings(&self, batch: Batch) -> Batch {
+        match &self.timezone {
+            Some(timezone) => batch.setting("timezone", timezone.as_str()),
+            None => batch,
         }
     }
 }
@@ -287,53 +302,23 @@ struct Payload {
 
 /// Checks the body as PostgREST does; `columns` is `columns=` when given.
 fn parse_payload(raw: Bytes, columns: Option<Vec<String>>) -> Result<Payload, ApiError> {
-    let invalid = || ApiError::InvalidBody(INVALID_JSON.to_owned());
-    let value: Value = serde_json::from_slice(&raw).map_err(|_| invalid())?;
-    let (rows, json): (Vec<Map<String, Value>>, Bytes) = match value {
-        Value::Object(row) => {
-            let mut wrapped = BytesMut::with_capacity(raw.len() + 2);
-            wrapped.extend_from_slice(b"[");
-            wrapped.extend_from_slice(&raw);
-            wrapped.extend_from_slice(b"]");
-            (vec![row], wrapped.freeze())
-        }
-        Value::Array(items) => {
-            if items.len() > MAX_BULK_ROWS {
-                return Err(ApiError::InvalidBody(format!(
-                    "At most {MAX_BULK_ROWS} rows can be written in one request"
-                )));
-            }
-            let rows = items
-                .into_iter()
-                .map(|item| match item {
-                    Value::Object(row) => Ok(row),
-                    _ => Err(invalid()),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            (rows, raw)
-        }
-        _ => return Err(invalid()),
+    let shape =
+        payload::scan(&raw, columns, MAX_BULK_ROWS, MAX_COLUMNS).map_err(|e| ApiError::InvalidBody(e.to_string()))?;
+    if shape.columns.iter().any(|k| k.is_empty() || k.contains('\0') || k.len() > MAX_IDENT_BYTES) {
+        return Err(ApiError::InvalidBody(format!(
+            "Column names must be non-empty, without NUL, at most {MAX_IDENT_BYTES} bytes"
+        )));
+    }
+    let json = if shape.single {
+        let mut wrapped = BytesMut::with_capacity(raw.len() + 2);
+        wrapped.extend_from_slice(b"[");
+        wrapped.extend_from_slice(&raw);
+        wrapped.extend_from_slice(b"]");
+        wrapped.freeze()
+    } else {
+        raw
     };
-    let columns = match columns {
-        Some(columns) => columns,
-        None => {
-            let first: Vec<String> = rows.first().map(|row| row.keys().cloned().collect()).unwrap_or_default();
-            let same = |row: &Map<String, Value>| row.len() == first.len() && first.iter().all(|k| row.contains_key(k));
-            if !rows.iter().all(same) {
-                return Err(ApiError::InvalidBody("All object keys must match".to_owned()));
-            }
-            if first.len() > MAX_COLUMNS {
-                return Err(ApiError::InvalidBody(format!("At most {MAX_COLUMNS} columns can be written")));
-            }
-            if first.iter().any(|k| k.is_empty() || k.contains('\0') || k.len() > MAX_IDENT_BYTES) {
-                return Err(ApiError::InvalidBody(format!(
-                    "Column names must be non-empty, without NUL, at most {MAX_IDENT_BYTES} bytes"
-                )));
-            }
-            first
-        }
-    };
-    Ok(Payload { json, columns })
+    Ok(Payload { json, columns: shape.columns })
 }
 
 /// 400 PGRST204 for the first name (in sorted order, as PostgREST's key set) that is not a
@@ -405,6 +390,7 @@ fn write_statement(
     read: &ReadQuery,
     representation: &ReadPlan<'_>,
     ret: Return,
+    media: &Media,
     payload: Option<Source<'_>>,
     limits: RowLimits,
 ) -> Statement {
@@ -520,14 +506,11 @@ fn write_statement(
         // `*` would show `pgrst_inserted`: every column of the table, by name, instead.
         let mut bind_text = |v: String| bind(Bytes::from(v));
         sql::Builder::new(cache, &mut bind_text).push_level(&mut s, representation, source, &[], inserted);
-        let body = if limits.singular {
-            "(pg_catalog.json_agg(_postgrest_t)->0)::text"
-        } else {
-            "coalesce(pg_catalog.json_agg(_postgrest_t), '[]')"
-        };
+        // CSV's header: the selected columns (PostgREST returns only those from the mutation).
+        let body = media.body_sql_from(Rows::Records, &format!("({s})"));
         (s, body)
     } else {
-        ("SELECT * FROM pgrst_source".to_owned(), "NULL")
+        ("SELECT * FROM pgrst_source".to_owned(), "NULL".to_owned())
     };
     let location = if ret == Return::HeadersOnly && matches!(mutation, Mutation::Insert { .. }) {
         let relation_param = bind(Bytes::from(table.clone()));
@@ -625,17 +608,16 @@ pub(super) fn row_limit_broken(error: &PgError) -> Option<u64> {
 }
 
 /// The request body must be JSON (PostgREST's default when no `Content-Type` is sent).
-pub(super) fn check_content_type(req: &Request) -> Result<(), ApiError> {
-    let Some(value) = req.header("content-type") else { return Ok(()) };
+pub(super) fn check_content_type(req: &Request) -> Result<BodyFormat, ApiError> {
+    let Some(value) = req.header("content-type") else { return Ok(BodyFormat::Json) };
     let value = String::from_utf8_lossy(value);
     let media = value.split(';').next().unwrap_or("").trim();
     if media.eq_ignore_ascii_case("application/json") {
-        Ok(())
-    } else if media.eq_ignore_ascii_case("text/csv") || media.eq_ignore_ascii_case("application/x-www-form-urlencoded")
-    {
-        Err(ApiError::NotImplemented(
-            "CSV and form-encoded request bodies are not supported yet; send application/json",
-        ))
+        Ok(BodyFormat::Json)
+    } else if media.eq_ignore_ascii_case("text/csv") {
+        Ok(BodyFormat::Csv)
+    } else if media.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        Ok(BodyFormat::Form)
     } else {
         // PostgREST answers 400 PGRST102 here (not 415).
         Err(ApiError::InvalidBody(format!("Content-Type not acceptable: {media}")))
@@ -683,13 +665,10 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
     let (relation, pgrst_path) = super::relation_of(req.path())?;
     let config = &state.shared.config;
     let profile = super::profile(req, config)?;
-    let media = super::negotiate(req)?;
+    let media = media::negotiate(req, config.db_plan_enabled)?;
     let prefer = Prefer::parse(req);
     if prefer.is_strict() && !prefer.invalid.is_empty() {
         return Err(ApiError::InvalidPreferences(prefer.invalid));
-    }
-    if prefer.timezone.is_some() {
-        return Err(ApiError::NotImplemented("Prefer: timezone is not supported yet"));
     }
     let query_string = req.query().unwrap_or("");
     let params = parse_write_params(query_string)?;
@@ -729,9 +708,9 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
 
     let payload = match method {
         Method::Post | Method::Put | Method::Patch => {
-            check_content_type(req)?;
+            let format = check_content_type(req)?;
             let raw = body.collect(config.http_max_body_bytes).await.map_err(ApiError::Body)?;
-            Some(parse_payload(raw, params.columns)?)
+            Some(parse_payload(format.to_json(raw)?, params.columns)?)
         }
         // PostgREST ignores a DELETE body; it is never read.
         Method::Delete => None,
@@ -766,7 +745,7 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
     // The representation shows the written rows: `select` (with its embeds), not the filters.
     let shaped = ReadQuery { select: read.select.clone(), ..ReadQuery::default() };
     let representation = plan::plan(&schema, profile.schema, QualifiedName::new(profile.schema, &relation), &shaped)?;
-    let statement = write_statement(
+    let mut statement = write_statement(
         &schema,
         profile.schema,
         &relation,
@@ -774,29 +753,40 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
         &read,
         &representation,
         ret,
+        &media,
         source,
         RowLimits {
             max_affected,
-            singular: media == super::Media::Object && method != Method::Put,
+            singular: media.is_singular() && method != Method::Put,
             exactly_one: method == Method::Put,
         },
     );
+    if let Some(explain) = &media.plan {
+        // Without `analyze` nothing runs; with it the write runs (and commits unless
+        // `Prefer: tx=rollback`), as in PostgREST.
+        statement.sql = explain.wrap(&statement.sql);
+    }
     let tx_rollback = TX_OVERRIDE_ALLOWED && prefer.tx_rollback == Some(true);
     let end = if tx_rollback { TxEnd::Rollback } else { TxEnd::Commit };
-    let executed =
-        super::execute(state, req, &identity, profile, &pgrst_path, statement, false, end).await.map_err(|e| {
-            match row_limit_broken(&e) {
-                Some(_) if method == Method::Put => ApiError::PutMismatch,
-                Some(rows) if media == super::Media::Object && rows != 1 => ApiError::NotSingular(rows),
-                Some(rows) => ApiError::MaxAffected(rows),
-                None => ApiError::from_pg(e, identity.authenticated),
-            }
+    let results = super::request_batch(state, req, &identity, profile, &pgrst_path, &prefer)
+        .with(|batch| batch.statement(statement).read_only(false).end(end))
+        .run(state)
+        .await
+        .map_err(|e| match row_limit_broken(&e) {
+            Some(_) if method == Method::Put => ApiError::PutMismatch,
+            Some(rows) if media.is_singular() && rows != 1 => ApiError::NotSingular(rows),
+            Some(rows) => ApiError::MaxAffected(rows),
+            None => ApiError::from_pg(e, identity.authenticated),
         })?;
+    if media.plan.is_some() {
+        return super::plan_response(&results, &media, false, profile);
+    }
 
-    let row = executed.row()?;
+    let row = results.first().and_then(|r| r.rows.first()).ok_or(ApiError::Internal("no result row"))?;
     let rows: u64 =
         row.get_str(0).and_then(|n| n.parse().ok()).ok_or(ApiError::Internal("page_total is not a number"))?;
-    let counted = prefer.count == Some("exact");
+    // PostgREST counts writes for `exact` and `estimated` (the rows written are the exact count).
+    let counted = matches!(prefer.count, Some("exact" | "estimated"));
     let total = counted.then_some(rows);
     // PostgREST's `isInsertIfGTZero`: a merge upsert (or PUT) that inserted no row is 200, any
     // other insert 201 (a view's merge upsert cannot tell: 201, 200 for PUT).
@@ -863,14 +853,14 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
             .to_owned(),
         );
     }
-    prefer.push_applied(counted, &mut applied);
+    prefer.push_applied(&mut applied);
     if let Some(limit) = max_affected {
         applied.push(format!("max-affected={limit}"));
     }
     if !applied.is_empty() {
         response.set_header("preference-applied", applied.join(", "));
     }
-    executed.respond(response)
+    super::respond(row, response)
 }
 
 #[cfg(test)]
@@ -883,13 +873,14 @@ mod tests {
         mutation: &Mutation<'_>,
         read: &ReadQuery,
         ret: Return,
+        media: &Media,
         payload: Option<Source<'_>>,
         limits: RowLimits,
     ) -> Statement {
         let cache = SchemaCache::default();
         let shaped = ReadQuery { select: read.select.clone(), ..ReadQuery::default() };
         let representation = plan::plan(&cache, "public", QualifiedName::new("public", relation), &shaped).unwrap();
-        write_statement(&cache, "public", relation, mutation, read, &representation, ret, payload, limits)
+        write_statement(&cache, "public", relation, mutation, read, &representation, ret, media, payload, limits)
     }
     use crate::rest::query::parse_read_query;
 
@@ -971,6 +962,7 @@ mod tests {
             &m,
             &read,
             Return::Representation,
+            &Media::JSON,
             Some(Source { json: Bytes::from_static(b"[]"), defaults: Vec::new() }),
             RowLimits::default(),
         );
@@ -994,6 +986,7 @@ mod tests {
             &m,
             &ReadQuery::default(),
             Return::Minimal,
+            &Media::JSON,
             Some(Source { json: Bytes::from_static(b"[]"), defaults: Vec::new() }),
             RowLimits::default(),
         );
@@ -1011,6 +1004,7 @@ mod tests {
             &m,
             &read,
             Return::Minimal,
+            &Media::JSON,
             Some(Source { json: Bytes::from_static(b"[{}]"), defaults: Vec::new() }),
             RowLimits { max_affected: Some(2), ..RowLimits::default() },
         );
@@ -1028,7 +1022,7 @@ mod tests {
         let params = params_of(&s);
         assert_eq!(params[..4], ["[{}]", "1", "'; drop table x; --", "2"]);
         assert_eq!(params[4], row_limit_marker());
-        let s = stmt("todos", &Mutation::Delete, &read, Return::HeadersOnly, None, RowLimits::default());
+        let s = stmt("todos", &Mutation::Delete, &read, Return::HeadersOnly, &Media::JSON, None, RowLimits::default());
         assert!(s.sql.starts_with(
             "WITH pgrst_source AS (DELETE FROM \"public\".\"todos\" WHERE \"public\".\"todos\".\"id\" > $1 AND \"public\".\"todos\".\"task\" = $2 RETURNING \"public\".\"todos\".*)"
         ), "{}", s.sql);
@@ -1049,7 +1043,15 @@ mod tests {
             json: Bytes::from_static(b"[]"),
             defaults: vec![("id", "nextval('todos_id_seq'::regclass)"), ("task", "'x'::text")],
         };
-        let s = stmt("todos", &m, &ReadQuery::default(), Return::Representation, Some(source), RowLimits::default());
+        let s = stmt(
+            "todos",
+            &m,
+            &ReadQuery::default(),
+            Return::Representation,
+            &Media::JSON,
+            Some(source),
+            RowLimits::default(),
+        );
         for fragment in [
             "FROM pg_catalog.json_populate_recordset(NULL::\"public\".\"todos\", (SELECT coalesce(pg_catalog.json_agg(\
              pg_catalog.jsonb_build_object($2::text, nextval('todos_id_seq'::regclass), $3::text, 'x'::text) \
@@ -1078,7 +1080,7 @@ mod tests {
         };
         let source = Source { json: Bytes::from_static(b"[{}]"), defaults: Vec::new() };
         let limits = RowLimits { exactly_one: true, ..RowLimits::default() };
-        let s = stmt("todos", &m, &read, Return::Minimal, Some(source), limits);
+        let s = stmt("todos", &m, &read, Return::Minimal, &Media::JSON, Some(source), limits);
         assert!(
             s.sql.contains(
                 "AS pgrst_body WHERE pgrst_body.\"id\" = $2 ON CONFLICT (\"id\") DO UPDATE SET \"id\" = EXCLUDED.\"id\""
@@ -1089,7 +1091,7 @@ mod tests {
         assert!(s.sql.contains("CASE WHEN pg_catalog.count(_postgrest_t) <> 1 THEN ($3::text"), "{}", s.sql);
         // Logic trees restrict PATCH and DELETE as they restrict reads.
         let read = parse_read_query("or=(id.eq.1,id.eq.2)").unwrap();
-        let s = stmt("todos", &Mutation::Delete, &read, Return::Minimal, None, RowLimits::default());
+        let s = stmt("todos", &Mutation::Delete, &read, Return::Minimal, &Media::JSON, None, RowLimits::default());
         assert!(s.sql.contains("DELETE FROM \"public\".\"todos\" WHERE ("), "{}", s.sql);
         assert_eq!(params_of(&s), ["1", "2"]);
     }

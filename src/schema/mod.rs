@@ -197,9 +197,14 @@ impl SchemaCache {
         self.schemas.get(schema)?.enums.get(name).map(Vec::as_slice)
     }
 
+    /// Whether the in-database boolean setting `pgrst.<key>` is on.
+    pub fn setting_enabled(&self, key: &str) -> bool {
+        self.db_settings.get(key).is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    }
+
     /// Whether aggregates (`count()`, `col.sum()` …) may be used (`db-aggregates-enabled`).
     pub fn aggregates_enabled(&self) -> bool {
-        self.db_settings.get("db_aggregates_enabled").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        self.setting_enabled("db_aggregates_enabled")
     }
 
     /// The relationships whose origin is `schema.name` (empty when none).

@@ -35,7 +35,11 @@ impl TestServer {
     }
 
     pub fn start_with(env: &[(&str, &str)]) -> TestServer {
-        let cluster = Cluster::ephemeral().expect("ephemeral PostgreSQL");
+        Self::start_on(Cluster::ephemeral().expect("ephemeral PostgreSQL"), env)
+    }
+
+    /// MadBase (with `env`) on a cluster the caller started, e.g. from other PostgreSQL binaries.
+    pub fn start_on(cluster: Cluster, env: &[(&str, &str)]) -> TestServer {
         let mut server = TestServer {
             addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
             cluster,
