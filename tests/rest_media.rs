@@ -184,6 +184,9 @@ fn plans_counts_ranges_and_openapi() {
     assert_eq!(plan[0]["Plan"]["Actual Rows"], 1, "{plan}");
     // The request schema, then db-extra-search-path: the string the postgrest-js suite compares.
     assert_eq!(plan[0]["Settings"]["search_path"], "\"public\", \"public\", \"extensions\"", "{plan}");
+    // Query identifiers are computed (compute_query_id, as with Supabase's pg_stat_statements).
+    let verbose = get(&server, "people", &accept("application/vnd.pgrst.plan+json; options=verbose"));
+    assert!(verbose.json()[0]["Query Identifier"].is_i64(), "{}", verbose.text());
     let rpc_plan = get(&server, "rpc/people_from?min=2", &accept("application/vnd.pgrst.plan+text"));
     assert!(rpc_plan.text().starts_with("Aggregate  (cost="), "{}", rpc_plan.text());
     let not_for_xml = get(&server, "people", &accept(r#"application/vnd.pgrst.plan; for="text/xml""#));

@@ -525,6 +525,13 @@ impl Cluster {
         if !o.durable {
             conf.push_str("fsync = off\nfull_page_writes = off\nsynchronous_commit = off\n");
         }
+        // As on Supabase (pg_stat_statements loaded): query identifiers are computed, so
+        // `EXPLAIN (VERBOSE)` — the Data API's plan media type — shows them. PostgreSQL 14+.
+        let major: u32 =
+            fs::read_to_string(pgdata.join("PG_VERSION")).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+        if major >= 14 {
+            conf.push_str("compute_query_id = on\n");
+        }
         for (k, v) in &o.extra_settings {
             conf.push_str(&format!("{k} = {v}\n"));
         }
