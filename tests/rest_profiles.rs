@@ -1,6 +1,6 @@
 //! Exposed schemas and what a request runs inside, end to end: the real binary against a real
 //! PostgreSQL. Profiles (`MADBASE_DB_SCHEMAS`, `Accept-Profile`/`Content-Profile`, PGRST106,
-//! `Content-Profile` on responses) for reads, writes and RPC; the `search_path` PostgREST sets;
+//! `Content-Profile` on responses) for reads, writes, RPC and the OpenAPI root; the `search_path` PostgREST sets;
 //! the request GUCs (`request.method`, `request.path`, `request.headers`, `request.cookies`,
 //! `request.jwt.claims`) for reads, writes and RPC; the pre-request function
 //! (`MADBASE_DB_PRE_REQUEST`) and its errors (`RAISE SQLSTATE 'PGRST'` included); the `response.headers`/`response.status` GUCs; and
@@ -121,6 +121,13 @@ fn profiles_pick_the_schema_for_reads_writes_and_rpc() {
     assert_eq!(error["hint"], "Perhaps you meant to call the function personal.get_status");
     let r = server.request("GET", "/rest/v1/rpc/get_status?name_param=x", &[("Accept-Profile", "nope")], b"");
     assert_pgrst_error(&r, 406, "PGRST106");
+
+    // The OpenAPI root describes the Accept-Profile schema.
+    let r = server.request("GET", "/rest/v1/", &[personal], b"");
+    assert_eq!((r.status, r.header("content-profile")), (200, Some("personal")), "{}", r.text());
+    let paths = &body(&r)["paths"];
+    assert!(paths.get("/users").is_some() && paths.get("/rpc/get_status").is_some(), "{paths}");
+    assert!(paths.get("/ready").is_none(), "a public table is not in personal's document: {paths}");
 }
 
 #[test]
