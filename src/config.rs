@@ -93,7 +93,28 @@ pub struct Config {
     pub log: String,
     /// `text` or `json`. Default `text`.
     pub log_format: String,
+    /// Schemas the Data API exposes, the first being the default (PostgREST's `db-schemas`);
+    /// `Accept-Profile`/`Content-Profile` pick another. TOML: a list or a comma-separated string
+    /// (as PostgREST writes it); env: comma-separated. Default `public`.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub db_schemas: Vec<String>,
+    /// Schemas every Data API request's `search_path` has after the request schema (PostgREST's
+    /// `db-extra-search-path`). Env: comma-separated. Default `public, extensions`, Supabase's
+    /// setting (PostgREST's own default is `public`). TOML: a list or a comma-separated string.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub db_extra_search_path: Vec<String>,
+    /// A function (`name` or `schema.name`, optionally double-quoted parts) every Data API request
+    /// calls after its request settings and before its statement (PostgREST's `db-pre-request`).
+    pub db_pre_request: Option<String>,
+    /// At most this many rows in a read or function result (PostgREST's `db-max-rows`); a smaller
+    /// `limit` still wins. Default: no cap.
+    pub db_max_rows: Option<u64>,
 }
+
+/// At most this many schemas in `db_schemas` and in `db_extra_search_path` each.
+pub const MAX_SCHEMAS: usize = 100;
+/// PostgreSQL's longest identifier (`NAMEDATALEN - 1`): longer names would be truncated.
+const MAX_IDENTIFIER_BYTES: usize = 63;
 
 impl Default for Config {
     fn default() -> Self {
@@ -128,6 +149,10 @@ impl Default for Config {
             db_plan_enabled: false,
             log: "info".to_owned(),
             log_format: "text".to_owned(),
+            db_schemas: vec!["public".to_owned()],
+            db_extra_search_path: vec!["public".to_owned(), "extensions".to_owned()],
+            db_pre_request: None,
+            db_max_rows: None,
         }
     }
 }
@@ -164,7 +189,78 @@ pub const ENV_KEYS: &[&str] = &[
     "MADBASE_DB_PLAN_ENABLED",
     "MADBASE_LOG",
     "MADBASE_LOG_FORMAT",
+    "MADBASE_DB_SCHEMAS",
+    "MADBASE_DB_EXTRA_SEARCH_PATH",
+    "MADBASE_DB_PRE_REQUEST",
+    "MADBASE_DB_MAX_ROWS",
 ];
+
+/// `a, b ,c` → `["a", "b", "c"]` (empty items dropped).
+fn name_list(raw: &str) -> Vec<String> {
+    raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+/// A TOML list of names, or one comma-separated string of them.
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Names {
+        List(Vec<String>),
+        Commas(String),
+    }
+    Ok(match Names::deserialize(deserializer)? {
+        Names::List(names) => names,
+        Names::Commas(text) => name_list(&text),
+    })
+}
+
+/// A possibly schema-qualified function name as `db_pre_request` takes it: `f`, `s.f`,
+/// `"my schema"."f.x"` (inside double quotes `""` is a quote). Returns (schema, name).
+pub fn parse_qualified_name(raw: &str) -> Result<(Option<String>, String), String> {
+    let mut parts: Vec<String> = Vec::new();
+    let mut chars = raw.trim().chars().peekable();
+    loop {
+        let mut part = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        part.push('"');
+                    }
+                    Some('"') => break,
+                    Some(c) => part.push(c),
+                    None => return Err("unterminated double quote".to_owned()),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == '.' {
+                    break;
+                }
+                part.push(c);
+                chars.next();
+            }
+        }
+        if part.is_empty() || part.contains('\0') || part.len() > MAX_IDENTIFIER_BYTES {
+            return Err(format!("names must be 1 to {MAX_IDENTIFIER_BYTES} bytes, without NUL"));
+        }
+        parts.push(part);
+        match chars.next() {
+            None => break,
+            Some('.') => {}
+            Some(c) => return Err(format!("unexpected {c:?} after a quoted name")),
+        }
+    }
+    match <[String; 2]>::try_from(parts) {
+        Ok([schema, name]) => Ok((Some(schema), name)),
+        Err(parts) => match <[String; 1]>::try_from(parts) {
+            Ok([name]) => Ok((None, name)),
+            Err(_) => Err("expected name or schema.name".to_owned()),
+        },
+    }
+}
 
 /// Parses `raw` into `slot`, naming the variable in the error.
 fn set<T: std::str::FromStr>(slot: &mut T, name: &'static str, raw: &str) -> Result<(), ConfigError>
@@ -247,6 +343,14 @@ impl Config {
                 "MADBASE_DB_PLAN_ENABLED" => set_bool(&mut c.db_plan_enabled, name, &raw)?,
                 "MADBASE_LOG" => c.log = raw,
                 "MADBASE_LOG_FORMAT" => c.log_format = raw,
+                "MADBASE_DB_SCHEMAS" => c.db_schemas = name_list(&raw),
+                "MADBASE_DB_EXTRA_SEARCH_PATH" => c.db_extra_search_path = name_list(&raw),
+                "MADBASE_DB_PRE_REQUEST" => c.db_pre_request = Some(raw.trim().to_owned()).filter(|s| !s.is_empty()),
+                "MADBASE_DB_MAX_ROWS" => {
+                    let mut max = 0u64;
+                    set(&mut max, name, &raw)?;
+                    c.db_max_rows = Some(max);
+                }
                 _ => unreachable!("ENV_KEYS and apply_env list the same names"),
             }
         }
@@ -292,6 +396,29 @@ impl Config {
             if secret.len() < 32 {
                 return Err(ConfigError::Invalid("jwt_secret must be at least 32 characters".to_owned()));
             }
+        }
+        if self.db_schemas.is_empty() {
+            return Err(ConfigError::Invalid("db_schemas must name at least one schema".to_owned()));
+        }
+        for (key, list) in [("db_schemas", &self.db_schemas), ("db_extra_search_path", &self.db_extra_search_path)] {
+            if list.len() > MAX_SCHEMAS {
+                return Err(ConfigError::Invalid(format!("{key} may name at most {MAX_SCHEMAS} schemas")));
+            }
+            if let Some(bad) = list.iter().find(|s| s.is_empty() || s.contains('\0') || s.len() > MAX_IDENTIFIER_BYTES)
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "{key}: {bad:?} is not a schema name (1 to {MAX_IDENTIFIER_BYTES} bytes, without NUL)"
+                )));
+            }
+        }
+        if let Some(function) = &self.db_pre_request {
+            parse_qualified_name(function)
+                .map_err(|e| ConfigError::Invalid(format!("db_pre_request {function:?}: {e}")))?;
+        }
+        if self.db_max_rows == Some(0) {
+            return Err(ConfigError::Invalid(
+                "db_max_rows must be greater than 0 (leave it unset for no cap)".to_owned(),
+            ));
         }
         if let Some(url) = &self.database_url {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -348,6 +475,45 @@ mod tests {
         assert!(err.contains("http_max_headers"), "{err}");
         let err = load(&[("MADBASE_JWT_SECRET", "short")]).unwrap_err().to_string();
         assert!(err.contains("32"), "{err}");
+    }
+
+    #[test]
+    fn data_api_keys() {
+        let c = load(&[]).unwrap();
+        assert_eq!(
+            (c.db_schemas, c.db_extra_search_path),
+            (vec!["public".into()], vec!["public".into(), "extensions".into()])
+        );
+        assert_eq!((c.db_pre_request, c.db_max_rows), (None, None));
+        let c = load(&[
+            ("MADBASE_DB_SCHEMAS", "public, personal ,"),
+            ("MADBASE_DB_EXTRA_SEARCH_PATH", ""),
+            ("MADBASE_DB_PRE_REQUEST", "api.check"),
+            ("MADBASE_DB_MAX_ROWS", "1000"),
+        ])
+        .unwrap();
+        assert_eq!(c.db_schemas, ["public", "personal"]);
+        assert!(c.db_extra_search_path.is_empty());
+        assert_eq!((c.db_pre_request.as_deref(), c.db_max_rows), (Some("api.check"), Some(1000)));
+        for bad in [("MADBASE_DB_SCHEMAS", " , "), ("MADBASE_DB_MAX_ROWS", "0"), ("MADBASE_DB_PRE_REQUEST", "a.b.c")] {
+            assert!(load(&[bad]).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_qualified_name("f").unwrap(), (None, "f".to_owned()));
+        assert_eq!(parse_qualified_name("\"my s\".\"f.\"\"x\"").unwrap(), (Some("my s".into()), "f.\"x".into()));
+        for bad in ["", "a.", ".f", "\"a", "\"a\"b", "a.b.c"] {
+            assert!(parse_qualified_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_example_file_is_valid() {
+        let c: Config = toml::from_str(include_str!("../deploy/madbase.example.toml")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.db_extra_search_path, ["public", "extensions"]);
+        let c: Config = toml::from_str("db_schemas = \"public, personal\"\ndb_extra_search_path = []").unwrap();
+        assert_eq!(c.db_schemas, ["public", "personal"]);
+        assert!(c.db_extra_search_path.is_empty());
+        assert!(toml::from_str::<Config>("db_schemas = 1").is_err());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use madbase_pg::{Cluster, ClusterError, ClusterOptions, ConnectConfig, Connectio
 
 use crate::config::Config;
 use crate::migrate::{self, MigrateError};
-use crate::schema::{introspect, IntrospectError, SchemaCache, EXPOSED_SCHEMAS};
+use crate::schema::{introspect, IntrospectError, SchemaCache};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatabaseError {
@@ -80,6 +80,7 @@ pub fn prepare(config: &Config) -> Result<Database, DatabaseError> {
     };
     let managed = cluster.is_some();
     let data_dir = config.data_dir.clone();
+    let schemas = config.db_schemas.clone();
     let mut runtime =
         monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().map_err(DatabaseError::Runtime)?;
     let (wal_level, pool_config, schema) = runtime.block_on(async move {
@@ -93,7 +94,7 @@ pub fn prepare(config: &Config) -> Result<Database, DatabaseError> {
             .unwrap_or_default();
         migrate::run(&conn).await?;
         let started = Instant::now();
-        let schema = introspect::load(&conn, EXPOSED_SCHEMAS).await?;
+        let schema = introspect::load(&conn, &schemas).await?;
         tracing::info!(
             relations = schema.relation_count(),
             functions = schema.function_count(),

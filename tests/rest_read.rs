@@ -103,7 +103,8 @@ fn reads_roles_and_rls() {
         who.json(),
         json!([{
             "role": "anon", "claims": "{\"role\":\"anon\"}", "method": "GET", "path": "/whoami",
-            "x_test": "hello", "cookie": "oat", "search_path": "\"public\", \"extensions\"", "read_only": "on",
+            "x_test": "hello", "cookie": "oat", "search_path": "\"public\", \"public\", \"extensions\"",
+            "read_only": "on",
         }])
     );
     let who = get(&server, "whoami", &[("select", "role,claims")], &[("Authorization", &alice)]);

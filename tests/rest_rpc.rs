@@ -431,3 +431,88 @@ fn postgrest_js_suite_cases() {
     let r = server.request("GET", "/rest/v1/rpc/my_todos?select=id", &[auth, count], b"");
     assert_eq!((r.status, r.header("content-range")), (200, Some("0-3/4")));
 }
+
+#[test]
+fn logic_trees_and_max_affected_on_results() {
+    let server = start();
+    server.sql(
+        "create table public.users (username text primary key, status text not null); \
+         insert into public.users values ('supabot', 'ONLINE'), ('testuser', 'ONLINE'), ('testuser1', 'ONLINE'), \
+                                         ('testuser2', 'ONLINE'); \
+         grant all on public.users to anon; \
+         create function public.set_users_offline(name_param text) returns setof public.users language sql volatile \
+           as $$ update public.users set status = 'OFFLINE' where username like name_param returning * $$;",
+    );
+    server.wait_for_function("set_users_offline?name_param=none");
+    let svc = service();
+    let auth = ("Authorization", svc.as_str());
+    let statuses = || {
+        let rows = server.sql("select string_agg(username || '=' || status, ',' order by username) from public.users");
+        rows[0].rows[0].get_str(0).unwrap_or("").to_owned()
+    };
+
+    // or= / and= / not.or= filter the result like filters do (and count with it).
+    let r = server.request(
+        "GET",
+        "/rest/v1/rpc/my_todos?select=id&or=(id.eq.1,and(done.is.true,id.lt.3))&order=id",
+        &[auth, ("Prefer", "count=exact")],
+        b"",
+    );
+    assert_eq!((r.status, r.json()), (200, json!([{"id": 1}, {"id": 2}])));
+    assert_eq!(r.header("content-range"), Some("0-1/2"));
+    let r = server.request("POST", "/rest/v1/rpc/pairs?not.or=(i.eq.1,sq.gt.5)", &[JSON, auth], br#"{"n":4}"#);
+    assert_eq!(r.json(), json!([{"i": 2, "sq": 4}]));
+    let r = server.request("GET", "/rest/v1/rpc/pairs?n=3&or=(i.eq.1", &[auth], b"");
+    assert_error(&r, 400, "PGRST100");
+
+    // The postgrest-js suite's cases: max-affected on a setof function, with handling=strict.
+    let strict = ("Prefer", "handling=strict,max-affected=1,return=representation");
+    let r = server.request(
+        "POST",
+        "/rest/v1/rpc/set_users_offline?select=*",
+        &[JSON, strict],
+        br#"{"name_param":"testuser"}"#,
+    );
+    assert_eq!((r.status, r.json()), (200, json!([{"username": "testuser", "status": "OFFLINE"}])));
+    assert_eq!(r.header("preference-applied"), Some("handling=strict, max-affected=1"));
+    let r = server.request(
+        "POST",
+        "/rest/v1/rpc/set_users_offline?select=*",
+        &[JSON, strict],
+        br#"{"name_param":"testuser%"}"#,
+    );
+    let body = assert_error(&r, 400, "PGRST124");
+    assert_eq!(
+        body,
+        json!({"code": "PGRST124", "details": "The query affects 3 rows", "hint": null,
+               "message": "Query result exceeds max-affected preference constraint"})
+    );
+    assert_eq!(
+        statuses(),
+        "supabot=ONLINE,testuser=OFFLINE,testuser1=ONLINE,testuser2=ONLINE",
+        "the function's writes are rolled back"
+    );
+    // The limit counts the rows of the result (after filters), and lenient handling ignores it.
+    let r = server.request(
+        "POST",
+        "/rest/v1/rpc/set_users_offline?username=eq.testuser1",
+        &[JSON, strict],
+        br#"{"name_param":"testuser%"}"#,
+    );
+    assert_eq!((r.status, r.json()), (200, json!([{"username": "testuser1", "status": "OFFLINE"}])));
+    let r = server.request(
+        "POST",
+        "/rest/v1/rpc/set_users_offline",
+        &[JSON, ("Prefer", "max-affected=1")],
+        br#"{"name_param":"%"}"#,
+    );
+    assert_eq!((r.status, r.header("preference-applied")), (200, None));
+    assert_eq!(statuses(), "supabot=OFFLINE,testuser=OFFLINE,testuser1=OFFLINE,testuser2=OFFLINE");
+    // Not a set: PGRST128 before anything runs.
+    let r = server.request("POST", "/rest/v1/rpc/add", &[JSON, strict], br#"{"a":1,"b":2}"#);
+    let body = assert_error(&r, 400, "PGRST128");
+    assert_eq!(
+        body["message"],
+        "Function must return SETOF or TABLE when max-affected preference is used with handling=strict"
+    );
+}

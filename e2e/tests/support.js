@@ -41,9 +41,10 @@ function psqlPath() {
 
 /**
  * Starts `madbase start`. Options: `pgBin`, the directory of the PostgreSQL server binaries for the
- * managed cluster (MADBASE_PG_BIN; default: MadBase's own search).
+ * managed cluster (MADBASE_PG_BIN; default: MadBase's own search); `env`, more environment
+ * variables (e.g. `MADBASE_DB_SCHEMAS`).
  */
-export async function startMadbase({ pgBin } = {}) {
+export async function startMadbase({ pgBin, env = {} } = {}) {
   const bin = process.env.MADBASE_BIN ?? resolve('..', 'target', 'debug', 'madbase');
   const dataDir = mkdtempSync(join(tmpdir(), 'madbase-e2e-'));
   chmodSync(dataDir, 0o755); // the managed cluster may run as the unprivileged postgres user
@@ -58,6 +59,7 @@ export async function startMadbase({ pgBin } = {}) {
       MADBASE_SHARDS: '2',
       MADBASE_LOG: 'warn',
       ...(pgBin ? { MADBASE_PG_BIN: pgBin } : {}),
+      ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

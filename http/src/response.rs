@@ -159,6 +159,16 @@ impl Response {
         self.headers.push((name, value));
     }
 
+    /// Removes every header field named `name` (ASCII case-insensitive).
+    pub fn remove_header(&mut self, name: &str) {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    }
+
+    /// Replaces the status code.
+    pub fn set_status(&mut self, status: u16) {
+        self.status = status;
+    }
+
     /// Tags the response with the service that produced it (for the access log).
     pub fn service(mut self, service: &'static str) -> Response {
         self.service = service;

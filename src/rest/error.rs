@@ -33,9 +33,17 @@ pub enum ApiError {
     /// An embed, related order or aggregate the schema cache cannot resolve (PGRST108/118/123/200/201).
     #[error(transparent)]
     Plan(#[from] PlanError),
-    /// `Accept-Profile` names a schema that is not exposed: 406 PGRST106.
-    #[error("Invalid schema: {0}")]
-    InvalidSchema(String),
+    /// `Accept-Profile`/`Content-Profile` names a schema that is not exposed: 406 PGRST106;
+    /// `exposed` is `db_schemas` joined by `", "` (PostgREST's hint).
+    #[error("Invalid schema: {schema}")]
+    InvalidSchema { schema: String, exposed: String },
+    /// The `response.headers` GUC is not a JSON array of single-key objects with string
+    /// values: 500 PGRST111.
+    #[error("response.headers guc must be a JSON array composed of objects with a single key and a string value")]
+    GucHeaders,
+    /// The `response.status` GUC is not a status code: 500 PGRST112.
+    #[error("response.status guc must be a valid status code")]
+    GucStatus,
     /// `Accept` asks for no media type this response can have: 406 PGRST107 (the ranges listed
     /// as PostgREST renders them).
     #[error("None of these media types are available: {0}")]
@@ -162,9 +170,15 @@ impl ApiError {
                     _ => body(400, "PGRST100", &message, details, None),
                 }
             }
-            ApiError::InvalidSchema(_) => {
-                body(406, "PGRST106", &message, None, Some("Only the following schemas are exposed: public".into()))
-            }
+            ApiError::InvalidSchema { exposed, .. } => body(
+                406,
+                "PGRST106",
+                &message,
+                None,
+                Some(format!("Only the following schemas are exposed: {exposed}")),
+            ),
+            ApiError::GucHeaders => body(500, "PGRST111", &message, None, None),
+            ApiError::GucStatus => body(500, "PGRST112", &message, None, None),
             ApiError::Plan(error) => {
                 let (status, code, details, hint) = error.parts();
                 json_body(status, code, &message, details, hint)
@@ -180,6 +194,7 @@ impl ApiError {
                 None,
                 closest.map(|name| format!("Perhaps you meant the table '{name}'")),
             ),
+            ApiError::Db { error, .. } if error.code == "PGRST" => raised_response(&error),
             ApiError::Db { error, authenticated } => {
                 let status = status_for_sqlstate(&error.code, &error.message, authenticated);
                 if status >= 500 {
@@ -256,6 +271,55 @@ impl ApiError {
     }
 }
 
+/// `RAISE SQLSTATE 'PGRST' USING message = '<json>', detail = '<json>'` (reference/rest.md §2.1):
+/// MESSAGE `{"code","message","details"?,"hint"?}` (strings) is the body, DETAIL
+/// `{"status","status_text"?,"headers"}` the status and extra headers. Either unparseable (or a
+/// status outside 100–599) → 500 PGRST121 saying which. `status_text` is not sent: the status line
+/// carries the standard reason phrase.
+fn raised_response(error: &DbError) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Message {
+        code: String,
+        message: String,
+        details: Option<String>,
+        hint: Option<String>,
+    }
+    /// (`status_text` is not read: the status line carries the standard reason phrase.)
+    #[derive(serde::Deserialize)]
+    struct Detail {
+        status: u16,
+        headers: std::collections::BTreeMap<String, String>,
+    }
+    const MESSAGE_HINT: &str =
+        "MESSAGE must be a JSON object with obligatory keys: 'code', 'message' and optional keys: 'details', 'hint'.";
+    const DETAIL_HINT: &str =
+        "DETAIL must be a JSON object with obligatory keys: 'status', 'headers' and optional key: 'status_text'.";
+    let unparseable = |details: String, hint: &str| {
+        body(
+            500,
+            "PGRST121",
+            "Could not parse JSON in the \"RAISE SQLSTATE 'PGRST'\" error",
+            Some(details),
+            Some(hint.to_owned()),
+        )
+    };
+    let Ok(message) = serde_json::from_str::<Message>(&error.message) else {
+        return unparseable(format!("Invalid JSON value for MESSAGE: '{}'", error.message), MESSAGE_HINT);
+    };
+    let Some(detail_text) = &error.detail else {
+        return unparseable("DETAIL is missing in the RAISE statement".to_owned(), DETAIL_HINT);
+    };
+    let detail = match serde_json::from_str::<Detail>(detail_text) {
+        Ok(detail) if (100..=599).contains(&detail.status) => detail,
+        _ => return unparseable(format!("Invalid JSON value for DETAIL: '{detail_text}'"), DETAIL_HINT),
+    };
+    let mut response = body(detail.status, &message.code, &message.message, message.details, message.hint);
+    for (name, value) in detail.headers {
+        response.set_header(name, value);
+    }
+    response
+}
+
 /// Pool failures: unavailable or saturated → 503 with `Retry-After`; timed out → 504.
 fn pool_error(error: PgError) -> Response {
     let retry = |response: Response, after: Duration| {
@@ -326,7 +390,7 @@ pub fn status_for_sqlstate(code: &str, message: &str, authenticated: bool) -> u1
         "08" | "53" => 503,
         "0L" | "0P" | "28" => 403,
         "09" | "25" | "2D" | "38" | "39" | "3B" | "40" | "54" | "55" | "57" | "58" | "F0" | "HV" | "P0" | "XX" => 500,
-        // `PGRST` raises carry their status in DETAIL; not read by this slice yet.
+        // `PGRST` raises carry their status in DETAIL ([`raised_response`]).
         "PG" => 500,
         _ => 400,
     }
@@ -374,6 +438,49 @@ mod tests {
             r#"{"code":"42P01","details":null,"hint":"h","message":"relation \"x\" does not exist"}"#
         );
         assert_eq!(r.header_value("content-type"), Some(&b"application/json; charset=utf-8"[..]));
+    }
+
+    fn raised(message: &str, detail: Option<&str>) -> (u16, String, Response) {
+        let error = DbError {
+            code: "PGRST".into(),
+            message: message.into(),
+            detail: detail.map(str::to_owned),
+            ..Default::default()
+        };
+        let response = ApiError::Db { error: Box::new(error), authenticated: false }.into_response();
+        let madbase_http::ResponseBody::Full(bytes) = response.body() else { panic!("not a full body") };
+        (response.status(), String::from_utf8(bytes.to_vec()).unwrap(), response)
+    }
+
+    #[test]
+    fn raise_sqlstate_pgrst() {
+        let (status, text, response) = raised(
+            r#"{"code":"123","message":"Payment Required","details":"Quota exceeded","hint":"Upgrade your plan"}"#,
+            Some(r#"{"status":402,"status_text":"Payment Required","headers":{"X-Powered-By":"Nerd Rage"}}"#),
+        );
+        assert_eq!(status, 402);
+        assert_eq!(
+            text,
+            r#"{"code":"123","details":"Quota exceeded","hint":"Upgrade your plan","message":"Payment Required"}"#
+        );
+        assert_eq!(response.header_value("x-powered-by"), Some(&b"Nerd Rage"[..]));
+        assert_eq!(response.header_value("proxy-status"), Some(&b"PostgREST; error=123"[..]));
+        let (status, text, _) = raised(r#"{"code":"1","message":"m"}"#, Some(r#"{"status":418,"headers":{}}"#));
+        assert_eq!((status, text.as_str()), (418, r#"{"code":"1","details":null,"hint":null,"message":"m"}"#));
+
+        let (status, text, _) = raised("not json", Some("{}"));
+        assert_eq!(status, 500);
+        assert_eq!(
+            text,
+            r#"{"code":"PGRST121","details":"Invalid JSON value for MESSAGE: 'not json'","hint":"MESSAGE must be a JSON object with obligatory keys: 'code', 'message' and optional keys: 'details', 'hint'.","message":"Could not parse JSON in the \"RAISE SQLSTATE 'PGRST'\" error"}"#
+        );
+        let (_, text, _) = raised(r#"{"code":"1","message":"m"}"#, None);
+        assert!(text.contains(r#""details":"DETAIL is missing in the RAISE statement""#), "{text}");
+        for bad in [r#"{"status":402}"#, r#"{"status":"402","headers":{}}"#, r#"{"status":99,"headers":{}}"#] {
+            let (status, text, _) = raised(r#"{"code":"1","message":"m"}"#, Some(bad));
+            assert_eq!(status, 500);
+            assert!(text.contains("Invalid JSON value for DETAIL"), "{text}");
+        }
     }
 
     #[test]

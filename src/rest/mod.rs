@@ -1,26 +1,32 @@
 //! `/rest/v1`: the PostgREST-compatible Data API (reference/rest.md).
 //!
-//! Reads are `GET` and `HEAD /rest/v1/<table-or-view>` in schema `public`: the query string is
-//! parsed ([`query`]), resolved against the schema cache snapshot into a read plan ([`plan`]:
-//! embeds and their relationships) and turned into one statement ([`sql`]), with the `Range`
-//! header, `Prefer: count=exact|planned|estimated`, and every media type of [`media`] (JSON,
+//! Reads are `GET` and `HEAD /rest/v1/<table-or-view>`: the query string is parsed ([`query`]),
+//! resolved against the schema cache snapshot into a read plan ([`plan`]: embeds and their
+//! relationships) and turned into one statement ([`sql`]), with the `Range` header,
+//! `Prefer: count=exact|planned|estimated`, and every media type of [`media`] (JSON,
 //! `nulls=stripped`, CSV, GeoJSON, `EXPLAIN` plans). `/rest/v1/` is the OpenAPI description
 //! ([`openapi`]).
-//! Writes (`POST`, `PATCH`, `DELETE`) are [`write`]: one statement in a READ WRITE transaction
-//! built on the same request settings ([`request_batch`]). Function calls (`/rpc/<fn>`) are
-//! [`rpc`]: one statement, READ ONLY unless a POST calls a VOLATILE function. Everything else of PostgREST's surface answers
-//! with a clear PostgREST-shaped error (never a partial or wrong result) until it is built.
+//! Writes (`POST`, `PATCH`, `PUT`, `DELETE`) are [`write`]: one statement in a READ WRITE
+//! transaction. Function calls (`/rpc/<fn>`) are [`rpc`]: one statement, READ ONLY unless a POST
+//! calls a VOLATILE function. Everything else of PostgREST's surface answers with a clear
+//! PostgREST-shaped error (never a partial or wrong result) until it is built.
 //!
-//! Owns: the request flow — route → authenticate ([`auth`]) → parse the query string ([`query`])
-//! → plan it ([`plan`]) → build one statement ([`sql`]) → one [`Batch`] → the response, or an [`ApiError`] ([`error`]).
+//! Owns: the request flow — route → authenticate ([`auth`]) → pick the schema ([`profile`]:
+//! `Accept-Profile`/`Content-Profile` against `db_schemas`) → parse the query string ([`query`])
+//! → plan it ([`plan`]) → build one statement ([`sql`]) → run it in the request's batch
+//! ([`execute`]) → the response (with the `response.headers`/`response.status` overrides of
+//! reference/rest.md §2.1), or an [`ApiError`] ([`error`]).
 //!
 //! Invariants:
 //! - one request = one batch = one round trip: the request settings in PostgREST's order
 //!   (`search_path`, `role`, `request.jwt.claims`, `request.method`, `request.path`,
-//!   `request.headers`, `request.cookies`) and one statement, in a READ ONLY transaction;
+//!   `request.headers`, `request.cookies`), the `db_pre_request` function when configured, and
+//!   the one statement (which also reads the response GUCs), in one transaction;
 //! - the response body is the exact bytes PostgreSQL built (`json_agg`), never re-serialised, so
 //!   every type renders as PostgREST renders it;
-//! - nothing from the request reaches SQL text except quoted identifiers (see [`sql`]);
+//! - nothing from the request reaches SQL text except quoted identifiers (see [`sql`]); the
+//!   schema is always one of `db_schemas`, never a name the request made up;
+//! - `db_max_rows` caps the top-level `limit` of every read and function call before SQL is built;
 //! - no `unwrap`/`expect` on request input; every list a request can grow is bounded.
 
 mod auth;
@@ -39,21 +45,26 @@ mod write;
 
 use bytes::Bytes;
 use madbase_http::{Body, Request, Response};
-use madbase_pg::{Batch, TxEnd};
+use madbase_pg::{Batch, PgError, Row, Statement, StatementResult, TxEnd};
 use serde_json::{Map, Value};
 
 use crate::app::ShardState;
+use crate::config::{self, Config};
 use crate::schema::relationships::QualifiedName;
 pub use error::ApiError;
 
-/// The schema this slice serves (the first and only exposed one).
-const SCHEMA: &str = "public";
-/// `search_path` as PostgREST sets it: the request schema, then the extra search path.
-const SEARCH_PATH: &str = "\"public\", \"extensions\"";
 /// The mount point of the service.
 const PREFIX: &str = "/rest/v1";
 /// At most this many cookies are copied into `request.cookies`.
 const MAX_COOKIES: usize = 64;
+/// At most this many entries in a `response.headers` GUC (more is PGRST111).
+const MAX_GUC_HEADERS: usize = 100;
+/// The two columns every request statement ends with: the `response.headers` and
+/// `response.status` GUCs (reference/rest.md §2.1) as the statement left them. In the outer
+/// `SELECT` around the statement's aggregate they are evaluated once every row — and every
+/// function, trigger and default the statement runs — has been computed, as PostgREST reads them.
+pub(super) const RESPONSE_GUC_COLUMNS: &str = "NULLIF(pg_catalog.current_setting('response.headers', true), '') \
+     AS pgrst_response_headers, NULLIF(pg_catalog.current_setting('response.status', true), '') AS pgrst_response_status";
 
 /// Entry point: serves one `/rest/v1` request on this shard.
 pub async fn handle(state: &ShardState, req: &Request, body: Body) -> Response {
@@ -70,11 +81,7 @@ async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response
     if is_root(req.path()) {
         return openapi::serve(state, req, &identity).await;
     }
-    let rpc = rpc_of(req.path());
-    if rpc.is_some() {
-        refuse_logic_trees(req)?;
-    }
-    if let Some(target) = rpc {
+    if let Some(target) = rpc_of(req.path()) {
         let (function, pgrst_path) = target?;
         return rpc::serve(state, req, identity, body, &function, &pgrst_path).await;
     }
@@ -86,14 +93,16 @@ async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response
         other => return Err(ApiError::Method(other.to_owned())),
     };
     let (relation, pgrst_path) = relation_of(req.path())?;
-    let profile = accept_profile(req)?;
+    let config = &state.shared.config;
+    let profile = profile(req, config)?;
     // The snapshot this request uses to its end; an unknown relation never reaches PostgreSQL.
     let schema = state.schema();
     let media = media::negotiate(req, plan_enabled(state, &schema))?;
     let mut query = query::parse_read_query(req.query().unwrap_or(""))?;
     apply_range_header(req, &mut query)?;
-    relation::find(&schema, SCHEMA, &relation)?;
-    let plan = plan::plan(&schema, SCHEMA, QualifiedName::new(SCHEMA, &relation), &query)?;
+    cap_rows(&mut query, config.db_max_rows);
+    relation::find(&schema, profile.schema, &relation)?;
+    let plan = plan::plan(&schema, profile.schema, QualifiedName::new(profile.schema, &relation), &query)?;
 
     let prefer = write::Prefer::parse(req);
     if prefer.is_strict() && !prefer.invalid.is_empty() {
@@ -105,20 +114,25 @@ async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response
     let planned_count = matches!(prefer.count, Some("planned" | "estimated")) && media.plan.is_none();
 
     let mut statement = sql::read_statement(&schema, &plan, (!head).then_some(&media), exact_count);
-    if let Some(explain) = &media.plan {
-        statement.sql = explain.wrap(&statement.sql);
+    match &media.plan {
+        Some(explain) => statement.sql = explain.wrap(&statement.sql),
+        None => statement = with_response_gucs(statement),
     }
     let tx_rollback = write::TX_OVERRIDE_ALLOWED && prefer.tx_rollback == Some(true);
-    let mut batch = prefer
-        .settings(request_batch(req, &identity, &pgrst_path))
-        .statement(statement)
-        .read_only(true)
-        .end(if tx_rollback { TxEnd::Rollback } else { TxEnd::Commit });
-    if planned_count {
-        // In the same batch: still one round trip.
-        batch = batch.statement(sql::count_plan_statement(&schema, &plan));
-    }
-    let results = state.pool.execute(batch).await.map_err(|e| ApiError::from_pg(e, identity.authenticated))?;
+    let end = if tx_rollback { TxEnd::Rollback } else { TxEnd::Commit };
+    let results = request_batch(state, req, &identity, profile, &pgrst_path, &prefer)
+        .with(|batch| {
+            let batch = batch.statement(statement).read_only(true).end(end);
+            // In the same batch: still one round trip.
+            if planned_count {
+                batch.statement(sql::count_plan_statement(&schema, &plan))
+            } else {
+                batch
+            }
+        })
+        .run(state)
+        .await
+        .map_err(|e| ApiError::from_pg(e, identity.authenticated))?;
     if media.plan.is_some() {
         return plan_response(&results, &media, head, profile);
     }
@@ -132,32 +146,33 @@ async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response
         || results.get(1).and_then(|r| r.rows.first()).and_then(|r| r.get(0)).and_then(|j| sql::planned_rows(j));
     let total = match prefer.count {
         Some("planned") => planned(),
-        Some("estimated") => estimated_total(exact, planned(), MAX_ROWS),
+        Some("estimated") => estimated_total(exact, planned(), state.shared.config.db_max_rows),
         _ => exact,
     };
     let offset = query.offset.map_or(0, |o| o.unsigned_abs());
     let status = range_status(offset, page_total, total)?;
     let body = if head { Bytes::new() } else { row.get(1).cloned().ok_or(ApiError::Internal("body is NULL"))? };
-    let mut response = Response::with_body(status, body)
-        .header("content-type", media.content_type())
-        .header("content-range", content_range(offset, page_total, total));
-    if let Some(schema) = profile {
-        response.set_header("content-profile", schema);
-    }
+    let mut response =
+        Response::with_body(status, body).header("content-range", content_range(offset, page_total, total));
+    profile.content_type(&mut response, media.content_type());
     let mut applied: Vec<String> = Vec::new();
     prefer.push_applied(&mut applied);
     if !applied.is_empty() {
         response.set_header("preference-applied", applied.join(", "));
     }
-    Ok(response)
+    respond(row, response)
 }
 
-/// PostgREST's `db-max-rows`. Not configurable yet: no cap, so `count=estimated` always takes the
-/// larger of the exact count and the planner's estimate, as PostgREST does without `db-max-rows`.
-const MAX_ROWS: Option<u64> = None;
+/// `db-max-rows`: the top-level `limit` becomes the smaller of the requested one and the cap.
+fn cap_rows(query: &mut query::ReadQuery, max_rows: Option<u64>) {
+    if let Some(max) = max_rows {
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        query.limit = Some(query.limit.map_or(max, |limit| limit.min(max)));
+    }
+}
 
 /// `Prefer: count=estimated` (PostgREST's rule): the exact count while it stays within
-/// `max_rows`; above it (always, without a cap) the larger of the exact count and the estimate.
+/// `max_rows` (`db_max_rows`); above it (always, without a cap) the larger of the exact count and the estimate.
 fn estimated_total(exact: Option<u64>, planned: Option<u64>, max_rows: Option<u64>) -> Option<u64> {
     // `Option`'s order is PostgREST's (`Nothing` below every `Just`).
     if exact > max_rows {
@@ -173,14 +188,12 @@ fn plan_response(
     results: &[madbase_pg::StatementResult],
     media: &media::Media,
     head: bool,
-    profile: Option<&'static str>,
+    profile: Profile<'_>,
 ) -> Result<Response, ApiError> {
     let rows = results.first().map(|r| r.rows.as_slice()).ok_or(ApiError::Internal("no plan"))?;
     let body = if head { Bytes::new() } else { Bytes::from(media::Plan::body(rows)) };
-    let mut response = Response::with_body(200, body).header("content-type", media.content_type());
-    if let Some(schema) = profile {
-        response.set_header("content-profile", schema);
-    }
+    let mut response = Response::with_body(200, body);
+    profile.content_type(&mut response, media.content_type());
     Ok(response)
 }
 
@@ -261,31 +274,178 @@ fn range_status(offset: u64, rows: u64, total: Option<u64>) -> Result<u16, ApiEr
     }
 }
 
-/// Logic trees (`or=`, `and=`) are applied by reads and writes; RPC does not apply them yet and
-/// must not silently ignore one (it would return more rows than the client asked for).
-fn refuse_logic_trees(req: &Request) -> Result<(), ApiError> {
-    let has_tree = req.query().unwrap_or("").split('&').any(|pair| {
-        let key = pair.split_once('=').map_or(pair, |(k, _)| k);
-        matches!(query::percent_decode(key, true).as_deref(), Ok("or" | "and" | "not.or" | "not.and"))
-    });
-    if has_tree {
-        return Err(ApiError::NotImplemented("logic trees (or=, and=) are not supported on RPC yet"));
-    }
-    Ok(())
+/// The schema a request addresses (PostgREST's profile negotiation, reference/rest.md §1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Profile<'a> {
+    /// One of `db_schemas`.
+    pub schema: &'a str,
+    /// PostgREST's `iNegotiatedByProfile`: a profile header chose the schema, or several are
+    /// exposed. Then a response that carries a `Content-Type` also carries `Content-Profile`.
+    pub negotiated: bool,
 }
 
-/// A batch with the request settings every `/rest/v1` request runs under, in PostgREST's order
-/// (`search_path`, `role`, `request.jwt.claims`, `request.method`, `request.path`,
-/// `request.headers`, `request.cookies`); the caller adds its statement and access mode.
-fn request_batch(req: &Request, identity: &auth::Identity, pgrst_path: &str) -> Batch {
-    Batch::new()
-        .search_path(SEARCH_PATH)
+impl Profile<'_> {
+    /// Sets `Content-Type` and, when negotiated, `Content-Profile` (PostgREST sends them together).
+    pub(super) fn content_type(&self, response: &mut Response, content_type: impl Into<Bytes>) {
+        response.set_header("content-type", content_type);
+        if self.negotiated {
+            response.set_header("content-profile", self.schema.to_owned());
+        }
+    }
+}
+
+/// The request's schema: `Content-Profile` for POST/PATCH/PUT/DELETE, `Accept-Profile` for any
+/// other method, else the first of `db_schemas`; a schema that is not exposed is 406 PGRST106.
+pub(super) fn profile<'a>(req: &Request, config: &'a Config) -> Result<Profile<'a>, ApiError> {
+    let schemas = &config.db_schemas;
+    let header = match req.method() {
+        "POST" | "PATCH" | "PUT" | "DELETE" => "content-profile",
+        _ => "accept-profile",
+    };
+    match req.header(header) {
+        None => {
+            let schema = schemas.first().ok_or(ApiError::Internal("db_schemas is empty"))?;
+            Ok(Profile { schema, negotiated: schemas.len() > 1 })
+        }
+        Some(value) => match schemas.iter().find(|s| s.as_bytes() == value) {
+            Some(schema) => Ok(Profile { schema, negotiated: true }),
+            None => Err(ApiError::InvalidSchema {
+                schema: String::from_utf8_lossy(value).into_owned(),
+                exposed: schemas.join(", "),
+            }),
+        },
+    }
+}
+
+/// `statement` (a `SELECT` of one row) with [`RESPONSE_GUC_COLUMNS`] after its own columns.
+fn with_response_gucs(statement: Statement) -> Statement {
+    Statement {
+        sql: format!("SELECT pgrst_main.*, {RESPONSE_GUC_COLUMNS} FROM ({}) pgrst_main", statement.sql),
+        ..statement
+    }
+}
+
+/// `response` with PostgREST's overrides from SQL, read from the last two columns of the
+/// statement's `row` ([`RESPONSE_GUC_COLUMNS`]): `response.status` replaces the status,
+/// `response.headers` (a JSON array of single-key objects) replaces same-named headers and adds
+/// the rest. Malformed → 500 PGRST111 / PGRST112.
+pub(super) fn respond(row: &Row, mut response: Response) -> Result<Response, ApiError> {
+    let (headers, status) = match row.len().checked_sub(2) {
+        Some(first) => (row.get_str(first), row.get_str(first + 1)),
+        None => return Err(ApiError::Internal("no response GUC columns")),
+    };
+    if let Some(text) = status {
+        response.set_status(guc_status(text)?);
+    }
+    if let Some(text) = headers {
+        let headers = guc_headers(text)?;
+        for (name, _) in &headers {
+            response.remove_header(name);
+        }
+        for (name, value) in headers {
+            response.set_header(name, value);
+        }
+    }
+    Ok(response)
+}
+
+/// `response.status`: leading decimal digits (PostgREST reads the number at the start), a
+/// status code from 100 to 599.
+fn guc_status(text: &str) -> Result<u16, ApiError> {
+    let digits = text.find(|c: char| !c.is_ascii_digit()).map_or(text, |end| &text[..end]);
+    match digits.parse::<u16>() {
+        Ok(status @ 100..=599) => Ok(status),
+        _ => Err(ApiError::GucStatus),
+    }
+}
+
+/// `response.headers`: `[{"Name":"value"}, …]`, at most [`MAX_GUC_HEADERS`] entries.
+fn guc_headers(text: &str) -> Result<Vec<(String, String)>, ApiError> {
+    let Ok(Value::Array(items)) = serde_json::from_str::<Value>(text) else { return Err(ApiError::GucHeaders) };
+    if items.len() > MAX_GUC_HEADERS {
+        return Err(ApiError::GucHeaders);
+    }
+    items
+        .into_iter()
+        .map(|item| match item {
+            Value::Object(map) if map.len() == 1 => match map.into_iter().next() {
+                Some((name, Value::String(value))) => Ok((name, value)),
+                _ => Err(ApiError::GucHeaders),
+            },
+            _ => Err(ApiError::GucHeaders),
+        })
+        .collect()
+}
+
+/// One `/rest/v1` request's batch (one transaction, one round trip): the request settings in
+/// PostgREST's order (`search_path` = the profile's schema then `db_extra_search_path`, `role`,
+/// `request.jwt.claims`, `request.method`, `request.path`, `request.headers`,
+/// `request.cookies`, `timezone` from `Prefer`), then `SELECT <db_pre_request>()` when
+/// configured. The caller adds its statement(s), access mode and end ([`RequestBatch::with`]);
+/// [`RequestBatch::run`] returns the results of the caller's statements only. Any error (the
+/// pre-request function's `RAISE` included) rolls everything back.
+pub(super) struct RequestBatch {
+    batch: Batch,
+    pre_request: bool,
+}
+
+impl RequestBatch {
+    pub(super) fn with(self, add: impl FnOnce(Batch) -> Batch) -> RequestBatch {
+        RequestBatch { batch: add(self.batch), ..self }
+    }
+
+    pub(super) async fn run(self, state: &ShardState) -> Result<Vec<StatementResult>, PgError> {
+        let mut results = state.pool.execute(self.batch).await?;
+        if self.pre_request && !results.is_empty() {
+            results.remove(0);
+        }
+        Ok(results)
+    }
+}
+
+/// The [`RequestBatch`] of a request addressed to `profile`'s schema.
+pub(super) fn request_batch(
+    state: &ShardState,
+    req: &Request,
+    identity: &auth::Identity,
+    profile: Profile<'_>,
+    pgrst_path: &str,
+    prefer: &write::Prefer,
+) -> RequestBatch {
+    let config = &state.shared.config;
+    let batch = Batch::new()
+        .search_path(search_path(profile.schema, &config.db_extra_search_path))
         .role(identity.role.as_str())
         .jwt_claims(identity.claims_json.as_str())
         .method(req.method())
         .path(pgrst_path)
         .headers(headers_json(req))
-        .setting("request.cookies", cookies_json(req))
+        .setting("request.cookies", cookies_json(req));
+    let batch = prefer.settings(batch);
+    match pre_request_call(config) {
+        Some(call) => RequestBatch { batch: batch.query(call), pre_request: true },
+        None => RequestBatch { batch, pre_request: false },
+    }
+}
+
+/// `search_path` as PostgREST sets it: each schema quoted, joined by `", "`.
+fn search_path(schema: &str, extra: &[String]) -> String {
+    let mut path = sql::quote_ident(schema);
+    for name in extra {
+        path.push_str(", ");
+        path.push_str(&sql::quote_ident(name));
+    }
+    path
+}
+
+/// `SELECT "schema"."function"()` for `db_pre_request` (validated when the configuration loaded).
+fn pre_request_call(config: &Config) -> Option<String> {
+    let (schema, name) = config::parse_qualified_name(config.db_pre_request.as_deref()?).ok()?;
+    let qualified = match schema {
+        Some(schema) => format!("{}.{}", sql::quote_ident(&schema), sql::quote_ident(&name)),
+        None => sql::quote_ident(&name),
+    };
+    Some(format!("SELECT {qualified}()"))
 }
 
 /// `/rest/v1/<name>` → (`name` decoded, the path PostgREST would see: `/<name>` as sent).
@@ -320,21 +480,14 @@ fn path_name(encoded: &str) -> Result<String, ApiError> {
     Ok(name)
 }
 
-/// `Accept-Profile` must name an exposed schema; returns it for `Content-Profile`.
-fn accept_profile(req: &Request) -> Result<Option<&'static str>, ApiError> {
-    match req.header("accept-profile") {
-        None => Ok(None),
-        Some(value) if value == SCHEMA.as_bytes() => Ok(Some(SCHEMA)),
-        Some(value) => Err(ApiError::InvalidSchema(String::from_utf8_lossy(value).into_owned())),
-    }
-}
-
-/// `request.headers`: every request header, names lower-cased (a repeated name keeps the last
-/// value, as PostgREST's map does), keys in sorted order as `serde_json::Map` writes them. Built
-/// directly into one `String` because it runs on every request: no map, no per-header `String`s.
-/// Bounded by the HTTP layer's header limits.
+/// `request.headers`: every request header but `Cookie` (PostgREST puts cookies in
+/// `request.cookies` only), names lower-cased (a repeated name keeps the last value, as
+/// PostgREST's map does), keys in sorted order as `serde_json::Map` writes them. Built directly
+/// into one `String` because it runs on every request: no map, no per-header `String`s. Bounded
+/// by the HTTP layer's header limits.
 fn headers_json(req: &Request) -> String {
-    let mut fields: Vec<(&str, &[u8])> = req.headers().iter().collect();
+    let mut fields: Vec<(&str, &[u8])> =
+        req.headers().iter().filter(|(name, _)| !name.eq_ignore_ascii_case("cookie")).collect();
     // Stable: equal names stay in arrival order, so the last of each run is the one kept.
     fields.sort_by(|(a, _), (b, _)| lowercase_cmp(a, b));
     let mut out = String::with_capacity(2 + fields.iter().map(|(n, v)| n.len() + v.len() + 6).sum::<usize>());
@@ -404,17 +557,18 @@ fn push_json_str(out: &mut String, s: &str, lower: bool) {
     }
 }
 
-/// `request.cookies`: the `Cookie` header's `name=value` pairs as a JSON object.
+/// `request.cookies`: PostgREST's `parseCookies` of the first `Cookie` header — pairs split on
+/// `;` (a final empty one dropped), name and value on the first `=` (none: an empty value),
+/// leading spaces dropped from the name, the value kept as sent; a repeated name keeps its last
+/// value. At most [`MAX_COOKIES`] pairs.
 fn cookies_json(req: &Request) -> String {
     let mut map = Map::new();
-    for header in req.headers().get_all("cookie") {
+    if let Some(header) = req.header("cookie").filter(|h| !h.is_empty()) {
         let header = String::from_utf8_lossy(header);
+        let header = header.strip_suffix(';').unwrap_or(&header);
         for pair in header.split(';').take(MAX_COOKIES) {
-            if let Some((name, value)) = pair.split_once('=') {
-                if map.len() < MAX_COOKIES {
-                    map.insert(name.trim().to_owned(), Value::String(value.trim().to_owned()));
-                }
-            }
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            map.insert(name.trim_start_matches(' ').to_owned(), Value::String(value.to_owned()));
         }
     }
     Value::Object(map).to_string()
@@ -453,7 +607,7 @@ mod tests {
     /// What `headers_json` built before it was hand-written: the reference for its output.
     fn headers_json_via_serde(req: &Request) -> String {
         let mut map = Map::new();
-        for (name, value) in req.headers().iter() {
+        for (name, value) in req.headers().iter().filter(|(name, _)| !name.eq_ignore_ascii_case("cookie")) {
             map.insert(name.to_ascii_lowercase(), Value::String(String::from_utf8_lossy(value).into_owned()));
         }
         Value::Object(map).to_string()
@@ -471,6 +625,7 @@ mod tests {
             vec![h(b"X-Quote", b"a\"b\\c"), h(b"X-Ctl", b"\x00\x01\x08\t\n\x0b\x0c\r\x1f\x7f end")],
             vec![h(b"X-Utf8", "caf\u{e9} \u{1f600}".as_bytes()), h(b"X-Bad", b"a\xff\xfeb\xc3")],
             vec![h(b"X-Name\"Q", b"v"), h(b"\xff", b"bad name"), h(b"", b"empty")],
+            vec![h(b"Cookie", b"a=1"), h(b"x-a", b"1"), h(b"COOKIE", b"b=2")],
         ];
         for fields in cases {
             let mut headers = madbase_http::Headers::default();
@@ -482,6 +637,109 @@ mod tests {
             assert_eq!(headers_json(&req), expected);
             let _: Value = serde_json::from_str(&expected).unwrap();
         }
+    }
+
+    fn request_with(headers: &[(&str, &str)]) -> Request {
+        let mut h = madbase_http::Headers::default();
+        for (k, v) in headers {
+            h.push(k.to_string(), v.to_string());
+        }
+        Request::new("GET", "/rest/v1/t", h, "127.0.0.1:1".parse().unwrap())
+    }
+
+    #[test]
+    fn cookies_as_postgrest_parses_them() {
+        for (header, expected) in [
+            ("a=1; b=x=y", r#"{"a":"1","b":"x=y"}"#),
+            ("a=1;", r#"{"a":"1"}"#),
+            ("a=1;;b= 2 ;flag", r#"{"":"","a":"1","b":" 2 ","flag":""}"#),
+            ("a=1; a=2", r#"{"a":"2"}"#),
+            ("", "{}"),
+        ] {
+            assert_eq!(cookies_json(&request_with(&[("Cookie", header)])), expected, "{header}");
+        }
+        // Only the first Cookie header, as PostgREST's lookup.
+        assert_eq!(cookies_json(&request_with(&[("cookie", "a=1"), ("cookie", "b=2")])), r#"{"a":"1"}"#);
+        assert_eq!(cookies_json(&request_with(&[])), "{}");
+    }
+
+    #[test]
+    fn profiles() {
+        let mut config = Config::default();
+        let get = request_with(&[("Accept-Profile", "personal"), ("Content-Profile", "nope")]);
+        let err = profile(&get, &config).unwrap_err();
+        assert!(
+            matches!(err, ApiError::InvalidSchema { ref schema, ref exposed } if schema == "personal" && exposed == "public")
+        );
+        assert_eq!(profile(&request_with(&[]), &config).unwrap(), Profile { schema: "public", negotiated: false });
+        config.db_schemas = vec!["public".into(), "personal".into()];
+        assert_eq!(profile(&get, &config).unwrap(), Profile { schema: "personal", negotiated: true });
+        assert_eq!(profile(&request_with(&[]), &config).unwrap(), Profile { schema: "public", negotiated: true });
+        let post = Request::new("POST", "/rest/v1/t", get.headers().clone(), "127.0.0.1:1".parse().unwrap());
+        let (status, body) = {
+            let response = profile(&post, &config).unwrap_err().into_response();
+            let madbase_http::ResponseBody::Full(bytes) = response.body() else { panic!("not a full body") };
+            (response.status(), String::from_utf8(bytes.to_vec()).unwrap())
+        };
+        assert_eq!(status, 406);
+        assert_eq!(
+            body,
+            r#"{"code":"PGRST106","details":null,"hint":"Only the following schemas are exposed: public, personal","message":"Invalid schema: nope"}"#
+        );
+    }
+
+    #[test]
+    fn search_paths_and_pre_request() {
+        assert_eq!(
+            search_path("public", &["public".into(), "extensions".into()]),
+            r#""public", "public", "extensions""#
+        );
+        assert_eq!(search_path("my \"s\"", &[]), r#""my ""s""""#);
+        let mut config = Config::default();
+        assert_eq!(pre_request_call(&config), None);
+        config.db_pre_request = Some("\"a b\".check".into());
+        assert_eq!(pre_request_call(&config).unwrap(), r#"SELECT "a b"."check"()"#);
+        config.db_pre_request = Some("check".into());
+        assert_eq!(pre_request_call(&config).unwrap(), r#"SELECT "check"()"#);
+    }
+
+    #[test]
+    fn response_gucs() {
+        assert_eq!(guc_status("418").unwrap(), 418);
+        assert_eq!(guc_status("201 Created").unwrap(), 201);
+        for bad in ["", "abc", "42", "600", "99999999"] {
+            assert!(matches!(guc_status(bad), Err(ApiError::GucStatus)), "{bad}");
+        }
+        assert_eq!(
+            guc_headers(r#"[{"Cache-Control":"public"},{"X-A":"1"},{"X-A":"2"}]"#).unwrap(),
+            [("Cache-Control".into(), "public".into()), ("X-A".into(), "1".into()), ("X-A".into(), "2".into())]
+        );
+        for bad in [r#"{"a":"b"}"#, r#"[{"a":1}]"#, r#"[{"a":"1","b":"2"}]"#, r#"["a"]"#, "[{}]", "nope"] {
+            assert!(matches!(guc_headers(bad), Err(ApiError::GucHeaders)), "{bad}");
+        }
+        assert_eq!(guc_headers("[]").unwrap(), []);
+    }
+
+    #[test]
+    fn response_guc_columns_follow_the_statement() {
+        let s = with_response_gucs(Statement::new("SELECT 1 AS a").bind("x"));
+        assert_eq!(s.sql, format!("SELECT pgrst_main.*, {RESPONSE_GUC_COLUMNS} FROM (SELECT 1 AS a) pgrst_main"));
+        assert_eq!(s.params.len(), 1);
+    }
+
+    #[test]
+    fn max_rows_caps_the_limit() {
+        let mut q = query::ReadQuery::default();
+        cap_rows(&mut q, None);
+        assert_eq!(q.limit, None);
+        cap_rows(&mut q, Some(10));
+        assert_eq!(q.limit, Some(10));
+        q.limit = Some(3);
+        cap_rows(&mut q, Some(10));
+        assert_eq!(q.limit, Some(3));
+        q.limit = Some(30);
+        cap_rows(&mut q, Some(10));
+        assert_eq!(q.limit, Some(10));
     }
 
     #[test]

@@ -31,7 +31,8 @@ use serde_json::{json, Map, Value};
 
 use super::auth::Identity;
 use super::error::ApiError;
-use super::{media, SCHEMA};
+use super::media;
+use super::write::Prefer;
 use crate::app::ShardState;
 use crate::schema::relationships::{Cardinality, Link};
 use crate::schema::{Column, Function, Relation, SchemaCache, Volatility};
@@ -63,11 +64,14 @@ pub async fn serve(state: &ShardState, req: &Request, identity: &Identity) -> Re
         "OPTIONS" => return Ok(Response::new(200).header("allow", "OPTIONS,GET,HEAD")),
         other => return Err(ApiError::Method(other.to_owned())),
     };
-    let profile = super::accept_profile(req)?;
+    let profile = super::profile(req, &state.shared.config)?;
     let v31 = media::negotiate_openapi(req)?;
-    let batch =
-        super::request_batch(req, identity, "/").statement(Statement::new(ACCESS_SQL).bind(SCHEMA)).read_only(true);
-    let results = state.pool.execute(batch).await.map_err(|e| ApiError::from_pg(e, identity.authenticated))?;
+    let statement = Statement::new(ACCESS_SQL).bind(profile.schema.to_owned());
+    let results = super::request_batch(state, req, identity, profile, "/", &Prefer::default())
+        .with(|batch| batch.statement(statement).read_only(true))
+        .run(state)
+        .await
+        .map_err(|e| ApiError::from_pg(e, identity.authenticated))?;
     let text = results
         .first()
         .and_then(|r| r.rows.first())
@@ -77,17 +81,15 @@ pub async fn serve(state: &ShardState, req: &Request, identity: &Identity) -> Re
 
     let host = req.header("host").map(|h| String::from_utf8_lossy(h).into_owned());
     let https = req.header("x-forwarded-proto").is_some_and(|p| p.eq_ignore_ascii_case(b"https"));
-    let swagger = swagger(&state.schema(), &access, host.as_deref(), https);
+    let swagger = swagger(&state.schema(), profile.schema, &access, host.as_deref(), https);
     let (document, content_type) = if v31 {
         (to_openapi_31(swagger), "application/openapi+json;version=3.1; charset=utf-8")
     } else {
         (swagger, "application/openapi+json; charset=utf-8")
     };
     let body = if head { Bytes::new() } else { Bytes::from(document.to_string()) };
-    let mut response = Response::with_body(200, body).header("content-type", content_type);
-    if let Some(schema) = profile {
-        response.set_header("content-profile", schema);
-    }
+    let mut response = Response::with_body(200, body);
+    profile.content_type(&mut response, content_type);
     Ok(response)
 }
 
@@ -363,11 +365,11 @@ fn function_path(function: &Function, comment: Option<&str>) -> Value {
 }
 
 /// The Swagger 2.0 document for the relations and functions in `access`.
-fn swagger(cache: &SchemaCache, access: &Value, host: Option<&str>, https: bool) -> Value {
+fn swagger(cache: &SchemaCache, schema: &str, access: &Value, host: Option<&str>, https: bool) -> Value {
     let empty = Map::new();
     let tables = access.get("tables").and_then(Value::as_object).unwrap_or(&empty);
     let functions = access.get("functions").and_then(Value::as_object).unwrap_or(&empty);
-    let objects = cache.schemas.get(SCHEMA);
+    let objects = cache.schemas.get(schema);
     let mut relations: Vec<&Relation> =
         objects.map(|o| o.relations.values().filter(|r| tables.contains_key(&r.name)).collect()).unwrap_or_default();
     relations.sort_by(|a, b| a.name.cmp(&b.name));
@@ -649,7 +651,7 @@ mod tests {
         )
         .unwrap();
         let access = json!({"description": "My API\n\nAll the things", "tables": {}, "functions": {"add": "Adds"}});
-        let doc = swagger(&cache, &access, Some("localhost:54321"), false);
+        let doc = swagger(&cache, "public", &access, Some("localhost:54321"), false);
         assert_eq!(doc["swagger"], "2.0");
         assert_eq!(doc["info"]["title"], "My API");
         assert_eq!(doc["info"]["description"], "All the things");

@@ -1,5 +1,5 @@
 //! The shape of a JSON write body, checked in one streaming pass (no value tree): one object or
-//! an array of objects, its rows' key sets, and whether rows lack a column.
+//! an array of objects, and its rows' key sets.
 //!
 //! Owns: [`scan`]. Why streaming: a 100-row bulk insert spent most of its MadBase CPU building a
 //! `serde_json::Value` of the body only to compare keys; values are now skipped while the parser
@@ -22,9 +22,6 @@ pub struct Shape {
     /// The given `columns=` in their order, else the first row's keys sorted (one SQL text per
     /// key set, whatever order the client wrote them in).
     pub columns: Vec<String>,
-    /// Some row lacks one of `columns` (only possible with `columns=`; without it every row must
-    /// have exactly the first row's keys).
-    pub has_missing: bool,
 }
 
 /// Why a body was refused (each becomes a PGRST102 message).
@@ -49,28 +46,20 @@ pub fn scan(
 ) -> Result<Shape, ShapeError> {
     let mut reference = Reference::new(columns.unwrap_or_default());
     let given = !reference.names.is_empty();
-    let mut state = State {
-        reference: &mut reference,
-        given,
-        rows: 0,
-        has_missing: false,
-        max_rows,
-        max_columns,
-        single: false,
-        error: None,
-    };
+    let mut state =
+        State { reference: &mut reference, given, rows: 0, max_rows, max_columns, single: false, error: None };
     let mut de = serde_json::Deserializer::from_slice(raw);
     let result = (&mut de).deserialize_any(Body(&mut state)).and_then(|()| de.end());
     if let Some(error) = state.error.take() {
         return Err(error);
     }
     result.map_err(|_| ShapeError::Invalid)?;
-    let (single, rows, has_missing) = (state.single, state.rows, state.has_missing);
+    let (single, rows) = (state.single, state.rows);
     let mut columns = reference.names;
     if !given {
         columns.sort_unstable();
     }
-    Ok(Shape { single, rows, columns, has_missing })
+    Ok(Shape { single, rows, columns })
 }
 
 /// The reference key set with a reusable "seen in this row" mark per key.
@@ -93,7 +82,6 @@ struct State<'r> {
     /// The reference came from `columns=` (keys outside it are ignored, missing ones allowed).
     given: bool,
     rows: usize,
-    has_missing: bool,
     max_rows: usize,
     max_columns: usize,
     single: bool,
@@ -142,9 +130,9 @@ impl State<'_> {
             return Ok(());
         }
         let complete = hits == self.reference.names.len();
-        if self.given {
-            self.has_missing |= !complete;
-        } else if !complete || extra {
+        // With `columns=` rows may lack some (they get NULL or, with `missing=default`, the
+        // default); without it every row must have exactly the first row's keys.
+        if !self.given && (!complete || extra) {
             return Err(self.fail(ShapeError::KeysDiffer));
         }
         Ok(())
@@ -200,10 +188,7 @@ mod tests {
     #[test]
     fn shapes_and_refusals() {
         let one = shape(r#"{"b": [1, {"x": 2}], "a": null}"#, None).unwrap();
-        assert_eq!(
-            (one.single, one.rows, one.columns.clone(), one.has_missing),
-            (true, 1, vec!["a".into(), "b".into()], false)
-        );
+        assert_eq!((one.single, one.rows, one.columns.clone()), (true, 1, vec!["a".into(), "b".into()]));
         let many = shape(r#"[{"a":1,"b":"x"},{"b":"y","a":2}]"#, None).unwrap();
         assert_eq!((many.single, many.rows), (false, 2));
         assert_eq!(shape("[]", None).unwrap().rows, 0);
@@ -222,10 +207,8 @@ mod tests {
     }
 
     #[test]
-    fn given_columns_ignore_extra_keys_and_note_missing_ones() {
+    fn given_columns_ignore_extra_keys_and_allow_missing_ones() {
         let s = shape(r#"[{"a":1,"z":0},{"a":2,"b":3}]"#, Some(&["a", "b"])).unwrap();
-        assert_eq!((s.columns, s.has_missing), (vec!["a".to_string(), "b".to_string()], true));
-        let s = shape(r#"[{"a":1,"b":0}]"#, Some(&["a", "b"])).unwrap();
-        assert!(!s.has_missing);
+        assert_eq!((s.columns, s.rows), (vec!["a".to_string(), "b".to_string()], 2));
     }
 }

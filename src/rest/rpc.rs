@@ -1,5 +1,5 @@
-//! Function calls on `/rest/v1/rpc/<function>` (schema `public`), as PostgREST answers them
-//! (reference/rest.md §7).
+//! Function calls on `/rest/v1/rpc/<function>` in the request's schema (`Accept-Profile` for
+//! GET/HEAD, `Content-Profile` for POST), as PostgREST answers them (reference/rest.md §7).
 //!
 //! Owns: the split of the query string into arguments and read parameters, overload resolution
 //! against the request's schema cache snapshot (PGRST202/PGRST203), the one call statement, the
@@ -12,7 +12,8 @@
 //! WITH pgrst_source AS (
 //!   SELECT pgrst_call.* FROM pg_catalog.json_to_record($1::json) AS pgrst_body("a" integer, "b" text),
 //!        LATERAL "public"."f"("a" := pgrst_body."a", "b" := pgrst_body."b") pgrst_call)
-//! SELECT pg_catalog.count(_postgrest_t) AS page_total, coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body
+//! SELECT pg_catalog.count(_postgrest_t) AS page_total, coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body,
+//!        <super::RESPONSE_GUC_COLUMNS>
 //! FROM (SELECT "f"."id" FROM pgrst_source AS "f" WHERE "f"."id" > $2 ORDER BY "f"."id" LIMIT $3) _postgrest_t
 //! ```
 //!
@@ -28,8 +29,8 @@
 //!   function name, `select`/filter/order columns are quoted identifiers; the only unquoted words
 //!   are argument type names, and those come from the schema cache (`format_type` output), never
 //!   from the request. Only arguments of the resolved overload are named in the call.
-//! - **one call = one statement = one round trip**, after the request settings
-//!   ([`super::request_batch`]), in a READ ONLY transaction for GET/HEAD and for POST to a
+//! - **one call = one statement = one round trip**, in the request's batch
+//!   ([`super::execute`]), in a READ ONLY transaction for GET/HEAD and for POST to a
 //!   STABLE/IMMUTABLE function, READ WRITE only for POST to a VOLATILE one (so a GET on a
 //!   VOLATILE function that writes fails with 25006 → 405, as in PostgREST). `Prefer: tx=rollback`
 //!   ends it with a rollback.
@@ -37,6 +38,12 @@
 //!   reaches PostgreSQL.
 //! - **bounded**: the body by `http_max_body_bytes`, at most [`MAX_ARGS`] argument names and
 //!   [`MAX_ARG_VALUES`] query-string argument values; no `unwrap`/`expect` on request input.
+//!
+//! Logic trees (`or=`, `and=`) filter the result like filters. `db_max_rows` caps the `limit`.
+//! `Prefer: handling=strict, max-affected=N` on a set-returning function adds a check column that
+//! raises (the row-limit marker of [`write`]) when the result has more than N rows, so the
+//! function's writes are rolled back and the answer is 400 PGRST124; on any other function it is
+//! 400 PGRST128 before anything runs.
 //!
 //! `Prefer: count=exact` adds `(SELECT pg_catalog.count(*) FROM pgrst_source … WHERE <filters>) AS
 //! total_result_set` (the filtered result without limit/offset); the status then follows the read
@@ -50,8 +57,8 @@
 //! `Prefer: count=estimated` counts exactly and `count=planned` counts nothing, as PostgREST (it
 //! runs no planner estimate for functions).
 //!
-//! Not here yet: `max-affected` on set-returning functions, raw text/xml/bytea bodies for single
-//! unnamed parameters, bulk calls with a JSON array body, `RAISE SQLSTATE 'PGRST'` JSON errors.
+//! Not here yet: raw text/xml/bytea bodies for single unnamed parameters, bulk calls with a JSON
+//! array body.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -68,7 +75,6 @@ use super::plan::{self, ReadPlan};
 use super::query::{self, QueryError};
 use super::sql::{push_order_limit, push_where, quote_ident, Builder, Source};
 use super::write::{self, Prefer};
-use super::SCHEMA;
 use crate::app::ShardState;
 use crate::schema::relationships::QualifiedName;
 use crate::schema::{fuzzy, ArgMode, Function, FunctionArg, SchemaCache, Volatility};
@@ -192,8 +198,13 @@ fn describe(function: &Function) -> String {
 /// parameters match the given names win; otherwise, for a JSON body, one whose only parameter is
 /// json/jsonb. None → PGRST202; several → PGRST203, candidates in the cache's (PostgREST's)
 /// overload order. The cache holds only callable functions (see `schema::introspect`).
-fn resolve<'a>(cache: &'a SchemaCache, name: &str, input: &Input) -> Result<(&'a Function, Call<'a>), ApiError> {
-    let overloads = cache.functions(SCHEMA, name);
+fn resolve<'a>(
+    cache: &'a SchemaCache,
+    schema: &str,
+    name: &str,
+    input: &Input,
+) -> Result<(&'a Function, Call<'a>), ApiError> {
+    let overloads = cache.functions(schema, name);
     let keys = input.keys();
     let json_body = input.is_json_body();
     let mut named: Vec<&Function> = Vec::new();
@@ -210,17 +221,17 @@ fn resolve<'a>(cache: &'a SchemaCache, name: &str, input: &Input) -> Result<(&'a
         ([], []) => {
             let args: Vec<String> = keys.unwrap_or_default().into_iter().collect();
             let hint = if overloads.is_empty() {
-                let names = cache.schemas.get(SCHEMA).into_iter().flat_map(|s| s.functions.keys().map(String::as_str));
-                fuzzy::closest(name, names).map(|n| format!("Perhaps you meant to call the function {SCHEMA}.{n}"))
+                let names = cache.schemas.get(schema).into_iter().flat_map(|s| s.functions.keys().map(String::as_str));
+                fuzzy::closest(name, names).map(|n| format!("Perhaps you meant to call the function {schema}.{n}"))
             } else {
                 let lists: Vec<String> =
                     overloads.iter().map(|f| name_list(inputs(f).map(|a| a.name.as_str()))).collect();
                 let wanted = name_list(args.iter().map(String::as_str));
                 fuzzy::closest(&wanted, lists.iter().map(String::as_str))
-                    .map(|l| format!("Perhaps you meant to call the function {SCHEMA}.{name}{l}"))
+                    .map(|l| format!("Perhaps you meant to call the function {schema}.{name}{l}"))
             };
             return Err(ApiError::FunctionNotFound {
-                qualified: format!("{SCHEMA}.{name}"),
+                qualified: format!("{schema}.{name}"),
                 args,
                 json_fallback: json_body,
                 hint,
@@ -331,7 +342,10 @@ fn returns_void(function: &Function) -> bool {
 
 /// Builds the one statement of a call (see the module doc); `payload` is bound as `$1` when the
 /// call takes arguments. Result columns: `page_total`, `body` (built by `media`; NULL without
-/// one — HEAD — and for `void`).
+/// one — HEAD — and for `void`), then `total_result_set` with `exact_count`, then `max_affected`
+/// (NULL, or raises when the result has more rows than `max_affected`), then the response GUCs
+/// ([`super::RESPONSE_GUC_COLUMNS`]).
+#[allow(clippy::too_many_arguments)] // each is one independent part of the statement
 fn call_statement(
     cache: &SchemaCache,
     function: &Function,
@@ -340,6 +354,7 @@ fn call_statement(
     plan: &ReadPlan<'_>,
     media: Option<&Media>,
     exact_count: bool,
+    max_affected: Option<u64>,
 ) -> Statement {
     let mut params: Vec<Bytes> = Vec::new();
     let callee = format!("{}.{}", quote_ident(&function.schema), quote_ident(&function.name));
@@ -421,9 +436,21 @@ fn call_statement(
         Some(media) if !returns_void(function) => media.body_sql(rows),
         _ => "NULL".to_owned(),
     };
+    let check = match max_affected {
+        Some(limit) => {
+            let limit = bind(limit.to_string());
+            let marker = bind(write::row_limit_marker().to_owned());
+            format!(
+                ", CASE WHEN pg_catalog.count(_postgrest_t) > {limit}::bigint \
+                 THEN ({marker}::text || pg_catalog.count(_postgrest_t))::integer END AS max_affected"
+            )
+        }
+        None => String::new(),
+    };
+    let gucs = super::RESPONSE_GUC_COLUMNS;
     let sql = format!(
-        "WITH pgrst_source AS ({source}) SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body{total} \
-         FROM ({inner}) _postgrest_t"
+        "WITH pgrst_source AS ({source}) SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body{total}{check}, \
+         {gucs} FROM ({inner}) _postgrest_t"
     );
     let statement = params.into_iter().fold(Statement::new(sql), |s, p| s.bind(p));
     text_params.into_iter().fold(statement, |s, p| s.bind(p))
@@ -445,7 +472,8 @@ pub async fn serve(
         other => return Err(ApiError::RpcMethod(other.to_owned())),
     };
     let head = method == "HEAD";
-    let profile = if post { write::content_profile(req)? } else { super::accept_profile(req)? };
+    let config = &state.shared.config;
+    let profile = super::profile(req, config)?;
     let media = match method {
         "OPTIONS" => Media::JSON,
         _ => media::negotiate(req, super::plan_enabled(state, &state.schema()))?,
@@ -457,10 +485,11 @@ pub async fn serve(
     let (query_args, rest) = split_query(req.query().unwrap_or(""))?;
     let mut read = query::parse_read_query(&rest)?;
     super::apply_range_header(req, &mut read)?;
+    super::cap_rows(&mut read, config.db_max_rows);
 
     let input = if post {
         let format = write::check_content_type(req)?;
-        let raw = body.collect(state.shared.config.http_max_body_bytes).await.map_err(ApiError::Body)?;
+        let raw = body.collect(config.http_max_body_bytes).await.map_err(ApiError::Body)?;
         Input::from_body(format.to_json(raw)?)?
     } else {
         // POST ignores query-string arguments (PostgREST reads them only for GET and HEAD).
@@ -468,18 +497,15 @@ pub async fn serve(
     };
     // The snapshot this request uses to its end; an unknown function never reaches PostgreSQL.
     let schema = state.schema();
-    let (function, call) = resolve(&schema, name, &input)?;
+    let (function, call) = resolve(&schema, profile.schema, name, &input)?;
 
     if method == "OPTIONS" {
         let allow = if function.volatility == Volatility::Volatile { "OPTIONS,POST" } else { "OPTIONS,GET,HEAD,POST" };
         return Ok(Response::new(200).header("allow", allow));
     }
     let max_affected = if prefer.is_strict() { prefer.max_affected } else { None };
-    if max_affected.is_some() {
-        if !function.returns_set {
-            return Err(ApiError::MaxAffectedNotSet);
-        }
-        return Err(ApiError::NotImplemented("Prefer: max-affected on function calls is not supported yet"));
+    if max_affected.is_some() && !function.returns_set {
+        return Err(ApiError::MaxAffectedNotSet);
     }
     if let (Input::Body { keys: None, .. }, Call::Named(_) | Call::NoArgs) = (&input, &call) {
         // A body that is not an object only reaches a function whose only parameter is json/jsonb;
@@ -500,20 +526,23 @@ pub async fn serve(
         Some((schema, name)) => QualifiedName::new(schema, name),
         None => QualifiedName::new(&function.schema, &function.name),
     };
-    let plan = plan::plan(&schema, SCHEMA, relation, &read)?;
+    let plan = plan::plan(&schema, profile.schema, relation, &read)?;
     let mut statement =
-        call_statement(&schema, function, &call, payload, &plan, (!head).then_some(&media), exact_count);
+        call_statement(&schema, function, &call, payload, &plan, (!head).then_some(&media), exact_count, max_affected);
     if let Some(explain) = &media.plan {
         statement.sql = explain.wrap(&statement.sql);
     }
     let read_only = !(post && function.volatility == Volatility::Volatile);
     let tx_rollback = write::TX_OVERRIDE_ALLOWED && prefer.tx_rollback == Some(true);
-    let batch = prefer
-        .settings(super::request_batch(req, &identity, pgrst_path))
-        .statement(statement)
-        .read_only(read_only)
-        .end(if tx_rollback { TxEnd::Rollback } else { TxEnd::Commit });
-    let results = state.pool.execute(batch).await.map_err(|e| ApiError::from_pg(e, identity.authenticated))?;
+    let end = if tx_rollback { TxEnd::Rollback } else { TxEnd::Commit };
+    let results = super::request_batch(state, req, &identity, profile, pgrst_path, &prefer)
+        .with(|batch| batch.statement(statement).read_only(read_only).end(end))
+        .run(state)
+        .await
+        .map_err(|e| match write::row_limit_broken(&e) {
+            Some(rows) => ApiError::MaxAffected(rows),
+            None => ApiError::from_pg(e, identity.authenticated),
+        })?;
     if media.plan.is_some() {
         return super::plan_response(&results, &media, head, profile);
     }
@@ -530,20 +559,22 @@ pub async fn serve(
         Response::new(204)
     } else {
         let body = if head { Bytes::new() } else { row.get(1).cloned().ok_or(ApiError::Internal("body is NULL"))? };
-        Response::with_body(status, body).header("content-type", media.content_type())
+        let mut response = Response::with_body(status, body);
+        profile.content_type(&mut response, media.content_type());
+        response
     };
     response.set_header("content-range", super::content_range(offset, page_total, total));
 
     // Preference-Applied, in PostgREST's order.
     let mut applied: Vec<String> = Vec::new();
     prefer.push_applied(&mut applied);
+    if let Some(limit) = max_affected {
+        applied.push(format!("max-affected={limit}"));
+    }
     if !applied.is_empty() {
         response.set_header("preference-applied", applied.join(", "));
     }
-    if let Some(schema) = profile {
-        response.set_header("content-profile", schema);
-    }
-    Ok(response)
+    super::respond(row, response)
 }
 
 #[cfg(test)]
@@ -587,46 +618,49 @@ mod tests {
     fn resolution_by_argument_names() {
         let cache = cache();
         // add(a, b) and add(a, b, c default): both take {a, b}, as in PostgREST (and PostgreSQL).
-        let ambiguous = resolve(&cache, "add", &body(r#"{"a":1,"b":2}"#)).unwrap_err();
+        let ambiguous = resolve(&cache, "public", "add", &body(r#"{"a":1,"b":2}"#)).unwrap_err();
         assert!(matches!(ambiguous, ApiError::AmbiguousFunction(ref c) if c.len() == 2));
-        assert!(matches!(resolve(&cache, "amb", &body("{}")), Err(ApiError::FunctionNotFound { .. })));
-        let (f, call) = resolve(&cache, "todos_after", &body(r#"{"after":1}"#)).unwrap();
+        assert!(matches!(resolve(&cache, "public", "amb", &body("{}")), Err(ApiError::FunctionNotFound { .. })));
+        let (f, call) = resolve(&cache, "public", "todos_after", &body(r#"{"after":1}"#)).unwrap();
         assert_eq!(f.name, "todos_after");
         assert!(matches!(call, Call::Named(ref a) if a.len() == 1));
-        let (f, _) = resolve(&cache, "add", &body(r#"{"a":1,"b":2,"c":3}"#)).unwrap();
+        let (f, _) = resolve(&cache, "public", "add", &body(r#"{"a":1,"b":2,"c":3}"#)).unwrap();
         assert_eq!(f.args.len(), 3);
-        let (f, call) = resolve(&cache, "echo", &body(r#"{"anything":[1]}"#)).unwrap();
+        let (f, call) = resolve(&cache, "public", "echo", &body(r#"{"anything":[1]}"#)).unwrap();
         assert_eq!((f.name.as_str(), call), ("echo", Call::Single { type_name: "jsonb" }));
-        let (_, call) = resolve(&cache, "nothing", &body("")).unwrap();
+        let (_, call) = resolve(&cache, "public", "nothing", &body("")).unwrap();
         assert_eq!(call, Call::NoArgs);
         // GET never falls back to the json parameter.
         let get = Input::Query(BTreeMap::from([("x".to_owned(), vec!["1".to_owned()])]));
-        assert!(matches!(resolve(&cache, "echo", &get), Err(ApiError::FunctionNotFound { json_fallback: false, .. })));
+        assert!(matches!(
+            resolve(&cache, "public", "echo", &get),
+            Err(ApiError::FunctionNotFound { json_fallback: false, .. })
+        ));
     }
 
     #[test]
     fn unnamed_parameters_are_named_empty() {
         let cache = cache();
         // The key "" names the unnamed parameter; it gets the whole payload positionally.
-        let (f, call) = resolve(&cache, "poly", &body(r#"{"":"x"}"#)).unwrap();
+        let (f, call) = resolve(&cache, "public", "poly", &body(r#"{"":"x"}"#)).unwrap();
         assert_eq!((f.return_type.as_str(), call), ("text", Call::Single { type_name: "text" }));
-        let (_, call) = resolve(&cache, "poly", &body(r#"{"":true}"#)).unwrap();
+        let (_, call) = resolve(&cache, "public", "poly", &body(r#"{"":true}"#)).unwrap();
         assert_eq!(call, Call::Single { type_name: "text" });
         let get = Input::Query(BTreeMap::from([(String::new(), vec!["x".to_owned()])]));
-        let (f, call) = resolve(&cache, "poly", &get).unwrap();
+        let (f, call) = resolve(&cache, "public", "poly", &get).unwrap();
         assert_eq!(call, Call::Single { type_name: "text" });
         assert_eq!(&query_payload(f, &get_args(&get))[..], br#"{"":"x"}"#);
         // {} matches both () and the defaulted unnamed text: PGRST203, fewest parameters first.
-        let (status, text) = response_text(resolve(&cache, "poly", &body("{}")).unwrap_err());
+        let (status, text) = response_text(resolve(&cache, "public", "poly", &body("{}")).unwrap_err());
         assert_eq!(status, 300);
         assert!(
             text.contains(r#""message":"Could not choose the best candidate function between: public.poly(), public.poly( => text)""#),
             "{text}"
         );
-        let (_, call) = resolve(&cache, "echo", &body(r#"{"":{"a":1}}"#)).unwrap();
+        let (_, call) = resolve(&cache, "public", "echo", &body(r#"{"":{"a":1}}"#)).unwrap();
         assert_eq!(call, Call::Single { type_name: "jsonb" });
         // A named json parameter is PostgREST's fallback too, called with the names given.
-        let (f, call) = resolve(&cache, "named_json", &body(r#"{"doc":{},"x":1}"#)).unwrap();
+        let (f, call) = resolve(&cache, "public", "named_json", &body(r#"{"doc":{},"x":1}"#)).unwrap();
         assert!(matches!(call, Call::Named(ref a) if a.len() == 1 && a[0].name == "doc"), "{call:?}");
         assert_eq!(f.name, "named_json");
     }
@@ -641,28 +675,29 @@ mod tests {
     #[test]
     fn not_found_and_ambiguous_bodies() {
         let cache = cache();
-        let (status, text) = response_text(resolve(&cache, "add", &body(r#"{"b":1,"a":2,"x":3}"#)).unwrap_err());
+        let (status, text) =
+            response_text(resolve(&cache, "public", "add", &body(r#"{"b":1,"a":2,"x":3}"#)).unwrap_err());
         assert_eq!(status, 404);
         assert_eq!(
             text,
             r#"{"code":"PGRST202","details":"Searched for the function public.add with parameters a, b, x or with a single unnamed json/jsonb parameter, but no matches were found in the schema cache.","hint":"Perhaps you meant to call the function public.add(a, b, c)","message":"Could not find the function public.add(a, b, x) in the schema cache"}"#
         );
-        let (_, text) = response_text(resolve(&cache, "adds", &body("{}")).unwrap_err());
+        let (_, text) = response_text(resolve(&cache, "public", "adds", &body("{}")).unwrap_err());
         assert_eq!(
             text,
             r#"{"code":"PGRST202","details":"Searched for the function public.adds without parameters or with a single unnamed json/jsonb parameter, but no matches were found in the schema cache.","hint":"Perhaps you meant to call the function public.add","message":"Could not find the function public.adds without parameters in the schema cache"}"#
         );
         // The suite's empty-named argument: a double space, and `()`.
-        let (_, text) = response_text(resolve(&cache, "zzzzzz", &body(r#"{"":1}"#)).unwrap_err());
+        let (_, text) = response_text(resolve(&cache, "public", "zzzzzz", &body(r#"{"":1}"#)).unwrap_err());
         assert!(
             text.contains(r#""details":"Searched for the function public.zzzzzz with parameter  or with"#),
             "{text}"
         );
         assert!(text.contains(r#""hint":null"#) && text.contains("public.zzzzzz() in the schema cache"), "{text}");
         let get = Input::Query(BTreeMap::from([("a".to_owned(), vec!["1".to_owned()])]));
-        let (_, text) = response_text(resolve(&cache, "todos_after", &get).unwrap_err());
+        let (_, text) = response_text(resolve(&cache, "public", "todos_after", &get).unwrap_err());
         assert!(text.contains("with parameter a, but no matches"), "{text}");
-        let (status, text) = response_text(resolve(&cache, "amb", &body(r#"{"a":1}"#)).unwrap_err());
+        let (status, text) = response_text(resolve(&cache, "public", "amb", &body(r#"{"a":1}"#)).unwrap_err());
         assert_eq!(status, 300);
         assert_eq!(
             text,
@@ -694,27 +729,29 @@ mod tests {
         exact_count: bool,
     ) -> Statement {
         let plan = plan::plan(cache, "public", QualifiedName::new("public", &f.name), read).unwrap();
-        call_statement(cache, f, call, payload, &plan, media, exact_count)
+        call_statement(cache, f, call, payload, &plan, media, exact_count, None)
     }
 
     #[test]
     fn statement_shapes() {
         let cache = cache();
         let read = parse_read_query("select=id,task&id=gt.1&order=id.desc&limit=5").unwrap();
-        let (f, call) = resolve(&cache, "todos_after", &body(r#"{"after":1}"#)).unwrap();
+        let (f, call) = resolve(&cache, "public", "todos_after", &body(r#"{"after":1}"#)).unwrap();
         let s = stmt(&cache, f, &call, Some(Bytes::from_static(br#"{"after":1}"#)), &read, Some(&Media::JSON), false);
         assert_eq!(
             s.sql,
             "WITH pgrst_source AS (SELECT pgrst_call.* FROM pg_catalog.json_to_record($1::json) AS pgrst_body(\"after\" integer), \
              LATERAL \"public\".\"todos_after\"(\"after\" := pgrst_body.\"after\") pgrst_call) \
-             SELECT pg_catalog.count(_postgrest_t) AS page_total, coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body \
+             SELECT pg_catalog.count(_postgrest_t) AS page_total, coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body, \
+             NULLIF(pg_catalog.current_setting('response.headers', true), '') AS pgrst_response_headers, \
+             NULLIF(pg_catalog.current_setting('response.status', true), '') AS pgrst_response_status \
              FROM (SELECT \"todos_after\".\"id\", \"todos_after\".\"task\" FROM pgrst_source AS \"todos_after\" \
              WHERE \"todos_after\".\"id\" > $2 ORDER BY \"todos_after\".\"id\" DESC LIMIT $3) _postgrest_t"
         );
         let params: Vec<&[u8]> = s.params.iter().map(|p| p.as_deref().unwrap()).collect();
         assert_eq!(params, [&br#"{"after":1}"#[..], b"1", b"5"]);
 
-        let (f, call) = resolve(&cache, "total", &body(r#"{"v":[1,2]}"#)).unwrap();
+        let (f, call) = resolve(&cache, "public", "total", &body(r#"{"v":[1,2]}"#)).unwrap();
         let s = stmt(&cache, f, &call, None, &ReadQuery::default(), Some(&Media::JSON), false);
         assert!(
             s.sql.contains("LATERAL \"public\".\"total\"(VARIADIC \"v\" := pgrst_body.\"v\") pgrst_call"),
@@ -723,12 +760,12 @@ mod tests {
         );
         assert!(s.sql.contains("(pg_catalog.json_agg(_postgrest_t.pgrst_scalar)->0)::text, 'null')"), "{}", s.sql);
 
-        let (f, call) = resolve(&cache, "echo", &body("[1]")).unwrap();
+        let (f, call) = resolve(&cache, "public", "echo", &body("[1]")).unwrap();
         let s = stmt(&cache, f, &call, Some(Bytes::from_static(b"[1]")), &ReadQuery::default(), None, false);
         assert!(s.sql.starts_with("WITH pgrst_source AS (SELECT pgrst_call AS pgrst_scalar FROM \"public\".\"echo\"($1::jsonb) pgrst_call)"), "{}", s.sql);
         assert!(s.sql.contains("NULL AS body"), "HEAD skips the body");
 
-        let (f, call) = resolve(&cache, "nothing", &body("{}")).unwrap();
+        let (f, call) = resolve(&cache, "public", "nothing", &body("{}")).unwrap();
         let s = stmt(&cache, f, &call, None, &ReadQuery::default(), Some(&Media::JSON), false);
         assert!(
             s.sql.contains("FROM \"public\".\"nothing\"() pgrst_call)") && s.sql.contains("NULL AS body"),
@@ -742,12 +779,14 @@ mod tests {
     fn exact_count_counts_the_filtered_result_without_limit() {
         let cache = cache();
         let read = parse_read_query("select=id&id=gt.1&limit=5&offset=2").unwrap();
-        let (f, call) = resolve(&cache, "todos_after", &body(r#"{"after":1}"#)).unwrap();
+        let (f, call) = resolve(&cache, "public", "todos_after", &body(r#"{"after":1}"#)).unwrap();
         let s = stmt(&cache, f, &call, Some(Bytes::from_static(br#"{"after":1}"#)), &read, Some(&Media::JSON), true);
         assert!(
             s.sql.ends_with(
                 "AS body, (SELECT pg_catalog.count(*) FROM pgrst_source AS \"todos_after\" \
-                 WHERE \"todos_after\".\"id\" > $5) AS total_result_set \
+                 WHERE \"todos_after\".\"id\" > $5) AS total_result_set, \
+                 NULLIF(pg_catalog.current_setting('response.headers', true), '') AS pgrst_response_headers, \
+                 NULLIF(pg_catalog.current_setting('response.status', true), '') AS pgrst_response_status \
                  FROM (SELECT \"todos_after\".\"id\" FROM pgrst_source AS \"todos_after\" \
                  WHERE \"todos_after\".\"id\" > $2 LIMIT $3 OFFSET $4) _postgrest_t"
             ),
@@ -759,6 +798,19 @@ mod tests {
         assert!(s
             .sql
             .contains("(SELECT pg_catalog.count(*) FROM pgrst_source AS \"todos_after\") AS total_result_set"));
+        // `max-affected`: a check column after the total, its limit and marker bound last.
+        let everything = ReadQuery::default();
+        let plan = plan::plan(&cache, "public", QualifiedName::new("public", &f.name), &everything).unwrap();
+        let s = call_statement(&cache, f, &call, None, &plan, None, true, Some(3));
+        assert!(
+            s.sql.contains(
+                "AS total_result_set, CASE WHEN pg_catalog.count(_postgrest_t) > $2::bigint \
+                 THEN ($3::text || pg_catalog.count(_postgrest_t))::integer END AS max_affected, NULLIF("
+            ),
+            "{}",
+            s.sql
+        );
+        assert_eq!(s.params[1].as_deref(), Some(&b"3"[..]), "after the body");
     }
 
     #[test]

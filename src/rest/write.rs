@@ -8,8 +8,8 @@
 //! Invariants:
 //! - **one write = one statement = one round trip, atomic.** The mutation is a data-modifying CTE
 //!   (`WITH pgrst_source AS (INSERT|UPDATE|DELETE … RETURNING …)`) and the outer `SELECT` builds
-//!   the whole response inside PostgreSQL. It runs in the batch's implicit READ WRITE transaction
-//!   after the same request settings as reads ([`super::request_batch`]); any error — a bad row of
+//!   the whole response inside PostgreSQL (and reads the response GUCs). It runs in the batch's implicit READ WRITE transaction
+//!   after the same request settings as reads ([`super::execute`]); any error — a bad row of
 //!   a bulk insert, a constraint, RLS, or a row-limit check — rolls back everything.
 //! - **Row limits fail inside the transaction.** With `handling=strict, max-affected=N`, or with
 //!   `Accept: application/vnd.pgrst.object+json` (exactly one row), the outer `SELECT` raises (a
@@ -28,8 +28,10 @@
 //!
 //! From the request's schema cache snapshot: unknown payload/`columns=` names → 400 PGRST204
 //! before any SQL; the primary key as the upsert target when `on_conflict` is absent (no key: a
-//! plain insert) and for `PUT`; column DEFAULT expressions for `missing=default` (added as keys
-//! to the rows that lack them, inside the statement). A merge upsert on a table returns
+//! plain insert) and for `PUT`; column DEFAULT expressions for `missing=default` (PostgREST's
+//! `jsonb_build_object(<column>, <default>, …) || row` for every row, so a row's own keys win
+//! and, as in PostgREST, each default — a sequence's `nextval` too — is evaluated once per row).
+//! The table is in the request's schema (`Content-Profile`). A merge upsert on a table returns
 //! `(xmax = 0) AS pgrst_inserted` to tell 201 (some row inserted) from 200.
 //!
 //! Not here yet: `Location` for views, 200-vs-201 for merge upserts through views (always 201).
@@ -50,7 +52,6 @@ use super::payload;
 use super::plan::{self, ReadPlan};
 use super::query::{self, CompareOp, FilterOp, QueryError, ReadQuery, MAX_IDENT_BYTES};
 use super::sql::{self, push_where, push_where_trees, quote_ident};
-use super::SCHEMA;
 use crate::app::ShardState;
 use crate::schema::relationships::QualifiedName;
 use crate::schema::{Relation, RelationKind, SchemaCache};
@@ -297,8 +298,6 @@ struct Payload {
     json: Bytes,
     /// The columns to write, in order.
     columns: Vec<String>,
-    /// Some row lacks one of `columns` (only possible with `columns=`).
-    has_missing: bool,
 }
 
 /// Checks the body as PostgREST does; `columns` is `columns=` when given.
@@ -319,7 +318,7 @@ fn parse_payload(raw: Bytes, columns: Option<Vec<String>>) -> Result<Payload, Ap
     } else {
         raw
     };
-    Ok(Payload { json, columns: shape.columns, has_missing: shape.has_missing })
+    Ok(Payload { json, columns: shape.columns })
 }
 
 /// 400 PGRST204 for the first name (in sorted order, as PostgREST's key set) that is not a
@@ -380,10 +379,12 @@ enum Mutation<'a> {
 /// Columns of the result: `page_total` (rows written), `body` (JSON array with
 /// `return=representation`, else NULL), `location` (JSON `[[key, value-or-null], …]` of the
 /// primary key of the single inserted row with `return=headers-only`, else NULL),
-/// `max_affected` (NULL; raises instead when `limits` are broken, see [`RowLimits`]).
+/// `max_affected` (NULL; raises instead when `limits` are broken, see [`RowLimits`]), `inserted`,
+/// then the response GUCs ([`super::RESPONSE_GUC_COLUMNS`]).
 #[allow(clippy::too_many_arguments)] // each is one independent part of the statement
 fn write_statement(
     cache: &SchemaCache,
+    schema: &str,
     relation: &str,
     mutation: &Mutation<'_>,
     read: &ReadQuery,
@@ -398,7 +399,7 @@ fn write_statement(
         params.push(value);
         format!("${}", params.len())
     };
-    let table = format!("{}.{}", quote_ident(SCHEMA), quote_ident(relation));
+    let table = format!("{}.{}", quote_ident(schema), quote_ident(relation));
     let inserted = match mutation {
         Mutation::Insert { inserted: Some(columns), .. } => Some(*columns),
         _ => None,
@@ -419,20 +420,21 @@ fn write_statement(
             format!("pg_catalog.json_populate_recordset(NULL::{table}, {p}::json)")
         }
         Some(Source { json, defaults }) => {
-            // `missing=default`: a row that lacks a column with a DEFAULT gets the default's value
-            // as its key before the table's row type converts it (DEFAULT itself cannot appear in
-            // an expression). The expression is the catalog's (`pg_get_expr`), never the
-            // request's, and is evaluated only for rows that lack the key.
+            // `missing=default`, as PostgREST builds it: every row becomes
+            // `jsonb_build_object(<column>, <default>, …) || row`, so a key the row has wins and a
+            // missing one takes the default's value before the table's row type converts it
+            // (DEFAULT itself cannot appear in an expression). The expressions are the catalog's
+            // (schema cache), never the request's; like PostgREST's, they run for every row.
             let p = bind(json);
-            let mut row = String::from("pgrst_elem.value");
-            for (column, default) in defaults {
-                let key = bind(Bytes::from(column.to_owned()));
-                let _ = write!(
-                    row,
-                    " || CASE WHEN pg_catalog.jsonb_exists(pgrst_elem.value, {key}::text) THEN '{{}}'::jsonb \
-                     ELSE pg_catalog.jsonb_build_object({key}::text, {default}) END"
-                );
+            let mut row = String::from("pg_catalog.jsonb_build_object(");
+            for (i, (column, default)) in defaults.iter().enumerate() {
+                if i > 0 {
+                    row.push_str(", ");
+                }
+                let key = bind(Bytes::from(column.to_string()));
+                let _ = write!(row, "{key}::text, {default}");
             }
+            row.push_str(") || pgrst_elem.value");
             format!(
                 "pg_catalog.json_populate_recordset(NULL::{table}, (SELECT coalesce(pg_catalog.json_agg({row} \
                  ORDER BY pgrst_elem.n), '[]') FROM pg_catalog.jsonb_array_elements({p}::jsonb) \
@@ -545,15 +547,16 @@ fn write_statement(
     } else {
         "NULL"
     };
+    let gucs = super::RESPONSE_GUC_COLUMNS;
     let sql = format!(
         "WITH pgrst_source AS ({m}) SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body, \
-         {location} AS location, {check} AS max_affected, {inserted} AS inserted FROM ({select_sql}) _postgrest_t"
+         {location} AS location, {check} AS max_affected, {inserted} AS inserted, {gucs} FROM ({select_sql}) _postgrest_t"
     );
     params.into_iter().fold(Statement::new(sql), |statement, value| statement.bind(value))
 }
 
-/// The body to bind and, with `missing=default` when some row lacks a listed column, the
-/// listed columns that have a DEFAULT with its expression (from the schema cache).
+/// The body to bind and, with `missing=default`, the listed columns that have a DEFAULT with its
+/// expression (from the schema cache).
 #[derive(Debug)]
 struct Source<'a> {
     json: Bytes,
@@ -584,7 +587,7 @@ fn push_list(out: &mut String, items: &[String], mut each: impl FnMut(&mut Strin
 /// The text the row-limit check (`max-affected`, singular) casts to an integer, followed by the
 /// row count. Never a number, so the cast always fails; the nonce keeps a client's own data
 /// from imitating it.
-fn row_limit_marker() -> &'static str {
+pub(super) fn row_limit_marker() -> &'static str {
     static MARKER: OnceLock<String> = OnceLock::new();
     MARKER.get_or_init(|| {
         let mut nonce = [0u8; 8];
@@ -595,22 +598,13 @@ fn row_limit_marker() -> &'static str {
 }
 
 /// The row count from the error the row-limit check raises, if this is that error.
-fn row_limit_broken(error: &PgError) -> Option<u64> {
+pub(super) fn row_limit_broken(error: &PgError) -> Option<u64> {
     let PgError::Db(db) = error else { return None };
     if db.code != "22P02" {
         return None;
     }
     let rest = db.message.strip_prefix("invalid input syntax for type integer: \"")?;
     rest.strip_prefix(row_limit_marker())?.strip_suffix('"')?.parse().ok()
-}
-
-/// `Content-Profile` must name an exposed schema; returns it for the response.
-pub(super) fn content_profile(req: &Request) -> Result<Option<&'static str>, ApiError> {
-    match req.header("content-profile") {
-        None => Ok(None),
-        Some(value) if value == SCHEMA.as_bytes() => Ok(Some(SCHEMA)),
-        Some(value) => Err(ApiError::InvalidSchema(String::from_utf8_lossy(value).into_owned())),
-    }
 }
 
 /// The request body must be JSON (PostgREST's default when no `Content-Type` is sent).
@@ -669,8 +663,9 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
         _ => Method::Delete,
     };
     let (relation, pgrst_path) = super::relation_of(req.path())?;
-    let profile = content_profile(req)?;
-    let media = media::negotiate(req, state.shared.config.db_plan_enabled)?;
+    let config = &state.shared.config;
+    let profile = super::profile(req, config)?;
+    let media = media::negotiate(req, config.db_plan_enabled)?;
     let prefer = Prefer::parse(req);
     if prefer.is_strict() && !prefer.invalid.is_empty() {
         return Err(ApiError::InvalidPreferences(prefer.invalid));
@@ -692,7 +687,7 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
     // An unknown relation is PGRST205 from the schema cache, as for reads; it never reaches SQL.
     // The request keeps this snapshot to its end (columns, defaults, primary key).
     let schema = state.schema();
-    let rel = super::relation::find(&schema, super::SCHEMA, &relation)?;
+    let rel = super::relation::find(&schema, profile.schema, &relation)?;
     let ret = prefer.ret.unwrap_or(Return::Minimal);
     // The conflict target: `on_conflict`, else the primary key; a table with neither gets a plain
     // insert and `resolution` is not applied (PostgREST's rule).
@@ -714,7 +709,7 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
     let payload = match method {
         Method::Post | Method::Put | Method::Patch => {
             let format = check_content_type(req)?;
-            let raw = body.collect(state.shared.config.http_max_body_bytes).await.map_err(ApiError::Body)?;
+            let raw = body.collect(config.http_max_body_bytes).await.map_err(ApiError::Body)?;
             Some(parse_payload(format.to_json(raw)?, params.columns)?)
         }
         // PostgREST ignores a DELETE body; it is never read.
@@ -727,7 +722,7 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
     let missing_default = prefer.missing_default == Some(true) && matches!(method, Method::Post | Method::Patch);
     let source = payload.as_ref().map(|p| Source {
         json: p.json.clone(),
-        defaults: if missing_default && p.has_missing { defaults_of(rel, &p.columns) } else { Vec::new() },
+        defaults: if missing_default { defaults_of(rel, &p.columns) } else { Vec::new() },
     });
 
     let no_columns: Vec<String> = Vec::new();
@@ -749,9 +744,10 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
     };
     // The representation shows the written rows: `select` (with its embeds), not the filters.
     let shaped = ReadQuery { select: read.select.clone(), ..ReadQuery::default() };
-    let representation = plan::plan(&schema, super::SCHEMA, QualifiedName::new(super::SCHEMA, &relation), &shaped)?;
+    let representation = plan::plan(&schema, profile.schema, QualifiedName::new(profile.schema, &relation), &shaped)?;
     let mut statement = write_statement(
         &schema,
+        profile.schema,
         &relation,
         &mutation,
         &read,
@@ -771,17 +767,17 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
         statement.sql = explain.wrap(&statement.sql);
     }
     let tx_rollback = TX_OVERRIDE_ALLOWED && prefer.tx_rollback == Some(true);
-    let batch = prefer
-        .settings(super::request_batch(req, &identity, &pgrst_path))
-        .statement(statement)
-        .read_only(false)
-        .end(if tx_rollback { TxEnd::Rollback } else { TxEnd::Commit });
-    let results = state.pool.execute(batch).await.map_err(|e| match row_limit_broken(&e) {
-        Some(_) if method == Method::Put => ApiError::PutMismatch,
-        Some(rows) if media.is_singular() && rows != 1 => ApiError::NotSingular(rows),
-        Some(rows) => ApiError::MaxAffected(rows),
-        None => ApiError::from_pg(e, identity.authenticated),
-    })?;
+    let end = if tx_rollback { TxEnd::Rollback } else { TxEnd::Commit };
+    let results = super::request_batch(state, req, &identity, profile, &pgrst_path, &prefer)
+        .with(|batch| batch.statement(statement).read_only(false).end(end))
+        .run(state)
+        .await
+        .map_err(|e| match row_limit_broken(&e) {
+            Some(_) if method == Method::Put => ApiError::PutMismatch,
+            Some(rows) if media.is_singular() && rows != 1 => ApiError::NotSingular(rows),
+            Some(rows) => ApiError::MaxAffected(rows),
+            None => ApiError::from_pg(e, identity.authenticated),
+        })?;
     if media.plan.is_some() {
         return super::plan_response(&results, &media, false, profile);
     }
@@ -806,7 +802,9 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
         (_, Return::Representation) => {
             let body = row.get(1).cloned().ok_or(ApiError::Internal("body is NULL"))?;
             let status = if matches!(method, Method::Post | Method::Put) { insert_status } else { 200 };
-            Response::with_body(status, body).header("content-type", media.content_type())
+            let mut response = Response::with_body(status, body);
+            profile.content_type(&mut response, media.content_type());
+            response
         }
         (Method::Post, _) => Response::new(insert_status),
         _ => Response::new(204),
@@ -862,10 +860,7 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
     if !applied.is_empty() {
         response.set_header("preference-applied", applied.join(", "));
     }
-    if let Some(schema) = profile {
-        response.set_header("content-profile", schema);
-    }
-    Ok(response)
+    super::respond(row, response)
 }
 
 #[cfg(test)]
@@ -885,7 +880,7 @@ mod tests {
         let cache = SchemaCache::default();
         let shaped = ReadQuery { select: read.select.clone(), ..ReadQuery::default() };
         let representation = plan::plan(&cache, "public", QualifiedName::new("public", relation), &shaped).unwrap();
-        write_statement(&cache, relation, mutation, read, &representation, ret, media, payload, limits)
+        write_statement(&cache, "public", relation, mutation, read, &representation, ret, media, payload, limits)
     }
     use crate::rest::query::parse_read_query;
 
@@ -934,15 +929,15 @@ mod tests {
     fn payloads() {
         let p = parse_payload(Bytes::from_static(br#"{"b":1,"a":2}"#), None).unwrap();
         assert_eq!(
-            (&p.json[..], p.columns.as_slice(), p.has_missing),
-            (&br#"[{"b":1,"a":2}]"#[..], &["a".to_owned(), "b".to_owned()][..], false)
+            (&p.json[..], p.columns.as_slice()),
+            (&br#"[{"b":1,"a":2}]"#[..], &["a".to_owned(), "b".to_owned()][..])
         );
         let p = parse_payload(Bytes::from_static(br#"[{"a":1},{"a":2.50}]"#), None).unwrap();
         assert_eq!(&p.json[..], br#"[{"a":1},{"a":2.50}]"#, "bytes are sent as received");
         let err = parse_payload(Bytes::from_static(br#"[{"a":1},{"b":2}]"#), None).unwrap_err();
         assert_eq!(err.to_string(), "All object keys must match");
         let p = parse_payload(Bytes::from_static(br#"[{"a":1},{"b":2}]"#), Some(vec!["a".into()])).unwrap();
-        assert!(p.has_missing);
+        assert_eq!(p.columns, ["a"], "columns= decides; rows may lack keys");
         for bad in [&b""[..], b"{", b"1", b"[1]", b"null"] {
             assert_eq!(parse_payload(Bytes::copy_from_slice(bad), None).unwrap_err().to_string(), INVALID_JSON);
         }
@@ -979,7 +974,9 @@ mod tests {
              ON CONFLICT (\"id\") DO UPDATE SET \"task\" = EXCLUDED.\"task\", \"x\"\"y\" = EXCLUDED.\"x\"\"y\" \
              RETURNING \"public\".\"todos\".*) \
              SELECT pg_catalog.count(_postgrest_t) AS page_total, coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body, \
-             NULL AS location, NULL AS max_affected, NULL AS inserted \
+             NULL AS location, NULL AS max_affected, NULL AS inserted, \
+             NULLIF(pg_catalog.current_setting('response.headers', true), '') AS pgrst_response_headers, \
+             NULLIF(pg_catalog.current_setting('response.status', true), '') AS pgrst_response_status \
              FROM (SELECT \"todos\".\"id\", \"todos\".\"task\" FROM pgrst_source AS \"todos\") _postgrest_t"
         );
         assert_eq!(params_of(&s), ["[]"]);
@@ -1018,7 +1015,9 @@ mod tests {
              WHERE \"public\".\"todos\".\"id\" > $2 AND \"public\".\"todos\".\"task\" = $3 RETURNING 1) \
              SELECT pg_catalog.count(_postgrest_t) AS page_total, NULL AS body, NULL AS location, \
              CASE WHEN pg_catalog.count(_postgrest_t) > $4::bigint THEN ($5::text || pg_catalog.count(_postgrest_t))::integer END AS max_affected, \
-             NULL AS inserted FROM (SELECT * FROM pgrst_source) _postgrest_t"
+             NULL AS inserted, NULLIF(pg_catalog.current_setting('response.headers', true), '') AS pgrst_response_headers, \
+             NULLIF(pg_catalog.current_setting('response.status', true), '') AS pgrst_response_status \
+             FROM (SELECT * FROM pgrst_source) _postgrest_t"
         );
         let params = params_of(&s);
         assert_eq!(params[..4], ["[{}]", "1", "'; drop table x; --", "2"]);
@@ -1040,7 +1039,10 @@ mod tests {
             inserted: Some(&all),
             put: false,
         };
-        let source = Source { json: Bytes::from_static(b"[]"), defaults: vec![("task", "'x'::text")] };
+        let source = Source {
+            json: Bytes::from_static(b"[]"),
+            defaults: vec![("id", "nextval('todos_id_seq'::regclass)"), ("task", "'x'::text")],
+        };
         let s = stmt(
             "todos",
             &m,
@@ -1052,17 +1054,17 @@ mod tests {
         );
         for fragment in [
             "FROM pg_catalog.json_populate_recordset(NULL::\"public\".\"todos\", (SELECT coalesce(pg_catalog.json_agg(\
-             pgrst_elem.value || CASE WHEN pg_catalog.jsonb_exists(pgrst_elem.value, $2::text) THEN '{}'::jsonb \
-             ELSE pg_catalog.jsonb_build_object($2::text, 'x'::text) END ORDER BY pgrst_elem.n), '[]') \
+             pg_catalog.jsonb_build_object($2::text, nextval('todos_id_seq'::regclass), $3::text, 'x'::text) \
+             || pgrst_elem.value ORDER BY pgrst_elem.n), '[]') \
              FROM pg_catalog.jsonb_array_elements($1::jsonb) WITH ORDINALITY AS pgrst_elem(value, n))) AS pgrst_body ",
             "RETURNING \"public\".\"todos\".*, (\"public\".\"todos\".xmax = 0) AS pgrst_inserted) ",
-            "(SELECT pg_catalog.count(*) FROM pgrst_source WHERE pgrst_source.pgrst_inserted) AS inserted ",
+            "(SELECT pg_catalog.count(*) FROM pgrst_source WHERE pgrst_source.pgrst_inserted) AS inserted, ",
             // `select=*` names the table's columns, so `pgrst_inserted` stays out of the body.
             "FROM (SELECT \"todos\".\"id\", \"todos\".\"task\", \"todos\".\"done\" FROM pgrst_source AS \"todos\") _postgrest_t",
         ] {
             assert!(s.sql.contains(fragment), "{fragment}\n{}", s.sql);
         }
-        assert_eq!(params_of(&s), ["[]", "task"]);
+        assert_eq!(params_of(&s), ["[]", "id", "task"]);
     }
 
     #[test]

@@ -45,11 +45,12 @@ const CAN_DELETE: i32 = 1 << 4;
 const MAX_VIEW_NESTING: usize = 8;
 
 /// The introspection statement for `schemas`.
-pub fn query(schemas: &[&str]) -> Result<String, IntrospectError> {
+pub fn query(schemas: &[impl AsRef<str>]) -> Result<String, IntrospectError> {
     let mut list = String::new();
     for (i, schema) in schemas.iter().enumerate() {
+        let schema = schema.as_ref();
         if schema.contains('\0') {
-            return Err(IntrospectError::SchemaName((*schema).to_owned()));
+            return Err(IntrospectError::SchemaName(schema.to_owned()));
         }
         if i > 0 {
             list.push_str(", ");
@@ -79,11 +80,22 @@ cols as (
   select json_agg(json_build_array(
            a.attrelid::int8, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod),
            not a.attnotnull,
-           case when a.attgenerated = '' then pg_get_expr(d.adbin, d.adrelid) end,
+           -- PostgREST's column default: a domain's own default, an identity column's sequence
+           -- (`by default` only), none for a generated column, else the column's default.
+           case
+             when t.typbasetype <> 0 and d.adbin is null then pg_get_expr(t.typdefaultbin, 0)
+             when a.attidentity = 'd' then
+               (select format('nextval(%L)', dep.objid::regclass) from pg_depend dep
+                where dep.classid = 'pg_class'::regclass and dep.refobjid = a.attrelid
+                  and dep.refobjsubid = a.attnum and dep.deptype = 'i' limit 1)
+             when a.attgenerated <> '' then null
+             else pg_get_expr(d.adbin, d.adrelid)
+           end,
            a.attgenerated <> '', a.attidentity <> '')
          order by a.attrelid, a.attnum) as j
   from pg_attribute a
   join rels r on r.oid = a.attrelid
+  join pg_type t on t.oid = a.atttypid
   left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
   where a.attnum > 0 and not a.attisdropped
 ),
@@ -186,7 +198,7 @@ select json_build_object(
 
 /// Runs the introspection statement on `conn` and returns the raw document (parse it with
 /// [`parse`], on a blocking thread when the schema may be large).
-pub async fn fetch(conn: &Connection, schemas: &[&str]) -> Result<String, IntrospectError> {
+pub async fn fetch(conn: &Connection, schemas: &[impl AsRef<str>]) -> Result<String, IntrospectError> {
     let sql = query(schemas)?;
     let results = conn.simple_query(&sql).await?;
     results
@@ -198,7 +210,7 @@ pub async fn fetch(conn: &Connection, schemas: &[&str]) -> Result<String, Intros
 }
 
 /// Fetches and parses in one go (start-up, where nothing else runs on the thread).
-pub async fn load(conn: &Connection, schemas: &[&str]) -> Result<SchemaCache, IntrospectError> {
+pub async fn load(conn: &Connection, schemas: &[impl AsRef<str>]) -> Result<SchemaCache, IntrospectError> {
     let document = fetch(conn, schemas).await?;
     parse(&document)
 }

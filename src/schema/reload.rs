@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use madbase_pg::{ConnectConfig, Connection, Notification};
 use madbase_shards::{SendError, ShutdownSignal};
 
-use super::{introspect, SchemaCache, EXPOSED_SCHEMAS};
+use super::{introspect, SchemaCache};
 use crate::app::{ShardMessage, ShardState};
 
 /// PostgREST's channel.
@@ -149,7 +149,8 @@ fn note(n: &Notification) -> bool {
 /// Reads a new snapshot and publishes it; on failure keeps the current one.
 async fn reload(state: &ShardState, conn: &Connection, reason: &'static str) {
     let started = Instant::now();
-    let document = match monoio::time::timeout(RELOAD_TIMEOUT, introspect::fetch(conn, EXPOSED_SCHEMAS)).await {
+    let schemas = &state.shared.config.db_schemas;
+    let document = match monoio::time::timeout(RELOAD_TIMEOUT, introspect::fetch(conn, schemas)).await {
         Ok(Ok(document)) => document,
         Ok(Err(error)) => {
             tracing::warn!(%error, reason, "schema reload failed; keeping the previous schema cache");
