@@ -107,7 +107,9 @@ pub struct Config {
     /// calls after its request settings and before its statement (PostgREST's `db-pre-request`).
     pub db_pre_request: Option<String>,
     /// At most this many rows in a read or function result (PostgREST's `db-max-rows`); a smaller
-    /// `limit` still wins. Default: no cap.
+    /// `limit` still wins. Default 1000, Supabase's; `"unlimited"` removes the cap (then one read
+    /// is bounded only by PostgreSQL's 1 GB limit on the value it builds).
+    #[serde(deserialize_with = "rows_or_unlimited")]
     pub db_max_rows: Option<u64>,
 }
 
@@ -152,7 +154,7 @@ impl Default for Config {
             db_schemas: vec!["public".to_owned()],
             db_extra_search_path: vec!["public".to_owned(), "extensions".to_owned()],
             db_pre_request: None,
-            db_max_rows: None,
+            db_max_rows: Some(DEFAULT_DB_MAX_ROWS),
         }
     }
 }
@@ -198,6 +200,24 @@ pub const ENV_KEYS: &[&str] = &[
 /// `a, b ,c` → `["a", "b", "c"]` (empty items dropped).
 fn name_list(raw: &str) -> Vec<String> {
     raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+/// Supabase's default row cap for the Data API (its dashboard's "Max rows").
+pub const DEFAULT_DB_MAX_ROWS: u64 = 1000;
+
+/// `db_max_rows`: a number, or `"unlimited"` for no cap.
+fn rows_or_unlimited<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Rows {
+        Count(u64),
+        Word(String),
+    }
+    match Rows::deserialize(deserializer)? {
+        Rows::Count(n) => Ok(Some(n)),
+        Rows::Word(word) if word.eq_ignore_ascii_case("unlimited") => Ok(None),
+        Rows::Word(word) => Err(serde::de::Error::custom(format!("expected a number or \"unlimited\", not {word:?}"))),
+    }
 }
 
 /// A TOML list of names, or one comma-separated string of them.
@@ -346,6 +366,7 @@ impl Config {
                 "MADBASE_DB_SCHEMAS" => c.db_schemas = name_list(&raw),
                 "MADBASE_DB_EXTRA_SEARCH_PATH" => c.db_extra_search_path = name_list(&raw),
                 "MADBASE_DB_PRE_REQUEST" => c.db_pre_request = Some(raw.trim().to_owned()).filter(|s| !s.is_empty()),
+                "MADBASE_DB_MAX_ROWS" if raw.trim().eq_ignore_ascii_case("unlimited") => c.db_max_rows = None,
                 "MADBASE_DB_MAX_ROWS" => {
                     let mut max = 0u64;
                     set(&mut max, name, &raw)?;
@@ -417,7 +438,7 @@ impl Config {
         }
         if self.db_max_rows == Some(0) {
             return Err(ConfigError::Invalid(
-                "db_max_rows must be greater than 0 (leave it unset for no cap)".to_owned(),
+                "db_max_rows must be greater than 0 (\"unlimited\" for no cap)".to_owned(),
             ));
         }
         if let Some(url) = &self.database_url {
@@ -484,7 +505,7 @@ mod tests {
             (c.db_schemas, c.db_extra_search_path),
             (vec!["public".into()], vec!["public".into(), "extensions".into()])
         );
-        assert_eq!((c.db_pre_request, c.db_max_rows), (None, None));
+        assert_eq!((c.db_pre_request, c.db_max_rows), (None, Some(DEFAULT_DB_MAX_ROWS)));
         let c = load(&[
             ("MADBASE_DB_SCHEMAS", "public, personal ,"),
             ("MADBASE_DB_EXTRA_SEARCH_PATH", ""),
@@ -495,6 +516,10 @@ mod tests {
         assert_eq!(c.db_schemas, ["public", "personal"]);
         assert!(c.db_extra_search_path.is_empty());
         assert_eq!((c.db_pre_request.as_deref(), c.db_max_rows), (Some("api.check"), Some(1000)));
+        assert_eq!(load(&[("MADBASE_DB_MAX_ROWS", "Unlimited")]).unwrap().db_max_rows, None);
+        assert_eq!(toml::from_str::<Config>("db_max_rows = \"unlimited\"").unwrap().db_max_rows, None);
+        assert_eq!(toml::from_str::<Config>("db_max_rows = 50").unwrap().db_max_rows, Some(50));
+        assert!(toml::from_str::<Config>("db_max_rows = \"lots\"").is_err());
         for bad in [("MADBASE_DB_SCHEMAS", " , "), ("MADBASE_DB_MAX_ROWS", "0"), ("MADBASE_DB_PRE_REQUEST", "a.b.c")] {
             assert!(load(&[bad]).is_err(), "{bad:?}");
         }
