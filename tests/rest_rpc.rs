@@ -516,3 +516,40 @@ fn logic_trees_and_max_affected_on_results() {
         "Function must return SETOF or TABLE when max-affected preference is used with handling=strict"
     );
 }
+
+#[test]
+fn raw_bodies_go_to_a_single_unnamed_parameter() {
+    let server = start();
+    server.sql(
+        "create function public.shout(text) returns text language sql immutable as $$ select upper($1) $$;
+         create function public.root_name(xml) returns text language sql immutable
+           as $$ select (xpath('name(/*)', $1))[1]::text $$;
+         create function public.byte_sum(bytea) returns int language sql immutable
+           as $$ select sum(get_byte($1, i))::int from generate_series(0, length($1) - 1) i $$;",
+    );
+    let post = |path: &str, content_type: &str, body: &[u8]| {
+        server.request("POST", &format!("/rest/v1/rpc/{path}"), &[("Content-Type", content_type)], body)
+    };
+    // The schema cache has the functions once a raw call to the last one resolves.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while post("byte_sum", "application/octet-stream", b"x").status != 200 {
+        assert!(std::time::Instant::now() < deadline, "byte_sum never reached the schema cache");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let r = post("shout", "text/plain; charset=utf-8", "hello, wörld".as_bytes());
+    assert_eq!((r.status, r.text().as_str()), (200, "\"HELLO, WÖRLD\""));
+    let r = post("root_name", "text/xml", b"<invoice><total>3</total></invoice>");
+    assert_eq!((r.status, r.text().as_str()), (200, "\"invoice\""));
+    // Bytes that are not text reach bytea intact.
+    let r = post("byte_sum", "application/octet-stream", &[0, 255, 1, 0x5c, 0x27]);
+    assert_eq!((r.status, r.text().as_str()), (200, "387"));
+    // Malformed XML is PostgreSQL's error; a type with no such function is PGRST202 without a list.
+    assert_eq!(post("root_name", "text/xml", b"<open>").status, 400);
+    let r = post("byte_sum", "text/plain", b"abc");
+    let body = assert_error(&r, 404, "PGRST202");
+    assert_eq!(body["message"], "Could not find the function public.byte_sum in the schema cache");
+    assert_eq!(
+        body["details"],
+        "Searched for the function public.byte_sum with a single unnamed text parameter, but no matches were found in the schema cache."
+    );
+}

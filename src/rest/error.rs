@@ -6,6 +6,7 @@
 //! charset=utf-8`; every error response carries `Proxy-Status: PostgREST; error=<code>`; every 401
 //! carries `WWW-Authenticate`; every 503 caused by the pool carries `Retry-After`.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use madbase_http::Response;
@@ -96,10 +97,13 @@ pub enum ApiError {
     #[error("Cannot use the {0} method on RPC")]
     RpcMethod(String),
     /// No overload of the function takes the given argument names: 404 PGRST202.
-    /// `args` are the names given, sorted; `json_fallback` = a POST with a JSON body, where a
-    /// single unnamed json/jsonb parameter was searched for too; `hint` is the fuzzy suggestion.
-    #[error("Could not find the function {qualified}{} in the schema cache", function_params(.args))]
-    FunctionNotFound { qualified: String, args: Vec<String>, json_fallback: bool, hint: Option<String> },
+    /// `args` are the names given, sorted; `searched` says which single unnamed parameter was
+    /// searched for besides them; `hint` is the fuzzy suggestion.
+    #[error("Could not find the function {qualified}{} in the schema cache", match searched {
+        SingleParam::Raw(_) => String::new(),
+        _ => function_params(args),
+    })]
+    FunctionNotFound { qualified: String, args: Vec<String>, searched: SingleParam, hint: Option<String> },
     /// More than one overload matches the argument names: 300 PGRST203. Each candidate is
     /// rendered `schema.fn(a => integer, b => text)`.
     #[error("Could not choose the best candidate function between: {}", .0.join(", "))]
@@ -121,6 +125,18 @@ pub enum ApiError {
     /// `PUT` whose body does not repeat the filters' primary-key values: 400 PGRST115.
     #[error("Payload values do not match URL in primary key column(s)")]
     PutMismatch,
+}
+
+/// The single unnamed parameter a call was also matched against (PGRST202's wording).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SingleParam {
+    /// GET: named arguments only.
+    None,
+    /// A POST with a JSON body: `or with a single unnamed json/jsonb parameter`.
+    Json,
+    /// A POST with a `text/plain`, `text/xml` or `application/octet-stream` body: only a single
+    /// unnamed parameter of this type (`text`, `xml`, `bytea`) was searched for.
+    Raw(&'static str),
 }
 
 /// PGRST202's message part after the function name: `(a, b)`, or ` without parameters` when no
@@ -234,15 +250,19 @@ impl ApiError {
                 body(400, "PGRST124", &message, Some(format!("The query affects {rows} rows")), None)
             }
             ApiError::RpcMethod(_) => body(405, "PGRST101", &message, None, None),
-            ApiError::FunctionNotFound { qualified, args, json_fallback, hint } => {
+            ApiError::FunctionNotFound { qualified, args, searched, hint } => {
                 let mut details = format!("Searched for the function {qualified}");
-                match args.len() {
-                    0 => details.push_str(" without parameters"),
-                    1 => details.push_str(" with parameter "),
-                    _ => details.push_str(" with parameters "),
+                if let SingleParam::Raw(type_name) = searched {
+                    let _ = write!(details, " with a single unnamed {type_name} parameter");
+                } else {
+                    match args.len() {
+                        0 => details.push_str(" without parameters"),
+                        1 => details.push_str(" with parameter "),
+                        _ => details.push_str(" with parameters "),
+                    }
+                    details.push_str(&args.join(", "));
                 }
-                details.push_str(&args.join(", "));
-                if json_fallback {
+                if searched == SingleParam::Json {
                     details.push_str(" or with a single unnamed json/jsonb parameter");
                 }
                 details.push_str(", but no matches were found in the schema cache.");

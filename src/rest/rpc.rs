@@ -69,7 +69,7 @@ use madbase_pg::{Statement, TxEnd};
 use serde_json::{Map, Value};
 
 use super::auth::Identity;
-use super::error::ApiError;
+use super::error::{ApiError, SingleParam};
 use super::media::{self, Media, Rows};
 use super::plan::{self, ReadPlan};
 use super::query::{self, QueryError};
@@ -91,6 +91,9 @@ enum Input {
     Body { raw: Bytes, keys: Option<BTreeSet<String>> },
     /// GET/HEAD/OPTIONS: the query-string arguments, name → values in arrival order.
     Query(BTreeMap<String, Vec<String>>),
+    /// A POST whose `Content-Type` is `text/plain`, `text/xml` or `application/octet-stream`:
+    /// the bytes go to a single unnamed parameter of type `type_name` (`text`, `xml`, `bytea`).
+    Raw { raw: Bytes, type_name: &'static str },
 }
 
 impl Input {
@@ -113,17 +116,50 @@ impl Input {
         Ok(Input::Body { raw, keys })
     }
 
-    /// The argument names given (`None`: a body that is not a JSON object).
+    /// The argument names given (`None`: a body that is not a JSON object, or a raw one).
     fn keys(&self) -> Option<BTreeSet<String>> {
         match self {
             Input::Body { keys, .. } => keys.clone(),
             Input::Query(args) => Some(args.keys().cloned().collect()),
+            Input::Raw { .. } => None,
         }
     }
 
-    fn is_json_body(&self) -> bool {
-        matches!(self, Input::Body { .. })
+    /// Which single unnamed parameter this input may also be passed to.
+    fn single_param(&self) -> SingleParam {
+        match self {
+            Input::Body { .. } => SingleParam::Json,
+            Input::Query(_) => SingleParam::None,
+            Input::Raw { type_name, .. } => SingleParam::Raw(type_name),
+        }
     }
+}
+
+/// The parameter type a raw POST body goes to, by its `Content-Type` (PostgREST's
+/// `text/plain` → `text`, `text/xml` → `xml`, `application/octet-stream` → `bytea`).
+fn raw_body_type(req: &Request) -> Option<&'static str> {
+    let value = String::from_utf8_lossy(req.header("content-type")?);
+    let media = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match media.as_str() {
+        "text/plain" => Some("text"),
+        "text/xml" => Some("xml"),
+        "application/octet-stream" => Some("bytea"),
+        _ => None,
+    }
+}
+
+/// A raw body as the text input of its parameter type: `bytea` as `\x` + hex (the bytes
+/// need not be text), `text`/`xml` as they are (PostgreSQL validates the encoding and the XML).
+fn raw_argument(raw: &Bytes, type_name: &str) -> Bytes {
+    if type_name != "bytea" {
+        return raw.clone();
+    }
+    let mut hex = String::with_capacity(2 + raw.len() * 2);
+    hex.push_str("\\x");
+    for b in raw.iter() {
+        let _ = write!(hex, "{b:02x}");
+    }
+    Bytes::from(hex)
 }
 
 /// How the resolved overload is called.
@@ -156,20 +192,27 @@ fn matches(function: &Function, keys: &BTreeSet<String>) -> bool {
     given == required
 }
 
-/// PostgREST's `hasSingleUnnamedParam` for a JSON body: the only input parameter is json/jsonb
-/// (PostgREST checks the type, not the name).
-fn single_json_param(function: &Function) -> bool {
+/// PostgREST's `hasSingleUnnamedParam`: the only input parameter has a type the body can go to
+/// (json/jsonb for a JSON body, the raw body's type otherwise; PostgREST checks the type, not
+/// the name).
+fn single_param_fits(function: &Function, searched: SingleParam) -> bool {
     let mut params = inputs(function);
     let only = params.next();
-    params.next().is_none() && only.is_some_and(|p| matches!(p.type_name.as_str(), "json" | "jsonb"))
+    let fits = |t: &str| match searched {
+        SingleParam::Json => matches!(t, "json" | "jsonb"),
+        SingleParam::Raw(type_name) => t == type_name,
+        SingleParam::None => false,
+    };
+    params.next().is_none() && only.is_some_and(|p| fits(&p.type_name))
 }
 
 /// How PostgREST calls the chosen overload (its `callPlan`): a single unnamed parameter gets the
 /// whole payload positionally (`f($1::text)`); otherwise the given names, in declaration order.
-fn call_of<'a>(function: &'a Function, keys: &BTreeSet<String>) -> Call<'a> {
+fn call_of<'a>(function: &'a Function, keys: &BTreeSet<String>, raw: bool) -> Call<'a> {
     let mut params = inputs(function);
     if let (Some(only), None) = (params.next(), params.next()) {
-        if only.name.is_empty() {
+        // A raw body always goes to the one parameter, positionally, whatever its name.
+        if only.name.is_empty() || raw {
             return Call::Single { type_name: &only.type_name };
         }
     }
@@ -206,13 +249,13 @@ fn resolve<'a>(
 ) -> Result<(&'a Function, Call<'a>), ApiError> {
     let overloads = cache.functions(schema, name);
     let keys = input.keys();
-    let json_body = input.is_json_body();
+    let searched = input.single_param();
     let mut named: Vec<&Function> = Vec::new();
     let mut single: Vec<&Function> = Vec::new();
     for function in overloads {
         if keys.as_ref().is_some_and(|k| matches(function, k)) {
             named.push(function);
-        } else if json_body && single_json_param(function) {
+        } else if single_param_fits(function, searched) {
             single.push(function);
         }
     }
@@ -230,18 +273,14 @@ fn resolve<'a>(
                 fuzzy::closest(&wanted, lists.iter().map(String::as_str))
                     .map(|l| format!("Perhaps you meant to call the function {schema}.{name}{l}"))
             };
-            return Err(ApiError::FunctionNotFound {
-                qualified: format!("{schema}.{name}"),
-                args,
-                json_fallback: json_body,
-                hint,
-            });
+            return Err(ApiError::FunctionNotFound { qualified: format!("{schema}.{name}"), args, searched, hint });
         }
         ([], several) | (several, _) => {
             return Err(ApiError::AmbiguousFunction(several.iter().map(|f| describe(f)).collect()))
         }
     };
-    Ok((chosen, call_of(chosen, &keys.unwrap_or_default())))
+    let raw = matches!(searched, SingleParam::Raw(_));
+    Ok((chosen, call_of(chosen, &keys.unwrap_or_default(), raw)))
 }
 
 /// PostgREST's split of a query string: `(arguments, the rest re-joined for the read grammar)`.
@@ -487,13 +526,16 @@ pub async fn serve(
     super::apply_range_header(req, &mut read)?;
     super::cap_rows(&mut read, config.db_max_rows);
 
-    let input = if post {
+    let input = if !post {
+        // POST ignores query-string arguments (PostgREST reads them only for GET and HEAD).
+        Input::Query(group_args(query_args)?)
+    } else if let Some(type_name) = raw_body_type(req) {
+        let raw = body.collect(config.http_max_body_bytes).await.map_err(ApiError::Body)?;
+        Input::Raw { raw, type_name }
+    } else {
         let format = write::check_content_type(req)?;
         let raw = body.collect(config.http_max_body_bytes).await.map_err(ApiError::Body)?;
         Input::from_body(format.to_json(raw)?)?
-    } else {
-        // POST ignores query-string arguments (PostgREST reads them only for GET and HEAD).
-        Input::Query(group_args(query_args)?)
     };
     // The snapshot this request uses to its end; an unknown function never reaches PostgreSQL.
     let schema = state.schema();
@@ -517,6 +559,7 @@ pub async fn serve(
     let payload = match (&input, &call) {
         (_, Call::NoArgs) => None,
         (Input::Body { raw, .. }, _) => Some(raw.clone()),
+        (Input::Raw { raw, type_name }, _) => Some(raw_argument(raw, type_name)),
         (Input::Query(args), _) => Some(query_payload(function, args)),
     };
     // PostgREST runs no planner estimate for functions: `planned` counts nothing, `estimated`
@@ -634,7 +677,7 @@ mod tests {
         let get = Input::Query(BTreeMap::from([("x".to_owned(), vec!["1".to_owned()])]));
         assert!(matches!(
             resolve(&cache, "public", "echo", &get),
-            Err(ApiError::FunctionNotFound { json_fallback: false, .. })
+            Err(ApiError::FunctionNotFound { searched: SingleParam::None, .. })
         ));
     }
 
@@ -668,7 +711,7 @@ mod tests {
     fn get_args(input: &Input) -> BTreeMap<String, Vec<String>> {
         match input {
             Input::Query(args) => args.clone(),
-            Input::Body { .. } => BTreeMap::new(),
+            Input::Body { .. } | Input::Raw { .. } => BTreeMap::new(),
         }
     }
 
