@@ -57,8 +57,10 @@
 //! `Prefer: count=estimated` counts exactly and `count=planned` counts nothing, as PostgREST (it
 //! runs no planner estimate for functions).
 //!
-//! Not here yet: raw text/xml/bytea bodies for single unnamed parameters, bulk calls with a JSON
-//! array body.
+//! A `text/plain`, `text/xml` or `application/octet-stream` POST body goes, as it is, to a single
+//! unnamed `text`/`xml`/`bytea` parameter (bytea bound as `\x` hex text).
+//!
+//! Not here: bulk calls with a JSON array body (refused with PGRST127).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
