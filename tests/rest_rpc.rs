@@ -553,3 +553,29 @@ fn raw_bodies_go_to_a_single_unnamed_parameter() {
         "Searched for the function public.byte_sum with a single unnamed text parameter, but no matches were found in the schema cache."
     );
 }
+
+#[test]
+fn bulk_calls_with_an_array_of_argument_objects() {
+    let server = start();
+    server.sql(
+        "create table public.audit (n int, note text);
+         create function public.record(n int, note text default 'none') returns setof public.audit
+           language sql volatile as $$ insert into public.audit values (n, note) returning * $$;",
+    );
+    server.wait_for_function("record?n=1");
+    server.sql("delete from public.audit");
+    let service = service();
+    let call =
+        |body: &[u8]| server.request("POST", "/rest/v1/rpc/record", &[JSON, ("Authorization", service.as_str())], body);
+    // One call per object, in one statement: all rows or none.
+    let r = call(br#"[{"n": 1, "note": "a"}, {"n": 2, "note": "b"}]"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!([{"n": 1, "note": "a"}, {"n": 2, "note": "b"}]));
+    let r = call(br#"[{"n": 3, "note": "c"}, {"n": "not a number", "note": "d"}]"#);
+    assert_error(&r, 400, "22P02");
+    let rows = server.sql("select count(*)::text from public.audit");
+    assert_eq!(rows[0].rows[0].get_str(0), Some("2"), "the failed bulk call wrote nothing");
+    // Objects with different keys cannot be one bulk call.
+    let r = call(br#"[{"n": 4}, {"note": "x"}]"#);
+    assert_eq!(assert_error(&r, 400, "PGRST102")["message"], "All object keys must match");
+}

@@ -1,7 +1,7 @@
-//! The shape of a JSON write body, checked in one streaming pass (no value tree): one object or
-//! an array of objects, and its rows' key sets.
+//! The shape of a JSON write or call body, checked in one streaming pass (no value tree): one
+//! object or an array of objects, and its rows' key sets.
 //!
-//! Owns: [`scan`]. Why streaming: a 100-row bulk insert spent most of its MadBase CPU building a
+//! Owns: [`scan`] and [`one_row_array`]. Why streaming: a 100-row bulk insert spent most of its MadBase CPU building a
 //! `serde_json::Value` of the body only to compare keys; values are now skipped while the parser
 //! still validates every byte of them. Invariants: the whole body is validated as JSON (trailing
 //! garbage included); only keys are materialised (one reusable mark per reference key, so a
@@ -11,7 +11,18 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use bytes::{Bytes, BytesMut};
+
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+/// `[<object>]` around one JSON object (the write and call statements read arrays of rows).
+pub fn one_row_array(object: &Bytes) -> Bytes {
+    let mut wrapped = BytesMut::with_capacity(object.len() + 2);
+    wrapped.extend_from_slice(b"[");
+    wrapped.extend_from_slice(object);
+    wrapped.extend_from_slice(b"]");
+    wrapped.freeze()
+}
 
 /// What [`scan`] learned about a body.
 #[derive(Debug, Clone, PartialEq, Eq)]

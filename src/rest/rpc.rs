@@ -10,7 +10,7 @@
 //!
 //! ```sql
 //! WITH pgrst_source AS (
-//!   SELECT pgrst_call.* FROM pg_catalog.json_to_record($1::json) AS pgrst_body("a" integer, "b" text),
+//!   SELECT pgrst_call.* FROM pg_catalog.json_to_recordset($1::json) AS pgrst_body("a" integer, "b" text),
 //!        LATERAL "public"."f"("a" := pgrst_body."a", "b" := pgrst_body."b") pgrst_call)
 //! SELECT pg_catalog.count(_postgrest_t) AS page_total, coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body,
 //!        <super::RESPONSE_GUC_COLUMNS>
@@ -24,7 +24,7 @@
 //! Invariants:
 //! - **nothing from the request is interpolated.** Argument values never reach SQL text: the POST
 //!   body (bytes as received) or a JSON object built from the query-string arguments is ONE bound
-//!   parameter, and PostgreSQL's `json_to_record` converts each value with the argument's input
+//!   parameter, and PostgreSQL's `json_to_recordset` converts each value with the argument's input
 //!   function (so `'[1,2,3]'` becomes a `vector`, `{1,2}` an `integer[]`). Argument names, the
 //!   function name, `select`/filter/order columns are quoted identifiers; the only unquoted words
 //!   are argument type names, and those come from the schema cache (`format_type` output), never
@@ -60,7 +60,8 @@
 //! A `text/plain`, `text/xml` or `application/octet-stream` POST body goes, as it is, to a single
 //! unnamed `text`/`xml`/`bytea` parameter (bytea bound as `\x` hex text).
 //!
-//! Not here: bulk calls with a JSON array body (refused with PGRST127).
+//! A JSON array of objects with the same keys is a bulk call: one call per object, all in one
+//! statement (`json_to_recordset`), so a failing element writes nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -68,11 +69,13 @@ use std::fmt::Write as _;
 use bytes::Bytes;
 use madbase_http::{Body, Request, Response};
 use madbase_pg::{Statement, TxEnd};
+use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 
 use super::auth::Identity;
 use super::error::{ApiError, SingleParam};
 use super::media::{self, Media, Rows};
+use super::payload::{self, ShapeError};
 use super::plan::{self, ReadPlan};
 use super::query::{self, QueryError};
 use super::sql::{push_order_limit, push_where, quote_ident, Builder, Source};
@@ -89,8 +92,9 @@ pub const MAX_ARG_VALUES: usize = 1_000;
 /// The arguments of a call, as the request carried them.
 #[derive(Debug)]
 enum Input {
-    /// A POST body: the bytes as received; `keys` when it is a JSON object.
-    Body { raw: Bytes, keys: Option<BTreeSet<String>> },
+    /// A POST body: the bytes as received; `keys` when it is a JSON object or an array of objects
+    /// with the same keys (`bulk`: one call per object, PostgREST's bulk call).
+    Body { raw: Bytes, keys: Option<BTreeSet<String>>, bulk: bool },
     /// GET/HEAD/OPTIONS: the query-string arguments, name → values in arrival order.
     Query(BTreeMap<String, Vec<String>>),
     /// A POST whose `Content-Type` is `text/plain`, `text/xml` or `application/octet-stream`:
@@ -102,20 +106,26 @@ impl Input {
     fn from_body(raw: Bytes) -> Result<Input, ApiError> {
         // PostgREST treats an empty body as no arguments.
         if raw.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Input::Body { raw: Bytes::from_static(b"{}"), keys: Some(BTreeSet::new()) });
+            return Ok(Input::Body { raw: Bytes::from_static(b"{}"), keys: Some(BTreeSet::new()), bulk: false });
         }
-        let value: Value =
-            serde_json::from_slice(&raw).map_err(|_| ApiError::InvalidBody(write::INVALID_JSON.to_owned()))?;
-        let keys = match value {
-            Value::Object(map) => {
-                if map.len() > MAX_ARGS {
-                    return Err(ApiError::InvalidBody(format!("At most {MAX_ARGS} function arguments can be given")));
-                }
-                Some(map.into_iter().map(|(k, _)| k).collect())
+        match payload::scan(&raw, None, write::MAX_BULK_ROWS, MAX_ARGS) {
+            Ok(shape) => {
+                let keys = Some(shape.columns.into_iter().collect());
+                Ok(Input::Body { raw, keys, bulk: !shape.single })
             }
-            _ => None,
-        };
-        Ok(Input::Body { raw, keys })
+            Err(ShapeError::TooManyColumns(_)) => {
+                Err(ApiError::InvalidBody(format!("At most {MAX_ARGS} function arguments can be given")))
+            }
+            // Objects with different keys cannot be one bulk call (PostgREST's payload rule).
+            Err(e @ (ShapeError::TooManyRows(_) | ShapeError::KeysDiffer)) => Err(ApiError::InvalidBody(e.to_string())),
+            // A scalar or an array of non-objects: valid JSON only reaches a single unnamed
+            // json/jsonb parameter.
+            Err(ShapeError::Invalid) => {
+                serde_json::from_slice::<IgnoredAny>(&raw)
+                    .map_err(|_| ApiError::InvalidBody(write::INVALID_JSON.to_owned()))?;
+                Ok(Input::Body { raw, keys: None, bulk: false })
+            }
+        }
     }
 
     /// The argument names given (`None`: a body that is not a JSON object, or a raw one).
@@ -355,9 +365,9 @@ fn group_args(args: Vec<(String, String)>) -> Result<BTreeMap<String, Vec<String
     Ok(grouped)
 }
 
-/// The JSON object `json_to_record` reads for a GET call: each value as a JSON string (PostgreSQL
-/// parses it with the argument's type); a variadic argument gets every repeated value as an
-/// array, any other repeated key its last value (PostgREST's map semantics).
+/// The JSON object of a GET call's arguments: each value as a JSON string (PostgreSQL parses it
+/// with the argument's type); a variadic argument gets every repeated value as an array, any
+/// other repeated key its last value (PostgREST's map semantics).
 fn query_payload(function: &Function, args: &BTreeMap<String, Vec<String>>) -> Bytes {
     let mut object = Map::new();
     for arg in inputs(function) {
@@ -413,7 +423,7 @@ fn call_statement(
         }
         Call::Named(args) => {
             params.push(payload.unwrap_or_else(|| Bytes::from_static(b"{}")));
-            source.push_str("pg_catalog.json_to_record($1::json) AS pgrst_body(");
+            source.push_str("pg_catalog.json_to_recordset($1::json) AS pgrst_body(");
             for (i, arg) in args.iter().enumerate() {
                 if i > 0 {
                     source.push_str(", ");
@@ -552,16 +562,21 @@ pub async fn serve(
         return Err(ApiError::MaxAffectedNotSet);
     }
     if let (Input::Body { keys: None, .. }, Call::Named(_) | Call::NoArgs) = (&input, &call) {
-        // A body that is not an object only reaches a function whose only parameter is json/jsonb;
-        // when that parameter is named, PostgREST would call it without arguments (bulk calls
-        // with a JSON array are not built either).
-        return Err(ApiError::NotImplemented("calling a function with a JSON array or scalar body is not supported"));
+        // A body that is not an object (nor an array of objects) only reaches a function whose
+        // only parameter is json/jsonb; when that parameter is named, PostgREST would call it
+        // without arguments.
+        return Err(ApiError::NotImplemented(
+            "a JSON scalar or array of scalars goes only to a single unnamed json/jsonb parameter",
+        ));
     }
 
     let payload = match (&input, &call) {
         (_, Call::NoArgs) => None,
+        // Named arguments are read with json_to_recordset: one object is a one-row array.
+        (Input::Body { raw, bulk: false, .. }, Call::Named(_)) => Some(payload::one_row_array(raw)),
         (Input::Body { raw, .. }, _) => Some(raw.clone()),
         (Input::Raw { raw, type_name }, _) => Some(raw_argument(raw, type_name)),
+        (Input::Query(args), Call::Named(_)) => Some(payload::one_row_array(&query_payload(function, args))),
         (Input::Query(args), _) => Some(query_payload(function, args)),
     };
     // PostgREST runs no planner estimate for functions: `planned` counts nothing, `estimated`
@@ -785,7 +800,7 @@ mod tests {
         let s = stmt(&cache, f, &call, Some(Bytes::from_static(br#"{"after":1}"#)), &read, Some(&Media::JSON), false);
         assert_eq!(
             s.sql,
-            "WITH pgrst_source AS (SELECT pgrst_call.* FROM pg_catalog.json_to_record($1::json) AS pgrst_body(\"after\" integer), \
+            "WITH pgrst_source AS (SELECT pgrst_call.* FROM pg_catalog.json_to_recordset($1::json) AS pgrst_body(\"after\" integer), \
              LATERAL \"public\".\"todos_after\"(\"after\" := pgrst_body.\"after\") pgrst_call) \
              SELECT pg_catalog.count(_postgrest_t) AS page_total, coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body, \
              NULLIF(pg_catalog.current_setting('response.headers', true), '') AS pgrst_response_headers, \

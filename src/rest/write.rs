@@ -40,7 +40,7 @@ use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::sync::OnceLock;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use madbase_http::{Body, Request, Response};
 use madbase_pg::{Batch, PgError, Statement, TxEnd};
 
@@ -309,15 +309,7 @@ fn parse_payload(raw: Bytes, columns: Option<Vec<String>>) -> Result<Payload, Ap
             "Column names must be non-empty, without NUL, at most {MAX_IDENT_BYTES} bytes"
         )));
     }
-    let json = if shape.single {
-        let mut wrapped = BytesMut::with_capacity(raw.len() + 2);
-        wrapped.extend_from_slice(b"[");
-        wrapped.extend_from_slice(&raw);
-        wrapped.extend_from_slice(b"]");
-        wrapped.freeze()
-    } else {
-        raw
-    };
+    let json = if shape.single { payload::one_row_array(&raw) } else { raw };
     Ok(Payload { json, columns: shape.columns })
 }
 
