@@ -56,7 +56,7 @@ test('explain() returns the plan as text or JSON', async () => {
   const json = await supabase.from('users').select().explain({ analyze: true, settings: true, format: 'json' });
   assert.equal(json.error, null);
   assert.equal(json.data[0].Plan['Node Type'], 'Aggregate');
-  assert.equal(json.data[0].Settings.search_path, '"public", "extensions"');
+  assert.equal(json.data[0].Settings.search_path, '"public", "public", "extensions"');
 });
 
 test('stripNulls() drops null members', async () => {
