@@ -7,7 +7,7 @@
 //! hostile (quotes, semicolons, comment starts), and a lexer for the built SQL. Invariants the
 //! check enforces on every statement the grammar accepts: double-quoted identifiers are closed
 //! (a `"` inside is doubled); outside them there is no `;`, no `--`, no `/*`, no `\`, no NUL and
-//! no string literal except MadBase's own `'[]'`; every `$n` names a bound parameter and every
+//! no string literal except MadBase's own ([`OWN_LITERALS`]); every `$n` names a bound parameter and every
 //! bound parameter is used.
 
 use std::sync::OnceLock;
@@ -15,6 +15,9 @@ use std::sync::OnceLock;
 use super::{media, plan, query, sql};
 use crate::schema::relationships::QualifiedName;
 use crate::schema::{introspect, SchemaCache};
+
+/// The only string literals MadBase writes into a read statement.
+const OWN_LITERALS: &[&str] = &["'[]'", "'response.headers'", "'response.status'", "''"];
 
 /// The relation every checked query reads.
 pub const TABLE: &str = "t\"; drop table x; --";
@@ -82,10 +85,10 @@ pub fn check_sql(sql: &str, params: usize) -> Result<(), String> {
                 }
             }
             b'\'' => {
-                if !sql[i..].starts_with("'[]'") {
+                let Some(literal) = OWN_LITERALS.iter().find(|l| sql[i..].starts_with(**l)) else {
                     return Err(format!("string literal at byte {i}"));
-                }
-                i += 3;
+                };
+                i += literal.len() - 1;
             }
             b'$' => {
                 let digits = bytes[i + 1..].iter().take_while(|b| b.is_ascii_digit()).count();

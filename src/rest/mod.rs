@@ -45,7 +45,7 @@ mod write;
 
 use bytes::Bytes;
 use madbase_http::{Body, Request, Response};
-use madbase_pg::{Batch, PgError, Row, Statement, StatementResult, TxEnd};
+use madbase_pg::{Batch, PgError, Row, StatementResult, TxEnd};
 use serde_json::{Map, Value};
 
 use crate::app::ShardState;
@@ -114,9 +114,8 @@ async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response
     let planned_count = matches!(prefer.count, Some("planned" | "estimated")) && media.plan.is_none();
 
     let mut statement = sql::read_statement(&schema, &plan, (!head).then_some(&media), exact_count);
-    match &media.plan {
-        Some(explain) => statement.sql = explain.wrap(&statement.sql),
-        None => statement = with_response_gucs(statement),
+    if let Some(explain) = &media.plan {
+        statement.sql = explain.wrap(&statement.sql);
     }
     let tx_rollback = write::TX_OVERRIDE_ALLOWED && prefer.tx_rollback == Some(true);
     let end = if tx_rollback { TxEnd::Rollback } else { TxEnd::Commit };
@@ -314,14 +313,6 @@ pub(super) fn profile<'a>(req: &Request, config: &'a Config) -> Result<Profile<'
                 exposed: schemas.join(", "),
             }),
         },
-    }
-}
-
-/// `statement` (a `SELECT` of one row) with [`RESPONSE_GUC_COLUMNS`] after its own columns.
-fn with_response_gucs(statement: Statement) -> Statement {
-    Statement {
-        sql: format!("SELECT pgrst_main.*, {RESPONSE_GUC_COLUMNS} FROM ({}) pgrst_main", statement.sql),
-        ..statement
     }
 }
 
@@ -718,13 +709,6 @@ mod tests {
             assert!(matches!(guc_headers(bad), Err(ApiError::GucHeaders)), "{bad}");
         }
         assert_eq!(guc_headers("[]").unwrap(), []);
-    }
-
-    #[test]
-    fn response_guc_columns_follow_the_statement() {
-        let s = with_response_gucs(Statement::new("SELECT 1 AS a").bind("x"));
-        assert_eq!(s.sql, format!("SELECT pgrst_main.*, {RESPONSE_GUC_COLUMNS} FROM (SELECT 1 AS a) pgrst_main"));
-        assert_eq!(s.params.len(), 1);
     }
 
     #[test]

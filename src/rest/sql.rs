@@ -20,7 +20,8 @@
 //!
 //! ```sql
 //! SELECT pg_catalog.count(_postgrest_t) AS page_total,
-//!        coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body
+//!        coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body,
+//!        NULLIF(pg_catalog.current_setting('response.headers', true), '') AS pgrst_response_headers, …
 //! FROM (SELECT "public"."todos"."id", "public"."todos"."task" FROM "public"."todos"
 //!       WHERE "public"."todos"."done" = $1 ORDER BY "public"."todos"."id" DESC
 //!       LIMIT $2 OFFSET $3) _postgrest_t
@@ -591,7 +592,7 @@ pub fn push_order_limit(
 
 /// Builds the statement for reading `plan` (rooted at its relation); its `body` column is built
 /// by `media` ([`Media::body_sql`]), or is `NULL` without one (HEAD: the aggregate is not
-/// computed at all).
+/// computed at all); its last two columns are the response GUCs ([`super::RESPONSE_GUC_COLUMNS`]).
 ///
 /// With `exact_count` (`Prefer: count=exact`) a third column, `total_result_set`, counts the rows
 /// the page is cut from (filters, `!inner` embeds, embed null filters; no order or page). A media
@@ -609,14 +610,17 @@ pub fn read_statement(cache: &SchemaCache, plan: &ReadPlan<'_>, media: Option<&M
             String::new()
         };
         let body = media.map_or_else(|| "NULL".to_owned(), |m| m.body_sql(Rows::Records));
+        // The response GUCs last, evaluated after the aggregate has seen every row.
+        let gucs = super::RESPONSE_GUC_COLUMNS;
         if media.is_some_and(Media::needs_source) {
             format!(
-                "WITH pgrst_source AS ({inner}) SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body{total} \
-                 FROM (SELECT * FROM pgrst_source) _postgrest_t"
+                "WITH pgrst_source AS ({inner}) SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body{total}, \
+                 {gucs} FROM (SELECT * FROM pgrst_source) _postgrest_t"
             )
         } else {
             format!(
-                "SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body{total} FROM ({inner}) _postgrest_t"
+                "SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body{total}, {gucs} \
+                 FROM ({inner}) _postgrest_t"
             )
         }
     })
@@ -695,11 +699,14 @@ mod tests {
         let (sql, params) = sql_of("select=id,t:task,done::text&done=is.false&id=not.in.(1,2)&task=ilike.*x*&order=id.desc.nullslast,task&limit=10&offset=5");
         assert_eq!(
             sql,
-            "SELECT pg_catalog.count(_postgrest_t) AS page_total, coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body \
-             FROM (SELECT \"public\".\"todos\".\"id\", \"public\".\"todos\".\"task\" AS \"t\", \"public\".\"todos\".\"done\"::text AS \"done\" \
+            format!(
+                "SELECT pg_catalog.count(_postgrest_t) AS page_total, coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body, \
+             {} FROM (SELECT \"public\".\"todos\".\"id\", \"public\".\"todos\".\"task\" AS \"t\", \"public\".\"todos\".\"done\"::text AS \"done\" \
              FROM \"public\".\"todos\" WHERE \"public\".\"todos\".\"done\" IS FALSE AND NOT (\"public\".\"todos\".\"id\" = ANY ($1)) \
              AND \"public\".\"todos\".\"task\" ILIKE $2 ORDER BY \"public\".\"todos\".\"id\" DESC NULLS LAST, \"public\".\"todos\".\"task\" \
-             LIMIT $3 OFFSET $4) _postgrest_t"
+             LIMIT $3 OFFSET $4) _postgrest_t",
+                super::super::RESPONSE_GUC_COLUMNS
+            )
         );
         assert_eq!(params, ["{\"1\",\"2\"}", "%x%", "10", "5"]);
     }
@@ -710,9 +717,12 @@ mod tests {
             statement("todos", &parse_read_query("done=eq.true&limit=2").unwrap(), Some(&Media::JSON), true);
         assert_eq!(
             statement.sql,
-            "SELECT pg_catalog.count(_postgrest_t) AS page_total, coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body, \
-             (SELECT pg_catalog.count(*) FROM \"public\".\"todos\" WHERE \"public\".\"todos\".\"done\" = $3) AS total_result_set \
-             FROM (SELECT \"public\".\"todos\".* FROM \"public\".\"todos\" WHERE \"public\".\"todos\".\"done\" = $1 LIMIT $2) _postgrest_t"
+            format!(
+                "SELECT pg_catalog.count(_postgrest_t) AS page_total, coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body, \
+             (SELECT pg_catalog.count(*) FROM \"public\".\"todos\" WHERE \"public\".\"todos\".\"done\" = $3) AS total_result_set, \
+             {} FROM (SELECT \"public\".\"todos\".* FROM \"public\".\"todos\" WHERE \"public\".\"todos\".\"done\" = $1 LIMIT $2) _postgrest_t",
+                super::super::RESPONSE_GUC_COLUMNS
+            )
         );
         assert_eq!(statement.params.len(), 3);
     }
