@@ -7,8 +7,8 @@
 //! hostile (quotes, semicolons, comment starts), and a lexer for the built SQL. Invariants the
 //! check enforces on every statement the grammar accepts: double-quoted identifiers are closed
 //! (a `"` inside is doubled); outside them there is no `;`, no `--`, no `/*`, no `\`, no NUL and
-//! no string literal except MadBase's own ([`OWN_LITERALS`]); every `$n` names a bound parameter and every
-//! bound parameter is used.
+//! no string literal except MadBase's own ([`OWN_LITERALS`]); every `$n` names a bound parameter
+//! and every bound parameter is used.
 
 use std::sync::OnceLock;
 
