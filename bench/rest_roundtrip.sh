@@ -38,18 +38,18 @@ request = function()
 end
 LUA
 
-# The statements MadBase sends for that request (the settings statement, then the read), as seen
-# in PostgreSQL's log with log_statement=all; pgbench writes the settings as literals where MadBase
-# binds them, and binds :id where MadBase binds $1.
-CLAIMS='{"exp":1983812996,"iss":"supabase-demo","role":"anon"}'
-HEADERS='{"apikey":"'$ANON_KEY'","authorization":"Bearer '$ANON_KEY'","host":"127.0.0.1:'$MB_PORT'"}'
-cat >"$OUT/get_by_pk.pgbench" <<PGB
-\set id random(1, 10000)
-\startpipeline
-select set_config('transaction_read_only', 'on', true), set_config('search_path', '"public", "extensions"', true), set_config('role', 'anon', true), set_config('request.jwt.claims', '$CLAIMS', true), set_config('request.method', 'GET', true), set_config('request.path', '/bench_items', true), set_config('request.headers', '$HEADERS', true), set_config('request.cookies', '{}', true);
-SELECT pg_catalog.count(_postgrest_t) AS page_total, coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body FROM (SELECT "public"."bench_items".* FROM "public"."bench_items" WHERE "public"."bench_items"."id" = :id) _postgrest_t;
-\endpipeline
-PGB
+# The batch MadBase sends for that request (the settings statement, then the read), captured from
+# PostgreSQL's log (log_statement = all) by capture_sql: pgbench writes the settings as literals
+# where MadBase binds them, and binds :id where MadBase binds $1. curl sends exactly wrk's headers,
+# so request.headers is the same text.
+get_once() {
+  curl -fsS "http://127.0.0.1:$MB_PORT/rest/v1/bench_items?select=*&id=eq.1" \
+    -H "apikey: $ANON_KEY" -H "Authorization: Bearer $ANON_KEY" -H 'User-Agent:' -H 'Accept:'
+}
+SUBST="1=:id" capture_sql "$OUT/get_by_pk.capture" 'FROM "public"\."bench_items"' get_once
+{ echo '\set id random(1, 10000)'; cat "$OUT/get_by_pk.capture"; } >"$OUT/get_by_pk.pgbench"
+echo "== the batch pgbench replays ($OUT/get_by_pk.pgbench):"
+cut -c1-300 "$OUT/get_by_pk.pgbench"
 
 PG_CONNS=$(( $(nproc) * 4 ))   # MadBase: shards × pg_pool_size (default 4) connections
 

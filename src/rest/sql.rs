@@ -124,33 +124,49 @@ impl<'b> Builder<'b> {
     ) {
         let q = source.qualifier;
         let query = plan.query;
-        let mut items: Vec<String> = Vec::new();
+        let select: &[SelectItem] = &query.select;
+        // Only a level with aggregates needs its other expressions again, for `GROUP BY`.
+        let aggregated = select.iter().any(|item| match item {
+            SelectItem::Column(field) => field.aggregate.is_some(),
+            SelectItem::Count { .. } => true,
+            SelectItem::Star | SelectItem::Embed(_) => false,
+        });
         let mut group: Vec<String> = Vec::new();
         let mut joins = String::new();
-        let mut aggregated = false;
         // The lateral alias of each child, in `plan.children` order.
         let mut child_aliases: Vec<String> = Vec::with_capacity(plan.children.len());
-        let select: &[SelectItem] = &query.select;
-        let relation_columns = self.relation_columns(plan);
-        let star = |items: &mut Vec<String>, group: &mut Vec<String>| match star_columns {
+        out.push_str("SELECT ");
+        let start = out.len();
+        let next = |out: &mut String| {
+            if out.len() > start {
+                out.push_str(", ");
+            }
+        };
+        let star = |out: &mut String, group: &mut Vec<String>, this: &Self| match star_columns {
             Some(columns) => {
                 for c in columns {
-                    let e = format!("{q}.{}", quote_ident(c));
-                    group.push(e.clone());
-                    items.push(e);
+                    next(out);
+                    let _ = write!(out, "{q}.");
+                    push_ident(out, c);
+                    if aggregated {
+                        group.push(format!("{q}.{}", quote_ident(c)));
+                    }
                 }
             }
             None => {
-                items.push(format!("{q}.*"));
-                group.extend(relation_columns.iter().map(|c| format!("{q}.{}", quote_ident(c))));
+                next(out);
+                let _ = write!(out, "{q}.*");
+                if aggregated {
+                    group.extend(this.relation_columns(plan).iter().map(|c| format!("{q}.{}", quote_ident(c))));
+                }
             }
         };
         if select.is_empty() {
-            star(&mut items, &mut group);
+            star(out, &mut group, self);
         }
         for item in select {
             match item {
-                SelectItem::Star => star(&mut items, &mut group),
+                SelectItem::Star => star(out, &mut group, self),
                 SelectItem::Column(field) => {
                     let mut e = self.field_expression(plan, q, field);
                     if let Some(cast) = &field.cast {
@@ -158,7 +174,6 @@ impl<'b> Builder<'b> {
                     }
                     let key = match &field.aggregate {
                         Some(aggregate) => {
-                            aggregated = true;
                             e = format!("pg_catalog.{}({e})", aggregate.function.name());
                             if let Some(cast) = &aggregate.cast {
                                 let _ = write!(e, "::{cast}");
@@ -166,51 +181,56 @@ impl<'b> Builder<'b> {
                             field.alias.as_deref().unwrap_or(aggregate.function.name())
                         }
                         None => {
-                            group.push(e.clone());
+                            if aggregated {
+                                group.push(e.clone());
+                            }
                             field.key()
                         }
                     };
+                    next(out);
+                    out.push_str(&e);
                     if key != field.name || field.cast.is_some() || field.aggregate.is_some() || !field.path.is_empty()
                     {
-                        let _ = write!(e, " AS {}", quote_ident(key));
+                        out.push_str(" AS ");
+                        push_ident(out, key);
                     }
-                    items.push(e);
                 }
                 SelectItem::Count { alias, cast } => {
-                    aggregated = true;
-                    let mut e = "pg_catalog.count(*)".to_owned();
+                    next(out);
+                    out.push_str("pg_catalog.count(*)");
                     if let Some(cast) = cast {
-                        let _ = write!(e, "::{cast}");
+                        let _ = write!(out, "::{cast}");
                     }
-                    let _ = write!(e, " AS {}", quote_ident(alias.as_deref().unwrap_or("count")));
-                    items.push(e);
+                    out.push_str(" AS ");
+                    push_ident(out, alias.as_deref().unwrap_or("count"));
                 }
                 SelectItem::Embed(embed) => {
                     let Some(child) = plan.child(embed) else { continue };
                     let alias = self.push_join(&mut joins, plan, child, source);
                     for (expression, name) in self.embed_selects(child, &alias) {
-                        group.push(expression.clone());
-                        items.push(format!("{expression} AS {}", quote_ident(&name)));
+                        next(out);
+                        let _ = write!(out, "{expression} AS ");
+                        push_ident(out, &name);
+                        if aggregated {
+                            group.push(expression);
+                        }
                     }
                     child_aliases.push(alias);
                 }
             }
         }
-        out.push_str("SELECT ");
-        out.push_str(&items.join(", "));
         let _ = write!(out, " FROM {}{joins}", source.from);
 
-        let mut clauses: Vec<String> = conditions.to_vec();
-        self.push_filter_clauses(&mut clauses, q, query);
-        for (key, keep_present) in &query.null_embeds {
-            let Some(i) = plan.children.iter().position(|c| c.embed.key() == key) else { continue };
-            let alias = quote_ident(&child_aliases[i]);
-            clauses.push(if *keep_present { format!("NOT ({alias} IS NULL)") } else { format!("{alias} IS NULL") });
-        }
-        if !clauses.is_empty() {
-            out.push_str(" WHERE ");
-            out.push_str(&clauses.join(" AND "));
-        }
+        let null_embeds: Vec<String> = query
+            .null_embeds
+            .iter()
+            .filter_map(|(key, keep_present)| {
+                let i = plan.children.iter().position(|c| c.embed.key() == key)?;
+                let alias = quote_ident(&child_aliases[i]);
+                Some(if *keep_present { format!("NOT ({alias} IS NULL)") } else { format!("{alias} IS NULL") })
+            })
+            .collect();
+        self.push_where(out, q, query, conditions, &null_embeds);
         if aggregated && !group.is_empty() {
             out.push_str(" GROUP BY ");
             out.push_str(&group.join(", "));
@@ -222,17 +242,27 @@ impl<'b> Builder<'b> {
         push_order_limit(out, q, query, &related, self.bind);
     }
 
-    /// One clause per filter and logic tree of `query`, columns qualified by `q`.
-    fn push_filter_clauses(&mut self, clauses: &mut Vec<String>, q: &str, query: &ReadQuery) {
+    /// ` WHERE …` (nothing when there is no condition): `before`, then every filter and logic tree
+    /// of `query` (columns qualified by `q`), then `after`, ANDed.
+    fn push_where(&mut self, out: &mut String, q: &str, query: &ReadQuery, before: &[String], after: &[String]) {
+        let mut first = true;
+        let mut next =
+            |out: &mut String| out.push_str(if std::mem::replace(&mut first, false) { " WHERE " } else { " AND " });
+        for condition in before {
+            next(out);
+            out.push_str(condition);
+        }
         for filter in &query.filters {
-            let mut c = String::new();
-            push_filter(&mut c, q, filter, self.bind);
-            clauses.push(c);
+            next(out);
+            push_filter(out, q, filter, self.bind);
         }
         for tree in &query.trees {
-            let mut c = String::new();
-            push_tree(&mut c, q, tree, self.bind);
-            clauses.push(c);
+            next(out);
+            push_tree(out, q, tree, self.bind);
+        }
+        for condition in after {
+            next(out);
+            out.push_str(condition);
         }
     }
 
@@ -434,16 +464,14 @@ impl<'b> Builder<'b> {
     fn push_exists(&mut self, out: &mut String, child: &ChildPlan<'_>, parent: Source<'_>) {
         // The same FROM and join conditions as the embed, without building any JSON.
         self.depth += 1;
-        let (table_alias, from, mut clauses) = self.child_from(child, parent);
-        self.push_filter_clauses(&mut clauses, &table_alias, child.plan.query);
+        let (table_alias, from, conditions) = self.child_from(child, parent);
         let source = Source { from: &from, qualifier: &table_alias, row: &table_alias };
-        self.push_count_conditions(&mut clauses, &child.plan, source);
-        self.depth -= 1;
+        let mut nested = Vec::new();
+        self.push_count_conditions(&mut nested, &child.plan, source);
         let _ = write!(out, "EXISTS (SELECT 1 FROM {from}");
-        if !clauses.is_empty() {
-            let _ = write!(out, " WHERE {}", clauses.join(" AND "));
-        }
+        self.push_where(out, &table_alias, child.plan.query, &conditions, &nested);
         out.push(')');
+        self.depth -= 1;
     }
 
     /// `SELECT pg_catalog.count(*) FROM … WHERE …`: the number of rows of `plan`'s level that the
@@ -455,13 +483,10 @@ impl<'b> Builder<'b> {
     /// `SELECT <what> FROM … WHERE …` over the rows of `plan`'s level that the page is cut from
     /// (filters, trees, `!inner` embeds and embed null filters; no order or page).
     pub fn push_rows(&mut self, out: &mut String, what: &str, plan: &ReadPlan<'_>, source: Source<'_>) {
-        let mut clauses = Vec::new();
-        self.push_filter_clauses(&mut clauses, source.qualifier, plan.query);
-        self.push_count_conditions(&mut clauses, plan, source);
+        let mut nested = Vec::new();
+        self.push_count_conditions(&mut nested, plan, source);
         let _ = write!(out, "SELECT {what} FROM {}", source.from);
-        if !clauses.is_empty() {
-            let _ = write!(out, " WHERE {}", clauses.join(" AND "));
-        }
+        self.push_where(out, source.qualifier, plan.query, &[], &nested);
     }
 }
 
