@@ -315,3 +315,20 @@ fn shaping_embeds_computed_relationships_spreads_aggregates_and_json_paths() {
         ])
     );
 }
+
+#[test]
+fn embed_filters_never_vanish_from_writes() {
+    let server = start();
+    let service = support::service_role();
+    // On a read `users=is.null` filters by the embed; a write has no embed to join, so it is a
+    // filter on a column of that name — which does not exist: refused, nothing deleted.
+    let r = server.request(
+        "DELETE",
+        &url("messages", &[("select", "id,users()"), ("users", "is.null")]),
+        &[("authorization", &service)],
+        b"",
+    );
+    assert_pgrst_error(&r, 400, "42703");
+    let left = server.sql("select count(*)::text from public.messages");
+    assert_eq!(left[0].rows[0].get_str(0), Some("4"));
+}

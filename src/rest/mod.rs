@@ -225,7 +225,9 @@ fn apply_range_header(req: &Request, query: &mut query::ReadQuery) -> Result<(),
         return Err(ApiError::Query(query::QueryError::NegativeLimit));
     }
     query.offset = (first > 0 || query.offset.is_some()).then_some(first);
-    query.limit = last.map(|last| last - first + 1);
+    // `last - first + 1` cannot exceed i64 unless the range reaches i64::MAX: no row lies there,
+    // so that is no limit at all.
+    query.limit = last.and_then(|last| last.checked_sub(first)?.checked_add(1));
     Ok(())
 }
 

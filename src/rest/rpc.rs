@@ -78,7 +78,7 @@ use super::media::{self, Media, Rows};
 use super::payload::{self, ShapeError};
 use super::plan::{self, ReadPlan};
 use super::query::{self, QueryError};
-use super::sql::{push_order_limit, push_where, quote_ident, Builder, Source};
+use super::sql::{push_order_limit, push_where_trees, quote_ident, Builder, Source};
 use super::write::{self, Prefer};
 use crate::app::ShardState;
 use crate::schema::relationships::QualifiedName;
@@ -469,7 +469,7 @@ fn call_statement(
         }
     } else {
         let mut filtered = format!(" FROM {from}");
-        push_where(&mut filtered, &alias, &read.filters, &mut bind);
+        push_where_trees(&mut filtered, &alias, &read.filters, &read.trees, &mut bind);
         let _ = write!(inner, "SELECT {alias}.pgrst_scalar{filtered}");
         push_order_limit(&mut inner, &alias, read, &|_| None, &mut bind);
         if exact_count {
@@ -525,9 +525,11 @@ pub async fn serve(
     let head = method == "HEAD";
     let config = &state.shared.config;
     let profile = super::profile(req, config)?;
+    // The snapshot this request uses to its end; an unknown function never reaches PostgreSQL.
+    let schema = state.schema();
     let media = match method {
         "OPTIONS" => Media::JSON,
-        _ => media::negotiate(req, super::plan_enabled(state, &state.schema()))?,
+        _ => media::negotiate(req, super::plan_enabled(state, &schema))?,
     };
     let prefer = Prefer::parse(req);
     if prefer.is_strict() && !prefer.invalid.is_empty() {
@@ -549,8 +551,6 @@ pub async fn serve(
         let raw = body.collect(config.http_max_body_bytes).await.map_err(ApiError::Body)?;
         Input::from_body(format.to_json(raw)?)?
     };
-    // The snapshot this request uses to its end; an unknown function never reaches PostgreSQL.
-    let schema = state.schema();
     let (function, call) = resolve(&schema, profile.schema, name, &input)?;
 
     if method == "OPTIONS" {
@@ -819,6 +819,10 @@ mod tests {
             s.sql
         );
         assert!(s.sql.contains("(pg_catalog.json_agg(_postgrest_t.pgrst_scalar)->0)::text, 'null')"), "{}", s.sql);
+        // Logic trees filter a scalar result as they filter rows (and its exact count).
+        let trees = parse_read_query("or=(pgrst_scalar.eq.1,pgrst_scalar.eq.3)").unwrap();
+        let s = stmt(&cache, f, &call, None, &trees, Some(&Media::JSON), true);
+        assert_eq!(s.sql.matches(" OR ").count(), 2, "page and count: {}", s.sql);
 
         let (f, call) = resolve(&cache, "public", "echo", &body("[1]")).unwrap();
         let s = stmt(&cache, f, &call, Some(Bytes::from_static(b"[1]")), &ReadQuery::default(), None, false);

@@ -50,7 +50,7 @@ use super::error::ApiError;
 use super::media::{self, Media, Rows};
 use super::payload;
 use super::plan::{self, ReadPlan};
-use super::query::{self, CompareOp, FilterOp, QueryError, ReadQuery, MAX_IDENT_BYTES};
+use super::query::{self, CompareOp, Filter, FilterOp, IsValue, QueryError, ReadQuery, MAX_IDENT_BYTES};
 use super::sql::{self, push_where, push_where_trees, quote_ident};
 use crate::app::ShardState;
 use crate::schema::relationships::QualifiedName;
@@ -657,14 +657,23 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
     let (relation, pgrst_path) = super::relation_of(req.path())?;
     let config = &state.shared.config;
     let profile = super::profile(req, config)?;
-    let media = media::negotiate(req, config.db_plan_enabled)?;
+    // The snapshot this request uses to its end (plan setting, columns, defaults, primary key).
+    let schema = state.schema();
+    let media = media::negotiate(req, super::plan_enabled(state, &schema))?;
     let prefer = Prefer::parse(req);
     if prefer.is_strict() && !prefer.invalid.is_empty() {
         return Err(ApiError::InvalidPreferences(prefer.invalid));
     }
     let query_string = req.query().unwrap_or("");
     let params = parse_write_params(query_string)?;
-    let read = query::parse_read_query(query_string)?;
+    let mut read = query::parse_read_query(query_string)?;
+    // `embed=is.null` filters a read by an embed's rows; a write has no embeds to join, so it is a
+    // filter on a column of that name, as in PostgREST (PostgreSQL refuses an unknown column):
+    // never a filter that silently disappears from the WHERE of an UPDATE or DELETE.
+    for (column, keep_present) in std::mem::take(&mut read.null_embeds) {
+        let op = FilterOp::Is(if keep_present { IsValue::NotNull } else { IsValue::Null });
+        read.filters.push(Filter { column, path: Vec::new(), negated: false, op });
+    }
     if method == Method::Put && (read.limit.is_some() || read.offset.is_some()) {
         return Err(ApiError::PutLimit);
     }
@@ -677,8 +686,6 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
         return Err(ApiError::NotImplemented("filters on POST are not supported"));
     }
     // An unknown relation is PGRST205 from the schema cache, as for reads; it never reaches SQL.
-    // The request keeps this snapshot to its end (columns, defaults, primary key).
-    let schema = state.schema();
     let rel = super::relation::find(&schema, profile.schema, &relation)?;
     let ret = prefer.ret.unwrap_or(Return::Minimal);
     // The conflict target: `on_conflict`, else the primary key; a table with neither gets a plain
