@@ -14,7 +14,7 @@
 //! Owns: the request flow — route → authenticate ([`auth`]) → pick the schema ([`profile`]:
 //! `Accept-Profile`/`Content-Profile` against `db_schemas`) → parse the query string ([`query`])
 //! → plan it ([`plan`]) → build one statement ([`sql`]) → run it in the request's batch
-//! ([`execute`]) → the response (with the `response.headers`/`response.status` overrides of
+//! ([`request_batch`]) → the response (with the `response.headers`/`response.status` overrides of
 //! reference/rest.md §2.1), or an [`ApiError`] ([`error`]).
 //!
 //! Invariants:

@@ -40,7 +40,7 @@ pub struct ReadQuery {
     pub limit: Option<i64>,
     pub offset: Option<i64>,
     /// `embed=is.null` / `embed=not.is.null`: keeps rows with (or without) a related row; names
-    /// an embed of this level (checked when the plan is built).
+    /// an embed of this level (the parser only puts a filter here when its name is one).
     pub null_embeds: Vec<(String, bool)>,
 }
 

@@ -30,7 +30,7 @@
 //!   are argument type names, and those come from the schema cache (`format_type` output), never
 //!   from the request. Only arguments of the resolved overload are named in the call.
 //! - **one call = one statement = one round trip**, in the request's batch
-//!   ([`super::execute`]), in a READ ONLY transaction for GET/HEAD and for POST to a
+//!   ([`super::request_batch`]), in a READ ONLY transaction for GET/HEAD and for POST to a
 //!   STABLE/IMMUTABLE function, READ WRITE only for POST to a VOLATILE one (so a GET on a
 //!   VOLATILE function that writes fails with 25006 → 405, as in PostgREST). `Prefer: tx=rollback`
 //!   ends it with a rollback.

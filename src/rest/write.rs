@@ -9,7 +9,7 @@
 //! - **one write = one statement = one round trip, atomic.** The mutation is a data-modifying CTE
 //!   (`WITH pgrst_source AS (INSERT|UPDATE|DELETE … RETURNING …)`) and the outer `SELECT` builds
 //!   the whole response inside PostgreSQL (and reads the response GUCs). It runs in the batch's implicit READ WRITE transaction
-//!   after the same request settings as reads ([`super::execute`]); any error — a bad row of
+//!   after the same request settings as reads ([`super::request_batch`]); any error — a bad row of
 //!   a bulk insert, a constraint, RLS, or a row-limit check — rolls back everything.
 //! - **Row limits fail inside the transaction.** With `handling=strict, max-affected=N`, or with
 //!   `Accept: application/vnd.pgrst.object+json` (exactly one row), the outer `SELECT` raises (a

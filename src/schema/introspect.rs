@@ -14,7 +14,6 @@
 //! unexpected is an [`IntrospectError`].
 
 use std::collections::HashMap;
-use std::time::SystemTime;
 
 use madbase_pg::{Connection, PgError};
 use serde::Deserialize;
@@ -277,7 +276,7 @@ struct RawEnum(String, String, Option<Vec<String>>);
 /// Builds a snapshot from the introspection document.
 pub fn parse(document: &str) -> Result<SchemaCache, IntrospectError> {
     let raw: Raw = serde_json::from_str(document)?;
-    let mut cache = SchemaCache { loaded_at: Some(SystemTime::now()), ..SchemaCache::default() };
+    let mut cache = SchemaCache::default();
     for schema in raw.schemas.unwrap_or_default() {
         cache.schemas.entry(schema).or_default();
     }

@@ -25,7 +25,6 @@ pub mod view_lineage;
 pub use introspect::IntrospectError;
 
 use std::collections::HashMap;
-use std::time::SystemTime;
 
 /// One immutable snapshot of the exposed schemas.
 #[derive(Debug, Default)]
@@ -33,16 +32,14 @@ pub struct SchemaCache {
     /// Exposed schema name → its objects. Keyed by (schema, name) through the two levels, so a
     /// lookup borrows `&str`s and allocates nothing.
     pub schemas: HashMap<String, SchemaObjects>,
-    /// Foreign keys touching at least one relation of an exposed schema (for embedding).
+    /// Foreign keys touching at least one relation of an exposed schema (what [`Self::relationships`]
+    /// is derived from).
     pub foreign_keys: Vec<ForeignKey>,
     /// PostgREST's in-database configuration of the API role (`pgrst.db_aggregates_enabled` …),
     /// without the `pgrst.` prefix.
     pub db_settings: HashMap<String, String>,
     /// Every embeddable relationship, by origin relation (derived from the keys and functions).
     pub relationships: relationships::RelationshipIndex,
-    #[allow(dead_code)] // read by the Data API as it grows (writes, RPC, embedding)
-    /// When this snapshot was read from the catalog.
-    pub loaded_at: Option<SystemTime>,
 }
 
 /// The objects of one schema.
@@ -98,7 +95,6 @@ pub struct Relation {
 }
 
 impl Relation {
-    #[allow(dead_code)] // read by the Data API as it grows (writes, RPC, embedding)
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)
     }
@@ -191,7 +187,6 @@ impl SchemaCache {
         self.schemas.get(schema).and_then(|s| s.functions.get(name)).map_or(&[], Vec::as_slice)
     }
 
-    #[allow(dead_code)] // read by the Data API as it grows (writes, RPC, embedding)
     /// The labels of enum type `schema.name`.
     pub fn enum_labels(&self, schema: &str, name: &str) -> Option<&[String]> {
         self.schemas.get(schema)?.enums.get(name).map(Vec::as_slice)
