@@ -555,14 +555,14 @@ fn push_json_str(out: &mut String, s: &str, lower: bool) {
 /// leading spaces dropped from the name, the value kept as sent; a repeated name keeps its last
 /// value. At most [`MAX_COOKIES`] pairs.
 fn cookies_json(req: &Request) -> String {
+    // Most API requests carry no cookie: no map to build.
+    let Some(header) = req.header("cookie").filter(|h| !h.is_empty()) else { return "{}".to_owned() };
     let mut map = Map::new();
-    if let Some(header) = req.header("cookie").filter(|h| !h.is_empty()) {
-        let header = String::from_utf8_lossy(header);
-        let header = header.strip_suffix(';').unwrap_or(&header);
-        for pair in header.split(';').take(MAX_COOKIES) {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            map.insert(name.trim_start_matches(' ').to_owned(), Value::String(value.to_owned()));
-        }
+    let header = String::from_utf8_lossy(header);
+    let header = header.strip_suffix(';').unwrap_or(&header);
+    for pair in header.split(';').take(MAX_COOKIES) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        map.insert(name.trim_start_matches(' ').to_owned(), Value::String(value.to_owned()));
     }
     Value::Object(map).to_string()
 }
