@@ -180,7 +180,7 @@ impl ApiError {
                         "PGRST108",
                         &message,
                         None,
-                        Some(format!("Verify that '{name}' is included in the 'select' query parameter.")),
+                        Some(super::query::not_embedded_hint(&name)),
                     ),
                     QueryError::BadEmbedOperator(_) => body(400, "PGRST120", &message, details, None),
                     _ => body(400, "PGRST100", &message, details, None),

@@ -12,7 +12,7 @@
 
 use serde_json::{json, Value};
 
-use super::query::{Embed, ReadQuery, SelectItem};
+use super::query::{not_embedded_hint, Embed, ReadQuery, SelectItem};
 use crate::schema::relationships::{Cardinality, Link, QualifiedName, Relationship};
 use crate::schema::{fuzzy, RelationKind, SchemaCache};
 
@@ -91,12 +91,7 @@ impl PlanError {
                 )),
                 Value::Null,
             ),
-            PlanError::NotEmbedded(name) => (
-                400,
-                "PGRST108",
-                Value::Null,
-                Value::String(format!("Verify that '{name}' is included in the 'select' query parameter.")),
-            ),
+            PlanError::NotEmbedded(name) => (400, "PGRST108", Value::Null, Value::String(not_embedded_hint(name))),
             PlanError::AggregatesNotAllowed => (400, "PGRST123", Value::Null, Value::Null),
         }
     }

@@ -478,6 +478,11 @@ pub enum QueryError {
     BadEmbedOperator(String),
 }
 
+/// PGRST108's hint for `name` (an embed filtered, ordered or limited but not selected).
+pub fn not_embedded_hint(name: &str) -> String {
+    format!("Verify that '{name}' is included in the 'select' query parameter.")
+}
+
 impl QueryError {
     /// The `details` member of the error body.
     pub fn details(&self) -> Option<String> {

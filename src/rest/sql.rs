@@ -245,25 +245,7 @@ impl<'b> Builder<'b> {
     /// ` WHERE …` (nothing when there is no condition): `before`, then every filter and logic tree
     /// of `query` (columns qualified by `q`), then `after`, ANDed.
     fn push_where(&mut self, out: &mut String, q: &str, query: &ReadQuery, before: &[String], after: &[String]) {
-        let mut first = true;
-        let mut next =
-            |out: &mut String| out.push_str(if std::mem::replace(&mut first, false) { " WHERE " } else { " AND " });
-        for condition in before {
-            next(out);
-            out.push_str(condition);
-        }
-        for filter in &query.filters {
-            next(out);
-            push_filter(out, q, filter, self.bind);
-        }
-        for tree in &query.trees {
-            next(out);
-            push_tree(out, q, tree, self.bind);
-        }
-        for condition in after {
-            next(out);
-            out.push_str(condition);
-        }
+        push_conditions(out, q, &query.filters, &query.trees, [before, after], self.bind);
     }
 
     /// The columns of the level's relation, from the snapshot (empty when unknown).
@@ -504,9 +486,26 @@ pub fn push_where_trees(
     trees: &[LogicTree],
     bind: &mut dyn FnMut(String) -> String,
 ) {
+    push_conditions(out, qualifier, filters, trees, [&[], &[]], bind);
+}
+
+/// ` WHERE …` (nothing when there is no condition): `extra[0]`, the filters, the trees, then
+/// `extra[1]` (conditions already written as SQL), ANDed.
+fn push_conditions(
+    out: &mut String,
+    qualifier: &str,
+    filters: &[Filter],
+    trees: &[LogicTree],
+    extra: [&[String]; 2],
+    bind: &mut dyn FnMut(String) -> String,
+) {
     let mut first = true;
     let mut next =
         |out: &mut String| out.push_str(if std::mem::replace(&mut first, false) { " WHERE " } else { " AND " });
+    for condition in extra[0] {
+        next(out);
+        out.push_str(condition);
+    }
     for filter in filters {
         next(out);
         push_filter(out, qualifier, filter, bind);
@@ -514,6 +513,10 @@ pub fn push_where_trees(
     for tree in trees {
         next(out);
         push_tree(out, qualifier, tree, bind);
+    }
+    for condition in extra[1] {
+        next(out);
+        out.push_str(condition);
     }
 }
 
