@@ -45,7 +45,7 @@ mod write;
 
 use bytes::Bytes;
 use madbase_http::{Body, Request, Response};
-use madbase_pg::{Batch, PgError, Row, StatementResult, TxEnd};
+use madbase_pg::{Batch, PgError, Row, StatementResult};
 use serde_json::{Map, Value};
 
 use crate::app::ShardState;
@@ -104,10 +104,7 @@ async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response
     relation::find(&schema, profile.schema, &relation)?;
     let plan = plan::plan(&schema, profile.schema, QualifiedName::new(profile.schema, &relation), &query)?;
 
-    let prefer = write::Prefer::parse(req);
-    if prefer.is_strict() && !prefer.invalid.is_empty() {
-        return Err(ApiError::InvalidPreferences(prefer.invalid));
-    }
+    let prefer = write::Prefer::checked(req)?;
     // `estimated` counts exactly too (then takes the planner's estimate above db-max-rows); a plan
     // only explains the statement, it does not run the estimate.
     let exact_count = matches!(prefer.count, Some("exact" | "estimated"));
@@ -117,8 +114,7 @@ async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response
     if let Some(explain) = &media.plan {
         statement.sql = explain.wrap(&statement.sql);
     }
-    let tx_rollback = write::TX_OVERRIDE_ALLOWED && prefer.tx_rollback == Some(true);
-    let end = if tx_rollback { TxEnd::Rollback } else { TxEnd::Commit };
+    let end = prefer.tx_end();
     let results = request_batch(state, req, &identity, profile, &pgrst_path, &prefer)
         .with(|batch| {
             let batch = batch.statement(statement).read_only(true).end(end);

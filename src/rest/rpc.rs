@@ -68,7 +68,7 @@ use std::fmt::Write as _;
 
 use bytes::Bytes;
 use madbase_http::{Body, Request, Response};
-use madbase_pg::{Statement, TxEnd};
+use madbase_pg::Statement;
 use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 
@@ -531,10 +531,7 @@ pub async fn serve(
         "OPTIONS" => Media::JSON,
         _ => media::negotiate(req, super::plan_enabled(state, &schema))?,
     };
-    let prefer = Prefer::parse(req);
-    if prefer.is_strict() && !prefer.invalid.is_empty() {
-        return Err(ApiError::InvalidPreferences(prefer.invalid));
-    }
+    let prefer = Prefer::checked(req)?;
     let (query_args, rest) = split_query(req.query().unwrap_or(""))?;
     let mut read = query::parse_read_query(&rest)?;
     super::apply_range_header(req, &mut read)?;
@@ -593,8 +590,7 @@ pub async fn serve(
         statement.sql = explain.wrap(&statement.sql);
     }
     let read_only = !(post && function.volatility == Volatility::Volatile);
-    let tx_rollback = write::TX_OVERRIDE_ALLOWED && prefer.tx_rollback == Some(true);
-    let end = if tx_rollback { TxEnd::Rollback } else { TxEnd::Commit };
+    let end = prefer.tx_end();
     let results = super::request_batch(state, req, &identity, profile, pgrst_path, &prefer)
         .with(|batch| batch.statement(statement).read_only(read_only).end(end))
         .run(state)

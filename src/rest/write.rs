@@ -62,7 +62,7 @@ pub const MAX_BULK_ROWS: usize = 10_000;
 pub const MAX_COLUMNS: usize = 1_600;
 /// `db-tx-end = commit-allow-override` (the postgrest-js fixture's setting): commit by default,
 /// `Prefer: tx=rollback` may override. There is no configuration key for it yet.
-pub(super) const TX_OVERRIDE_ALLOWED: bool = true;
+const TX_OVERRIDE_ALLOWED: bool = true;
 /// PostgREST's message for a body that is not usable JSON.
 pub(super) const INVALID_JSON: &str = "Empty or invalid json";
 
@@ -165,6 +165,25 @@ impl Prefer {
     /// Appends the `count`, `tx` and `handling` entries of `Preference-Applied`, in PostgREST's
     /// order (writes put `resolution`, `missing` and `return` before them). `count` is listed as
     /// asked for, as PostgREST lists it.
+    /// [`Prefer::parse`], refusing unknown preferences under `handling=strict` (400 PGRST122).
+    pub(super) fn checked(req: &Request) -> Result<Prefer, ApiError> {
+        let prefer = Prefer::parse(req);
+        if prefer.is_strict() && !prefer.invalid.is_empty() {
+            return Err(ApiError::InvalidPreferences(prefer.invalid));
+        }
+        Ok(prefer)
+    }
+
+    /// How the request's transaction ends: `Prefer: tx=rollback` rolls back when overrides are
+    /// allowed, as in PostgREST; otherwise it commits.
+    pub(super) fn tx_end(&self) -> TxEnd {
+        if TX_OVERRIDE_ALLOWED && self.tx_rollback == Some(true) {
+            TxEnd::Rollback
+        } else {
+            TxEnd::Commit
+        }
+    }
+
     pub(super) fn push_applied(&self, applied: &mut Vec<String>) {
         if let Some(count) = self.count {
             applied.push(format!("count={count}"));
@@ -660,10 +679,7 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
     // The snapshot this request uses to its end (plan setting, columns, defaults, primary key).
     let schema = state.schema();
     let media = media::negotiate(req, super::plan_enabled(state, &schema))?;
-    let prefer = Prefer::parse(req);
-    if prefer.is_strict() && !prefer.invalid.is_empty() {
-        return Err(ApiError::InvalidPreferences(prefer.invalid));
-    }
+    let prefer = Prefer::checked(req)?;
     let query_string = req.query().unwrap_or("");
     let params = parse_write_params(query_string)?;
     let mut read = query::parse_read_query(query_string)?;
@@ -765,8 +781,7 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
         // `Prefer: tx=rollback`), as in PostgREST.
         statement.sql = explain.wrap(&statement.sql);
     }
-    let tx_rollback = TX_OVERRIDE_ALLOWED && prefer.tx_rollback == Some(true);
-    let end = if tx_rollback { TxEnd::Rollback } else { TxEnd::Commit };
+    let end = prefer.tx_end();
     let results = super::request_batch(state, req, &identity, profile, &pgrst_path, &prefer)
         .with(|batch| batch.statement(statement).read_only(false).end(end))
         .run(state)
