@@ -10,7 +10,8 @@
 //!
 //! ```sql
 //! WITH pgrst_source AS (
-//!   SELECT pgrst_call.* FROM pg_catalog.json_to_recordset($1::json) AS pgrst_body("a" integer, "b" text),
+//!   SELECT pgrst_call.* FROM (SELECT * FROM pg_catalog.json_to_recordset($1::json)
+//!          AS pgrst_args("a" integer, "b" text) LIMIT 1) AS pgrst_body,
 //!        LATERAL "public"."f"("a" := pgrst_body."a", "b" := pgrst_body."b") pgrst_call)
 //! SELECT pg_catalog.count(_postgrest_t) AS page_total, coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body,
 //!        <super::RESPONSE_GUC_COLUMNS>
@@ -60,8 +61,9 @@
 //! A `text/plain`, `text/xml` or `application/octet-stream` POST body goes, as it is, to a single
 //! unnamed `text`/`xml`/`bytea` parameter (bytea bound as `\x` hex text).
 //!
-//! A JSON array of objects with the same keys is a bulk call: one call per object, all in one
-//! statement (`json_to_recordset`), so a failing element writes nothing.
+//! A JSON array of objects with the same keys calls the function once, with the first object's
+//! arguments, as PostgREST (v12+) does: one object is read as a one-row array and the statement
+//! takes the first row (`json_to_recordset … LIMIT 1`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -93,7 +95,7 @@ pub const MAX_ARG_VALUES: usize = 1_000;
 #[derive(Debug)]
 enum Input {
     /// A POST body: the bytes as received; `keys` when it is a JSON object or an array of objects
-    /// with the same keys (`bulk`: one call per object, PostgREST's bulk call).
+    /// with the same keys (`bulk`: an array, whose first object is used).
     Body { raw: Bytes, keys: Option<BTreeSet<String>>, bulk: bool },
     /// GET/HEAD/OPTIONS: the query-string arguments, name → values in arrival order.
     Query(BTreeMap<String, Vec<String>>),
@@ -116,7 +118,7 @@ impl Input {
             Err(ShapeError::TooManyColumns(_)) => {
                 Err(ApiError::InvalidBody(format!("At most {MAX_ARGS} function arguments can be given")))
             }
-            // Objects with different keys cannot be one bulk call (PostgREST's payload rule).
+            // Objects with different keys are refused (PostgREST's payload rule for every array).
             Err(e @ (ShapeError::TooManyRows(_) | ShapeError::KeysDiffer)) => Err(ApiError::InvalidBody(e.to_string())),
             // A scalar or an array of non-objects: valid JSON only reaches a single unnamed
             // json/jsonb parameter.
@@ -423,14 +425,15 @@ fn call_statement(
         }
         Call::Named(args) => {
             params.push(payload.unwrap_or_else(|| Bytes::from_static(b"{}")));
-            source.push_str("pg_catalog.json_to_recordset($1::json) AS pgrst_body(");
+            // PostgREST's shape: the arguments are the first row of the (array) payload.
+            source.push_str("(SELECT * FROM pg_catalog.json_to_recordset($1::json) AS pgrst_args(");
             for (i, arg) in args.iter().enumerate() {
                 if i > 0 {
                     source.push_str(", ");
                 }
                 let _ = write!(source, "{} {}", quote_ident(&arg.name), arg.type_name);
             }
-            let _ = write!(source, "), LATERAL {callee}(");
+            let _ = write!(source, ") LIMIT 1) AS pgrst_body, LATERAL {callee}(");
             for (i, arg) in args.iter().enumerate() {
                 if i > 0 {
                     source.push_str(", ");
@@ -796,7 +799,7 @@ mod tests {
         let s = stmt(&cache, f, &call, Some(Bytes::from_static(br#"{"after":1}"#)), &read, Some(&Media::JSON), false);
         assert_eq!(
             s.sql,
-            "WITH pgrst_source AS (SELECT pgrst_call.* FROM pg_catalog.json_to_recordset($1::json) AS pgrst_body(\"after\" integer), \
+            "WITH pgrst_source AS (SELECT pgrst_call.* FROM (SELECT * FROM pg_catalog.json_to_recordset($1::json) AS pgrst_args(\"after\" integer) LIMIT 1) AS pgrst_body, \
              LATERAL \"public\".\"todos_after\"(\"after\" := pgrst_body.\"after\") pgrst_call) \
              SELECT pg_catalog.count(_postgrest_t) AS page_total, coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body, \
              NULLIF(pg_catalog.current_setting('response.headers', true), '') AS pgrst_response_headers, \
