@@ -25,11 +25,13 @@ build_madbase() {
   MADBASE="$ROOT/target/release/madbase"
 }
 
-# start_madbase <data dir>: managed PostgreSQL; sets MB_PORT, MB_PID, MB_DB_URL, MB_DATA. Optional:
+# start_madbase <data dir>: managed PostgreSQL; sets MB_PORT, MB_PID, MB_DB_URL, MB_DATA, PSQL_BIN. Optional:
 # MB_LOG (default warn: no access log), MB_OUT (MadBase's output, default $OUT/madbase.out),
 # PG_PORT (default a free port), MB_DATA_KEEP (reuse the data dir instead of starting afresh).
 start_madbase() {
   local data="$1"; MB_DATA="$data"
+  # psql of the PostgreSQL install MadBase manages (set-up SQL, capture_sql); installed by now.
+  PSQL_BIN=$(command -v psql || ls /usr/lib/postgresql/*/bin/psql | tail -1)
   MB_OUT=${MB_OUT:-$OUT/madbase.out}
   MB_PORT=$(free_port)
   local pg_port=${PG_PORT:-$(free_port)}

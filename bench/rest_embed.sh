@@ -17,7 +17,6 @@ URL_PATH='/rest/v1/orders?select=id,items(id,qty)&limit=25'
 echo "machine: $(machine)"
 start_madbase "$OUT/madbase-embed-data"
 trap stop_madbase EXIT
-PSQL_BIN=$(command -v psql || ls /usr/lib/postgresql/*/bin/psql | tail -1)
 "$PSQL_BIN" "$MB_DB_URL" -qAt -v ON_ERROR_STOP=1 <<SQL
 create table public.orders (id bigint primary key, customer text not null, created_at timestamptz not null default now());
 create table public.items (id bigint primary key, order_id bigint not null references public.orders (id),

@@ -14,7 +14,6 @@ CONNS=${CONNS:-64}
 echo "machine: $(machine)"
 start_madbase "$OUT/madbase-media-data"
 trap stop_madbase EXIT
-PSQL_BIN=$(command -v psql || ls /usr/lib/postgresql/*/bin/psql | tail -1)
 "$PSQL_BIN" "$MB_DB_URL" -qAt -v ON_ERROR_STOP=1 <<'SQL'
 create table public.bench_media (id bigint primary key, name text not null, price numeric, tags text[]);
 insert into public.bench_media

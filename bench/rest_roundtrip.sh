@@ -13,7 +13,6 @@ build_madbase
 echo "machine: $(machine)"
 start_madbase "$OUT/madbase-data"
 trap stop_madbase EXIT
-PSQL_BIN=$(command -v psql || ls /usr/lib/postgresql/*/bin/psql | tail -1)
 "$PSQL_BIN" "$MB_DB_URL" -qAt -v ON_ERROR_STOP=1 <<'SQL'
 create table public.bench_items (id bigint primary key, name text not null, price numeric not null, tags text[] not null);
 insert into public.bench_items select i, 'item ' || i, i * 1.5, array['a', 'b'] from generate_series(1, 10000) i;

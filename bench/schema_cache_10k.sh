@@ -22,7 +22,6 @@ log_text() { sed 's/\x1b\[[0-9;]*m//g' "$OUT/schema-10k.out"; }
 trap stop_madbase EXIT
 
 echo "machine: $(machine)"
-PSQL_BIN=$(command -v psql || ls /usr/lib/postgresql/*/bin/psql | tail -1)
 if [ -n "$REUSE_DATA" ] && [ -d "$DATA/pgdata" ]; then
   echo "== reusing $DATA (MB_DATA_KEEP)"
 else

@@ -21,7 +21,6 @@ echo "machine: $(machine)"
 start_madbase "$OUT/madbase-1m-data"
 SAMPLER_PID=
 trap '[ -n "$SAMPLER_PID" ] && kill "$SAMPLER_PID" 2>/dev/null; stop_madbase' EXIT
-PSQL_BIN=$(command -v psql || ls /usr/lib/postgresql/*/bin/psql | tail -1)
 "$PSQL_BIN" "$MB_DB_URL" -qAt -v ON_ERROR_STOP=1 <<SQL
 create table public.big (id bigint primary key, name text not null, price numeric not null, created_at timestamptz not null);
 insert into public.big select i, 'item ' || i, i * 1.5, timestamptz '2026-01-01' + i * interval '1 second'
