@@ -150,11 +150,7 @@ async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response
     let mut response =
         Response::with_body(status, body).header("content-range", content_range(offset, page_total, total));
     profile.content_type(&mut response, media.content_type());
-    let mut applied: Vec<String> = Vec::new();
-    prefer.push_applied(&mut applied);
-    if !applied.is_empty() {
-        response.set_header("preference-applied", applied.join(", "));
-    }
+    prefer.set_applied(&mut response, Vec::new(), None);
     respond(row, response)
 }
 

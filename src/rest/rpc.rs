@@ -624,15 +624,7 @@ pub async fn serve(
     };
     response.set_header("content-range", super::content_range(offset, page_total, total));
 
-    // Preference-Applied, in PostgREST's order.
-    let mut applied: Vec<String> = Vec::new();
-    prefer.push_applied(&mut applied);
-    if let Some(limit) = max_affected {
-        applied.push(format!("max-affected={limit}"));
-    }
-    if !applied.is_empty() {
-        response.set_header("preference-applied", applied.join(", "));
-    }
+    prefer.set_applied(&mut response, Vec::new(), max_affected);
     super::respond(row, response)
 }
 

@@ -184,7 +184,9 @@ impl Prefer {
         }
     }
 
-    pub(super) fn push_applied(&self, applied: &mut Vec<String>) {
+    /// Sets `Preference-Applied` (when anything was honoured), in PostgREST's order: `leading`
+    /// (a write's resolution/missing/return), count, tx, handling, timezone, then `max_affected`.
+    pub(super) fn set_applied(&self, response: &mut Response, mut applied: Vec<String>, max_affected: Option<u64>) {
         if let Some(count) = self.count {
             applied.push(format!("count={count}"));
         }
@@ -202,6 +204,12 @@ impl Prefer {
         }
         if let Some(timezone) = &self.timezone {
             applied.push(format!("timezone={timezone}"));
+        }
+        if let Some(limit) = max_affected {
+            applied.push(format!("max-affected={limit}"));
+        }
+        if !applied.is_empty() {
+            response.set_header("preference-applied", applied.join(", "));
         }
     }
 
@@ -867,13 +875,7 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
             .to_owned(),
         );
     }
-    prefer.push_applied(&mut applied);
-    if let Some(limit) = max_affected {
-        applied.push(format!("max-affected={limit}"));
-    }
-    if !applied.is_empty() {
-        response.set_header("preference-applied", applied.join(", "));
-    }
+    prefer.set_applied(&mut response, applied, max_affected);
     super::respond(row, response)
 }
 
