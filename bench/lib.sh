@@ -62,6 +62,18 @@ wrk_run() {
   eval "${label//[^a-zA-Z0-9_]/_}_RPS=$rps; ${label//[^a-zA-Z0-9_]/_}_P99=$p99"
 }
 
+# madbase_key anon|service_role: the key MadBase printed at start (from $MB_OUT).
+madbase_key() { grep -o "$1 key: [^ ]*" "$MB_OUT" | awk '{print $3}'; }
+
+# restart_with_max_connections <n>: pgbench at the HTTP concurrency needs one backend per client;
+# max_connections needs a restart, so MadBase (which restarts its managed cluster) is restarted
+# on the same data.
+restart_with_max_connections() {
+  "$PSQL_BIN" "$MB_DB_URL" -qAt -c "alter system set max_connections = $1" >/dev/null
+  stop_madbase
+  MB_DATA_KEEP=1 start_madbase "$MB_DATA"
+}
+
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}')" "$1" "$2"; }
 
 machine() { echo "$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB, kernel $(uname -r)"; }

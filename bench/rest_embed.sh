@@ -29,13 +29,10 @@ alter table public.items enable row level security;
 create policy "anon reads orders" on public.orders for select to anon using (true);
 create policy "anon reads items" on public.items for select to anon using (true);
 analyze public.orders, public.items;
--- pgbench at the HTTP concurrency needs one backend per client.
-alter system set max_connections = $((CONNS + 100));
 SQL
-stop_madbase # max_connections needs a restart (MadBase restarts its managed cluster)
-MB_DATA_KEEP=1 start_madbase "$OUT/madbase-embed-data"
+restart_with_max_connections $((CONNS + 100))
 
-ANON_KEY=$(grep -o 'anon key: [^ ]*' "$OUT/madbase.out" | awk '{print $3}')
+ANON_KEY=$(madbase_key anon)
 cat >"$OUT/embed.lua" <<LUA
 wrk.headers["apikey"] = "$ANON_KEY"
 wrk.headers["Authorization"] = "Bearer $ANON_KEY"

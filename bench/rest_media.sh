@@ -20,7 +20,7 @@ insert into public.bench_media
   select i, 'item, "' || i || '"', case when i % 3 = 0 then null else i * 1.5 end, array['a', 'b'] from generate_series(1, 10000) i;
 analyze public.bench_media;
 SQL
-ANON_KEY=$(grep -o 'anon key: [^ ]*' "$MB_OUT" | awk '{print $3}')
+ANON_KEY=$(madbase_key anon)
 for _ in $(seq 1 100); do
   [ "$(curl -s -o /dev/null -w '%{http_code}' -H "apikey: $ANON_KEY" "http://127.0.0.1:$MB_PORT/rest/v1/bench_media?limit=1")" = 200 ] && break
   sleep 0.2

@@ -19,16 +19,12 @@ insert into public.bench_items select i, 'item ' || i, i * 1.5, array['a', 'b'] 
 alter table public.bench_items enable row level security;
 create policy "anon reads" on public.bench_items for select to anon using (id > 0);
 analyze public.bench_items;
--- pgbench at MadBase's HTTP concurrency needs one backend per client.
-alter system set max_connections = 400;
 SQL
 # pgbench -S's own tables (before the restart, so the schema reload they trigger is long done).
 pgbench -i -q -s 1 "$MB_DB_URL" >/dev/null 2>&1
-# max_connections needs a restart: restart MadBase, which restarts its managed cluster.
-stop_madbase
-MB_DATA_KEEP=1 start_madbase "$OUT/madbase-data"
+restart_with_max_connections 400
 
-ANON_KEY=$(grep -o 'anon key: [^ ]*' "$OUT/madbase.out" | awk '{print $3}')
+ANON_KEY=$(madbase_key anon)
 cat >"$OUT/get_by_pk.lua" <<LUA
 wrk.headers["apikey"] = "$ANON_KEY"
 wrk.headers["Authorization"] = "Bearer $ANON_KEY"

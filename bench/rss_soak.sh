@@ -35,8 +35,8 @@ analyze public.soak_items;
 SQL
 sleep 2 # the DDL's schema reload
 
-ANON_KEY=$(grep -o 'anon key: [^ ]*' "$OUT/madbase.out" | awk '{print $3}')
-SERVICE_KEY=$(grep -o 'service_role key: [^ ]*' "$OUT/madbase.out" | awk '{print $3}')
+ANON_KEY=$(madbase_key anon)
+SERVICE_KEY=$(madbase_key service_role)
 cat >"$OUT/soak_mix.lua" <<LUA
 local anon = { ["apikey"] = "$ANON_KEY", ["Authorization"] = "Bearer $ANON_KEY" }
 local service = { ["apikey"] = "$ANON_KEY", ["Authorization"] = "Bearer $SERVICE_KEY",

@@ -28,7 +28,7 @@ insert into public.big select i, 'item ' || i, i * 1.5, timestamptz '2026-01-01'
 grant select on public.big to anon;
 analyze public.big;
 SQL
-ANON_KEY=$(grep -o 'anon key: [^ ]*' "$OUT/madbase.out" | awk '{print $3}')
+ANON_KEY=$(madbase_key anon)
 URL="http://127.0.0.1:$MB_PORT/rest/v1/big"
 for _ in $(seq 1 100); do # the DDL's schema reload
   [ "$(curl -s -o /dev/null -w '%{http_code}' "$URL?limit=1" -H "apikey: $ANON_KEY")" = 200 ] && break
