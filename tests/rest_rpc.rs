@@ -11,9 +11,7 @@
 mod support;
 
 use serde_json::json;
-use support::{assert_pgrst_error as assert_error, service_role as service, token, TestServer};
-
-const ALICE: &str = "11111111-1111-1111-1111-111111111111";
+use support::{assert_pgrst_error as assert_error, service_role as service, token, TestServer, ALICE};
 
 const SCHEMA: &str = r#"
 create table public.todos (id int primary key, task text not null, done boolean not null default false, owner uuid);

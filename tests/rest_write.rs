@@ -5,10 +5,7 @@
 mod support;
 
 use serde_json::{json, Value};
-use support::{assert_pgrst_error as assert_error, bearer, service_role as service, TestServer};
-
-const ALICE: &str = "11111111-1111-1111-1111-111111111111";
-const BOB: &str = "22222222-2222-2222-2222-222222222222";
+use support::{assert_pgrst_error as assert_error, bearer, service_role as service, TestServer, ALICE, BOB};
 
 const SCHEMA: &str = r#"
 create table public.todos (

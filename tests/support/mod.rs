@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 
 use madbase_pg::{Cluster, Connection, SimpleResult};
 
+/// Two user ids the tests sign tokens for (`sub` claims that RLS policies compare with auth.uid()).
+pub const ALICE: &str = "11111111-1111-1111-1111-111111111111";
+pub const BOB: &str = "22222222-2222-2222-2222-222222222222";
+
 /// The Supabase local-development secret MadBase uses when none is configured.
 pub const DEMO_SECRET: &str = "super-secret-jwt-token-with-at-least-32-characters-long";
 
