@@ -93,14 +93,6 @@ pub fn prepare(config: &Config) -> Result<Database, DatabaseError> {
             .and_then(|sets| sets.first()?.rows.first()?.get_str(0).map(str::to_owned))
             .unwrap_or_default();
         migrate::run(&conn).await?;
-        let started = Instant::now();
-        let schema = introspect::load(&conn, &schemas).await?;
-        tracing::info!(
-            relations = schema.relation_count(),
-            functions = schema.function_count(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "schema cache loaded"
-        );
         let pool_config = if managed {
             let password = authenticator_password(&data_dir)?;
             // The password is [A-Za-z0-9]{32} (generated below), safe to inline.
@@ -115,6 +107,15 @@ pub fn prepare(config: &Config) -> Result<Database, DatabaseError> {
         } else {
             admin.clone()
         };
+        let started = Instant::now();
+        // Read for the role the pools log in as (its settings, the roles it can become).
+        let schema = introspect::load(&conn, &schemas, &pool_config.user).await?;
+        tracing::info!(
+            relations = schema.relation_count(),
+            functions = schema.function_count(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "schema cache loaded"
+        );
         conn.close();
         Ok::<_, DatabaseError>((wal_level, pool_config, schema))
     })?;

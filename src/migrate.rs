@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "schema_reload_trigger",
         sql: include_str!("../migrations/0002_schema_reload_trigger.sql"),
     },
+    Migration {
+        version: 3,
+        name: "role_statement_timeouts",
+        sql: include_str!("../migrations/0003_role_statement_timeouts.sql"),
+    },
 ];
 
 #[derive(Debug, thiserror::Error)]

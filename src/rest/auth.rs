@@ -26,7 +26,9 @@ pub struct Identity {
     pub role: String,
     /// `request.jwt.claims`: the verified claims as JSON text, with `"role"` present.
     pub claims_json: String,
-    /// The request carried a verified JWT (PostgREST's 42501 → 403 rather than 401).
+    /// The request runs as a role other than the anonymous one: PostgREST answers a permission
+    /// error (42501) with 403 then, and with 401 (not authenticated) for the anonymous role —
+    /// also when a verified token names that role (the `anon` key).
     pub authenticated: bool,
 }
 
@@ -45,9 +47,9 @@ impl Identity {
 fn presented_token(req: &Request) -> Result<Option<&str>, JwtError> {
     if let Some(value) = req.header("authorization") {
         let value = std::str::from_utf8(value).map_err(|_| JwtError::Decode)?.trim();
-        let scheme_len = "bearer".len();
-        if value.len() >= scheme_len && value[..scheme_len].eq_ignore_ascii_case("bearer") {
-            let rest = &value[scheme_len..];
+        // By `get`, never by index: a header is any bytes, and a char boundary inside the first
+        // six bytes must not panic the handler.
+        if let Some(rest) = value.get(..6).filter(|scheme| scheme.eq_ignore_ascii_case("bearer")).map(|_| &value[6..]) {
             if rest.is_empty() {
                 return Err(JwtError::Empty);
             }
@@ -90,7 +92,8 @@ pub fn authenticate(tokens: &RefCell<TokenCache>, req: &Request) -> Result<Ident
     if role.is_empty() || role.eq_ignore_ascii_case("none") {
         return Err(ApiError::ForbiddenRole(role));
     }
-    Ok(Identity { role, claims_json, authenticated: true })
+    let authenticated = role != ANON_ROLE;
+    Ok(Identity { role, claims_json, authenticated })
 }
 
 #[cfg(test)]
@@ -154,6 +157,24 @@ mod tests {
         assert_eq!(id.role, "anon");
         let claims: Value = serde_json::from_str(&id.claims_json).unwrap();
         assert_eq!(claims, json!({"sub": "u2", "role": "anon"}));
+    }
+
+    #[test]
+    fn the_anon_key_is_the_anonymous_role() {
+        let (keys, cache) = setup();
+        let anon = keys.sign_hs256(&json!({"role": "anon"}));
+        let id = authenticate(&cache, &request(&[("apikey", &anon)])).unwrap();
+        assert_eq!((id.role.as_str(), id.authenticated), ("anon", false));
+    }
+
+    #[test]
+    fn non_ascii_authorization_is_not_a_panic() {
+        let (_, cache) = setup();
+        // A multi-byte character across the sixth byte, where the scheme would end.
+        for value in ["beare\u{20ac} token", "\u{20ac}", "bearer\u{a0}x", "b\u{e9}arer x"] {
+            let id = authenticate(&cache, &request(&[("authorization", value)])).unwrap();
+            assert_eq!(id, Identity::anonymous(), "{value}");
+        }
     }
 
     #[test]

@@ -42,7 +42,10 @@ pub enum ApiError {
     /// values: 500 PGRST111.
     #[error("response.headers guc must be a JSON array composed of objects with a single key and a string value")]
     GucHeaders,
-    /// The `response.status` GUC is not a status code: 500 PGRST112.
+    /// The `response.status` GUC is not a final status code: 500 PGRST112. So is an
+    /// informational status (1xx) from the GUC, `RAISE SQLSTATE 'PT1xx'` or a `PGRST` raise's
+    /// DETAIL — a departure from PostgREST, which sends it: a 1xx is never a final response in
+    /// HTTP/1.1, and `101` would tell a proxy the connection had switched protocols.
     #[error("response.status guc must be a valid status code")]
     GucStatus,
     /// `Accept` asks for no media type this response can have: 406 PGRST107 (the ranges listed
@@ -211,6 +214,7 @@ impl ApiError {
                 closest.map(|name| format!("Perhaps you meant the table '{name}'")),
             ),
             ApiError::Db { error, .. } if error.code == "PGRST" => raised_response(&error),
+            ApiError::Db { error, .. } if is_informational_pt(&error.code) => ApiError::GucStatus.into_response(),
             ApiError::Db { error, authenticated } => {
                 let status = status_for_sqlstate(&error.code, &error.message, authenticated);
                 if status >= 500 {
@@ -330,7 +334,8 @@ fn raised_response(error: &DbError) -> Response {
         return unparseable("DETAIL is missing in the RAISE statement".to_owned(), DETAIL_HINT);
     };
     let detail = match serde_json::from_str::<Detail>(detail_text) {
-        Ok(detail) if (100..=599).contains(&detail.status) => detail,
+        Ok(detail) if (100..=199).contains(&detail.status) => return ApiError::GucStatus.into_response(),
+        Ok(detail) if FINAL_STATUS.contains(&detail.status) => detail,
         _ => return unparseable(format!("Invalid JSON value for DETAIL: '{detail_text}'"), DETAIL_HINT),
     };
     let mut response = body(detail.status, &message.code, &message.message, message.details, message.hint);
@@ -383,6 +388,14 @@ fn json_body(status: u16, code: &str, message: &str, details: Value, hint: Value
         .header("proxy-status", format!("PostgREST; error={code}"))
 }
 
+/// The statuses a response may end with (a 1xx is informational, never final).
+pub(super) const FINAL_STATUS: std::ops::RangeInclusive<u16> = 200..=599;
+
+/// `PT100`…`PT199`: a raised status that would be informational (refused as [`ApiError::GucStatus`]).
+fn is_informational_pt(code: &str) -> bool {
+    code.strip_prefix("PT").and_then(|digits| digits.parse::<u16>().ok()).is_some_and(|s| (100..=199).contains(&s))
+}
+
 /// SQLSTATE → HTTP status, as PostgREST maps it (reference/rest.md §11.2).
 pub fn status_for_sqlstate(code: &str, message: &str, authenticated: bool) -> u16 {
     let class = code.get(..2).unwrap_or("");
@@ -402,8 +415,10 @@ pub fn status_for_sqlstate(code: &str, message: &str, authenticated: bool) -> u1
         _ => {}
     }
     if let Some(digits) = code.strip_prefix("PT") {
-        if let Ok(status @ 100..=599) = digits.parse::<u16>() {
-            return status;
+        if let Ok(status) = digits.parse::<u16>() {
+            if FINAL_STATUS.contains(&status) {
+                return status;
+            }
         }
     }
     match class {
@@ -447,6 +462,26 @@ mod tests {
         ] {
             assert_eq!(status_for_sqlstate(code, message, authed), status, "{code} {message}");
         }
+    }
+
+    #[test]
+    fn informational_statuses_are_never_final() {
+        let status_of = |code: &str, detail: Option<&str>| {
+            let error = DbError {
+                code: code.into(),
+                message: r#"{"code":"c","message":"m"}"#.into(),
+                detail: detail.map(str::to_owned),
+                ..Default::default()
+            };
+            let response = ApiError::Db { error: Box::new(error), authenticated: true }.into_response();
+            let madbase_http::ResponseBody::Full(bytes) = response.body() else { panic!() };
+            (response.status(), serde_json::from_slice::<serde_json::Value>(bytes).unwrap()["code"].clone())
+        };
+        assert_eq!(status_of("PT101", None), (500, "PGRST112".into()));
+        assert_eq!(status_of("PT199", None), (500, "PGRST112".into()));
+        assert_eq!(status_of("PT200", None), (200, "PT200".into()));
+        assert_eq!(status_of("PGRST", Some(r#"{"status":101,"headers":{}}"#)), (500, "PGRST112".into()));
+        assert_eq!(status_of("PGRST", Some(r#"{"status":402,"headers":{}}"#)), (402, "c".into()));
     }
 
     #[test]

@@ -89,7 +89,11 @@ async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response
         "GET" => false,
         "HEAD" => true,
         "OPTIONS" => return Ok(Response::new(200).header("allow", "OPTIONS,GET,HEAD")),
-        "POST" | "PATCH" | "PUT" | "DELETE" => return write::serve(state, req, identity, body).await,
+        // The caller names the write: no default arm can turn another method into a DELETE.
+        "POST" => return write::serve(state, req, write::Method::Post, identity, body).await,
+        "PATCH" => return write::serve(state, req, write::Method::Patch, identity, body).await,
+        "PUT" => return write::serve(state, req, write::Method::Put, identity, body).await,
+        "DELETE" => return write::serve(state, req, write::Method::Delete, identity, body).await,
         other => return Err(ApiError::Method(other.to_owned())),
     };
     let (relation, pgrst_path) = relation_of(req.path())?;
@@ -115,7 +119,7 @@ async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response
         statement.sql = explain.wrap(&statement.sql);
     }
     let end = prefer.tx_end();
-    let results = request_batch(state, req, &identity, profile, &pgrst_path, &prefer)
+    let results = request_batch(state, &schema, req, &identity, profile, &pgrst_path, &prefer)
         .with(|batch| {
             let batch = batch.statement(statement).read_only(true).end(end);
             // In the same batch: still one round trip.
@@ -334,12 +338,12 @@ pub(super) fn respond(row: &Row, mut response: Response) -> Result<Response, Api
     Ok(response)
 }
 
-/// `response.status`: leading decimal digits (PostgREST reads the number at the start), a
-/// status code from 100 to 599.
+/// `response.status`: leading decimal digits (PostgREST reads the number at the start), a final
+/// status code from 200 to 599 (a 1xx is refused: see [`ApiError::GucStatus`]).
 fn guc_status(text: &str) -> Result<u16, ApiError> {
     let digits = text.find(|c: char| !c.is_ascii_digit()).map_or(text, |end| &text[..end]);
     match digits.parse::<u16>() {
-        Ok(status @ 100..=599) => Ok(status),
+        Ok(status) if error::FINAL_STATUS.contains(&status) => Ok(status),
         _ => Err(ApiError::GucStatus),
     }
 }
@@ -391,6 +395,7 @@ impl RequestBatch {
 /// The [`RequestBatch`] of a request addressed to `profile`'s schema.
 pub(super) fn request_batch(
     state: &ShardState,
+    schema: &crate::schema::SchemaCache,
     req: &Request,
     identity: &auth::Identity,
     profile: Profile<'_>,
@@ -398,9 +403,15 @@ pub(super) fn request_batch(
     prefer: &write::Prefer,
 ) -> RequestBatch {
     let config = &state.shared.config;
-    let batch = Batch::new()
+    let mut batch = Batch::new()
         .search_path(search_path(profile.schema, &config.db_extra_search_path))
-        .role(identity.role.as_str())
+        .role(identity.role.as_str());
+    // The role's own settings (`statement_timeout` …), which switching role does not apply;
+    // after the role, as PostgreSQL applies them at login.
+    for (name, value) in schema.settings_of_role(&identity.role) {
+        batch = batch.setting(name.as_str(), value.as_str());
+    }
+    let batch = batch
         .jwt_claims(identity.claims_json.as_str())
         .method(req.method())
         .path(pgrst_path)
@@ -692,7 +703,7 @@ mod tests {
     fn response_gucs() {
         assert_eq!(guc_status("418").unwrap(), 418);
         assert_eq!(guc_status("201 Created").unwrap(), 201);
-        for bad in ["", "abc", "42", "600", "99999999"] {
+        for bad in ["", "abc", "42", "600", "99999999", "100", "101", "199"] {
             assert!(matches!(guc_status(bad), Err(ApiError::GucStatus)), "{bad}");
         }
         assert_eq!(

@@ -67,7 +67,8 @@ pub async fn serve(state: &ShardState, req: &Request, identity: &Identity) -> Re
     let profile = super::profile(req, &state.shared.config)?;
     let v31 = media::negotiate_openapi(req)?;
     let statement = Statement::new(ACCESS_SQL).bind(profile.schema.to_owned());
-    let results = super::request_batch(state, req, identity, profile, "/", &Prefer::default())
+    let schema = state.schema();
+    let results = super::request_batch(state, &schema, req, identity, profile, "/", &Prefer::default())
         .with(|batch| batch.statement(statement).read_only(true))
         .run(state)
         .await

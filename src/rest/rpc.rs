@@ -594,7 +594,7 @@ pub async fn serve(
     }
     let read_only = !(post && function.volatility == Volatility::Volatile);
     let end = prefer.tx_end();
-    let results = super::request_batch(state, req, &identity, profile, pgrst_path, &prefer)
+    let results = super::request_batch(state, &schema, req, &identity, profile, pgrst_path, &prefer)
         .with(|batch| batch.statement(statement).read_only(read_only).end(end))
         .run(state)
         .await

@@ -68,7 +68,7 @@ pub(super) const INVALID_JSON: &str = "Empty or invalid json";
 
 /// What kind of write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Method {
+pub(super) enum Method {
     Post,
     /// Single-row upsert by the whole primary key.
     Put,
@@ -674,13 +674,13 @@ fn location(pgrst_path: &str, cell: Option<&Bytes>) -> Option<String> {
 }
 
 /// Serves `POST`, `PUT`, `PATCH` and `DELETE` on `/rest/v1/<table>`.
-pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: Body) -> Result<Response, ApiError> {
-    let method = match req.method() {
-        "POST" => Method::Post,
-        "PUT" => Method::Put,
-        "PATCH" => Method::Patch,
-        _ => Method::Delete,
-    };
+pub(super) async fn serve(
+    state: &ShardState,
+    req: &Request,
+    method: Method,
+    identity: Identity,
+    body: Body,
+) -> Result<Response, ApiError> {
     let (relation, pgrst_path) = super::relation_of(req.path())?;
     let config = &state.shared.config;
     let profile = super::profile(req, config)?;
@@ -790,7 +790,7 @@ pub async fn serve(state: &ShardState, req: &Request, identity: Identity, body: 
         statement.sql = explain.wrap(&statement.sql);
     }
     let end = prefer.tx_end();
-    let results = super::request_batch(state, req, &identity, profile, &pgrst_path, &prefer)
+    let results = super::request_batch(state, &schema, req, &identity, profile, &pgrst_path, &prefer)
         .with(|batch| batch.statement(statement).read_only(false).end(end))
         .run(state)
         .await

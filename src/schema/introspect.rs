@@ -43,8 +43,27 @@ const CAN_DELETE: i32 = 1 << 4;
 /// Views over views are followed this many levels to their base table.
 const MAX_VIEW_NESTING: usize = 8;
 
+/// Who the introspection is for: the role the API pools log in as (whose `pgrst.*` settings are
+/// read and whose member roles' settings are applied per request), and the server's major version.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub login_role: &'a str,
+    /// PostgreSQL 15 added `has_parameter_privilege` (a role may be granted `SET` on a
+    /// superuser-context setting); before it only `user`-context settings apply.
+    pub server_major: u32,
+}
+
+impl Target<'_> {
+    /// The major version from a connection's `server_version` parameter ("15.18 (Debian …)").
+    pub fn major_of(conn: &Connection) -> u32 {
+        conn.parameter("server_version")
+            .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next().and_then(|m| m.parse().ok()))
+            .unwrap_or(0)
+    }
+}
+
 /// The introspection statement for `schemas`.
-pub fn query(schemas: &[impl AsRef<str>]) -> Result<String, IntrospectError> {
+pub fn query(schemas: &[impl AsRef<str>], target: Target<'_>) -> Result<String, IntrospectError> {
     let mut list = String::new();
     for (i, schema) in schemas.iter().enumerate() {
         let schema = schema.as_ref();
@@ -58,10 +77,44 @@ pub fn query(schemas: &[impl AsRef<str>]) -> Result<String, IntrospectError> {
         list.push_str(&schema.replace('\'', "''"));
         list.push('\'');
     }
-    Ok(QUERY.replace("$SCHEMAS", &list))
+    if target.login_role.contains('\0') {
+        return Err(IntrospectError::SchemaName(target.login_role.to_owned()));
+    }
+    let login = format!("'{}'", target.login_role.replace('\'', "''"));
+    let settable = if target.server_major >= 15 {
+        "ps.context = 'user' or has_parameter_privilege($LOGIN, ps.name, 'SET')"
+    } else {
+        "ps.context = 'user'"
+    };
+    let settable = settable.replace("$LOGIN", &login);
+    Ok(fill(QUERY, &[("$SCHEMAS", &list), ("$LOGIN", &login), ("$SETTABLE", &settable)]))
 }
 
-/// One statement; `$SCHEMAS` is replaced by the quoted schema list. Every `json_agg` over no rows
+/// Replaces each placeholder in one pass, so a value that contains a placeholder's name (a
+/// schema called `$LOGIN`) is never substituted again.
+fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len() + 256);
+    let mut rest = template;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        match values.iter().find(|(name, _)| rest.starts_with(name)) {
+            Some((name, value)) => {
+                out.push_str(value);
+                rest = &rest[name.len()..];
+            }
+            None => {
+                out.push('$');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// One statement; `$SCHEMAS` is replaced by the quoted schema list, `$LOGIN` by the quoted login
+/// role and `$SETTABLE` by the condition for a setting a role may set. Every `json_agg` over no rows
 /// is `null`, which parses as an empty list.
 const QUERY: &str = r#"
 with
@@ -171,9 +224,23 @@ settings as (
                   order by s.setdatabase) as j
   from pg_db_role_setting s
   cross join lateral unnest(s.setconfig) as cfg
-  where s.setrole = (select oid from pg_roles where rolname = current_user)
+  where s.setrole = (select oid from pg_roles where rolname = $LOGIN)
     and s.setdatabase in (0, (select oid from pg_database where datname = current_database()))
     and cfg like 'pgrst.%'
+),
+role_settings as (
+  -- `alter role anon set statement_timeout = '3s'`: a role's own settings, which `SET ROLE`
+  -- (here `set_config('role', …)`) does not apply, so each request sets them, as PostgREST ≥ 11.1
+  -- does: every role the login role can become, cluster-wide settings (`rolconfig`), values
+  -- lower-cased, only settings the role may set; the isolation level is not a setting.
+  select json_agg(json_build_array(r.rolname, kv.key, kv.value) order by r.rolname, cfg.ord) as j
+  from pg_roles r
+  cross join lateral unnest(r.rolconfig) with ordinality as cfg(setting, ord)
+  cross join lateral (select substr(cfg.setting, 1, strpos(cfg.setting, '=') - 1) as key,
+                             lower(substr(cfg.setting, strpos(cfg.setting, '=') + 1)) as value) kv
+  join pg_settings ps on ps.name = kv.key and ($SETTABLE)
+  where r.rolname <> $LOGIN and pg_has_role($LOGIN, r.oid, 'MEMBER')
+    and kv.key <> 'default_transaction_isolation'
 ),
 enums as (
   select json_agg(json_build_array(n.nspname, t.typname,
@@ -190,6 +257,7 @@ select json_build_object(
   'functions', (select j from funcs),
   'computed', (select j from comprels),
   'settings', (select j from settings),
+  'role_settings', (select j from role_settings),
   'views', (select j from views),
   'enums', (select j from enums)
 )::text
@@ -197,8 +265,12 @@ select json_build_object(
 
 /// Runs the introspection statement on `conn` and returns the raw document (parse it with
 /// [`parse`], on a blocking thread when the schema may be large).
-pub async fn fetch(conn: &Connection, schemas: &[impl AsRef<str>]) -> Result<String, IntrospectError> {
-    let sql = query(schemas)?;
+pub async fn fetch(
+    conn: &Connection,
+    schemas: &[impl AsRef<str>],
+    login_role: &str,
+) -> Result<String, IntrospectError> {
+    let sql = query(schemas, Target { login_role, server_major: Target::major_of(conn) })?;
     let results = conn.simple_query(&sql).await?;
     results
         .into_iter()
@@ -209,8 +281,12 @@ pub async fn fetch(conn: &Connection, schemas: &[impl AsRef<str>]) -> Result<Str
 }
 
 /// Fetches and parses in one go (start-up, where nothing else runs on the thread).
-pub async fn load(conn: &Connection, schemas: &[impl AsRef<str>]) -> Result<SchemaCache, IntrospectError> {
-    let document = fetch(conn, schemas).await?;
+pub async fn load(
+    conn: &Connection,
+    schemas: &[impl AsRef<str>],
+    login_role: &str,
+) -> Result<SchemaCache, IntrospectError> {
+    let document = fetch(conn, schemas, login_role).await?;
     parse(&document)
 }
 
@@ -232,6 +308,9 @@ struct Raw {
     computed: Option<Vec<RawComputed>>,
     #[serde(default)]
     settings: Option<Vec<(String, String)>>,
+    /// role, setting, value
+    #[serde(default)]
+    role_settings: Option<Vec<(String, String, String)>>,
     /// view oid, `ev_action` text
     #[serde(default)]
     views: Option<Vec<(i64, String)>>,
@@ -369,6 +448,10 @@ pub fn parse(document: &str) -> Result<SchemaCache, IntrospectError> {
         if let Some(key) = key.strip_prefix("pgrst.") {
             cache.db_settings.insert(key.to_owned(), value);
         }
+    }
+
+    for (role, key, value) in raw.role_settings.unwrap_or_default() {
+        cache.role_settings.entry(role).or_default().push((key, value));
     }
 
     let computed: Vec<ComputedRelationship> = raw
@@ -606,7 +689,7 @@ mod tests {
 
     #[test]
     fn callable_filter_is_postgrest_s() {
-        let sql = query(&["public"]).unwrap();
+        let sql = query(&["public"], Target { login_role: "authenticator", server_major: 15 }).unwrap();
         assert!(sql.contains("p.proargnames is not null or p.pronargs = 0"), "{sql}");
         assert!(sql.contains("p.prorettype <> 'trigger'::regtype"), "{sql}");
     }
@@ -631,9 +714,14 @@ mod tests {
 
     #[test]
     fn schema_names_are_quoted() {
-        let sql = query(&["public", "it's"]).unwrap();
-        assert!(sql.contains("array['public', 'it''s']::text[]"));
-        assert!(!sql.contains("$SCHEMAS"));
-        assert!(matches!(query(&["a\0b"]), Err(IntrospectError::SchemaName(_))));
+        let target = Target { login_role: "o'login", server_major: 15 };
+        let sql = query(&["public", "it's", "$LOGIN"], target).unwrap();
+        assert!(sql.contains("array['public', 'it''s', '$LOGIN']::text[]"));
+        assert!(sql.contains("pg_has_role('o''login', r.oid, 'MEMBER')"));
+        assert!(sql.contains("has_parameter_privilege('o''login'"));
+        assert!(!sql.contains("($LOGIN") && !sql.contains("$SETTABLE"));
+        let pg14 = query(&["public"], Target { server_major: 14, ..target }).unwrap();
+        assert!(!pg14.contains("has_parameter_privilege"));
+        assert!(matches!(query(&["a\0b"], target), Err(IntrospectError::SchemaName(_))));
     }
 }

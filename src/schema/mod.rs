@@ -38,6 +38,9 @@ pub struct SchemaCache {
     /// PostgREST's in-database configuration of the API role (`pgrst.db_aggregates_enabled` …),
     /// without the `pgrst.` prefix.
     pub db_settings: HashMap<String, String>,
+    /// Each API role's own settings (`alter role anon set statement_timeout = '3s'`), in the order
+    /// the role lists them: every request running as the role sets them in its transaction.
+    pub role_settings: HashMap<String, Vec<(String, String)>>,
     /// Every embeddable relationship, by origin relation (derived from the keys and functions).
     pub relationships: relationships::RelationshipIndex,
 }
@@ -190,6 +193,11 @@ impl SchemaCache {
     /// The labels of enum type `schema.name`.
     pub fn enum_labels(&self, schema: &str, name: &str) -> Option<&[String]> {
         self.schemas.get(schema)?.enums.get(name).map(Vec::as_slice)
+    }
+
+    /// The settings a request running as `role` applies (see [`SchemaCache::role_settings`]).
+    pub fn settings_of_role(&self, role: &str) -> &[(String, String)] {
+        self.role_settings.get(role).map_or(&[], Vec::as_slice)
     }
 
     /// Whether the in-database boolean setting `pgrst.<key>` is on.

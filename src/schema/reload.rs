@@ -150,21 +150,24 @@ fn note(n: &Notification) -> bool {
 async fn reload(state: &ShardState, conn: &Connection, reason: &'static str) {
     let started = Instant::now();
     let schemas = &state.shared.config.db_schemas;
-    let document = match monoio::time::timeout(RELOAD_TIMEOUT, introspect::fetch(conn, schemas)).await {
-        Ok(Ok(document)) => document,
-        Ok(Err(error)) => {
-            tracing::warn!(%error, reason, "schema reload failed; keeping the previous schema cache");
-            return;
-        }
-        Err(_) => {
-            tracing::warn!(
-                reason,
-                timeout_s = RELOAD_TIMEOUT.as_secs(),
-                "schema reload timed out; keeping the previous schema cache"
-            );
-            return;
-        }
-    };
+    let document =
+        match monoio::time::timeout(RELOAD_TIMEOUT, introspect::fetch(conn, schemas, &state.shared.pool_config.user))
+            .await
+        {
+            Ok(Ok(document)) => document,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, reason, "schema reload failed; keeping the previous schema cache");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    reason,
+                    timeout_s = RELOAD_TIMEOUT.as_secs(),
+                    "schema reload timed out; keeping the previous schema cache"
+                );
+                return;
+            }
+        };
     let fetched = started.elapsed();
     let cache = match parse_off_shard(state, document).await {
         Ok(cache) => Arc::new(cache),
