@@ -9,6 +9,11 @@
 //! spreads incoming connections over the listeners (by 4-tuple hash). The sockets
 //! are left blocking here; the shard makes its own non-blocking when it runs the
 //! legacy driver (io_uring needs no `O_NONBLOCK`).
+//!
+//! `SO_REUSEPORT` lets any process of the same user bind the same address too, and the kernel
+//! would then split clients between two servers (a second `madbase start` against another
+//! database). So before binding, the address is probed with a socket that does not set
+//! `SO_REUSEPORT`: if anything listens there already, the probe's bind fails and so does start.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -25,8 +30,28 @@ fn bind_one(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
+/// Fails with `AddrInUse` when something already listens on `addr` (whether or not it set
+/// `SO_REUSEPORT`). `SO_REUSEADDR` keeps connections in TIME_WAIT from a previous run from
+/// counting; Linux still refuses it next to a listener.
+fn refuse_shared_address(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    probe.set_cloexec(true)?;
+    probe.bind(&addr.into()).map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            io::Error::new(io::ErrorKind::AddrInUse, "another process already listens on this address")
+        } else {
+            e
+        }
+    })
+}
+
 /// Binds `n` listeners on `addr`; returns them and the bound address.
 pub(crate) fn bind_all(addr: SocketAddr, n: usize, backlog: i32) -> io::Result<(Vec<TcpListener>, SocketAddr)> {
+    refuse_shared_address(addr)?;
     let first = bind_one(addr, backlog)?;
     let bound = first.local_addr()?;
     let mut all = Vec::with_capacity(n);

@@ -208,3 +208,25 @@ fn invalid_config_is_a_start_error() {
     let cfg = RuntimeConfig { ring_capacity: 0, ..config(false, Duration::from_secs(1)) };
     assert!(matches!(Runtime::start::<(), _, _>(cfg, |_shard| async {}), Err(StartError::Config(_))));
 }
+
+/// A second server on an address another process serves with `SO_REUSEPORT` (a second
+/// `madbase start`) must not start: the kernel would split clients between the two.
+#[test]
+fn an_address_another_reuseport_listener_serves_is_a_start_error() {
+    let first = Runtime::start::<(), _, _>(config(false, Duration::from_secs(1)), |shard| async move {
+        let _ = shard.serve(|_stream, _peer| async {}).await;
+    })
+    .expect("first runtime starts");
+    let addr = first.local_addr().expect("bound address");
+    let cfg = RuntimeConfig { listen: Some(addr), ..config(false, Duration::from_secs(1)) };
+    match Runtime::start::<(), _, _>(cfg, |_shard| async {}) {
+        Err(StartError::Bind { addr: a, source }) => {
+            assert_eq!(a, addr);
+            assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse, "{source}");
+        }
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("a second server started on {addr}, which the first one serves"),
+    }
+    first.shutdown();
+    first.join().expect("first runtime joins");
+}
