@@ -47,8 +47,9 @@ pub enum DatabaseError {
 pub struct Database {
     /// What each shard's pool connects with.
     pub pool_config: ConnectConfig,
-    /// The superuser URL of the managed cluster (printed at start for `psql`); `None` when external.
-    pub managed_url: Option<String>,
+    /// How to reach the managed cluster as its superuser (printed at start for `psql`); `None`
+    /// when external.
+    pub managed_superuser: Option<ConnectConfig>,
     /// `wal_level` of the server; realtime needs `logical`.
     pub wal_level: String,
     /// The managed cluster, kept alive for the life of the process; stopped on drop.
@@ -130,7 +131,7 @@ pub fn prepare(config: &Config) -> Result<Database, DatabaseError> {
     pool_config.application_name = Some("madbase".to_owned());
     pool_config.max_in_flight = config.pg_pipeline_depth;
     Ok(Database {
-        managed_url: cluster.as_ref().map(Cluster::connection_url),
+        managed_superuser: cluster.as_ref().map(Cluster::connect_config),
         pool_config,
         wal_level,
         cluster,

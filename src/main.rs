@@ -4,6 +4,7 @@
 //! database (managed or external, migrated), then the shards. Everything after start-up happens on
 //! the shards (`app`), one thread per core.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -153,8 +154,20 @@ fn start(config: Config) -> Result<(), String> {
     let (anon, service) = api_keys(&keys);
     println!("MadBase {} started", env!("CARGO_PKG_VERSION"));
     println!("         API URL: http://{addr}");
-    if let Some(url) = &database.managed_url {
-        println!("          DB URL: {url}");
+    if let Some(superuser) = &database.managed_superuser {
+        // The password only on a terminal: under systemd stdout is the journal, kept and read
+        // by more people than the data directory's 0600 file.
+        if std::io::stdout().is_terminal() {
+            println!("          DB URL: {}", superuser.to_url());
+        } else {
+            let mut without_password = superuser.clone();
+            without_password.password = None;
+            println!(
+                "          DB URL: {} (password in {})",
+                without_password.to_url(),
+                config.data_dir.join(madbase_pg::Cluster::PASSWORD_FILE).display()
+            );
+        }
     } else {
         println!("          DB URL: (external, DATABASE_URL)");
     }

@@ -1,7 +1,7 @@
 // Test support: starts a real MadBase (with its own managed PostgreSQL in a temporary data dir) on
 // free ports and stops it afterwards. Nothing here is mocked.
 import { spawn, execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, mkdtempSync, rmSync, chmodSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, mkdtempSync, rmSync, chmodSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -80,8 +80,14 @@ export async function startMadbase({ pgBin, env = {} } = {}) {
     }
     await new Promise((r) => setTimeout(r, 200));
   }
-  const dbUrl = /DB URL: (postgres:\/\/\S+)/.exec(output)?.[1];
-  if (!dbUrl) throw new Error(`madbase did not print the managed DB URL:\n${output}`);
+  // Not on a terminal, MadBase prints the URL without the password and names the file holding it.
+  const printed = /DB URL: (postgres:\/\/\S+) \(password in (\S+)\)/.exec(output);
+  if (!printed) throw new Error(`madbase did not print the managed DB URL:\n${output}`);
+  const dbUrlWithoutPassword = new URL(printed[1]);
+  const password = readFileSync(printed[2], 'utf8').trim();
+  if (output.includes(password)) throw new Error('madbase printed the superuser password off a terminal');
+  dbUrlWithoutPassword.password = password;
+  const dbUrl = dbUrlWithoutPassword.toString();
   return {
     url,
     dbUrl,

@@ -257,9 +257,10 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
-const PASSWORD_FILE: &str = "superuser.password";
-
 impl Cluster {
+    /// The file in the data directory that holds the superuser's password (mode 0600).
+    pub const PASSWORD_FILE: &'static str = "superuser.password";
+
     /// Opens the cluster in `data_dir` (initialising it if `data_dir/pgdata` has no
     /// `PG_VERSION`), writes the settings (port included) and starts the server; returns once
     /// it accepts connections.
@@ -277,9 +278,9 @@ impl Cluster {
             check_traversable(&data_dir, ra)?;
         }
         let password = if initialised {
-            let pw = fs::read_to_string(data_dir.join(PASSWORD_FILE)).map_err(io_err(format!(
+            let pw = fs::read_to_string(data_dir.join(Self::PASSWORD_FILE)).map_err(io_err(format!(
                 "reading {} (the superuser password of this existing cluster)",
-                data_dir.join(PASSWORD_FILE).display()
+                data_dir.join(Self::PASSWORD_FILE).display()
             )))?;
             pw.trim().to_string()
         } else {
@@ -667,7 +668,7 @@ fn init(
     fs::set_permissions(pgdata, fs::Permissions::from_mode(0o700))
         .map_err(io_err(format!("chmod {}", pgdata.display())))?;
     // The durable copy of the password: 0600, owned by us.
-    let pw_path = data_dir.join(PASSWORD_FILE);
+    let pw_path = data_dir.join(Cluster::PASSWORD_FILE);
     let mut f = fs::OpenOptions::new()
         .create(true)
         .write(true)
