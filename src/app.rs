@@ -20,6 +20,7 @@ use madbase_http::{Body, Handler, Request, Response};
 use madbase_pg::{Batch, ConnectConfig, Pool, PoolConfig};
 use madbase_shards::{Shard, ShutdownSignal, Source};
 
+use crate::coalesce::Coalesced;
 use crate::config::Config;
 use crate::jwt::{JwtKeys, TokenCache};
 use crate::metrics::{self, ShardGauges, ShardMetrics, ShardSnapshot};
@@ -49,6 +50,11 @@ pub enum ShardMessage {
 const PEER_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long `/health` waits for PostgreSQL.
 const HEALTH_DB_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one answer of `/health` or `/metrics` serves every asker on a shard: a flood of them
+/// costs at most one message to each shard (and one database round trip) per this interval.
+const PROBE_ANSWER_MAX_AGE: Duration = Duration::from_secs(1);
+/// The role whose key `/metrics` requires (Supabase's service key).
+const METRICS_ROLE: &str = "service_role";
 
 /// One shard's application state.
 pub struct ShardState {
@@ -205,7 +211,11 @@ pub async fn shard_main(shard: Shard<ShardMessage>, shared: Arc<Shared>) {
         monoio::spawn(crate::schema::reload::run(state.clone(), shard.shutdown_signal()));
     }
 
-    let app = Rc::new(App { state: state.clone() });
+    let app = Rc::new(App {
+        state: state.clone(),
+        health: Coalesced::new(PROBE_ANSWER_MAX_AGE),
+        metrics: Coalesced::new(PROBE_ANSWER_MAX_AGE),
+    });
     let limits = Rc::new(http_limits(&config));
     let shutdown = HttpShutdown(shard.shutdown_signal());
     let served = shard
@@ -223,6 +233,10 @@ pub async fn shard_main(shard: Shard<ShardMessage>, shared: Arc<Shared>) {
 /// The router: one per shard.
 pub struct App {
     state: Rc<ShardState>,
+    /// `/health`'s last answer: healthy, and the JSON body.
+    health: Coalesced<(bool, bytes::Bytes)>,
+    /// `/metrics`' last rendering.
+    metrics: Coalesced<bytes::Bytes>,
 }
 
 /// The service a path belongs to (its metrics label), by prefix.
@@ -282,7 +296,10 @@ impl App {
     async fn route(&self, req: &Request, service: &'static str, body: Body) -> Response {
         match (service, req.path()) {
             ("health", _) => self.health().await,
-            ("metrics", _) => self.metrics().await,
+            ("metrics", _) => match self.authorize_metrics(req) {
+                Ok(()) => self.metrics().await,
+                Err(response) => response,
+            },
             ("auth", "/auth/v1/.well-known/jwks.json") if matches!(req.method(), "GET" | "HEAD") => {
                 Response::json(200, self.state.shared.keys.public_jwks().to_string())
             }
@@ -291,24 +308,12 @@ impl App {
         }
     }
 
-    /// 200 when every shard's reactor answers and PostgreSQL answers a query; else 503.
+    /// 200 when every shard's reactor answers and PostgreSQL answers a query; else 503. The
+    /// answer is shared by every asker for [`PROBE_ANSWER_MAX_AGE`].
     async fn health(&self) -> Response {
-        let state = &self.state;
-        let shards = state.ask_all(ShardMessage::Ping, state.shard.id()).await;
-        let answering = shards.iter().filter(|a| a.is_some()).count();
-        let db = monoio::time::timeout(HEALTH_DB_TIMEOUT, state.pool.execute(Batch::new().query("select 1"))).await;
-        let (db_ok, db_text) = match db {
-            Ok(Ok(_)) => (true, "ok".to_owned()),
-            Ok(Err(error)) => (false, error.to_string()),
-            Err(_) => (false, "timeout".to_owned()),
-        };
-        let healthy = db_ok && answering == shards.len();
-        let body = serde_json::json!({
-            "status": if healthy { "ok" } else { "unavailable" },
-            "shards": { "total": shards.len(), "answering": answering },
-            "postgres": db_text,
-        });
-        let response = Response::json(if healthy { 200 } else { 503 }, body.to_string());
+        let state = self.state.clone();
+        let (healthy, body) = self.health.get(move || async move { check_health(&state).await }).await;
+        let response = Response::json(if healthy { 200 } else { 503 }, body);
         if healthy {
             response
         } else {
@@ -316,13 +321,55 @@ impl App {
         }
     }
 
-    async fn metrics(&self) -> Response {
-        let state = &self.state;
-        let snapshots: Vec<ShardSnapshot> =
-            state.ask_all(ShardMessage::Snapshot, state.snapshot()).await.into_iter().flatten().collect();
-        Response::with_body(200, metrics::render(&snapshots))
-            .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+    /// `/metrics` is for operators: it takes the service key (`apikey` or a bearer token whose
+    /// role is `service_role`), as Supabase's own metrics endpoint does.
+    fn authorize_metrics(&self, req: &Request) -> Result<(), Response> {
+        match crate::rest::authenticate(&self.state.tokens, req) {
+            Ok(identity) if identity.role == METRICS_ROLE => Ok(()),
+            Ok(identity) if identity.role == crate::rest::ANON_ROLE && !has_credentials(req) => {
+                Err(Response::json(401, r#"{"message":"No API key found in request"}"#))
+            }
+            Ok(_) => Err(Response::json(403, r#"{"message":"/metrics needs the service_role key"}"#)),
+            Err(_) => Err(Response::json(401, r#"{"message":"Invalid authentication credentials"}"#)),
+        }
     }
+
+    /// Prometheus text, rendered at most once per [`PROBE_ANSWER_MAX_AGE`] per shard.
+    async fn metrics(&self) -> Response {
+        let state = self.state.clone();
+        let text = self
+            .metrics
+            .get(move || async move {
+                let snapshots: Vec<ShardSnapshot> =
+                    state.ask_all(ShardMessage::Snapshot, state.snapshot()).await.into_iter().flatten().collect();
+                bytes::Bytes::from(metrics::render(&snapshots))
+            })
+            .await;
+        Response::with_body(200, text).header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+    }
+}
+
+fn has_credentials(req: &Request) -> bool {
+    req.header("apikey").is_some() || req.header("authorization").is_some()
+}
+
+/// Every shard's reactor and PostgreSQL, asked once: (healthy, the JSON body).
+async fn check_health(state: &ShardState) -> (bool, bytes::Bytes) {
+    let shards = state.ask_all(ShardMessage::Ping, state.shard.id()).await;
+    let answering = shards.iter().filter(|a| a.is_some()).count();
+    let db = monoio::time::timeout(HEALTH_DB_TIMEOUT, state.pool.execute(Batch::new().query("select 1"))).await;
+    let (db_ok, db_text) = match db {
+        Ok(Ok(_)) => (true, "ok".to_owned()),
+        Ok(Err(error)) => (false, error.to_string()),
+        Err(_) => (false, "timeout".to_owned()),
+    };
+    let healthy = db_ok && answering == shards.len();
+    let body = serde_json::json!({
+        "status": if healthy { "ok" } else { "unavailable" },
+        "shards": { "total": shards.len(), "answering": answering },
+        "postgres": db_text,
+    });
+    (healthy, body.to_string().into())
 }
 
 /// What Supabase's gateway answers for a path no service owns.

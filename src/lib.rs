@@ -7,6 +7,7 @@
 #![allow(rustdoc::private_intra_doc_links)]
 
 pub mod app;
+pub mod coalesce;
 pub mod config;
 pub mod database;
 pub mod jwt;

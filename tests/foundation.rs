@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{try_request, TestServer};
+use support::{service_role, token, try_request, TestServer};
 
 fn io_uring_enabled_here() -> bool {
     // Kernels may disable io_uring system-wide (`kernel.io_uring_disabled` = 2).
@@ -68,7 +68,13 @@ fn health_metrics_and_gateway_answers() {
     for _ in 0..20 {
         server.get("/health");
     }
-    let metrics = server.get("/metrics");
+    // Operators only: the service key, as Supabase's metrics endpoint.
+    assert_eq!(server.get("/metrics").status, 401);
+    let anon = token(serde_json::json!({"role": "anon"}));
+    assert_eq!(server.request("GET", "/metrics", &[("apikey", &anon)], b"").status, 403);
+    assert_eq!(server.request("GET", "/metrics", &[("authorization", "Bearer not.a.jwt")], b"").status, 401);
+    let service = service_role();
+    let metrics = server.request("GET", "/metrics", &[("authorization", &service)], b"");
     assert_eq!(metrics.status, 200);
     let text = metrics.text();
     assert!(text.contains("madbase_shards 2\n"), "{text}");

@@ -43,6 +43,8 @@ mod rpc;
 mod sql;
 mod write;
 
+pub use auth::{authenticate, Identity, ANON_ROLE};
+
 use bytes::Bytes;
 use madbase_http::{Body, Request, Response};
 use madbase_pg::{Batch, PgError, Row, StatementResult};

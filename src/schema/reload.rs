@@ -13,9 +13,10 @@
 //!   queue overflowed.
 //!
 //! A reload runs the introspection statement on the listener's own connection (never on the
-//! request pool), parses the document on the blocking pool (inline if that pool is full), swaps
-//! shard 0's own `Arc`, then hands the same `Arc` to every other shard as `ShardMessage::Schema`
-//! over the rings (a full ring is retried every [`SEND_RETRY`], at most [`SEND_TRIES`] times).
+//! request pool), parses the document on the blocking pool (waiting while that pool is full, never
+//! on the shard), swaps shard 0's own `Arc`, then hands the same `Arc` to every other shard as
+//! `ShardMessage::Schema` over the rings (a full ring is retried every [`SEND_RETRY`] until it
+//! takes it: a snapshot is never dropped).
 //! A failed reload logs and keeps the previous snapshot.
 //!
 //! Invariants: at most one reload runs at a time (the task is sequential); the connection is
@@ -49,9 +50,9 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(30);
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Upper bound on one introspection round trip.
 pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(120);
-/// Handing a snapshot to a shard whose ring is full: retry interval and attempts.
+/// Handing a snapshot to a shard whose ring is full, or a parse to a full blocking pool: the
+/// retry interval.
 pub const SEND_RETRY: Duration = Duration::from_millis(10);
-pub const SEND_TRIES: u32 = 200;
 /// Notifications kept while a reload runs (overflow just means "reload again").
 pub const NOTIFICATION_CAPACITY: usize = 256;
 
@@ -187,44 +188,54 @@ async fn reload(state: &ShardState, conn: &Connection, reason: &'static str) {
     publish(state, cache).await;
 }
 
-/// Parses on the blocking pool (a large document must not stall shard 0's requests); inline when
-/// that pool cannot take the job.
+/// Parses on the blocking pool: a large document (about 1 s at 10,000 tables) must not stall shard
+/// 0's requests. A full pool is waited for ([`SEND_RETRY`] at a time), never bypassed.
 async fn parse_off_shard(state: &ShardState, document: String) -> Result<SchemaCache, String> {
     let document: Arc<str> = document.into();
-    let job_document = document.clone();
-    match state.shard().blocking().spawn(move || introspect::parse(&job_document)) {
-        Ok(job) => match job.await {
-            Ok(parsed) => parsed.map_err(|e| e.to_string()),
-            Err(error) => Err(error.to_string()),
-        },
-        Err(error) => {
-            tracing::debug!(%error, "blocking pool unavailable; parsing the schema on the shard");
-            introspect::parse(&document).map_err(|e| e.to_string())
+    loop {
+        let job_document = document.clone();
+        match state.shard().blocking().spawn(move || introspect::parse(&job_document)) {
+            Ok(job) => {
+                return match job.await {
+                    Ok(parsed) => parsed.map_err(|e| e.to_string()),
+                    Err(error) => Err(error.to_string()),
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%error, "blocking pool full; the schema parse waits for room");
+                monoio::time::sleep(SEND_RETRY).await;
+            }
         }
     }
 }
 
-/// Swaps this shard's snapshot, then hands `cache` to every other shard.
+/// Swaps this shard's snapshot, then hands `cache` to every other shard. A snapshot is never
+/// dropped: a shard whose ring is full is retried every [`SEND_RETRY`] until it takes it (the
+/// task ends only at shutdown), and the shards that have room are served first, so one full
+/// ring never holds up the others.
 async fn publish(state: &ShardState, cache: Arc<SchemaCache>) {
     state.set_schema(cache.clone());
     let shard = state.shard();
-    for to in (0..shard.count()).filter(|&to| to != shard.id()) {
-        let mut message = ShardMessage::Schema(cache.clone());
-        let mut tries = 0;
-        loop {
-            match shard.send_to(to, message) {
-                Ok(()) => break,
-                Err(SendError::Full(back)) if tries < SEND_TRIES => {
-                    tries += 1;
-                    message = back;
-                    monoio::time::sleep(SEND_RETRY).await;
-                }
-                Err(error) => {
-                    tracing::warn!(to, %error, "could not hand the new schema cache to a shard; it keeps the previous one");
-                    break;
-                }
+    let mut pending: Vec<usize> = (0..shard.count()).filter(|&to| to != shard.id()).collect();
+    let mut rounds: u64 = 0;
+    while !pending.is_empty() {
+        pending.retain(|&to| match shard.send_to(to, ShardMessage::Schema(cache.clone())) {
+            Ok(()) => false,
+            Err(SendError::Full(_)) => true,
+            Err(error) => {
+                // The shard has stopped (shutdown): nothing left to keep current.
+                tracing::debug!(to, %error, "shard gone; schema cache not handed over");
+                false
             }
+        });
+        if pending.is_empty() {
+            break;
         }
+        rounds += 1;
+        if rounds % 100 == 1 {
+            tracing::warn!(?pending, rounds, "rings full; still handing the new schema cache to these shards");
+        }
+        monoio::time::sleep(SEND_RETRY).await;
     }
 }
 
