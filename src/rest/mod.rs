@@ -68,6 +68,25 @@ const MAX_GUC_HEADERS: usize = 100;
 pub(super) const RESPONSE_GUC_COLUMNS: &str = "NULLIF(pg_catalog.current_setting('response.headers', true), '') \
      AS pgrst_response_headers, NULLIF(pg_catalog.current_setting('response.status', true), '') AS pgrst_response_status";
 
+/// A request body at least this large is converted and checked on the blocking pool: scanning
+/// 50 MB of JSON takes the shard about a quarter of a second, during which its other requests
+/// (and `/health`) would wait.
+const OFF_SHARD_BODY_BYTES: usize = 256 * 1024;
+
+/// Runs `check` (conversion and shape check of a body of `len` bytes) inline when the body is
+/// small, else on the shard's blocking pool; a full pool answers 503 rather than stall the shard.
+pub(super) async fn check_body<T, F>(state: &ShardState, len: usize, check: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+{
+    if len < OFF_SHARD_BODY_BYTES {
+        return check();
+    }
+    let job = state.shard().blocking().spawn(check).map_err(|_| ApiError::Pool(PgError::Busy))?;
+    job.await.map_err(|_| ApiError::Internal("the body check did not finish"))?
+}
+
 /// Entry point: serves one `/rest/v1` request on this shard.
 pub async fn handle(state: &ShardState, req: &Request, body: Body) -> Response {
     match serve(state, req, body).await {

@@ -549,7 +549,7 @@ pub async fn serve(
     } else {
         let format = write::check_content_type(req)?;
         let raw = body.collect(config.http_max_body_bytes).await.map_err(ApiError::Body)?;
-        Input::from_body(format.to_json(raw)?)?
+        super::check_body(state, raw.len(), move || Input::from_body(format.to_json(raw)?)).await?
     };
     let (function, call) = resolve(&schema, profile.schema, name, &input)?;
 

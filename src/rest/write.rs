@@ -733,7 +733,8 @@ pub(super) async fn serve(
         Method::Post | Method::Put | Method::Patch => {
             let format = check_content_type(req)?;
             let raw = body.collect(config.http_max_body_bytes).await.map_err(ApiError::Body)?;
-            Some(parse_payload(format.to_json(raw)?, params.columns)?)
+            let columns = params.columns;
+            Some(super::check_body(state, raw.len(), move || parse_payload(format.to_json(raw)?, columns)).await?)
         }
         // PostgREST ignores a DELETE body; it is never read.
         Method::Delete => None,

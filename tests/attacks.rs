@@ -1,0 +1,185 @@
+//! The attack suite: what a hostile or careless client did to MadBase in review, kept so it stays
+//! fixed. Each attack runs against the real binary and a real PostgreSQL on loopback, bounded in
+//! time and in count, and asserts that everyone else is still served while it runs (a normal
+//! request answers within a generous bound) and, where the attack is about memory, that the
+//! server's resident memory (from `/proc`) stays bounded. These are liveness checks, not
+//! benchmarks: the bounds are many times what a healthy server needs.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::{bearer, token, try_request, TestServer, ALICE};
+
+/// A normal request every `interval` while `attack` runs; returns the slowest answer. Every
+/// answer must be a 200.
+fn slowest_answer_during(server: &TestServer, path: &str, attack: impl FnOnce()) -> Duration {
+    let stop = Arc::new(AtomicBool::new(false));
+    let slowest = Arc::new(AtomicU64::new(0));
+    let probe = {
+        let (stop, slowest, addr, path) = (stop.clone(), slowest.clone(), server.addr, path.to_owned());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let r = try_request(addr, "GET", &path, &[], b"").expect("a normal request is answered");
+                assert_eq!(r.status, 200, "{}", r.text());
+                slowest.fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    attack();
+    stop.store(true, Ordering::Relaxed);
+    probe.join().expect("probe thread");
+    Duration::from_micros(slowest.load(Ordering::Relaxed))
+}
+
+fn raw_exchange(server: &TestServer, raw: &[u8]) -> String {
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(raw).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Waits (at most 30 s) until `check` holds, re-asking every 100 ms.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(Instant::now() < deadline, "not within 30 s: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `alter role … set statement_timeout` bounds every request of that role (PostgREST ≥ 11.1 sets a
+/// role's settings in its transaction; switching role alone does not), and MadBase ships
+/// Supabase's defaults: 3 s for `anon`, 8 s for `authenticated`.
+#[test]
+fn role_settings_bound_every_request() {
+    let server = TestServer::start();
+    server.sql(
+        "create function public.nap(seconds float8) returns text language sql as $$ select pg_sleep(seconds)::text $$;
+         grant execute on function public.nap(float8) to anon, authenticated;",
+    );
+    server.wait_for_function("nap?seconds=0");
+    let shipped = server.sql(
+        "select rolname || ':' || array_to_string(rolconfig, ',') from pg_roles
+         where rolname in ('anon', 'authenticated', 'authenticator') order by rolname",
+    );
+    let shipped: Vec<&str> = shipped[0].rows.iter().filter_map(|r| r.get_str(0)).collect();
+    assert_eq!(
+        shipped,
+        ["anon:statement_timeout=3s", "authenticated:statement_timeout=8s", "authenticator:statement_timeout=8s"]
+    );
+
+    // The anonymous role's 3 s: a 5 s nap is cancelled by PostgreSQL.
+    let started = Instant::now();
+    let r = server.get("/rest/v1/rpc/nap?seconds=5");
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(r.json()["code"], "57014", "{}", r.text());
+    assert!(started.elapsed() < Duration::from_millis(4900), "the nap ran to its end");
+
+    // A changed setting applies after `reload config`, as in PostgREST.
+    let user = bearer(json!({"role": "authenticated", "sub": ALICE}));
+    server.sql("alter role authenticated set statement_timeout = '1s'; notify pgrst, 'reload config'");
+    eventually("authenticated's 1 s statement_timeout applies", || {
+        let r = server.request("GET", "/rest/v1/rpc/nap?seconds=2", &[("authorization", &user)], b"");
+        r.status == 500 && r.json()["code"] == "57014"
+    });
+    // Other settings a role may set apply too, after the role switch and in the same transaction.
+    server.sql("alter role authenticated set lock_timeout = '1234ms'; notify pgrst, 'reload config'");
+    server.sql(
+        "create function public.setting(name text) returns text language sql as $$ select current_setting(name) $$;
+         grant execute on function public.setting(text) to authenticated;",
+    );
+    server.wait_for_function("setting?name=x");
+    eventually("lock_timeout is set for authenticated", || {
+        let r = server.request("GET", "/rest/v1/rpc/setting?name=lock_timeout", &[("authorization", &user)], b"");
+        r.status == 200 && r.json() == json!("1234ms")
+    });
+}
+
+/// A 1xx is never a final status: `response.status` 101 would send `101 Switching Protocols`
+/// with `connection: upgrade` and keep speaking HTTP/1.1 — a smuggling hazard for any proxy.
+#[test]
+fn informational_statuses_and_hostile_headers_are_refused_cleanly() {
+    let server = TestServer::start();
+    server.sql(
+        "create function public.status(code text) returns int language plpgsql as $$
+         begin perform set_config('response.status', code, true); return 1; end $$;
+         create function public.raise_pt(code text) returns int language plpgsql as $$
+         begin raise sqlstate 'PT101' using message = 'informational'; end $$;
+         create table public.secrets (id int primary key);
+         revoke all on public.secrets from anon, authenticated;
+         grant execute on all functions in schema public to anon;",
+    );
+    server.wait_for_function("status?code=200");
+    server.wait_for_relations(&["secrets"]);
+    for code in ["100", "101", "199"] {
+        let r = server.get(&format!("/rest/v1/rpc/status?code={code}"));
+        assert_eq!(r.status, 500, "{code}: {}", r.text());
+        assert_eq!(r.json()["code"], "PGRST112");
+    }
+    let r = server.get("/rest/v1/rpc/raise_pt?code=x");
+    assert_eq!((r.status, r.json()["code"].clone()), (500, json!("PGRST112")), "{}", r.text());
+    assert_eq!(server.get("/rest/v1/rpc/status?code=201").status, 201);
+
+    // A non-ASCII Authorization value is not a panic (it was sliced by byte): it is no bearer
+    // token, so the request runs as anon.
+    let raw = "GET /rest/v1/rpc/status?code=200 HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: beare\u{20ac} x\r\n\r\n";
+    let answer = raw_exchange(&server, raw.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+
+    // Permission denied: 401 for the anonymous role (also with the anon key), 403 for others.
+    let anon_key = token(json!({"role": "anon"}));
+    for headers in [vec![], vec![("apikey", anon_key.as_str())]] {
+        let r = server.request("GET", "/rest/v1/secrets", &headers, b"");
+        assert_eq!((r.status, r.json()["code"].clone()), (401, json!("42501")), "{}", r.text());
+    }
+    let user = bearer(json!({"role": "authenticated", "sub": ALICE}));
+    let r = server.request("GET", "/rest/v1/secrets", &[("authorization", &user)], b"");
+    assert_eq!((r.status, r.json()["code"].clone()), (403, json!("42501")), "{}", r.text());
+    assert_eq!(server.get("/health").status, 200);
+}
+
+/// Four 36 MB JSON bodies at once: their check runs off the shard, so a shard keeps answering
+/// its other requests meanwhile (scanning one of them on the shard stalled it for seconds).
+#[test]
+fn big_bodies_do_not_stall_their_shard() {
+    let server = TestServer::start();
+    server.sql("create table public.items (id int primary key, a text)");
+    server.wait_for_relations(&["items"]);
+    // Valid JSON of 9,999 like rows of 400 keys (36 MB; every key is matched against the first
+    // row's), then one unlike row: the shape check reads it all and refuses.
+    let keys: Vec<String> = (0..400).map(|i| format!(r#""c{i}":0"#)).collect();
+    let row = format!("{{{}}},", keys.join(","));
+    let mut body = String::with_capacity(row.len() * 10_000);
+    body.push('[');
+    for _ in 0..9_999 {
+        body.push_str(&row);
+    }
+    body.push_str(r#"{"b":1}]"#);
+    let body = Arc::new(body.into_bytes());
+    let slowest = slowest_answer_during(&server, "/rest/v1/items?limit=1", || {
+        let posts: Vec<_> = (0..4)
+            .map(|_| {
+                let (addr, body) = (server.addr, body.clone());
+                std::thread::spawn(move || {
+                    let headers = [("content-type", "application/json")];
+                    try_request(addr, "POST", "/rest/v1/items", &headers, &body).expect("answered")
+                })
+            })
+            .collect();
+        for post in posts {
+            let r = post.join().expect("post thread");
+            assert_eq!((r.status, r.json()["code"].clone()), (400, json!("PGRST102")), "{}", r.text());
+        }
+    });
+    assert!(slowest < Duration::from_millis(1500), "a normal read waited {slowest:?} behind the big bodies");
+}
