@@ -81,9 +81,14 @@ pub enum BodyError {
         /// The limit that was crossed.
         limit: u64,
     },
-    /// No body bytes arrived within `Limits::body_timeout`.
+    /// No body bytes arrived within `Limits::body_timeout`, or the body was not complete
+    /// within `Limits::body_timeout_total`.
     #[error("timed out reading the request body")]
     Timeout,
+    /// Collecting the body would take this shard's body memory past
+    /// `Limits::shard_body_budget_bytes` (held by other requests now): retry later.
+    #[error("server busy: request body memory in use, retry later")]
+    Busy,
     /// The client closed the connection before the body was complete.
     #[error("connection closed before the body was complete")]
     UnexpectedEof,
@@ -104,6 +109,7 @@ impl BodyError {
         match self {
             BodyError::TooLarge { .. } => 413,
             BodyError::Timeout => 408,
+            BodyError::Busy => 503,
             BodyError::UnexpectedEof | BodyError::Chunked(_) | BodyError::Io(_) => 400,
             BodyError::Detached => 500,
         }
