@@ -10,7 +10,10 @@
 //! before the buffer grows and released exactly once, when the buffer (or the `Bytes` handed to
 //! the handler, and every clone of it) is dropped. That drop may happen on another thread (a
 //! handler may parse a body on a blocking pool), so this one gauge is an `Arc<AtomicU64>` that
-//! the guard carries; only its owning shard ever adds to it.
+//! the guard carries; only its owning shard ever adds to it. [`HttpStats::ws_send_queued_bytes`]
+//! is the sum of the payload bytes waiting in every WebSocket send queue of this shard, kept
+//! equal to the sum of the queues' own `queued_bytes` by `ws` (added on enqueue, removed on
+//! dequeue, clear and drop).
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +36,15 @@ pub struct HttpStats {
     pub body_timeouts: u64,
     /// Counter: request heads that did not arrive within `Limits::header_timeout` (`408`).
     pub header_timeouts: u64,
+    /// Gauge: payload bytes waiting in the send queues of this shard's WebSockets, bounded by
+    /// `WsConfig::shard_send_queue_bytes`.
+    pub ws_send_queued_bytes: u64,
+    /// Counter: WebSockets closed with 1008 because their own send queue was full
+    /// (`WsConfig::send_queue_messages` / `send_queue_bytes`).
+    pub ws_slow_consumer_closes: u64,
+    /// Counter: WebSockets closed with 1008 because a send would have taken the shard's queued
+    /// bytes past `WsConfig::shard_send_queue_bytes`.
+    pub ws_shard_queue_closes: u64,
 }
 
 /// This shard's counters (call it on the shard; each thread has its own).
@@ -43,6 +55,9 @@ pub fn shard_stats() -> HttpStats {
         body_refused_too_large: c.body_refused_too_large.get(),
         body_timeouts: c.body_timeouts.get(),
         header_timeouts: c.header_timeouts.get(),
+        ws_send_queued_bytes: c.ws_queued.get() as u64,
+        ws_slow_consumer_closes: c.ws_slow_consumer_closes.get(),
+        ws_shard_queue_closes: c.ws_shard_queue_closes.get(),
     })
 }
 
@@ -52,6 +67,9 @@ struct Counters {
     body_refused_too_large: Cell<u64>,
     body_timeouts: Cell<u64>,
     header_timeouts: Cell<u64>,
+    ws_queued: Cell<usize>,
+    ws_slow_consumer_closes: Cell<u64>,
+    ws_shard_queue_closes: Cell<u64>,
 }
 
 thread_local! {
@@ -61,6 +79,9 @@ thread_local! {
         body_refused_too_large: Cell::new(0),
         body_timeouts: Cell::new(0),
         header_timeouts: Cell::new(0),
+        ws_queued: Cell::new(0),
+        ws_slow_consumer_closes: Cell::new(0),
+        ws_shard_queue_closes: Cell::new(0),
     };
 }
 
@@ -71,6 +92,8 @@ pub(crate) enum Event {
     BodyTooLarge,
     BodyTimeout,
     HeaderTimeout,
+    WsSlowConsumer,
+    WsShardQueueFull,
 }
 
 /// Counts one event on this shard.
@@ -81,6 +104,8 @@ pub(crate) fn count(event: Event) {
             Event::BodyTooLarge => &c.body_refused_too_large,
             Event::BodyTimeout => &c.body_timeouts,
             Event::HeaderTimeout => &c.header_timeouts,
+            Event::WsSlowConsumer => &c.ws_slow_consumer_closes,
+            Event::WsShardQueueFull => &c.ws_shard_queue_closes,
         };
         cell.set(cell.get().saturating_add(1));
     });
@@ -90,4 +115,23 @@ pub(crate) fn count(event: Event) {
 /// still lands on the shard that charged it).
 pub(crate) fn body_gauge() -> Arc<AtomicU64> {
     COUNTERS.with(|c| c.body_held.clone())
+}
+
+/// Bytes queued on this shard's WebSockets now.
+pub(crate) fn ws_queued() -> usize {
+    COUNTERS.with(|c| c.ws_queued.get())
+}
+
+/// Adds `n` bytes to this shard's WebSocket queue gauge.
+pub(crate) fn ws_queue_add(n: usize) {
+    COUNTERS.with(|c| c.ws_queued.set(c.ws_queued.get().saturating_add(n)));
+}
+
+/// Removes `n` bytes from this shard's WebSocket queue gauge.
+pub(crate) fn ws_queue_sub(n: usize) {
+    COUNTERS.with(|c| {
+        let now = c.ws_queued.get();
+        debug_assert!(n <= now, "websocket queue accounting went negative ({n} > {now})");
+        c.ws_queued.set(now.saturating_sub(n));
+    });
 }
