@@ -22,6 +22,10 @@ pub enum HeadError {
     /// More header fields than `Limits::max_headers`.
     #[error("too many header fields")]
     TooManyHeaders,
+    /// The request target is neither origin-form (`/path?query`), absolute-form with an `http`
+    /// or `https` scheme and a host (RFC 9112 §3.2.2), nor `*` on an `OPTIONS` request.
+    #[error("invalid request target: {0}")]
+    BadTarget(&'static str),
     /// The request target is longer than `Limits::max_uri_len`.
     #[error("request URI too long")]
     UriTooLong,
@@ -44,6 +48,7 @@ impl HeadError {
     pub fn status(&self) -> u16 {
         match self {
             HeadError::Malformed(_)
+            | HeadError::BadTarget(_)
             | HeadError::Http2Preface
             | HeadError::InvalidContentLength
             | HeadError::LengthAndChunked => 400,

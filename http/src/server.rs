@@ -737,8 +737,10 @@ where
 }
 
 fn refuse(e: HeadError) -> HeadResult {
-    if e == HeadError::BodyTooLarge {
-        stats::count(Event::BodyTooLarge);
+    match e {
+        HeadError::BodyTooLarge => stats::count(Event::BodyTooLarge),
+        HeadError::BadTarget(_) => stats::count(Event::BadTarget),
+        _ => {}
     }
     HeadResult::Refuse(e.status(), e.to_string())
 }

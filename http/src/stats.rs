@@ -36,6 +36,9 @@ pub struct HttpStats {
     pub body_timeouts: u64,
     /// Counter: request heads that did not arrive within `Limits::header_timeout` (`408`).
     pub header_timeouts: u64,
+    /// Counter: requests refused with `400` for a malformed request target (absolute-form with
+    /// another scheme, userinfo or no host; asterisk-form on a method other than `OPTIONS`).
+    pub bad_targets: u64,
     /// Gauge: payload bytes waiting in the send queues of this shard's WebSockets, bounded by
     /// `WsConfig::shard_send_queue_bytes`.
     pub ws_send_queued_bytes: u64,
@@ -55,6 +58,7 @@ pub fn shard_stats() -> HttpStats {
         body_refused_too_large: c.body_refused_too_large.get(),
         body_timeouts: c.body_timeouts.get(),
         header_timeouts: c.header_timeouts.get(),
+        bad_targets: c.bad_targets.get(),
         ws_send_queued_bytes: c.ws_queued.get() as u64,
         ws_slow_consumer_closes: c.ws_slow_consumer_closes.get(),
         ws_shard_queue_closes: c.ws_shard_queue_closes.get(),
@@ -67,6 +71,7 @@ struct Counters {
     body_refused_too_large: Cell<u64>,
     body_timeouts: Cell<u64>,
     header_timeouts: Cell<u64>,
+    bad_targets: Cell<u64>,
     ws_queued: Cell<usize>,
     ws_slow_consumer_closes: Cell<u64>,
     ws_shard_queue_closes: Cell<u64>,
@@ -79,6 +84,7 @@ thread_local! {
         body_refused_too_large: Cell::new(0),
         body_timeouts: Cell::new(0),
         header_timeouts: Cell::new(0),
+        bad_targets: Cell::new(0),
         ws_queued: Cell::new(0),
         ws_slow_consumer_closes: Cell::new(0),
         ws_shard_queue_closes: Cell::new(0),
@@ -92,6 +98,7 @@ pub(crate) enum Event {
     BodyTooLarge,
     BodyTimeout,
     HeaderTimeout,
+    BadTarget,
     WsSlowConsumer,
     WsShardQueueFull,
 }
@@ -104,6 +111,7 @@ pub(crate) fn count(event: Event) {
             Event::BodyTooLarge => &c.body_refused_too_large,
             Event::BodyTimeout => &c.body_timeouts,
             Event::HeaderTimeout => &c.header_timeouts,
+            Event::BadTarget => &c.bad_targets,
             Event::WsSlowConsumer => &c.ws_slow_consumer_closes,
             Event::WsShardQueueFull => &c.ws_shard_queue_closes,
         };

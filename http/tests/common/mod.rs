@@ -167,6 +167,7 @@ pub fn stats_response() -> Response {
         ("body_refused_too_large", s.body_refused_too_large),
         ("body_timeouts", s.body_timeouts),
         ("header_timeouts", s.header_timeouts),
+        ("bad_targets", s.bad_targets),
         ("ws_send_queued_bytes", s.ws_send_queued_bytes),
         ("ws_slow_consumer_closes", s.ws_slow_consumer_closes),
         ("ws_shard_queue_closes", s.ws_shard_queue_closes),
