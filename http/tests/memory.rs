@@ -147,21 +147,7 @@ fn websocket_read_buffer_is_released_after_a_large_frame() {
     const CONNS: usize = 16;
     const FRAME: usize = 768 * 1024;
     let addr = start(|| App, Limits::default());
-    let mut conns: Vec<TcpStream> = (0..CONNS)
-        .map(|_| {
-            let mut s = connect(addr);
-            s.write_all(
-                b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-            )
-            .unwrap();
-            let mut buf = Vec::new();
-            let r = read_response(&mut s, &mut buf, false).expect("101");
-            assert_eq!(r.status, 101);
-            assert!(buf.is_empty());
-            s
-        })
-        .collect();
+    let mut conns: Vec<TcpStream> = (0..CONNS).map(|_| raw_ws(addr)).collect();
     let baseline = LIVE.load(Ordering::Relaxed);
     for s in conns.iter_mut() {
         let mut frame = BytesMut::new();
@@ -174,5 +160,41 @@ fn websocket_read_buffer_is_released_after_a_large_frame() {
     // must not be the frame's allocation.
     let held = LIVE.load(Ordering::Relaxed).saturating_sub(baseline);
     assert!(held < CONNS * 256 * 1024, "{CONNS} idle websockets hold {held} bytes after one {FRAME}-byte frame each");
+    drop(conns);
+}
+
+/// Opens a WebSocket to `/ws` with raw frames (so the client side allocates next to nothing).
+fn raw_ws(addr: std::net::SocketAddr) -> TcpStream {
+    let mut s = connect(addr);
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    let r = read_response(&mut s, &mut buf, false).expect("101");
+    assert_eq!(r.status, 101);
+    assert!(buf.is_empty());
+    s
+}
+
+#[test]
+fn idle_websockets_hold_no_write_buffer() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    const CONNS: usize = 32;
+    let addr = start(|| App, Limits::default());
+    // Warm the server (pools, timers) so the baseline does not count one-off allocations.
+    drop(raw_ws(addr));
+    let baseline = LIVE.load(Ordering::Relaxed);
+    let mut conns: Vec<TcpStream> = (0..CONNS).map(|_| raw_ws(addr)).collect();
+    // One exchange each, so every writer has written (and gone idle again).
+    for s in conns.iter_mut() {
+        let mut frame = BytesMut::new();
+        encode_client_frame(&mut frame, true, OpCode::Binary, b"hi", [1, 2, 3, 4]);
+        s.write_all(&frame).unwrap();
+        assert_eq!(read_small_frame(s), b"2");
+    }
+    let per_conn = LIVE.load(Ordering::Relaxed).saturating_sub(baseline) / CONNS;
+    assert!(per_conn < 56 * 1024, "an idle websocket holds {per_conn} bytes");
     drop(conns);
 }
