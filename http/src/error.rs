@@ -22,6 +22,10 @@ pub enum HeadError {
     /// More header fields than `Limits::max_headers`.
     #[error("too many header fields")]
     TooManyHeaders,
+    /// The request target is neither origin-form (`/path?query`), absolute-form with an `http`
+    /// or `https` scheme and a host (RFC 9112 §3.2.2), nor `*` on an `OPTIONS` request.
+    #[error("invalid request target: {0}")]
+    BadTarget(&'static str),
     /// The request target is longer than `Limits::max_uri_len`.
     #[error("request URI too long")]
     UriTooLong,
@@ -44,6 +48,7 @@ impl HeadError {
     pub fn status(&self) -> u16 {
         match self {
             HeadError::Malformed(_)
+            | HeadError::BadTarget(_)
             | HeadError::Http2Preface
             | HeadError::InvalidContentLength
             | HeadError::LengthAndChunked => 400,
@@ -81,9 +86,14 @@ pub enum BodyError {
         /// The limit that was crossed.
         limit: u64,
     },
-    /// No body bytes arrived within `Limits::body_timeout`.
+    /// No body bytes arrived within `Limits::body_timeout`, or the body was not complete
+    /// within `Limits::body_timeout_total`.
     #[error("timed out reading the request body")]
     Timeout,
+    /// Collecting the body would take this shard's body memory past
+    /// `Limits::shard_body_budget_bytes` (held by other requests now): retry later.
+    #[error("server busy: request body memory in use, retry later")]
+    Busy,
     /// The client closed the connection before the body was complete.
     #[error("connection closed before the body was complete")]
     UnexpectedEof,
@@ -104,6 +114,7 @@ impl BodyError {
         match self {
             BodyError::TooLarge { .. } => 413,
             BodyError::Timeout => 408,
+            BodyError::Busy => 503,
             BodyError::UnexpectedEof | BodyError::Chunked(_) | BodyError::Io(_) => 400,
             BodyError::Detached => 500,
         }

@@ -4,7 +4,10 @@
 //! no header is copied) and deciding the body framing. Invariants: the head is never larger than
 //! `max_header_bytes`, has at most `max_headers` fields and a target of at most `max_uri_len`
 //! bytes; a request has exactly one framing (none, `Content-Length`, or `chunked` as the only
-//! transfer coding) or it is refused; HTTP/1.1 requests carry exactly one `Host`.
+//! transfer coding) or it is refused; HTTP/1.1 requests carry exactly one `Host`; the target a
+//! handler sees is always origin-form (`/path?query`) or `*` (only on `OPTIONS`): an absolute-form
+//! target (`http://host/path`, RFC 9112 §3.2.2, which a server must accept) is reduced to its
+//! path and query, and its authority replaces the `Host` header's value, as §3.2.2 requires.
 
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
@@ -70,8 +73,12 @@ pub struct ParsedHead {
     pub head_len: usize,
     /// Range of the method token.
     pub method: Range<usize>,
-    /// Range of the request target.
+    /// Range of the request target in origin-form: all of it for origin-form and `*`; the path
+    /// and query of an absolute-form target (empty, or starting with `?`, when it has no path:
+    /// the path is then `/`).
     pub target: Range<usize>,
+    /// Range of the authority (`host[:port]`) of an absolute-form target.
+    pub authority: Option<Range<usize>>,
     /// Protocol version.
     pub version: Version,
     /// (name, value) ranges of every header field, in order.
@@ -151,6 +158,7 @@ pub fn parse_request_head(buf: &[u8], limits: &HeadLimits) -> Result<Option<Pars
     if path.is_empty() {
         return Err(HeadError::Malformed("empty request target"));
     }
+    let (origin, authority) = split_target(method, path.as_bytes())?;
     let version = if minor == 1 { Version::Http11 } else { Version::Http10 };
 
     let mut content_length: Option<u64> = None;
@@ -225,13 +233,82 @@ pub fn parse_request_head(buf: &[u8], limits: &HeadLimits) -> Result<Option<Pars
     Ok(Some(ParsedHead {
         head_len,
         method: range_of(buf, method.as_bytes()),
-        target: range_of(buf, path.as_bytes()),
+        target: range_of(buf, origin),
+        authority: authority.map(|a| range_of(buf, a)),
         version,
         headers,
         framing,
         keep_alive,
         expect_continue,
     }))
+}
+
+/// Splits a request target (RFC 9112 §3.2) into its origin-form part and, for absolute-form,
+/// its authority. Refuses asterisk-form except on `OPTIONS`, authority-form (only `CONNECT`
+/// uses it, and this server is no proxy) and absolute-form with a scheme other than `http` or
+/// `https`, with userinfo (RFC 9110 §4.2.4), with an empty or invalid host (§4.2.1), or with a
+/// fragment.
+fn split_target<'a>(method: &str, target: &'a [u8]) -> Result<(&'a [u8], Option<&'a [u8]>), HeadError> {
+    if target.first() == Some(&b'/') {
+        return Ok((target, None));
+    }
+    if target == b"*" {
+        if method == "OPTIONS" {
+            return Ok((target, None));
+        }
+        return Err(HeadError::BadTarget("asterisk-form is only for OPTIONS"));
+    }
+    if method == "CONNECT" {
+        return Err(HeadError::BadTarget("CONNECT is not supported"));
+    }
+    let Some(colon) = target.iter().position(|&b| b == b':') else {
+        return Err(HeadError::BadTarget("not origin-form or absolute-form"));
+    };
+    let scheme = &target[..colon];
+    if !scheme.eq_ignore_ascii_case(b"http") && !scheme.eq_ignore_ascii_case(b"https") {
+        return Err(HeadError::BadTarget("absolute-form needs an http or https scheme"));
+    }
+    let Some(rest) = target[colon + 1..].strip_prefix(b"//") else {
+        return Err(HeadError::BadTarget("absolute-form without an authority"));
+    };
+    let end = rest.iter().position(|&b| matches!(b, b'/' | b'?' | b'#')).unwrap_or(rest.len());
+    let (authority, origin) = rest.split_at(end);
+    if origin.contains(&b'#') {
+        return Err(HeadError::BadTarget("fragment in request target"));
+    }
+    if authority.contains(&b'@') {
+        return Err(HeadError::BadTarget("userinfo in request target"));
+    }
+    if !valid_authority(authority) {
+        return Err(HeadError::BadTarget("invalid host in request target"));
+    }
+    Ok((origin, Some(authority)))
+}
+
+/// `host [ ":" port ]` with a non-empty host (RFC 9110 §4.2.1: an `http` URI with an empty host
+/// is invalid): an IP-literal in brackets, or a reg-name / IPv4 address of unreserved,
+/// percent-encoded and sub-delimiter characters; the port is digits.
+fn valid_authority(a: &[u8]) -> bool {
+    let (host, port) = if a.first() == Some(&b'[') {
+        let Some(close) = a.iter().position(|&b| b == b']') else { return false };
+        let literal = &a[1..close];
+        if literal.is_empty() || !literal.iter().all(|&b| b.is_ascii_hexdigit() || b":.vV".contains(&b)) {
+            return false;
+        }
+        match &a[close + 1..] {
+            [] => (&a[..=close], None),
+            [b':', port @ ..] => (&a[..=close], Some(port)),
+            _ => return false,
+        }
+    } else {
+        match a.iter().rposition(|&b| b == b':') {
+            Some(i) => (&a[..i], Some(&a[i + 1..])),
+            None => (a, None),
+        }
+    };
+    let host_ok = host.first() == Some(&b'[')
+        || (!host.is_empty() && host.iter().all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b)));
+    host_ok && port.is_none_or(|p| p.iter().all(u8::is_ascii_digit))
 }
 
 /// Header fields of a request: zero-copy slices of the request head.
@@ -294,16 +371,38 @@ pub struct Request {
 impl Request {
     /// Builds a request from a frozen head buffer and its parse result.
     pub(crate) fn from_parsed(head: Bytes, p: &ParsedHead, peer: SocketAddr) -> Request {
-        let headers = Headers {
+        let mut headers = Headers {
             entries: p.headers.iter().map(|(n, v)| (head.slice(n.clone()), head.slice(v.clone()))).collect(),
         };
+        let mut target = head.slice(p.target.clone());
+        if let Some(authority) = &p.authority {
+            // RFC 9112 §3.2.2: the target's authority replaces any Host header's value.
+            let authority = head.slice(authority.clone());
+            let mut had_host = false;
+            for (n, v) in headers.entries.iter_mut() {
+                if n.eq_ignore_ascii_case(b"host") {
+                    *v = authority.clone();
+                    had_host = true;
+                }
+            }
+            if !had_host {
+                headers.entries.push((Bytes::from_static(b"host"), authority));
+            }
+            if target.first() != Some(&b'/') {
+                // `http://host` or `http://host?q`: the path of an empty http(s) path is `/`.
+                let mut t = Vec::with_capacity(target.len() + 1);
+                t.push(b'/');
+                t.extend_from_slice(&target);
+                target = Bytes::from(t);
+            }
+        }
         let request_id = match headers.get("x-request-id") {
             Some(id) if is_sane_request_id(id) => String::from_utf8_lossy(id).into_owned(),
             _ => generate_request_id(),
         };
         Request {
             method: head.slice(p.method.clone()),
-            target: head.slice(p.target.clone()),
+            target,
             version: p.version,
             headers,
             peer,
@@ -334,7 +433,9 @@ impl Request {
         std::str::from_utf8(&self.method).unwrap_or("")
     }
 
-    /// The request target as sent (path and query), e.g. `"/rest/v1/todos?select=*"`.
+    /// The request target in origin-form (path and query), e.g. `"/rest/v1/todos?select=*"`. An
+    /// absolute-form target (`http://host/rest/v1/todos?select=*`) is given in the same form (its
+    /// authority is the `Host` header); an `OPTIONS *` request has `"*"`.
     pub fn uri(&self) -> &str {
         std::str::from_utf8(&self.target).unwrap_or("")
     }

@@ -2,7 +2,8 @@
 //!
 //! Owns: everything between an accepted `TcpStream` and the application's [`Handler`]: request
 //! parsing, keep-alive and pipelining, streaming request bodies, response framing, limits,
-//! access logging, client-disconnect cancellation (a request whose client goes away has its
+//! access logging, per-shard accounting of what it holds and refuses ([`stats`], for
+//! `/metrics`), client-disconnect cancellation (a request whose client goes away has its
 //! handler future dropped and is logged as `499`), and upgraded WebSocket connections. It knows
 //! nothing about Supabase services.
 //!
@@ -44,6 +45,7 @@ mod io;
 pub mod limits;
 pub mod response;
 mod server;
+pub mod stats;
 mod watch;
 pub mod ws;
 
@@ -54,6 +56,7 @@ pub use io::http_date;
 pub use limits::Limits;
 pub use response::{BodyStream, Response, ResponseBody};
 pub use server::{serve_connection, Handler, NoShutdown, Shutdown};
+pub use stats::{shard_stats, HttpStats};
 pub use ws::{close_code, CloseFrame, Message, TrySendError, Utf8Bytes, WebSocket, WsConfig, WsError, WsSender};
 
 /// Pure (no I/O) entry points into the network-facing parsers, for fuzzers and property tests.

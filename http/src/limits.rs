@@ -1,8 +1,9 @@
 //! Connection limits for the HTTP/1.1 server.
 //!
-//! Owns: the [`Limits`] struct, one value per connection-level bound. Invariant: every buffer the
-//! server grows on behalf of a peer (request head, chunk-size lines, trailers, drained bodies) and
-//! every wait on a peer (head, body, idle, write) is bounded by one of these fields.
+//! Owns: the [`Limits`] struct, one value per connection-level bound (and the one shard-level
+//! bound on collected bodies). Invariant: every buffer the server grows on behalf of a peer
+//! (request head, chunk-size lines, trailers, drained and collected bodies) and every wait on a
+//! peer (head, body, idle, write) is bounded by one of these fields.
 
 use std::time::Duration;
 
@@ -34,6 +35,22 @@ pub struct Limits {
     /// body read fail with [`crate::BodyError::Timeout`] (the handler answers, normally `408`)
     /// and the connection closes after the response.
     pub body_timeout: Duration,
+    /// Longest time a whole request body may take, counted from the handler's first request
+    /// for body bytes (so work the handler does before reading is not charged to the client).
+    /// Default 300 s (a 50 MiB body at 175 KB/s or more). Without it a client sending a byte
+    /// just inside every `body_timeout` holds its connection and buffers indefinitely. Expiry
+    /// is [`crate::BodyError::Timeout`] like `body_timeout` (`408`, connection closed); it also
+    /// bounds draining an unread body after the response.
+    pub body_timeout_total: Duration,
+    /// Most bytes all bodies being collected by [`crate::Body::collect`] on one shard may hold
+    /// together (buffer capacity, released when the collected `Bytes` is dropped). Default
+    /// 256 MiB. Buffers grow with the bytes that actually arrived, never with the declared
+    /// length, so a client declaring 50 MB and sending 2 bytes holds nothing here. A body whose
+    /// growth would cross the budget fails with [`crate::BodyError::Busy`] (`503`, retry later);
+    /// one that could not fit even alone (declared, or grown, past the whole budget) fails with
+    /// [`crate::BodyError::TooLarge`] (`413`). Bodies read with [`crate::Body::chunk`] are
+    /// streamed, not held, and are not charged.
+    pub shard_body_budget_bytes: u64,
     /// Longest wait for progress while writing to the peer. Default 30 s. Expiry closes.
     pub write_timeout: Duration,
     /// Size of each read from the socket (and of pooled read buffers). Default 16 KiB.
@@ -61,6 +78,8 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(30),
+            body_timeout_total: Duration::from_secs(300),
+            shard_body_budget_bytes: 256 * 1024 * 1024,
             write_timeout: Duration::from_secs(30),
             read_buffer_size: 16 * 1024,
             max_chunk_line_bytes: 1024,

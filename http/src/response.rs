@@ -214,7 +214,12 @@ impl Response {
 
 impl From<&crate::error::BodyError> for Response {
     fn from(e: &crate::error::BodyError) -> Response {
-        Response::error_json(e.status(), &e.to_string())
+        let r = Response::error_json(e.status(), &e.to_string());
+        match e {
+            // The budget frees as soon as other bodies complete; tell clients it is worth retrying.
+            crate::error::BodyError::Busy => r.header("retry-after", "1"),
+            _ => r,
+        }
     }
 }
 

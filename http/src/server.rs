@@ -38,6 +38,7 @@ use crate::io::{
 };
 use crate::limits::Limits;
 use crate::response::{write_head, Response, ResponseBody, Wire};
+use crate::stats::{self, Event};
 use crate::watch::{self, WatchEnd};
 
 /// The application: turns a request (and its streaming body) into a response.
@@ -113,6 +114,7 @@ pub async fn serve_connection<H: Handler>(
             received: 0,
             expect_pending: false,
             response_started: false,
+            deadline: None,
             error: None,
             released: false,
             watch_waker: None,
@@ -254,7 +256,10 @@ impl<H: Handler> Conn<H> {
                 }
                 ReadOutcome::Eof | ReadOutcome::Error(_) => break HeadResult::Close,
                 ReadOutcome::Timeout if idle => break HeadResult::Close,
-                ReadOutcome::Timeout => break HeadResult::Refuse(408, "request header timeout".into()),
+                ReadOutcome::Timeout => {
+                    stats::count(Event::HeaderTimeout);
+                    break HeadResult::Refuse(408, "request header timeout".into());
+                }
                 ReadOutcome::Interrupted if stop_for_shutdown => break HeadResult::Close,
                 ReadOutcome::Interrupted => {}
             }
@@ -272,6 +277,7 @@ impl<H: Handler> Conn<H> {
             st.received = 0;
             st.error = None;
             st.response_started = false;
+            st.deadline = None;
             st.released = false;
             st.watch_waker = None;
             st.framing = match req.framing {
@@ -446,7 +452,9 @@ impl<H: Handler> Conn<H> {
                 Err(_) => break false,
                 Ok(Step::NeedMore) => {}
             }
-            let deadline = Instant::now() + self.limits.body_timeout;
+            // Draining is bounded in time like reading: a client trickling the rest of an unread
+            // body cannot hold the connection past the body's total deadline.
+            let deadline = self.shared.body.borrow_mut().read_deadline(&self.limits);
             let buf = std::mem::take(&mut rs.buf);
             let (o, buf) = read_buf(&mut rs.io, buf, self.limits.read_buffer_size, Some(deadline), no_interrupt).await;
             rs.buf = buf;
@@ -729,6 +737,11 @@ where
 }
 
 fn refuse(e: HeadError) -> HeadResult {
+    match e {
+        HeadError::BodyTooLarge => stats::count(Event::BodyTooLarge),
+        HeadError::BadTarget(_) => stats::count(Event::BadTarget),
+        _ => {}
+    }
     HeadResult::Refuse(e.status(), e.to_string())
 }
 

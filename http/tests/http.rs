@@ -34,6 +34,12 @@ impl Handler for App {
             }
             "/ignore" => Response::text(200, "ignored"),
             "/id" => Response::text(200, req.request_id().to_owned()),
+            "/target" => {
+                let host = req.header_str("host").unwrap_or("-");
+                Response::text(200, format!("{} {} {:?} {host}", req.uri(), req.path(), req.query()))
+            }
+            "*" if req.method() == "OPTIONS" => Response::text(200, "server-wide"),
+            "/stats" => stats_response(),
             "/panic" => panic!("handler panic (expected in tests)"),
             "/stream" => {
                 let parts: Vec<Result<Bytes, std::io::Error>> = vec![
@@ -300,4 +306,53 @@ fn handler_panic_is_500_and_server_survives() {
     assert_eq!(r.status, 500);
     let r = roundtrip(addr, b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     assert_eq!(r.status, 200);
+}
+
+#[test]
+fn absolute_form_targets_are_routed_as_origin_form() {
+    let addr = server();
+    let ask = |req: &str| roundtrip(addr, req.as_bytes()).expect("response");
+    // RFC 9112 §3.2.2: the target's path and query route; its authority replaces Host.
+    let r = ask("GET http://api.example.com:8080/target?select=id HTTP/1.1\r\nHost: other\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"/target?select=id /target Some(\"select=id\") api.example.com:8080");
+    let r = ask("GET HTTPS://[::1]:443/target HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.body, b"/target /target None [::1]:443");
+    let r = ask("GET http://h/hello HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"hello"[..]));
+    // HTTP/1.0 needs no Host: the authority becomes one.
+    let r = ask("GET http://h10/target HTTP/1.0\r\n\r\n");
+    assert_eq!(r.body, b"/target /target None h10");
+    // An empty path is "/".
+    let r = ask("GET http://h?x=1 HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(r.status, 404, "routed as /?x=1");
+    // Asterisk-form is for OPTIONS only.
+    let r = ask("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"server-wide"[..]));
+}
+
+#[test]
+fn malformed_request_targets_get_400() {
+    let addr = server();
+    for target in [
+        "http:///target",       // empty host
+        "http://user@h/target", // userinfo
+        "http://u:p@h/target",  // userinfo with a password
+        "ftp://h/target",       // not http(s)
+        "http:/target",         // no authority
+        "http://h:8x/target",   // non-numeric port
+        "http://h/target#frag", // fragment
+        "http://[::1/target",   // unclosed IP literal
+        "h:443",                // authority-form outside CONNECT
+        "target",               // no leading slash
+        "*",                    // asterisk-form on GET
+    ] {
+        let r = roundtrip(addr, format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+        let r = r.unwrap_or_else(|| panic!("no response to {target}"));
+        assert_eq!(r.status, 400, "{target}");
+        assert_eq!(r.header("connection"), Some("close"), "{target}");
+    }
+    let r = roundtrip(addr, b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n").expect("response");
+    assert_eq!(r.status, 400);
+    assert_eq!(stat(addr, "bad_targets"), 12);
 }

@@ -12,6 +12,8 @@ const SEEDS: &[&[u8]] = &[
     b"GET /rest/v1/todos?select=* HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n",
     b"POST /u HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b\r\nhello\r\n0\r\nT: v\r\n\r\n",
     b"PUT /s HTTP/1.0\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nabc",
+    b"GET http://h.example:80/p?q=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"OPTIONS * HTTP/1.1\r\nHost: [::1]:80\r\n\r\n",
 ];
 
 fn mutate(rng: &mut StdRng, base: &[u8]) -> Vec<u8> {

@@ -6,9 +6,16 @@
 //! handler's task reads, a spawned task writes. Invariants: the send queue is bounded by
 //! [`WsConfig::send_queue_messages`] and [`WsConfig::send_queue_bytes`]; overflowing it closes
 //! the connection with 1008 "slow consumer" (queued messages are dropped, the close frame is sent
-//! if the socket accepts it within [`WsConfig::close_timeout`]); control replies (pongs) are
+//! if the socket accepts it within [`WsConfig::close_timeout`]); the bytes queued across all
+//! WebSockets of a shard are bounded by [`WsConfig::shard_send_queue_bytes`] (a send that would
+//! cross it closes its connection the same way, 1008 "shard send queue full"), and the shard's
+//! gauge in `crate::stats` always equals the sum of the queues' `queued_bytes` (every change to
+//! a queue goes through `State::push` / `pop` / `clear_queue`); control replies (pongs) are
 //! bounded too; once a close is queued nothing else is accepted and the connection ends within
-//! `close_timeout`; no read or write is ever dropped in flight (see `crate::io`).
+//! `close_timeout`; no read or write is ever dropped in flight (see `crate::io`); a read buffer
+//! grown past four read sizes by a large frame is dropped once that frame has been handed out,
+//! so an idle connection does not keep its peak allocation, and the writer holds its batch
+//! buffer only while it has something to write.
 
 pub mod frame;
 pub mod handshake;
@@ -29,6 +36,7 @@ use monoio::time::Instant;
 
 use crate::body::{ReadSide, Writer};
 use crate::io::{read_buf, write_all, ReadOutcome};
+use crate::stats::{self, Event};
 pub use frame::{close_code, CloseFrame, Incoming, Message, OpCode, Utf8Bytes, WsDecoder, WsProtocolError};
 
 /// Limits and timers of one WebSocket connection. `WsConfig::default()` gives the defaults.
@@ -42,6 +50,14 @@ pub struct WsConfig {
     pub send_queue_messages: usize,
     /// Most payload bytes waiting in the send queue. Default 8 MiB. Overflow → close 1008.
     pub send_queue_bytes: usize,
+    /// Most payload bytes waiting in the send queues of all WebSockets on one shard together.
+    /// Default 256 MiB (32 full `send_queue_bytes` queues): without it 16,384 connections × 8 MiB
+    /// could queue 128 GiB. A send that would cross it closes that connection with 1008 ("shard
+    /// send queue full"), as its own queue overflowing does: under memory pressure the consumer
+    /// that is behind is cut, not everyone. The bound checked is the sending connection's value,
+    /// so give every connection of a shard the same one. Payloads are counted per queue even
+    /// when one `Bytes` is shared by many (a broadcast), so this over-counts shared memory.
+    pub shard_send_queue_bytes: usize,
     /// Send a ping after this long without receiving anything. Default `Some(30 s)`.
     pub ping_interval: Option<Duration>,
     /// Close (1001, "idle timeout") after this long without receiving anything. Default
@@ -63,6 +79,7 @@ impl Default for WsConfig {
             max_message_bytes: 4 * 1024 * 1024,
             send_queue_messages: 1024,
             send_queue_bytes: 8 * 1024 * 1024,
+            shard_send_queue_bytes: 256 * 1024 * 1024,
             ping_interval: Some(Duration::from_secs(30)),
             idle_timeout: Some(Duration::from_secs(120)),
             close_timeout: Duration::from_secs(5),
@@ -113,6 +130,31 @@ struct State {
 }
 
 impl State {
+    /// Queues a data message, counting its bytes here and in the shard's gauge.
+    fn push(&mut self, msg: Message) {
+        let len = msg.len();
+        self.queued_bytes += len;
+        stats::ws_queue_add(len);
+        self.queue.push_back(msg);
+    }
+
+    /// Takes the next data message, uncounting its bytes.
+    fn pop(&mut self) -> Option<Message> {
+        let msg = self.queue.pop_front()?;
+        let len = msg.len();
+        debug_assert!(len <= self.queued_bytes, "websocket queue accounting went negative");
+        self.queued_bytes = self.queued_bytes.saturating_sub(len);
+        stats::ws_queue_sub(len);
+        Some(msg)
+    }
+
+    /// Drops every queued data message, uncounting their bytes.
+    fn clear_queue(&mut self) {
+        self.queue.clear();
+        stats::ws_queue_sub(self.queued_bytes);
+        self.queued_bytes = 0;
+    }
+
     fn wake_all(&mut self) {
         if let Some(w) = self.writer_waker.take() {
             w.wake();
@@ -120,6 +162,14 @@ impl State {
         if let Some(w) = self.reader_waker.take() {
             w.wake();
         }
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        // The writer clears the queue when it ends; this covers a writer that never ran to its
+        // end (runtime shut down), so the shard's gauge never keeps a dead connection's bytes.
+        self.clear_queue();
     }
 }
 
@@ -167,11 +217,21 @@ impl WsSender {
                         queued_limit = self.cfg.send_queue_messages,
                         "websocket slow consumer; closing 1008"
                     );
+                    stats::count(Event::WsSlowConsumer);
                     self.close_inner(close_code::POLICY, "slow consumer", true);
                     return Err(TrySendError::Full);
                 }
-                s.queued_bytes += len;
-                s.queue.push_back(msg);
+                if stats::ws_queued().saturating_add(len) > self.cfg.shard_send_queue_bytes {
+                    drop(s);
+                    tracing::info!(
+                        shard_limit = self.cfg.shard_send_queue_bytes,
+                        "websocket send would exceed the shard's queued bytes; closing 1008"
+                    );
+                    stats::count(Event::WsShardQueueFull);
+                    self.close_inner(close_code::POLICY, "shard send queue full", true);
+                    return Err(TrySendError::Full);
+                }
+                s.push(msg);
             }
         }
         if let Some(w) = s.writer_waker.take() {
@@ -206,8 +266,7 @@ impl WsSender {
         s.close_out = Some(frame::close_payload(code, reason));
         s.abort_at = Some(Instant::now() + self.cfg.close_timeout);
         if drop_queue {
-            s.queue.clear();
-            s.queued_bytes = 0;
+            s.clear_queue();
         }
         s.wake_all();
     }
@@ -241,9 +300,16 @@ pub struct WebSocket {
     next_ping: Option<Instant>,
     shutdown: Option<Pin<Box<dyn Future<Output = ()>>>>,
     finished: bool,
+    /// The read buffer grew past `LARGE_READ_FACTOR` read sizes (a large frame): replace it with
+    /// a fresh one once it is empty, or the allocation stays pinned for the connection's life.
+    holds_large: bool,
     request_id: String,
     peer: SocketAddr,
 }
+
+/// A read buffer larger than this many `read_buffer_size`s is not kept once drained (the same
+/// bound `crate::io` uses for pooled read buffers).
+const LARGE_READ_FACTOR: usize = 4;
 
 impl std::fmt::Debug for WebSocket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -323,6 +389,12 @@ impl WebSocket {
             let idle_at = cfg.idle_timeout.map(|d| self.last_rx + d);
             let deadline =
                 [abort_at, idle_at, self.next_ping.filter(|_| abort_at.is_none())].into_iter().flatten().min();
+            if self.holds_large && rs.buf.is_empty() {
+                // The large frame is out (its bytes live on only in the message handed to the
+                // handler); the rest of this buffer would keep the whole allocation alive.
+                rs.buf = BytesMut::with_capacity(cfg.read_buffer_size);
+                self.holds_large = false;
+            }
             let st = self.sender.st.clone();
             let mut shutdown_hit = false;
             let shutdown = &mut self.shutdown;
@@ -343,6 +415,7 @@ impl WebSocket {
             })
             .await;
             rs.buf = buf;
+            self.holds_large |= rs.buf.capacity() > cfg.read_buffer_size.saturating_mul(LARGE_READ_FACTOR);
             match outcome {
                 ReadOutcome::Data(_) => self.touch(&cfg),
                 ReadOutcome::Eof => {
@@ -414,6 +487,7 @@ pub(crate) async fn run_upgraded(
         next_ping: cfg.ping_interval.map(|d| now + d),
         shutdown,
         finished: false,
+        holds_large: false,
         request_id: request_id.clone(),
         peer,
     };
@@ -429,8 +503,18 @@ pub(crate) async fn run_upgraded(
 }
 
 async fn writer_loop(mut w: Writer, st: Rc<RefCell<State>>, cfg: Rc<WsConfig>) {
-    let mut wbuf = BytesMut::with_capacity(WRITE_BATCH);
+    // Allocated when there is something to write and dropped when the writer goes idle: most
+    // WebSockets (realtime subscribers) are idle most of the time, and a 64 KiB batch buffer
+    // held by each of 16,384 of them would be 1 GiB per shard.
+    let mut wbuf = BytesMut::new();
     loop {
+        let idle = {
+            let s = st.borrow();
+            !s.dead && s.control.is_empty() && s.queue.is_empty() && s.close_out.is_none()
+        };
+        if idle && wbuf.capacity() > 0 {
+            wbuf = BytesMut::new();
+        }
         poll_fn(|cx| {
             let mut s = st.borrow_mut();
             if s.dead || !s.control.is_empty() || !s.queue.is_empty() || s.close_out.is_some() {
@@ -453,8 +537,7 @@ async fn writer_loop(mut w: Writer, st: Rc<RefCell<State>>, cfg: Rc<WsConfig>) {
                 wbuf.extend_from_slice(&p);
             }
             while wbuf.len() < WRITE_BATCH && large.is_none() {
-                let Some(m) = s.queue.pop_front() else { break };
-                s.queued_bytes = s.queued_bytes.saturating_sub(m.len());
+                let Some(m) = s.pop() else { break };
                 let (op, payload) = match m {
                     Message::Text(t) => (OpCode::Text, t.into_bytes()),
                     Message::Binary(b) => (OpCode::Binary, b),
@@ -508,7 +591,7 @@ async fn writer_loop(mut w: Writer, st: Rc<RefCell<State>>, cfg: Rc<WsConfig>) {
     }
     let mut s = st.borrow_mut();
     s.writer_done = true;
-    s.queue.clear();
+    s.clear_queue();
     s.control.clear();
     s.wake_all();
 }

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use madbase_http::{serve_connection, Handler, Limits, NoShutdown, Shutdown};
+use madbase_http::{serve_connection, Handler, Limits, NoShutdown, Response, Shutdown};
 
 /// Starts `handler` on a fresh monoio runtime thread; returns the address.
 pub fn start<H: Handler, F: FnOnce() -> H + Send + 'static>(make: F, limits: Limits) -> SocketAddr {
@@ -154,5 +154,51 @@ pub fn closed(s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
             }
             Err(_) => return true,
         }
+    }
+}
+
+/// The serving shard's counters as `name=value` lines: serve it from a test handler's route
+/// (it must run on the server's thread) and read it with [`stats`].
+pub fn stats_response() -> Response {
+    let s = madbase_http::shard_stats();
+    let fields = [
+        ("body_bytes_held", s.body_bytes_held),
+        ("body_refused_busy", s.body_refused_busy),
+        ("body_refused_too_large", s.body_refused_too_large),
+        ("body_timeouts", s.body_timeouts),
+        ("header_timeouts", s.header_timeouts),
+        ("bad_targets", s.bad_targets),
+        ("ws_send_queued_bytes", s.ws_send_queued_bytes),
+        ("ws_slow_consumer_closes", s.ws_slow_consumer_closes),
+        ("ws_shard_queue_closes", s.ws_shard_queue_closes),
+    ];
+    let text: String = fields.iter().map(|(n, v)| format!("{n}={v}\n")).collect();
+    Response::text(200, text)
+}
+
+/// Reads one counter from the server's `/stats` route (see [`stats_response`]).
+pub fn stat(addr: SocketAddr, name: &str) -> u64 {
+    let r = roundtrip(addr, b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n").expect("stats response");
+    assert_eq!(r.status, 200, "stats route");
+    let text = String::from_utf8(r.body).expect("utf-8 stats");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+        .unwrap_or_else(|| panic!("no stat {name} in {text}"))
+        .parse()
+        .expect("numeric stat")
+}
+
+/// Polls `cond` every 20 ms until it holds or `within` passes (a liveness bound, not a timing
+/// assertion); returns whether it held.
+pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
