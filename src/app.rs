@@ -111,6 +111,7 @@ impl ShardState {
                 })
                 .collect(),
             blocking_queued: self.shard.blocking().queue_depth(),
+            http: madbase_http::shard_stats(),
         };
         self.metrics.snapshot(gauges)
     }
@@ -170,6 +171,8 @@ pub fn http_limits(config: &Config) -> madbase_http::Limits {
         header_timeout: Duration::from_millis(config.http_header_timeout_ms),
         idle_timeout: Duration::from_millis(config.http_idle_timeout_ms),
         body_timeout: Duration::from_millis(config.http_body_timeout_ms),
+        body_timeout_total: Duration::from_millis(config.http_body_timeout_total_ms),
+        shard_body_budget_bytes: config.http_shard_body_budget_bytes,
         ..madbase_http::Limits::default()
     }
 }
@@ -296,9 +299,9 @@ impl App {
     async fn route(&self, req: &Request, service: &'static str, body: Body) -> Response {
         match (service, req.path()) {
             ("health", _) => self.health().await,
-            ("metrics", _) => match self.authorize_metrics(req) {
-                Ok(()) => self.metrics().await,
-                Err(response) => response,
+            ("metrics", _) => match self.refuse_metrics(req) {
+                None => self.metrics().await,
+                Some(refusal) => refusal,
             },
             ("auth", "/auth/v1/.well-known/jwks.json") if matches!(req.method(), "GET" | "HEAD") => {
                 Response::json(200, self.state.shared.keys.public_jwks().to_string())
@@ -322,15 +325,15 @@ impl App {
     }
 
     /// `/metrics` is for operators: it takes the service key (`apikey` or a bearer token whose
-    /// role is `service_role`), as Supabase's own metrics endpoint does.
-    fn authorize_metrics(&self, req: &Request) -> Result<(), Response> {
+    /// role is `service_role`), as Supabase's own metrics endpoint does. `None`: allowed.
+    fn refuse_metrics(&self, req: &Request) -> Option<Response> {
         match crate::rest::authenticate(&self.state.tokens, req) {
-            Ok(identity) if identity.role == METRICS_ROLE => Ok(()),
+            Ok(identity) if identity.role == METRICS_ROLE => None,
             Ok(identity) if identity.role == crate::rest::ANON_ROLE && !has_credentials(req) => {
-                Err(Response::json(401, r#"{"message":"No API key found in request"}"#))
+                Some(Response::json(401, r#"{"message":"No API key found in request"}"#))
             }
-            Ok(_) => Err(Response::json(403, r#"{"message":"/metrics needs the service_role key"}"#)),
-            Err(_) => Err(Response::json(401, r#"{"message":"Invalid authentication credentials"}"#)),
+            Ok(_) => Some(Response::json(403, r#"{"message":"/metrics needs the service_role key"}"#)),
+            Err(_) => Some(Response::json(401, r#"{"message":"Invalid authentication credentials"}"#)),
         }
     }
 

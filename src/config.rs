@@ -74,6 +74,10 @@ pub struct Config {
     pub http_idle_timeout_ms: u64,
     /// Longest wait for body progress, ms. Default 30000 → 408.
     pub http_body_timeout_ms: u64,
+    /// Longest a whole request body may take to arrive, ms (a trickle of bytes cannot hold a body open). Default 300000 → 408.
+    pub http_body_timeout_total_ms: u64,
+    /// Bytes of request bodies one shard holds at once while collecting them. Default 256 MiB; past it → 503 (413 for one body larger than all of it).
+    pub http_shard_body_budget_bytes: u64,
     /// Connections one shard serves at once; beyond it the kernel backlog holds new ones. Default 16384.
     pub max_connections_per_shard: usize,
     /// Capacity of each cross-shard ring, messages. Default 4096.
@@ -142,6 +146,8 @@ impl Default for Config {
             http_header_timeout_ms: 10_000,
             http_idle_timeout_ms: 60_000,
             http_body_timeout_ms: 30_000,
+            http_body_timeout_total_ms: 300_000,
+            http_shard_body_budget_bytes: 256 * 1024 * 1024,
             max_connections_per_shard: 16_384,
             ring_capacity: 4096,
             blocking_threads: cores,
@@ -182,6 +188,8 @@ pub const ENV_KEYS: &[&str] = &[
     "MADBASE_HTTP_HEADER_TIMEOUT_MS",
     "MADBASE_HTTP_IDLE_TIMEOUT_MS",
     "MADBASE_HTTP_BODY_TIMEOUT_MS",
+    "MADBASE_HTTP_BODY_TIMEOUT_TOTAL_MS",
+    "MADBASE_HTTP_SHARD_BODY_BUDGET_BYTES",
     "MADBASE_MAX_CONNECTIONS_PER_SHARD",
     "MADBASE_RING_CAPACITY",
     "MADBASE_BLOCKING_THREADS",
@@ -354,6 +362,8 @@ impl Config {
                 "MADBASE_HTTP_HEADER_TIMEOUT_MS" => set(&mut c.http_header_timeout_ms, name, &raw)?,
                 "MADBASE_HTTP_IDLE_TIMEOUT_MS" => set(&mut c.http_idle_timeout_ms, name, &raw)?,
                 "MADBASE_HTTP_BODY_TIMEOUT_MS" => set(&mut c.http_body_timeout_ms, name, &raw)?,
+                "MADBASE_HTTP_BODY_TIMEOUT_TOTAL_MS" => set(&mut c.http_body_timeout_total_ms, name, &raw)?,
+                "MADBASE_HTTP_SHARD_BODY_BUDGET_BYTES" => set(&mut c.http_shard_body_budget_bytes, name, &raw)?,
                 "MADBASE_MAX_CONNECTIONS_PER_SHARD" => set(&mut c.max_connections_per_shard, name, &raw)?,
                 "MADBASE_RING_CAPACITY" => set(&mut c.ring_capacity, name, &raw)?,
                 "MADBASE_BLOCKING_THREADS" => set(&mut c.blocking_threads, name, &raw)?,
@@ -380,7 +390,7 @@ impl Config {
 
     /// Rejects settings the program cannot run with, naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&str, u64); 19] = [
+        let positive = [
             ("shards", self.shards as u64),
             ("pg_pool_size", self.pg_pool_size as u64),
             ("pg_queue_limit", self.pg_queue_limit as u64),
@@ -394,6 +404,8 @@ impl Config {
             ("http_header_timeout_ms", self.http_header_timeout_ms),
             ("http_idle_timeout_ms", self.http_idle_timeout_ms),
             ("http_body_timeout_ms", self.http_body_timeout_ms),
+            ("http_body_timeout_total_ms", self.http_body_timeout_total_ms),
+            ("http_shard_body_budget_bytes", self.http_shard_body_budget_bytes),
             ("max_connections_per_shard", self.max_connections_per_shard as u64),
             ("ring_capacity", self.ring_capacity as u64),
             ("blocking_threads", self.blocking_threads as u64),

@@ -76,6 +76,8 @@ pub struct ShardGauges {
     /// (producer, depth, capacity) for each ring this shard consumes.
     pub rings: Vec<(String, usize, usize)>,
     pub blocking_queued: usize,
+    /// This shard's HTTP limits at work: bodies held, refusals, timeouts.
+    pub http: madbase_http::HttpStats,
 }
 
 /// What one shard sends back to a scrape. `Send`: it crosses cores.
@@ -85,6 +87,53 @@ pub struct ShardSnapshot {
     pub latency: Vec<(&'static str, Histogram<u64>)>,
     pub gauges: ShardGauges,
 }
+
+/// One value per shard: (name, `gauge` or `counter`, help, how to read it).
+type Series = (&'static str, &'static str, &'static str, fn(&ShardGauges) -> u64);
+
+const PER_SHARD_SERIES: &[Series] = &[
+    ("madbase_pg_connections_up", "gauge", "PostgreSQL connections currently usable.", |g| g.pg_connections_up as u64),
+    ("madbase_pg_connections_configured", "gauge", "PostgreSQL connections configured.", |g| {
+        g.pg_connections_configured as u64
+    }),
+    ("madbase_pg_in_flight", "gauge", "Batches sent to PostgreSQL and not yet answered.", |g| g.pg_in_flight as u64),
+    ("madbase_pg_queued", "gauge", "Batches waiting for a PostgreSQL connection.", |g| g.pg_queued as u64),
+    ("madbase_jwt_cache_entries", "gauge", "Verified tokens cached.", |g| g.jwt_cache_entries as u64),
+    ("madbase_blocking_pool_queued", "gauge", "Jobs queued on the blocking pool (process-wide).", |g| {
+        g.blocking_queued as u64
+    }),
+    ("madbase_http_body_bytes_held", "gauge", "Request-body bytes held while collected.", |g| g.http.body_bytes_held),
+    (
+        "madbase_http_body_refused_busy_total",
+        "counter",
+        "Bodies refused (503): the shard's body budget was in use.",
+        |g| g.http.body_refused_busy,
+    ),
+    ("madbase_http_body_refused_too_large_total", "counter", "Bodies refused as too large (413).", |g| {
+        g.http.body_refused_too_large
+    }),
+    ("madbase_http_body_timeouts_total", "counter", "Bodies that did not arrive in time (408).", |g| {
+        g.http.body_timeouts
+    }),
+    ("madbase_http_header_timeouts_total", "counter", "Request heads that did not arrive in time (408).", |g| {
+        g.http.header_timeouts
+    }),
+    ("madbase_http_bad_targets_total", "counter", "Requests refused for a malformed request target (400).", |g| {
+        g.http.bad_targets
+    }),
+    ("madbase_ws_send_queued_bytes", "gauge", "Bytes waiting in this shard's WebSocket send queues.", |g| {
+        g.http.ws_send_queued_bytes
+    }),
+    ("madbase_ws_slow_consumer_closes_total", "counter", "WebSockets closed (1008): their send queue was full.", |g| {
+        g.http.ws_slow_consumer_closes
+    }),
+    (
+        "madbase_ws_shard_queue_closes_total",
+        "counter",
+        "WebSockets closed (1008): the shard's send queues were full.",
+        |g| g.http.ws_shard_queue_closes,
+    ),
+];
 
 /// Renders the merged snapshots as Prometheus text exposition format 0.0.4.
 pub fn render(snapshots: &[ShardSnapshot]) -> String {
@@ -138,18 +187,9 @@ pub fn render(snapshots: &[ShardSnapshot]) -> String {
         let _ = writeln!(out, "madbase_http_request_duration_seconds_count{{service=\"{service}\"}} {}", h.len());
     }
 
-    type Gauge = (&'static str, &'static str, fn(&ShardGauges) -> usize);
-    let gauges: [Gauge; 6] = [
-        ("madbase_pg_connections_up", "PostgreSQL connections currently usable.", |g| g.pg_connections_up),
-        ("madbase_pg_connections_configured", "PostgreSQL connections configured.", |g| g.pg_connections_configured),
-        ("madbase_pg_in_flight", "Batches sent to PostgreSQL and not yet answered.", |g| g.pg_in_flight),
-        ("madbase_pg_queued", "Batches waiting for a PostgreSQL connection.", |g| g.pg_queued),
-        ("madbase_jwt_cache_entries", "Verified tokens cached.", |g| g.jwt_cache_entries),
-        ("madbase_blocking_pool_queued", "Jobs queued on the blocking pool (process-wide).", |g| g.blocking_queued),
-    ];
-    for (name, help, get) in gauges {
+    for (name, kind, help, get) in PER_SHARD_SERIES {
         let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} gauge");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
         for s in snapshots {
             let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.gauges.shard, get(&s.gauges));
         }

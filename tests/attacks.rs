@@ -16,26 +16,31 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use support::{bearer, token, try_request, TestServer, ALICE};
 
-/// A normal request every `interval` while `attack` runs; returns the slowest answer. Every
-/// answer must be a 200.
+/// A normal request every 20 ms while `attack` runs; returns the slowest answer. Every answer
+/// must be a 200.
 fn slowest_answer_during(server: &TestServer, path: &str, attack: impl FnOnce()) -> Duration {
     let stop = Arc::new(AtomicBool::new(false));
     let slowest = Arc::new(AtomicU64::new(0));
     let probe = {
         let (stop, slowest, addr, path) = (stop.clone(), slowest.clone(), server.addr, path.to_owned());
-        std::thread::spawn(move || {
+        std::thread::spawn(move || -> Result<(), String> {
             while !stop.load(Ordering::Relaxed) {
                 let started = Instant::now();
-                let r = try_request(addr, "GET", &path, &[], b"").expect("a normal request is answered");
-                assert_eq!(r.status, 200, "{}", r.text());
+                let r = try_request(addr, "GET", &path, &[], b"").map_err(|e| format!("not answered: {e}"))?;
+                if r.status != 200 {
+                    return Err(format!("{} {}", r.status, r.text()));
+                }
                 slowest.fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(20));
             }
+            Ok(())
         })
     };
     attack();
     stop.store(true, Ordering::Relaxed);
-    probe.join().expect("probe thread");
+    if let Err(failure) = probe.join().expect("probe thread") {
+        panic!("a normal request during the attack failed: {failure}\n{}", server.log());
+    }
     Duration::from_micros(slowest.load(Ordering::Relaxed))
 }
 
@@ -182,4 +187,110 @@ fn big_bodies_do_not_stall_their_shard() {
         }
     });
     assert!(slowest < Duration::from_millis(1500), "a normal read waited {slowest:?} behind the big bodies");
+}
+
+/// Opens `n` connections that each send `head` and then one byte of body every `every`, for
+/// `hold`; returns how many of them the server refused (answered or closed) by then.
+fn trickle(server: &TestServer, n: usize, head: String, every: Duration, hold: Duration) -> usize {
+    let mut streams: Vec<TcpStream> = (0..n)
+        .map(|_| {
+            let mut s = TcpStream::connect(server.addr).expect("connect");
+            s.set_nodelay(true).unwrap();
+            s.write_all(head.as_bytes()).expect("head");
+            s
+        })
+        .collect();
+    let until = Instant::now() + hold;
+    let mut closed = vec![false; n];
+    while Instant::now() < until {
+        for (s, closed) in streams.iter_mut().zip(closed.iter_mut()) {
+            if !*closed && s.write_all(b"[").is_err() {
+                *closed = true;
+            }
+        }
+        std::thread::sleep(every);
+    }
+    // Refused: closed by the server (a write failed or the read sees an answer, EOF or a reset).
+    streams
+        .iter_mut()
+        .zip(closed)
+        .map(|(s, closed)| {
+            closed || {
+                s.set_nonblocking(true).unwrap();
+                let mut buf = [0u8; 64];
+                !matches!(s.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            }
+        })
+        .filter(|refused| *refused)
+        .count()
+}
+
+/// 400 clients declare 50 MB bodies and trickle them a byte at a time, without credentials:
+/// the server holds what arrived (not what was declared), everyone else is served meanwhile, a
+/// trickled body gets 408 at the total body deadline, and the memory comes back when they close.
+#[test]
+fn trickled_bodies_hold_only_what_arrived() {
+    let server = TestServer::start_with(&[("MADBASE_HTTP_BODY_TIMEOUT_TOTAL_MS", "4000")]);
+    server.sql("create table public.notes (id int primary key, body text)");
+    server.wait_for_relations(&["notes"]);
+    let before = server.rss_kib();
+    let head =
+        "POST /rest/v1/notes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 52428800\r\n\r\n"
+            .to_owned();
+    let mut peak = 0;
+    let slowest = slowest_answer_during(&server, "/rest/v1/notes?limit=1", || {
+        let answered = trickle(&server, 400, head.clone(), Duration::from_millis(200), Duration::from_secs(2));
+        peak = server.rss_kib();
+        assert_eq!(answered, 0, "nothing is answered before the body deadline");
+        // Past the 4 s total deadline every trickled body has been refused.
+        let refused = trickle(&server, 50, head.clone(), Duration::from_millis(200), Duration::from_secs(6));
+        assert_eq!(refused, 50, "trickled bodies are cut at the total body deadline");
+    });
+    assert!(slowest < Duration::from_secs(2), "a normal read waited {slowest:?}");
+    let grown_mib = peak.saturating_sub(before) / 1024;
+    assert!(grown_mib < 128, "400 trickled 50 MB bodies grew the server by {grown_mib} MiB");
+    let r = server.request("POST", "/rest/v1/notes", &[("content-type", "application/json")], br#"{"id":1}"#);
+    assert_eq!(r.status, 201, "{}", r.text());
+}
+
+/// Slowloris (heads that never end) and oversized heads from many clients at once: each is cut
+/// (408 at the header deadline, 431 past the head limit) and nobody else waits for them.
+#[test]
+fn slow_and_oversized_heads_are_cut_and_others_are_served() {
+    let server = TestServer::start_with(&[("MADBASE_HTTP_HEADER_TIMEOUT_MS", "2000")]);
+    let slowest = slowest_answer_during(&server, "/health", || {
+        let slow: Vec<TcpStream> = (0..300)
+            .map(|_| {
+                let mut s = TcpStream::connect(server.addr).expect("connect");
+                s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ").expect("partial head");
+                s
+            })
+            .collect();
+        let big = format!("GET /health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "b".repeat(64 * 1024));
+        let oversized: Vec<_> = (0..50)
+            .map(|_| {
+                let (addr, big) = (server.addr, big.clone());
+                std::thread::spawn(move || {
+                    let mut s = TcpStream::connect(addr).expect("connect");
+                    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                    let _ = s.write_all(big.as_bytes());
+                    let mut out = Vec::new();
+                    let _ = s.read_to_end(&mut out);
+                    String::from_utf8_lossy(&out).into_owned()
+                })
+            })
+            .collect();
+        for answer in oversized {
+            let answer = answer.join().expect("oversized thread");
+            assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+        }
+        for mut s in slow {
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out);
+            let answer = String::from_utf8_lossy(&out);
+            assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408 "), "{answer}");
+        }
+    });
+    assert!(slowest < Duration::from_secs(2), "/health waited {slowest:?} behind the attack");
 }
