@@ -307,7 +307,7 @@ pub(crate) struct Counters {
 /// A connection's counters since it (or, in a pool, the pool) started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ConnectionStats {
-    /// CancelRequests that reached the server (for abandoned or too-large batches).
+    /// CancelRequests written to the server (for abandoned or too-large batches).
     pub cancels_sent: u64,
     /// Batches that failed only because a cancel sent for an earlier batch hit them, and were
     /// handed back to run again.
@@ -1299,6 +1299,7 @@ fn admit(inner: &Inner, tag: u8, total: usize) -> Admit {
             if f.too_large {
                 return Admit::Discard;
             }
+            debug_assert!(f.result_bytes <= limit, "a batch is never counted past its limit");
             let after = f.result_bytes.saturating_add(total);
             if after <= limit {
                 f.result_bytes = after;
@@ -1340,6 +1341,8 @@ async fn reader_task<R: AsyncReadRent>(inner: Rc<Inner>, mut r: R, mut buf: Byte
                 buf.advance(n);
                 discard -= n;
                 if discard > 0 {
+                    // Everything read so far belonged to the refused message.
+                    debug_assert!(buf.is_empty());
                     break;
                 }
             }
@@ -1495,6 +1498,8 @@ fn dispatch(inner: &Inner, msg: Message) -> Result<(), PgError> {
             let Some(f) = st.in_flight.pop_front() else {
                 return Err(PgError::Protocol("ReadyForQuery with nothing in flight".into()));
             };
+            // Completion is strictly FIFO: whatever is now the head was written after `f`.
+            debug_assert!(st.in_flight.front().is_none_or(|h| h.seq > f.seq));
             let now = Instant::now();
             if st.head_changed(now) {
                 inner.cancel_signal.notify();
@@ -1626,8 +1631,17 @@ async fn canceller_task(inner: Rc<Inner>) {
                 if attempt == MAX_CANCELS_PER_HEAD {
                     tracing::warn!(conn = inner.id, attempt, "pg statement ignores cancels; leaving it to finish");
                 }
-                let r = send_cancel(&inner.cancel_addr, inner.connect_timeout, inner.backend_pid, inner.backend_secret)
-                    .await;
+                // Counted once written (before the server confirms), so that whoever sees the
+                // cancel's effect also sees it counted.
+                let counters = &inner.counters;
+                let count = || counters.cancels_sent.set(counters.cancels_sent.get() + 1);
+                let r = send_cancel(
+                    &inner.cancel_addr,
+                    inner.connect_timeout,
+                    (inner.backend_pid, inner.backend_secret),
+                    count,
+                )
+                .await;
                 let done = Instant::now();
                 {
                     let mut st = inner.state.borrow_mut();
@@ -1636,8 +1650,7 @@ async fn canceller_task(inner: Rc<Inner>) {
                 }
                 match r {
                     Ok(()) => {
-                        inner.counters.cancels_sent.set(inner.counters.cancels_sent.get() + 1);
-                        tracing::debug!(conn = inner.id, backend_pid = inner.backend_pid, attempt, "pg cancel sent");
+                        tracing::debug!(conn = inner.id, backend_pid = inner.backend_pid, attempt, "pg cancel acted on")
                     }
                     Err(e) => tracing::warn!(conn = inner.id, error = %e, "pg cancel request failed"),
                 }
@@ -1647,12 +1660,18 @@ async fn canceller_task(inner: Rc<Inner>) {
     }
 }
 
-/// Sends one CancelRequest to `addr`, bounded by `timeout` as a whole.
-async fn send_cancel(addr: &CancelAddr, timeout: Duration, pid: i32, secret: i32) -> Result<(), PgError> {
+/// Sends one CancelRequest to `addr`, bounded by `timeout` as a whole; `written` runs once the
+/// request is written.
+async fn send_cancel(
+    addr: &CancelAddr,
+    timeout: Duration,
+    backend: (i32, i32),
+    written: impl FnOnce(),
+) -> Result<(), PgError> {
     let send = async {
         match addr {
-            CancelAddr::Tcp(a) => cancel_over(monoio::net::TcpStream::connect_addr(*a).await?, pid, secret).await,
-            CancelAddr::Unix(p) => cancel_over(monoio::net::UnixStream::connect(p).await?, pid, secret).await,
+            CancelAddr::Tcp(a) => cancel_over(monoio::net::TcpStream::connect_addr(*a).await?, backend, written).await,
+            CancelAddr::Unix(p) => cancel_over(monoio::net::UnixStream::connect(p).await?, backend, written).await,
         }
     };
     monoio::time::timeout(timeout, send).await.map_err(|_| PgError::Timeout(timeout))?
@@ -1661,12 +1680,18 @@ async fn send_cancel(addr: &CancelAddr, timeout: Duration, pid: i32, secret: i32
 /// Writes a CancelRequest on a fresh socket and waits for the server to close it: PostgreSQL
 /// closes it only after signalling the backend, so on return the cancel has been delivered (as
 /// libpq's `PQcancel` does). The socket is thrown away afterwards, so a read dropped by the
-/// caller's timeout cannot lose anything anyone would read.
-async fn cancel_over<S: AsyncReadRent + AsyncWriteRent>(mut s: S, pid: i32, secret: i32) -> Result<(), PgError> {
+/// caller's timeout cannot lose anything anyone would read. `written` runs once the request is
+/// written.
+async fn cancel_over<S: AsyncReadRent + AsyncWriteRent>(
+    mut s: S,
+    backend: (i32, i32),
+    written: impl FnOnce(),
+) -> Result<(), PgError> {
     let mut req = BytesMut::with_capacity(16);
-    frontend::cancel_request(pid, secret, &mut req);
+    frontend::cancel_request(backend.0, backend.1, &mut req);
     let (r, _) = s.write_all(req).await;
     r?;
+    written();
     // The server sends nothing back; whatever it might send is read into (and cleared from) a
     // small fixed buffer until EOF.
     let mut b = Vec::with_capacity(64);
@@ -1694,18 +1719,17 @@ async fn cancel_over<S: AsyncReadRent + AsyncWriteRent>(mut s: S, pid: i32, secr
 pub async fn cancel(config: &ConnectConfig, backend: (i32, i32)) -> Result<(), PgError> {
     let timeout = config.connect_timeout;
     let deadline = Instant::now() + timeout;
-    let (pid, secret) = backend;
     match &config.host {
         Host::Tcp(h) => {
             let addrs = resolve(h, config.port, deadline, timeout).await?;
             let (stream, _) = connect_tcp(&addrs, deadline, timeout).await?;
-            monoio::time::timeout_at(deadline, cancel_over(stream, pid, secret))
+            monoio::time::timeout_at(deadline, cancel_over(stream, backend, || {}))
                 .await
                 .map_err(|_| PgError::Timeout(timeout))?
         }
         Host::Unix(dir) => {
             let path = dir.join(format!(".s.PGSQL.{}", config.port));
-            send_cancel(&CancelAddr::Unix(path), timeout, pid, secret).await
+            send_cancel(&CancelAddr::Unix(path), timeout, backend, || {}).await
         }
     }
 }
