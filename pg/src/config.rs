@@ -44,6 +44,12 @@ pub struct ConnectConfig {
     pub max_write_bytes: usize,
     /// Per-connection bound on requests queued but not yet written (full → `PgError::Busy`).
     pub max_queued: usize,
+    /// Bound on the bytes of result rows (DataRow messages, as sent) read for one batch
+    /// (default [`ConnectConfig::DEFAULT_MAX_RESULT_BYTES`]). Past it the batch fails with
+    /// `PgError::ResultTooLarge`, the rest of its result is discarded as it arrives (never
+    /// buffered), the server is sent a cancel, and the connection stays usable. Simple queries
+    /// (migrations, schema introspection) are not bounded by it.
+    pub max_result_bytes: usize,
 }
 
 impl std::fmt::Debug for ConnectConfig {
@@ -60,6 +66,7 @@ impl std::fmt::Debug for ConnectConfig {
             .field("statement_cache_size", &self.statement_cache_size)
             .field("max_write_bytes", &self.max_write_bytes)
             .field("max_queued", &self.max_queued)
+            .field("max_result_bytes", &self.max_result_bytes)
             .finish()
     }
 }
@@ -73,6 +80,11 @@ impl ConnectConfig {
     pub const DEFAULT_MAX_WRITE_BYTES: usize = 256 * 1024;
     /// Default per-connection queue bound.
     pub const DEFAULT_MAX_QUEUED: usize = 4096;
+    /// Default bound on one batch's result: 64 MiB. A Data API response is usually one row
+    /// holding the whole JSON body, held once more while it is sent; 64 MiB is far beyond what
+    /// a paginated API answers (Supabase caps reads at 1,000 rows by default) yet keeps a few
+    /// hostile requests per shard from reaching gigabytes.
+    pub const DEFAULT_MAX_RESULT_BYTES: usize = 64 * 1024 * 1024;
 
     /// A TCP config with defaults for everything else.
     pub fn new(host: impl Into<String>, port: u16, user: impl Into<String>, dbname: impl Into<String>) -> Self {
@@ -88,6 +100,7 @@ impl ConnectConfig {
             statement_cache_size: Self::DEFAULT_STATEMENT_CACHE_SIZE,
             max_write_bytes: Self::DEFAULT_MAX_WRITE_BYTES,
             max_queued: Self::DEFAULT_MAX_QUEUED,
+            max_result_bytes: Self::DEFAULT_MAX_RESULT_BYTES,
         }
     }
 

@@ -11,7 +11,12 @@
 //! and reads until the socket closes; it parses backend messages and completes the written work
 //! in FIFO order through per-request oneshots. Nothing ever races or drops an in-flight read:
 //! the connection is closed by `shutdown(2)` on a duplicate of the socket descriptor, which makes
-//! the reader's read return, and the tasks end on their own.
+//! the reader's read return, and the tasks end on their own. A **canceller task** sends
+//! PostgreSQL a CancelRequest (on a fresh socket, to the address the session reached) for the
+//! head of the pipeline when nobody waits for it any more or its result is being discarded.
+//!
+//! Host names are resolved off the shard thread (`getaddrinfo` blocks) and every address is
+//! tried in turn; IP literals and unix sockets need no lookup.
 //!
 //! Invariants:
 //! - work is completed strictly in the order it was written; each batch ends with exactly one
@@ -29,6 +34,20 @@
 //!   the Close). Names are never reused.
 //! - once the connection is closed every waiting request is answered: unsent work is handed back
 //!   (`NotSent`, safe to retry elsewhere), written work fails with [`PgError::ConnectionLost`].
+//! - a written batch whose caller went away (its `Ticket` dropped: a timeout, a disconnected
+//!   client) is cancelled on the server as soon as it is the head of the pipeline — never
+//!   earlier, since a CancelRequest stops whatever the session runs — and again every second
+//!   while it stays the head (at most 60 times), by one canceller task per connection;
+//! - a cancel can land after its target finished, on a batch behind it. A batch whose caller
+//!   still waits and that failed with "canceling statement due to user request" while a cancel
+//!   of ours may be pending rolled back as a whole (a batch is one transaction), so it is handed
+//!   back as `NotSent` to run again; retries are bounded by the cancels sent (see
+//!   `CancelLedger`). Simple queries are never retried; a `statement_timeout` is not a stray;
+//! - the result rows read for one batch are bounded by `max_result_bytes`: each message header
+//!   is checked before the message is buffered, and a batch past its limit has the rest of its
+//!   rows (and an oversized error) discarded as they arrive, unparsed, fails with
+//!   [`PgError::ResultTooLarge`] at its own ReadyForQuery, and is cancelled; later batches are
+//!   unaffected.
 //! - `NOTIFY`s for this session (after `LISTEN` through [`Connection::simple_query`]) go to a
 //!   bounded queue ([`crate::notify`]) that the owner drains with [`Connection::notification`];
 //!   overflow drops the oldest and is reported by [`Connection::take_notifications_lost`]. A
@@ -38,16 +57,21 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
 use std::pin::Pin;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use fallible_iterator::FallibleIterator;
 use local_sync::oneshot;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
+use monoio::time::Instant;
 use postgres_protocol::authentication::sasl::{self, ChannelBinding, ScramSha256};
 use postgres_protocol::message::{backend::Message, frontend};
 use postgres_protocol::IsNull;
@@ -67,7 +91,32 @@ const LARGE_READ_BUFFER: usize = 1024 * 1024;
 /// Below this much spare room a normal-sized buffer is grown before reading.
 const MIN_READ: usize = 4 * 1024;
 
+/// An abandoned head still running this long after its last CancelRequest is cancelled again
+/// (the first one can arrive while the backend holds cancels off, e.g. between two messages).
+const CANCEL_REPEAT: Duration = Duration::from_secs(1);
+/// CancelRequests sent for one head at most; past that it is left to finish (a statement that
+/// ignores a minute of cancels will not stop for more), and the pool routes around it as stalled.
+const MAX_CANCELS_PER_HEAD: u32 = 60;
+/// Stray-cancel errors one CancelRequest may cause: PostgreSQL signals the backend and then
+/// its process group (`signal_child`), and a backend that handles the first SIGINT before the
+/// second arrives takes them as two cancels, the second pending until its next statement.
+const ERRORS_PER_CANCEL: u32 = 2;
+/// Bound on the stray-cancel credits a connection holds (and so on retries they allow).
+const MAX_CANCEL_CREDITS: u32 = 2 * ERRORS_PER_CANCEL;
+/// PostgreSQL's message for a CancelRequest (`pg_cancel_backend` reads the same; a
+/// `statement_timeout` shares SQLSTATE 57014 but not this text). Servers with a non-English
+/// `lc_messages` never match, and a stray cancel then fails its batch instead of retrying it.
+const USER_CANCEL_MESSAGE: &str = "canceling statement due to user request";
+/// A non-DataRow message of a batch may be this large even below a smaller `max_result_bytes`
+/// (a RowDescription of many columns, a long error message); larger ones are refused unparsed.
+const MIN_MESSAGE_LIMIT: usize = 64 * 1024;
+/// Resolver threads alive at once, process-wide. `getaddrinfo` can block for its own timeouts
+/// (far past `connect_timeout`) while reconnect loops keep asking; past this bound a connect
+/// fails fast instead of piling up threads.
+const MAX_RESOLVER_THREADS: usize = 64;
+
 static NEXT_CONN_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+static RESOLVER_THREADS: AtomicUsize = AtomicUsize::new(0);
 
 // ---------------------------------------------------------------------------------------------
 // Small single-threaded synchronisation helpers.
@@ -203,7 +252,13 @@ enum Kind {
 }
 
 struct InFlight {
+    /// Position in the connection's write order (never reused; the head has the smallest).
+    seq: u64,
     tx: Option<oneshot::Sender<Outcome>>,
+    /// The batch itself, kept until its ReadyForQuery so that a batch failed only by a stray
+    /// cancel (one sent for an earlier batch) can be handed back as `NotSent` and run again.
+    /// `None` for simple queries: they are not one transaction and never run twice.
+    work: Option<Work>,
     kind: Kind,
     /// For every Parse written in this batch, in order: the cache key of a named one.
     parses: VecDeque<Option<CacheKey>>,
@@ -212,6 +267,110 @@ struct InFlight {
     columns: Option<Vec<String>>,
     rows: Vec<Row>,
     error: Option<DbError>,
+    /// Bytes of DataRow messages received for this batch (bounded by `max_result_bytes`).
+    result_bytes: usize,
+    /// The result crossed `max_result_bytes`: the rest of it is discarded unread and the batch
+    /// fails with [`PgError::ResultTooLarge`].
+    too_large: bool,
+}
+
+impl InFlight {
+    /// Whether PostgreSQL should stop this batch: its caller went away, or its result is being
+    /// thrown away. Once true it stays true (a dropped receiver never comes back).
+    fn needs_cancel(&self) -> bool {
+        self.too_large || self.tx.as_ref().is_none_or(|tx| tx.is_closed())
+    }
+
+    /// Marks the result too large and frees what was kept of it.
+    fn mark_too_large(&mut self, counters: &Counters) {
+        if self.too_large {
+            return;
+        }
+        self.too_large = true;
+        counters.results_too_large.set(counters.results_too_large.get() + 1);
+        self.rows = Vec::new();
+        if let Kind::Batch { results, .. } = &mut self.kind {
+            *results = Vec::new();
+        }
+    }
+}
+
+/// Counters for metrics, shared by every connection a pool slot ever opens (so they survive
+/// reconnects).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) cancels_sent: Cell<u64>,
+    pub(crate) retried_after_stray_cancel: Cell<u64>,
+    pub(crate) results_too_large: Cell<u64>,
+}
+
+/// A connection's counters since it (or, in a pool, the pool) started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionStats {
+    /// CancelRequests written to the server (for abandoned or too-large batches).
+    pub cancels_sent: u64,
+    /// Batches that failed only because a cancel sent for an earlier batch hit them, and were
+    /// handed back to run again.
+    pub retried_after_stray_cancel: u64,
+    /// Batches failed with [`PgError::ResultTooLarge`].
+    pub results_too_large: u64,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> ConnectionStats {
+        ConnectionStats {
+            cancels_sent: self.cancels_sent.get(),
+            retried_after_stray_cancel: self.retried_after_stray_cancel.get(),
+            results_too_large: self.results_too_large.get(),
+        }
+    }
+}
+
+/// The "canceling statement due to user request" errors this connection's own CancelRequests
+/// may still cause.
+///
+/// A cancel lands on whatever the backend runs when its signal arrives: the target or, if the
+/// target finished first, a batch behind it. One that arrives while the backend is idle stays
+/// pending (PostgreSQL holds cancels off while it reads a command) and hits the next statement,
+/// however much later. So every CancelRequest adds [`ERRORS_PER_CANCEL`] credits, every such
+/// error consumes one, and only a credit lets a batch whose caller still waits be retried —
+/// retries never outnumber the cancels sent. Credits are dropped once a batch written after the
+/// last CancelRequest completed (the server closes that socket only after signalling) ends
+/// without an error: it ran with nothing of ours pending, so a later cancel is someone else's
+/// (an administrator's `pg_cancel_backend`) and fails its batch as usual.
+#[derive(Default)]
+struct CancelLedger {
+    credits: u32,
+    /// CancelRequests being sent right now (their signals may land at any moment).
+    sending: u32,
+    /// `seq` of the first batch written after the latest CancelRequest completed.
+    settled_from: u64,
+}
+
+impl CancelLedger {
+    /// A cancel error arrived: consumes a credit if there is one (then it may be ours).
+    fn consume(&mut self) -> bool {
+        if self.credits == 0 {
+            return false;
+        }
+        self.credits -= 1;
+        true
+    }
+
+    /// Batch `seq` ended without an error.
+    fn settle(&mut self, seq: u64) {
+        if self.sending == 0 && seq >= self.settled_from {
+            self.credits = 0;
+        }
+    }
+}
+
+/// Where CancelRequests for this session go: the address the session itself connected to (a
+/// host name could resolve elsewhere by now), with the connect timeout bounding each request.
+#[derive(Debug, Clone)]
+enum CancelAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -323,6 +482,29 @@ struct State {
     in_flight: VecDeque<InFlight>,
     cache: StatementCache,
     closed: bool,
+    /// `seq` of the next batch written.
+    next_seq: u64,
+    /// When the current head of `in_flight` became the head (`None` when nothing is in flight):
+    /// how long the server has been on it, for the pool to route around a stalled connection.
+    head_since: Option<Instant>,
+    cancels: CancelLedger,
+}
+
+impl State {
+    /// The head of `in_flight` changed (popped or first pushed): restart its clock and tell
+    /// whether the new head must be cancelled.
+    fn head_changed(&mut self, now: Instant) -> bool {
+        match self.in_flight.front() {
+            Some(h) => {
+                self.head_since = Some(now);
+                h.needs_cancel()
+            }
+            None => {
+                self.head_since = None;
+                false
+            }
+        }
+    }
 }
 
 struct Inner {
@@ -335,6 +517,15 @@ struct Inner {
     params: RefCell<HashMap<String, String>>,
     backend_pid: i32,
     backend_secret: i32,
+    cancel_addr: CancelAddr,
+    connect_timeout: Duration,
+    /// Wakes the canceller task: a caller went away, or the head changed to one to cancel.
+    cancel_signal: Signal,
+    counters: Rc<Counters>,
+    max_result_bytes: usize,
+    /// The largest read buffer the reader has held (diagnostics; see
+    /// [`Connection::read_buffer_peak`]).
+    read_peak: Cell<usize>,
     max_in_flight: usize,
     max_queued: usize,
     max_write_bytes: usize,
@@ -377,6 +568,7 @@ impl Inner {
         self.writer_signal.notify();
         self.closed_event.notify();
         self.notification_signal.notify();
+        self.cancel_signal.notify();
     }
 }
 
@@ -396,51 +588,80 @@ impl std::fmt::Debug for Connection {
 }
 
 /// A request queued on a connection; await it for the outcome.
+///
+/// Dropping it unanswered (the caller timed out or went away) tells the connection, whose
+/// canceller then cancels the batch on the server once it is the head of the pipeline.
 pub(crate) struct Ticket {
     rx: oneshot::Receiver<Outcome>,
+    conn: Weak<Inner>,
+    answered: bool,
 }
 
 impl Ticket {
-    pub(crate) async fn outcome(self) -> Outcome {
-        match self.rx.await {
+    pub(crate) async fn outcome(mut self) -> Outcome {
+        let r = (&mut self.rx).await;
+        self.answered = true;
+        match r {
             Ok(o) => o,
             Err(_) => Err(Failure::Error(PgError::ConnectionLost)),
         }
     }
 }
 
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        // The receiver is dropped right after this, which is what the canceller checks; the
+        // signal is level-triggered, so it sees the closed receiver whenever it runs.
+        if let Some(inner) = self.conn.upgrade() {
+            inner.cancel_signal.notify();
+        }
+    }
+}
+
 impl Connection {
-    /// Connects, authenticates and starts the writer and reader tasks.
+    /// Connects, authenticates and starts the writer, reader and canceller tasks.
     ///
-    /// Must run inside a monoio runtime with the timer enabled. The whole of TCP connect,
-    /// startup and authentication is bounded by `config.connect_timeout`.
+    /// Must run inside a monoio runtime with the timer enabled. Resolving the host name and the
+    /// TCP connect share one `config.connect_timeout`; startup and authentication are bounded
+    /// by another. An IP literal is used as it is; a name is resolved off the shard thread and
+    /// every address it resolves to is tried in turn.
     pub async fn connect(config: &ConnectConfig) -> Result<Connection, PgError> {
+        Self::connect_counted(config, Rc::new(Counters::default())).await
+    }
+
+    /// [`Connection::connect`], counting into `counters` (a pool shares one set per pool).
+    pub(crate) async fn connect_counted(config: &ConnectConfig, counters: Rc<Counters>) -> Result<Connection, PgError> {
         let id = NEXT_CONN_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let deadline = Instant::now() + config.connect_timeout;
         match &config.host {
             Host::Tcp(host) => {
-                let addr = format!("{}:{}", host, config.port);
-                let stream =
-                    match monoio::time::timeout(config.connect_timeout, monoio::net::TcpStream::connect(addr)).await {
-                        Ok(s) => s?,
-                        Err(_) => return Err(PgError::Timeout(config.connect_timeout)),
-                    };
+                let addrs = resolve(host, config.port, deadline, config.connect_timeout).await?;
+                let (stream, addr) = connect_tcp(&addrs, deadline, config.connect_timeout).await?;
                 // Latency matters more than segment count: batches are already coalesced.
                 let _ = stream.set_nodelay(true);
-                Self::establish(id, stream, config).await
+                Self::establish(id, stream, config, CancelAddr::Tcp(addr), counters).await
             }
             Host::Unix(dir) => {
                 let path = dir.join(format!(".s.PGSQL.{}", config.port));
-                let stream =
-                    match monoio::time::timeout(config.connect_timeout, monoio::net::UnixStream::connect(path)).await {
-                        Ok(s) => s?,
-                        Err(_) => return Err(PgError::Timeout(config.connect_timeout)),
-                    };
-                Self::establish(id, stream, config).await
+                let stream = match monoio::time::timeout_at(deadline, monoio::net::UnixStream::connect(&path)).await {
+                    Ok(s) => s?,
+                    Err(_) => return Err(PgError::Timeout(config.connect_timeout)),
+                };
+                Self::establish(id, stream, config, CancelAddr::Unix(path), counters).await
             }
         }
     }
 
-    async fn establish<S>(id: u64, mut stream: S, config: &ConnectConfig) -> Result<Connection, PgError>
+    async fn establish<S>(
+        id: u64,
+        mut stream: S,
+        config: &ConnectConfig,
+        cancel_addr: CancelAddr,
+        counters: Rc<Counters>,
+    ) -> Result<Connection, PgError>
     where
         S: AsyncReadRent + AsyncWriteRent + AsRawFd + Splitable + 'static,
         S::OwnedRead: AsyncReadRent + 'static,
@@ -501,6 +722,9 @@ impl Connection {
                 in_flight: VecDeque::new(),
                 cache: StatementCache::new(config.statement_cache_size),
                 closed: false,
+                next_seq: 0,
+                head_since: None,
+                cancels: CancelLedger::default(),
             }),
             writer_signal: Signal::default(),
             closed_event: Rc::new(Event::default()),
@@ -508,6 +732,13 @@ impl Connection {
             params: RefCell::new(info.params),
             backend_pid: info.pid,
             backend_secret: info.secret,
+            cancel_addr,
+            connect_timeout: config.connect_timeout,
+            cancel_signal: Signal::default(),
+            counters,
+            // Zero would fail every batch that returns a row; a limit that small is a mistake.
+            max_result_bytes: config.max_result_bytes.max(1),
+            read_peak: Cell::new(rbuf.capacity()),
             max_in_flight: config.max_in_flight.max(1),
             max_queued: config.max_queued.max(1),
             max_write_bytes: config.max_write_bytes.max(1024),
@@ -517,6 +748,7 @@ impl Connection {
         let (r, w) = stream.into_split();
         monoio::spawn(reader_task(inner.clone(), r, rbuf));
         monoio::spawn(writer_task(inner.clone(), w));
+        monoio::spawn(canceller_task(inner.clone()));
         Ok(Connection { inner })
     }
 
@@ -535,13 +767,23 @@ impl Connection {
 
     /// Runs one batch (one transaction, one Sync) and returns the caller statements' results.
     /// Dropping the returned future before the batch is written means it is never sent.
+    ///
+    /// Dropping it after the batch was written cancels the batch on the server (a
+    /// CancelRequest, once everything written before it has finished). A batch that failed only
+    /// because such a cancel for an earlier batch hit it is run again here, transparently.
     pub async fn execute(&self, batch: Batch) -> Result<Vec<StatementResult>, PgError> {
-        let ticket = self.submit(Work::Batch(batch)).map_err(|(e, _)| e)?;
-        match ticket.outcome().await {
-            Ok(Reply::Batch(r)) => Ok(r),
-            Ok(Reply::Simple(_)) => Err(PgError::Protocol("reply kind mismatch".into())),
-            Err(Failure::NotSent(_)) => Err(PgError::ConnectionLost),
-            Err(Failure::Error(e)) => Err(e),
+        let mut work = Work::Batch(batch);
+        loop {
+            let ticket = self.submit(work).map_err(|(e, _)| e)?;
+            match ticket.outcome().await {
+                Ok(Reply::Batch(r)) => return Ok(r),
+                Ok(Reply::Simple(_)) => return Err(PgError::Protocol("reply kind mismatch".into())),
+                // Handed back unrun (or rolled back by a stray cancel): submit it again; a
+                // closed connection refuses it with ConnectionLost. Retries are bounded by the
+                // cancels this connection sent.
+                Err(Failure::NotSent(w)) => work = w,
+                Err(Failure::Error(e)) => return Err(e),
+            }
         }
     }
 
@@ -564,7 +806,7 @@ impl Connection {
         st.queue.push_back(Queued { work, tx });
         drop(st);
         self.inner.writer_signal.notify();
-        Ok(Ticket { rx })
+        Ok(Ticket { rx, conn: Rc::downgrade(&self.inner), answered: false })
     }
 
     /// True once the connection is closed (by either side); it never reopens.
@@ -601,6 +843,23 @@ impl Connection {
     /// The latest value of a server-reported parameter (`server_version`, `TimeZone`, ...).
     pub fn parameter(&self, name: &str) -> Option<String> {
         self.inner.params.borrow().get(name).cloned()
+    }
+
+    /// How long the server has been on the oldest batch written and not yet answered (`None`
+    /// when nothing is in flight). Long means everything pipelined behind it waits.
+    pub fn head_running_for(&self) -> Option<Duration> {
+        self.inner.state.borrow().head_since.map(|t| t.elapsed())
+    }
+
+    /// Counters since this connection started (for a pooled one: since the pool started).
+    pub fn stats(&self) -> ConnectionStats {
+        self.inner.counters.snapshot()
+    }
+
+    /// The largest read buffer this connection has held, in bytes: a result that
+    /// `max_result_bytes` refuses is discarded as it arrives and never raises it.
+    pub fn read_buffer_peak(&self) -> usize {
+        self.inner.read_peak.get()
     }
 
     /// The backend's process id and cancel secret (BackendKeyData).
@@ -833,15 +1092,30 @@ async fn writer_task<W: AsyncWriteRent>(inner: Rc<Inner>, mut w: W) {
                 let start = buf.len();
                 match encode(&q.work, &mut st.cache, &mut buf) {
                     Ok((kind, parses, used)) => {
+                        let seq = st.next_seq;
+                        st.next_seq += 1;
+                        let work = match q.work {
+                            w @ Work::Batch(_) => Some(w),
+                            Work::Simple(_) => None,
+                        };
                         st.in_flight.push_back(InFlight {
+                            seq,
                             tx: Some(q.tx),
+                            work,
                             kind,
                             parses,
                             used,
                             columns: None,
                             rows: Vec::new(),
                             error: None,
+                            result_bytes: 0,
+                            too_large: false,
                         });
+                        if st.in_flight.len() == 1 {
+                            // Its caller is waiting (checked above), so there is nothing to
+                            // cancel; the clock starts at the write.
+                            st.head_changed(Instant::now());
+                        }
                         written += 1;
                     }
                     Err((e, parses)) => {
@@ -1000,13 +1274,100 @@ fn statement(
 // ---------------------------------------------------------------------------------------------
 // Reader.
 
+/// What the reader does with the message whose header is at the front of its buffer.
+enum Admit {
+    /// Parse and dispatch it.
+    Parse,
+    /// Drop its bytes as they arrive, unparsed (a result past `max_result_bytes`).
+    Discard,
+    /// Larger than anything this connection may buffer and not discardable: close.
+    Refuse(PgError),
+}
+
+/// Checks one message header against the head batch's `max_result_bytes` *before*
+/// `Message::parse`, which would reserve room for the whole message (up to 4 GiB) first.
+/// `total` is the message's size on the wire, tag included.
+fn admit(inner: &Inner, tag: u8, total: usize) -> Admit {
+    let limit = inner.max_result_bytes;
+    let mut st = inner.state.borrow_mut();
+    // Simple queries (migrations, introspection: the server's own SQL) are not bounded.
+    let Some(f) = st.in_flight.front_mut().filter(|f| matches!(f.kind, Kind::Batch { .. })) else {
+        return Admit::Parse;
+    };
+    match tag {
+        b'D' => {
+            if f.too_large {
+                return Admit::Discard;
+            }
+            debug_assert!(f.result_bytes <= limit, "a batch is never counted past its limit");
+            let after = f.result_bytes.saturating_add(total);
+            if after <= limit {
+                f.result_bytes = after;
+                return Admit::Parse;
+            }
+            tracing::debug!(conn = inner.id, limit, "pg result too large; discarding it and cancelling");
+            f.mark_too_large(&inner.counters);
+            drop(st);
+            // Stop the server producing the rest (if it still runs).
+            inner.cancel_signal.notify();
+            Admit::Discard
+        }
+        _ if total <= limit.max(MIN_MESSAGE_LIMIT) => Admit::Parse,
+        // An error (or notice) too long to read: the batch fails either way.
+        b'E' => {
+            f.mark_too_large(&inner.counters);
+            Admit::Discard
+        }
+        b'N' => Admit::Discard,
+        _ => Admit::Refuse(PgError::Protocol(format!(
+            "a {total}-byte message (type {:?}) exceeds max_result_bytes ({limit})",
+            char::from(tag)
+        ))),
+    }
+}
+
 async fn reader_task<R: AsyncReadRent>(inner: Rc<Inner>, mut r: R, mut buf: BytesMut) {
     // Whether `buf` shares an allocation that a large message made.
     let mut holds_large = false;
+    // Bytes of a refused message still to drop as they arrive.
+    let mut discard = 0usize;
+    // The message whose header is at the front of `buf` was admitted (and counted) already; it
+    // is waiting for the rest of its bytes.
+    let mut admitted = false;
     let reason = loop {
         loop {
+            if discard > 0 {
+                let n = discard.min(buf.len());
+                buf.advance(n);
+                discard -= n;
+                if discard > 0 {
+                    // Everything read so far belonged to the refused message.
+                    debug_assert!(buf.is_empty());
+                    break;
+                }
+            }
+            if buf.len() >= 5 && !admitted {
+                admitted = true;
+                let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+                match admit(&inner, buf[0], len.saturating_add(1)) {
+                    Admit::Parse => {}
+                    Admit::Discard => {
+                        discard = len.saturating_add(1);
+                        admitted = false;
+                        continue;
+                    }
+                    Admit::Refuse(e) => {
+                        tracing::warn!(conn = inner.id, error = %e, "pg message refused");
+                        inner.close("message too large");
+                        return;
+                    }
+                }
+            }
             let msg = match Message::parse(&mut buf) {
-                Ok(Some(m)) => m,
+                Ok(Some(m)) => {
+                    admitted = false;
+                    m
+                }
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(conn = inner.id, error = %e, "pg protocol decode error");
@@ -1033,7 +1394,12 @@ async fn reader_task<R: AsyncReadRent>(inner: Rc<Inner>, mut r: R, mut buf: Byte
         }
         let b = std::mem::take(&mut buf);
         match fill(&mut r, b).await {
-            Ok(b) => buf = b,
+            Ok(b) => {
+                if b.capacity() > inner.read_peak.get() {
+                    inner.read_peak.set(b.capacity());
+                }
+                buf = b
+            }
             Err(PgError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 break "server closed the connection"
             }
@@ -1132,6 +1498,12 @@ fn dispatch(inner: &Inner, msg: Message) -> Result<(), PgError> {
             let Some(f) = st.in_flight.pop_front() else {
                 return Err(PgError::Protocol("ReadyForQuery with nothing in flight".into()));
             };
+            // Completion is strictly FIFO: whatever is now the head was written after `f`.
+            debug_assert!(st.in_flight.front().is_none_or(|h| h.seq > f.seq));
+            let now = Instant::now();
+            if st.head_changed(now) {
+                inner.cancel_signal.notify();
+            }
             // Parses the server skipped never happened: forget them.
             for k in f.parses.iter().flatten() {
                 st.cache.forget_pending(k);
@@ -1144,10 +1516,31 @@ fn dispatch(inner: &Inner, msg: Message) -> Result<(), PgError> {
                     }
                 }
             }
-            let outcome = match (f.error, f.kind) {
-                (Some(e), _) => Err(Failure::Error(PgError::Db(Box::new(e)))),
-                (None, Kind::Batch { results, .. }) => Ok(Reply::Batch(results)),
-                (None, Kind::Simple { results }) => Ok(Reply::Simple(results)),
+            let user_cancel = f.error.as_ref().is_some_and(|e| e.code == "57014" && e.message == USER_CANCEL_MESSAGE);
+            // A cancel hit this batch. If it was one we sent for this batch, it is spent. If
+            // this batch's caller still waits, it can only have been meant for an earlier batch
+            // (we cancel only batches nobody waits for, and only at the head): the batch rolled
+            // back as a whole, so it goes back to run again (once per credit, see CancelLedger).
+            let stray = if user_cancel {
+                st.cancels.consume() && !f.needs_cancel() && matches!(f.work, Some(Work::Batch(_)))
+            } else {
+                if f.error.is_none() {
+                    st.cancels.settle(f.seq);
+                }
+                false
+            };
+            let outcome = if f.too_large {
+                Err(Failure::Error(PgError::ResultTooLarge { limit: inner.max_result_bytes }))
+            } else if let (true, Some(work)) = (stray, f.work) {
+                inner.counters.retried_after_stray_cancel.set(inner.counters.retried_after_stray_cancel.get() + 1);
+                tracing::debug!(conn = inner.id, "batch hit by a cancel meant for an earlier one; retrying it");
+                Err(Failure::NotSent(work))
+            } else {
+                match (f.error, f.kind) {
+                    (Some(e), _) => Err(Failure::Error(PgError::Db(Box::new(e)))),
+                    (None, Kind::Batch { results, .. }) => Ok(Reply::Batch(results)),
+                    (None, Kind::Simple { results }) => Ok(Reply::Simple(results)),
+                }
             };
             if let Some(tx) = f.tx {
                 // A caller that went away after the write simply doesn't get it.
@@ -1179,31 +1572,278 @@ fn complete_statement(f: &mut InFlight, tag: String) -> Result<(), PgError> {
     Ok(())
 }
 
-/// Sends a CancelRequest for the backend (best effort; used by callers that time out).
-pub async fn cancel(config: &ConnectConfig, backend: (i32, i32)) -> Result<(), PgError> {
-    let mut buf = BytesMut::new();
-    frontend::cancel_request(backend.0, backend.1, &mut buf);
-    match &config.host {
-        Host::Tcp(h) => {
-            let mut s = monoio::time::timeout(
-                config.connect_timeout,
-                monoio::net::TcpStream::connect(format!("{h}:{}", config.port)),
-            )
-            .await
-            .map_err(|_| PgError::Timeout(config.connect_timeout))??;
-            let (r, _) = s.write_all(buf).await;
-            r?;
-        }
-        Host::Unix(dir) => {
-            let mut s = monoio::time::timeout(
-                config.connect_timeout,
-                monoio::net::UnixStream::connect(dir.join(format!(".s.PGSQL.{}", config.port))),
-            )
-            .await
-            .map_err(|_| PgError::Timeout(config.connect_timeout))??;
-            let (r, _) = s.write_all(buf).await;
-            r?;
+// ---------------------------------------------------------------------------------------------
+// Cancelling abandoned work.
+
+/// Sends CancelRequests for the head of the pipeline while it needs one (its caller went away,
+/// or its result is past `max_result_bytes`), so that one abandoned statement does not hold the
+/// batches pipelined behind it. One per connection, for the connection's life; it sleeps on
+/// `cancel_signal` (a dropped [`Ticket`], a new head) and ends when the connection closes.
+///
+/// Only the head is ever cancelled: a CancelRequest stops whatever the backend is running, and
+/// anything before the head has already finished. A head still there [`CANCEL_REPEAT`] after a
+/// cancel is cancelled again, at most [`MAX_CANCELS_PER_HEAD`] times.
+async fn canceller_task(inner: Rc<Inner>) {
+    enum Next {
+        Sleep,
+        SleepUntil(Instant),
+        Cancel { seq: u64, attempt: u32 },
+    }
+    // The head last cancelled: its seq, when the cancel finished, how many were sent for it.
+    let mut last: Option<(u64, Instant, u32)> = None;
+    loop {
+        let now = Instant::now();
+        let next = {
+            let st = inner.state.borrow();
+            if st.closed {
+                return;
+            }
+            match st.in_flight.front() {
+                Some(head) if head.needs_cancel() => match last {
+                    Some((seq, at, attempts)) if seq == head.seq => {
+                        if attempts >= MAX_CANCELS_PER_HEAD {
+                            Next::Sleep
+                        } else if now >= at + CANCEL_REPEAT {
+                            Next::Cancel { seq, attempt: attempts + 1 }
+                        } else {
+                            Next::SleepUntil(at + CANCEL_REPEAT)
+                        }
+                    }
+                    _ => Next::Cancel { seq: head.seq, attempt: 1 },
+                },
+                _ => Next::Sleep,
+            }
+        };
+        match next {
+            Next::Sleep => inner.cancel_signal.wait().await,
+            Next::SleepUntil(t) => {
+                // Dropping a signal wait loses nothing: it holds no I/O.
+                let _ = monoio::time::timeout_at(t, inner.cancel_signal.wait()).await;
+            }
+            Next::Cancel { seq, attempt } => {
+                {
+                    // Counted before it is sent: its signal can land (and fail a batch behind
+                    // the target) before the request below returns.
+                    let mut st = inner.state.borrow_mut();
+                    st.cancels.credits = (st.cancels.credits + ERRORS_PER_CANCEL).min(MAX_CANCEL_CREDITS);
+                    st.cancels.sending += 1;
+                }
+                if attempt == MAX_CANCELS_PER_HEAD {
+                    tracing::warn!(conn = inner.id, attempt, "pg statement ignores cancels; leaving it to finish");
+                }
+                // Counted once written (before the server confirms), so that whoever sees the
+                // cancel's effect also sees it counted.
+                let counters = &inner.counters;
+                let count = || counters.cancels_sent.set(counters.cancels_sent.get() + 1);
+                let r = send_cancel(
+                    &inner.cancel_addr,
+                    inner.connect_timeout,
+                    (inner.backend_pid, inner.backend_secret),
+                    count,
+                )
+                .await;
+                let done = Instant::now();
+                {
+                    let mut st = inner.state.borrow_mut();
+                    st.cancels.sending -= 1;
+                    st.cancels.settled_from = st.next_seq;
+                }
+                match r {
+                    Ok(()) => {
+                        tracing::debug!(conn = inner.id, backend_pid = inner.backend_pid, attempt, "pg cancel acted on")
+                    }
+                    Err(e) => tracing::warn!(conn = inner.id, error = %e, "pg cancel request failed"),
+                }
+                last = Some((seq, done, attempt));
+            }
         }
     }
-    Ok(())
+}
+
+/// Sends one CancelRequest to `addr`, bounded by `timeout` as a whole; `written` runs once the
+/// request is written.
+async fn send_cancel(
+    addr: &CancelAddr,
+    timeout: Duration,
+    backend: (i32, i32),
+    written: impl FnOnce(),
+) -> Result<(), PgError> {
+    let send = async {
+        match addr {
+            CancelAddr::Tcp(a) => cancel_over(monoio::net::TcpStream::connect_addr(*a).await?, backend, written).await,
+            CancelAddr::Unix(p) => cancel_over(monoio::net::UnixStream::connect(p).await?, backend, written).await,
+        }
+    };
+    monoio::time::timeout(timeout, send).await.map_err(|_| PgError::Timeout(timeout))?
+}
+
+/// Writes a CancelRequest on a fresh socket and waits for the server to close it: PostgreSQL
+/// closes it only after signalling the backend, so on return the cancel has been delivered (as
+/// libpq's `PQcancel` does). The socket is thrown away afterwards, so a read dropped by the
+/// caller's timeout cannot lose anything anyone would read. `written` runs once the request is
+/// written.
+async fn cancel_over<S: AsyncReadRent + AsyncWriteRent>(
+    mut s: S,
+    backend: (i32, i32),
+    written: impl FnOnce(),
+) -> Result<(), PgError> {
+    let mut req = BytesMut::with_capacity(16);
+    frontend::cancel_request(backend.0, backend.1, &mut req);
+    let (r, _) = s.write_all(req).await;
+    r?;
+    written();
+    // The server sends nothing back; whatever it might send is read into (and cleared from) a
+    // small fixed buffer until EOF.
+    let mut b = Vec::with_capacity(64);
+    loop {
+        let (r, back) = s.read(b).await;
+        match r {
+            Ok(0) => return Ok(()),
+            Ok(_) => {
+                b = back;
+                b.clear();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(()),
+            Err(e) => return Err(PgError::Io(e)),
+        }
+    }
+}
+
+/// Sends a CancelRequest for `backend` (a [`Connection::backend_key`]) and waits until the
+/// server has acted on it, bounded by `config.connect_timeout`. Best effort: PostgreSQL cancels
+/// whatever that session runs when the request lands.
+///
+/// Connections call this on their own for a batch whose caller timed out or went away (see
+/// [`Connection::execute`]); this function is for owners of other sessions. A host name is
+/// resolved again here (off the shard thread) and its addresses are tried in turn.
+pub async fn cancel(config: &ConnectConfig, backend: (i32, i32)) -> Result<(), PgError> {
+    let timeout = config.connect_timeout;
+    let deadline = Instant::now() + timeout;
+    match &config.host {
+        Host::Tcp(h) => {
+            let addrs = resolve(h, config.port, deadline, timeout).await?;
+            let (stream, _) = connect_tcp(&addrs, deadline, timeout).await?;
+            monoio::time::timeout_at(deadline, cancel_over(stream, backend, || {}))
+                .await
+                .map_err(|_| PgError::Timeout(timeout))?
+        }
+        Host::Unix(dir) => {
+            let path = dir.join(format!(".s.PGSQL.{}", config.port));
+            send_cancel(&CancelAddr::Unix(path), timeout, backend, || {}).await
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host names.
+
+/// Every address of `host:port`. An IP literal (bracketed or not) is used as it is, without a
+/// lookup. A name goes to the system resolver (`getaddrinfo`, which blocks and would stall every
+/// connection on this shard) on a short-lived thread; the answer comes back through a oneshot,
+/// and waiting for it is bounded by `deadline` (the thread may outlive it; at most
+/// [`MAX_RESOLVER_THREADS`] exist at once).
+pub(crate) async fn resolve(
+    host: &str,
+    port: u16,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<Vec<SocketAddr>, PgError> {
+    let literal = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if let Ok(ip) = literal.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    /// Holds one of the [`MAX_RESOLVER_THREADS`] places until the thread ends (or never started).
+    struct Place;
+    impl Drop for Place {
+        fn drop(&mut self) {
+            RESOLVER_THREADS.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+    if RESOLVER_THREADS.fetch_add(1, Ordering::AcqRel) >= MAX_RESOLVER_THREADS {
+        drop(Place);
+        return Err(PgError::Io(std::io::Error::other(format!(
+            "too many host name lookups in progress (at most {MAX_RESOLVER_THREADS}); cannot resolve {host:?}"
+        ))));
+    }
+    let place = Place;
+    let (tx, rx) = futures_channel::oneshot::channel();
+    let name = host.to_string();
+    std::thread::Builder::new()
+        .name("pg-resolve".into())
+        .spawn(move || {
+            let _place = place;
+            let _ = tx.send((name.as_str(), port).to_socket_addrs().map(|a| a.collect::<Vec<_>>()));
+        })
+        .map_err(PgError::Io)?;
+    let lookup_failed =
+        |e: std::io::Error| PgError::Io(std::io::Error::new(e.kind(), format!("resolving {host:?}: {e}")));
+    match monoio::time::timeout_at(deadline, rx).await {
+        Err(_) => Err(PgError::Timeout(timeout)),
+        Ok(Err(_)) => Err(lookup_failed(std::io::Error::other("the resolver thread ended without an answer"))),
+        Ok(Ok(Err(e))) => Err(lookup_failed(e)),
+        Ok(Ok(Ok(addrs))) if addrs.is_empty() => {
+            Err(lookup_failed(std::io::Error::new(std::io::ErrorKind::NotFound, "no addresses")))
+        }
+        Ok(Ok(Ok(addrs))) => Ok(addrs),
+    }
+}
+
+/// Connects to the first of `addrs` that accepts, in order, all within `deadline`. Returns the
+/// stream and the address it reached.
+async fn connect_tcp(
+    addrs: &[SocketAddr],
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<(monoio::net::TcpStream, SocketAddr), PgError> {
+    let mut last = None;
+    for &addr in addrs {
+        match monoio::time::timeout_at(deadline, monoio::net::TcpStream::connect_addr(addr)).await {
+            Err(_) => return Err(PgError::Timeout(timeout)),
+            Ok(Ok(s)) => return Ok((s, addr)),
+            Ok(Err(e)) => {
+                tracing::debug!(%addr, error = %e, "pg connect failed; trying the next address");
+                last = Some(e);
+            }
+        }
+    }
+    Err(PgError::Io(
+        last.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no addresses to connect to")),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[monoio::test(timer_enabled = true)]
+    async fn ip_literals_skip_the_resolver() {
+        let d = Instant::now() + Duration::from_secs(1);
+        let t = Duration::from_secs(1);
+        let before = RESOLVER_THREADS.load(Ordering::Acquire);
+        assert_eq!(resolve("127.0.0.1", 5, d, t).await.unwrap(), vec!["127.0.0.1:5".parse().unwrap()]);
+        assert_eq!(resolve("::1", 6, d, t).await.unwrap(), vec!["[::1]:6".parse().unwrap()]);
+        assert_eq!(resolve("[::1]", 7, d, t).await.unwrap(), vec!["[::1]:7".parse().unwrap()]);
+        assert_eq!(RESOLVER_THREADS.load(Ordering::Acquire), before);
+    }
+
+    #[monoio::test(timer_enabled = true)]
+    async fn names_resolve_off_the_thread_and_release_their_place() {
+        let d = Instant::now() + Duration::from_secs(5);
+        let addrs = resolve("localhost", 5432, d, Duration::from_secs(5)).await.unwrap();
+        assert!(addrs.iter().any(|a| a.ip().is_loopback() && a.port() == 5432), "{addrs:?}");
+        let e = resolve("no-such-host.invalid", 1, d, Duration::from_secs(5)).await.unwrap_err();
+        assert!(matches!(e, PgError::Io(_) | PgError::Timeout(_)), "{e:?}");
+    }
+
+    #[monoio::test(timer_enabled = true)]
+    async fn every_address_is_tried_in_turn() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let good = listener.local_addr().unwrap();
+        // A port nobody listens on (bound, then closed) refuses at once.
+        let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let t = Duration::from_secs(5);
+        let (_s, reached) = connect_tcp(&[refused, good], Instant::now() + t, t).await.unwrap();
+        assert_eq!(reached, good);
+        assert!(matches!(connect_tcp(&[refused], Instant::now() + t, t).await, Err(PgError::Io(_))));
+    }
 }

@@ -136,6 +136,14 @@ pub enum PgError {
     /// The pool or connection was closed by its owner.
     #[error("PostgreSQL client closed")]
     Closed,
+    /// The batch's result passed `max_result_bytes`: it was discarded unread and the server
+    /// sent a cancel. Like [`PgError::Timeout`], a batch that writes may still have committed
+    /// (the cancel can land after the commit); the connection is still usable.
+    #[error("the result is larger than {limit} bytes (max_result_bytes)")]
+    ResultTooLarge {
+        /// The configured limit, in bytes.
+        limit: usize,
+    },
 }
 
 impl PgError {

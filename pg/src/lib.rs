@@ -23,7 +23,7 @@ pub mod pool;
 pub use batch::{Batch, Oid, Row, SimpleResult, Statement, StatementResult, TxEnd};
 pub use cluster::{Cluster, ClusterError, ClusterOptions, ClusterStatus, PgBinaries};
 pub use config::{ConnectConfig, Host};
-pub use connection::Connection;
+pub use connection::{Connection, ConnectionStats};
 pub use error::{DbError, PgError};
 pub use notify::{Notification, NotificationQueue};
 pub use pool::{Pool, PoolConfig, PoolStats};

@@ -12,7 +12,13 @@
 //! - a batch the pool never wrote (its connection died first) is re-dispatched to a healthy
 //!   connection; a batch that was written and whose connection died fails with `ConnectionLost`
 //!   (it may have committed) and is never re-run;
-//! - a dropped `execute` future cancels its batch if it has not been written yet;
+//! - a dropped `execute` future (the caller went away, or `request_timeout` fired) cancels its
+//!   batch: unwritten, it is never sent; written, its connection sends PostgreSQL a
+//!   CancelRequest once it is the head of that connection's pipeline (see [`Connection`]);
+//! - a batch that failed only because a cancel meant for an earlier batch hit it rolled back as
+//!   a whole and is re-dispatched like an unwritten one (bounded by the cancels sent);
+//! - new work avoids a stalled connection (its oldest in-flight batch running longer than
+//!   `stalled_after`) whenever a healthy one that is not stalled exists;
 //! - a dead connection is replaced, never silently revived; the pool stops its supervisors and
 //!   closes its connections when dropped.
 
@@ -25,7 +31,7 @@ use rand::Rng;
 
 use crate::batch::{Batch, StatementResult};
 use crate::config::ConnectConfig;
-use crate::connection::{Connection, Event, Failure, Reply, Work};
+use crate::connection::{Connection, Counters, Event, Failure, Reply, Work};
 use crate::error::PgError;
 
 /// Pool settings; every field has a default (see [`PoolConfig::new`]).
@@ -47,6 +53,10 @@ pub struct PoolConfig {
     pub backoff_initial: Duration,
     /// Largest reconnect delay (default 2 s).
     pub backoff_max: Duration,
+    /// A connection whose oldest in-flight batch has run this long is stalled: new work goes
+    /// to another connection while one is not (default 100 ms; every batch pipelined behind a
+    /// slow statement waits for it).
+    pub stalled_after: Duration,
 }
 
 impl PoolConfig {
@@ -60,6 +70,7 @@ impl PoolConfig {
             connect_wait: Duration::from_secs(1),
             backoff_initial: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
+            stalled_after: Duration::from_millis(100),
         }
     }
 }
@@ -79,6 +90,13 @@ pub struct PoolStats {
     pub connects: u64,
     /// Failed connect attempts since the pool started.
     pub connect_failures: u64,
+    /// CancelRequests sent for batches whose caller timed out or went away, or whose result
+    /// passed `max_result_bytes`.
+    pub cancels_sent: u64,
+    /// Batches hit by a cancel meant for an earlier batch, rolled back and run again.
+    pub retried_after_stray_cancel: u64,
+    /// Batches failed with `PgError::ResultTooLarge`.
+    pub results_too_large: u64,
 }
 
 struct Slot {
@@ -95,6 +113,8 @@ struct Inner {
     changed: Rc<Event>,
     connects: Cell<u64>,
     connect_failures: Cell<u64>,
+    /// Shared by every connection the pool opens, so they outlive reconnects.
+    counters: Rc<Counters>,
 }
 
 /// A per-shard pool. Create it inside the shard's monoio runtime (timer enabled).
@@ -120,6 +140,7 @@ impl Pool {
             changed: Rc::new(Event::default()),
             connects: Cell::new(0),
             connect_failures: Cell::new(0),
+            counters: Rc::new(Counters::default()),
         });
         for i in 0..n {
             monoio::spawn(supervise(inner.clone(), i));
@@ -213,26 +234,32 @@ impl Pool {
                 Ok(Ok(reply)) => return Ok(reply),
                 Ok(Err(Failure::Error(e))) => return Err(e),
                 Ok(Err(Failure::NotSent(w))) => {
-                    // Its connection died before writing it: safe to run elsewhere.
+                    // Its connection died before writing it, or it rolled back under a cancel
+                    // meant for another batch: safe to run again (on the least-loaded healthy
+                    // connection that is not stalled).
                     work = w;
                 }
             }
         }
     }
 
-    /// The healthy connection with the least queued + in-flight work (round-robin on ties).
+    /// The healthy connection with the least queued + in-flight work (round-robin on ties),
+    /// skipping stalled ones (head batch running longer than `stalled_after`) unless all are.
     fn pick(&self) -> Option<Rc<Connection>> {
         let slots = self.inner.slots.borrow();
         let n = slots.len();
         let start = self.inner.rr.get();
         self.inner.rr.set(start.wrapping_add(1));
-        let mut best: Option<(usize, &Rc<Connection>)> = None;
+        let stalled_after = self.inner.config.stalled_after;
+        // Ordered by (stalled, load): any connection that is not stalled beats every stalled one.
+        let mut best: Option<((bool, usize), &Rc<Connection>)> = None;
         for i in 0..n {
             let slot = &slots[(start + i) % n];
             if let Some(c) = slot.conn.as_ref().filter(|c| !c.is_closed()) {
-                let load = c.queued() + c.in_flight();
-                if best.is_none_or(|(l, _)| load < l) {
-                    best = Some((load, c));
+                let stalled = c.head_running_for().is_some_and(|t| t > stalled_after);
+                let key = (stalled, c.queued() + c.in_flight());
+                if best.is_none_or(|(k, _)| key < k) {
+                    best = Some((key, c));
                 }
             }
         }
@@ -265,6 +292,9 @@ impl Pool {
             connections: slots.len(),
             connects: self.inner.connects.get(),
             connect_failures: self.inner.connect_failures.get(),
+            cancels_sent: self.inner.counters.cancels_sent.get(),
+            retried_after_stray_cancel: self.inner.counters.retried_after_stray_cancel.get(),
+            results_too_large: self.inner.counters.results_too_large.get(),
             ..PoolStats::default()
         };
         for c in slots.iter().filter_map(|s| s.conn.as_ref()).filter(|c| !c.is_closed()) {
@@ -308,7 +338,7 @@ async fn supervise(inner: Rc<Inner>, slot: usize) {
         if inner.closed.get() {
             return;
         }
-        match Connection::connect(&inner.config.connect).await {
+        match Connection::connect_counted(&inner.config.connect, inner.counters.clone()).await {
             Ok(conn) => {
                 if inner.closed.get() {
                     conn.close();

@@ -203,3 +203,31 @@ async fn transactions_read_only_rollback_and_statement_cache() {
     assert_eq!(r[0].rows.len(), 3);
     assert_eq!(r[0].columns, vec!["n"]);
 }
+
+/// A host name is resolved (off the shard) and each of its addresses tried: `localhost` may
+/// resolve to ::1 first, where the test server (127.0.0.1 only) does not listen. `cancel` goes
+/// the same way.
+#[monoio::test(timer_enabled = true)]
+async fn host_names_resolve_and_cancel_reaches_the_session() {
+    let (_cluster, mut cfg) = common::cluster_with_roles().await;
+    cfg.host = madbase_pg::Host::Tcp("localhost".into());
+    let conn = Rc::new(Connection::connect(&cfg).await.unwrap());
+    let r = conn.execute(Batch::new().query("select 1")).await.unwrap();
+    assert_eq!(r[0].scalar(), Some("1"));
+
+    let c = conn.clone();
+    let slow = monoio::spawn(async move { c.execute(Batch::new().query("select pg_sleep(60)")).await });
+    monoio::time::sleep(std::time::Duration::from_millis(200)).await;
+    madbase_pg::connection::cancel(&cfg, conn.backend_key()).await.unwrap();
+    let e = monoio::time::timeout(std::time::Duration::from_secs(10), slow)
+        .await
+        .expect("the cancelled sleep ends within 10 s")
+        .unwrap_err();
+    // Nobody else cancelled on this connection: the caller sees the cancel, it is not retried.
+    assert_eq!(e.code(), Some("57014"), "{e}");
+
+    let mut bad = cfg.clone();
+    bad.host = madbase_pg::Host::Tcp("no-such-host.invalid".into());
+    bad.connect_timeout = std::time::Duration::from_secs(3);
+    assert!(Connection::connect(&bad).await.is_err());
+}
