@@ -10,6 +10,7 @@ pub mod app;
 pub mod config;
 pub mod database;
 pub mod jwt;
+pub mod logging;
 pub mod metrics;
 pub mod migrate;
 pub mod rest;
