@@ -433,6 +433,9 @@ fn write_statement(
         let _ = write!(returning, ", ({table}.xmax = 0) AS pgrst_inserted");
     }
     let recordset = match payload {
+        // An update of no columns selects no rows (below) and must bind no body: PostgreSQL
+        // refuses a Bind with more values than the statement has parameters.
+        _ if matches!(mutation, Mutation::Update { columns: [] }) => String::new(),
         None => format!("pg_catalog.json_populate_recordset(NULL::{table}, NULL::json)"),
         Some(Source { json, defaults }) if defaults.is_empty() => {
             let p = bind(json);
