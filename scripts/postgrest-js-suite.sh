@@ -8,7 +8,7 @@
 # CLI project in test/supabase (its migrations and seed.sql; config.toml exposes public, personal
 # and graphql_public with max_rows 1000). This script does what the CLI would, with MadBase:
 #
-#   1. installs the monorepo's packages (pnpm, through corepack or npx; skip with SKIP_INSTALL=1);
+#   1. installs the monorepo's packages (pnpm 10 through npx, or $PNPM; skip with SKIP_INSTALL=1);
 #   2. starts MadBase ($MADBASE_BIN, default target/debug/madbase) with its managed PostgreSQL in
 #      a temporary data directory, on 127.0.0.1:54321, with the CLI project's API settings;
 #   3. applies test/supabase/migrations/*.sql in order and seed.sql with psql (the schema needs
@@ -42,13 +42,12 @@ PORT=54321 # the suite's URL, hard-coded in its test files
 
 # 1. Packages.
 if [ -z "${SKIP_INSTALL:-}" ]; then
-  echo "== installing the monorepo's packages (pnpm)"
-  pnpm_cmd() {
-    if command -v pnpm >/dev/null 2>&1; then pnpm "$@"
-    elif command -v corepack >/dev/null 2>&1; then corepack pnpm "$@"
-    else npx --yes pnpm "$@"; fi
-  }
-  (cd "$CHECKOUT" && pnpm_cmd install --frozen-lockfile >"$OUT/install.log" 2>&1) \
+  # The monorepo pins pnpm 11 (packageManager), which needs Node >= 22 (node:sqlite); pnpm 10 reads
+  # the same lockfile (v9) and runs on Node 20. PNPM overrides the command.
+  PNPM=${PNPM:-npx --yes pnpm@10}
+  echo "== installing the monorepo's packages ($PNPM install)"
+  (cd "$CHECKOUT" && npm_config_manage_package_manager_versions=false COREPACK_ENABLE_STRICT=0 \
+    $PNPM install --frozen-lockfile >"$OUT/install.log" 2>&1) \
     || { tail -20 "$OUT/install.log"; echo "$0: package install failed (log: $OUT/install.log)" >&2; exit 1; }
 fi
 
