@@ -11,6 +11,7 @@ pub mod coalesce;
 pub mod config;
 pub mod database;
 pub mod jwt;
+pub mod logging;
 pub mod metrics;
 pub mod migrate;
 pub mod rest;

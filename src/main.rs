@@ -13,7 +13,8 @@ use madbase_shards::{Runtime, RuntimeConfig};
 
 use madbase::config::{self, Config};
 use madbase::jwt::JwtKeys;
-use madbase::{app, database};
+use madbase::{app, database, logging};
+use tracing_subscriber::fmt::MakeWriter;
 
 /// mimalloc instead of glibc malloc: every request allocates and frees many small buffers on
 /// its shard's thread, and mimalloc's thread-local free lists make that markedly cheaper (glibc
@@ -64,11 +65,34 @@ fn parse_args() -> Result<(Command, Option<PathBuf>), String> {
     Ok((command, config_file))
 }
 
-fn init_logging(config: &Config) {
+/// The fmt subscriber with `config.log` as its filter (RUST_LOG syntax) and `config.log_format`,
+/// writing through [`logging`]: lines go to a per-thread buffer and one writer thread empties
+/// them into stderr, so no shard waits for stderr or for another shard. The guard must live until
+/// the process ends: dropping it writes what is still buffered. If the writer thread cannot start,
+/// lines go to stderr directly as before.
+fn init_logging(config: &Config) -> Option<logging::LogGuard> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if config.log_format == "json" {
+    let json = config.log_format == "json";
+    match logging::install(Box::new(std::io::stderr()), logging::LogConfig::default()) {
+        Ok((writer, guard)) => {
+            init_subscriber(filter, json, writer);
+            Some(guard)
+        }
+        Err(error) => {
+            init_subscriber(filter, json, std::io::stderr);
+            tracing::error!("{error}; logging to stderr directly");
+            None
+        }
+    }
+}
+
+fn init_subscriber<W>(filter: tracing_subscriber::EnvFilter, json: bool, writer: W)
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    if json {
         builder.json().init();
     } else {
         builder.init();
@@ -90,7 +114,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&config);
+    // Dropped last, after every line of the run (and the final error, if any) is logged.
+    let _log = init_logging(&config);
     let result = match command {
         Command::Start => start(config),
         Command::Migrate => database::prepare(&config).map(drop).map_err(|e| e.to_string()),

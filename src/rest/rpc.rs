@@ -93,7 +93,7 @@ pub const MAX_ARG_VALUES: usize = 1_000;
 
 /// The arguments of a call, as the request carried them.
 #[derive(Debug)]
-enum Input {
+pub(super) enum Input {
     /// A POST body: the bytes as received; `keys` when it is a JSON object or an array of objects
     /// with the same keys (`bulk`: an array, whose first object is used).
     Body { raw: Bytes, keys: Option<BTreeSet<String>>, bulk: bool },
@@ -105,7 +105,7 @@ enum Input {
 }
 
 impl Input {
-    fn from_body(raw: Bytes) -> Result<Input, ApiError> {
+    pub(super) fn from_body(raw: Bytes) -> Result<Input, ApiError> {
         // PostgREST treats an empty body as no arguments.
         if raw.iter().all(u8::is_ascii_whitespace) {
             return Ok(Input::Body { raw: Bytes::from_static(b"{}"), keys: Some(BTreeSet::new()), bulk: false });
@@ -178,7 +178,7 @@ fn raw_argument(raw: &Bytes, type_name: &str) -> Bytes {
 
 /// How the resolved overload is called.
 #[derive(Debug, PartialEq)]
-enum Call<'a> {
+pub(super) enum Call<'a> {
     /// `f()`: no arguments given (every input has a default, or there are none).
     NoArgs,
     /// `f($1::json)`: the whole body goes to the single unnamed json/jsonb parameter.
@@ -255,7 +255,7 @@ fn describe(function: &Function) -> String {
 /// parameters match the given names win; otherwise, for a JSON body, one whose only parameter is
 /// json/jsonb. None → PGRST202; several → PGRST203, candidates in the cache's (PostgREST's)
 /// overload order. The cache holds only callable functions (see `schema::introspect`).
-fn resolve<'a>(
+pub(super) fn resolve<'a>(
     cache: &'a SchemaCache,
     schema: &str,
     name: &str,
@@ -300,7 +300,7 @@ fn resolve<'a>(
 /// PostgREST's split of a query string: `(arguments, the rest re-joined for the read grammar)`.
 /// An argument is a `key=value` whose key is not reserved and has no `.`, and whose value does
 /// not start with a filter operator; everything else is `select`/`order`/`limit`/a filter.
-fn split_query(query: &str) -> Result<(Vec<(String, String)>, String), QueryError> {
+pub(super) fn split_query(query: &str) -> Result<(Vec<(String, String)>, String), QueryError> {
     let mut args = Vec::new();
     let mut rest = String::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -356,7 +356,7 @@ fn has_operator(value: &str) -> bool {
 }
 
 /// The query-string arguments grouped by name, bounded.
-fn group_args(args: Vec<(String, String)>) -> Result<BTreeMap<String, Vec<String>>, ApiError> {
+pub(super) fn group_args(args: Vec<(String, String)>) -> Result<BTreeMap<String, Vec<String>>, ApiError> {
     let mut grouped: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (key, value) in args {
         if !grouped.contains_key(&key) && grouped.len() == MAX_ARGS {
@@ -370,7 +370,7 @@ fn group_args(args: Vec<(String, String)>) -> Result<BTreeMap<String, Vec<String
 /// The JSON object of a GET call's arguments: each value as a JSON string (PostgreSQL parses it
 /// with the argument's type); a variadic argument gets every repeated value as an array, any
 /// other repeated key its last value (PostgREST's map semantics).
-fn query_payload(function: &Function, args: &BTreeMap<String, Vec<String>>) -> Bytes {
+pub(super) fn query_payload(function: &Function, args: &BTreeMap<String, Vec<String>>) -> Bytes {
     let mut object = Map::new();
     for arg in inputs(function) {
         let Some(values) = args.get(&arg.name) else { continue };
@@ -399,7 +399,7 @@ fn returns_void(function: &Function) -> bool {
 /// (NULL, or raises when the result has more rows than `max_affected`), then the response GUCs
 /// ([`super::RESPONSE_GUC_COLUMNS`]).
 #[allow(clippy::too_many_arguments)] // each is one independent part of the statement
-fn call_statement(
+pub(super) fn call_statement(
     cache: &SchemaCache,
     function: &Function,
     call: &Call<'_>,

@@ -11,8 +11,10 @@
 //!
 //! Owns: identifier quoting and parameter numbering. Invariants: every identifier is emitted
 //! through [`quote_ident`] (double-quoted, `"` doubled — the parser has already refused NUL);
-//! every value is a bind parameter (`$n`), never text in the SQL; the only unquoted words that
-//! come from the request are cast type names, which the parser restricts to `[A-Za-z0-9_]`.
+//! every value is a bind parameter (`$n`), never text in the SQL; a cast type name from the request
+//! (`[A-Za-z0-9_]` only, by the parser) is emitted unquoted only when it is one of
+//! [`UNQUOTED_CAST_TYPES`], else quoted in lower case ([`push_cast`]): no word of the request
+//! reaches the SQL text unquoted.
 //! Same query shape → same SQL text, so the connection's prepared-statement cache hits.
 //!
 //! Shape (GET as `application/json`; other media types change the `body` expression, see
@@ -56,6 +58,58 @@ fn push_ident(out: &mut String, name: &str) {
         out.push(c);
     }
     out.push('"');
+}
+
+/// The cast type names emitted unquoted: the SQL standard's type keywords, which quoting would
+/// change (`"integer"` is no type, `"char"` is a one-byte type, `bit` means `bit(1)`), and the
+/// common built-in names (the SQL text of the usual casts stays as written). Every other name is
+/// quoted in lower case, which is what PostgreSQL folds an unquoted name to, so `::Mood` and
+/// `::"mood"` name the same type.
+pub const UNQUOTED_CAST_TYPES: &[&str] = &[
+    "bigint",
+    "bit",
+    "bool",
+    "boolean",
+    "bytea",
+    "char",
+    "character",
+    "date",
+    "dec",
+    "decimal",
+    "float",
+    "float4",
+    "float8",
+    "int",
+    "int2",
+    "int4",
+    "int8",
+    "integer",
+    "interval",
+    "json",
+    "jsonb",
+    "nchar",
+    "numeric",
+    "real",
+    "smallint",
+    "text",
+    "time",
+    "timestamp",
+    "timestamptz",
+    "uuid",
+    "varchar",
+];
+
+/// Appends `::<type>` for a cast type name from the request: unquoted when it is one of
+/// [`UNQUOTED_CAST_TYPES`] (compared case-insensitively, as PostgreSQL reads it), else as a
+/// quoted identifier in lower case.
+pub fn push_cast(out: &mut String, cast: &str) {
+    out.push_str("::");
+    let lower = cast.to_ascii_lowercase();
+    if UNQUOTED_CAST_TYPES.contains(&lower.as_str()) {
+        out.push_str(&lower);
+    } else {
+        push_ident(out, &lower);
+    }
 }
 
 /// A PostgreSQL array literal with every element double-quoted (so `,` `{` `}` and spaces are
@@ -170,13 +224,13 @@ impl<'b> Builder<'b> {
                 SelectItem::Column(field) => {
                     let mut e = self.field_expression(plan, q, field);
                     if let Some(cast) = &field.cast {
-                        let _ = write!(e, "::{cast}");
+                        push_cast(&mut e, cast);
                     }
                     let key = match &field.aggregate {
                         Some(aggregate) => {
                             e = format!("pg_catalog.{}({e})", aggregate.function.name());
                             if let Some(cast) = &aggregate.cast {
-                                let _ = write!(e, "::{cast}");
+                                push_cast(&mut e, cast);
                             }
                             field.alias.as_deref().unwrap_or(aggregate.function.name())
                         }
@@ -199,7 +253,7 @@ impl<'b> Builder<'b> {
                     next(out);
                     out.push_str("pg_catalog.count(*)");
                     if let Some(cast) = cast {
-                        let _ = write!(out, "::{cast}");
+                        push_cast(out, cast);
                     }
                     out.push_str(" AS ");
                     push_ident(out, alias.as_deref().unwrap_or("count"));
@@ -720,6 +774,23 @@ mod tests {
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
         assert_eq!(array_literal(&["a".into(), "b,c".into(), "q\"\\".into(), "".into()]), r#"{"a","b,c","q\"\\",""}"#);
         assert_eq!(array_literal(&[]), "{}");
+    }
+
+    #[test]
+    fn casts_from_the_request_are_keywords_or_quoted() {
+        let cast = |name: &str| {
+            let mut out = String::new();
+            push_cast(&mut out, name);
+            out
+        };
+        assert_eq!(cast("text"), "::text");
+        assert_eq!(cast("INTEGER"), "::integer");
+        assert_eq!(cast("Mood"), "::\"mood\"");
+        assert_eq!(cast("pg_sleep"), "::\"pg_sleep\"");
+        let (sql, _) = sql_of("select=id::int,task::citext,n:id::Select");
+        assert!(sql.contains("\"id\"::int AS \"id\""), "{sql}");
+        assert!(sql.contains("\"task\"::\"citext\" AS \"task\""), "{sql}");
+        assert!(sql.contains("\"id\"::\"select\" AS \"n\""), "{sql}");
     }
 
     #[test]

@@ -233,12 +233,12 @@ fn set<T>(slot: &mut Option<T>, value: T) -> bool {
 
 /// The write-only query parameters; everything else goes through the read grammar.
 #[derive(Debug, Default)]
-struct WriteParams {
-    columns: Option<Vec<String>>,
-    on_conflict: Option<Vec<String>>,
+pub(super) struct WriteParams {
+    pub(super) columns: Option<Vec<String>>,
+    pub(super) on_conflict: Option<Vec<String>>,
 }
 
-fn parse_write_params(query: &str) -> Result<WriteParams, ApiError> {
+pub(super) fn parse_write_params(query: &str) -> Result<WriteParams, ApiError> {
     let mut params = WriteParams::default();
     for pair in query.split('&') {
         let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -320,15 +320,15 @@ fn parse_column_list(what: &'static str, value: &str) -> Result<Vec<String>, Que
 
 /// The JSON body, checked: the bytes to bind (always a JSON array of objects) and the columns.
 #[derive(Debug)]
-struct Payload {
+pub(super) struct Payload {
     /// A JSON array of objects, exactly the client's bytes (an object is wrapped in `[` `]`).
-    json: Bytes,
+    pub(super) json: Bytes,
     /// The columns to write, in order.
-    columns: Vec<String>,
+    pub(super) columns: Vec<String>,
 }
 
 /// Checks the body as PostgREST does; `columns` is `columns=` when given.
-fn parse_payload(raw: Bytes, columns: Option<Vec<String>>) -> Result<Payload, ApiError> {
+pub(super) fn parse_payload(raw: Bytes, columns: Option<Vec<String>>) -> Result<Payload, ApiError> {
     let shape =
         payload::scan(&raw, columns, MAX_BULK_ROWS, MAX_COLUMNS).map_err(|e| ApiError::InvalidBody(e.to_string()))?;
     if shape.columns.iter().any(|k| k.is_empty() || k.contains('\0') || k.len() > MAX_IDENT_BYTES) {
@@ -351,7 +351,7 @@ fn check_columns(rel: &Relation, columns: &[String]) -> Result<(), ApiError> {
 }
 
 /// The columns of `columns` that have a DEFAULT (generated columns excluded), with its expression.
-fn defaults_of<'a>(rel: &'a Relation, columns: &[String]) -> Vec<(&'a str, &'a str)> {
+pub(super) fn defaults_of<'a>(rel: &'a Relation, columns: &[String]) -> Vec<(&'a str, &'a str)> {
     rel.columns
         .iter()
         .filter(|c| !c.generated && columns.contains(&c.name))
@@ -375,7 +375,7 @@ fn check_put_filters(rel: &Relation, read: &ReadQuery) -> Result<(), ApiError> {
 
 /// The write to build SQL for.
 #[derive(Debug)]
-enum Mutation<'a> {
+pub(super) enum Mutation<'a> {
     /// `inserted`: count the rows the statement inserted (rather than updated) — a merge upsert,
     /// whose status is 200 when it inserted none. Holds every column of the table in order: the
     /// extra `pgrst_inserted` column of `pgrst_source` is then kept out of `select=*`.
@@ -401,7 +401,7 @@ enum Mutation<'a> {
 /// `max_affected` (NULL; raises instead when `limits` are broken, see [`RowLimits`]), `inserted`,
 /// then the response GUCs ([`super::RESPONSE_GUC_COLUMNS`]).
 #[allow(clippy::too_many_arguments)] // each is one independent part of the statement
-fn write_statement(
+pub(super) fn write_statement(
     cache: &SchemaCache,
     schema: &str,
     relation: &str,
@@ -433,6 +433,9 @@ fn write_statement(
         let _ = write!(returning, ", ({table}.xmax = 0) AS pgrst_inserted");
     }
     let recordset = match payload {
+        // An update of no columns selects no rows (below) and must bind no body: PostgreSQL
+        // refuses a Bind with more values than the statement has parameters.
+        _ if matches!(mutation, Mutation::Update { columns: [] }) => String::new(),
         None => format!("pg_catalog.json_populate_recordset(NULL::{table}, NULL::json)"),
         Some(Source { json, defaults }) if defaults.is_empty() => {
             let p = bind(json);
@@ -577,21 +580,21 @@ fn write_statement(
 /// The body to bind and, with `missing=default`, the listed columns that have a DEFAULT with its
 /// expression (from the schema cache).
 #[derive(Debug)]
-struct Source<'a> {
-    json: Bytes,
-    defaults: Vec<(&'a str, &'a str)>,
+pub(super) struct Source<'a> {
+    pub(super) json: Bytes,
+    pub(super) defaults: Vec<(&'a str, &'a str)>,
 }
 
 /// Row-count rules a write must meet, checked inside its statement so that breaking one raises
 /// and the implicit transaction rolls back (nothing is written).
 #[derive(Debug, Clone, Copy, Default)]
-struct RowLimits {
+pub(super) struct RowLimits {
     /// `Prefer: handling=strict, max-affected=N`: at most N rows.
-    max_affected: Option<u64>,
+    pub(super) max_affected: Option<u64>,
     /// `Accept: application/vnd.pgrst.object+json`: exactly one row (the body is that object).
-    singular: bool,
+    pub(super) singular: bool,
     /// `PUT`: exactly one row, else the body's key did not match the URL's (PGRST115).
-    exactly_one: bool,
+    pub(super) exactly_one: bool,
 }
 
 fn push_list(out: &mut String, items: &[String], mut each: impl FnMut(&mut String, &str)) {

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# The postgrest-js live suite against a fresh MadBase, reproducibly:
+#
+#   scripts/postgrest-js-suite.sh <supabase-js checkout>
+#
+# The suite is supabase/supabase-js's packages/core/postgrest-js/test: jest files that call
+# http://localhost:54321/rest/v1 (hard-coded), normally served by `supabase start` on the Supabase
+# CLI project in test/supabase (its migrations and seed.sql; config.toml exposes public, personal
+# and graphql_public with max_rows 1000). This script does what the CLI would, with MadBase:
+#
+#   1. installs the monorepo's packages (pnpm 10 through npx, or $PNPM; skip with SKIP_INSTALL=1);
+#   2. starts MadBase ($MADBASE_BIN, default target/debug/madbase) with its managed PostgreSQL in
+#      a temporary data directory, on 127.0.0.1:54321, with the CLI project's API settings;
+#   3. applies test/supabase/migrations/*.sql in order and seed.sql with psql (the schema needs
+#      PostGIS: `postgresql-<major>-postgis-3` where MadBase's PostgreSQL is Debian's);
+#   4. runs jest as the project's `test:suite` target does (v12 compatibility tests excluded),
+#      with --ci so that snapshots are compared, never written;
+#   5. prints the pass/fail counts (tests and snapshots), stops MadBase and removes the data.
+#
+# Exit status: jest's (0 when every test passed). Output of MadBase and jest goes to $OUT
+# (default a temporary directory, printed).
+set -euo pipefail
+
+usage() { echo "usage: $0 <path to a supabase-js checkout (monorepo)>" >&2; exit 2; }
+[ $# -eq 1 ] || usage
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CHECKOUT=$(cd "$1" && pwd)
+SUITE="$CHECKOUT/packages/core/postgrest-js"
+# Older layouts kept the client at the top level of its own repository.
+[ -d "$SUITE/test" ] || SUITE="$CHECKOUT"
+PROJECT="$SUITE/test/supabase"
+for f in "$SUITE/package.json" "$PROJECT/seed.sql"; do
+  [ -f "$f" ] || { echo "$0: $f not found: not a supabase-js checkout with the postgrest-js suite" >&2; exit 2; }
+done
+MADBASE_BIN=${MADBASE_BIN:-$ROOT/target/debug/madbase}
+[ -x "$MADBASE_BIN" ] || { echo "$0: $MADBASE_BIN missing: cargo build -p madbase (or set MADBASE_BIN)" >&2; exit 2; }
+PSQL=$(command -v psql || ls /usr/lib/postgresql/*/bin/psql 2>/dev/null | tail -1 || true)
+[ -n "$PSQL" ] || { echo "$0: psql not found" >&2; exit 2; }
+OUT=${OUT:-$(mktemp -d /tmp/postgrest-js-suite.XXXXXX)}
+mkdir -p "$OUT"
+PORT=54321 # the suite's URL, hard-coded in its test files
+
+# 1. Packages.
+if [ -z "${SKIP_INSTALL:-}" ]; then
+  # The monorepo pins pnpm 11 (packageManager), which needs Node >= 22 (node:sqlite); pnpm 10 reads
+  # the same lockfile (v9) and runs on Node 20. PNPM overrides the command.
+  PNPM=${PNPM:-npx --yes pnpm@10}
+  echo "== installing the monorepo's packages ($PNPM install)"
+  (cd "$CHECKOUT" && npm_config_manage_package_manager_versions=false COREPACK_ENABLE_STRICT=0 \
+    $PNPM install --frozen-lockfile >"$OUT/install.log" 2>&1) \
+    || { tail -20 "$OUT/install.log"; echo "$0: package install failed (log: $OUT/install.log)" >&2; exit 1; }
+fi
+
+# 2. A fresh MadBase on the suite's port.
+if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+  echo "$0: 127.0.0.1:$PORT is already in use (a Supabase CLI stack or another MadBase?)" >&2
+  exit 1
+fi
+DATA=$(mktemp -d /tmp/postgrest-js-suite-data.XXXXXX)
+chmod 755 "$DATA"
+PG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+MB_PID=
+cleanup() {
+  if [ -n "$MB_PID" ]; then kill -TERM "$MB_PID" 2>/dev/null || true; wait "$MB_PID" 2>/dev/null || true; fi
+  rm -rf "$DATA"
+}
+trap cleanup EXIT
+echo "== starting MadBase ($MADBASE_BIN) on 127.0.0.1:$PORT, data in $DATA"
+MADBASE_LISTEN="127.0.0.1:$PORT" MADBASE_DATA_DIR="$DATA" MADBASE_PG_PORT="$PG_PORT" \
+  MADBASE_DB_SCHEMAS="public,personal,graphql_public" MADBASE_DB_MAX_ROWS=1000 \
+  MADBASE_LOG="${MADBASE_LOG:-warn}" "$MADBASE_BIN" start >"$OUT/madbase.out" 2>&1 &
+MB_PID=$!
+for _ in $(seq 1 600); do
+  curl -fs "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break
+  kill -0 "$MB_PID" 2>/dev/null || { cat "$OUT/madbase.out"; echo "$0: MadBase exited" >&2; exit 1; }
+  sleep 0.2
+done
+curl -fs "http://127.0.0.1:$PORT/health" >/dev/null || { echo "$0: MadBase not healthy after 120 s" >&2; exit 1; }
+DB_URL=$(grep -o 'postgres://[^ ]*' "$OUT/madbase.out" | head -1 || true)
+[ -n "$DB_URL" ] || { echo "$0: no database URL in MadBase's output ($OUT/madbase.out)" >&2; exit 1; }
+
+# 3. The suite's schema and seed, as `supabase db reset` applies them.
+echo "== applying the suite's migrations and seed"
+for sql in "$PROJECT"/migrations/*.sql "$PROJECT/seed.sql"; do
+  "$PSQL" "$DB_URL" -q -v ON_ERROR_STOP=1 -f "$sql" >>"$OUT/fixtures.log" 2>&1 \
+    || { tail -20 "$OUT/fixtures.log"; echo "$0: $sql failed (PostGIS installed?)" >&2; exit 1; }
+done
+# The schema cache reloads on DDL; ask once more and give it a moment, as the CLI's `sleep`.
+"$PSQL" "$DB_URL" -q -c "notify pgrst, 'reload schema'" >/dev/null
+sleep 2
+
+# 4. The suite.
+echo "== running jest (results in $OUT/jest.json)"
+set +e
+(cd "$SUITE" && npx jest --runInBand --ci --testPathIgnorePatterns='test/v12/' \
+  --json --outputFile="$OUT/jest.json" >"$OUT/jest.log" 2>&1)
+status=$?
+set -e
+
+# 5. The count.
+if [ ! -s "$OUT/jest.json" ]; then
+  tail -30 "$OUT/jest.log"
+  echo "$0: jest wrote no results (log: $OUT/jest.log)" >&2
+  exit 1
+fi
+node -e '
+  const r = require(process.argv[1]);
+  const s = r.snapshot || {};
+  console.log(`postgrest-js live suite: ${r.numPassedTests}/${r.numTotalTests} tests passed, ` +
+    `${r.numFailedTests} failed, ${r.numPendingTests} skipped; suites ${r.numPassedTestSuites}/${r.numTotalTestSuites}; ` +
+    `snapshots ${s.matched ?? 0}/${s.total ?? 0} matched, ${s.unmatched ?? 0} unmatched`);
+  for (const suite of r.testResults)
+    for (const t of suite.assertionResults)
+      if (t.status === "failed") console.log(`  FAIL ${suite.name.split("/test/").pop()}: ${t.fullName}`);
+' "$OUT/jest.json"
+echo "(MadBase output: $OUT/madbase.out, jest output: $OUT/jest.log)"
+exit $status
