@@ -112,6 +112,10 @@ impl ShardState {
                 .collect(),
             blocking_queued: self.shard.blocking().queue_depth(),
             http: madbase_http::shard_stats(),
+            pg_cancels_sent: stats.cancels_sent,
+            pg_retried_after_stray_cancel: stats.retried_after_stray_cancel,
+            pg_results_too_large: stats.results_too_large,
+            log_lines_dropped: crate::logging::dropped_lines(),
         };
         self.metrics.snapshot(gauges)
     }

@@ -52,6 +52,8 @@ pub struct Config {
     pub pg_queue_limit: usize,
     /// Batches in flight on one connection. Default 256.
     pub pg_pipeline_depth: usize,
+    /// Bytes read from PostgreSQL for one request's result; past it the request fails (500 PGRSTX00) and its statement is cancelled. Default 64 MiB.
+    pub pg_max_result_bytes: usize,
     /// Upper bound on one request's database work (queued + executing), ms. Default 30000.
     pub pg_request_timeout_ms: u64,
     /// HS256 secret. Default: the local-development demo secret (announced at start).
@@ -135,6 +137,7 @@ impl Default for Config {
             pg_pool_size: 4,
             pg_queue_limit: 4096,
             pg_pipeline_depth: 256,
+            pg_max_result_bytes: 64 * 1024 * 1024,
             pg_request_timeout_ms: 30_000,
             jwt_secret: None,
             jwt_keys: None,
@@ -177,6 +180,7 @@ pub const ENV_KEYS: &[&str] = &[
     "MADBASE_PG_POOL_SIZE",
     "MADBASE_PG_QUEUE_LIMIT",
     "MADBASE_PG_PIPELINE_DEPTH",
+    "MADBASE_PG_MAX_RESULT_BYTES",
     "MADBASE_PG_REQUEST_TIMEOUT_MS",
     "MADBASE_JWT_SECRET",
     "MADBASE_JWT_KEYS",
@@ -351,6 +355,7 @@ impl Config {
                 "MADBASE_PG_POOL_SIZE" => set(&mut c.pg_pool_size, name, &raw)?,
                 "MADBASE_PG_QUEUE_LIMIT" => set(&mut c.pg_queue_limit, name, &raw)?,
                 "MADBASE_PG_PIPELINE_DEPTH" => set(&mut c.pg_pipeline_depth, name, &raw)?,
+                "MADBASE_PG_MAX_RESULT_BYTES" => set(&mut c.pg_max_result_bytes, name, &raw)?,
                 "MADBASE_PG_REQUEST_TIMEOUT_MS" => set(&mut c.pg_request_timeout_ms, name, &raw)?,
                 "MADBASE_JWT_SECRET" => c.jwt_secret = Some(raw).filter(|s| !s.is_empty()),
                 "MADBASE_JWT_KEYS" => c.jwt_keys = Some(PathBuf::from(raw)),
@@ -395,6 +400,7 @@ impl Config {
             ("pg_pool_size", self.pg_pool_size as u64),
             ("pg_queue_limit", self.pg_queue_limit as u64),
             ("pg_pipeline_depth", self.pg_pipeline_depth as u64),
+            ("pg_max_result_bytes", self.pg_max_result_bytes as u64),
             ("pg_request_timeout_ms", self.pg_request_timeout_ms),
             ("jwt_cache_entries", self.jwt_cache_entries as u64),
             ("http_max_header_bytes", self.http_max_header_bytes as u64),

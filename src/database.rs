@@ -130,6 +130,7 @@ pub fn prepare(config: &Config) -> Result<Database, DatabaseError> {
     let mut pool_config = pool_config;
     pool_config.application_name = Some("madbase".to_owned());
     pool_config.max_in_flight = config.pg_pipeline_depth;
+    pool_config.max_result_bytes = config.pg_max_result_bytes;
     Ok(Database {
         managed_superuser: cluster.as_ref().map(Cluster::connect_config),
         pool_config,

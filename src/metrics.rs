@@ -78,6 +78,13 @@ pub struct ShardGauges {
     pub blocking_queued: usize,
     /// This shard's HTTP limits at work: bodies held, refusals, timeouts.
     pub http: madbase_http::HttpStats,
+    /// Cancels sent for abandoned batches, batches re-run after a stray cancel, results over
+    /// `pg_max_result_bytes`.
+    pub pg_cancels_sent: u64,
+    pub pg_retried_after_stray_cancel: u64,
+    pub pg_results_too_large: u64,
+    /// Log lines dropped because the log sink fell behind (process-wide).
+    pub log_lines_dropped: u64,
 }
 
 /// What one shard sends back to a scrape. `Send`: it crosses cores.
@@ -101,6 +108,18 @@ const PER_SHARD_SERIES: &[Series] = &[
     ("madbase_jwt_cache_entries", "gauge", "Verified tokens cached.", |g| g.jwt_cache_entries as u64),
     ("madbase_blocking_pool_queued", "gauge", "Jobs queued on the blocking pool (process-wide).", |g| {
         g.blocking_queued as u64
+    }),
+    ("madbase_pg_cancels_sent_total", "counter", "CancelRequests sent for batches whose caller went away.", |g| {
+        g.pg_cancels_sent
+    }),
+    (
+        "madbase_pg_retried_after_stray_cancel_total",
+        "counter",
+        "Batches re-run after a cancel meant for another.",
+        |g| g.pg_retried_after_stray_cancel,
+    ),
+    ("madbase_pg_results_too_large_total", "counter", "Results refused past pg_max_result_bytes.", |g| {
+        g.pg_results_too_large
     }),
     ("madbase_http_body_bytes_held", "gauge", "Request-body bytes held while collected.", |g| g.http.body_bytes_held),
     (
@@ -194,6 +213,10 @@ pub fn render(snapshots: &[ShardSnapshot]) -> String {
             let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.gauges.shard, get(&s.gauges));
         }
     }
+    let dropped = snapshots.iter().map(|s| s.gauges.log_lines_dropped).max().unwrap_or(0);
+    let _ = writeln!(out, "# HELP madbase_log_lines_dropped_total Log lines dropped because the log sink fell behind.");
+    let _ = writeln!(out, "# TYPE madbase_log_lines_dropped_total counter");
+    let _ = writeln!(out, "madbase_log_lines_dropped_total {dropped}");
     let _ = writeln!(out, "# HELP madbase_ring_depth Messages waiting in a cross-shard ring.");
     let _ = writeln!(out, "# TYPE madbase_ring_depth gauge");
     for s in snapshots {

@@ -294,3 +294,101 @@ fn slow_and_oversized_heads_are_cut_and_others_are_served() {
     });
     assert!(slowest < Duration::from_secs(2), "/health waited {slowest:?} behind the attack");
 }
+
+/// Sixteen slow requests abandoned after 1 s (504, or the client going away) used to keep every
+/// database connection busy until their statements ended by themselves (found with a
+/// backtracking regex on the caller's own value; here a 60 s sleep with no statement timeout).
+/// Abandoned work is now cancelled on the server, and nothing waits behind it.
+#[test]
+fn abandoned_slow_queries_are_cancelled_on_the_server() {
+    let server = TestServer::start_with(&[("MADBASE_PG_REQUEST_TIMEOUT_MS", "1000")]);
+    server.sql(
+        "create table public.notes (id int primary key);
+         create function public.nap(seconds float8) returns text language sql as $$ select pg_sleep(seconds)::text $$;
+         grant execute on function public.nap(float8) to anon;
+         alter role anon set statement_timeout = 0; notify pgrst, 'reload config';",
+    );
+    server.wait_for_relations(&["notes"]);
+    server.wait_for_function("nap?seconds=0");
+    let path = "/rest/v1/rpc/nap?seconds=60".to_owned();
+    let attack: Vec<_> = (0..16)
+        .map(|i| {
+            let (addr, path) = (server.addr, path.clone());
+            std::thread::spawn(move || {
+                if i % 2 == 0 {
+                    // Half wait for the 504, half go away after 500 ms.
+                    try_request(addr, "GET", &path, &[], b"").expect("answered").status
+                } else {
+                    let mut s = TcpStream::connect(addr).expect("connect");
+                    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).expect("send");
+                    std::thread::sleep(Duration::from_millis(500));
+                    drop(s);
+                    0
+                }
+            })
+        })
+        .collect();
+    for (i, a) in attack.into_iter().enumerate() {
+        let status = a.join().expect("attack thread");
+        if i % 2 == 0 {
+            assert_eq!(status, 504, "the sleep outlasts the 1 s request timeout");
+        }
+    }
+    // Everyone else is served again promptly, and PostgreSQL is no longer running the regexes.
+    let started = Instant::now();
+    let r = server.get("/rest/v1/notes?select=id");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(started.elapsed() < Duration::from_secs(10), "a normal read waited {:?}", started.elapsed());
+    eventually("no abandoned sleep still runs in PostgreSQL", || {
+        let running = server.sql(
+            "select count(*)::text from pg_stat_activity where state = 'active' and query like '%nap%' and pid <> pg_backend_pid()",
+        );
+        running[0].rows[0].get_str(0) == Some("0")
+    });
+    assert_eq!(server.get("/health").status, 200);
+}
+
+/// A 250-byte GET that selects one 4 MB value under ten aliases asks the server to hold 40 MB;
+/// six at once held gigabytes. What is read from PostgreSQL for one response is bounded
+/// (`pg_max_result_bytes`): past it, a clear error, counted in /metrics.
+#[test]
+fn responses_past_the_result_limit_are_refused_with_bounded_memory() {
+    let server = TestServer::start_with(&[("MADBASE_PG_MAX_RESULT_BYTES", "8388608")]);
+    server.sql(
+        "create table public.blobs (id int primary key, data text);
+         insert into public.blobs select 1, repeat('x', 4 * 1024 * 1024);
+         insert into public.blobs values (2, 'small');",
+    );
+    server.wait_for_relations(&["blobs"]);
+    let aliases: Vec<String> = (0..10).map(|i| format!("a{i}:data")).collect();
+    let path = format!("/rest/v1/blobs?id=eq.1&select={}", aliases.join(","));
+    let before = server.rss_kib();
+    let huge: Vec<_> = (0..6)
+        .map(|_| {
+            let (addr, path) = (server.addr, path.clone());
+            std::thread::spawn(move || try_request(addr, "GET", &path, &[], b"").expect("answered"))
+        })
+        .collect();
+    let mut peak = 0;
+    for h in huge {
+        let r = h.join().expect("thread");
+        peak = peak.max(server.rss_kib());
+        assert_eq!((r.status, r.json()["code"].clone()), (500, json!("PGRSTX00")), "{}", r.text());
+        assert!(r.json()["details"].as_str().is_some_and(|d| d.contains("8388608")), "{}", r.text());
+    }
+    let grown_mib = peak.saturating_sub(before) / 1024;
+    assert!(grown_mib < 160, "six refused 40 MB responses grew the server by {grown_mib} MiB");
+    // One alias is under the limit; the connection that refused the others still serves.
+    let r = server.get("/rest/v1/blobs?id=eq.1&select=id,data");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()[0]["data"].as_str().map(str::len), Some(4 * 1024 * 1024));
+    assert_eq!(server.get("/rest/v1/blobs?id=eq.2&select=data").json(), json!([{"data": "small"}]));
+    let service = support::service_role();
+    let metrics = server.request("GET", "/metrics", &[("authorization", &service)], b"").text();
+    let refused: u64 = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("madbase_pg_results_too_large_total{"))
+        .filter_map(|l| l.split_once("} ").and_then(|(_, n)| n.parse::<u64>().ok()))
+        .sum();
+    assert_eq!(refused, 6, "{metrics}");
+}

@@ -366,6 +366,14 @@ fn pool_error(error: PgError) -> Response {
             body(503, "PGRST001", "Database client error. Retrying the connection.", details, None),
             Duration::from_secs(1),
         ),
+        // MadBase's own bound (`pg_max_result_bytes`); PostgREST has none and would hold it all.
+        PgError::ResultTooLarge { .. } => body(
+            500,
+            "PGRSTX00",
+            "The response is larger than this server allows.",
+            details,
+            Some("Select fewer columns or rows: filter, or page with limit and offset.".to_owned()),
+        ),
         PgError::Db(_) | PgError::Protocol(_) | PgError::Auth(_) | PgError::Config(_) => {
             tracing::error!(error = %details.as_deref().unwrap_or(""), "rest: database client failure");
             body(500, "PGRSTX00", "Database client error.", details, None)
