@@ -49,9 +49,19 @@ if cargo fmt --version >/dev/null 2>&1; then
   cargo fmt --all -- --check
 fi
 
+echo "== cargo clippy (workspace, every target, warnings are errors)"
+cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
 echo "== cargo test (workspace, dev profile)"
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked -- --test-threads=2
+
+# The standalone crates (their own lock files) must keep building: the fuzz targets drive the
+# parsers' public API and the load tests the HTTP surface.
+echo "== build fuzz/ and loadtest/"
+cargo build --locked --manifest-path fuzz/Cargo.toml --target-dir target/fuzz
+cargo build --locked --manifest-path loadtest/Cargo.toml --target-dir target/loadtest
 
 echo "== supabase-js end-to-end tests"
 (cd e2e && npm ci --no-audit --no-fund --loglevel=error)
