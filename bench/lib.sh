@@ -26,7 +26,7 @@ build_madbase() {
 }
 
 # start_madbase <data dir>: managed PostgreSQL; sets MB_PORT, MB_PID, MB_DB_URL, MB_DATA, PSQL_BIN. Optional:
-# MB_LOG (default warn: no access log), MB_OUT (MadBase's output, default $OUT/madbase.out),
+# MB_LOG (default info, the product's default: the access log is on), MB_OUT (MadBase's output, default $OUT/madbase.out),
 # PG_PORT (default a free port), MB_DATA_KEEP (reuse the data dir instead of starting afresh).
 start_madbase() {
   local data="$1"; MB_DATA="$data"
@@ -38,14 +38,14 @@ start_madbase() {
   if [ -z "${MB_DATA_KEEP:-}" ]; then rm -rf "$data"; fi
   mkdir -p "$data"; chmod 755 "$data"
   MADBASE_LISTEN="127.0.0.1:$MB_PORT" MADBASE_DATA_DIR="$data" MADBASE_PG_PORT="$pg_port" \
-    MADBASE_LOG="${MB_LOG:-warn}" "$MADBASE" start >"$MB_OUT" 2>&1 &
+    MADBASE_LOG="${MB_LOG:-info}" "$MADBASE" start >"$MB_OUT" 2>&1 &
   MB_PID=$!
   for _ in $(seq 1 1500); do
     curl -fs "http://127.0.0.1:$MB_PORT/health" >/dev/null 2>&1 && break
     kill -0 "$MB_PID" 2>/dev/null || { cat "$MB_OUT"; exit 1; }
     sleep 0.2
   done
-  MB_DB_URL=$(grep -o 'postgres://[^ ]*' "$MB_OUT" | head -1)
+  MB_DB_URL=$("$ROOT/scripts/madbase-db-url.py" "$MB_OUT")
 }
 
 stop_madbase() { kill -TERM "$MB_PID" 2>/dev/null || true; wait "$MB_PID" 2>/dev/null || true; }

@@ -76,7 +76,7 @@ for _ in $(seq 1 600); do
   sleep 0.2
 done
 curl -fs "http://127.0.0.1:$PORT/health" >/dev/null || { echo "$0: MadBase not healthy after 120 s" >&2; exit 1; }
-DB_URL=$(grep -o 'postgres://[^ ]*' "$OUT/madbase.out" | head -1 || true)
+DB_URL=$("$ROOT/scripts/madbase-db-url.py" "$OUT/madbase.out" || true)
 [ -n "$DB_URL" ] || { echo "$0: no database URL in MadBase's output ($OUT/madbase.out)" >&2; exit 1; }
 
 # 3. The suite's schema and seed, as `supabase db reset` applies them.
