@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use madbase_pg::Cluster;
 use support::{service_role, token, try_request, TestServer};
 
 fn io_uring_enabled_here() -> bool {
@@ -205,6 +206,25 @@ fn postgres_outage_under_load_gives_503_then_recovers() {
     }
     server.wait_healthy(Duration::from_secs(30));
     assert_eq!(server.get("/rest/v1/up?select=id").json(), serde_json::json!([{"id": 1}]));
+}
+
+/// A second MadBase on the address the first serves (say, against another database) must not
+/// start: with `SO_REUSEPORT` the kernel would split clients between the two.
+#[test]
+fn a_second_server_on_a_served_address_refuses_to_start() {
+    let server = TestServer::start();
+    let other = Cluster::ephemeral().expect("a second PostgreSQL");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_madbase"))
+        .arg("start")
+        .env("DATABASE_URL", other.connection_url())
+        .env("MADBASE_LISTEN", server.addr.to_string())
+        .env("MADBASE_SHARDS", "1")
+        .output()
+        .expect("run a second madbase");
+    assert!(!out.status.success(), "the second server started");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&server.addr.to_string()), "the error names the address: {stderr}");
+    assert_eq!(server.get("/health").status, 200, "the first server still serves");
 }
 
 #[test]

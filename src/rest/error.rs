@@ -229,6 +229,10 @@ impl ApiError {
             }
             ApiError::Pool(error) => pool_error(error),
             ApiError::InvalidBody(_) => body(400, "PGRST102", &message, None, None),
+            // The shard's body budget is in use: busy for now, so say when to come back.
+            ApiError::Body(error @ madbase_http::BodyError::Busy) => {
+                body(error.status(), "PGRST102", &message, None, None).header("retry-after", "1")
+            }
             ApiError::Body(error) => body(error.status(), "PGRST102", &message, None, None),
             ApiError::InvalidPreferences(names) => {
                 body(400, "PGRST122", &message, Some(format!("Invalid preferences: {}", names.join(", "))), None)
@@ -563,5 +567,10 @@ mod tests {
         let r = ApiError::Pool(PgError::Busy).into_response();
         assert_eq!((r.status(), r.header_value("retry-after")), (503, Some(&b"1"[..])));
         assert_eq!(ApiError::Pool(PgError::Timeout(Duration::from_secs(5))).into_response().status(), 504);
+        let r = ApiError::Pool(PgError::ResultTooLarge { limit: 10 }).into_response();
+        assert_eq!(r.status(), 500);
+        // The shard's body budget in use is a 503 to come back to, like a full queue.
+        let r = ApiError::Body(madbase_http::BodyError::Busy).into_response();
+        assert_eq!((r.status(), r.header_value("retry-after")), (503, Some(&b"1"[..])));
     }
 }

@@ -43,7 +43,7 @@ mod rpc;
 mod sql;
 mod write;
 
-pub use auth::{authenticate, Identity, ANON_ROLE};
+pub use auth::{authenticate, ANON_ROLE};
 
 use bytes::Bytes;
 use madbase_http::{Body, Request, Response};
