@@ -119,4 +119,10 @@ impl BodyError {
             BodyError::Detached => 500,
         }
     }
+
+    /// The `Retry-After` (seconds) its response carries: only [`BodyError::Busy`], whose budget
+    /// frees as soon as other bodies complete, is worth retrying.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        matches!(self, BodyError::Busy).then_some(1)
+    }
 }

@@ -215,10 +215,9 @@ impl Response {
 impl From<&crate::error::BodyError> for Response {
     fn from(e: &crate::error::BodyError) -> Response {
         let r = Response::error_json(e.status(), &e.to_string());
-        match e {
-            // The budget frees as soon as other bodies complete; tell clients it is worth retrying.
-            crate::error::BodyError::Busy => r.header("retry-after", "1"),
-            _ => r,
+        match e.retry_after_secs() {
+            Some(secs) => r.header("retry-after", secs.to_string()),
+            None => r,
         }
     }
 }

@@ -229,11 +229,13 @@ impl ApiError {
             }
             ApiError::Pool(error) => pool_error(error),
             ApiError::InvalidBody(_) => body(400, "PGRST102", &message, None, None),
-            // The shard's body budget is in use: busy for now, so say when to come back.
-            ApiError::Body(error @ madbase_http::BodyError::Busy) => {
-                body(error.status(), "PGRST102", &message, None, None).header("retry-after", "1")
+            ApiError::Body(error) => {
+                let response = body(error.status(), "PGRST102", &message, None, None);
+                match error.retry_after_secs() {
+                    Some(secs) => response.header("retry-after", secs.to_string()),
+                    None => response,
+                }
             }
-            ApiError::Body(error) => body(error.status(), "PGRST102", &message, None, None),
             ApiError::InvalidPreferences(names) => {
                 body(400, "PGRST122", &message, Some(format!("Invalid preferences: {}", names.join(", "))), None)
             }

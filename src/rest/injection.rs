@@ -32,14 +32,14 @@ use bytes::Bytes;
 use madbase_http::{Headers, Request};
 
 use super::media::{self, Media};
-use super::query::{self, FilterOp, IsValue, ReadQuery};
-use super::rpc::{self, Call, Input};
-use super::sql::{self, UNQUOTED_CAST_TYPES};
-use super::write::{self, Mutation, Prefer, Resolution, Return, RowLimits};
+use super::query;
+use super::rpc::{self, Input};
+use super::sql::UNQUOTED_CAST_TYPES;
+use super::write::{self, Prefer};
 use super::{plan, search_path};
 use crate::config::Config;
 use crate::schema::relationships::QualifiedName;
-use crate::schema::{introspect, RelationKind, SchemaCache};
+use crate::schema::{introspect, SchemaCache};
 
 /// The only string literals MadBase writes into a statement (`E'\n'` is CSV's line separator).
 const OWN_LITERALS: &[&str] = &[
@@ -300,86 +300,57 @@ pub fn check_request(checked: &CheckedRequest<'_>) -> Result<bool, String> {
     Ok(true)
 }
 
-/// `mod.rs`'s read: the page (and exact count), the planner count, a plan wrapping the page.
+/// A read's statements, built as the handler builds them (`rest::read_statements`).
 fn read_statements(checked: &CheckedRequest<'_>, media: &Media, prefer: &Prefer) -> Option<Vec<madbase_pg::Statement>> {
     let read = query::parse_read_query(checked.query).ok()?;
     let cache = fixture();
     let plan = plan::plan(cache, "public", QualifiedName::new("public", TABLE), &read).ok()?;
-    let head = checked.method == "HEAD";
-    let exact_count = matches!(prefer.count, Some("exact" | "estimated"));
-    let mut statement = sql::read_statement(cache, &plan, (!head).then_some(media), exact_count);
-    if let Some(explain) = &media.plan {
-        statement.sql = explain.wrap(&statement.sql);
-    }
-    let mut statements = vec![statement];
-    if matches!(prefer.count, Some("planned" | "estimated")) {
-        statements.push(sql::count_plan_statement(cache, &plan));
-    }
-    Some(statements)
+    let (statement, count_plan) = super::read_statements(cache, &plan, media, checked.method == "HEAD", prefer);
+    Some(std::iter::once(statement).chain(count_plan).collect())
 }
 
-/// `write::serve`'s steps from the request to its one statement.
+/// A write's one statement, built as `write::serve` builds it, but past the handler's checks of
+/// the request against the schema (unknown body columns, PUT filters other than `eq` on the key),
+/// so that hostile names and filters reach the SQL.
 fn write_statements(
     checked: &CheckedRequest<'_>,
     media: &Media,
     prefer: &Prefer,
 ) -> Option<Vec<madbase_pg::Statement>> {
     let cache = fixture();
-    let method = checked.method;
-    let params = write::parse_write_params(checked.query).ok()?;
-    let mut read = query::parse_read_query(checked.query).ok()?;
-    for (column, keep_present) in std::mem::take(&mut read.null_embeds) {
-        let op = FilterOp::Is(if keep_present { IsValue::NotNull } else { IsValue::Null });
-        read.filters.push(query::Filter { column, path: Vec::new(), negated: false, op });
-    }
+    let method = match checked.method {
+        "POST" => write::Method::Post,
+        "PUT" => write::Method::Put,
+        "PATCH" => write::Method::Patch,
+        _ => write::Method::Delete,
+    };
+    let (params, read) = write::parse_write_query(checked.query).ok()?;
     if !read.order.is_empty() || read.limit.is_some() || read.offset.is_some() {
         return None;
     }
     let rel = super::relation::find(cache, "public", TABLE).ok()?;
-    let ret = prefer.ret.unwrap_or(Return::Minimal);
-    let conflict = match (method, prefer.resolution, params.on_conflict.as_deref()) {
-        ("POST", Some(resolution), Some(target)) => Some((target, resolution)),
-        ("POST", Some(resolution), None) => Some((rel.primary_key.as_slice(), resolution)),
-        // The handler refuses PUT filters other than `eq` on the key; any filters reach SQL here.
-        ("PUT", _, _) => Some((rel.primary_key.as_slice(), Resolution::MergeDuplicates)),
-        _ => None,
-    };
     let payload = match method {
-        // Unknown columns are refused by the handler (PGRST204); here hostile names reach SQL.
-        "DELETE" => None,
+        write::Method::Delete => None,
         _ => Some(write::parse_payload(Bytes::copy_from_slice(checked.body), params.columns).ok()?),
     };
-    let missing_default = prefer.missing_default == Some(true) && matches!(method, "POST" | "PATCH");
-    let source = payload.as_ref().map(|p| write::Source {
-        json: p.json.clone(),
-        defaults: if missing_default { write::defaults_of(rel, &p.columns) } else { Vec::new() },
-    });
-    let no_columns = Vec::new();
-    let columns = payload.as_ref().map_or(&no_columns, |p| &p.columns);
-    let all_columns: Vec<String> = rel.columns.iter().map(|c| c.name.clone()).collect();
-    let inserted = match (conflict, rel.kind) {
-        (Some((_, Resolution::MergeDuplicates)), RelationKind::Table) => Some(all_columns.as_slice()),
-        _ => None,
-    };
-    let mutation = match method {
-        "POST" | "PUT" => Mutation::Insert { columns, conflict, inserted, put: method == "PUT" },
-        "PATCH" => Mutation::Update { columns },
-        _ => Mutation::Delete,
-    };
-    let shaped = ReadQuery { select: read.select.clone(), ..ReadQuery::default() };
-    let representation = plan::plan(cache, "public", QualifiedName::new("public", TABLE), &shaped).ok()?;
-    let max_affected = if prefer.is_strict() { prefer.max_affected } else { None };
-    let limits =
-        RowLimits { max_affected, singular: media.is_singular() && method != "PUT", exactly_one: method == "PUT" };
-    let mut statement =
-        write::write_statement(cache, "public", TABLE, &mutation, &read, &representation, ret, media, source, limits);
-    if let Some(explain) = &media.plan {
-        statement.sql = explain.wrap(&statement.sql);
+    let statement = write::WriteInput {
+        cache,
+        schema: "public",
+        relation: TABLE,
+        rel,
+        method,
+        read: &read,
+        conflict: write::conflict_target(method, prefer, params.on_conflict.as_deref(), rel),
+        prefer,
+        media,
+        payload: payload.as_ref(),
     }
+    .statement()
+    .ok()?;
     Some(vec![statement])
 }
 
-/// `rpc::serve`'s steps from the request to its one statement.
+/// A call's one statement, built as `rpc::serve` builds it.
 fn rpc_statements(
     checked: &CheckedRequest<'_>,
     name: &str,
@@ -394,39 +365,19 @@ fn rpc_statements(
         _ => Input::Query(rpc::group_args(query_args).ok()?),
     };
     let (function, call) = rpc::resolve(cache, "public", name, &input).ok()?;
-    if let (Input::Body { keys: None, .. }, Call::Named(_) | Call::NoArgs) = (&input, &call) {
-        return None;
-    }
-    let payload = match (&input, &call) {
-        (_, Call::NoArgs) => None,
-        (Input::Body { raw, bulk: false, .. }, Call::Named(_)) => Some(super::payload::one_row_array(raw)),
-        (Input::Body { raw, .. }, _) | (Input::Raw { raw, .. }, _) => Some(raw.clone()),
-        (Input::Query(args), Call::Named(_)) => {
-            Some(super::payload::one_row_array(&rpc::query_payload(function, args)))
-        }
-        (Input::Query(args), _) => Some(rpc::query_payload(function, args)),
-    };
-    let exact_count = matches!(prefer.count, Some("exact" | "estimated"));
-    let max_affected = if prefer.is_strict() && function.returns_set { prefer.max_affected } else { None };
-    let relation = match &function.return_relation {
-        Some((schema, name)) => QualifiedName::new(schema, name),
-        None => QualifiedName::new(&function.schema, &function.name),
-    };
-    let plan = plan::plan(cache, "public", relation, &read).ok()?;
-    let head = checked.method == "HEAD";
-    let mut statement = rpc::call_statement(
+    let statement = rpc::CallInput {
         cache,
+        schema: "public",
         function,
-        &call,
-        payload,
-        &plan,
-        (!head).then_some(media),
-        exact_count,
-        max_affected,
-    );
-    if let Some(explain) = &media.plan {
-        statement.sql = explain.wrap(&statement.sql);
+        call: &call,
+        input: &input,
+        read: &read,
+        prefer,
+        media,
+        head: checked.method == "HEAD",
     }
+    .statement()
+    .ok()?;
     Some(vec![statement])
 }
 
@@ -660,7 +611,14 @@ mod tests {
             for prefer in ["", "count=exact", "handling=strict, max-affected=1"] {
                 for accept in ["", "text/csv", "application/geo+json", "application/vnd.pgrst.plan"] {
                     let request = CheckedRequest { method, function: Some(function), query, prefer, accept, body };
-                    built(request);
+                    let returns_set = fixture().functions("public", function).iter().all(|f| f.returns_set);
+                    if prefer.contains("max-affected") && !returns_set {
+                        // The handler refuses max-affected on a function that returns no set
+                        // (PGRST128) before any SQL: refused is safe.
+                        assert_eq!(check_request(&request), Ok(false), "{request:?}");
+                    } else {
+                        built(request);
+                    }
                 }
             }
         }

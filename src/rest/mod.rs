@@ -87,6 +87,30 @@ where
     job.await.map_err(|_| ApiError::Internal("the body check did not finish"))?
 }
 
+/// `count=exact`, and `estimated` (which counts exactly too, then takes the planner's estimate
+/// above db-max-rows).
+fn counts_exactly(prefer: &write::Prefer) -> bool {
+    matches!(prefer.count, Some("exact" | "estimated"))
+}
+
+/// A read's statements, for one batch: the page (with its exact count when asked), wrapped in
+/// `EXPLAIN` for a plan; and the planner's count (`planned`, `estimated`), which a plan does not
+/// run. The handler and the injection property (`rest::injection`) both build through here.
+pub(super) fn read_statements(
+    schema: &crate::schema::SchemaCache,
+    plan: &plan::ReadPlan,
+    media: &media::Media,
+    head: bool,
+    prefer: &write::Prefer,
+) -> (madbase_pg::Statement, Option<madbase_pg::Statement>) {
+    let mut statement = sql::read_statement(schema, plan, (!head).then_some(media), counts_exactly(prefer));
+    if let Some(explain) = &media.plan {
+        statement.sql = explain.wrap(&statement.sql);
+    }
+    let planned_count = matches!(prefer.count, Some("planned" | "estimated")) && media.plan.is_none();
+    (statement, planned_count.then(|| sql::count_plan_statement(schema, plan)))
+}
+
 /// Entry point: serves one `/rest/v1` request on this shard.
 pub async fn handle(state: &ShardState, req: &Request, body: Body) -> Response {
     match serve(state, req, body).await {
@@ -130,24 +154,15 @@ async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response
     let plan = plan::plan(&schema, profile.schema, QualifiedName::new(profile.schema, &relation), &query)?;
 
     let prefer = write::Prefer::checked(req)?;
-    // `estimated` counts exactly too (then takes the planner's estimate above db-max-rows); a plan
-    // only explains the statement, it does not run the estimate.
-    let exact_count = matches!(prefer.count, Some("exact" | "estimated"));
-    let planned_count = matches!(prefer.count, Some("planned" | "estimated")) && media.plan.is_none();
-
-    let mut statement = sql::read_statement(&schema, &plan, (!head).then_some(&media), exact_count);
-    if let Some(explain) = &media.plan {
-        statement.sql = explain.wrap(&statement.sql);
-    }
+    let (statement, count_plan) = read_statements(&schema, &plan, &media, head, &prefer);
     let end = prefer.tx_end();
     let results = request_batch(state, &schema, req, &identity, profile, &pgrst_path, &prefer)
         .with(|batch| {
             let batch = batch.statement(statement).read_only(true).end(end);
             // In the same batch: still one round trip.
-            if planned_count {
-                batch.statement(sql::count_plan_statement(&schema, &plan))
-            } else {
-                batch
+            match count_plan {
+                Some(count_plan) => batch.statement(count_plan),
+                None => batch,
             }
         })
         .run(state)
@@ -158,7 +173,7 @@ async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response
     }
 
     let row = results.first().and_then(|r| r.rows.first()).ok_or(ApiError::Internal("no result row"))?;
-    let (page_total, exact) = row_counts(row, exact_count)?;
+    let (page_total, exact) = row_counts(row, counts_exactly(&prefer))?;
     if media.is_singular() && page_total != 1 {
         return Err(ApiError::NotSingular(page_total));
     }

@@ -79,7 +79,7 @@ use super::error::{ApiError, SingleParam};
 use super::media::{self, Media, Rows};
 use super::payload::{self, ShapeError};
 use super::plan::{self, ReadPlan};
-use super::query::{self, QueryError};
+use super::query::{self, QueryError, ReadQuery};
 use super::sql::{push_order_limit, push_where_trees, quote_ident, Builder, Source};
 use super::write::{self, Prefer};
 use crate::app::ShardState;
@@ -370,7 +370,7 @@ pub(super) fn group_args(args: Vec<(String, String)>) -> Result<BTreeMap<String,
 /// The JSON object of a GET call's arguments: each value as a JSON string (PostgreSQL parses it
 /// with the argument's type); a variadic argument gets every repeated value as an array, any
 /// other repeated key its last value (PostgREST's map semantics).
-pub(super) fn query_payload(function: &Function, args: &BTreeMap<String, Vec<String>>) -> Bytes {
+fn query_payload(function: &Function, args: &BTreeMap<String, Vec<String>>) -> Bytes {
     let mut object = Map::new();
     for arg in inputs(function) {
         let Some(values) = args.get(&arg.name) else { continue };
@@ -399,7 +399,7 @@ fn returns_void(function: &Function) -> bool {
 /// (NULL, or raises when the result has more rows than `max_affected`), then the response GUCs
 /// ([`super::RESPONSE_GUC_COLUMNS`]).
 #[allow(clippy::too_many_arguments)] // each is one independent part of the statement
-pub(super) fn call_statement(
+fn call_statement(
     cache: &SchemaCache,
     function: &Function,
     call: &Call<'_>,
@@ -510,6 +510,76 @@ pub(super) fn call_statement(
     text_params.into_iter().fold(statement, |s, p| s.bind(p))
 }
 
+/// What a call's one statement is built from, once its overload is resolved. The handler and
+/// the injection property (`rest::injection`) both build through [`CallInput::statement`].
+pub(super) struct CallInput<'a> {
+    pub(super) cache: &'a SchemaCache,
+    /// The profile's schema.
+    pub(super) schema: &'a str,
+    pub(super) function: &'a Function,
+    pub(super) call: &'a Call<'a>,
+    pub(super) input: &'a Input,
+    pub(super) read: &'a ReadQuery,
+    pub(super) prefer: &'a Prefer,
+    pub(super) media: &'a Media,
+    pub(super) head: bool,
+}
+
+impl CallInput<'_> {
+    /// `max-affected`, which applies only with `handling=strict`.
+    fn max_affected(&self) -> Option<u64> {
+        if self.prefer.is_strict() {
+            self.prefer.max_affected
+        } else {
+            None
+        }
+    }
+
+    /// PostgREST runs no planner estimate for functions: `planned` counts nothing, `estimated`
+    /// counts exactly.
+    fn exact_count(&self) -> bool {
+        matches!(self.prefer.count, Some("exact" | "estimated"))
+    }
+
+    /// The statement ([`call_statement`]), wrapped in `EXPLAIN` when a plan is asked for.
+    pub(super) fn statement(&self) -> Result<Statement, ApiError> {
+        let function = self.function;
+        let max_affected = self.max_affected();
+        if max_affected.is_some() && !function.returns_set {
+            return Err(ApiError::MaxAffectedNotSet);
+        }
+        if let (Input::Body { keys: None, .. }, Call::Named(_) | Call::NoArgs) = (self.input, self.call) {
+            // A body that is not an object (nor an array of objects) only reaches a function whose
+            // only parameter is json/jsonb; when that parameter is named, PostgREST would call it
+            // without arguments.
+            return Err(ApiError::NotImplemented(
+                "a JSON scalar or array of scalars goes only to a single unnamed json/jsonb parameter",
+            ));
+        }
+        let payload = match (self.input, self.call) {
+            (_, Call::NoArgs) => None,
+            // Named arguments are read with json_to_recordset: one object is a one-row array.
+            (Input::Body { raw, bulk: false, .. }, Call::Named(_)) => Some(payload::one_row_array(raw)),
+            (Input::Body { raw, .. }, _) => Some(raw.clone()),
+            (Input::Raw { raw, type_name }, _) => Some(raw_argument(raw, type_name)),
+            (Input::Query(args), Call::Named(_)) => Some(payload::one_row_array(&query_payload(function, args))),
+            (Input::Query(args), _) => Some(query_payload(function, args)),
+        };
+        let relation = match &function.return_relation {
+            Some((schema, name)) => QualifiedName::new(schema, name),
+            None => QualifiedName::new(&function.schema, &function.name),
+        };
+        let plan = plan::plan(self.cache, self.schema, relation, self.read)?;
+        let media = (!self.head).then_some(self.media);
+        let mut statement =
+            call_statement(self.cache, function, self.call, payload, &plan, media, self.exact_count(), max_affected);
+        if let Some(explain) = &self.media.plan {
+            statement.sql = explain.wrap(&statement.sql);
+        }
+        Ok(statement)
+    }
+}
+
 /// Serves `GET`, `HEAD`, `POST` and `OPTIONS` on `/rest/v1/rpc/<name>`; other methods → PGRST101.
 pub async fn serve(
     state: &ShardState,
@@ -557,41 +627,18 @@ pub async fn serve(
         let allow = if function.volatility == Volatility::Volatile { "OPTIONS,POST" } else { "OPTIONS,GET,HEAD,POST" };
         return Ok(Response::new(200).header("allow", allow));
     }
-    let max_affected = if prefer.is_strict() { prefer.max_affected } else { None };
-    if max_affected.is_some() && !function.returns_set {
-        return Err(ApiError::MaxAffectedNotSet);
-    }
-    if let (Input::Body { keys: None, .. }, Call::Named(_) | Call::NoArgs) = (&input, &call) {
-        // A body that is not an object (nor an array of objects) only reaches a function whose
-        // only parameter is json/jsonb; when that parameter is named, PostgREST would call it
-        // without arguments.
-        return Err(ApiError::NotImplemented(
-            "a JSON scalar or array of scalars goes only to a single unnamed json/jsonb parameter",
-        ));
-    }
-
-    let payload = match (&input, &call) {
-        (_, Call::NoArgs) => None,
-        // Named arguments are read with json_to_recordset: one object is a one-row array.
-        (Input::Body { raw, bulk: false, .. }, Call::Named(_)) => Some(payload::one_row_array(raw)),
-        (Input::Body { raw, .. }, _) => Some(raw.clone()),
-        (Input::Raw { raw, type_name }, _) => Some(raw_argument(raw, type_name)),
-        (Input::Query(args), Call::Named(_)) => Some(payload::one_row_array(&query_payload(function, args))),
-        (Input::Query(args), _) => Some(query_payload(function, args)),
+    let call_input = CallInput {
+        cache: &schema,
+        schema: profile.schema,
+        function,
+        call: &call,
+        input: &input,
+        read: &read,
+        prefer: &prefer,
+        media: &media,
+        head,
     };
-    // PostgREST runs no planner estimate for functions: `planned` counts nothing, `estimated`
-    // counts exactly.
-    let exact_count = matches!(prefer.count, Some("exact" | "estimated"));
-    let relation = match &function.return_relation {
-        Some((schema, name)) => QualifiedName::new(schema, name),
-        None => QualifiedName::new(&function.schema, &function.name),
-    };
-    let plan = plan::plan(&schema, profile.schema, relation, &read)?;
-    let mut statement =
-        call_statement(&schema, function, &call, payload, &plan, (!head).then_some(&media), exact_count, max_affected);
-    if let Some(explain) = &media.plan {
-        statement.sql = explain.wrap(&statement.sql);
-    }
+    let statement = call_input.statement()?;
     let read_only = !(post && function.volatility == Volatility::Volatile);
     let end = prefer.tx_end();
     let results = super::request_batch(state, &schema, req, &identity, profile, pgrst_path, &prefer)
@@ -607,7 +654,7 @@ pub async fn serve(
     }
 
     let row = results.first().and_then(|r| r.rows.first()).ok_or(ApiError::Internal("no result row"))?;
-    let (page_total, total) = super::row_counts(row, exact_count)?;
+    let (page_total, total) = super::row_counts(row, call_input.exact_count())?;
     if media.is_singular() && page_total != 1 {
         return Err(ApiError::NotSingular(page_total));
     }
@@ -624,7 +671,7 @@ pub async fn serve(
     };
     response.set_header("content-range", super::content_range(offset, page_total, total));
 
-    prefer.set_applied(&mut response, Vec::new(), max_affected);
+    prefer.set_applied(&mut response, Vec::new(), call_input.max_affected());
     super::respond(row, response)
 }
 

@@ -238,7 +238,7 @@ pub(super) struct WriteParams {
     pub(super) on_conflict: Option<Vec<String>>,
 }
 
-pub(super) fn parse_write_params(query: &str) -> Result<WriteParams, ApiError> {
+fn parse_write_params(query: &str) -> Result<WriteParams, ApiError> {
     let mut params = WriteParams::default();
     for pair in query.split('&') {
         let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -322,9 +322,9 @@ fn parse_column_list(what: &'static str, value: &str) -> Result<Vec<String>, Que
 #[derive(Debug)]
 pub(super) struct Payload {
     /// A JSON array of objects, exactly the client's bytes (an object is wrapped in `[` `]`).
-    pub(super) json: Bytes,
+    json: Bytes,
     /// The columns to write, in order.
-    pub(super) columns: Vec<String>,
+    columns: Vec<String>,
 }
 
 /// Checks the body as PostgREST does; `columns` is `columns=` when given.
@@ -351,7 +351,7 @@ fn check_columns(rel: &Relation, columns: &[String]) -> Result<(), ApiError> {
 }
 
 /// The columns of `columns` that have a DEFAULT (generated columns excluded), with its expression.
-pub(super) fn defaults_of<'a>(rel: &'a Relation, columns: &[String]) -> Vec<(&'a str, &'a str)> {
+fn defaults_of<'a>(rel: &'a Relation, columns: &[String]) -> Vec<(&'a str, &'a str)> {
     rel.columns
         .iter()
         .filter(|c| !c.generated && columns.contains(&c.name))
@@ -375,7 +375,7 @@ fn check_put_filters(rel: &Relation, read: &ReadQuery) -> Result<(), ApiError> {
 
 /// The write to build SQL for.
 #[derive(Debug)]
-pub(super) enum Mutation<'a> {
+enum Mutation<'a> {
     /// `inserted`: count the rows the statement inserted (rather than updated) — a merge upsert,
     /// whose status is 200 when it inserted none. Holds every column of the table in order: the
     /// extra `pgrst_inserted` column of `pgrst_source` is then kept out of `select=*`.
@@ -401,7 +401,7 @@ pub(super) enum Mutation<'a> {
 /// `max_affected` (NULL; raises instead when `limits` are broken, see [`RowLimits`]), `inserted`,
 /// then the response GUCs ([`super::RESPONSE_GUC_COLUMNS`]).
 #[allow(clippy::too_many_arguments)] // each is one independent part of the statement
-pub(super) fn write_statement(
+fn write_statement(
     cache: &SchemaCache,
     schema: &str,
     relation: &str,
@@ -580,21 +580,21 @@ pub(super) fn write_statement(
 /// The body to bind and, with `missing=default`, the listed columns that have a DEFAULT with its
 /// expression (from the schema cache).
 #[derive(Debug)]
-pub(super) struct Source<'a> {
-    pub(super) json: Bytes,
-    pub(super) defaults: Vec<(&'a str, &'a str)>,
+struct Source<'a> {
+    json: Bytes,
+    defaults: Vec<(&'a str, &'a str)>,
 }
 
 /// Row-count rules a write must meet, checked inside its statement so that breaking one raises
 /// and the implicit transaction rolls back (nothing is written).
 #[derive(Debug, Clone, Copy, Default)]
-pub(super) struct RowLimits {
+struct RowLimits {
     /// `Prefer: handling=strict, max-affected=N`: at most N rows.
-    pub(super) max_affected: Option<u64>,
+    max_affected: Option<u64>,
     /// `Accept: application/vnd.pgrst.object+json`: exactly one row (the body is that object).
-    pub(super) singular: bool,
+    singular: bool,
     /// `PUT`: exactly one row, else the body's key did not match the URL's (PGRST115).
-    pub(super) exactly_one: bool,
+    exactly_one: bool,
 }
 
 fn push_list(out: &mut String, items: &[String], mut each: impl FnMut(&mut String, &str)) {
@@ -676,6 +676,121 @@ fn location(pgrst_path: &str, cell: Option<&Bytes>) -> Option<String> {
     Some(format!("{pgrst_path}?{}", query.join("&")))
 }
 
+/// The query string of a write: its own parameters (`columns`, `on_conflict`) and the read
+/// grammar. `embed=is.null` filters a read by an embed's rows; a write has no embeds to join, so
+/// it is a filter on a column of that name, as in PostgREST (PostgreSQL refuses an unknown
+/// column): never a filter that silently disappears from the WHERE of an UPDATE or DELETE.
+pub(super) fn parse_write_query(query_string: &str) -> Result<(WriteParams, ReadQuery), ApiError> {
+    let params = parse_write_params(query_string)?;
+    let mut read = query::parse_read_query(query_string)?;
+    for (column, keep_present) in std::mem::take(&mut read.null_embeds) {
+        let op = FilterOp::Is(if keep_present { IsValue::NotNull } else { IsValue::Null });
+        read.filters.push(Filter { column, path: Vec::new(), negated: false, op });
+    }
+    Ok((params, read))
+}
+
+/// The conflict target: for a POST with `resolution`, `on_conflict`, else the primary key (a
+/// table with neither gets a plain insert and `resolution` is not applied: PostgREST's rule);
+/// for a PUT, the whole primary key, merging.
+pub(super) fn conflict_target<'a>(
+    method: Method,
+    prefer: &Prefer,
+    on_conflict: Option<&'a [String]>,
+    rel: &'a Relation,
+) -> Option<(&'a [String], Resolution)> {
+    match (method, prefer.resolution, on_conflict) {
+        (Method::Post, Some(resolution), Some(target)) => Some((target, resolution)),
+        (Method::Post, Some(resolution), None) if !rel.primary_key.is_empty() => {
+            Some((rel.primary_key.as_slice(), resolution))
+        }
+        (Method::Put, _, _) => Some((rel.primary_key.as_slice(), Resolution::MergeDuplicates)),
+        _ => None,
+    }
+}
+
+/// `max-affected` applies to PATCH and DELETE, and only with `handling=strict`.
+fn max_affected(method: Method, prefer: &Prefer) -> Option<u64> {
+    if matches!(method, Method::Patch | Method::Delete) && prefer.is_strict() {
+        prefer.max_affected
+    } else {
+        None
+    }
+}
+
+/// What the one statement of a write is built from, once the handler's checks passed and the
+/// body (if any) was read and checked. The handler and the injection property
+/// (`rest::injection`) both build through [`WriteInput::statement`].
+pub(super) struct WriteInput<'a> {
+    pub(super) cache: &'a SchemaCache,
+    /// The profile's schema and the relation written, as the URL names it.
+    pub(super) schema: &'a str,
+    pub(super) relation: &'a str,
+    pub(super) rel: &'a Relation,
+    pub(super) method: Method,
+    pub(super) read: &'a ReadQuery,
+    pub(super) conflict: Option<(&'a [String], Resolution)>,
+    pub(super) prefer: &'a Prefer,
+    pub(super) media: &'a Media,
+    pub(super) payload: Option<&'a Payload>,
+}
+
+impl WriteInput<'_> {
+    /// The statement ([`write_statement`]), wrapped in `EXPLAIN` when a plan is asked for.
+    pub(super) fn statement(&self) -> Result<Statement, ApiError> {
+        let (method, rel, prefer) = (self.method, self.rel, self.prefer);
+        let missing_default = prefer.missing_default == Some(true) && matches!(method, Method::Post | Method::Patch);
+        let source = self.payload.map(|p| Source {
+            json: p.json.clone(),
+            defaults: if missing_default { defaults_of(rel, &p.columns) } else { Vec::new() },
+        });
+        let columns = self.payload.map_or(&[][..], |p| p.columns.as_slice());
+        // A merge upsert answers 200 when it inserted no row; telling needs `xmax`, which only a
+        // table's rows have (a merge upsert through a view always answers 201).
+        let all_columns: Vec<String>;
+        let inserted = match (self.conflict, rel.kind) {
+            (Some((_, Resolution::MergeDuplicates)), RelationKind::Table | RelationKind::PartitionedTable) => {
+                all_columns = rel.columns.iter().map(|c| c.name.clone()).collect();
+                Some(all_columns.as_slice())
+            }
+            _ => None,
+        };
+        let mutation = match method {
+            Method::Post | Method::Put => {
+                Mutation::Insert { columns, conflict: self.conflict, inserted, put: method == Method::Put }
+            }
+            Method::Patch => Mutation::Update { columns },
+            Method::Delete => Mutation::Delete,
+        };
+        // The representation shows the written rows: `select` (with its embeds), not the filters.
+        let shaped = ReadQuery { select: self.read.select.clone(), ..ReadQuery::default() };
+        let target = QualifiedName::new(self.schema, self.relation);
+        let representation = plan::plan(self.cache, self.schema, target, &shaped)?;
+        let mut statement = write_statement(
+            self.cache,
+            self.schema,
+            self.relation,
+            &mutation,
+            self.read,
+            &representation,
+            prefer.ret.unwrap_or(Return::Minimal),
+            self.media,
+            source,
+            RowLimits {
+                max_affected: max_affected(method, prefer),
+                singular: self.media.is_singular() && method != Method::Put,
+                exactly_one: method == Method::Put,
+            },
+        );
+        if let Some(explain) = &self.media.plan {
+            // Without `analyze` nothing runs; with it the write runs (and commits unless
+            // `Prefer: tx=rollback`), as in PostgREST.
+            statement.sql = explain.wrap(&statement.sql);
+        }
+        Ok(statement)
+    }
+}
+
 /// Serves `POST`, `PUT`, `PATCH` and `DELETE` on `/rest/v1/<table>`.
 pub(super) async fn serve(
     state: &ShardState,
@@ -691,16 +806,7 @@ pub(super) async fn serve(
     let schema = state.schema();
     let media = media::negotiate(req, super::plan_enabled(state, &schema))?;
     let prefer = Prefer::checked(req)?;
-    let query_string = req.query().unwrap_or("");
-    let params = parse_write_params(query_string)?;
-    let mut read = query::parse_read_query(query_string)?;
-    // `embed=is.null` filters a read by an embed's rows; a write has no embeds to join, so it is a
-    // filter on a column of that name, as in PostgREST (PostgreSQL refuses an unknown column):
-    // never a filter that silently disappears from the WHERE of an UPDATE or DELETE.
-    for (column, keep_present) in std::mem::take(&mut read.null_embeds) {
-        let op = FilterOp::Is(if keep_present { IsValue::NotNull } else { IsValue::Null });
-        read.filters.push(Filter { column, path: Vec::new(), negated: false, op });
-    }
+    let (params, read) = parse_write_query(req.query().unwrap_or(""))?;
     if method == Method::Put && (read.limit.is_some() || read.offset.is_some()) {
         return Err(ApiError::PutLimit);
     }
@@ -715,22 +821,11 @@ pub(super) async fn serve(
     // An unknown relation is PGRST205 from the schema cache, as for reads; it never reaches SQL.
     let rel = super::relation::find(&schema, profile.schema, &relation)?;
     let ret = prefer.ret.unwrap_or(Return::Minimal);
-    // The conflict target: `on_conflict`, else the primary key; a table with neither gets a plain
-    // insert and `resolution` is not applied (PostgREST's rule).
-    let conflict = match (method, prefer.resolution, params.on_conflict.as_deref()) {
-        (Method::Post, Some(resolution), Some(target)) => Some((target, resolution)),
-        (Method::Post, Some(resolution), None) if !rel.primary_key.is_empty() => {
-            Some((rel.primary_key.as_slice(), resolution))
-        }
-        (Method::Put, _, _) => {
-            check_put_filters(rel, &read)?;
-            Some((rel.primary_key.as_slice(), Resolution::MergeDuplicates))
-        }
-        _ => None,
-    };
-    // `max-affected` applies to PATCH and DELETE, and only with `handling=strict`.
-    let max_affected =
-        if matches!(method, Method::Patch | Method::Delete) && prefer.is_strict() { prefer.max_affected } else { None };
+    if method == Method::Put {
+        check_put_filters(rel, &read)?;
+    }
+    let conflict = conflict_target(method, &prefer, params.on_conflict.as_deref(), rel);
+    let max_affected = max_affected(method, &prefer);
 
     let payload = match method {
         Method::Post | Method::Put | Method::Patch => {
@@ -746,53 +841,19 @@ pub(super) async fn serve(
         // Every written column must exist: 400 PGRST204 before any SQL runs.
         check_columns(rel, &payload.columns)?;
     }
-    let missing_default = prefer.missing_default == Some(true) && matches!(method, Method::Post | Method::Patch);
-    let source = payload.as_ref().map(|p| Source {
-        json: p.json.clone(),
-        defaults: if missing_default { defaults_of(rel, &p.columns) } else { Vec::new() },
-    });
-
-    let no_columns: Vec<String> = Vec::new();
-    let columns = payload.as_ref().map_or(&no_columns, |p| &p.columns);
-    // A merge upsert answers 200 when it inserted no row; telling needs `xmax`, which only a
-    // table's rows have (a merge upsert through a view always answers 201).
-    let all_columns: Vec<String>;
-    let inserted = match (conflict, rel.kind) {
-        (Some((_, Resolution::MergeDuplicates)), RelationKind::Table | RelationKind::PartitionedTable) => {
-            all_columns = rel.columns.iter().map(|c| c.name.clone()).collect();
-            Some(all_columns.as_slice())
-        }
-        _ => None,
-    };
-    let mutation = match method {
-        Method::Post | Method::Put => Mutation::Insert { columns, conflict, inserted, put: method == Method::Put },
-        Method::Patch => Mutation::Update { columns },
-        Method::Delete => Mutation::Delete,
-    };
-    // The representation shows the written rows: `select` (with its embeds), not the filters.
-    let shaped = ReadQuery { select: read.select.clone(), ..ReadQuery::default() };
-    let representation = plan::plan(&schema, profile.schema, QualifiedName::new(profile.schema, &relation), &shaped)?;
-    let mut statement = write_statement(
-        &schema,
-        profile.schema,
-        &relation,
-        &mutation,
-        &read,
-        &representation,
-        ret,
-        &media,
-        source,
-        RowLimits {
-            max_affected,
-            singular: media.is_singular() && method != Method::Put,
-            exactly_one: method == Method::Put,
-        },
-    );
-    if let Some(explain) = &media.plan {
-        // Without `analyze` nothing runs; with it the write runs (and commits unless
-        // `Prefer: tx=rollback`), as in PostgREST.
-        statement.sql = explain.wrap(&statement.sql);
+    let statement = WriteInput {
+        cache: &schema,
+        schema: profile.schema,
+        relation: &relation,
+        rel,
+        method,
+        read: &read,
+        conflict,
+        prefer: &prefer,
+        media: &media,
+        payload: payload.as_ref(),
     }
+    .statement()?;
     let end = prefer.tx_end();
     let results = super::request_batch(state, &schema, req, &identity, profile, &pgrst_path, &prefer)
         .with(|batch| batch.statement(statement).read_only(false).end(end))

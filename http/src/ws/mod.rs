@@ -155,6 +155,11 @@ impl State {
         self.queued_bytes = 0;
     }
 
+    /// Whether the writer has something to do: frames to send, or the connection to end.
+    fn writer_has_work(&self) -> bool {
+        self.dead || !self.control.is_empty() || !self.queue.is_empty() || self.close_out.is_some()
+    }
+
     fn wake_all(&mut self) {
         if let Some(w) = self.writer_waker.take() {
             w.wake();
@@ -508,16 +513,12 @@ async fn writer_loop(mut w: Writer, st: Rc<RefCell<State>>, cfg: Rc<WsConfig>) {
     // held by each of 16,384 of them would be 1 GiB per shard.
     let mut wbuf = BytesMut::new();
     loop {
-        let idle = {
-            let s = st.borrow();
-            !s.dead && s.control.is_empty() && s.queue.is_empty() && s.close_out.is_none()
-        };
-        if idle && wbuf.capacity() > 0 {
+        if !st.borrow().writer_has_work() && wbuf.capacity() > 0 {
             wbuf = BytesMut::new();
         }
         poll_fn(|cx| {
             let mut s = st.borrow_mut();
-            if s.dead || !s.control.is_empty() || !s.queue.is_empty() || s.close_out.is_some() {
+            if s.writer_has_work() {
                 Poll::Ready(())
             } else {
                 s.writer_waker = Some(cx.waker().clone());
