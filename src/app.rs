@@ -89,14 +89,10 @@ impl ShardState {
     }
 
     fn snapshot(&self) -> ShardSnapshot {
-        let stats = self.pool.stats();
         let gauges = ShardGauges {
             shard: self.shard.id(),
             driver: self.shard.driver().to_string(),
-            pg_connections_up: stats.connections_up,
-            pg_connections_configured: stats.connections,
-            pg_in_flight: stats.in_flight,
-            pg_queued: stats.queued,
+            pg: self.pool.stats(),
             jwt_cache_entries: self.tokens.borrow().cached(),
             rings: self
                 .shard
@@ -112,10 +108,6 @@ impl ShardState {
                 .collect(),
             blocking_queued: self.shard.blocking().queue_depth(),
             http: madbase_http::shard_stats(),
-            pg_cancels_sent: stats.cancels_sent,
-            pg_retried_after_stray_cancel: stats.retried_after_stray_cancel,
-            pg_results_too_large: stats.results_too_large,
-            log_lines_dropped: crate::logging::dropped_lines(),
         };
         self.metrics.snapshot(gauges)
     }
@@ -349,7 +341,7 @@ impl App {
             .get(move || async move {
                 let snapshots: Vec<ShardSnapshot> =
                     state.ask_all(ShardMessage::Snapshot, state.snapshot()).await.into_iter().flatten().collect();
-                bytes::Bytes::from(metrics::render(&snapshots))
+                bytes::Bytes::from(metrics::render(&snapshots, crate::logging::dropped_lines()))
             })
             .await;
         Response::with_body(200, text).header("content-type", "text/plain; version=0.0.4; charset=utf-8")

@@ -68,23 +68,15 @@ impl ShardMetrics {
 pub struct ShardGauges {
     pub shard: usize,
     pub driver: String,
-    pub pg_connections_up: usize,
-    pub pg_connections_configured: usize,
-    pub pg_in_flight: usize,
-    pub pg_queued: usize,
+    /// This shard's PostgreSQL pool: connections, batches in flight and queued, cancels, results
+    /// refused.
+    pub pg: madbase_pg::PoolStats,
     pub jwt_cache_entries: usize,
     /// (producer, depth, capacity) for each ring this shard consumes.
     pub rings: Vec<(String, usize, usize)>,
     pub blocking_queued: usize,
     /// This shard's HTTP limits at work: bodies held, refusals, timeouts.
     pub http: madbase_http::HttpStats,
-    /// Cancels sent for abandoned batches, batches re-run after a stray cancel, results over
-    /// `pg_max_result_bytes`.
-    pub pg_cancels_sent: u64,
-    pub pg_retried_after_stray_cancel: u64,
-    pub pg_results_too_large: u64,
-    /// Log lines dropped because the log sink fell behind (process-wide).
-    pub log_lines_dropped: u64,
 }
 
 /// What one shard sends back to a scrape. `Send`: it crosses cores.
@@ -99,27 +91,25 @@ pub struct ShardSnapshot {
 type Series = (&'static str, &'static str, &'static str, fn(&ShardGauges) -> u64);
 
 const PER_SHARD_SERIES: &[Series] = &[
-    ("madbase_pg_connections_up", "gauge", "PostgreSQL connections currently usable.", |g| g.pg_connections_up as u64),
-    ("madbase_pg_connections_configured", "gauge", "PostgreSQL connections configured.", |g| {
-        g.pg_connections_configured as u64
-    }),
-    ("madbase_pg_in_flight", "gauge", "Batches sent to PostgreSQL and not yet answered.", |g| g.pg_in_flight as u64),
-    ("madbase_pg_queued", "gauge", "Batches waiting for a PostgreSQL connection.", |g| g.pg_queued as u64),
+    ("madbase_pg_connections_up", "gauge", "PostgreSQL connections currently usable.", |g| g.pg.connections_up as u64),
+    ("madbase_pg_connections_configured", "gauge", "PostgreSQL connections configured.", |g| g.pg.connections as u64),
+    ("madbase_pg_in_flight", "gauge", "Batches sent to PostgreSQL and not yet answered.", |g| g.pg.in_flight as u64),
+    ("madbase_pg_queued", "gauge", "Batches waiting for a PostgreSQL connection.", |g| g.pg.queued as u64),
     ("madbase_jwt_cache_entries", "gauge", "Verified tokens cached.", |g| g.jwt_cache_entries as u64),
     ("madbase_blocking_pool_queued", "gauge", "Jobs queued on the blocking pool (process-wide).", |g| {
         g.blocking_queued as u64
     }),
     ("madbase_pg_cancels_sent_total", "counter", "CancelRequests sent for batches whose caller went away.", |g| {
-        g.pg_cancels_sent
+        g.pg.cancels_sent
     }),
     (
         "madbase_pg_retried_after_stray_cancel_total",
         "counter",
         "Batches re-run after a cancel meant for another.",
-        |g| g.pg_retried_after_stray_cancel,
+        |g| g.pg.retried_after_stray_cancel,
     ),
     ("madbase_pg_results_too_large_total", "counter", "Results refused past pg_max_result_bytes.", |g| {
-        g.pg_results_too_large
+        g.pg.results_too_large
     }),
     ("madbase_http_body_bytes_held", "gauge", "Request-body bytes held while collected.", |g| g.http.body_bytes_held),
     (
@@ -154,8 +144,9 @@ const PER_SHARD_SERIES: &[Series] = &[
     ),
 ];
 
-/// Renders the merged snapshots as Prometheus text exposition format 0.0.4.
-pub fn render(snapshots: &[ShardSnapshot]) -> String {
+/// Renders the merged snapshots, and the process-wide count of log lines dropped, as Prometheus
+/// text exposition format 0.0.4.
+pub fn render(snapshots: &[ShardSnapshot], log_lines_dropped: u64) -> String {
     let mut out = String::with_capacity(4096);
     let mut requests: BTreeMap<(&'static str, u16), u64> = BTreeMap::new();
     let mut latency: BTreeMap<&'static str, Histogram<u64>> = BTreeMap::new();
@@ -213,10 +204,9 @@ pub fn render(snapshots: &[ShardSnapshot]) -> String {
             let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.gauges.shard, get(&s.gauges));
         }
     }
-    let dropped = snapshots.iter().map(|s| s.gauges.log_lines_dropped).max().unwrap_or(0);
     let _ = writeln!(out, "# HELP madbase_log_lines_dropped_total Log lines dropped because the log sink fell behind.");
     let _ = writeln!(out, "# TYPE madbase_log_lines_dropped_total counter");
-    let _ = writeln!(out, "madbase_log_lines_dropped_total {dropped}");
+    let _ = writeln!(out, "madbase_log_lines_dropped_total {log_lines_dropped}");
     let _ = writeln!(out, "# HELP madbase_ring_depth Messages waiting in a cross-shard ring.");
     let _ = writeln!(out, "# TYPE madbase_ring_depth gauge");
     for s in snapshots {
@@ -247,10 +237,13 @@ mod tests {
         }
         b.record("rest", 200, Duration::from_secs(2));
         b.record("health", 503, Duration::from_micros(5));
-        let text = render(&[
-            a.snapshot(ShardGauges { shard: 0, driver: "io_uring".into(), ..Default::default() }),
-            b.snapshot(ShardGauges { shard: 1, driver: "io_uring".into(), ..Default::default() }),
-        ]);
+        let text = render(
+            &[
+                a.snapshot(ShardGauges { shard: 0, driver: "io_uring".into(), ..Default::default() }),
+                b.snapshot(ShardGauges { shard: 1, driver: "io_uring".into(), ..Default::default() }),
+            ],
+            0,
+        );
         assert!(text.contains("madbase_shards 2\n"), "{text}");
         assert!(text.contains("madbase_http_requests_total{service=\"rest\",status=\"200\"} 100\n"));
         assert!(text.contains("madbase_http_requests_total{service=\"health\",status=\"503\"} 1\n"));

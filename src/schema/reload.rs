@@ -151,24 +151,22 @@ fn note(n: &Notification) -> bool {
 async fn reload(state: &ShardState, conn: &Connection, reason: &'static str) {
     let started = Instant::now();
     let schemas = &state.shared.config.db_schemas;
-    let document =
-        match monoio::time::timeout(RELOAD_TIMEOUT, introspect::fetch(conn, schemas, &state.shared.pool_config.user))
-            .await
-        {
-            Ok(Ok(document)) => document,
-            Ok(Err(error)) => {
-                tracing::warn!(%error, reason, "schema reload failed; keeping the previous schema cache");
-                return;
-            }
-            Err(_) => {
-                tracing::warn!(
-                    reason,
-                    timeout_s = RELOAD_TIMEOUT.as_secs(),
-                    "schema reload timed out; keeping the previous schema cache"
-                );
-                return;
-            }
-        };
+    let login_role = &state.shared.pool_config.user;
+    let document = match monoio::time::timeout(RELOAD_TIMEOUT, introspect::fetch(conn, schemas, login_role)).await {
+        Ok(Ok(document)) => document,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, reason, "schema reload failed; keeping the previous schema cache");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(
+                reason,
+                timeout_s = RELOAD_TIMEOUT.as_secs(),
+                "schema reload timed out; keeping the previous schema cache"
+            );
+            return;
+        }
+    };
     let fetched = started.elapsed();
     let cache = match parse_off_shard(state, document).await {
         Ok(cache) => Arc::new(cache),
@@ -218,7 +216,7 @@ async fn publish(state: &ShardState, cache: Arc<SchemaCache>) {
     let shard = state.shard();
     let mut pending: Vec<usize> = (0..shard.count()).filter(|&to| to != shard.id()).collect();
     let mut rounds: u64 = 0;
-    while !pending.is_empty() {
+    loop {
         pending.retain(|&to| match shard.send_to(to, ShardMessage::Schema(cache.clone())) {
             Ok(()) => false,
             Err(SendError::Full(_)) => true,
@@ -229,7 +227,7 @@ async fn publish(state: &ShardState, cache: Arc<SchemaCache>) {
             }
         });
         if pending.is_empty() {
-            break;
+            return;
         }
         rounds += 1;
         if rounds % 100 == 1 {
