@@ -74,6 +74,10 @@ pub enum ApiError {
     /// PostgreSQL answered something the statement cannot produce (a bug, not the client's fault).
     #[error("unexpected result from PostgreSQL: {0}")]
     Internal(&'static str),
+    /// The shard's blocking pool, which checks large bodies off the shard, has no room: 503 with
+    /// `Retry-After`.
+    #[error("The server is busy checking other large request bodies; retry later.")]
+    BodyCheckBusy,
     /// A write's body could not be used (invalid JSON, wrong `Content-Type`, mismatched keys):
     /// 400 PGRST102 with PostgREST's message.
     #[error("{0}")]
@@ -297,6 +301,7 @@ impl ApiError {
                 tracing::error!(what, "rest: unexpected result from PostgreSQL");
                 body(500, "PGRSTX00", "Internal server error", Some(message), None)
             }
+            ApiError::BodyCheckBusy => body(503, "PGRSTX00", &message, None, None).header("retry-after", "1"),
         }
     }
 }
@@ -573,6 +578,8 @@ mod tests {
         assert_eq!(r.status(), 500);
         // The shard's body budget in use is a 503 to come back to, like a full queue.
         let r = ApiError::Body(madbase_http::BodyError::Busy).into_response();
+        assert_eq!((r.status(), r.header_value("retry-after")), (503, Some(&b"1"[..])));
+        let r = ApiError::BodyCheckBusy.into_response();
         assert_eq!((r.status(), r.header_value("retry-after")), (503, Some(&b"1"[..])));
     }
 }

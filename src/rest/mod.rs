@@ -83,7 +83,7 @@ where
     if len < OFF_SHARD_BODY_BYTES {
         return check();
     }
-    let job = state.shard().blocking().spawn(check).map_err(|_| ApiError::Pool(PgError::Busy))?;
+    let job = state.shard().blocking().spawn(check).map_err(|_| ApiError::BodyCheckBusy)?;
     job.await.map_err(|_| ApiError::Internal("the body check did not finish"))?
 }
 
