@@ -2,8 +2,9 @@
 //!
 //! Owns: [`Runtime::start`] (validates config, binds listeners, builds the ring mesh,
 //! doorbells and blocking pool, spawns one pinned thread per shard with its own
-//! monoio runtime, installs the signal thread), [`Shard`] (a shard's handle on its
-//! own thread) and [`RuntimeHandle`] (the `Send` handle the caller keeps).
+//! monoio runtime, installs the signal thread — each step its own function, the
+//! thread bring-up in `Launch`), [`Shard`] (a shard's handle on its own thread) and
+//! [`RuntimeHandle`] (the `Send` handle the caller keeps).
 //!
 //! Invariants:
 //! - Everything that can fail synchronously (config, bind, pool threads, signal
@@ -25,6 +26,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::rc::Rc;
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -158,123 +160,39 @@ impl Runtime {
     {
         config.validate()?;
         let n = config.shards;
-
-        let (listeners, local_addr) = match config.listen {
-            Some(addr) => {
-                let (ls, bound) = crate::listener::bind_all(addr, n, config.backlog)
-                    .map_err(|source| StartError::Bind { addr, source })?;
-                (ls.into_iter().map(Some).collect::<Vec<_>>(), Some(bound))
-            }
-            None => ((0..n).map(|_| None).collect(), None),
-        };
-
-        let mut doorbells = Vec::with_capacity(n);
-        let mut bell_rxs = Vec::with_capacity(n);
-        for shard in 0..n {
-            let (bell, rx) = Doorbell::new(shard).map_err(|source| StartError::Doorbell { shard, source })?;
-            doorbells.push(Arc::new(bell));
-            bell_rxs.push(rx);
-        }
-        let global =
-            Arc::new(Global { shutdown: std::sync::atomic::AtomicBool::new(false), doorbells: doorbells.clone() });
+        let (listeners, local_addr) = bind_listeners(&config)?;
+        let (doorbells, bell_rxs) = create_doorbells(n)?;
+        let global = Arc::new(Global { shutdown: AtomicBool::new(false), doorbells: doorbells.clone() });
         let trigger = ShutdownTrigger { global: global.clone() };
-
         let (pool, workers) = BlockingPool::start(config.blocking_threads, config.blocking_queue)
             .map_err(|source| StartError::Thread { name: "blocking".into(), source })?;
 
         let Mesh { outboxes, inboxes, injector } = Mesh::<M>::new(n, config.ring_capacity);
-        let injector = Injector::new(injector, doorbells.clone(), trigger.clone());
+        let injector = Injector::new(injector, doorbells, trigger.clone());
+        let seeds = shard_seeds(&config, listeners, outboxes, inboxes, bell_rxs);
+        let common = Arc::new(Common { count: n, local_addr, config: config.clone(), global, pool: pool.clone() });
 
-        let cores = if config.pin_cores { allowed_cpus() } else { Vec::new() };
-        let common = Arc::new(Common {
-            count: n,
-            local_addr,
-            config: config.clone(),
-            global: global.clone(),
-            pool: pool.clone(),
-        });
-        let shard_main = Arc::new(shard_main);
-        let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
-        let mut threads = Vec::with_capacity(n);
-        let mut gos = Vec::with_capacity(n);
-
-        let seeds = listeners.into_iter().zip(outboxes).zip(inboxes).zip(bell_rxs).enumerate().map(
-            |(id, (((listener, outboxes), inboxes), bell_rx))| ShardSeed {
-                id,
-                core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
-                listener,
-                outboxes,
-                inboxes,
-                bell_rx,
-            },
-        );
-
-        let mut failure: Option<StartError> = None;
-        for seed in seeds {
-            let name = format!("{}-{}", config.thread_name, seed.id);
-            let (go_tx, go_rx) = mpsc::channel::<bool>();
-            let common = common.clone();
-            let main = shard_main.clone();
-            let ready = ready_tx.clone();
-            let spawned = std::thread::Builder::new()
-                .name(name.clone())
-                .spawn(move || shard_thread(seed, common, main, ready, go_rx));
-            match spawned {
-                Ok(h) => {
-                    threads.push(h);
-                    gos.push(go_tx);
-                }
-                Err(source) => {
-                    failure = Some(StartError::Thread { name, source });
-                    break;
-                }
-            }
-        }
-        drop(ready_tx);
-
-        let mut drivers = vec![Driver::Legacy; n];
-        let mut reported = 0;
-        for _ in 0..threads.len() {
-            match ready_rx.recv() {
-                Ok((shard, Ok(d))) => {
-                    drivers[shard] = d;
-                    reported += 1;
-                }
-                Ok((shard, Err(source))) => {
-                    failure.get_or_insert(StartError::Reactor { shard, source });
-                }
-                // A shard thread died before reporting (it panicked); join says why.
-                Err(_) => break,
-            }
-        }
-
+        let mut launch = Launch::spawn(seeds, common, shard_main);
         let mut signals = None;
-        if failure.is_none() && config.handle_signals {
+        if launch.failure.is_none() && config.handle_signals {
             match start_signal_thread(trigger.clone()) {
                 Ok(s) => signals = Some(s),
-                Err(e) => failure = Some(e),
+                Err(e) => launch.failure = Some(e),
             }
         }
-        if failure.is_none() && (threads.len() < n || reported < n) {
-            failure = Some(StartError::Thread {
+        if launch.failure.is_none() && !launch.all_ready() {
+            launch.failure = Some(StartError::Thread {
                 name: config.thread_name.clone(),
                 source: std::io::Error::other("shard thread exited during start"),
             });
         }
-
-        if let Some(err) = failure {
-            for go in &gos {
-                let _ = go.send(false);
+        let (threads, drivers) = match launch.finish() {
+            Ok(running) => running,
+            Err(err) => {
+                workers.close(&pool);
+                return Err(err);
             }
-            for h in threads {
-                let _ = h.join();
-            }
-            workers.close(&pool);
-            return Err(err);
-        }
-        for go in &gos {
-            let _ = go.send(true);
-        }
+        };
         Ok(RuntimeHandle {
             threads,
             drivers,
@@ -285,6 +203,163 @@ impl Runtime {
             workers: Some(workers),
             signals,
         })
+    }
+}
+
+/// One `SO_REUSEPORT` listener per shard and the address they share (the real port
+/// when configured with 0); all `None` when `config.listen` is `None`.
+fn bind_listeners(
+    config: &RuntimeConfig,
+) -> Result<(Vec<Option<std::net::TcpListener>>, Option<SocketAddr>), StartError> {
+    let n = config.shards;
+    match config.listen {
+        Some(addr) => {
+            let (ls, bound) = crate::listener::bind_all(addr, n, config.backlog)
+                .map_err(|source| StartError::Bind { addr, source })?;
+            Ok((ls.into_iter().map(Some).collect(), Some(bound)))
+        }
+        None => Ok(((0..n).map(|_| None).collect(), None)),
+    }
+}
+
+/// One doorbell per shard: the ringing sides (shared by every producer) and the
+/// sockets each shard thread will read.
+fn create_doorbells(n: usize) -> Result<(Vec<Arc<Doorbell>>, Vec<StdUnixStream>), StartError> {
+    let mut doorbells = Vec::with_capacity(n);
+    let mut bell_rxs = Vec::with_capacity(n);
+    for shard in 0..n {
+        let (bell, rx) = Doorbell::new(shard).map_err(|source| StartError::Doorbell { shard, source })?;
+        doorbells.push(Arc::new(bell));
+        bell_rxs.push(rx);
+    }
+    Ok((doorbells, bell_rxs))
+}
+
+/// Deals listeners, rings, doorbell sockets and cores out to the shards, by id.
+fn shard_seeds<M>(
+    config: &RuntimeConfig,
+    listeners: Vec<Option<std::net::TcpListener>>,
+    outboxes: Vec<Vec<Option<Producer<M>>>>,
+    inboxes: Vec<Vec<(Source, Consumer<M>)>>,
+    bell_rxs: Vec<StdUnixStream>,
+) -> Vec<ShardSeed<M>> {
+    let cores = if config.pin_cores { allowed_cpus() } else { Vec::new() };
+    listeners
+        .into_iter()
+        .zip(outboxes)
+        .zip(inboxes)
+        .zip(bell_rxs)
+        .enumerate()
+        .map(|(id, (((listener, outboxes), inboxes), bell_rx))| ShardSeed {
+            id,
+            core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
+            listener,
+            outboxes,
+            inboxes,
+            bell_rx,
+        })
+        .collect()
+}
+
+/// The shard threads while `start` brings them up. Each builds its reactor,
+/// reports it on the ready channel, then waits on its go channel: `true` runs
+/// `shard_main`, `false` (or a dropped sender) makes it return at once.
+struct Launch {
+    threads: Vec<JoinHandle<()>>,
+    gos: Vec<mpsc::Sender<bool>>,
+    /// Driver per shard id; valid for the shards that reported one.
+    drivers: Vec<Driver>,
+    /// Shards that reported a working reactor.
+    reported: usize,
+    /// The first thing that went wrong; `finish` then stops every thread.
+    failure: Option<StartError>,
+}
+
+impl Launch {
+    /// Spawns one thread per seed (stopping at the first spawn failure) and waits
+    /// until every spawned thread has reported its reactor or died.
+    fn spawn<M, F, Fut>(seeds: Vec<ShardSeed<M>>, common: Arc<Common>, shard_main: F) -> Launch
+    where
+        M: Send + 'static,
+        F: Fn(Shard<M>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let n = seeds.len();
+        let shard_main = Arc::new(shard_main);
+        let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
+        let mut launch = Launch {
+            threads: Vec::with_capacity(n),
+            gos: Vec::with_capacity(n),
+            drivers: vec![Driver::Legacy; n],
+            reported: 0,
+            failure: None,
+        };
+        for seed in seeds {
+            let name = format!("{}-{}", common.config.thread_name, seed.id);
+            let (go_tx, go_rx) = mpsc::channel::<bool>();
+            let (common, main, ready) = (common.clone(), shard_main.clone(), ready_tx.clone());
+            let spawned = std::thread::Builder::new()
+                .name(name.clone())
+                .spawn(move || shard_thread(seed, common, main, ready, go_rx));
+            match spawned {
+                Ok(h) => {
+                    launch.threads.push(h);
+                    launch.gos.push(go_tx);
+                }
+                Err(source) => {
+                    launch.failure = Some(StartError::Thread { name, source });
+                    break;
+                }
+            }
+        }
+        // Only the shard threads hold senders now, so a thread that dies before
+        // reporting shows up as a disconnect instead of a hang.
+        drop(ready_tx);
+        launch.await_reactors(&ready_rx);
+        launch
+    }
+
+    /// Collects one report per spawned thread; a reactor failure is kept unless an
+    /// earlier failure (a spawn) is already recorded.
+    fn await_reactors(&mut self, ready: &mpsc::Receiver<Ready>) {
+        for _ in 0..self.threads.len() {
+            match ready.recv() {
+                Ok((shard, Ok(d))) => {
+                    self.drivers[shard] = d;
+                    self.reported += 1;
+                }
+                Ok((shard, Err(source))) => {
+                    self.failure.get_or_insert(StartError::Reactor { shard, source });
+                }
+                // A shard thread died before reporting (it panicked); join says why.
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Whether every shard has a thread and a working reactor.
+    fn all_ready(&self) -> bool {
+        let n = self.drivers.len();
+        self.threads.len() == n && self.reported == n
+    }
+
+    /// Without a failure, lets every shard run `shard_main` and hands back the
+    /// threads and drivers. With one, tells every shard to quit, joins them and
+    /// returns the failure.
+    fn finish(self) -> Result<(Vec<JoinHandle<()>>, Vec<Driver>), StartError> {
+        let go = self.failure.is_none();
+        for tx in &self.gos {
+            let _ = tx.send(go);
+        }
+        match self.failure {
+            None => Ok((self.threads, self.drivers)),
+            Some(err) => {
+                for h in self.threads {
+                    let _ = h.join();
+                }
+                Err(err)
+            }
+        }
     }
 }
 
