@@ -2,7 +2,7 @@
 //!
 //! Owns: [`RuntimeConfig`] and its validation. Invariants: after
 //! [`RuntimeConfig::validate`] succeeds, `shards >= 1`, `ring_capacity >= 1`,
-//! `blocking_threads >= 1`, `blocking_queue >= 1`, `backlog >= 1`,
+//! `control_ring_capacity >= 1`, `blocking_threads >= 1`, `blocking_queue >= 1`, `backlog >= 1`,
 //! `max_connections_per_shard >= 1` and `uring_entries` is a power of two `>= 256`.
 //! The runtime never reads environment variables itself; the binary maps
 //! `MADBASE_*` variables onto this struct.
@@ -29,9 +29,13 @@ pub struct RuntimeConfig {
     /// Most connections one shard serves at once; at the limit the shard stops
     /// accepting until one finishes (the kernel backlog absorbs the rest). Default: 16384.
     pub max_connections_per_shard: usize,
-    /// Capacity (messages) of each SPSC ring: every shard→shard ring and every
-    /// injector→shard ring. Default: 1024.
+    /// Capacity (messages) of each data-lane SPSC ring: every shard→shard data ring
+    /// and every injector→shard ring. Default: 1024.
     pub ring_capacity: usize,
+    /// Capacity (messages) of each control-lane SPSC ring (one per ordered shard
+    /// pair; see `Shard::send_control`). Control traffic is small, so it needs less
+    /// room than data. Default: 256.
+    pub control_ring_capacity: usize,
     /// Threads of the blocking pool (CPU-heavy work: password hashing, image resizing).
     /// Default: the number of CPUs, at least 1.
     pub blocking_threads: usize,
@@ -63,6 +67,7 @@ impl Default for RuntimeConfig {
             backlog: 1024,
             max_connections_per_shard: 16384,
             ring_capacity: 1024,
+            control_ring_capacity: 256,
             blocking_threads: cpus.max(1),
             blocking_queue: 1024,
             shutdown_grace: Duration::from_secs(30),
@@ -96,6 +101,9 @@ impl RuntimeConfig {
         }
         if self.ring_capacity == 0 {
             return bad("ring_capacity", "must be at least 1");
+        }
+        if self.control_ring_capacity == 0 {
+            return bad("control_ring_capacity", "must be at least 1");
         }
         if self.blocking_threads == 0 {
             return bad("blocking_threads", "must be at least 1");

@@ -7,8 +7,11 @@
 //!   fallback — reported as [`Driver`].
 //! - **Listeners** ([`listener`]): one `SO_REUSEPORT` listener per shard on one
 //!   address, bound before the threads start; [`Shard::serve`] runs the accept loop.
-//! - **Messaging** ([`mesh`], [`doorbell`]): bounded SPSC rings shard→shard and
-//!   injector→shard, each shard woken by one doorbell its reactor awaits.
+//! - **Messaging** ([`mesh`], [`doorbell`]): bounded SPSC rings in two lanes — per
+//!   ordered shard pair a control ring ([`Shard::send_control`], always received
+//!   first) and a data ring ([`Shard::send_to`]), plus an injector→shard data ring —
+//!   each shard woken by one doorbell its reactor awaits. [`Shard::deliver_to_all`]
+//!   reaches every shard without letting one full ring hold up the others.
 //! - **Blocking pool** ([`pool`]): bounded threads and queue for CPU-heavy work.
 //! - **Shutdown** ([`local`], [`serve`]): SIGINT/SIGTERM or
 //!   [`RuntimeHandle::shutdown`] fire every shard's [`ShutdownSignal`]; `serve`
@@ -16,7 +19,7 @@
 //!
 //! Shared invariants: nothing a shard does on its hot path takes a lock shared with
 //! another shard; every queue is bounded and full queues answer with an error at
-//! once; no in-flight io_uring operation is ever dropped by this crate (the accept
+//! once (waiting, where offered, sleeps on a timer or parks, never spins); no in-flight io_uring operation is ever dropped by this crate (the accept
 //! is cancelled through monoio's `Canceller`, the doorbell task exits only after a
 //! completed read).
 //!
@@ -24,7 +27,8 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use madbase_shards::{Runtime, RuntimeConfig, Source};
+//! use std::time::Duration;
+//! use madbase_shards::{Lane, Runtime, RuntimeConfig, Source};
 //! use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 //!
 //! enum Msg { Changes(Arc<Vec<u8>>), Presence(u64) }
@@ -36,7 +40,7 @@
 //!
 //! let config = RuntimeConfig { listen: Some("127.0.0.1:54321".parse().unwrap()), ..Default::default() };
 //! let mut rt = Runtime::start(config, |shard| async move {
-//!     // Mailbox: messages from other shards and from the injector.
+//!     // Mailbox: messages from other shards and from the injector, control lane first.
 //!     let mb = shard.clone();
 //!     monoio::spawn(async move {
 //!         mb.run_mailbox(|env| match (env.from, env.msg) {
@@ -44,6 +48,15 @@
 //!             (Source::Shard(_from), Msg::Presence(_p)) => { /* ... */ }
 //!             _ => {}
 //!         }).await;
+//!     });
+//!     // Control: tell every other shard we are here. The control lane never waits
+//!     // behind bulk data, and a full ring is retried on a timer without holding up
+//!     // the other shards.
+//!     let ctl = shard.clone();
+//!     monoio::spawn(async move {
+//!         let hello = Msg::Presence(ctl.id() as u64);
+//!         let delivery = ctl.deliver_to_all(&hello, Lane::Control, Duration::from_millis(10)).await;
+//!         if !delivery.is_complete() { tracing::warn!(?delivery, "some shards missed it"); }
 //!     });
 //!     // Serve: one local task per connection.
 //!     let s = shard.clone();
@@ -85,7 +98,7 @@ pub mod serve;
 
 pub use config::{ConfigError, RuntimeConfig};
 pub use local::{ShutdownSignal, ShutdownTrigger};
-pub use mesh::{Envelope, Injector, RingDepth, SendError, Source};
+pub use mesh::{Delivery, Envelope, Injector, Lane, RingDepth, SendError, Source};
 pub use pool::{BlockingJob, BlockingPool, JobError, SpawnError};
 pub use runtime::{Driver, JoinError, Runtime, RuntimeHandle, Shard, ShardError, StartError};
 pub use serve::{ServeError, ServeReport, FORCE_CLOSE_WAIT};

@@ -3,8 +3,9 @@
 //! Owns: [`Runtime::start`] (validates config, binds listeners, builds the ring mesh,
 //! doorbells and blocking pool, spawns one pinned thread per shard with its own
 //! monoio runtime, installs the signal thread — each step its own function, the
-//! thread bring-up in `Launch`), [`Shard`] (a shard's handle on its own thread) and
-//! [`RuntimeHandle`] (the `Send` handle the caller keeps).
+//! thread bring-up in `Launch`), [`Shard`] (a shard's handle on its own thread: its
+//! mailbox's send, receive and deliver-to-all, its listener, its shutdown signal)
+//! and [`RuntimeHandle`] (the `Send` handle the caller keeps).
 //!
 //! Invariants:
 //! - Everything that can fail synchronously (config, bind, pool threads, signal
@@ -16,6 +17,9 @@
 //!   driver if building it fails; the result is logged (`shard`, `driver`, `core`)
 //!   and reported by `RuntimeHandle::drivers` / `Shard::driver`. Timers are enabled.
 //! - The shard's future is built on its own thread, so it may be `!Send`.
+//! - A shard never blocks its thread on another shard: sends answer at once, and
+//!   `Shard::deliver_to_all` waits for full rings on a timer (not a spin), ending at
+//!   shutdown.
 //! - When `shard_main` returns, the shard stops its doorbell task (after a completed
 //!   read, never dropping an in-flight op) and its runtime ends.
 //! - A shard thread that panics triggers shutdown of all shards (a dead shard's share
@@ -30,14 +34,15 @@ use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
-use rtrb::{Consumer, Producer};
+use rtrb::Producer;
 
 use crate::config::{ConfigError, RuntimeConfig};
 use crate::doorbell::{run_doorbell, BellListener, Doorbell};
 use crate::local::{Global, ShutdownSignal, ShutdownTrigger, SignalState, WaitList};
-use crate::mesh::{Envelope, Injector, Mailbox, Mesh, RingDepth, SendError, Source};
+use crate::mesh::{Delivery, Envelope, InboxRings, Injector, Lane, Lanes, Mailbox, Mesh, RingDepth, SendError};
 use crate::pool::{BlockingPool, PoolWorkers};
 use crate::serve::{Conns, ServeError, ServeParams, ServeReport};
 
@@ -132,8 +137,8 @@ struct ShardSeed<M> {
     id: usize,
     core: Option<usize>,
     listener: Option<std::net::TcpListener>,
-    outboxes: Vec<Option<Producer<M>>>,
-    inboxes: Vec<(Source, Consumer<M>)>,
+    outboxes: Vec<Option<Lanes<Producer<M>>>>,
+    inboxes: Lanes<InboxRings<M>>,
     bell_rx: StdUnixStream,
 }
 
@@ -147,6 +152,10 @@ struct Common {
 }
 
 type Ready = (usize, Result<Driver, std::io::Error>);
+
+/// Floor of `Shard::deliver_to_all`'s retry period, so a zero period cannot turn the
+/// retry into a busy loop.
+const MIN_RETRY_EVERY: Duration = Duration::from_millis(1);
 
 impl Runtime {
     /// Starts `config.shards` shards and runs `shard_main(shard)` on each, on the
@@ -167,7 +176,8 @@ impl Runtime {
         let (pool, workers) = BlockingPool::start(config.blocking_threads, config.blocking_queue)
             .map_err(|source| StartError::Thread { name: "blocking".into(), source })?;
 
-        let Mesh { outboxes, inboxes, injector } = Mesh::<M>::new(n, config.ring_capacity);
+        let capacity = Lanes { control: config.control_ring_capacity, data: config.ring_capacity };
+        let Mesh { outboxes, inboxes, injector } = Mesh::<M>::new(n, capacity);
         let injector = Injector::new(injector, doorbells, trigger.clone());
         let seeds = shard_seeds(&config, listeners, outboxes, inboxes, bell_rxs);
         let common = Arc::new(Common { count: n, local_addr, config: config.clone(), global, pool: pool.clone() });
@@ -239,8 +249,8 @@ fn create_doorbells(n: usize) -> Result<(Vec<Arc<Doorbell>>, Vec<StdUnixStream>)
 fn shard_seeds<M>(
     config: &RuntimeConfig,
     listeners: Vec<Option<std::net::TcpListener>>,
-    outboxes: Vec<Vec<Option<Producer<M>>>>,
-    inboxes: Vec<Vec<(Source, Consumer<M>)>>,
+    outboxes: Vec<Vec<Option<Lanes<Producer<M>>>>>,
+    inboxes: Vec<Lanes<InboxRings<M>>>,
     bell_rxs: Vec<StdUnixStream>,
 ) -> Vec<ShardSeed<M>> {
     let cores = if config.pin_cores { allowed_cpus() } else { Vec::new() };
@@ -586,16 +596,27 @@ impl<M: Send + 'static> Shard<M> {
         self.inner.signal.trigger_handle().trigger();
     }
 
-    /// Sends `msg` to shard `to` without waiting. `Full` gives the message back;
-    /// the caller picks the policy (drop, fail the request, or retry after a timer).
+    /// Sends `msg` to shard `to` on the data lane without waiting. `Full` gives the
+    /// message back; the caller picks the policy (drop, fail the request, or retry
+    /// after a timer, as [`Shard::deliver_to_all`] does).
     /// Do not retry in a tight yield loop: a spinning shard burns the core the
     /// consumer may need (measured: on 2 cores that turns a 1 s transfer into minutes).
     pub fn send_to(&self, to: usize, msg: M) -> Result<(), SendError<M>> {
-        self.inner.mailbox.send_to(to, msg)
+        self.inner.mailbox.send(Lane::Data, to, msg)
     }
 
-    /// Sends a clone of `msg` to every other shard; returns the shards whose ring
-    /// was full or closed.
+    /// Sends `msg` to shard `to` on the control lane without waiting: its own ring
+    /// (capacity `RuntimeConfig::control_ring_capacity`), so a full data ring never
+    /// refuses it, and the receiver takes it before any waiting data message. Same
+    /// errors and retry advice as [`Shard::send_to`]. For schema swaps, pings and
+    /// snapshots, not bulk data (a flood of control messages would starve data).
+    pub fn send_control(&self, to: usize, msg: M) -> Result<(), SendError<M>> {
+        self.inner.mailbox.send(Lane::Control, to, msg)
+    }
+
+    /// Sends a clone of `msg` to every other shard on the data lane without
+    /// waiting; returns the shards whose ring was full or closed. To wait until
+    /// every shard has it, use [`Shard::deliver_to_all`].
     pub fn broadcast(&self, msg: &M) -> Vec<usize>
     where
         M: Clone,
@@ -603,13 +624,67 @@ impl<M: Send + 'static> Shard<M> {
         (0..self.count()).filter(|&to| to != self.id()).filter(|&to| self.send_to(to, msg.clone()).is_err()).collect()
     }
 
-    /// Takes one waiting message, if any (rings visited round-robin).
+    /// Gives a clone of `msg` to every other shard on `lane`, and never lets one full
+    /// ring hold up the others: every target is tried at once, and only the targets
+    /// whose ring was full are retried, every `retry_every` (at least 1 ms), each on
+    /// its own: it takes the message at the first retry after its ring has room. A
+    /// target that has exited is given up.
+    /// Returns when every target has the message or has exited, or once shutdown has
+    /// started (the targets still full are then reported `undelivered`).
+    ///
+    /// Retries sleep on a monoio timer: no ring tells its producer it drained, and
+    /// spinning or yielding would take the core the slow consumer needs.
+    pub async fn deliver_to_all(&self, msg: &M, lane: Lane, retry_every: Duration) -> Delivery
+    where
+        M: Clone,
+    {
+        let retry_every = retry_every.max(MIN_RETRY_EVERY);
+        let mut delivery = Delivery::default();
+        // Each target keeps its own clone: a `Full` hands it back for the next try.
+        let mut pending: Vec<(usize, M)> =
+            (0..self.count()).filter(|&to| to != self.id()).map(|to| (to, msg.clone())).collect();
+        loop {
+            pending = self.try_deliver(lane, pending, &mut delivery);
+            if pending.is_empty() {
+                return delivery;
+            }
+            let signal = &self.inner.signal;
+            if signal.is_triggered() {
+                delivery.undelivered = pending.into_iter().map(|(to, _)| to).collect();
+                return delivery;
+            }
+            monoio::select! {
+                _ = monoio::time::sleep(retry_every) => {}
+                _ = signal.triggered() => {}
+            }
+        }
+    }
+
+    /// One non-waiting try per pending target; records who took it or exited and
+    /// returns the targets whose ring was full, with their message back.
+    fn try_deliver(&self, lane: Lane, pending: Vec<(usize, M)>, delivery: &mut Delivery) -> Vec<(usize, M)> {
+        let mut full = Vec::new();
+        for (to, msg) in pending {
+            match self.inner.mailbox.send(lane, to, msg) {
+                Ok(()) => delivery.delivered.push(to),
+                Err(SendError::Full(msg)) => full.push((to, msg)),
+                Err(e) => {
+                    debug_assert!(matches!(e, SendError::Closed(_)), "shard {to} has no ring: {e}");
+                    delivery.closed.push(to);
+                }
+            }
+        }
+        full
+    }
+
+    /// Takes one waiting message, if any: a control message whenever one is waiting,
+    /// else a data message (within a lane, rings are visited round-robin).
     pub fn try_recv(&self) -> Option<Envelope<M>> {
         self.inner.mailbox.try_recv()
     }
 
-    /// Waits for the next message from another shard or the injector. Parks on the
-    /// doorbell (no polling). Returns `None` once shutdown has started and no
+    /// Waits for the next message from another shard or the injector, control lane
+    /// first (as [`Shard::try_recv`]). Parks on the doorbell (no polling). Returns `None` once shutdown has started and no
     /// message is waiting. Cancel-safe: dropping it loses no message.
     pub async fn recv(&self) -> Option<Envelope<M>> {
         let inner = &self.inner;
@@ -635,7 +710,7 @@ impl<M: Send + 'static> Shard<M> {
         &self.inner.common.pool
     }
 
-    /// Fill level of every ring into this shard.
+    /// Fill level of every ring into this shard, both lanes (`RingDepth::lane`).
     pub fn ring_depths(&self) -> Vec<RingDepth> {
         self.inner.mailbox.depths()
     }
