@@ -1,49 +1,119 @@
-//! The application on one shard: its state, the router in front of every service, and the
-//! shard-to-shard messages the application sends.
+//! The gateway on one shard: the services table, the router in front of every service, the
+//! shard-to-shard messages, and what Supabase's API gateway answers itself.
 //!
-//! Owns: [`ShardState`] (this shard's PostgreSQL pool, verified-token cache, metrics and schema
-//! snapshot — all `!Send`, touched only here) and the gateway behaviour Supabase's API gateway
-//! provides in front of the services: routing by service prefix, CORS preflight, the JSON 404 for
-//! unknown routes, `/health` and `/metrics`.
+//! Owns: [`SERVICES`] (one row per service: prefix, metrics label, CORS policy — the router,
+//! `/metrics` and the access log all read it), the per-shard set of service instances
+//! ([`Services`]), [`ShardMessage`] (each service's typed messages wrapped for the rings, plus the
+//! gateway's own probes), the owner-shard placement of every service's singleton tasks, CORS
+//! preflight, the JSON 404 for unknown routes, `/health` and `/metrics`.
 //!
 //! Invariants: a request never touches another shard's state; what must be seen across shards
-//! (metrics, health, a reloaded schema) travels as a [`ShardMessage`] over the rings and is
-//! answered or applied by the owning shard, with a bounded wait. Every request is counted once, under one service label.
+//! (metrics, health, a reloaded schema) travels as a [`ShardMessage`] on the control lane of the
+//! rings and is answered or applied by the owning shard, with a bounded wait. Every request is
+//! counted once, under one label of the table.
 
-use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
+use madbase_core::coalesce::Coalesced;
+use madbase_core::context::Delivering;
+use madbase_core::identity::{self, ANON_ROLE};
+use madbase_core::jwt::JwtKeys;
+use madbase_core::metrics::{self, ShardGauges, ShardMetrics, ShardSnapshot};
+use madbase_core::{Cors, Outbox, Service, ServiceInfo, ShardCtx};
 use madbase_http::{Body, Handler, Request, Response};
-use madbase_pg::{Batch, ConnectConfig, Pool, PoolConfig};
-use madbase_shards::{Shard, ShutdownSignal, Source};
+use madbase_pg::{Batch, ConnectConfig};
+use madbase_rest::schema::SchemaCache;
+use madbase_rest::{RestMessage, RestService};
+use madbase_shards::{Lane, Shard, ShutdownSignal, Source};
 
-use crate::coalesce::Coalesced;
 use crate::config::Config;
-use crate::jwt::{JwtKeys, TokenCache};
-use crate::metrics::{self, ShardGauges, ShardMetrics, ShardSnapshot};
-use crate::schema::SchemaCache;
+
+/// Who answers the requests of a row of [`SERVICES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Rest,
+    /// The gateway itself (`/health`, `/metrics`, the JWKS of `/auth/v1`).
+    Gateway,
+    /// A Supabase service MadBase does not serve yet: counted under its label, answered 404.
+    Unserved,
+}
+
+/// A row of the services table.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    pub info: ServiceInfo,
+    pub target: Target,
+}
+
+const fn unserved(prefix: &'static str, label: &'static str) -> Route {
+    Route { info: ServiceInfo { prefix, label, cors: Cors::Gateway }, target: Target::Unserved }
+}
+
+const fn gateway(prefix: &'static str, label: &'static str) -> Route {
+    Route { info: ServiceInfo { prefix, label, cors: Cors::Gateway }, target: Target::Gateway }
+}
+
+/// The services table: adding a service is a row here (and its instance in [`Services`]).
+pub const SERVICES: &[Route] = &[
+    Route { info: RestService::INFO, target: Target::Rest },
+    gateway("/auth/v1", "auth"),
+    unserved("/realtime/v1", "realtime"),
+    unserved("/storage/v1", "storage"),
+    unserved("/functions/v1", "functions"),
+    unserved("/graphql/v1", "graphql"),
+    unserved("/admin", "admin"),
+    gateway("/health", "health"),
+    gateway("/metrics", "metrics"),
+];
+
+/// The label of requests no row owns.
+const OTHER: &str = "other";
+
+/// Every label a request can be counted under: the table's, then [`OTHER`].
+pub static LABELS: std::sync::LazyLock<Vec<&'static str>> =
+    std::sync::LazyLock::new(|| SERVICES.iter().map(|row| row.info.label).chain([OTHER]).collect());
+
+/// The row that owns `path`, if any.
+fn route_of(path: &str) -> Option<&'static Route> {
+    SERVICES.iter().find(|row| row.info.owns(path))
+}
+
+/// The shard that runs the singleton tasks of the service in row `row` of the table: spread
+/// over the shards so that no one shard carries every service's background work.
+pub fn owner_shard(row: usize, shards: usize) -> usize {
+    debug_assert!(shards > 0);
+    row % shards
+}
 
 /// What is shared by every shard: immutable after start.
 pub struct Shared {
     pub config: Arc<Config>,
     pub keys: Arc<JwtKeys>,
-    pub pool_config: ConnectConfig,
-    /// The schema cache loaded at start-up; each shard starts from it (see `ShardState::schema`).
+    pub connect: ConnectConfig,
+    /// The Data API's settings.
+    pub rest: Arc<madbase_rest::settings::Config>,
+    /// The schema cache loaded at start-up; each shard starts from it.
     pub schema: Arc<SchemaCache>,
 }
 
-/// Messages between shards. Questions carry a reply channel so the asking shard can await the
-/// answer; announcements (a new schema snapshot) carry the new state.
-pub enum ShardMessage {
+/// The gateway's own questions to other shards. Each carries a reply channel so the asking shard
+/// can await the answer.
+pub enum GatewayMessage {
     /// Send back this shard's metrics snapshot.
     Snapshot(oneshot::Sender<ShardSnapshot>),
     /// Answer to show this shard's reactor is running.
     Ping(oneshot::Sender<usize>),
-    /// A new schema cache snapshot (from shard 0's reloader): swap it in.
-    Schema(Arc<SchemaCache>),
+}
+
+/// Everything that travels between shards: each service's own messages, wrapped here only. All
+/// of today's are control messages (probes, snapshot swaps) and travel on the control lane, so
+/// they never wait behind bulk data (realtime's changes) on the data lane.
+pub enum ShardMessage {
+    Gateway(GatewayMessage),
+    Rest(RestMessage),
 }
 
 /// How long a shard waits for other shards' answers to `/health` and `/metrics`.
@@ -55,45 +125,162 @@ const HEALTH_DB_TIMEOUT: Duration = Duration::from_secs(3);
 const PROBE_ANSWER_MAX_AGE: Duration = Duration::from_secs(1);
 /// The role whose key `/metrics` requires (Supabase's service key).
 const METRICS_ROLE: &str = "service_role";
+/// How often a message for a shard whose ring is full is offered again.
+const DELIVERY_RETRY: Duration = Duration::from_millis(10);
 
-/// One shard's application state.
-pub struct ShardState {
-    shard: Shard<ShardMessage>,
-    pub shared: Arc<Shared>,
-    pub pool: Pool,
-    pub tokens: RefCell<TokenCache>,
-    pub metrics: ShardMetrics,
-    /// This shard's current schema snapshot. Replaced whole (never mutated); a request takes
-    /// its own handle once, at its start, with [`ShardState::schema`]. The shard-local `Rc`
-    /// around the shared `Arc` keeps the per-request clone off the `Arc`'s refcount, which every
-    /// shard would otherwise bump on the same cache line.
-    #[allow(clippy::redundant_allocation)] // deliberate: see the field's comment
-    schema: RefCell<Rc<Arc<SchemaCache>>>,
+/// The service instances of one shard.
+pub struct Services {
+    pub rest: Rc<RestService>,
 }
 
-impl ShardState {
-    /// The current schema snapshot (a shard-local `Rc` clone the request keeps to its end).
-    #[allow(clippy::redundant_allocation)] // deliberate: see the field's comment
-    pub fn schema(&self) -> Rc<Arc<SchemaCache>> {
-        self.schema.borrow().clone()
-    }
+/// An [`Outbox`] for one service's messages over the control lane of this shard's rings.
+fn outbox<T: Clone + 'static>(
+    shard: &Shard<ShardMessage>,
+    wrap: fn(T) -> ShardMessage,
+    unwrap: fn(ShardMessage) -> Option<T>,
+) -> Outbox<T> {
+    let sender = shard.clone();
+    let broadcaster = shard.clone();
+    Outbox::new(
+        move |to, message| {
+            sender
+                .send_control(to, wrap(message))
+                .map_err(|e| unwrap(e.into_inner()).expect("the message just wrapped"))
+        },
+        move |message: T| -> Delivering {
+            let shard = broadcaster.clone();
+            Box::pin(async move {
+                let delivery = shard.deliver_to_all(|| wrap(message.clone()), Lane::Control, DELIVERY_RETRY).await;
+                delivery.closed.into_iter().chain(delivery.undelivered).collect()
+            })
+        },
+    )
+}
 
-    /// Swaps in a new snapshot; requests already running keep the one they took.
-    pub fn set_schema(&self, schema: Arc<SchemaCache>) {
-        *self.schema.borrow_mut() = Rc::new(schema);
-    }
+/// Adapts the runtime's shutdown signal to the HTTP server's.
+#[derive(Clone)]
+struct HttpShutdown(ShutdownSignal);
 
-    /// This shard's runtime handle (rings, blocking pool).
-    pub(crate) fn shard(&self) -> &Shard<ShardMessage> {
-        &self.shard
+impl madbase_http::Shutdown for HttpShutdown {
+    fn is_triggered(&self) -> bool {
+        self.0.is_triggered()
     }
+    fn triggered(&self) -> impl std::future::Future<Output = ()> {
+        let signal = self.0.clone();
+        async move { signal.triggered().await }
+    }
+}
 
+/// The body of every shard: builds its platform and services, answers other shards, starts the
+/// singleton tasks this shard owns, serves HTTP until shutdown.
+pub async fn shard_main(shard: Shard<ShardMessage>, shared: Arc<Shared>) {
+    let config = shared.config.clone();
+    let ctx = Rc::new(ShardCtx::new(
+        Box::new(shard.clone()),
+        shared.connect.clone(),
+        &config.pg,
+        &config.jwt,
+        shared.keys.clone(),
+        &[RestService::lane(config.pg.pool_size)],
+        ShardMetrics::new(&LABELS),
+    ));
+    let services = Rc::new(Services {
+        rest: Rc::new(RestService::new(
+            ctx.clone(),
+            shared.rest.clone(),
+            shared.schema.clone(),
+            outbox(&shard, ShardMessage::Rest, |m| match m {
+                ShardMessage::Rest(m) => Some(m),
+                ShardMessage::Gateway(_) => None,
+            }),
+        )),
+    });
+    let peers = Rc::new(Peers { ctx: ctx.clone(), shard: shard.clone() });
+    monoio::spawn(run_mailbox(shard.clone(), peers.clone(), services.clone()));
+    let app = Rc::new(App {
+        peers,
+        services: services.clone(),
+        keys: shared.keys.clone(),
+        rest_enabled: config.api.enabled,
+        health: Coalesced::new(PROBE_ANSWER_MAX_AGE),
+        metrics: Coalesced::new(PROBE_ANSWER_MAX_AGE),
+    });
+    start_owner_tasks(&shard, &services);
+
+    let limits = Rc::new(config.http.limits());
+    let shutdown = HttpShutdown(shard.shutdown_signal());
+    let handler = app.clone();
+    let served = shard
+        .serve(move |stream, peer| {
+            madbase_http::serve_connection(stream, peer, handler.clone(), limits.clone(), shutdown.clone())
+        })
+        .await;
+    match served {
+        Ok(report) => tracing::info!(shard = shard.id(), ?report, "shard drained"),
+        Err(error) => tracing::error!(shard = shard.id(), %error, "shard stopped serving"),
+    }
+    services.rest.drain();
+    ctx.lanes.close();
+}
+
+/// Applies every message other shards send this one until shutdown.
+async fn run_mailbox(shard: Shard<ShardMessage>, peers: Rc<Peers>, services: Rc<Services>) {
+    shard
+        .run_mailbox(|envelope| match envelope.msg {
+            // The asker may have given up; a dropped receiver is fine.
+            ShardMessage::Gateway(GatewayMessage::Snapshot(reply)) => {
+                let _ = reply.send(peers.snapshot());
+            }
+            ShardMessage::Gateway(GatewayMessage::Ping(reply)) => {
+                let _ = reply.send(peers.shard.id());
+            }
+            ShardMessage::Rest(message) => services.rest.on_message(message),
+        })
+        .await;
+}
+
+/// Spawns the singleton tasks of every service whose owner shard this is.
+fn start_owner_tasks(shard: &Shard<ShardMessage>, services: &Services) {
+    for (row, route) in SERVICES.iter().enumerate() {
+        if owner_shard(row, shard.count()) != shard.id() {
+            continue;
+        }
+        let tasks = match route.target {
+            Target::Rest => services.rest.owner_tasks(),
+            Target::Gateway | Target::Unserved => Vec::new(),
+        };
+        for task in tasks {
+            monoio::spawn(task);
+        }
+    }
+}
+
+/// The router: one per shard.
+pub struct App {
+    peers: Rc<Peers>,
+    services: Rc<Services>,
+    keys: Arc<JwtKeys>,
+    /// `[api] enabled`: off, `/rest/v1` answers as an unknown route.
+    rest_enabled: bool,
+    /// `/health`'s last answer: healthy, and the JSON body.
+    health: Coalesced<(bool, bytes::Bytes)>,
+    /// `/metrics`' last rendering.
+    metrics: Coalesced<bytes::Bytes>,
+}
+
+/// This shard's side of the gateway's questions to all shards.
+struct Peers {
+    ctx: Rc<ShardCtx>,
+    shard: Shard<ShardMessage>,
+}
+
+impl Peers {
     fn snapshot(&self) -> ShardSnapshot {
         let gauges = ShardGauges {
             shard: self.shard.id(),
             driver: self.shard.driver().to_string(),
-            pg: self.pool.stats(),
-            jwt_cache_entries: self.tokens.borrow().cached(),
+            pg: self.ctx.lanes.iter().map(|(lane, pool)| (lane, pool.stats())).collect(),
+            jwt_cache_entries: self.ctx.tokens.borrow().cached(),
             rings: self
                 .shard
                 .ring_depths()
@@ -103,18 +290,22 @@ impl ShardState {
                         Source::Shard(id) => format!("shard{id}"),
                         Source::Injector => "injector".to_owned(),
                     };
-                    (from, r.len, r.capacity)
+                    let lane = match r.lane {
+                        Lane::Control => "control",
+                        Lane::Data => "data",
+                    };
+                    (from, lane, r.len, r.capacity)
                 })
                 .collect(),
             blocking_queued: self.shard.blocking().queue_depth(),
             http: madbase_http::shard_stats(),
         };
-        self.metrics.snapshot(gauges)
+        self.ctx.metrics.snapshot(gauges)
     }
 
     /// Asks every other shard with `ask`, answers for this one with `local`, and returns what came
     /// back within [`PEER_ANSWER_TIMEOUT`], in shard order; a shard that did not answer is `None`.
-    async fn ask_all<T>(&self, ask: fn(oneshot::Sender<T>) -> ShardMessage, local: T) -> Vec<Option<T>> {
+    async fn ask_all<T>(&self, ask: fn(oneshot::Sender<T>) -> GatewayMessage, local: T) -> Vec<Option<T>> {
         let me = self.shard.id();
         let mut waiting = Vec::with_capacity(self.shard.count());
         for to in 0..self.shard.count() {
@@ -124,7 +315,7 @@ impl ShardState {
             }
             let (tx, rx) = oneshot::channel();
             // A full ring means that shard is saturated: it counts as not answering.
-            waiting.push(self.shard.send_to(to, ask(tx)).ok().map(|()| rx));
+            waiting.push(self.shard.send_control(to, ShardMessage::Gateway(ask(tx))).ok().map(|()| rx));
         }
         let deadline = Instant::now() + PEER_ANSWER_TIMEOUT;
         let mut local = Some(local);
@@ -142,130 +333,27 @@ impl ShardState {
         }
         answers
     }
-}
 
-/// Adapts the runtime's shutdown signal to the HTTP server's.
-#[derive(Clone)]
-struct HttpShutdown(ShutdownSignal);
-
-impl madbase_http::Shutdown for HttpShutdown {
-    fn is_triggered(&self) -> bool {
-        self.0.is_triggered()
-    }
-    fn triggered(&self) -> impl std::future::Future<Output = ()> {
-        let signal = self.0.clone();
-        async move { signal.triggered().await }
-    }
-}
-
-pub fn http_limits(config: &Config) -> madbase_http::Limits {
-    madbase_http::Limits {
-        max_header_bytes: config.http_max_header_bytes,
-        max_headers: config.http_max_headers,
-        max_uri_len: config.http_max_uri_bytes,
-        max_body_bytes: config.http_max_body_bytes,
-        header_timeout: Duration::from_millis(config.http_header_timeout_ms),
-        idle_timeout: Duration::from_millis(config.http_idle_timeout_ms),
-        body_timeout: Duration::from_millis(config.http_body_timeout_ms),
-        body_timeout_total: Duration::from_millis(config.http_body_timeout_total_ms),
-        shard_body_budget_bytes: config.http_shard_body_budget_bytes,
-        ..madbase_http::Limits::default()
+    /// Every shard's reactor and PostgreSQL, asked once: (healthy, the JSON body).
+    async fn check_health(&self) -> (bool, bytes::Bytes) {
+        let shards = self.ask_all(GatewayMessage::Ping, self.shard.id()).await;
+        let answering = shards.iter().filter(|a| a.is_some()).count();
+        let pool = self.ctx.lanes.get(RestService::LANE);
+        let db = monoio::time::timeout(HEALTH_DB_TIMEOUT, pool.execute(Batch::new().query("select 1"))).await;
+        let (db_ok, db_text) = match db {
+            Ok(Ok(_)) => (true, "ok".to_owned()),
+            Ok(Err(error)) => (false, error.to_string()),
+            Err(_) => (false, "timeout".to_owned()),
+        };
+        let healthy = db_ok && answering == shards.len();
+        let body = serde_json::json!({
+            "status": if healthy { "ok" } else { "unavailable" },
+            "shards": { "total": shards.len(), "answering": answering },
+            "postgres": db_text,
+        });
+        (healthy, body.to_string().into())
     }
 }
-
-/// The body of every shard: builds its state, answers other shards, serves HTTP until shutdown.
-pub async fn shard_main(shard: Shard<ShardMessage>, shared: Arc<Shared>) {
-    let config = shared.config.clone();
-    let mut pool_config = PoolConfig::new(shared.pool_config.clone());
-    pool_config.connections = config.pg_pool_size;
-    pool_config.max_queued = config.pg_queue_limit;
-    pool_config.request_timeout = config.pg_request_timeout();
-    let state = Rc::new(ShardState {
-        shard: shard.clone(),
-        pool: Pool::new(pool_config),
-        tokens: RefCell::new(TokenCache::new(shared.keys.clone(), config.jwt_cache_entries)),
-        metrics: ShardMetrics::new(),
-        schema: RefCell::new(Rc::new(shared.schema.clone())),
-        shared,
-    });
-
-    let mailbox_state = state.clone();
-    let mailbox_shard = shard.clone();
-    monoio::spawn(async move {
-        mailbox_shard
-            .run_mailbox(|envelope| match envelope.msg {
-                // The asker may have given up; a dropped receiver is fine.
-                ShardMessage::Snapshot(reply) => {
-                    let _ = reply.send(mailbox_state.snapshot());
-                }
-                ShardMessage::Ping(reply) => {
-                    let _ = reply.send(mailbox_state.shard.id());
-                }
-                ShardMessage::Schema(schema) => mailbox_state.set_schema(schema),
-            })
-            .await;
-    });
-    if shard.id() == 0 {
-        // One LISTEN connection for the whole process; it publishes new snapshots to every shard.
-        monoio::spawn(crate::schema::reload::run(state.clone(), shard.shutdown_signal()));
-    }
-
-    let app = Rc::new(App {
-        state: state.clone(),
-        health: Coalesced::new(PROBE_ANSWER_MAX_AGE),
-        metrics: Coalesced::new(PROBE_ANSWER_MAX_AGE),
-    });
-    let limits = Rc::new(http_limits(&config));
-    let shutdown = HttpShutdown(shard.shutdown_signal());
-    let served = shard
-        .serve(move |stream, peer| {
-            madbase_http::serve_connection(stream, peer, app.clone(), limits.clone(), shutdown.clone())
-        })
-        .await;
-    match served {
-        Ok(report) => tracing::info!(shard = shard.id(), ?report, "shard drained"),
-        Err(error) => tracing::error!(shard = shard.id(), %error, "shard stopped serving"),
-    }
-    state.pool.close();
-}
-
-/// The router: one per shard.
-pub struct App {
-    state: Rc<ShardState>,
-    /// `/health`'s last answer: healthy, and the JSON body.
-    health: Coalesced<(bool, bytes::Bytes)>,
-    /// `/metrics`' last rendering.
-    metrics: Coalesced<bytes::Bytes>,
-}
-
-/// The service a path belongs to (its metrics label), by prefix.
-fn service_of(path: &str) -> &'static str {
-    const PREFIXES: &[(&str, &str)] = &[
-        ("/rest/v1", "rest"),
-        ("/auth/v1", "auth"),
-        ("/realtime/v1", "realtime"),
-        ("/storage/v1", "storage"),
-        ("/functions/v1", "functions"),
-        ("/graphql/v1", "graphql"),
-        ("/admin", "admin"),
-    ];
-    for (prefix, service) in PREFIXES {
-        if let Some(rest) = path.strip_prefix(prefix) {
-            if rest.is_empty() || rest.starts_with('/') {
-                return service;
-            }
-        }
-    }
-    match path {
-        "/health" => "health",
-        "/metrics" => "metrics",
-        _ => "other",
-    }
-}
-
-/// The response headers PostgREST exposes to browsers (reference/rest.md, CORS).
-const POSTGREST_EXPOSE_HEADERS: &str =
-    "Content-Encoding, Content-Location, Content-Range, Content-Type, Date, Location, Server, Transfer-Encoding, Range-Unit";
 
 /// The methods the gateway's CORS preflight allows (Kong's cors plugin defaults, as Supabase runs it).
 const CORS_ALLOW_METHODS: &str = "GET,HEAD,PUT,PATCH,POST,DELETE,OPTIONS,TRACE,CONNECT";
@@ -273,36 +361,41 @@ const CORS_ALLOW_METHODS: &str = "GET,HEAD,PUT,PATCH,POST,DELETE,OPTIONS,TRACE,C
 impl Handler for App {
     async fn handle(&self, req: Request, body: Body) -> Response {
         let started = Instant::now();
-        let service = service_of(req.path());
+        let route = route_of(req.path());
+        let label = route.map_or(OTHER, |row| row.info.label);
         let preflight = req.method() == "OPTIONS"
             && req.header("origin").is_some()
             && req.header("access-control-request-method").is_some();
-        let mut response = if preflight { cors_preflight(&req) } else { self.route(&req, service, body).await };
+        let mut response = match route {
+            _ if preflight => cors_preflight(&req),
+            Some(row) => self.route(&req, row, body).await,
+            None => gateway_not_found(),
+        };
         if req.header("origin").is_some() && response.header_value("access-control-allow-origin").is_none() {
             response.set_header("access-control-allow-origin", "*");
-            if service == "rest" {
-                // PostgREST's own CORS headers pass through the gateway: without them a browser
-                // client cannot read Content-Range (counts) or Location.
-                response.set_header("access-control-expose-headers", POSTGREST_EXPOSE_HEADERS);
+            if let Some(Cors::Expose(headers)) = route.map(|row| row.info.cors) {
+                response.set_header("access-control-expose-headers", headers);
             }
         }
-        self.state.metrics.record(service, response.status(), started.elapsed());
-        response.service(service)
+        self.peers.ctx.metrics.record(label, response.status(), started.elapsed());
+        response.service(label)
     }
 }
 
 impl App {
-    async fn route(&self, req: &Request, service: &'static str, body: Body) -> Response {
-        match (service, req.path()) {
-            ("health", _) => self.health().await,
-            ("metrics", _) => match self.refuse_metrics(req) {
+    async fn route(&self, req: &Request, route: &Route, body: Body) -> Response {
+        match (route.target, route.info.label) {
+            (Target::Rest, _) if self.rest_enabled => self.services.rest.handle(req, body).await,
+            (Target::Gateway, "health") => self.health().await,
+            (Target::Gateway, "metrics") => match self.refuse_metrics(req) {
                 None => self.metrics().await,
                 Some(refusal) => refusal,
             },
-            ("auth", "/auth/v1/.well-known/jwks.json") if matches!(req.method(), "GET" | "HEAD") => {
-                Response::json(200, self.state.shared.keys.public_jwks().to_string())
+            (Target::Gateway, "auth")
+                if req.path() == "/auth/v1/.well-known/jwks.json" && matches!(req.method(), "GET" | "HEAD") =>
+            {
+                Response::json(200, self.keys.public_jwks().to_string())
             }
-            ("rest", _) => crate::rest::handle(&self.state, req, body).await,
             _ => gateway_not_found(),
         }
     }
@@ -310,8 +403,8 @@ impl App {
     /// 200 when every shard's reactor answers and PostgreSQL answers a query; else 503. The
     /// answer is shared by every asker for [`PROBE_ANSWER_MAX_AGE`].
     async fn health(&self) -> Response {
-        let state = self.state.clone();
-        let (healthy, body) = self.health.get(move || async move { check_health(&state).await }).await;
+        let peers = self.peers.clone();
+        let (healthy, body) = self.health.get(move || async move { peers.check_health().await }).await;
         let response = Response::json(if healthy { 200 } else { 503 }, body);
         if healthy {
             response
@@ -323,9 +416,9 @@ impl App {
     /// `/metrics` is for operators: it takes the service key (`apikey` or a bearer token whose
     /// role is `service_role`), as Supabase's own metrics endpoint does. `None`: allowed.
     fn refuse_metrics(&self, req: &Request) -> Option<Response> {
-        match crate::rest::authenticate(&self.state.tokens, req) {
+        match identity::authenticate(&self.peers.ctx.tokens, req) {
             Ok(identity) if identity.role == METRICS_ROLE => None,
-            Ok(identity) if identity.role == crate::rest::ANON_ROLE && !has_credentials(req) => {
+            Ok(identity) if identity.role == ANON_ROLE && !has_credentials(req) => {
                 Some(Response::json(401, r#"{"message":"No API key found in request"}"#))
             }
             Ok(_) => Some(Response::json(403, r#"{"message":"/metrics needs the service_role key"}"#)),
@@ -335,12 +428,12 @@ impl App {
 
     /// Prometheus text, rendered at most once per [`PROBE_ANSWER_MAX_AGE`] per shard.
     async fn metrics(&self) -> Response {
-        let state = self.state.clone();
+        let peers = self.peers.clone();
         let text = self
             .metrics
             .get(move || async move {
                 let snapshots: Vec<ShardSnapshot> =
-                    state.ask_all(ShardMessage::Snapshot, state.snapshot()).await.into_iter().flatten().collect();
+                    peers.ask_all(GatewayMessage::Snapshot, peers.snapshot()).await.into_iter().flatten().collect();
                 bytes::Bytes::from(metrics::render(&snapshots, crate::logging::dropped_lines()))
             })
             .await;
@@ -350,25 +443,6 @@ impl App {
 
 fn has_credentials(req: &Request) -> bool {
     req.header("apikey").is_some() || req.header("authorization").is_some()
-}
-
-/// Every shard's reactor and PostgreSQL, asked once: (healthy, the JSON body).
-async fn check_health(state: &ShardState) -> (bool, bytes::Bytes) {
-    let shards = state.ask_all(ShardMessage::Ping, state.shard.id()).await;
-    let answering = shards.iter().filter(|a| a.is_some()).count();
-    let db = monoio::time::timeout(HEALTH_DB_TIMEOUT, state.pool.execute(Batch::new().query("select 1"))).await;
-    let (db_ok, db_text) = match db {
-        Ok(Ok(_)) => (true, "ok".to_owned()),
-        Ok(Err(error)) => (false, error.to_string()),
-        Err(_) => (false, "timeout".to_owned()),
-    };
-    let healthy = db_ok && answering == shards.len();
-    let body = serde_json::json!({
-        "status": if healthy { "ok" } else { "unavailable" },
-        "shards": { "total": shards.len(), "answering": answering },
-        "postgres": db_text,
-    });
-    (healthy, body.to_string().into())
 }
 
 /// What Supabase's gateway answers for a path no service owns.
@@ -389,15 +463,28 @@ fn cors_preflight(req: &Request) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::service_of;
+    use super::*;
+
+    fn label(path: &str) -> &'static str {
+        route_of(path).map_or(OTHER, |row| row.info.label)
+    }
 
     #[test]
     fn prefixes_map_to_services() {
-        assert_eq!(service_of("/rest/v1/todos"), "rest");
-        assert_eq!(service_of("/rest/v1"), "rest");
-        assert_eq!(service_of("/rest/v10"), "other");
-        assert_eq!(service_of("/auth/v1/token"), "auth");
-        assert_eq!(service_of("/health"), "health");
-        assert_eq!(service_of("/"), "other");
+        assert_eq!(label("/rest/v1/todos"), "rest");
+        assert_eq!(label("/rest/v1"), "rest");
+        assert_eq!(label("/rest/v10"), "other");
+        assert_eq!(label("/auth/v1/token"), "auth");
+        assert_eq!(label("/health"), "health");
+        assert_eq!(label("/"), "other");
+    }
+
+    #[test]
+    fn labels_are_unique_and_owners_spread() {
+        let mut labels = LABELS.clone();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), LABELS.len());
+        assert_eq!((0..4).map(|row| owner_shard(row, 2)).collect::<Vec<_>>(), [0, 1, 0, 1]);
     }
 }

@@ -1,488 +1,270 @@
-//! Configuration: every setting and every limit MadBase has, with its default.
+//! Configuration: MadBase's settings tree, assembled from the sections each crate owns, and where
+//! the values come from.
 //!
-//! Sources, later ones win: built-in defaults, then an optional TOML file (`MADBASE_CONFIG`, or the
-//! `--config` flag), then `MADBASE_*` environment variables (and `DATABASE_URL`). The result is
-//! validated once at start and is immutable afterwards; every shard reads the same `Arc<Config>`.
+//! The tree is the Supabase CLI's `supabase/config.toml` for what MadBase serves (`[api]` from
+//! the Data API crate, `[db]` here, `[auth] jwt_secret` from the platform) plus MadBase's own
+//! tables (`[shards]`, `[http]`, `[pg]`, `[jwt]` from the platform, `[rest]` from the Data API,
+//! `[log]` here). A key is declared once, in its section (see `madbase_core::settings`).
 //!
-//! Invariants: a `Config` returned by [`Config::load`] has passed [`Config::validate`] — every limit
-//! is non-zero and every address parses — so the rest of the program never re-checks it.
+//! Sources, later ones win: built-in defaults; `supabase/config.toml` when MadBase starts in a
+//! Supabase project directory (keys MadBase does not serve are reported once and ignored, and
+//! `env(NAME)` values are read from the environment as the Supabase CLI reads them); MadBase's
+//! own TOML file (`--config`, else `MADBASE_CONFIG`), where an unknown key is an error naming the
+//! nearest known key; then the environment, `MADBASE_<TABLE>_<KEY>` or a documented older alias.
+//!
+//! Invariants: a [`Config`] returned by [`load`] has passed [`Config::validate`] — every limit
+//! is non-zero and every name parses — so the rest of the program never re-checks it.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::Duration;
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-
-/// The Supabase local-development demo secret: with it the well-known demo anon and service_role
-/// keys work. Used only when no secret is configured, and announced loudly at start.
-pub const DEMO_JWT_SECRET: &str = "super-secret-jwt-token-with-at-least-32-characters-long";
+use madbase_core::platform::{AuthKeys, Http, Jwt, Pg, Platform, Shards};
+use madbase_core::section;
+use madbase_core::settings::{self, Section, SettingsError, Strictness};
+use madbase_rest::settings::{Api, Rest};
+use toml::{Table, Value};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    ReadFile { path: PathBuf, source: std::io::Error },
-    #[error("config file {path}: {message}")]
-    ParseFile { path: PathBuf, message: String },
-    #[error("environment variable {name}={value:?}: {message}")]
-    Env { name: &'static str, value: String, message: String },
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
 
-/// All settings. Field names are the TOML keys; each has an environment variable
-/// `MADBASE_<UPPER_NAME>` (see [`ENV_KEYS`]).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    /// Address every shard listens on (SO_REUSEPORT). Default `127.0.0.1:54321`.
-    pub listen: SocketAddr,
-    /// Number of shards (threads pinned one per core). Default: the number of cores.
-    pub shards: usize,
-    /// External PostgreSQL (`DATABASE_URL`). Unset: MadBase manages a private cluster.
-    pub database_url: Option<String>,
-    /// Where the managed cluster and MadBase's own state live. Default `./.madbase`.
-    pub data_dir: PathBuf,
-    /// Directory of the PostgreSQL server binaries for the managed cluster (else found on PATH).
-    pub pg_bin: Option<PathBuf>,
-    /// Port of the managed PostgreSQL cluster (loopback only). Default 54322, as Supabase's local stack.
-    pub pg_port: u16,
-    /// PostgreSQL connections per shard. Default 4.
-    pub pg_pool_size: usize,
-    /// Batches queued per shard pool before requests are refused with 503. Default 4096.
-    pub pg_queue_limit: usize,
-    /// Batches in flight on one connection. Default 256.
-    pub pg_pipeline_depth: usize,
-    /// Bytes read from PostgreSQL for one request's result; past it the request fails (500 PGRSTX00) and its statement is cancelled. Default 64 MiB.
-    pub pg_max_result_bytes: usize,
-    /// Upper bound on one request's database work (queued + executing), ms. Default 30000.
-    pub pg_request_timeout_ms: u64,
-    /// HS256 secret. Default: the local-development demo secret (announced at start).
-    pub jwt_secret: Option<String>,
-    /// JWKS file with RS256/ES256 keys.
-    pub jwt_keys: Option<PathBuf>,
-    /// Verified tokens cached per shard. Default 4096.
-    pub jwt_cache_entries: usize,
-    /// Request head (request line + headers) bytes. Default 16384 → 431.
-    pub http_max_header_bytes: usize,
-    /// Header lines per request. Default 100 → 431.
-    pub http_max_headers: usize,
-    /// Request-target bytes. Default 8192 → 414.
-    pub http_max_uri_bytes: usize,
-    /// Request body bytes accepted by default (services may set a lower one). Default 50 MiB → 413.
-    pub http_max_body_bytes: u64,
-    /// Time for a whole request head to arrive, ms (slowloris bound). Default 10000 → 408.
-    pub http_header_timeout_ms: u64,
-    /// Keep-alive idle time before a connection is closed, ms. Default 60000.
-    pub http_idle_timeout_ms: u64,
-    /// Longest wait for body progress, ms. Default 30000 → 408.
-    pub http_body_timeout_ms: u64,
-    /// Longest a whole request body may take to arrive, ms (a trickle of bytes cannot hold a body open). Default 300000 → 408.
-    pub http_body_timeout_total_ms: u64,
-    /// Bytes of request bodies one shard holds at once while collecting them. Default 256 MiB; past it → 503 (413 for one body larger than all of it).
-    pub http_shard_body_budget_bytes: u64,
-    /// Connections one shard serves at once; beyond it the kernel backlog holds new ones. Default 16384.
-    pub max_connections_per_shard: usize,
-    /// Capacity of each cross-shard ring, messages. Default 4096.
-    pub ring_capacity: usize,
-    /// Threads of the blocking pool (hashing, image work). Default: the number of cores.
-    pub blocking_threads: usize,
-    /// Jobs queued on the blocking pool before callers are refused. Default 1024.
-    pub blocking_queue: usize,
-    /// After SIGINT/SIGTERM, how long in-flight requests may finish, ms. Default 10000.
-    pub shutdown_grace_ms: u64,
-    /// Use the epoll driver even where io_uring works. Default false.
-    pub force_legacy_driver: bool,
-    /// Answer `Accept: application/vnd.pgrst.plan…` with the statement's `EXPLAIN` (PostgREST's
-    /// `db-plan-enabled`). Default false: plans are then a 406 PGRST107, as in PostgREST.
-    pub db_plan_enabled: bool,
-    /// Log filter in `tracing` syntax. Default `info`.
-    pub log: String,
-    /// `text` or `json`. Default `text`.
-    pub log_format: String,
-    /// Schemas the Data API exposes, the first being the default (PostgREST's `db-schemas`);
-    /// `Accept-Profile`/`Content-Profile` pick another. TOML: a list or a comma-separated string
-    /// (as PostgREST writes it); env: comma-separated. Default `public`.
-    #[serde(deserialize_with = "list_or_commas")]
-    pub db_schemas: Vec<String>,
-    /// Schemas every Data API request's `search_path` has after the request schema (PostgREST's
-    /// `db-extra-search-path`). Env: comma-separated. Default `public, extensions`, Supabase's
-    /// setting (PostgREST's own default is `public`). TOML: a list or a comma-separated string.
-    #[serde(deserialize_with = "list_or_commas")]
-    pub db_extra_search_path: Vec<String>,
-    /// A function (`name` or `schema.name`, optionally double-quoted parts) every Data API request
-    /// calls after its request settings and before its statement (PostgREST's `db-pre-request`).
-    pub db_pre_request: Option<String>,
-    /// At most this many rows in a read or function result (PostgREST's `db-max-rows`); a smaller
-    /// `limit` still wins. Default 1000, Supabase's; `"unlimited"` removes the cap (then one read
-    /// is bounded only by PostgreSQL's 1 GB limit on the value it builds).
-    #[serde(deserialize_with = "rows_or_unlimited")]
-    pub db_max_rows: Option<u64>,
+section! {
+    /// `[db]`: Supabase's database table.
+    pub struct Db {
+        /// Port of the managed PostgreSQL cluster (loopback only), as Supabase's local stack.
+        #[alias("MADBASE_PG_PORT")]
+        pub port: u16 = 54322,
+        /// The PostgreSQL major version the project was written for; MadBase says so at start when the server it runs differs.
+        pub major_version: u32 = 15,
+        /// Seeding a fresh database.
+        pub seed: Seed = Seed::default(),
+        /// The project's migrations.
+        pub migrations: Migrations = Migrations::default(),
+    }
 }
 
-/// At most this many schemas in `db_schemas` and in `db_extra_search_path` each.
-pub const MAX_SCHEMAS: usize = 100;
-/// PostgreSQL's longest identifier (`NAMEDATALEN - 1`): longer names would be truncated.
-const MAX_IDENTIFIER_BYTES: usize = 63;
+section! {
+    /// `[db.seed]`.
+    pub struct Seed {
+        /// Run the seed files once, on a freshly created database.
+        pub enabled: bool = true,
+        /// Seed files, relative to the `supabase/` directory, in order; globs as the Supabase CLI takes them (`*`, `?`).
+        pub sql_paths: Vec<String> = vec!["./seed.sql".to_owned()],
+    }
+}
 
-impl Default for Config {
-    fn default() -> Self {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 54321)),
-            shards: cores,
-            database_url: None,
-            data_dir: PathBuf::from(".madbase"),
-            pg_bin: None,
-            pg_port: 54322,
-            pg_pool_size: 4,
-            pg_queue_limit: 4096,
-            pg_pipeline_depth: 256,
-            pg_max_result_bytes: 64 * 1024 * 1024,
-            pg_request_timeout_ms: 30_000,
-            jwt_secret: None,
-            jwt_keys: None,
-            jwt_cache_entries: 4096,
-            http_max_header_bytes: 16 * 1024,
-            http_max_headers: 100,
-            http_max_uri_bytes: 8 * 1024,
-            http_max_body_bytes: 50 * 1024 * 1024,
-            http_header_timeout_ms: 10_000,
-            http_idle_timeout_ms: 60_000,
-            http_body_timeout_ms: 30_000,
-            http_body_timeout_total_ms: 300_000,
-            http_shard_body_budget_bytes: 256 * 1024 * 1024,
-            max_connections_per_shard: 16_384,
-            ring_capacity: 4096,
-            blocking_threads: cores,
-            blocking_queue: 1024,
-            shutdown_grace_ms: 10_000,
-            force_legacy_driver: false,
-            db_plan_enabled: false,
-            log: "info".to_owned(),
-            log_format: "text".to_owned(),
-            db_schemas: vec!["public".to_owned()],
-            db_extra_search_path: vec!["public".to_owned(), "extensions".to_owned()],
-            db_pre_request: None,
-            db_max_rows: Some(DEFAULT_DB_MAX_ROWS),
+section! {
+    /// `[db.migrations]`.
+    pub struct Migrations {
+        /// Apply `supabase/migrations/*.sql` in order at start.
+        pub enabled: bool = true,
+    }
+}
+
+section! {
+    /// `[log]`: MadBase's logging.
+    pub struct Log {
+        /// Log filter in `tracing` syntax (e.g. `info`, `madbase=debug`).
+        #[alias("MADBASE_LOG")]
+        pub level: String = "info".to_owned(),
+        /// `text` or `json`.
+        pub format: String = "text".to_owned(),
+    }
+}
+
+section! {
+    /// Every setting of MadBase.
+    pub struct Config {
+        /// Where the managed cluster and MadBase's own state live.
+        pub data_dir: PathBuf = PathBuf::from(".madbase"),
+        /// The Data API (Supabase's `[api]`).
+        pub api: Api = Api::default(),
+        /// The database (Supabase's `[db]`).
+        pub db: Db = Db::default(),
+        /// Token signing (Supabase's `[auth]`, the part MadBase serves so far).
+        pub auth: AuthKeys = AuthKeys::default(),
+        /// PostgREST settings Supabase's `[api]` lacks.
+        pub rest: Rest = Rest::default(),
+        /// The thread-per-core runtime.
+        pub shards: Shards = Shards::default(),
+        /// The HTTP server.
+        pub http: Http = Http::default(),
+        /// Connections to PostgreSQL.
+        pub pg: Pg = Pg::default(),
+        /// Token verification.
+        pub jwt: Jwt = Jwt::default(),
+        /// Logging.
+        pub log: Log = Log::default(),
+    }
+}
+
+/// A loaded configuration and what loading it noticed.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    /// The Supabase project directory (`supabase/`) whose `config.toml` was read, if any.
+    pub project: Option<PathBuf>,
+    /// Things to tell the operator once logging is up: keys of `supabase/config.toml` MadBase
+    /// does not serve, likely misspelt `MADBASE_` variables.
+    pub notices: Vec<String>,
+}
+
+/// The Supabase project directory MadBase picks up in `dir`, if there is one.
+pub fn project_in(dir: &Path) -> Option<PathBuf> {
+    let project = dir.join("supabase");
+    project.join("config.toml").is_file().then_some(project)
+}
+
+/// Defaults, `supabase/config.toml` of the working directory (if any), the TOML file (the
+/// explicit path, else `MADBASE_CONFIG`), then the environment.
+pub fn load(file: Option<PathBuf>) -> Result<Loaded, ConfigError> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    load_from(file, &cwd, &|name| std::env::var(name).ok(), &std::env::vars().map(|(k, _)| k).collect())
+}
+
+/// [`load`] with the directory and the environment given (for tests): `env` reads one
+/// variable, `env_names` lists the names set.
+pub fn load_from(
+    file: Option<PathBuf>,
+    dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    env_names: &BTreeSet<String>,
+) -> Result<Loaded, ConfigError> {
+    let mut table = Table::new();
+    let mut notices = Vec::new();
+    let project = project_in(dir);
+    if let Some(project) = &project {
+        let path = project.join("config.toml");
+        let mut supabase = settings::read_file(&path)?;
+        resolve_env_functions(&mut supabase, env, &mut notices);
+        let ignored =
+            settings::check_keys(&mut supabase, Config::KEYS, &path.display().to_string(), Strictness::Lenient)?;
+        if !ignored.is_empty() {
+            notices.push(format!(
+                "{}: MadBase does not serve these keys yet, ignored: {}",
+                path.display(),
+                ignored.join(", ")
+            ));
         }
+        settings::merge(&mut table, supabase);
     }
+    if let Some(path) = file.or_else(|| env("MADBASE_CONFIG").map(PathBuf::from)) {
+        let mut own = settings::read_file(&path)?;
+        settings::check_keys(&mut own, Config::KEYS, &path.display().to_string(), Strictness::Strict)?;
+        settings::merge(&mut table, own);
+    }
+    let read = settings::apply_env(&mut table, Config::KEYS, env)?;
+    notices.extend(misspelt_variables(env_names, &read));
+    let config: Config = settings::parse(table, "configuration")?;
+    config.validate().map_err(ConfigError::Invalid)?;
+    Ok(Loaded { config, project, notices })
 }
 
-/// Every environment variable MadBase reads, for `--help` and the README.
-pub const ENV_KEYS: &[&str] = &[
-    "MADBASE_CONFIG",
-    "MADBASE_LISTEN",
-    "MADBASE_SHARDS",
-    "DATABASE_URL",
-    "MADBASE_DATA_DIR",
-    "MADBASE_PG_BIN",
-    "MADBASE_PG_PORT",
-    "MADBASE_PG_POOL_SIZE",
-    "MADBASE_PG_QUEUE_LIMIT",
-    "MADBASE_PG_PIPELINE_DEPTH",
-    "MADBASE_PG_MAX_RESULT_BYTES",
-    "MADBASE_PG_REQUEST_TIMEOUT_MS",
-    "MADBASE_JWT_SECRET",
-    "MADBASE_JWT_KEYS",
-    "MADBASE_JWT_CACHE_ENTRIES",
-    "MADBASE_HTTP_MAX_HEADER_BYTES",
-    "MADBASE_HTTP_MAX_HEADERS",
-    "MADBASE_HTTP_MAX_URI_BYTES",
-    "MADBASE_HTTP_MAX_BODY_BYTES",
-    "MADBASE_HTTP_HEADER_TIMEOUT_MS",
-    "MADBASE_HTTP_IDLE_TIMEOUT_MS",
-    "MADBASE_HTTP_BODY_TIMEOUT_MS",
-    "MADBASE_HTTP_BODY_TIMEOUT_TOTAL_MS",
-    "MADBASE_HTTP_SHARD_BODY_BUDGET_BYTES",
-    "MADBASE_MAX_CONNECTIONS_PER_SHARD",
-    "MADBASE_RING_CAPACITY",
-    "MADBASE_BLOCKING_THREADS",
-    "MADBASE_BLOCKING_QUEUE",
-    "MADBASE_SHUTDOWN_GRACE_MS",
-    "MADBASE_FORCE_LEGACY_DRIVER",
-    "MADBASE_DB_PLAN_ENABLED",
-    "MADBASE_LOG",
-    "MADBASE_LOG_FORMAT",
-    "MADBASE_DB_SCHEMAS",
-    "MADBASE_DB_EXTRA_SEARCH_PATH",
-    "MADBASE_DB_PRE_REQUEST",
-    "MADBASE_DB_MAX_ROWS",
-];
-
-/// `a, b ,c` → `["a", "b", "c"]` (empty items dropped).
-fn name_list(raw: &str) -> Vec<String> {
-    raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
-}
-
-/// Supabase's default row cap for the Data API (its dashboard's "Max rows").
-pub const DEFAULT_DB_MAX_ROWS: u64 = 1000;
-
-/// `db_max_rows`: a number, or `"unlimited"` for no cap.
-fn rows_or_unlimited<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Rows {
-        Count(u64),
-        Word(String),
-    }
-    match Rows::deserialize(deserializer)? {
-        Rows::Count(n) => Ok(Some(n)),
-        Rows::Word(word) if word.eq_ignore_ascii_case("unlimited") => Ok(None),
-        Rows::Word(word) => Err(serde::de::Error::custom(format!("expected a number or \"unlimited\", not {word:?}"))),
-    }
-}
-
-/// A TOML list of names, or one comma-separated string of them.
-fn list_or_commas<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Names {
-        List(Vec<String>),
-        Commas(String),
-    }
-    Ok(match Names::deserialize(deserializer)? {
-        Names::List(names) => names,
-        Names::Commas(text) => name_list(&text),
-    })
-}
-
-/// A possibly schema-qualified function name as `db_pre_request` takes it: `f`, `s.f`,
-/// `"my schema"."f.x"` (inside double quotes `""` is a quote). Returns (schema, name).
-pub fn parse_qualified_name(raw: &str) -> Result<(Option<String>, String), String> {
-    let mut parts: Vec<String> = Vec::new();
-    let mut chars = raw.trim().chars().peekable();
-    loop {
-        let mut part = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            loop {
-                match chars.next() {
-                    Some('"') if chars.peek() == Some(&'"') => {
-                        chars.next();
-                        part.push('"');
+/// The Supabase CLI's `env(NAME)` values: replaced by the variable's value, or left out (the
+/// key keeps its default) with a notice when the variable is not set.
+fn resolve_env_functions(table: &mut Table, env: &dyn Fn(&str) -> Option<String>, notices: &mut Vec<String>) {
+    let mut unset = Vec::new();
+    for (key, value) in table.iter_mut() {
+        match value {
+            Value::Table(nested) => resolve_env_functions(nested, env, notices),
+            Value::String(text) => {
+                let Some(name) = text.trim().strip_prefix("env(").and_then(|t| t.strip_suffix(')')) else { continue };
+                match env(name.trim()) {
+                    Some(set) => *text = set,
+                    None => {
+                        notices.push(format!("{key} = env({name}): {name} is not set; the default applies"));
+                        unset.push(key.clone());
                     }
-                    Some('"') => break,
-                    Some(c) => part.push(c),
-                    None => return Err("unterminated double quote".to_owned()),
                 }
             }
-        } else {
-            while let Some(&c) = chars.peek() {
-                if c == '.' {
-                    break;
-                }
-                part.push(c);
-                chars.next();
-            }
-        }
-        if part.is_empty() || part.contains('\0') || part.len() > MAX_IDENTIFIER_BYTES {
-            return Err(format!("names must be 1 to {MAX_IDENTIFIER_BYTES} bytes, without NUL"));
-        }
-        parts.push(part);
-        match chars.next() {
-            None => break,
-            Some('.') => {}
-            Some(c) => return Err(format!("unexpected {c:?} after a quoted name")),
+            _ => {}
         }
     }
-    match <[String; 2]>::try_from(parts) {
-        Ok([schema, name]) => Ok((Some(schema), name)),
-        Err(parts) => match <[String; 1]>::try_from(parts) {
-            Ok([name]) => Ok((None, name)),
-            Err(_) => Err("expected name or schema.name".to_owned()),
-        },
+    for key in unset {
+        table.remove(&key);
     }
 }
 
-/// Parses `raw` into `slot`, naming the variable in the error.
-fn set<T: std::str::FromStr>(slot: &mut T, name: &'static str, raw: &str) -> Result<(), ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    *slot = raw.trim().parse().map_err(|e: T::Err| ConfigError::Env {
-        name,
-        value: raw.to_owned(),
-        message: e.to_string(),
-    })?;
-    Ok(())
-}
-
-fn set_bool(slot: &mut bool, name: &'static str, raw: &str) -> Result<(), ConfigError> {
-    *slot = match raw.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => true,
-        "0" | "false" | "no" | "off" | "" => false,
-        _ => {
-            return Err(ConfigError::Env { name, value: raw.to_owned(), message: "expected true or false".to_owned() })
-        }
-    };
-    Ok(())
+/// `MADBASE_` variables no key reads that look like one that does (a typo would otherwise be
+/// silently ignored). Variables of other tools that share the prefix stay quiet.
+fn misspelt_variables(env_names: &BTreeSet<String>, read: &BTreeSet<String>) -> Vec<String> {
+    let known: Vec<(String, String)> = settings::key_paths(Config::KEYS)
+        .into_iter()
+        .flat_map(|(path, key)| {
+            let canonical = settings::env_name(&path);
+            std::iter::once((canonical.clone(), path.clone()))
+                .chain(key.aliases.iter().map(move |alias| (alias.to_string(), path.clone())))
+        })
+        .collect();
+    env_names
+        .iter()
+        .filter(|name| name.starts_with("MADBASE_") && *name != "MADBASE_CONFIG" && !read.contains(*name))
+        .filter(|name| !known.iter().any(|(known, _)| known == *name))
+        .filter_map(|name| {
+            let key = name["MADBASE_".len()..].to_ascii_lowercase();
+            settings::nearest_key(&key, Config::KEYS)
+                .map(|path| format!("{name} is not a MadBase setting; did you mean {}?", settings::env_name(&path)))
+        })
+        .collect()
 }
 
 impl Config {
-    /// Defaults, then the TOML file (the explicit path, else `MADBASE_CONFIG`), then the environment.
-    pub fn load(file: Option<PathBuf>) -> Result<Config, ConfigError> {
-        Self::load_from(file, |name| std::env::var(name).ok())
-    }
-
-    /// [`Config::load`] with the environment given as a lookup function (for tests).
-    pub fn load_from(file: Option<PathBuf>, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let file = file.or_else(|| env("MADBASE_CONFIG").map(PathBuf::from));
-        let mut config = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|source| ConfigError::ReadFile { path: path.clone(), source })?;
-                toml::from_str(&text).map_err(|e| ConfigError::ParseFile { path, message: e.to_string() })?
-            }
-            None => Config::default(),
-        };
-        config.apply_env(env)?;
-        config.validate()?;
-        Ok(config)
-    }
-
-    fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        for &name in ENV_KEYS {
-            let Some(raw) = env(name) else { continue };
-            let c = &mut *self;
-            match name {
-                "MADBASE_CONFIG" => {}
-                "MADBASE_LISTEN" => set(&mut c.listen, name, &raw)?,
-                "MADBASE_SHARDS" => set(&mut c.shards, name, &raw)?,
-                "DATABASE_URL" => c.database_url = Some(raw).filter(|s| !s.is_empty()),
-                "MADBASE_DATA_DIR" => c.data_dir = PathBuf::from(raw),
-                "MADBASE_PG_BIN" => c.pg_bin = Some(PathBuf::from(raw)),
-                "MADBASE_PG_PORT" => set(&mut c.pg_port, name, &raw)?,
-                "MADBASE_PG_POOL_SIZE" => set(&mut c.pg_pool_size, name, &raw)?,
-                "MADBASE_PG_QUEUE_LIMIT" => set(&mut c.pg_queue_limit, name, &raw)?,
-                "MADBASE_PG_PIPELINE_DEPTH" => set(&mut c.pg_pipeline_depth, name, &raw)?,
-                "MADBASE_PG_MAX_RESULT_BYTES" => set(&mut c.pg_max_result_bytes, name, &raw)?,
-                "MADBASE_PG_REQUEST_TIMEOUT_MS" => set(&mut c.pg_request_timeout_ms, name, &raw)?,
-                "MADBASE_JWT_SECRET" => c.jwt_secret = Some(raw).filter(|s| !s.is_empty()),
-                "MADBASE_JWT_KEYS" => c.jwt_keys = Some(PathBuf::from(raw)),
-                "MADBASE_JWT_CACHE_ENTRIES" => set(&mut c.jwt_cache_entries, name, &raw)?,
-                "MADBASE_HTTP_MAX_HEADER_BYTES" => set(&mut c.http_max_header_bytes, name, &raw)?,
-                "MADBASE_HTTP_MAX_HEADERS" => set(&mut c.http_max_headers, name, &raw)?,
-                "MADBASE_HTTP_MAX_URI_BYTES" => set(&mut c.http_max_uri_bytes, name, &raw)?,
-                "MADBASE_HTTP_MAX_BODY_BYTES" => set(&mut c.http_max_body_bytes, name, &raw)?,
-                "MADBASE_HTTP_HEADER_TIMEOUT_MS" => set(&mut c.http_header_timeout_ms, name, &raw)?,
-                "MADBASE_HTTP_IDLE_TIMEOUT_MS" => set(&mut c.http_idle_timeout_ms, name, &raw)?,
-                "MADBASE_HTTP_BODY_TIMEOUT_MS" => set(&mut c.http_body_timeout_ms, name, &raw)?,
-                "MADBASE_HTTP_BODY_TIMEOUT_TOTAL_MS" => set(&mut c.http_body_timeout_total_ms, name, &raw)?,
-                "MADBASE_HTTP_SHARD_BODY_BUDGET_BYTES" => set(&mut c.http_shard_body_budget_bytes, name, &raw)?,
-                "MADBASE_MAX_CONNECTIONS_PER_SHARD" => set(&mut c.max_connections_per_shard, name, &raw)?,
-                "MADBASE_RING_CAPACITY" => set(&mut c.ring_capacity, name, &raw)?,
-                "MADBASE_BLOCKING_THREADS" => set(&mut c.blocking_threads, name, &raw)?,
-                "MADBASE_BLOCKING_QUEUE" => set(&mut c.blocking_queue, name, &raw)?,
-                "MADBASE_SHUTDOWN_GRACE_MS" => set(&mut c.shutdown_grace_ms, name, &raw)?,
-                "MADBASE_FORCE_LEGACY_DRIVER" => set_bool(&mut c.force_legacy_driver, name, &raw)?,
-                "MADBASE_DB_PLAN_ENABLED" => set_bool(&mut c.db_plan_enabled, name, &raw)?,
-                "MADBASE_LOG" => c.log = raw,
-                "MADBASE_LOG_FORMAT" => c.log_format = raw,
-                "MADBASE_DB_SCHEMAS" => c.db_schemas = name_list(&raw),
-                "MADBASE_DB_EXTRA_SEARCH_PATH" => c.db_extra_search_path = name_list(&raw),
-                "MADBASE_DB_PRE_REQUEST" => c.db_pre_request = Some(raw.trim().to_owned()).filter(|s| !s.is_empty()),
-                "MADBASE_DB_MAX_ROWS" if raw.trim().eq_ignore_ascii_case("unlimited") => c.db_max_rows = None,
-                "MADBASE_DB_MAX_ROWS" => {
-                    let mut max = 0u64;
-                    set(&mut max, name, &raw)?;
-                    c.db_max_rows = Some(max);
-                }
-                _ => unreachable!("ENV_KEYS and apply_env list the same names"),
-            }
-        }
-        Ok(())
-    }
-
     /// Rejects settings the program cannot run with, naming the key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive = [
-            ("shards", self.shards as u64),
-            ("pg_pool_size", self.pg_pool_size as u64),
-            ("pg_queue_limit", self.pg_queue_limit as u64),
-            ("pg_pipeline_depth", self.pg_pipeline_depth as u64),
-            ("pg_max_result_bytes", self.pg_max_result_bytes as u64),
-            ("pg_request_timeout_ms", self.pg_request_timeout_ms),
-            ("jwt_cache_entries", self.jwt_cache_entries as u64),
-            ("http_max_header_bytes", self.http_max_header_bytes as u64),
-            ("http_max_headers", self.http_max_headers as u64),
-            ("http_max_uri_bytes", self.http_max_uri_bytes as u64),
-            ("http_max_body_bytes", self.http_max_body_bytes),
-            ("http_header_timeout_ms", self.http_header_timeout_ms),
-            ("http_idle_timeout_ms", self.http_idle_timeout_ms),
-            ("http_body_timeout_ms", self.http_body_timeout_ms),
-            ("http_body_timeout_total_ms", self.http_body_timeout_total_ms),
-            ("http_shard_body_budget_bytes", self.http_shard_body_budget_bytes),
-            ("max_connections_per_shard", self.max_connections_per_shard as u64),
-            ("ring_capacity", self.ring_capacity as u64),
-            ("blocking_threads", self.blocking_threads as u64),
-            ("blocking_queue", self.blocking_queue as u64),
-            ("shutdown_grace_ms", self.shutdown_grace_ms),
-            ("pg_port", self.pg_port as u64),
-        ];
-        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(ConfigError::Invalid(format!("{key} must be greater than 0")));
+    pub fn validate(&self) -> Result<(), String> {
+        Platform { shards: &self.shards, http: &self.http, pg: &self.pg, jwt: &self.jwt, auth: &self.auth }
+            .validate()?;
+        self.rest_config().validate()?;
+        if self.db.port == 0 || self.api.port == 0 {
+            return Err("api.port and db.port must be greater than 0".to_owned());
         }
-        if self.shards > 1024 {
-            return Err(ConfigError::Invalid("shards must be at most 1024".to_owned()));
-        }
-        if !matches!(self.log_format.as_str(), "text" | "json") {
-            return Err(ConfigError::Invalid(format!(
-                "log_format must be \"text\" or \"json\", not {:?}",
-                self.log_format
-            )));
-        }
-        if let Some(secret) = &self.jwt_secret {
-            if secret.len() < 32 {
-                return Err(ConfigError::Invalid("jwt_secret must be at least 32 characters".to_owned()));
-            }
-        }
-        if self.db_schemas.is_empty() {
-            return Err(ConfigError::Invalid("db_schemas must name at least one schema".to_owned()));
-        }
-        for (key, list) in [("db_schemas", &self.db_schemas), ("db_extra_search_path", &self.db_extra_search_path)] {
-            if list.len() > MAX_SCHEMAS {
-                return Err(ConfigError::Invalid(format!("{key} may name at most {MAX_SCHEMAS} schemas")));
-            }
-            if let Some(bad) = list.iter().find(|s| s.is_empty() || s.contains('\0') || s.len() > MAX_IDENTIFIER_BYTES)
-            {
-                return Err(ConfigError::Invalid(format!(
-                    "{key}: {bad:?} is not a schema name (1 to {MAX_IDENTIFIER_BYTES} bytes, without NUL)"
-                )));
-            }
-        }
-        if let Some(function) = &self.db_pre_request {
-            parse_qualified_name(function)
-                .map_err(|e| ConfigError::Invalid(format!("db_pre_request {function:?}: {e}")))?;
-        }
-        if self.db_max_rows == Some(0) {
-            return Err(ConfigError::Invalid(
-                "db_max_rows must be greater than 0 (\"unlimited\" for no cap)".to_owned(),
-            ));
-        }
-        if let Some(url) = &self.database_url {
-            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                return Err(ConfigError::Invalid(
-                    "DATABASE_URL must start with postgres:// or postgresql://".to_owned(),
-                ));
-            }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(format!("log.format must be \"text\" or \"json\", not {:?}", self.log.format));
         }
         Ok(())
     }
 
-    pub fn pg_request_timeout(&self) -> Duration {
-        Duration::from_millis(self.pg_request_timeout_ms)
+    /// The address every shard listens on: `[http] listen`, else `127.0.0.1:<[api] port>`.
+    pub fn listen(&self) -> SocketAddr {
+        self.http.listen.unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, self.api.port)))
     }
 
-    pub fn shutdown_grace(&self) -> Duration {
-        Duration::from_millis(self.shutdown_grace_ms)
-    }
-
-    /// The HS256 secret in effect, and whether it is the public demo secret.
-    pub fn effective_jwt_secret(&self) -> (&str, bool) {
-        match &self.jwt_secret {
-            Some(secret) => (secret, false),
-            None => (DEMO_JWT_SECRET, true),
+    /// The Data API's part.
+    pub fn rest_config(&self) -> madbase_rest::settings::Config {
+        madbase_rest::settings::Config {
+            api: self.api.clone(),
+            rest: self.rest.clone(),
+            max_body_bytes: self.http.max_body_bytes,
         }
+    }
+
+    /// Every key as a Markdown table (`madbase settings`): the key, its environment variable
+    /// and older aliases, its default, and what it means. README's configuration section is
+    /// this table. A default that depends on the machine says so in its doc ("Default: …").
+    pub fn reference() -> String {
+        let defaults = Value::try_from(Config::default()).expect("the defaults serialise");
+        let mut out = String::from("| key | environment | default | meaning |\n|---|---|---|---|\n");
+        for (path, key) in settings::key_paths(Config::KEYS) {
+            if !matches!(key.kind, settings::Kind::Value(_)) {
+                continue;
+            }
+            let mut names = format!("`{}`", settings::env_name(&path));
+            for alias in key.aliases {
+                names.push_str(&format!(", `{alias}`"));
+            }
+            let doc = key.doc.trim().replace('\n', " ").replace('|', "\\|");
+            let default = match path.split('.').try_fold(&defaults, |value, part| value.get(part)) {
+                _ if doc.contains("Default:") => String::new(),
+                Some(value) => format!("`{value}`"),
+                None => "unset".to_owned(),
+            };
+            out.push_str(&format!("| `{path}` | {names} | {default} | {doc} |\n"));
+        }
+        out
     }
 }
 
@@ -491,83 +273,124 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    fn load_in(dir: &Path, file: Option<PathBuf>, vars: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
         let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Config::load_from(None, |k| map.get(k).cloned())
+        let names = map.keys().cloned().collect();
+        load_from(file, dir, &|k| map.get(k).cloned(), &names)
+    }
+
+    fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let empty = tempfile::tempdir().unwrap();
+        load_in(empty.path(), None, vars).map(|loaded| loaded.config)
     }
 
     #[test]
     fn defaults_are_valid() {
         let c = load(&[]).expect("defaults validate");
-        assert_eq!(c.listen.to_string(), "127.0.0.1:54321");
-        assert!(c.shards >= 1);
+        assert_eq!(c.listen().to_string(), "127.0.0.1:54321");
+        assert_eq!((c.db.port, c.pg.pool_size, c.api.max_rows.0), (54322, 4, Some(1000)));
+        assert!(c.shards.count >= 1);
     }
 
     #[test]
-    fn environment_overrides_and_names_bad_values() {
-        let c = load(&[("MADBASE_LISTEN", "0.0.0.0:8000"), ("MADBASE_SHARDS", "3")]).unwrap();
-        assert_eq!(c.listen.port(), 8000);
-        assert_eq!(c.shards, 3);
+    fn new_names_and_older_aliases() {
+        let c = load(&[("MADBASE_LISTEN", "0.0.0.0:8000"), ("MADBASE_SHARDS", "3"), ("MADBASE_DB_MAX_ROWS", "50")])
+            .unwrap();
+        assert_eq!((c.listen().port(), c.shards.count, c.api.max_rows.0), (8000, 3, Some(50)));
+        let c =
+            load(&[("MADBASE_API_PORT", "8001"), ("MADBASE_SHARDS_COUNT", "2"), ("MADBASE_API_MAX_ROWS", "unlimited")])
+                .unwrap();
+        assert_eq!((c.listen().port(), c.shards.count, c.api.max_rows.0), (8001, 2, None));
+        let c = load(&[
+            ("DATABASE_URL", "postgres://u@h/db"),
+            ("MADBASE_PG_PORT", "6000"),
+            ("MADBASE_JWT_SECRET", &"x".repeat(32)),
+        ])
+        .unwrap();
+        assert_eq!((c.pg.url.as_deref(), c.db.port), (Some("postgres://u@h/db"), 6000));
+        assert_eq!(c.auth.jwt_secret.as_deref(), Some("x".repeat(32).as_str()));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
         let err = load(&[("MADBASE_SHARDS", "many")]).unwrap_err().to_string();
         assert!(err.contains("MADBASE_SHARDS"), "{err}");
         let err = load(&[("MADBASE_HTTP_MAX_HEADERS", "0")]).unwrap_err().to_string();
-        assert!(err.contains("http_max_headers"), "{err}");
+        assert!(err.contains("http.max_headers"), "{err}");
         let err = load(&[("MADBASE_JWT_SECRET", "short")]).unwrap_err().to_string();
         assert!(err.contains("32"), "{err}");
-    }
-
-    #[test]
-    fn data_api_keys() {
-        let c = load(&[]).unwrap();
-        assert_eq!(
-            (c.db_schemas, c.db_extra_search_path),
-            (vec!["public".into()], vec!["public".into(), "extensions".into()])
-        );
-        assert_eq!((c.db_pre_request, c.db_max_rows), (None, Some(DEFAULT_DB_MAX_ROWS)));
-        let c = load(&[
-            ("MADBASE_DB_SCHEMAS", "public, personal ,"),
-            ("MADBASE_DB_EXTRA_SEARCH_PATH", ""),
-            ("MADBASE_DB_PRE_REQUEST", "api.check"),
-            ("MADBASE_DB_MAX_ROWS", "1000"),
-        ])
-        .unwrap();
-        assert_eq!(c.db_schemas, ["public", "personal"]);
-        assert!(c.db_extra_search_path.is_empty());
-        assert_eq!((c.db_pre_request.as_deref(), c.db_max_rows), (Some("api.check"), Some(1000)));
-        assert_eq!(load(&[("MADBASE_DB_MAX_ROWS", "Unlimited")]).unwrap().db_max_rows, None);
-        assert_eq!(toml::from_str::<Config>("db_max_rows = \"unlimited\"").unwrap().db_max_rows, None);
-        assert_eq!(toml::from_str::<Config>("db_max_rows = 50").unwrap().db_max_rows, Some(50));
-        assert!(toml::from_str::<Config>("db_max_rows = \"lots\"").is_err());
+        let err = load(&[("MADBASE_LOG_FORMAT", "xml")]).unwrap_err().to_string();
+        assert!(err.contains("log.format"), "{err}");
         for bad in [("MADBASE_DB_SCHEMAS", " , "), ("MADBASE_DB_MAX_ROWS", "0"), ("MADBASE_DB_PRE_REQUEST", "a.b.c")] {
             assert!(load(&[bad]).is_err(), "{bad:?}");
         }
-        assert_eq!(parse_qualified_name("f").unwrap(), (None, "f".to_owned()));
-        assert_eq!(parse_qualified_name("\"my s\".\"f.\"\"x\"").unwrap(), (Some("my s".into()), "f.\"x".into()));
-        for bad in ["", "a.", ".f", "\"a", "\"a\"b", "a.b.c"] {
-            assert!(parse_qualified_name(bad).is_err(), "{bad}");
-        }
+    }
+
+    #[test]
+    fn madbase_file_is_strict_and_suggests() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("madbase.toml");
+        std::fs::write(&path, "[shards]\ncount = 2\n[pg]\npool_size = 7\n").unwrap();
+        let c = load_in(dir.path(), Some(path.clone()), &[("MADBASE_SHARDS_COUNT", "5")]).unwrap().config;
+        assert_eq!((c.shards.count, c.pg.pool_size), (5, 7));
+        std::fs::write(&path, "pg_pool_size = 1\n").unwrap();
+        let err = load_in(dir.path(), Some(path.clone()), &[]).unwrap_err().to_string();
+        assert!(err.ends_with("unknown key \"pg_pool_size\" (did you mean \"pg.pool_size\"?)"), "{err}");
+        std::fs::write(&path, "[api]\nmax_row = 1\n").unwrap();
+        let err = load_in(dir.path(), Some(path), &[]).unwrap_err().to_string();
+        assert!(err.contains("did you mean \"api.max_rows\""), "{err}");
+    }
+
+    #[test]
+    fn a_supabase_project_is_read_leniently() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("supabase")).unwrap();
+        std::fs::write(
+            dir.path().join("supabase/config.toml"),
+            "project_id = \"demo\"\n[api]\nenabled = true\nport = 55321\nschemas = [\"public\", \"graphql_public\"]\n\
+             extra_search_path = [\"public\", \"extensions\"]\nmax_rows = 500\n[api.tls]\nenabled = false\n\
+             [db]\nport = 55322\nmajor_version = 15\n[db.seed]\nenabled = true\nsql_paths = [\"./seed.sql\"]\n\
+             [studio]\nport = 54323\n[auth]\nsite_url = \"http://127.0.0.1:3000\"\njwt_secret = \"env(TEST_SECRET)\"\n",
+        )
+        .unwrap();
+        let secret = "s".repeat(40);
+        let loaded = load_in(dir.path(), None, &[("TEST_SECRET", &secret), ("MADBASE_API_MAX_ROWS", "9")]).unwrap();
+        let c = &loaded.config;
+        assert_eq!(loaded.project.as_deref(), Some(dir.path().join("supabase").as_path()));
+        assert_eq!((c.listen().port(), c.db.port, c.api.max_rows.0), (55321, 55322, Some(9)));
+        assert_eq!(c.api.schemas, ["public", "graphql_public"]);
+        assert_eq!(c.auth.jwt_secret.as_deref(), Some(secret.as_str()));
+        assert_eq!(loaded.notices.len(), 1, "{:?}", loaded.notices);
+        assert!(
+            loaded.notices[0].ends_with("ignored: api.tls, auth.site_url, project_id, studio"),
+            "{:?}",
+            loaded.notices
+        );
+    }
+
+    #[test]
+    fn misspelt_variables_are_noticed() {
+        let empty = tempfile::tempdir().unwrap();
+        let loaded = load_in(empty.path(), None, &[("MADBASE_PG_POOL_SIZ", "3"), ("MADBASE_BIN", "/x")]).unwrap();
+        assert_eq!(
+            loaded.notices,
+            ["MADBASE_PG_POOL_SIZ is not a MadBase setting; did you mean MADBASE_PG_POOL_SIZE?"]
+        );
     }
 
     #[test]
     fn the_example_file_is_valid() {
-        let c: Config = toml::from_str(include_str!("../deploy/madbase.example.toml")).unwrap();
-        c.validate().unwrap();
-        assert_eq!(c.db_extra_search_path, ["public", "extensions"]);
-        let c: Config = toml::from_str("db_schemas = \"public, personal\"\ndb_extra_search_path = []").unwrap();
-        assert_eq!(c.db_schemas, ["public", "personal"]);
-        assert!(c.db_extra_search_path.is_empty());
-        assert!(toml::from_str::<Config>("db_schemas = 1").is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/madbase.example.toml"));
+        let c = load_in(dir.path(), Some(path), &[]).unwrap().config;
+        assert_eq!(c.api.extra_search_path, ["public", "extensions"]);
     }
 
     #[test]
-    fn toml_file_then_environment() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("madbase.toml");
-        std::fs::write(&path, "shards = 2\npg_pool_size = 7\n").unwrap();
-        let c = Config::load_from(Some(path.clone()), |k| (k == "MADBASE_SHARDS").then(|| "5".to_owned())).unwrap();
-        assert_eq!((c.shards, c.pg_pool_size), (5, 7));
-        std::fs::write(&path, "no_such_key = 1\n").unwrap();
-        let err = Config::load_from(Some(path), |_| None).unwrap_err().to_string();
-        assert!(err.contains("no_such_key"), "{err}");
+    fn readme_lists_every_key() {
+        let readme = include_str!("../README.md");
+        for line in Config::reference().lines().skip(2) {
+            assert!(readme.contains(line), "README.md lacks the row\n{line}\n(paste `madbase settings`)");
+        }
     }
 }

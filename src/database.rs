@@ -21,7 +21,7 @@ use madbase_pg::{Cluster, ClusterError, ClusterOptions, ConnectConfig, Connectio
 
 use crate::config::Config;
 use crate::migrate::{self, MigrateError};
-use crate::schema::{introspect, IntrospectError, SchemaCache};
+use madbase_rest::schema::{introspect, IntrospectError, SchemaCache};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatabaseError {
@@ -71,8 +71,8 @@ impl Database {
 
 /// Starts (managed mode) or reaches (`DATABASE_URL`) PostgreSQL, migrates it, and returns what the
 /// shards connect with. Blocking: runs before the shards start.
-pub fn prepare(config: &Config) -> Result<Database, DatabaseError> {
-    let (admin, cluster) = match &config.database_url {
+pub fn prepare(config: &Config, _project: Option<&Path>) -> Result<Database, DatabaseError> {
+    let (admin, cluster) = match &config.pg.url {
         Some(url) => (ConnectConfig::from_url(url).map_err(DatabaseError::Url)?, None),
         None => {
             let cluster = start_managed(config)?;
@@ -81,7 +81,7 @@ pub fn prepare(config: &Config) -> Result<Database, DatabaseError> {
     };
     let managed = cluster.is_some();
     let data_dir = config.data_dir.clone();
-    let schemas = config.db_schemas.clone();
+    let schemas = config.api.schemas.clone();
     let mut runtime =
         monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().map_err(DatabaseError::Runtime)?;
     let (wal_level, pool_config, schema) = runtime.block_on(async move {
@@ -129,8 +129,8 @@ pub fn prepare(config: &Config) -> Result<Database, DatabaseError> {
     }
     let mut pool_config = pool_config;
     pool_config.application_name = Some("madbase".to_owned());
-    pool_config.max_in_flight = config.pg_pipeline_depth;
-    pool_config.max_result_bytes = config.pg_max_result_bytes;
+    pool_config.max_in_flight = config.pg.pipeline_depth;
+    pool_config.max_result_bytes = config.pg.max_result_bytes;
     Ok(Database {
         managed_superuser: cluster.as_ref().map(Cluster::connect_config),
         pool_config,
@@ -148,7 +148,7 @@ fn host_text(config: &ConnectConfig) -> String {
 }
 
 fn start_managed(config: &Config) -> Result<Cluster, DatabaseError> {
-    let binaries = match &config.pg_bin {
+    let binaries = match &config.pg.bin {
         Some(dir) => PgBinaries::in_dir(dir.clone())?,
         None => PgBinaries::find()?,
     };
@@ -163,12 +163,12 @@ fn start_managed(config: &Config) -> Result<Cluster, DatabaseError> {
     let options = ClusterOptions {
         binaries: Some(binaries),
         // Every shard's pool plus admin and replication connections, with room to spare.
-        max_connections: (config.shards * config.pg_pool_size + 50).max(100) as u32,
+        max_connections: (config.shards.count * config.pg.pool_size + 50).max(100) as u32,
         start_timeout: Duration::from_secs(120),
         ..ClusterOptions::default()
     };
-    tracing::info!(data_dir = %data_dir.display(), port = config.pg_port, "starting managed PostgreSQL");
-    let mut cluster = Cluster::open_or_init(&data_dir, config.pg_port, options)?;
+    tracing::info!(data_dir = %data_dir.display(), port = config.db.port, "starting managed PostgreSQL");
+    let mut cluster = Cluster::open_or_init(&data_dir, config.db.port, options)?;
     cluster.start()?;
     Ok(cluster)
 }

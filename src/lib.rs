@@ -1,18 +1,14 @@
-//! MadBase as a library: every service of the binary (`main.rs` owns only the command line and
-//! start-up order). A library so that fuzz targets and benchmarks can drive the network-facing
-//! parsers directly; nothing here is a stable public API.
+//! MadBase as a library: the binary's own parts — configuration, start-up of the database, the
+//! gateway in front of the services, logging. The services live in their crates (`madbase-rest`,
+//! …) on the platform crate (`madbase-core`); `main.rs` owns only the command line and the order
+//! of start-up. A library so that tests, fuzz targets and benchmarks can drive these parts.
 
 // Module docs link to the private modules they are built from (`cargo doc
 // --document-private-items` renders them); the public surface is incidental.
 #![allow(rustdoc::private_intra_doc_links)]
 
 pub mod app;
-pub mod coalesce;
 pub mod config;
 pub mod database;
-pub mod jwt;
 pub mod logging;
-pub mod metrics;
 pub mod migrate;
-pub mod rest;
-pub mod schema;

@@ -5,15 +5,17 @@
 //! the shards (`app`), one thread per core.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use madbase_shards::{Runtime, RuntimeConfig};
 
 use madbase::config::{self, Config};
-use madbase::jwt::JwtKeys;
 use madbase::{app, database, logging};
+use madbase_core::jwt::JwtKeys;
+use madbase_core::platform::DEMO_JWT_SECRET;
 use tracing_subscriber::fmt::MakeWriter;
 
 /// mimalloc instead of glibc malloc: every request allocates and frees many small buffers on
@@ -29,9 +31,11 @@ USAGE:
     madbase start   [--config FILE]   run every service (and a managed PostgreSQL unless DATABASE_URL is set)
     madbase migrate [--config FILE]   apply migrations and exit
     madbase keys    [--config FILE]   print the anon and service_role keys for the configured secret
+    madbase settings                  list every configuration key, its environment variable and meaning
     madbase --version | --help
 
-Configuration comes from MADBASE_* environment variables and an optional TOML file; see README.md.";
+Configuration: supabase/config.toml when started in a Supabase project, then the TOML file, then
+MADBASE_* environment variables; see README.md.";
 
 enum Command {
     Start,
@@ -45,6 +49,10 @@ fn parse_args() -> Result<(Command, Option<PathBuf>), String> {
         Some("start") => Command::Start,
         Some("migrate") => Command::Migrate,
         Some("keys") => Command::Keys,
+        Some("settings") => {
+            print!("{}", Config::reference());
+            std::process::exit(0);
+        }
         Some("--version" | "-V") => {
             println!("madbase {}", env!("CARGO_PKG_VERSION"));
             std::process::exit(0);
@@ -71,9 +79,9 @@ fn parse_args() -> Result<(Command, Option<PathBuf>), String> {
 /// the process ends: dropping it writes what is still buffered. If the writer thread cannot start,
 /// lines go to stderr directly as before.
 fn init_logging(config: &Config) -> Option<logging::LogGuard> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let json = config.log_format == "json";
+    let json = config.log.format == "json";
     match logging::install(Box::new(std::io::stderr()), logging::LogConfig::default()) {
         Ok((writer, guard)) => {
             init_subscriber(filter, json, writer);
@@ -107,18 +115,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = match Config::load(config_file) {
-        Ok(config) => config,
+    let loaded = match config::load(config_file) {
+        Ok(loaded) => loaded,
         Err(error) => {
             eprintln!("madbase: {error}");
             return ExitCode::from(2);
         }
     };
+    let config = loaded.config;
     // Dropped last, after every line of the run (and the final error, if any) is logged.
     let _log = init_logging(&config);
+    for notice in &loaded.notices {
+        tracing::warn!("{notice}");
+    }
+    let project = loaded.project.as_deref();
     let result = match command {
-        Command::Start => start(config),
-        Command::Migrate => database::prepare(&config).map(drop).map_err(|e| e.to_string()),
+        Command::Start => start(config, project),
+        Command::Migrate => database::prepare(&config, project).map(drop).map_err(|e| e.to_string()),
         Command::Keys => load_keys(&config).map(|keys| {
             let (anon, service) = api_keys(&keys);
             println!("anon key:         {anon}\nservice_role key: {service}");
@@ -135,14 +148,14 @@ fn main() -> ExitCode {
 }
 
 fn load_keys(config: &Config) -> Result<JwtKeys, String> {
-    let (secret, demo) = config.effective_jwt_secret();
+    let (secret, demo) = config.auth.effective_jwt_secret();
     if demo {
         tracing::warn!(
-            "no MADBASE_JWT_SECRET configured: using the PUBLIC Supabase local-development demo secret. \
-             Anyone can sign tokens for this server. Set MADBASE_JWT_SECRET before exposing it."
+            "no [auth] jwt_secret (MADBASE_AUTH_JWT_SECRET) configured: using the PUBLIC Supabase local-development demo secret. \
+             Anyone can sign tokens for this server. Set one before exposing it."
         );
     }
-    JwtKeys::new(secret, config.jwt_keys.as_deref()).map_err(|e| e.to_string())
+    JwtKeys::new(secret, config.jwt.keys.as_deref()).map_err(|e| e.to_string())
 }
 
 /// The anon and service_role API keys for the HS256 secret in effect.
@@ -150,31 +163,33 @@ fn api_keys(keys: &JwtKeys) -> (String, String) {
     (keys.api_key("anon"), keys.api_key("service_role"))
 }
 
-fn start(config: Config) -> Result<(), String> {
+fn start(config: Config, project: Option<&Path>) -> Result<(), String> {
     let keys = Arc::new(load_keys(&config)?);
-    let database = database::prepare(&config).map_err(|e| e.to_string())?;
+    let database = database::prepare(&config, project).map_err(|e| e.to_string())?;
     let config = Arc::new(config);
     let runtime_config = RuntimeConfig {
-        shards: config.shards,
-        listen: Some(config.listen),
-        max_connections_per_shard: config.max_connections_per_shard,
-        ring_capacity: config.ring_capacity,
-        blocking_threads: config.blocking_threads,
-        blocking_queue: config.blocking_queue,
-        shutdown_grace: config.shutdown_grace(),
-        force_legacy_driver: config.force_legacy_driver,
+        shards: config.shards.count,
+        listen: Some(config.listen()),
+        max_connections_per_shard: config.shards.max_connections,
+        ring_capacity: config.shards.ring_capacity,
+        control_ring_capacity: config.shards.control_ring_capacity,
+        blocking_threads: config.shards.blocking_threads,
+        blocking_queue: config.shards.blocking_queue,
+        shutdown_grace: Duration::from_millis(config.shards.shutdown_grace_ms),
+        force_legacy_driver: config.shards.force_legacy_driver,
         ..RuntimeConfig::default()
     };
     let shared = Arc::new(app::Shared {
         config: config.clone(),
         keys: keys.clone(),
-        pool_config: database.pool_config.clone(),
+        connect: database.pool_config.clone(),
+        rest: Arc::new(config.rest_config()),
         schema: database.schema.clone(),
     });
     let runtime = Runtime::start(runtime_config, move |shard| app::shard_main(shard, shared.clone()))
         .map_err(|e| format!("cannot start the shards: {e}"))?;
 
-    let addr = runtime.local_addr().unwrap_or(config.listen);
+    let addr = runtime.local_addr().unwrap_or(config.listen());
     let drivers: Vec<String> = runtime.drivers().iter().map(ToString::to_string).collect();
     let (anon, service) = api_keys(&keys);
     println!("MadBase {} started", env!("CARGO_PKG_VERSION"));
@@ -200,8 +215,8 @@ fn start(config: Config) -> Result<(), String> {
     println!("          shards: {} ({})", drivers.len(), drivers.join(", "));
     println!("        anon key: {anon}");
     println!("service_role key: {service}");
-    if config.effective_jwt_secret().1 {
-        println!("      JWT secret: {} (the public demo secret — set MADBASE_JWT_SECRET)", config::DEMO_JWT_SECRET);
+    if config.auth.effective_jwt_secret().1 {
+        println!("      JWT secret: {DEMO_JWT_SECRET} (the public demo secret — set MADBASE_AUTH_JWT_SECRET)");
     }
 
     let joined = runtime.join();

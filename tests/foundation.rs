@@ -93,7 +93,7 @@ fn health_metrics_and_gateway_answers() {
     assert!(health_ok >= 21, "{text}");
     assert!(text.contains("madbase_http_requests_total{service=\"other\",status=\"404\"} 3"), "{text}");
     assert!(text.contains("madbase_http_request_duration_seconds{service=\"health\",quantile=\"0.99\"}"));
-    assert!(text.contains("madbase_pg_connections_up{shard=\"1\"} 2"), "{text}");
+    assert!(text.contains("madbase_pg_connections_up{shard=\"1\",lane=\"rest\"} 2"), "{text}");
 }
 
 #[test]

@@ -2,11 +2,11 @@
 //! semicolons, comment starts, placeholders, non-ASCII) in every position — names, aliases, hints,
 //! operators, values, JSON keys, casts, `columns=`, `on_conflict=`, body keys, function arguments,
 //! `Prefer` and `Accept` — never panic and never put anything but quoted identifiers, bound
-//! parameters and MadBase's own SQL words into the SQL (`madbase::rest::injection`): reads with
+//! parameters and MadBase's own SQL words into the SQL (`madbase_rest::injection`): reads with
 //! every count, media type and plan; writes by every method; RPC by GET and POST; the request
 //! settings. Fixed seed, plain loop; the `rest_query` fuzz target explores further.
 
-use madbase::rest::injection::{check_read_query, check_request, check_settings, CheckedRequest, FUNCTIONS};
+use madbase_rest::injection::{check_read_query, check_request, check_settings, CheckedRequest, FUNCTIONS};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};

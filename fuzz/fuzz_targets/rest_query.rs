@@ -1,11 +1,11 @@
 //! The PostgREST request surface through parse → plan → SQL, on a schema whose names are hostile:
-//! any statement built must keep request text out of the SQL (see `madbase::rest::injection`).
+//! any statement built must keep request text out of the SQL (see `madbase_rest::injection`).
 //! The first byte picks the kind of request (read, write method, RPC by GET or POST) and its
 //! `Prefer` and `Accept`; the rest is split at the first NUL into the query string and the body.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use madbase::rest::injection::{check_request, CheckedRequest, FUNCTIONS};
+use madbase_rest::injection::{check_request, CheckedRequest, FUNCTIONS};
 
 const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
 const PREFERS: &[&str] = &[

@@ -55,7 +55,7 @@
 //!     let ctl = shard.clone();
 //!     monoio::spawn(async move {
 //!         let hello = Msg::Presence(ctl.id() as u64);
-//!         let delivery = ctl.deliver_to_all(&hello, Lane::Control, Duration::from_millis(10)).await;
+//!         let delivery = ctl.deliver_to_all(|| hello.clone(), Lane::Control, Duration::from_millis(10)).await;
 //!         if !delivery.is_complete() { tracing::warn!(?delivery, "some shards missed it"); }
 //!     });
 //!     // Serve: one local task per connection.

@@ -634,15 +634,15 @@ impl<M: Send + 'static> Shard<M> {
     ///
     /// Retries sleep on a monoio timer: no ring tells its producer it drained, and
     /// spinning or yielding would take the core the slow consumer needs.
-    pub async fn deliver_to_all(&self, msg: &M, lane: Lane, retry_every: Duration) -> Delivery
-    where
-        M: Clone,
-    {
+    ///
+    /// `make` makes each target's copy of the message (a message need not be `Clone`:
+    /// one carrying a reply channel makes a fresh channel per target).
+    pub async fn deliver_to_all(&self, make: impl Fn() -> M, lane: Lane, retry_every: Duration) -> Delivery {
         let retry_every = retry_every.max(MIN_RETRY_EVERY);
         let mut delivery = Delivery::default();
-        // Each target keeps its own clone: a `Full` hands it back for the next try.
+        // Each target keeps its own copy: a `Full` hands it back for the next try.
         let mut pending: Vec<(usize, M)> =
-            (0..self.count()).filter(|&to| to != self.id()).map(|to| (to, msg.clone())).collect();
+            (0..self.count()).filter(|&to| to != self.id()).map(|to| (to, make())).collect();
         loop {
             pending = self.try_deliver(lane, pending, &mut delivery);
             if pending.is_empty() {

@@ -68,7 +68,7 @@ fn a_full_ring_does_not_hold_up_the_other_targets() {
             let report = match shard.id() {
                 0 => {
                     assert_eq!(fill(&shard, 1), CAPACITY, "shard 1 is not draining");
-                    let delivery = shard.deliver_to_all(&Msg::Hello, Lane::Data, Duration::from_millis(5)).await;
+                    let delivery = shard.deliver_to_all(|| Msg::Hello, Lane::Data, Duration::from_millis(5)).await;
                     Report::Delivered(delivery)
                 }
                 1 => {
@@ -138,7 +138,7 @@ fn an_exited_target_is_given_up_and_reported() {
                     // Fill 0 → 1 (pushes to an exited shard succeed until its ring is
                     // full), so deliver_to_all finds it full, then closed.
                     fill(&shard, 1);
-                    let delivery = shard.deliver_to_all(&Msg::Hello, Lane::Data, Duration::from_millis(5)).await;
+                    let delivery = shard.deliver_to_all(|| Msg::Hello, Lane::Data, Duration::from_millis(5)).await;
                     out_tx.send(Report::Delivered(delivery)).expect("test alive");
                 }
                 // Shard 1 exits at once; its rings are dropped with it.
@@ -176,7 +176,7 @@ fn shutdown_ends_a_delivery_and_reports_the_full_targets() {
                 fill(&shard, 1);
                 filled_tx.send(()).expect("test alive");
                 // A retry period far beyond the test's bound: only shutdown can end it in time.
-                let delivery = shard.deliver_to_all(&Msg::Hello, Lane::Data, Duration::from_secs(3600)).await;
+                let delivery = shard.deliver_to_all(|| Msg::Hello, Lane::Data, Duration::from_secs(3600)).await;
                 out_tx.send(delivery).expect("test alive");
             } else {
                 // Never drains, and stays alive (its ring open) until the test has the

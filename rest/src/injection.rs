@@ -37,9 +37,9 @@ use super::rpc::{self, Input};
 use super::sql::UNQUOTED_CAST_TYPES;
 use super::write::{self, Prefer};
 use super::{plan, search_path};
-use crate::config::Config;
 use crate::schema::relationships::QualifiedName;
 use crate::schema::{introspect, SchemaCache};
+use crate::settings::Config;
 
 /// The only string literals MadBase writes into a statement (`E'\n'` is CSV's line separator).
 const OWN_LITERALS: &[&str] = &[
@@ -393,7 +393,8 @@ pub fn check_settings(schema: &str, extra: &[String], pre_request: &str) -> Resu
     if names != expected {
         return Err(format!("search_path {path:?} names {names:?}, not {expected:?}"));
     }
-    let config = Config { db_pre_request: Some(pre_request.to_owned()), ..Config::default() };
+    let mut config = Config::default();
+    config.rest.pre_request = Some(pre_request.to_owned());
     if let Some(call) = super::pre_request_call(&config) {
         check_sql(&call, 0).map_err(|e| format!("{e} in the pre-request call {call:?}"))?;
     }

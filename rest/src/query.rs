@@ -1075,7 +1075,7 @@ fn parse_filter(column: String, value: &str) -> Result<Filter, QueryError> {
                 let quantifier = if q == "any" { Quantifier::Any } else { Quantifier::All };
                 let items = parse_quantified_list(operand).map_err(|d| fail(operand_column, d))?;
                 let items: Vec<String> = items.iter().map(|i| wildcard(compare, i)).collect();
-                FilterOp::Quantified(compare, quantifier, crate::rest::sql::array_literal(&items))
+                FilterOp::Quantified(compare, quantifier, crate::sql::array_literal(&items))
             }
             Some(other) => {
                 return Err(fail(

@@ -1,5 +1,6 @@
-//! Who a `/rest/v1` request runs as: the token PostgREST would see, verified through the shard's
-//! [`TokenCache`], turned into the role and the `request.jwt.claims` text.
+//! Who a request runs as: the token PostgREST (and every Supabase service behind the gateway)
+//! would see, verified through the shard's [`TokenCache`], turned into the role and the
+//! `request.jwt.claims` text.
 //!
 //! Owns: token extraction (`Authorization: Bearer …`, else the `apikey` header — what Supabase's
 //! gateway forwards as the bearer when a client sends only `apikey` — else anonymous) and the
@@ -13,8 +14,19 @@ use std::cell::RefCell;
 use madbase_http::Request;
 use serde_json::Value;
 
-use super::error::ApiError;
 use crate::jwt::{JwtError, TokenCache};
+
+/// Why a request has no identity.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The token is missing parts, malformed, expired or not signed by our keys.
+    #[error(transparent)]
+    Jwt(#[from] JwtError),
+    /// A verified token names a role no request may run as (empty, or `none`, which would reset
+    /// to the login role).
+    #[error("role \"{0}\" does not exist")]
+    ForbiddenRole(String),
+}
 
 /// The role of requests without a token (Supabase's `anon`).
 pub const ANON_ROLE: &str = "anon";
@@ -33,7 +45,7 @@ pub struct Identity {
 }
 
 impl Identity {
-    fn anonymous() -> Identity {
+    pub fn anonymous() -> Identity {
         Identity {
             role: ANON_ROLE.to_owned(),
             claims_json: format!("{{\"role\":\"{ANON_ROLE}\"}}"),
@@ -71,7 +83,7 @@ fn presented_token(req: &Request) -> Result<Option<&str>, JwtError> {
 }
 
 /// Verifies the request's token (if any) and returns the identity it runs under.
-pub fn authenticate(tokens: &RefCell<TokenCache>, req: &Request) -> Result<Identity, ApiError> {
+pub fn authenticate(tokens: &RefCell<TokenCache>, req: &Request) -> Result<Identity, AuthError> {
     let Some(token) = presented_token(req)? else {
         return Ok(Identity::anonymous());
     };
@@ -90,7 +102,7 @@ pub fn authenticate(tokens: &RefCell<TokenCache>, req: &Request) -> Result<Ident
     // `set_config('role', 'none')` means RESET ROLE — back to the session user the pool logged in
     // as, which may be far more privileged than any API role. An empty name is never a role.
     if role.is_empty() || role.eq_ignore_ascii_case("none") {
-        return Err(ApiError::ForbiddenRole(role));
+        return Err(AuthError::ForbiddenRole(role));
     }
     let authenticated = role != ANON_ROLE;
     Ok(Identity { role, claims_json, authenticated })
@@ -99,8 +111,8 @@ pub fn authenticate(tokens: &RefCell<TokenCache>, req: &Request) -> Result<Ident
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::DEMO_JWT_SECRET;
     use crate::jwt::JwtKeys;
+    use crate::platform::DEMO_JWT_SECRET;
     use madbase_http::Headers;
     use serde_json::json;
     use std::sync::Arc;
@@ -181,11 +193,11 @@ mod tests {
     fn bad_tokens_and_roles() {
         let (keys, cache) = setup();
         let err = authenticate(&cache, &request(&[("authorization", "Bearer ")])).unwrap_err();
-        assert!(matches!(err, ApiError::Jwt(JwtError::Empty)), "{err:?}");
+        assert!(matches!(err, AuthError::Jwt(JwtError::Empty)), "{err:?}");
         let err = authenticate(&cache, &request(&[("authorization", "Bearer a.b")])).unwrap_err();
         assert_eq!(err.to_string(), "Expected 3 parts in JWT; got 2");
         let none = format!("Bearer {}", keys.sign_hs256(&json!({"role": "none"})));
         let err = authenticate(&cache, &request(&[("authorization", &none)])).unwrap_err();
-        assert!(matches!(err, ApiError::ForbiddenRole(_)), "{err:?}");
+        assert!(matches!(err, AuthError::ForbiddenRole(_)), "{err:?}");
     }
 }

@@ -3,11 +3,11 @@
 //! Owns: each shard's [`ShardMetrics`] (`!Send`, `RefCell`, written only by its shard, so the
 //! request path never touches another core's memory) and the Prometheus text rendering of a set of
 //! [`ShardSnapshot`]s. A scrape asks every shard for a snapshot over the cross-shard rings (see
-//! `app::ShardMessage::Snapshot`), merges the latency histograms (`hdrhistogram` adds exactly), and
+//! the binary's snapshot message), merges the latency histograms (`hdrhistogram` adds exactly), and
 //! renders.
 //!
-//! Invariants: the request-count map is bounded — keys are (service, status) with `service` from a
-//! fixed set and status in 100..=599 — and each latency histogram has a fixed bound (1 µs .. 60 s,
+//! Invariants: the request-count map is bounded — keys are (service, status) with `service` from the
+//! fixed set of labels the registry was made with (the services table) and status in 100..=599 — and each latency histogram has a fixed bound (1 µs .. 60 s,
 //! 3 significant digits; larger values are clamped), so recording never grows memory without limit.
 
 use std::cell::RefCell;
@@ -17,10 +17,6 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-/// The services a request is counted under; a fixed set keeps label cardinality bounded.
-pub const SERVICES: &[&str] =
-    &["rest", "auth", "realtime", "storage", "functions", "graphql", "admin", "health", "metrics", "other"];
-
 const LATENCY_MAX_MICROS: u64 = 60_000_000;
 
 fn new_histogram() -> Histogram<u64> {
@@ -29,24 +25,20 @@ fn new_histogram() -> Histogram<u64> {
 
 /// One shard's counters. Lives on its shard; never shared.
 pub struct ShardMetrics {
+    /// The labels a request may be counted under; a fixed set keeps label cardinality bounded.
+    labels: &'static [&'static str],
     requests: RefCell<BTreeMap<(&'static str, u16), u64>>,
     latency: RefCell<BTreeMap<&'static str, Histogram<u64>>>,
 }
 
-impl Default for ShardMetrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl ShardMetrics {
-    pub fn new() -> ShardMetrics {
-        ShardMetrics { requests: RefCell::new(BTreeMap::new()), latency: RefCell::new(BTreeMap::new()) }
+    pub fn new(labels: &'static [&'static str]) -> ShardMetrics {
+        ShardMetrics { labels, requests: RefCell::new(BTreeMap::new()), latency: RefCell::new(BTreeMap::new()) }
     }
 
-    /// Records one finished request. `service` must be one of [`SERVICES`].
+    /// Records one finished request. `service` must be one of the registry's labels.
     pub fn record(&self, service: &'static str, status: u16, elapsed: Duration) {
-        debug_assert!(SERVICES.contains(&service), "unknown service label {service}");
+        debug_assert!(self.labels.contains(&service), "unknown service label {service}");
         debug_assert!((100..=599).contains(&status), "status {status}");
         *self.requests.borrow_mut().entry((service, status)).or_insert(0) += 1;
         let micros = (elapsed.as_micros() as u64).clamp(1, LATENCY_MAX_MICROS);
@@ -68,12 +60,12 @@ impl ShardMetrics {
 pub struct ShardGauges {
     pub shard: usize,
     pub driver: String,
-    /// This shard's PostgreSQL pool: connections, batches in flight and queued, cancels, results
-    /// refused.
-    pub pg: madbase_pg::PoolStats,
+    /// This shard's PostgreSQL lanes, by name: connections, batches in flight and queued,
+    /// cancels, results refused.
+    pub pg: Vec<(&'static str, madbase_pg::PoolStats)>,
     pub jwt_cache_entries: usize,
-    /// (producer, depth, capacity) for each ring this shard consumes.
-    pub rings: Vec<(String, usize, usize)>,
+    /// (producer, lane, depth, capacity) for each ring this shard consumes.
+    pub rings: Vec<(String, &'static str, usize, usize)>,
     pub blocking_queued: usize,
     /// This shard's HTTP limits at work: bodies held, refusals, timeouts.
     pub http: madbase_http::HttpStats,
@@ -91,25 +83,9 @@ pub struct ShardSnapshot {
 type Series = (&'static str, &'static str, &'static str, fn(&ShardGauges) -> u64);
 
 const PER_SHARD_SERIES: &[Series] = &[
-    ("madbase_pg_connections_up", "gauge", "PostgreSQL connections currently usable.", |g| g.pg.connections_up as u64),
-    ("madbase_pg_connections_configured", "gauge", "PostgreSQL connections configured.", |g| g.pg.connections as u64),
-    ("madbase_pg_in_flight", "gauge", "Batches sent to PostgreSQL and not yet answered.", |g| g.pg.in_flight as u64),
-    ("madbase_pg_queued", "gauge", "Batches waiting for a PostgreSQL connection.", |g| g.pg.queued as u64),
     ("madbase_jwt_cache_entries", "gauge", "Verified tokens cached.", |g| g.jwt_cache_entries as u64),
     ("madbase_blocking_pool_queued", "gauge", "Jobs queued on the blocking pool (process-wide).", |g| {
         g.blocking_queued as u64
-    }),
-    ("madbase_pg_cancels_sent_total", "counter", "CancelRequests sent for batches whose caller went away.", |g| {
-        g.pg.cancels_sent
-    }),
-    (
-        "madbase_pg_retried_after_stray_cancel_total",
-        "counter",
-        "Batches re-run after a cancel meant for another.",
-        |g| g.pg.retried_after_stray_cancel,
-    ),
-    ("madbase_pg_results_too_large_total", "counter", "Results refused past pg_max_result_bytes.", |g| {
-        g.pg.results_too_large
     }),
     ("madbase_http_body_bytes_held", "gauge", "Request-body bytes held while collected.", |g| g.http.body_bytes_held),
     (
@@ -142,6 +118,28 @@ const PER_SHARD_SERIES: &[Series] = &[
         "WebSockets closed (1008): the shard's send queues were full.",
         |g| g.http.ws_shard_queue_closes,
     ),
+];
+
+/// One value per shard and PostgreSQL lane: (name, `gauge` or `counter`, help, how to read it).
+type LaneSeries = (&'static str, &'static str, &'static str, fn(&madbase_pg::PoolStats) -> u64);
+
+const PER_LANE_SERIES: &[LaneSeries] = &[
+    ("madbase_pg_connections_up", "gauge", "PostgreSQL connections currently usable.", |p| p.connections_up as u64),
+    ("madbase_pg_connections_configured", "gauge", "PostgreSQL connections configured.", |p| p.connections as u64),
+    ("madbase_pg_in_flight", "gauge", "Batches sent to PostgreSQL and not yet answered.", |p| p.in_flight as u64),
+    ("madbase_pg_queued", "gauge", "Batches waiting for a PostgreSQL connection.", |p| p.queued as u64),
+    ("madbase_pg_cancels_sent_total", "counter", "CancelRequests sent for batches whose caller went away.", |p| {
+        p.cancels_sent
+    }),
+    (
+        "madbase_pg_retried_after_stray_cancel_total",
+        "counter",
+        "Batches re-run after a cancel meant for another.",
+        |p| p.retried_after_stray_cancel,
+    ),
+    ("madbase_pg_results_too_large_total", "counter", "Results refused past pg_max_result_bytes.", |p| {
+        p.results_too_large
+    }),
 ];
 
 /// Renders the merged snapshots, and the process-wide count of log lines dropped, as Prometheus
@@ -204,21 +202,38 @@ pub fn render(snapshots: &[ShardSnapshot], log_lines_dropped: u64) -> String {
             let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.gauges.shard, get(&s.gauges));
         }
     }
+    for (name, kind, help, get) in PER_LANE_SERIES {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for s in snapshots {
+            for (lane, stats) in &s.gauges.pg {
+                let _ = writeln!(out, "{name}{{shard=\"{}\",lane=\"{lane}\"}} {}", s.gauges.shard, get(stats));
+            }
+        }
+    }
     let _ = writeln!(out, "# HELP madbase_log_lines_dropped_total Log lines dropped because the log sink fell behind.");
     let _ = writeln!(out, "# TYPE madbase_log_lines_dropped_total counter");
     let _ = writeln!(out, "madbase_log_lines_dropped_total {log_lines_dropped}");
     let _ = writeln!(out, "# HELP madbase_ring_depth Messages waiting in a cross-shard ring.");
     let _ = writeln!(out, "# TYPE madbase_ring_depth gauge");
     for s in snapshots {
-        for (ring, depth, _) in &s.gauges.rings {
-            let _ = writeln!(out, "madbase_ring_depth{{shard=\"{}\",from=\"{ring}\"}} {depth}", s.gauges.shard);
+        for (ring, lane, depth, _) in &s.gauges.rings {
+            let _ = writeln!(
+                out,
+                "madbase_ring_depth{{shard=\"{}\",from=\"{ring}\",lane=\"{lane}\"}} {depth}",
+                s.gauges.shard
+            );
         }
     }
     let _ = writeln!(out, "# HELP madbase_ring_capacity Capacity of a cross-shard ring.");
     let _ = writeln!(out, "# TYPE madbase_ring_capacity gauge");
     for s in snapshots {
-        for (ring, _, capacity) in &s.gauges.rings {
-            let _ = writeln!(out, "madbase_ring_capacity{{shard=\"{}\",from=\"{ring}\"}} {capacity}", s.gauges.shard);
+        for (ring, lane, _, capacity) in &s.gauges.rings {
+            let _ = writeln!(
+                out,
+                "madbase_ring_capacity{{shard=\"{}\",from=\"{ring}\",lane=\"{lane}\"}} {capacity}",
+                s.gauges.shard
+            );
         }
     }
     out
@@ -230,8 +245,8 @@ mod tests {
 
     #[test]
     fn merges_counts_and_quantiles_across_shards() {
-        let a = ShardMetrics::new();
-        let b = ShardMetrics::new();
+        let a = ShardMetrics::new(&["rest", "health"]);
+        let b = ShardMetrics::new(&["rest", "health"]);
         for _ in 0..99 {
             a.record("rest", 200, Duration::from_micros(100));
         }

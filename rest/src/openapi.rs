@@ -33,9 +33,9 @@ use super::auth::Identity;
 use super::error::ApiError;
 use super::media;
 use super::write::Prefer;
-use crate::app::ShardState;
 use crate::schema::relationships::{Cardinality, Link};
 use crate::schema::{Column, Function, Relation, SchemaCache, Volatility};
+use crate::RestService;
 
 /// What the role may see and the comments: `{"description", "tables": {name: {"description",
 /// "columns": {column: comment}}}, "functions": {name: comment}}` (PostgREST's `accessibleTables`,
@@ -57,14 +57,14 @@ const ACCESS_SQL: &str = "SELECT pg_catalog.json_build_object(\
       AND pg_catalog.has_function_privilege(p.oid, 'execute')))::text";
 
 /// `GET`, `HEAD` and `OPTIONS` on `/rest/v1/`; other methods → 405 PGRST117.
-pub async fn serve(state: &ShardState, req: &Request, identity: &Identity) -> Result<Response, ApiError> {
+pub async fn serve(state: &RestService, req: &Request, identity: &Identity) -> Result<Response, ApiError> {
     let head = match req.method() {
         "GET" => false,
         "HEAD" => true,
         "OPTIONS" => return Ok(Response::new(200).header("allow", "OPTIONS,GET,HEAD")),
         other => return Err(ApiError::Method(other.to_owned())),
     };
-    let profile = super::profile(req, &state.shared.config)?;
+    let profile = super::profile(req, &state.config)?;
     let v31 = media::negotiate_openapi(req)?;
     let statement = Statement::new(ACCESS_SQL).bind(profile.schema.to_owned());
     let schema = state.schema();

@@ -52,9 +52,9 @@ use super::payload;
 use super::plan::{self, ReadPlan};
 use super::query::{self, CompareOp, Filter, FilterOp, IsValue, QueryError, ReadQuery, MAX_IDENT_BYTES};
 use super::sql::{self, push_where, push_where_trees, quote_ident};
-use crate::app::ShardState;
 use crate::schema::relationships::QualifiedName;
 use crate::schema::{Relation, RelationKind, SchemaCache};
+use crate::RestService;
 
 /// At most this many rows in one (bulk) insert.
 pub const MAX_BULK_ROWS: usize = 10_000;
@@ -793,14 +793,14 @@ impl WriteInput<'_> {
 
 /// Serves `POST`, `PUT`, `PATCH` and `DELETE` on `/rest/v1/<table>`.
 pub(super) async fn serve(
-    state: &ShardState,
+    state: &RestService,
     req: &Request,
     method: Method,
     identity: Identity,
     body: Body,
 ) -> Result<Response, ApiError> {
     let (relation, pgrst_path) = super::relation_of(req.path())?;
-    let config = &state.shared.config;
+    let config = &state.config;
     let profile = super::profile(req, config)?;
     // The snapshot this request uses to its end (plan setting, columns, defaults, primary key).
     let schema = state.schema();
@@ -830,7 +830,7 @@ pub(super) async fn serve(
     let payload = match method {
         Method::Post | Method::Put | Method::Patch => {
             let format = check_content_type(req)?;
-            let raw = body.collect(config.http_max_body_bytes).await.map_err(ApiError::Body)?;
+            let raw = body.collect(config.max_body_bytes).await.map_err(ApiError::Body)?;
             let columns = params.columns;
             Some(super::check_body(state, raw.len(), move || parse_payload(format.to_json(raw)?, columns)).await?)
         }
@@ -963,7 +963,7 @@ mod tests {
         let representation = plan::plan(&cache, "public", QualifiedName::new("public", relation), &shaped).unwrap();
         write_statement(&cache, "public", relation, mutation, read, &representation, ret, media, payload, limits)
     }
-    use crate::rest::query::parse_read_query;
+    use crate::query::parse_read_query;
 
     fn params_of(statement: &Statement) -> Vec<String> {
         statement.params.iter().map(|p| String::from_utf8(p.as_ref().unwrap().to_vec()).unwrap()).collect()

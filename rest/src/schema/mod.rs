@@ -10,7 +10,7 @@
 //! - a snapshot is immutable once built; nothing ever mutates a `SchemaCache` in place;
 //! - it is built off the shards' request path (at start-up before any shard runs; on reload by
 //!   the reloader task, parsed on the blocking pool when it can be) and published as a whole
-//!   `Arc`: every shard swaps its `Arc` in one assignment (`ShardState::set_schema`);
+//!   `Arc`: every shard swaps its `Arc` in one assignment (`RestService::set_schema`);
 //! - a request takes the shard's current snapshot once, at its start (a shard-local `Rc` around
 //!   the shared `Arc`), and uses it to the end: a reload never blocks a request nor changes what a
 //!   running request sees;

@@ -296,7 +296,7 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::DEMO_JWT_SECRET;
+    use crate::platform::DEMO_JWT_SECRET;
     use jsonwebtoken::{EncodingKey, Header};
     use serde_json::json;
     use std::sync::Arc;
@@ -363,15 +363,15 @@ mod tests {
         // Keys generated once with `openssl`; the private halves exist only for this test.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("jwks.json");
-        std::fs::write(&path, include_str!("../tests/fixtures/jwks.json")).unwrap();
+        std::fs::write(&path, include_str!("../../tests/fixtures/jwks.json")).unwrap();
         let keys = JwtKeys::new(DEMO_JWT_SECRET, Some(&path)).unwrap();
         let public = keys.public_jwks().to_string();
         for member in ["\"d\"", "\"p\"", "\"q\""] {
             assert!(!public.contains(member), "{public}");
         }
         for (alg, pem) in [
-            (Algorithm::RS256, include_str!("../tests/fixtures/rs256.pem")),
-            (Algorithm::ES256, include_str!("../tests/fixtures/es256.pem")),
+            (Algorithm::RS256, include_str!("../../tests/fixtures/rs256.pem")),
+            (Algorithm::ES256, include_str!("../../tests/fixtures/es256.pem")),
         ] {
             let encoding = match alg {
                 Algorithm::RS256 => EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),

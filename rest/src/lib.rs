@@ -1,4 +1,5 @@
-//! `/rest/v1`: the PostgREST-compatible Data API (reference/rest.md).
+//! `madbase-rest`, `/rest/v1`: the PostgREST-compatible Data API (reference/rest.md), one
+//! [`RestService`] per shard.
 //!
 //! Reads are `GET` and `HEAD /rest/v1/<table-or-view>`: the query string is parsed ([`query`]),
 //! resolved against the schema cache snapshot into a read plan ([`plan`]: embeds and their
@@ -11,7 +12,10 @@
 //! calls a VOLATILE function. Everything else of PostgREST's surface answers with a clear
 //! PostgREST-shaped error (never a partial or wrong result) until it is built.
 //!
-//! Owns: the request flow — route → authenticate ([`auth`]) → pick the schema ([`profile`]:
+//! Owns: the schema cache ([`schema`]: introspection, the snapshot each shard reads, and the
+//! `LISTEN pgrst` reloader, this service's one owner-shard task), its settings ([`settings`]:
+//! Supabase's `[api]` and MadBase's `[rest]`), and the request flow — route → authenticate
+//! ([`madbase_core::identity`]) → pick the schema ([`profile`]:
 //! `Accept-Profile`/`Content-Profile` against `db_schemas`) → parse the query string ([`query`])
 //! → plan it ([`plan`]) → build one statement ([`sql`]) → run it in the request's batch
 //! ([`request_batch`]) → the response (with the `response.headers`/`response.status` overrides of
@@ -29,7 +33,6 @@
 //! - `db_max_rows` caps the top-level `limit` of every read and function call before SQL is built;
 //! - no `unwrap`/`expect` on request input; every list a request can grow is bounded.
 
-mod auth;
 mod body_format;
 mod error;
 pub mod injection;
@@ -40,20 +43,96 @@ mod plan;
 mod query;
 mod relation;
 mod rpc;
+pub mod schema;
+pub mod settings;
 mod sql;
 mod write;
 
-pub use auth::{authenticate, ANON_ROLE};
+use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::Bytes;
+use madbase_core::identity as auth;
+use madbase_core::{Cors, LaneSpec, LocalTask, Outbox, Service, ServiceInfo, ShardCtx, Snapshot};
 use madbase_http::{Body, Request, Response};
-use madbase_pg::{Batch, PgError, Row, StatementResult};
+use madbase_pg::{Batch, PgError, Pool, Row, StatementResult};
 use serde_json::{Map, Value};
 
-use crate::app::ShardState;
-use crate::config::{self, Config};
 use crate::schema::relationships::QualifiedName;
+use crate::schema::SchemaCache;
+use crate::settings::Config;
 pub use error::ApiError;
+
+/// The Data API on one shard.
+pub struct RestService {
+    pub(crate) ctx: Rc<ShardCtx>,
+    pub(crate) config: Arc<Config>,
+    /// The schema cache this shard serves from (see [`Snapshot`]).
+    pub(crate) schema: Snapshot<SchemaCache>,
+    pub(crate) outbox: Outbox<RestMessage>,
+}
+
+/// What the Data API's instances send each other.
+#[derive(Clone)]
+pub enum RestMessage {
+    /// A new schema cache snapshot from the owner shard's reloader: swap it in.
+    Schema(Arc<SchemaCache>),
+}
+
+impl RestService {
+    /// The PostgreSQL lane of the Data API: its own connections on every shard.
+    pub const LANE: &'static str = "rest";
+
+    /// The lane the binary creates for this service, `connections` per shard.
+    pub fn lane(connections: usize) -> LaneSpec {
+        LaneSpec { name: Self::LANE, connections }
+    }
+
+    /// Builds the service on one shard, starting from the schema cache loaded at start-up.
+    pub fn new(ctx: Rc<ShardCtx>, config: Arc<Config>, schema: Arc<SchemaCache>, outbox: Outbox<RestMessage>) -> Self {
+        RestService { ctx, config, schema: Snapshot::new(schema), outbox }
+    }
+
+    /// The current schema snapshot (kept by the caller to its end).
+    #[allow(clippy::redundant_allocation)] // see `Snapshot`
+    pub(crate) fn schema(&self) -> Rc<Arc<SchemaCache>> {
+        self.schema.get()
+    }
+
+    pub(crate) fn pool(&self) -> &Pool {
+        self.ctx.lanes.get(Self::LANE)
+    }
+}
+
+/// The headers PostgREST exposes to browsers (reference/rest.md, CORS): without them a browser
+/// client cannot read `Content-Range` (counts) or `Location`.
+const POSTGREST_EXPOSE_HEADERS: &str =
+    "Content-Encoding, Content-Location, Content-Range, Content-Type, Date, Location, Server, Transfer-Encoding, Range-Unit";
+
+impl Service for RestService {
+    type Message = RestMessage;
+
+    const INFO: ServiceInfo =
+        ServiceInfo { prefix: PREFIX, label: "rest", cors: Cors::Expose(POSTGREST_EXPOSE_HEADERS) };
+
+    async fn handle(&self, req: &Request, body: Body) -> Response {
+        match serve(self, req, body).await {
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        }
+    }
+
+    fn on_message(&self, message: RestMessage) {
+        match message {
+            RestMessage::Schema(cache) => self.schema.set(cache),
+        }
+    }
+
+    fn owner_tasks(self: &Rc<Self>) -> Vec<LocalTask> {
+        // One LISTEN connection for the whole process; it publishes new snapshots to every shard.
+        vec![Box::pin(schema::reload::run(self.clone(), self.ctx.shard.shutdown_signal()))]
+    }
+}
 
 /// The mount point of the service.
 const PREFIX: &str = "/rest/v1";
@@ -65,7 +144,7 @@ const MAX_GUC_HEADERS: usize = 100;
 /// `response.status` GUCs (reference/rest.md §2.1) as the statement left them. In the outer
 /// `SELECT` around the statement's aggregate they are evaluated once every row — and every
 /// function, trigger and default the statement runs — has been computed, as PostgREST reads them.
-pub(super) const RESPONSE_GUC_COLUMNS: &str = "NULLIF(pg_catalog.current_setting('response.headers', true), '') \
+pub(crate) const RESPONSE_GUC_COLUMNS: &str = "NULLIF(pg_catalog.current_setting('response.headers', true), '') \
      AS pgrst_response_headers, NULLIF(pg_catalog.current_setting('response.status', true), '') AS pgrst_response_status";
 
 /// A request body at least this large is converted and checked on the blocking pool: scanning
@@ -75,7 +154,7 @@ const OFF_SHARD_BODY_BYTES: usize = 256 * 1024;
 
 /// Runs `check` (conversion and shape check of a body of `len` bytes) inline when the body is
 /// small, else on the shard's blocking pool; a full pool answers 503 rather than stall the shard.
-pub(super) async fn check_body<T, F>(state: &ShardState, len: usize, check: F) -> Result<T, ApiError>
+pub(crate) async fn check_body<T, F>(state: &RestService, len: usize, check: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T, ApiError> + Send + 'static,
@@ -83,7 +162,7 @@ where
     if len < OFF_SHARD_BODY_BYTES {
         return check();
     }
-    let job = state.shard().blocking().spawn(check).map_err(|_| ApiError::BodyCheckBusy)?;
+    let job = state.ctx.shard.blocking().spawn(check).map_err(|_| ApiError::BodyCheckBusy)?;
     job.await.map_err(|_| ApiError::Internal("the body check did not finish"))?
 }
 
@@ -96,7 +175,7 @@ fn counts_exactly(prefer: &write::Prefer) -> bool {
 /// A read's statements, for one batch: the page (with its exact count when asked), wrapped in
 /// `EXPLAIN` for a plan; and the planner's count (`planned`, `estimated`), which a plan does not
 /// run. The handler and the injection property (`rest::injection`) both build through here.
-pub(super) fn read_statements(
+pub(crate) fn read_statements(
     schema: &crate::schema::SchemaCache,
     plan: &plan::ReadPlan,
     media: &media::Media,
@@ -111,17 +190,9 @@ pub(super) fn read_statements(
     (statement, planned_count.then(|| sql::count_plan_statement(schema, plan)))
 }
 
-/// Entry point: serves one `/rest/v1` request on this shard.
-pub async fn handle(state: &ShardState, req: &Request, body: Body) -> Response {
-    match serve(state, req, body).await {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
-    }
-}
-
-async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response, ApiError> {
+async fn serve(state: &RestService, req: &Request, body: Body) -> Result<Response, ApiError> {
     // PostgREST authenticates before it looks at anything else of the request.
-    let identity = auth::authenticate(&state.tokens, req)?;
+    let identity = auth::authenticate(&state.ctx.tokens, req)?;
     let method = req.method();
     if is_root(req.path()) {
         return openapi::serve(state, req, &identity).await;
@@ -142,14 +213,14 @@ async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response
         other => return Err(ApiError::Method(other.to_owned())),
     };
     let (relation, pgrst_path) = relation_of(req.path())?;
-    let config = &state.shared.config;
+    let config = &state.config;
     let profile = profile(req, config)?;
     // The snapshot this request uses to its end; an unknown relation never reaches PostgreSQL.
     let schema = state.schema();
     let media = media::negotiate(req, plan_enabled(state, &schema))?;
     let mut query = query::parse_read_query(req.query().unwrap_or(""))?;
     apply_range_header(req, &mut query)?;
-    cap_rows(&mut query, config.db_max_rows);
+    cap_rows(&mut query, config.api.max_rows.0);
     relation::find(&schema, profile.schema, &relation)?;
     let plan = plan::plan(&schema, profile.schema, QualifiedName::new(profile.schema, &relation), &query)?;
 
@@ -181,7 +252,7 @@ async fn serve(state: &ShardState, req: &Request, body: Body) -> Result<Response
         || results.get(1).and_then(|r| r.rows.first()).and_then(|r| r.get(0)).and_then(|j| sql::planned_rows(j));
     let total = match prefer.count {
         Some("planned") => planned(),
-        Some("estimated") => estimated_total(exact, planned(), state.shared.config.db_max_rows),
+        Some("estimated") => estimated_total(exact, planned(), state.config.api.max_rows.0),
         _ => exact,
     };
     let offset = query.offset.map_or(0, |o| o.unsigned_abs());
@@ -280,13 +351,13 @@ fn parse_range(value: &[u8]) -> Option<(i64, Option<i64>)> {
 
 /// `db-plan-enabled`: by configuration, or by PostgREST's in-database setting
 /// (`alter role … set pgrst.db_plan_enabled = 'true'`).
-pub(super) fn plan_enabled(state: &ShardState, schema: &crate::schema::SchemaCache) -> bool {
-    state.shared.config.db_plan_enabled || schema.setting_enabled("db_plan_enabled")
+pub(crate) fn plan_enabled(state: &RestService, schema: &crate::schema::SchemaCache) -> bool {
+    state.config.rest.plan_enabled || schema.setting_enabled("db_plan_enabled")
 }
 
 /// `page_total` (column 0) and, when counted, `total_result_set` (column 2) of a read or RPC result
 /// row.
-pub(super) fn row_counts(row: &madbase_pg::Row, exact_count: bool) -> Result<(u64, Option<u64>), ApiError> {
+pub(crate) fn row_counts(row: &madbase_pg::Row, exact_count: bool) -> Result<(u64, Option<u64>), ApiError> {
     let number = |i: usize| row.get_str(i).and_then(|n| n.parse::<u64>().ok());
     let page_total = number(0).ok_or(ApiError::Internal("page_total is not a number"))?;
     let total = match exact_count {
@@ -309,7 +380,7 @@ fn range_status(offset: u64, rows: u64, total: Option<u64>) -> Result<u16, ApiEr
 
 /// The schema a request addresses (PostgREST's profile negotiation, reference/rest.md §1.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Profile<'a> {
+pub(crate) struct Profile<'a> {
     /// One of `db_schemas`.
     pub schema: &'a str,
     /// PostgREST's `iNegotiatedByProfile`: a profile header chose the schema, or several are
@@ -319,7 +390,7 @@ pub(super) struct Profile<'a> {
 
 impl Profile<'_> {
     /// Sets `Content-Type` and, when negotiated, `Content-Profile` (PostgREST sends them together).
-    pub(super) fn content_type(&self, response: &mut Response, content_type: impl Into<Bytes>) {
+    pub(crate) fn content_type(&self, response: &mut Response, content_type: impl Into<Bytes>) {
         response.set_header("content-type", content_type);
         if self.negotiated {
             response.set_header("content-profile", self.schema.to_owned());
@@ -329,8 +400,8 @@ impl Profile<'_> {
 
 /// The request's schema: `Content-Profile` for POST/PATCH/PUT/DELETE, `Accept-Profile` for any
 /// other method, else the first of `db_schemas`; a schema that is not exposed is 406 PGRST106.
-pub(super) fn profile<'a>(req: &Request, config: &'a Config) -> Result<Profile<'a>, ApiError> {
-    let schemas = &config.db_schemas;
+pub(crate) fn profile<'a>(req: &Request, config: &'a Config) -> Result<Profile<'a>, ApiError> {
+    let schemas = &config.api.schemas;
     let header = match req.method() {
         "POST" | "PATCH" | "PUT" | "DELETE" => "content-profile",
         _ => "accept-profile",
@@ -354,7 +425,7 @@ pub(super) fn profile<'a>(req: &Request, config: &'a Config) -> Result<Profile<'
 /// statement's `row` ([`RESPONSE_GUC_COLUMNS`]): `response.status` replaces the status,
 /// `response.headers` (a JSON array of single-key objects) replaces same-named headers and adds
 /// the rest. Malformed → 500 PGRST111 / PGRST112.
-pub(super) fn respond(row: &Row, mut response: Response) -> Result<Response, ApiError> {
+pub(crate) fn respond(row: &Row, mut response: Response) -> Result<Response, ApiError> {
     let (headers, status) = match row.len().checked_sub(2) {
         Some(first) => (row.get_str(first), row.get_str(first + 1)),
         None => return Err(ApiError::Internal("no response GUC columns")),
@@ -409,18 +480,18 @@ fn guc_headers(text: &str) -> Result<Vec<(String, String)>, ApiError> {
 /// configured. The caller adds its statement(s), access mode and end ([`RequestBatch::with`]);
 /// [`RequestBatch::run`] returns the results of the caller's statements only. Any error (the
 /// pre-request function's `RAISE` included) rolls everything back.
-pub(super) struct RequestBatch {
+pub(crate) struct RequestBatch {
     batch: Batch,
     pre_request: bool,
 }
 
 impl RequestBatch {
-    pub(super) fn with(self, add: impl FnOnce(Batch) -> Batch) -> RequestBatch {
+    pub(crate) fn with(self, add: impl FnOnce(Batch) -> Batch) -> RequestBatch {
         RequestBatch { batch: add(self.batch), ..self }
     }
 
-    pub(super) async fn run(self, state: &ShardState) -> Result<Vec<StatementResult>, PgError> {
-        let mut results = state.pool.execute(self.batch).await?;
+    pub(crate) async fn run(self, state: &RestService) -> Result<Vec<StatementResult>, PgError> {
+        let mut results = state.pool().execute(self.batch).await?;
         if self.pre_request && !results.is_empty() {
             results.remove(0);
         }
@@ -429,8 +500,8 @@ impl RequestBatch {
 }
 
 /// The [`RequestBatch`] of a request addressed to `profile`'s schema.
-pub(super) fn request_batch(
-    state: &ShardState,
+pub(crate) fn request_batch(
+    state: &RestService,
     schema: &crate::schema::SchemaCache,
     req: &Request,
     identity: &auth::Identity,
@@ -438,9 +509,9 @@ pub(super) fn request_batch(
     pgrst_path: &str,
     prefer: &write::Prefer,
 ) -> RequestBatch {
-    let config = &state.shared.config;
+    let config = &state.config;
     let mut batch = Batch::new()
-        .search_path(search_path(profile.schema, &config.db_extra_search_path))
+        .search_path(search_path(profile.schema, &config.api.extra_search_path))
         .role(identity.role.as_str());
     // The role's own settings (`statement_timeout` …), which switching role does not apply;
     // after the role, as PostgreSQL applies them at login.
@@ -472,7 +543,7 @@ fn search_path(schema: &str, extra: &[String]) -> String {
 
 /// `SELECT "schema"."function"()` for `db_pre_request` (validated when the configuration loaded).
 fn pre_request_call(config: &Config) -> Option<String> {
-    let (schema, name) = config::parse_qualified_name(config.db_pre_request.as_deref()?).ok()?;
+    let (schema, name) = settings::parse_qualified_name(config.rest.pre_request.as_deref()?).ok()?;
     let qualified = match schema {
         Some(schema) => format!("{}.{}", sql::quote_ident(&schema), sql::quote_ident(&name)),
         None => sql::quote_ident(&name),
@@ -608,7 +679,7 @@ fn cookies_json(req: &Request) -> String {
 
 /// `Content-Range` as PostgREST sends it: `first-last/total`, `*` for the range when no rows came
 /// back or the total is 0 (a planned estimate can be), `*` for the total when none was counted.
-pub(super) fn content_range(offset: u64, rows: u64, total: Option<u64>) -> String {
+pub(crate) fn content_range(offset: u64, rows: u64, total: Option<u64>) -> String {
     let range_known = rows > 0 && total != Some(0);
     let total = total.map_or_else(|| "*".to_owned(), |t| t.to_string());
     if !range_known {
@@ -704,7 +775,7 @@ mod tests {
             matches!(err, ApiError::InvalidSchema { ref schema, ref exposed } if schema == "personal" && exposed == "public")
         );
         assert_eq!(profile(&request_with(&[]), &config).unwrap(), Profile { schema: "public", negotiated: false });
-        config.db_schemas = vec!["public".into(), "personal".into()];
+        config.api.schemas = vec!["public".into(), "personal".into()];
         assert_eq!(profile(&get, &config).unwrap(), Profile { schema: "personal", negotiated: true });
         assert_eq!(profile(&request_with(&[]), &config).unwrap(), Profile { schema: "public", negotiated: true });
         let post = Request::new("POST", "/rest/v1/t", get.headers().clone(), "127.0.0.1:1".parse().unwrap());
@@ -729,9 +800,9 @@ mod tests {
         assert_eq!(search_path("my \"s\"", &[]), r#""my ""s""""#);
         let mut config = Config::default();
         assert_eq!(pre_request_call(&config), None);
-        config.db_pre_request = Some("\"a b\".check".into());
+        config.rest.pre_request = Some("\"a b\".check".into());
         assert_eq!(pre_request_call(&config).unwrap(), r#"SELECT "a b"."check"()"#);
-        config.db_pre_request = Some("check".into());
+        config.rest.pre_request = Some("check".into());
         assert_eq!(pre_request_call(&config).unwrap(), r#"SELECT "check"()"#);
     }
 

@@ -1,6 +1,6 @@
 //! Keeping the schema cache current: one `LISTEN pgrst` connection on shard 0.
 //!
-//! Owns the reloader task (spawned by `app::shard_main` on shard 0 only) and the rules for when a
+//! Owns the reloader task (the Data API's one owner task: it runs on the service's owner shard only) and the rules for when a
 //! reload happens:
 //! - a notification on channel `pgrst` with payload `reload schema`, `reload config` (the
 //!   in-database `pgrst.*` settings are part of the snapshot) or an empty payload
@@ -14,9 +14,10 @@
 //!
 //! A reload runs the introspection statement on the listener's own connection (never on the
 //! request pool), parses the document on the blocking pool (waiting while that pool is full, never
-//! on the shard), swaps shard 0's own `Arc`, then hands the same `Arc` to every other shard as
-//! `ShardMessage::Schema` over the rings (a full ring is retried every [`SEND_RETRY`] until it
-//! takes it: a snapshot is never dropped).
+//! on the shard), swaps the owner shard's own `Arc`, then hands the same `Arc` to every other shard as
+//! [`RestMessage::Schema`](crate::RestMessage) on the control lane of the rings (a full ring is
+//! retried on its own until it takes it, while the others take it at once: a snapshot is never
+//! dropped and one busy shard never delays the rest).
 //! A failed reload logs and keeps the previous snapshot.
 //!
 //! Invariants: at most one reload runs at a time (the task is sequential); the connection is
@@ -29,10 +30,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use madbase_pg::{ConnectConfig, Connection, Notification};
-use madbase_shards::{SendError, ShutdownSignal};
+use madbase_shards::ShutdownSignal;
 
 use super::{introspect, SchemaCache};
-use crate::app::{ShardMessage, ShardState};
+use crate::{RestMessage, RestService};
 
 /// PostgREST's channel.
 pub const CHANNEL: &str = "pgrst";
@@ -50,15 +51,14 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(30);
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Upper bound on one introspection round trip.
 pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(120);
-/// Handing a snapshot to a shard whose ring is full, or a parse to a full blocking pool: the
-/// retry interval.
+/// Handing a parse to a full blocking pool: the retry interval.
 pub const SEND_RETRY: Duration = Duration::from_millis(10);
 /// Notifications kept while a reload runs (overflow just means "reload again").
 pub const NOTIFICATION_CAPACITY: usize = 256;
 
 /// The reloader task: runs until `shutdown` fires.
-pub async fn run(state: Rc<ShardState>, shutdown: ShutdownSignal) {
-    let mut connect = state.shared.pool_config.clone();
+pub async fn run(state: Rc<RestService>, shutdown: ShutdownSignal) {
+    let mut connect = state.ctx.connect.clone();
     connect.application_name = Some(APPLICATION_NAME.to_owned());
     monoio::select! {
         _ = shutdown.triggered() => {}
@@ -72,7 +72,7 @@ pub fn wants_reload(n: &Notification) -> bool {
     n.channel == CHANNEL && matches!(n.payload.trim(), "" | "reload schema" | "reload config")
 }
 
-async fn listen_forever(state: &ShardState, connect: &ConnectConfig) {
+async fn listen_forever(state: &RestService, connect: &ConnectConfig) {
     let mut backoff = BACKOFF_MIN;
     loop {
         let conn = match listen(connect).await {
@@ -103,7 +103,7 @@ async fn listen(connect: &ConnectConfig) -> Result<Connection, madbase_pg::PgErr
 }
 
 /// Waits for notifications and reloads on them; returns when the connection is gone.
-async fn watch(state: &ShardState, conn: &Connection) {
+async fn watch(state: &RestService, conn: &Connection) {
     loop {
         let first = match monoio::time::timeout(PROBE_INTERVAL, conn.notification()).await {
             Ok(Some(n)) => n,
@@ -148,10 +148,10 @@ fn note(n: &Notification) -> bool {
 }
 
 /// Reads a new snapshot and publishes it; on failure keeps the current one.
-async fn reload(state: &ShardState, conn: &Connection, reason: &'static str) {
+async fn reload(state: &RestService, conn: &Connection, reason: &'static str) {
     let started = Instant::now();
-    let schemas = &state.shared.config.db_schemas;
-    let login_role = &state.shared.pool_config.user;
+    let schemas = &state.config.api.schemas;
+    let login_role = &state.ctx.connect.user;
     let document = match monoio::time::timeout(RELOAD_TIMEOUT, introspect::fetch(conn, schemas, login_role)).await {
         Ok(Ok(document)) => document,
         Ok(Err(error)) => {
@@ -188,11 +188,11 @@ async fn reload(state: &ShardState, conn: &Connection, reason: &'static str) {
 
 /// Parses on the blocking pool: a large document (about 1 s at 10,000 tables) must not stall shard
 /// 0's requests. A full pool is waited for ([`SEND_RETRY`] at a time), never bypassed.
-async fn parse_off_shard(state: &ShardState, document: String) -> Result<SchemaCache, String> {
+async fn parse_off_shard(state: &RestService, document: String) -> Result<SchemaCache, String> {
     let document: Arc<str> = document.into();
     loop {
         let job_document = document.clone();
-        match state.shard().blocking().spawn(move || introspect::parse(&job_document)) {
+        match state.ctx.shard.blocking().spawn(move || introspect::parse(&job_document)) {
             Ok(job) => {
                 return match job.await {
                     Ok(parsed) => parsed.map_err(|e| e.to_string()),
@@ -207,33 +207,14 @@ async fn parse_off_shard(state: &ShardState, document: String) -> Result<SchemaC
     }
 }
 
-/// Swaps this shard's snapshot, then hands `cache` to every other shard. A snapshot is never
-/// dropped: a shard whose ring is full is retried every [`SEND_RETRY`] until it takes it (the
-/// task ends only at shutdown), and the shards that have room are served first, so one full
-/// ring never holds up the others.
-async fn publish(state: &ShardState, cache: Arc<SchemaCache>) {
-    state.set_schema(cache.clone());
-    let shard = state.shard();
-    let mut pending: Vec<usize> = (0..shard.count()).filter(|&to| to != shard.id()).collect();
-    let mut rounds: u64 = 0;
-    loop {
-        pending.retain(|&to| match shard.send_to(to, ShardMessage::Schema(cache.clone())) {
-            Ok(()) => false,
-            Err(SendError::Full(_)) => true,
-            Err(error) => {
-                // The shard has stopped (shutdown): nothing left to keep current.
-                tracing::debug!(to, %error, "shard gone; schema cache not handed over");
-                false
-            }
-        });
-        if pending.is_empty() {
-            return;
-        }
-        rounds += 1;
-        if rounds % 100 == 1 {
-            tracing::warn!(?pending, rounds, "rings full; still handing the new schema cache to these shards");
-        }
-        monoio::time::sleep(SEND_RETRY).await;
+/// Swaps this shard's snapshot, then hands `cache` to every other shard (see the module docs:
+/// never dropped, a full ring retried on its own).
+async fn publish(state: &RestService, cache: Arc<SchemaCache>) {
+    state.schema.set(cache.clone());
+    let gone = state.outbox.deliver_to_all(RestMessage::Schema(cache)).await;
+    if !gone.is_empty() {
+        // Those shards have stopped (shutdown): nothing left to keep current.
+        tracing::debug!(?gone, "shards gone; schema cache not handed over");
     }
 }
 

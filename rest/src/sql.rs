@@ -751,13 +751,13 @@ pub fn planned_rows(explain_json: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rest::query::parse_read_query;
+    use crate::query::parse_read_query;
     use crate::schema::relationships::QualifiedName;
 
     /// The read statement for `query` on `relation`, planned against an empty cache.
     fn statement(relation: &str, query: &ReadQuery, media: Option<&Media>, exact_count: bool) -> Statement {
         let cache = SchemaCache::default();
-        let plan = crate::rest::plan::plan(&cache, "public", QualifiedName::new("public", relation), query).unwrap();
+        let plan = crate::plan::plan(&cache, "public", QualifiedName::new("public", relation), query).unwrap();
         read_statement(&cache, &plan, media, exact_count)
     }
 
@@ -829,7 +829,7 @@ mod tests {
     #[test]
     fn csv_reads_the_page_as_a_cte_and_planned_counts_explain_the_filter() {
         let query = parse_read_query("done=eq.true&limit=2").unwrap();
-        let csv = Media { handler: crate::rest::media::Handler::Csv, plan: None };
+        let csv = Media { handler: crate::media::Handler::Csv, plan: None };
         let statement = statement("todos", &query, Some(&csv), false);
         assert!(
             statement.sql.starts_with("WITH pgrst_source AS (SELECT \"public\".\"todos\".* FROM"),
@@ -838,7 +838,7 @@ mod tests {
         );
         assert!(statement.sql.ends_with("FROM (SELECT * FROM pgrst_source) _postgrest_t"), "{}", statement.sql);
         let cache = SchemaCache::default();
-        let plan = crate::rest::plan::plan(&cache, "public", QualifiedName::new("public", "todos"), &query).unwrap();
+        let plan = crate::plan::plan(&cache, "public", QualifiedName::new("public", "todos"), &query).unwrap();
         let explain = count_plan_statement(&cache, &plan);
         assert_eq!(
             explain.sql,

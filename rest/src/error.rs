@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::plan::PlanError;
 use super::query::QueryError;
-use crate::jwt::JwtError;
+use madbase_core::jwt::JwtError;
 
 /// A failed `/rest/v1` request.
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +153,15 @@ fn function_params(args: &[String]) -> String {
         " without parameters".to_owned()
     } else {
         format!("({})", args.join(", "))
+    }
+}
+
+impl From<madbase_core::identity::AuthError> for ApiError {
+    fn from(error: madbase_core::identity::AuthError) -> Self {
+        match error {
+            madbase_core::identity::AuthError::Jwt(error) => ApiError::Jwt(error),
+            madbase_core::identity::AuthError::ForbiddenRole(role) => ApiError::ForbiddenRole(role),
+        }
     }
 }
 

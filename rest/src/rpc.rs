@@ -82,9 +82,9 @@ use super::plan::{self, ReadPlan};
 use super::query::{self, QueryError, ReadQuery};
 use super::sql::{push_order_limit, push_where_trees, quote_ident, Builder, Source};
 use super::write::{self, Prefer};
-use crate::app::ShardState;
 use crate::schema::relationships::QualifiedName;
 use crate::schema::{fuzzy, ArgMode, Function, FunctionArg, SchemaCache, Volatility};
+use crate::RestService;
 
 /// At most this many argument names in one call (PostgreSQL's `FUNC_MAX_ARGS`).
 pub const MAX_ARGS: usize = 100;
@@ -582,7 +582,7 @@ impl CallInput<'_> {
 
 /// Serves `GET`, `HEAD`, `POST` and `OPTIONS` on `/rest/v1/rpc/<name>`; other methods → PGRST101.
 pub async fn serve(
-    state: &ShardState,
+    state: &RestService,
     req: &Request,
     identity: Identity,
     body: Body,
@@ -596,7 +596,7 @@ pub async fn serve(
         other => return Err(ApiError::RpcMethod(other.to_owned())),
     };
     let head = method == "HEAD";
-    let config = &state.shared.config;
+    let config = &state.config;
     let profile = super::profile(req, config)?;
     // The snapshot this request uses to its end; an unknown function never reaches PostgreSQL.
     let schema = state.schema();
@@ -608,17 +608,17 @@ pub async fn serve(
     let (query_args, rest) = split_query(req.query().unwrap_or(""))?;
     let mut read = query::parse_read_query(&rest)?;
     super::apply_range_header(req, &mut read)?;
-    super::cap_rows(&mut read, config.db_max_rows);
+    super::cap_rows(&mut read, config.api.max_rows.0);
 
     let input = if !post {
         // POST ignores query-string arguments (PostgREST reads them only for GET and HEAD).
         Input::Query(group_args(query_args)?)
     } else if let Some(type_name) = raw_body_type(req) {
-        let raw = body.collect(config.http_max_body_bytes).await.map_err(ApiError::Body)?;
+        let raw = body.collect(config.max_body_bytes).await.map_err(ApiError::Body)?;
         Input::Raw { raw, type_name }
     } else {
         let format = write::check_content_type(req)?;
-        let raw = body.collect(config.http_max_body_bytes).await.map_err(ApiError::Body)?;
+        let raw = body.collect(config.max_body_bytes).await.map_err(ApiError::Body)?;
         super::check_body(state, raw.len(), move || Input::from_body(format.to_json(raw)?)).await?
     };
     let (function, call) = resolve(&schema, profile.schema, name, &input)?;
@@ -678,7 +678,7 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rest::query::{parse_read_query, ReadQuery};
+    use crate::query::{parse_read_query, ReadQuery};
     use crate::schema::introspect;
 
     /// Functions as the introspection query reports them:

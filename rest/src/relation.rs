@@ -3,7 +3,7 @@
 //! Owns the PGRST205 decision: a name that is not a table, view, materialized view, foreign or
 //! partitioned table of the exposed schema in the request's snapshot is answered 404 without a
 //! round trip, with PostgREST's fuzzy hint. Invariant: uses only the snapshot the request took
-//! at its start (`ShardState::schema`), so a concurrent reload cannot change the answer midway.
+//! at its start (`RestService::schema`), so a concurrent reload cannot change the answer midway.
 
 use super::ApiError;
 use crate::schema::{Relation, SchemaCache};
