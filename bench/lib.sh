@@ -19,7 +19,14 @@ need_tool() { # need_tool <command> <debian package>
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# build_madbase: builds this checkout's release binary, or with MADBASE_BINARY=<path> uses that
+# binary instead (another commit's build, for before/after pairs with this checkout's scripts).
 build_madbase() {
+  if [ -n "${MADBASE_BINARY:-}" ]; then
+    MADBASE="$MADBASE_BINARY"
+    echo "== using $MADBASE"
+    return
+  fi
   echo "== cargo build --release"
   (cd "$ROOT" && cargo build --release --locked -q -p madbase)
   MADBASE="$ROOT/target/release/madbase"
@@ -50,10 +57,24 @@ start_madbase() {
 
 stop_madbase() { kill -TERM "$MB_PID" 2>/dev/null || true; wait "$MB_PID" 2>/dev/null || true; }
 
-# wrk_run <label> <url> [extra wrk args...]: prints and records req/s and p99 (ms) in $OUT/<label>.wrk
+# cpu_ticks <pid>: user + system CPU of a process so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# wrk_run <label> <url> [extra wrk args...]: prints and records req/s and p99 (ms) in $OUT/<label>.wrk;
+# for a label starting with `madbase`, also the madbase process's CPU per request (µs), from
+# /proc/$MB_PID/stat around the run (sets <label>_CPU_US).
 wrk_run() {
   local label="$1" url="$2"; shift 2
+  local ticks0=""; [[ $label == madbase* ]] && ticks0=$(cpu_ticks "$MB_PID")
   wrk --latency -t "${WRK_THREADS:-2}" -c "${CONNS:-256}" -d "${DURATION:-15s}" "$@" "$url" >"$OUT/$label.wrk"
+  if [ -n "$ticks0" ]; then
+    local ticks1 requests cpu_us
+    ticks1=$(cpu_ticks "$MB_PID")
+    requests=$(awk '/requests in/ {print $1}' "$OUT/$label.wrk")
+    cpu_us=$(python3 -c "import os,sys; t=(float(sys.argv[2])-float(sys.argv[1]))/os.sysconf('SC_CLK_TCK'); print(f'{t*1e6/float(sys.argv[3]):.1f}')" "$ticks0" "$ticks1" "$requests")
+    echo "$label: madbase CPU per request ${cpu_us} µs ($requests requests)"
+    eval "${label//[^a-zA-Z0-9_]/_}_CPU_US=$cpu_us"
+  fi
   local rps p99
   rps=$(awk '/^Requests\/sec/ {print $2}' "$OUT/$label.wrk")
   p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' "$OUT/$label.wrk")
