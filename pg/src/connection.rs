@@ -13,7 +13,10 @@
 //! the connection is closed by `shutdown(2)` on a duplicate of the socket descriptor, which makes
 //! the reader's read return, and the tasks end on their own. A **canceller task** sends
 //! PostgreSQL a CancelRequest (on a fresh socket, to the address the session reached) for the
-//! head of the pipeline when nobody waits for it any more or its result is being discarded.
+//! head of the pipeline when nobody waits for it any more or its result is being discarded. On a
+//! pooled connection a **stall watch task** flags the connection stalled once the head has run
+//! for `stalled_after` (so the pool's dispatch reads a flag, not a clock) and, while the pool
+//! has a connection that is not stalled, hands the unwritten queue back to it.
 //!
 //! Host names are resolved off the shard thread (`getaddrinfo` blocks) and every address is
 //! tried in turn; IP literals and unix sockets need no lookup.
@@ -34,6 +37,13 @@
 //!   the Close). Names are never reused.
 //! - once the connection is closed every waiting request is answered: unsent work is handed back
 //!   (`NotSent`, safe to retry elsewhere), written work fails with [`PgError::ConnectionLost`].
+//! - a pooled connection is stalled exactly while its head has been running for `stalled_after`
+//!   (the flag is cleared whenever the head changes). While it is stalled and its pool has a
+//!   healthy connection that is not, the writer writes nothing: every queued request is handed
+//!   back as `NotSent` (never written, so safe to run elsewhere) for the pool to dispatch again.
+//!   What was written before the stall was seen stays and waits for the head (at most
+//!   `max_in_flight - 1` batches). With nowhere better to go the queue stays and is written as
+//!   usual, so nothing bounces between connections.
 //! - a written batch whose caller went away (its `Ticket` dropped: a timeout, a disconnected
 //!   client) is cancelled on the server as soon as it is the head of the pipeline — never
 //!   earlier, since a CancelRequest stops whatever the session runs — and again every second
@@ -110,6 +120,12 @@ const USER_CANCEL_MESSAGE: &str = "canceling statement due to user request";
 /// A non-DataRow message of a batch may be this large even below a smaller `max_result_bytes`
 /// (a RowDescription of many columns, a long error message); larger ones are refused unparsed.
 const MIN_MESSAGE_LIMIT: usize = 64 * 1024;
+/// Shortest pause between two looks of the stall watch at a stalled connection, however small
+/// `stalled_after` is (zero would make it spin while anything is in flight).
+const STALL_RECHECK_MIN: Duration = Duration::from_millis(10);
+/// Longest `stalled_after` honoured: `Instant` arithmetic panics past its range, and a head
+/// running for a day is stalled by any measure.
+const STALLED_AFTER_MAX: Duration = Duration::from_secs(24 * 60 * 60);
 /// Resolver threads alive at once, process-wide. `getaddrinfo` can block for its own timeouts
 /// (far past `connect_timeout`) while reconnect loops keep asking; past this bound a connect
 /// fails fast instead of piling up threads.
@@ -302,6 +318,7 @@ pub(crate) struct Counters {
     pub(crate) cancels_sent: Cell<u64>,
     pub(crate) retried_after_stray_cancel: Cell<u64>,
     pub(crate) results_too_large: Cell<u64>,
+    pub(crate) moved_off_stalled: Cell<u64>,
 }
 
 /// A connection's counters since it (or, in a pool, the pool) started.
@@ -314,6 +331,9 @@ pub struct ConnectionStats {
     pub retried_after_stray_cancel: u64,
     /// Batches failed with [`PgError::ResultTooLarge`].
     pub results_too_large: u64,
+    /// Batches queued, never written, handed back to the pool because this connection's head
+    /// had stalled while another connection had not (pooled connections only).
+    pub moved_off_stalled: u64,
 }
 
 impl Counters {
@@ -322,8 +342,41 @@ impl Counters {
             cancels_sent: self.cancels_sent.get(),
             retried_after_stray_cancel: self.retried_after_stray_cancel.get(),
             results_too_large: self.results_too_large.get(),
+            moved_off_stalled: self.moved_off_stalled.get(),
         }
     }
+}
+
+/// What a pooled connection asks its pool when its head stalls.
+pub(crate) trait Lanes {
+    /// Whether a healthy connection other than `conn` (a [`Connection::id`]) is not stalled,
+    /// i.e. whether unwritten work waiting behind `conn`'s head would be better off there.
+    fn open_lane_besides(&self, conn: u64) -> bool;
+}
+
+/// How a pooled connection notices a stalled head and where its unwritten work can go.
+pub(crate) struct StallWatch {
+    /// A head running this long makes the connection stalled.
+    pub(crate) after: Duration,
+    /// The pool (weak: the pool owns its connections, not the other way round).
+    pub(crate) lanes: Weak<dyn Lanes>,
+}
+
+/// What a connection shares with whoever opened it.
+pub(crate) struct Shared {
+    /// Counters (a pool passes one set to all its connections, so they survive reconnects).
+    pub(crate) counters: Rc<Counters>,
+    /// For a pooled connection: watch the head and hand unwritten work back when it stalls.
+    pub(crate) stall: Option<StallWatch>,
+}
+
+/// What [`Pool`](crate::Pool) dispatch needs to know about one connection, read at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Lane {
+    /// The head has been running longer than `stalled_after`.
+    pub(crate) stalled: bool,
+    /// Requests queued plus batches in flight.
+    pub(crate) load: usize,
 }
 
 /// The "canceling statement due to user request" errors this connection's own CancelRequests
@@ -487,6 +540,12 @@ struct State {
     /// When the current head of `in_flight` became the head (`None` when nothing is in flight):
     /// how long the server has been on it, for the pool to route around a stalled connection.
     head_since: Option<Instant>,
+    /// The current head has run past `stalled_after` (set by the stall watch, cleared whenever
+    /// the head changes). A flag, so that dispatch reads no clock.
+    stalled: bool,
+    /// The stall watch waits without a deadline (nothing was in flight): the first batch
+    /// written must wake it. While it sleeps on a deadline it re-reads the head on its own.
+    watch_idle: bool,
     cancels: CancelLedger,
 }
 
@@ -494,6 +553,7 @@ impl State {
     /// The head of `in_flight` changed (popped or first pushed): restart its clock and tell
     /// whether the new head must be cancelled.
     fn head_changed(&mut self, now: Instant) -> bool {
+        self.stalled = false;
         match self.in_flight.front() {
             Some(h) => {
                 self.head_since = Some(now);
@@ -507,7 +567,8 @@ impl State {
     }
 
     /// Records a request just encoded into the write buffer as written (the next `seq`).
-    fn push_in_flight(&mut self, q: Queued, (kind, parses, used): Encoded) {
+    /// Returns whether the stall watch must be woken (it became the head of an idle pipeline).
+    fn push_in_flight(&mut self, q: Queued, (kind, parses, used): Encoded) -> bool {
         let seq = self.next_seq;
         self.next_seq += 1;
         let work = match q.work {
@@ -527,11 +588,13 @@ impl State {
             result_bytes: 0,
             too_large: false,
         });
-        if self.in_flight.len() == 1 {
-            // Its caller is waiting (the writer skips abandoned requests), so there is nothing
-            // to cancel; the clock starts at the write.
-            self.head_changed(Instant::now());
+        if self.in_flight.len() > 1 {
+            return false;
         }
+        // Its caller is waiting (the writer skips abandoned requests), so there is nothing to
+        // cancel; the clock starts at the write.
+        self.head_changed(Instant::now());
+        std::mem::take(&mut self.watch_idle)
     }
 }
 
@@ -549,6 +612,11 @@ struct Inner {
     connect_timeout: Duration,
     /// Wakes the canceller task: a caller went away, or the head changed to one to cancel.
     cancel_signal: Signal,
+    /// Set for pooled connections only (see [`stall_watch_task`]).
+    stall: Option<StallWatch>,
+    /// Wakes the stall watch: a batch was written while it waited without a deadline, or the
+    /// connection closed.
+    stall_signal: Signal,
     counters: Rc<Counters>,
     max_result_bytes: usize,
     /// The largest read buffer the reader has held (diagnostics; see
@@ -571,7 +639,7 @@ impl Inner {
         info: StartupInfo,
         shutdown_fd: OwnedFd,
         cancel_addr: CancelAddr,
-        counters: Rc<Counters>,
+        shared: Shared,
         read_buffer: usize,
     ) -> Inner {
         Inner {
@@ -583,6 +651,8 @@ impl Inner {
                 closed: false,
                 next_seq: 0,
                 head_since: None,
+                stalled: false,
+                watch_idle: false,
                 cancels: CancelLedger::default(),
             }),
             writer_signal: Signal::default(),
@@ -594,7 +664,9 @@ impl Inner {
             cancel_addr,
             connect_timeout: config.connect_timeout,
             cancel_signal: Signal::default(),
-            counters,
+            stall: shared.stall,
+            stall_signal: Signal::default(),
+            counters: shared.counters,
             // Zero would fail every batch that returns a row; a limit that small is a mistake.
             max_result_bytes: config.max_result_bytes.max(1),
             read_peak: Cell::new(read_buffer),
@@ -639,6 +711,35 @@ impl Inner {
         self.closed_event.notify();
         self.notification_signal.notify();
         self.cancel_signal.notify();
+        self.stall_signal.notify();
+    }
+
+    /// Hands the unwritten queue back to the pool (`NotSent`, to be dispatched again) when the
+    /// head has stalled and the pool has a healthy connection that is not stalled. Nothing
+    /// queued was written, so moving it is always safe; work already written behind the head
+    /// cannot move. Cheap unless stalled: one flag read.
+    fn move_off_stall(&self) {
+        let Some(watch) = &self.stall else { return };
+        {
+            let st = self.state.borrow();
+            if !st.stalled || st.queue.is_empty() {
+                return;
+            }
+        }
+        // Asked with our state released: the pool looks at its connections.
+        if !watch.lanes.upgrade().is_some_and(|lanes| lanes.open_lane_besides(self.id)) {
+            return;
+        }
+        let queue = std::mem::take(&mut self.state.borrow_mut().queue);
+        let mut moved = 0;
+        for q in queue {
+            // A caller that went away gets nothing: its work is dropped, never sent.
+            if q.tx.send(Err(Failure::NotSent(q.work))).is_ok() {
+                moved += 1;
+            }
+        }
+        self.counters.moved_off_stalled.set(self.counters.moved_off_stalled.get() + moved);
+        tracing::debug!(conn = self.id, moved, "pg head stalled; queued work handed back to the pool");
     }
 }
 
@@ -699,11 +800,12 @@ impl Connection {
     /// by another. An IP literal is used as it is; a name is resolved off the shard thread and
     /// every address it resolves to is tried in turn.
     pub async fn connect(config: &ConnectConfig) -> Result<Connection, PgError> {
-        Self::connect_counted(config, Rc::new(Counters::default())).await
+        Self::connect_with(config, Shared { counters: Rc::new(Counters::default()), stall: None }).await
     }
 
-    /// [`Connection::connect`], counting into `counters` (a pool shares one set per pool).
-    pub(crate) async fn connect_counted(config: &ConnectConfig, counters: Rc<Counters>) -> Result<Connection, PgError> {
+    /// [`Connection::connect`], counting into `shared.counters` and, given a `shared.stall`,
+    /// handing unwritten work back to the pool when the head stalls.
+    pub(crate) async fn connect_with(config: &ConnectConfig, shared: Shared) -> Result<Connection, PgError> {
         let id = NEXT_CONN_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let deadline = Instant::now() + config.connect_timeout;
         match &config.host {
@@ -712,7 +814,7 @@ impl Connection {
                 let (stream, addr) = connect_tcp(&addrs, deadline, config.connect_timeout).await?;
                 // Latency matters more than segment count: batches are already coalesced.
                 let _ = stream.set_nodelay(true);
-                Self::establish(id, stream, config, CancelAddr::Tcp(addr), counters).await
+                Self::establish(id, stream, config, CancelAddr::Tcp(addr), shared).await
             }
             Host::Unix(dir) => {
                 let path = dir.join(format!(".s.PGSQL.{}", config.port));
@@ -720,7 +822,7 @@ impl Connection {
                     Ok(s) => s?,
                     Err(_) => return Err(PgError::Timeout(config.connect_timeout)),
                 };
-                Self::establish(id, stream, config, CancelAddr::Unix(path), counters).await
+                Self::establish(id, stream, config, CancelAddr::Unix(path), shared).await
             }
         }
     }
@@ -730,7 +832,7 @@ impl Connection {
         mut stream: S,
         config: &ConnectConfig,
         cancel_addr: CancelAddr,
-        counters: Rc<Counters>,
+        shared: Shared,
     ) -> Result<Connection, PgError>
     where
         S: AsyncReadRent + AsyncWriteRent + AsRawFd + Splitable + 'static,
@@ -739,11 +841,14 @@ impl Connection {
     {
         let (info, rbuf, shutdown_fd) = startup_bounded(&mut stream, config).await?;
         tracing::debug!(conn = id, backend_pid = info.pid, "pg connection established");
-        let inner = Rc::new(Inner::new(id, config, info, shutdown_fd, cancel_addr, counters, rbuf.capacity()));
+        let inner = Rc::new(Inner::new(id, config, info, shutdown_fd, cancel_addr, shared, rbuf.capacity()));
         let (r, w) = stream.into_split();
         monoio::spawn(reader_task(inner.clone(), r, rbuf));
         monoio::spawn(writer_task(inner.clone(), w));
         monoio::spawn(canceller_task(inner.clone()));
+        if let Some(watch) = &inner.stall {
+            monoio::spawn(stall_watch_task(inner.clone(), watch.after));
+        }
         Ok(Connection { inner })
     }
 
@@ -833,6 +938,14 @@ impl Connection {
     /// Batches written and not yet answered.
     pub fn in_flight(&self) -> usize {
         self.inner.state.borrow().in_flight.len()
+    }
+
+    /// Whether the connection is stalled and how loaded it is; `None` once closed. Reads no
+    /// clock (the stall watch keeps the flag), so dispatch can ask every connection.
+    pub(crate) fn lane(&self) -> Option<Lane> {
+        let st = self.inner.state.borrow();
+        debug_assert!(!st.stalled || st.head_since.is_some(), "only a head in flight can stall");
+        (!st.closed).then(|| Lane { stalled: st.stalled, load: st.queue.len() + st.in_flight.len() })
     }
 
     /// The latest value of a server-reported parameter (`server_version`, `TimeZone`, ...).
@@ -1142,7 +1255,12 @@ impl Auth<'_> {
 
 async fn writer_task<W: AsyncWriteRent>(inner: Rc<Inner>, mut w: W) {
     let mut buf = BytesMut::with_capacity(inner.max_write_bytes);
-    while encode_queued(&inner, &mut buf) {
+    loop {
+        // Before anything more goes behind a stalled head: is there somewhere better?
+        inner.move_off_stall();
+        if !encode_queued(&inner, &mut buf) {
+            break;
+        }
         if buf.is_empty() {
             inner.writer_signal.wait().await;
             continue;
@@ -1179,19 +1297,22 @@ fn encode_queued(inner: &Inner, buf: &mut BytesMut) -> bool {
             tracing::trace!(conn = inner.id, "skipping cancelled request");
             continue;
         }
-        encode_one(st, q, buf);
+        if encode_one(st, q, buf) {
+            inner.stall_signal.notify();
+        }
     }
     true
 }
 
 /// Appends one request to `buf` and records it in flight; a request that cannot be encoded is
 /// answered with its error instead, leaving `buf` and the statement cache as they were.
-fn encode_one(st: &mut State, q: Queued, buf: &mut BytesMut) {
+/// Returns whether the stall watch must be woken (see [`State::push_in_flight`]).
+fn encode_one(st: &mut State, q: Queued, buf: &mut BytesMut) -> bool {
     let start = buf.len();
     match encode(&q.work, &mut st.cache, buf) {
         Ok(encoded) => {
             debug_assert!(buf.len() > start, "every request ends with a Sync or is a Query");
-            st.push_in_flight(q, encoded);
+            st.push_in_flight(q, encoded)
         }
         Err((e, parses)) => {
             buf.truncate(start);
@@ -1199,6 +1320,7 @@ fn encode_one(st: &mut State, q: Queued, buf: &mut BytesMut) {
                 st.cache.forget_pending(&k);
             }
             let _ = q.tx.send(Err(Failure::Error(e)));
+            false
         }
     }
 }
@@ -1674,6 +1796,55 @@ fn complete_statement(f: &mut InFlight, tag: String) -> Result<(), PgError> {
         Kind::Simple { results } => results.push(SimpleResult { columns, rows, command_tag: tag }),
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stalled heads.
+
+/// Keeps `State::stalled` true exactly while the head of the pipeline has been running for
+/// `after` or longer, and moves unwritten work off the connection while it is (see
+/// [`Inner::move_off_stall`]). One per pooled connection, for the connection's life.
+///
+/// It costs no clock read per request: it sleeps until the current head's deadline and on
+/// waking re-reads the head (which may have changed meanwhile, restarting its clock); with
+/// nothing in flight it waits for the writer's first batch. While the connection is stalled it
+/// looks again every `after` (at least [`STALL_RECHECK_MIN`]), so work queued while every
+/// connection was stalled moves soon after another connection frees up or comes back.
+async fn stall_watch_task(inner: Rc<Inner>, after: Duration) {
+    let after = after.min(STALLED_AFTER_MAX);
+    let recheck = after.max(STALL_RECHECK_MIN);
+    loop {
+        let now = Instant::now();
+        let deadline = {
+            let mut st = inner.state.borrow_mut();
+            if st.closed {
+                return;
+            }
+            match st.head_since {
+                None => {
+                    st.watch_idle = true;
+                    None
+                }
+                Some(since) if now < since + after => Some(since + after),
+                Some(_) => {
+                    if !st.stalled {
+                        st.stalled = true;
+                        let (in_flight, queued) = (st.in_flight.len(), st.queue.len());
+                        tracing::debug!(conn = inner.id, ?after, in_flight, queued, "pg connection stalled");
+                    }
+                    Some(now + recheck)
+                }
+            }
+        };
+        inner.move_off_stall();
+        match deadline {
+            None => inner.stall_signal.wait().await,
+            // Dropping a signal wait loses nothing: it holds no I/O.
+            Some(t) => {
+                let _ = monoio::time::timeout_at(t, inner.stall_signal.wait()).await;
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
