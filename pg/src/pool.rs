@@ -9,9 +9,9 @@
 //!   waiting pool-wide, `max_in_flight` written per connection); over the queue bound → `Busy`;
 //! - while no connection is healthy a request waits at most `connect_wait` for one to come up,
 //!   then fails with `Unavailable { retry_after }` — it never hangs;
-//! - a batch the pool never wrote (its connection died first) is re-dispatched to a healthy
-//!   connection; a batch that was written and whose connection died fails with `ConnectionLost`
-//!   (it may have committed) and is never re-run;
+//! - a batch the pool never wrote (its connection died first, or stalled: see below) is
+//!   re-dispatched to a healthy connection; a batch that was written and whose connection died
+//!   fails with `ConnectionLost` (it may have committed) and is never re-run;
 //! - a dropped `execute` future (the caller went away, or `request_timeout` fired) cancels its
 //!   batch: unwritten, it is never sent; written, its connection sends PostgreSQL a
 //!   CancelRequest once it is the head of that connection's pipeline (see [`Connection`]);
