@@ -107,11 +107,7 @@ fn has_token(value: &[u8], token: &str) -> bool {
 /// Returns `Ok(None)` when more bytes are needed (and the limits still allow them),
 /// `Ok(Some(head))` when a complete, acceptable head was found, or the refusal.
 pub fn parse_request_head(buf: &[u8], limits: &HeadLimits) -> Result<Option<ParsedHead>, HeadError> {
-    let n = buf.len().min(H2_PREFACE.len());
-    if n > 0 && buf[..n] == H2_PREFACE[..n] {
-        if n == H2_PREFACE.len() {
-            return Err(HeadError::Http2Preface);
-        }
+    if starts_like_h2_preface(buf)? {
         return Ok(None);
     }
     let max_headers = limits.max_headers.min(MAX_HEADERS_CAP);
@@ -119,32 +115,8 @@ pub fn parse_request_head(buf: &[u8], limits: &HeadLimits) -> Result<Option<Pars
         [const { MaybeUninit::uninit() }; MAX_HEADERS_CAP];
     let mut req = httparse::Request::new(&mut []);
     let parsed = req.parse_with_uninit_headers(buf, &mut storage[..max_headers]);
-    let head_len = match parsed {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
-            // Request line still incomplete and already longer than any acceptable one.
-            let line_done = buf.contains(&b'\n');
-            if !line_done && buf.len() > limits.max_uri_len + 32 {
-                return Err(HeadError::UriTooLong);
-            }
-            if buf.len() > limits.max_header_bytes {
-                return Err(HeadError::HeadTooLarge);
-            }
-            return Ok(None);
-        }
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
-        Err(httparse::Error::Version) => return Err(HeadError::Malformed("unsupported HTTP version")),
-        Err(httparse::Error::Token) => {
-            // A token error inside an over-long target is still "URI too long".
-            if !buf.contains(&b'\n') && buf.len() > limits.max_uri_len + 32 {
-                return Err(HeadError::UriTooLong);
-            }
-            return Err(HeadError::Malformed("invalid token"));
-        }
-        Err(httparse::Error::HeaderName) => return Err(HeadError::Malformed("invalid header name")),
-        Err(httparse::Error::HeaderValue) => return Err(HeadError::Malformed("invalid header value")),
-        Err(httparse::Error::NewLine) => return Err(HeadError::Malformed("invalid line ending")),
-        Err(httparse::Error::Status) => return Err(HeadError::Malformed("invalid request line")),
+    let Some(head_len) = head_length(parsed, buf, limits)? else {
+        return Ok(None);
     };
     let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(HeadError::Malformed("incomplete request line"));
@@ -160,76 +132,16 @@ pub fn parse_request_head(buf: &[u8], limits: &HeadLimits) -> Result<Option<Pars
     }
     let (origin, authority) = split_target(method, path.as_bytes())?;
     let version = if minor == 1 { Version::Http11 } else { Version::Http10 };
-
-    let mut content_length: Option<u64> = None;
-    let mut te_chunked = false;
-    let mut te_seen = false;
-    let mut close = false;
-    let mut keep_alive_token = false;
-    let mut expect_continue = false;
-    let mut hosts = 0usize;
+    let mut fields = FieldFacts::default();
     let mut headers = Vec::with_capacity(req.headers.len());
     for h in req.headers.iter() {
         headers.push((range_of(buf, h.name.as_bytes()), range_of(buf, h.value)));
-        let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let v = h.value.trim_ascii();
-            if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-                return Err(HeadError::InvalidContentLength);
-            }
-            let n = v.iter().fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
-            match content_length {
-                Some(prev) if prev != n => return Err(HeadError::InvalidContentLength),
-                _ => content_length = Some(n),
-            }
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            te_seen = true;
-            for coding in h.value.split(|&b| b == b',') {
-                let c = coding.trim_ascii();
-                if c.is_empty() {
-                    return Err(HeadError::Malformed("empty transfer coding"));
-                }
-                if c.eq_ignore_ascii_case(b"chunked") {
-                    if te_chunked {
-                        return Err(HeadError::Malformed("chunked applied twice"));
-                    }
-                    te_chunked = true;
-                } else {
-                    return Err(HeadError::UnsupportedTransferEncoding);
-                }
-            }
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            close |= has_token(h.value, "close");
-            keep_alive_token |= has_token(h.value, "keep-alive");
-        } else if name.eq_ignore_ascii_case(b"expect") {
-            if h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
-                expect_continue = version == Version::Http11;
-            }
-        } else if name.eq_ignore_ascii_case(b"host") {
-            hosts += 1;
-        }
+        fields.note(h.name.as_bytes(), h.value, version)?;
     }
-    if version == Version::Http11 && hosts != 1 {
+    if version == Version::Http11 && fields.hosts != 1 {
         return Err(HeadError::Malformed("HTTP/1.1 requires exactly one Host header"));
     }
-    let framing = match (te_seen, content_length) {
-        (true, Some(_)) => return Err(HeadError::LengthAndChunked),
-        (true, None) if version == Version::Http10 => {
-            return Err(HeadError::Malformed("transfer-encoding in an HTTP/1.0 request"))
-        }
-        (true, None) => Framing::Chunked,
-        (false, Some(n)) => Framing::Length(n),
-        (false, None) => Framing::Length(0),
-    };
-    if let Framing::Length(n) = framing {
-        if n > limits.max_body_bytes {
-            return Err(HeadError::BodyTooLarge);
-        }
-    }
-    let keep_alive = match version {
-        Version::Http11 => !close,
-        Version::Http10 => keep_alive_token && !close,
-    };
+    let framing = fields.framing(version, limits)?;
     Ok(Some(ParsedHead {
         head_len,
         method: range_of(buf, method.as_bytes()),
@@ -238,9 +150,139 @@ pub fn parse_request_head(buf: &[u8], limits: &HeadLimits) -> Result<Option<Pars
         version,
         headers,
         framing,
-        keep_alive,
-        expect_continue,
+        keep_alive: fields.keep_alive(version),
+        expect_continue: fields.expect_continue,
     }))
+}
+
+/// Whether `buf` is a prefix of the HTTP/2 connection preface (more bytes will tell); the whole
+/// preface is refused.
+fn starts_like_h2_preface(buf: &[u8]) -> Result<bool, HeadError> {
+    let n = buf.len().min(H2_PREFACE.len());
+    if n == 0 || buf[..n] != H2_PREFACE[..n] {
+        return Ok(false);
+    }
+    if n == H2_PREFACE.len() {
+        return Err(HeadError::Http2Preface);
+    }
+    Ok(true)
+}
+
+/// The head's length once httparse found all of it; `None` while more bytes may still make an
+/// acceptable head.
+fn head_length(
+    parsed: Result<httparse::Status<usize>, httparse::Error>,
+    buf: &[u8],
+    limits: &HeadLimits,
+) -> Result<Option<usize>, HeadError> {
+    // A request line still incomplete and already longer than any acceptable one (only looked
+    // for when the head is not complete: a complete one is checked against the limit as parsed).
+    let uri_too_long = || buf.len() > limits.max_uri_len + 32 && !buf.contains(&b'\n');
+    match parsed {
+        Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
+        Ok(httparse::Status::Partial) if uri_too_long() => Err(HeadError::UriTooLong),
+        Ok(httparse::Status::Partial) if buf.len() > limits.max_header_bytes => Err(HeadError::HeadTooLarge),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooManyHeaders),
+        Err(httparse::Error::Version) => Err(HeadError::Malformed("unsupported HTTP version")),
+        // A token error inside an over-long target is still "URI too long".
+        Err(httparse::Error::Token) if uri_too_long() => Err(HeadError::UriTooLong),
+        Err(httparse::Error::Token) => Err(HeadError::Malformed("invalid token")),
+        Err(httparse::Error::HeaderName) => Err(HeadError::Malformed("invalid header name")),
+        Err(httparse::Error::HeaderValue) => Err(HeadError::Malformed("invalid header value")),
+        Err(httparse::Error::NewLine) => Err(HeadError::Malformed("invalid line ending")),
+        Err(httparse::Error::Status) => Err(HeadError::Malformed("invalid request line")),
+    }
+}
+
+/// What the header fields say about framing and the connection, gathered field by field.
+#[derive(Default)]
+struct FieldFacts {
+    content_length: Option<u64>,
+    /// A `Transfer-Encoding` field was seen (its only accepted coding is one `chunked`).
+    te_seen: bool,
+    te_chunked: bool,
+    close: bool,
+    keep_alive_token: bool,
+    expect_continue: bool,
+    hosts: usize,
+}
+
+impl FieldFacts {
+    /// Takes one header field into account; refuses a bad length or transfer coding.
+    fn note(&mut self, name: &[u8], value: &[u8], version: Version) -> Result<(), HeadError> {
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = parse_content_length(value)?;
+            match self.content_length {
+                Some(prev) if prev != n => return Err(HeadError::InvalidContentLength),
+                _ => self.content_length = Some(n),
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            self.te_seen = true;
+            self.note_transfer_codings(value)?;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            self.close |= has_token(value, "close");
+            self.keep_alive_token |= has_token(value, "keep-alive");
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            if value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+                self.expect_continue = version == Version::Http11;
+            }
+        } else if name.eq_ignore_ascii_case(b"host") {
+            self.hosts += 1;
+        }
+        Ok(())
+    }
+
+    fn note_transfer_codings(&mut self, value: &[u8]) -> Result<(), HeadError> {
+        for coding in value.split(|&b| b == b',') {
+            let c = coding.trim_ascii();
+            if c.is_empty() {
+                return Err(HeadError::Malformed("empty transfer coding"));
+            }
+            if !c.eq_ignore_ascii_case(b"chunked") {
+                return Err(HeadError::UnsupportedTransferEncoding);
+            }
+            if self.te_chunked {
+                return Err(HeadError::Malformed("chunked applied twice"));
+            }
+            self.te_chunked = true;
+        }
+        Ok(())
+    }
+
+    /// How the body is delimited (RFC 9112 §6.3), within `max_body_bytes` when it has a length.
+    fn framing(&self, version: Version, limits: &HeadLimits) -> Result<Framing, HeadError> {
+        let framing = match (self.te_seen, self.content_length) {
+            (true, Some(_)) => return Err(HeadError::LengthAndChunked),
+            (true, None) if version == Version::Http10 => {
+                return Err(HeadError::Malformed("transfer-encoding in an HTTP/1.0 request"))
+            }
+            (true, None) => Framing::Chunked,
+            (false, Some(n)) => Framing::Length(n),
+            (false, None) => Framing::Length(0),
+        };
+        match framing {
+            Framing::Length(n) if n > limits.max_body_bytes => Err(HeadError::BodyTooLarge),
+            framing => Ok(framing),
+        }
+    }
+
+    /// Whether the client lets the connection stay open after this exchange.
+    fn keep_alive(&self, version: Version) -> bool {
+        match version {
+            Version::Http11 => !self.close,
+            Version::Http10 => self.keep_alive_token && !self.close,
+        }
+    }
+}
+
+/// A `Content-Length` value: ASCII digits only, at most 19 of them (fits a `u64`).
+fn parse_content_length(value: &[u8]) -> Result<u64, HeadError> {
+    let v = value.trim_ascii();
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return Err(HeadError::InvalidContentLength);
+    }
+    Ok(v.iter().fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0')))
 }
 
 /// Splits a request target (RFC 9112 §3.2) into its origin-form part and, for absolute-form,

@@ -23,7 +23,7 @@ use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use monoio::io::{AsyncWriteRent, Splitable};
 use monoio::net::TcpStream;
 use monoio::time::Instant;
@@ -37,7 +37,7 @@ use crate::io::{
     ReadOutcome,
 };
 use crate::limits::Limits;
-use crate::response::{write_head, Response, ResponseBody, Wire};
+use crate::response::{write_head, BodyStream, Response, ResponseBody, Wire};
 use crate::stats::{self, Event};
 use crate::watch::{self, WatchEnd};
 
@@ -269,33 +269,16 @@ impl<H: Handler> Conn<H> {
     }
 
     async fn exchange<S: Shutdown>(&mut self, req: Request, started: std::time::Instant, shutdown: &S) -> Next {
-        self.gen += 1;
-        let gen = self.gen;
-        {
-            let mut st = self.shared.body.borrow_mut();
-            st.gen = gen;
-            st.received = 0;
-            st.error = None;
-            st.response_started = false;
-            st.deadline = None;
-            st.released = false;
-            st.watch_waker = None;
-            st.framing = match req.framing {
-                Framing::Length(0) => BodyFraming::Done,
-                Framing::Length(n) => BodyFraming::Remaining(n),
-                Framing::Chunked => BodyFraming::Chunked(ChunkedDecoder::new(
-                    self.limits.max_chunk_line_bytes,
-                    self.limits.max_trailer_bytes,
-                )),
-            };
-            st.expect_pending = req.expect_continue && !matches!(st.framing, BodyFraming::Done);
-        }
-        let method_is_head = req.is_head();
-        let version = req.version();
-        let client_keep_alive = req.keep_alive;
-        let request_id = req.request_id().to_owned();
-        let method = req.method().to_owned();
-        let path = req.path().to_owned();
+        let gen = self.begin_body(&req);
+        let ex = Exchange {
+            head_only: req.is_head(),
+            version: req.version(),
+            client_keep_alive: req.keep_alive,
+            request_id: req.request_id().to_owned(),
+            method: req.method().to_owned(),
+            path: req.path().to_owned(),
+            started,
+        };
         let body = Body::from_conn(self.shared.clone(), gen);
         let mut handler = Some(CatchUnwind::new(self.handler.handle(req, body)));
 
@@ -305,45 +288,18 @@ impl<H: Handler> Conn<H> {
         let shared = self.shared.clone();
         let stop = Cell::new(false);
         let max_buf = self.limits.max_header_bytes.max(1);
-        let mut watch = pin!(Some(watch::watch(&shared, &stop, max_buf, self.limits.read_buffer_size)));
-        // The watch's read when it was stopped in flight (never dropped: handed to the next head
-        // read or cancelled and awaited).
-        let mut handed: Option<InflightRead> = None;
-        let raced = poll_fn(|cx| {
-            if let Some(h) = handler.as_mut() {
-                if let Poll::Ready(r) = Pin::new(h).poll(cx) {
-                    return Poll::Ready(Raced::Done(r));
-                }
-            }
-            match poll_watch(&mut watch, &shared, &mut handed, cx) {
-                Poll::Ready(Some(e)) => Poll::Ready(Raced::Gone(e)),
-                _ => Poll::Pending,
-            }
-        })
-        .await;
-        let mut resp = match raced {
+        let mut watch = WatchSlot {
+            watch: pin!(Some(watch::watch(&shared, &stop, max_buf, self.limits.read_buffer_size))),
+            shared: &shared,
+            handed: None,
+        };
+        let resp = match race_handler(&mut handler, &mut watch).await {
             Raced::Done(Ok(r)) => r,
             Raced::Done(Err(())) => {
-                tracing::error!(request_id = %request_id, method = %method, path = %path, "handler panicked");
+                tracing::error!(request_id = %ex.request_id, method = %ex.method, path = %ex.path, "handler panicked");
                 Response::error_json(500, "internal server error")
             }
-            Raced::Gone(err) => {
-                // The watch has ended and handed the read side back; nothing is in flight.
-                // Dropping the handler future is the cancellation of its queued work.
-                let h = handler.take();
-                if std::panic::catch_unwind(AssertUnwindSafe(move || drop(h))).is_err() {
-                    tracing::error!(request_id = %request_id, "handler panicked while being cancelled");
-                }
-                {
-                    let mut st = self.shared.body.borrow_mut();
-                    st.gen = u64::MAX;
-                    st.watch_waker = None;
-                }
-                let reason = err.as_ref().map_or_else(|| "eof".to_owned(), |e| e.to_string());
-                tracing::debug!(request_id = %request_id, reason = %reason, "client disconnected; handler cancelled");
-                tracing::info!(request_id = %request_id, method = %method, path = %path, status = 499u16, bytes_out = 0u64, latency_us = started.elapsed().as_micros() as u64, peer = %self.peer, service = "-", cancelled_by_client = true, "request (cancelled by client)");
-                return Next::Cancelled;
-            }
+            Raced::Gone(err) => return self.cancel_handler(handler.take(), err, &ex),
         };
         drop(handler);
         // Stop the watch now. A read it submitted on an empty buffer stays in flight and is
@@ -352,51 +308,91 @@ impl<H: Handler> Conn<H> {
         // submitted together with the response's first write, and its completion is awaited
         // after the response (before the read side is used).
         stop.set(true);
-        let peer_gone =
-            poll_fn(|cx| Poll::Ready(matches!(poll_watch(&mut watch, &shared, &mut handed, cx), Poll::Ready(Some(_)))))
-                .await;
+        let peer_gone = watch.poll_stopped().await;
+        self.respond(resp, ex, peer_gone, shutdown, &mut watch).await
+    }
 
-        // Decide what happens to the rest of the request body.
-        let (body_done, body_clean, expect_unread, remaining) = {
-            let mut st = self.shared.body.borrow_mut();
-            st.response_started = true;
-            st.watch_waker = None;
-            let remaining = match &st.framing {
-                BodyFraming::Done => Some(0),
-                BodyFraming::Remaining(n) => Some(*n),
-                BodyFraming::Chunked(_) => None,
-            };
-            (matches!(st.framing, BodyFraming::Done), st.error.is_none(), st.expect_pending, remaining)
+    /// Resets the shared body state for the next exchange; returns its generation (a `Body`
+    /// from an earlier exchange no longer reads).
+    fn begin_body(&mut self, req: &Request) -> u64 {
+        self.gen += 1;
+        let mut st = self.shared.body.borrow_mut();
+        st.gen = self.gen;
+        st.received = 0;
+        st.error = None;
+        st.response_started = false;
+        st.deadline = None;
+        st.released = false;
+        st.watch_waker = None;
+        st.framing = match req.framing {
+            Framing::Length(0) => BodyFraming::Done,
+            Framing::Length(n) => BodyFraming::Remaining(n),
+            Framing::Chunked => BodyFraming::Chunked(ChunkedDecoder::new(
+                self.limits.max_chunk_line_bytes,
+                self.limits.max_trailer_bytes,
+            )),
         };
-        let drainable = body_clean && !expect_unread && remaining.is_some_and(|n| n <= self.limits.max_drain_bytes);
-        let mut keep_alive = client_keep_alive
-            && !peer_gone
-            && !resp.close
-            && !shutdown.is_triggered()
-            && (body_done && body_clean || drainable);
+        st.expect_pending = req.expect_continue && !matches!(st.framing, BodyFraming::Done);
+        self.gen
+    }
 
+    /// The client went away while the handler ran: drops the handler future (which cancels its
+    /// queued work), detaches its body and logs the request as 499.
+    fn cancel_handler<F>(&self, handler: Option<F>, err: Option<std::io::Error>, ex: &Exchange) -> Next {
+        // The watch has ended and handed the read side back; nothing is in flight.
+        if std::panic::catch_unwind(AssertUnwindSafe(move || drop(handler))).is_err() {
+            tracing::error!(request_id = %ex.request_id, "handler panicked while being cancelled");
+        }
+        {
+            let mut st = self.shared.body.borrow_mut();
+            st.gen = u64::MAX;
+            st.watch_waker = None;
+        }
+        let reason = err.as_ref().map_or_else(|| "eof".to_owned(), |e| e.to_string());
+        tracing::debug!(request_id = %ex.request_id, reason = %reason, "client disconnected; handler cancelled");
+        tracing::info!(request_id = %ex.request_id, method = %ex.method, path = %ex.path, status = 499u16, bytes_out = 0u64, latency_us = ex.started.elapsed().as_micros() as u64, peer = %self.peer, service = "-", cancelled_by_client = true, "request (cancelled by client)");
+        Next::Cancelled
+    }
+
+    /// Everything after the handler answered: decides whether the connection stays open,
+    /// upgrades or writes the response, settles the watch's read and the unread body, and logs
+    /// the request.
+    async fn respond<S, W>(
+        &mut self,
+        mut resp: Response,
+        ex: Exchange,
+        peer_gone: bool,
+        shutdown: &S,
+        watch: &mut WatchSlot<'_, W>,
+    ) -> Next
+    where
+        S: Shutdown,
+        W: Future<Output = Option<WatchEnd>>,
+    {
+        let body = self.start_response();
+        let mut keep_alive =
+            ex.client_keep_alive && !peer_gone && !resp.close && !shutdown.is_triggered() && body.reusable;
         if resp.upgrade.is_some() {
-            if resp.status != 101 || !body_done || peer_gone {
+            if resp.status != 101 || !body.done || peer_gone {
                 resp.upgrade = None;
             } else {
-                finish_watch(&mut watch, &shared, &mut handed).await;
-                self.cancel_handed(&mut handed).await;
-                return self.upgrade(resp, request_id, shutdown, started, method, path).await;
+                watch.finish().await;
+                self.cancel_handed(&mut watch.handed).await;
+                return self.upgrade(resp, ex, shutdown).await;
             }
         }
-        let service = resp.service;
-        let status = resp.status;
-        let out = self.write_response(resp, &request_id, version, keep_alive, method_is_head).await;
+        let (service, status) = (resp.service, resp.status);
+        let out = self.write_response(resp, &ex.request_id, ex.version, keep_alive, ex.head_only).await;
         // The read side is needed from here on (drain, linger, next head) and the watch must not
         // be dropped with its read in flight.
-        if finish_watch(&mut watch, &shared, &mut handed).await {
+        if watch.finish().await {
             keep_alive = false;
         }
-        if keep_alive && body_done && matches!(out, Ok((_, true))) {
+        if keep_alive && body.done && matches!(out, Ok((_, true))) {
             // The handed-over read (if any) is the next head read.
-            self.pending = handed.take();
+            self.pending = watch.handed.take();
         } else {
-            self.cancel_handed(&mut handed).await;
+            self.cancel_handed(&mut watch.handed).await;
         }
         let bytes_out = match out {
             Ok((n, reusable)) => {
@@ -404,14 +400,14 @@ impl<H: Handler> Conn<H> {
                 n
             }
             Err(n) => {
-                tracing::info!(request_id = %request_id, method = %method, path = %path, status, bytes_out = n, latency_us = started.elapsed().as_micros() as u64, peer = %self.peer, service, "request (write failed)");
+                tracing::info!(request_id = %ex.request_id, method = %ex.method, path = %ex.path, status, bytes_out = n, latency_us = ex.started.elapsed().as_micros() as u64, peer = %self.peer, service, "request (write failed)");
                 // Invalidate the body before dropping the connection.
                 self.shared.body.borrow_mut().gen = u64::MAX;
                 return Next::Abort;
             }
         };
-        tracing::info!(request_id = %request_id, method = %method, path = %path, status, bytes_out, latency_us = started.elapsed().as_micros() as u64, peer = %self.peer, service, "request");
-        if keep_alive && !body_done && !self.drain_body().await {
+        tracing::info!(request_id = %ex.request_id, method = %ex.method, path = %ex.path, status, bytes_out, latency_us = ex.started.elapsed().as_micros() as u64, peer = %self.peer, service, "request");
+        if keep_alive && !body.done && !self.drain_body().await {
             keep_alive = false;
         }
         // Detach any Body the handler kept.
@@ -421,6 +417,23 @@ impl<H: Handler> Conn<H> {
         } else {
             Next::Close
         }
+    }
+
+    /// Marks the response started (the body sends no `100 Continue` from now on) and says what
+    /// is left of the request body.
+    fn start_response(&self) -> BodyLeft {
+        let mut st = self.shared.body.borrow_mut();
+        st.response_started = true;
+        st.watch_waker = None;
+        let remaining = match &st.framing {
+            BodyFraming::Done => Some(0),
+            BodyFraming::Remaining(n) => Some(*n),
+            BodyFraming::Chunked(_) => None,
+        };
+        let done = matches!(st.framing, BodyFraming::Done);
+        let clean = st.error.is_none();
+        let drainable = clean && !st.expect_pending && remaining.is_some_and(|n| n <= self.limits.max_drain_bytes);
+        BodyLeft { done, reusable: done && clean || drainable }
     }
 
     /// Cancels the watch's handed-over read, if any, awaits it and puts the read side back.
@@ -475,39 +488,20 @@ impl<H: Handler> Conn<H> {
         }
         let mut rs = self.take_reader()?;
         let deadline = Instant::now() + self.limits.linger_timeout;
-        let mut seen = 0usize;
-        loop {
-            rs.buf.clear();
-            let buf = std::mem::take(&mut rs.buf);
-            let (o, buf) = read_buf(&mut rs.io, buf, self.limits.read_buffer_size, Some(deadline), no_interrupt).await;
-            rs.buf = buf;
-            match o {
-                ReadOutcome::Data(n) if seen + n <= self.limits.max_linger_bytes => seen += n,
-                _ => break,
-            }
-        }
-        rs.buf.clear();
+        discard_input(&mut rs, self.limits.read_buffer_size, deadline, self.limits.max_linger_bytes).await;
         Some(rs)
     }
 
-    async fn upgrade<S: Shutdown>(
-        &mut self,
-        mut resp: Response,
-        request_id: String,
-        shutdown: &S,
-        started: std::time::Instant,
-        method: String,
-        path: String,
-    ) -> Next {
+    async fn upgrade<S: Shutdown>(&mut self, mut resp: Response, ex: Exchange, shutdown: &S) -> Next {
         let Some(up) = resp.upgrade.take() else { return Next::Close };
         resp.set_header("upgrade", "websocket");
         resp.set_header("sec-websocket-accept", up.accept.clone());
         let service = resp.service;
-        let n = match self.write_response(resp, &request_id, Version::Http11, true, false).await {
+        let n = match self.write_response(resp, &ex.request_id, Version::Http11, true, false).await {
             Ok((n, _)) => n,
             Err(_) => return Next::Abort,
         };
-        tracing::info!(request_id = %request_id, method = %method, path = %path, status = 101u16, bytes_out = n, latency_us = started.elapsed().as_micros() as u64, peer = %self.peer, service, "request (upgraded)");
+        tracing::info!(request_id = %ex.request_id, method = %ex.method, path = %ex.path, status = 101u16, bytes_out = n, latency_us = ex.started.elapsed().as_micros() as u64, peer = %self.peer, service, "request (upgraded)");
         let (Some(rs), Some(w)) = (self.take_reader(), self.shared.writer.borrow_mut().take()) else {
             return Next::Abort;
         };
@@ -515,22 +509,10 @@ impl<H: Handler> Conn<H> {
         let shutdown_fut: Pin<Box<dyn Future<Output = ()>>> = Box::pin(async move { sd.triggered().await });
         let close_timeout = up.config.close_timeout;
         let max_linger = self.limits.max_linger_bytes;
-        let rs = crate::ws::run_upgraded(rs, w, up.config, up.run, Some(shutdown_fut), request_id, self.peer).await;
+        let rs = crate::ws::run_upgraded(rs, w, up.config, up.run, Some(shutdown_fut), ex.request_id, self.peer).await;
         // Linger for the peer's close / EOF, bounded.
         let Some(mut rs) = rs else { return Next::Upgraded(None) };
-        let deadline = Instant::now() + close_timeout;
-        let mut seen = 0usize;
-        loop {
-            rs.buf.clear();
-            let buf = std::mem::take(&mut rs.buf);
-            let (o, buf) = read_buf(&mut rs.io, buf, 4096, Some(deadline), no_interrupt).await;
-            rs.buf = buf;
-            match o {
-                ReadOutcome::Data(n) if seen + n <= max_linger => seen += n,
-                _ => break,
-            }
-        }
-        rs.buf.clear();
+        discard_input(&mut rs, 4096, Instant::now() + close_timeout, max_linger).await;
         Next::Upgraded(Some(rs))
     }
 
@@ -545,15 +527,7 @@ impl<H: Handler> Conn<H> {
     ) -> Result<(u64, bool), u64> {
         let http10 = version == Version::Http10;
         let no_body_status = resp.status < 200 || resp.status == 204 || resp.status == 304;
-        let body = resp.take_body();
-        let (wire, body) = match body {
-            _ if resp.status < 200 || resp.status == 204 => (Wire::None, ResponseBody::Empty),
-            ResponseBody::Empty => (Wire::Length(0), ResponseBody::Empty),
-            ResponseBody::Full(b) => (Wire::Length(b.len() as u64), ResponseBody::Full(b)),
-            ResponseBody::SizedStream(n, s) => (Wire::Length(n), ResponseBody::SizedStream(n, s)),
-            ResponseBody::Stream(s) if http10 => (Wire::UntilClose, ResponseBody::Stream(s)),
-            ResponseBody::Stream(s) => (Wire::Chunked, ResponseBody::Stream(s)),
-        };
+        let (wire, body) = wire_for(resp.status, resp.take_body(), http10);
         let keep_alive = keep_alive && wire != Wire::UntilClose;
         let date = http_date();
         let mut wbuf = std::mem::take(&mut self.wbuf);
@@ -561,97 +535,13 @@ impl<H: Handler> Conn<H> {
         write_head(&mut wbuf, &resp, wire, keep_alive, http10, request_id, &date);
         let send_body = !(head_only || no_body_status);
         let Some(mut w) = self.shared.writer.borrow_mut().take() else { return Err(0) };
-        let wt = self.limits.write_timeout;
-        let mut out = 0u64;
-        let result: Result<bool, ()> = async {
-            match body {
-                ResponseBody::Full(b) if send_body => {
-                    if b.len() <= 16 * 1024 {
-                        wbuf.extend_from_slice(&b);
-                        out += b.len() as u64;
-                        flush(&mut w, &mut wbuf, wt).await?;
-                    } else {
-                        flush(&mut w, &mut wbuf, wt).await?;
-                        let n = b.len() as u64;
-                        write_all(&mut w, b, wt, no_abort).await.0.map_err(|_| ())?;
-                        out += n;
-                    }
-                    Ok(true)
-                }
-                ResponseBody::Stream(s) | ResponseBody::SizedStream(_, s) if send_body => {
-                    let chunked = wire == Wire::Chunked;
-                    let declared = match wire {
-                        Wire::Length(n) => Some(n),
-                        _ => None,
-                    };
-                    let mut s = s;
-                    let mut sent = 0u64;
-                    loop {
-                        let next = poll_fn(|cx| {
-                            let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                                futures_core::Stream::poll_next(s.as_mut(), cx)
-                            }));
-                            match r {
-                                Ok(p) => p.map(|o| o.map(|r| r.map_err(|_| ()))),
-                                Err(_) => Poll::Ready(Some(Err(()))),
-                            }
-                        })
-                        .await;
-                        match next {
-                            None => break,
-                            Some(Err(())) => {
-                                let _ = flush(&mut w, &mut wbuf, wt).await;
-                                return Err(());
-                            }
-                            Some(Ok(chunk)) if chunk.is_empty() => continue,
-                            Some(Ok(chunk)) => {
-                                sent += chunk.len() as u64;
-                                if declared.is_some_and(|d| sent > d) {
-                                    let _ = flush(&mut w, &mut wbuf, wt).await;
-                                    return Err(());
-                                }
-                                if chunked {
-                                    let mut hex = [0u8; 18];
-                                    let h = fmt_hex(&mut hex, chunk.len() as u64);
-                                    wbuf.put_slice(h);
-                                    wbuf.put_slice(b"\r\n");
-                                }
-                                if chunk.len() <= 16 * 1024 {
-                                    wbuf.extend_from_slice(&chunk);
-                                    if chunked {
-                                        wbuf.put_slice(b"\r\n");
-                                    }
-                                    if wbuf.len() >= 16 * 1024 {
-                                        flush(&mut w, &mut wbuf, wt).await?;
-                                    }
-                                } else {
-                                    flush(&mut w, &mut wbuf, wt).await?;
-                                    write_all(&mut w, chunk, wt, no_abort).await.0.map_err(|_| ())?;
-                                    if chunked {
-                                        wbuf.put_slice(b"\r\n");
-                                    }
-                                }
-                                out = sent;
-                            }
-                        }
-                        // Push out what we have when the stream is slow to produce more.
-                        if !wbuf.is_empty() {
-                            flush(&mut w, &mut wbuf, wt).await?;
-                        }
-                    }
-                    if chunked {
-                        wbuf.put_slice(b"0\r\n\r\n");
-                    }
-                    flush(&mut w, &mut wbuf, wt).await?;
-                    Ok(declared.is_none_or(|d| d == sent) && wire != Wire::UntilClose)
-                }
-                _ => {
-                    flush(&mut w, &mut wbuf, wt).await?;
-                    Ok(true)
-                }
-            }
-        }
-        .await;
+        let mut sink = Sink { w: &mut w, buf: &mut wbuf, timeout: self.limits.write_timeout, out: 0 };
+        let result = match body {
+            ResponseBody::Full(b) if send_body => sink.full(b).await.map(|()| true),
+            ResponseBody::Stream(s) | ResponseBody::SizedStream(_, s) if send_body => sink.stream(s, wire).await,
+            _ => sink.flush().await.map(|()| true),
+        };
+        let out = sink.out;
         *self.shared.writer.borrow_mut() = Some(w);
         wbuf.clear();
         if wbuf.capacity() <= 64 * 1024 {
@@ -662,6 +552,152 @@ impl<H: Handler> Conn<H> {
             Err(()) => Err(out),
         }
     }
+}
+
+/// What the connection keeps of a request once the handler owns it: how to answer, and what
+/// the access log says.
+struct Exchange {
+    head_only: bool,
+    version: Version,
+    /// The client allows the connection to stay open.
+    client_keep_alive: bool,
+    request_id: String,
+    method: String,
+    path: String,
+    started: std::time::Instant,
+}
+
+/// What is left of the request body when the response starts.
+struct BodyLeft {
+    /// All of it was read.
+    done: bool,
+    /// It leaves the connection usable for another request: read cleanly, or the rest can be
+    /// drained (within `max_drain_bytes`, with no `100 Continue` outstanding).
+    reusable: bool,
+}
+
+/// How a response body is delimited on the wire, given its status and the HTTP version.
+fn wire_for(status: u16, body: ResponseBody, http10: bool) -> (Wire, ResponseBody) {
+    match body {
+        _ if status < 200 || status == 204 => (Wire::None, ResponseBody::Empty),
+        ResponseBody::Empty => (Wire::Length(0), ResponseBody::Empty),
+        ResponseBody::Full(b) => (Wire::Length(b.len() as u64), ResponseBody::Full(b)),
+        ResponseBody::SizedStream(n, s) => (Wire::Length(n), ResponseBody::SizedStream(n, s)),
+        ResponseBody::Stream(s) if http10 => (Wire::UntilClose, ResponseBody::Stream(s)),
+        ResponseBody::Stream(s) => (Wire::Chunked, ResponseBody::Stream(s)),
+    }
+}
+
+/// Pieces of a response up to this size are copied into the write buffer; larger ones are
+/// written from their own buffer after it.
+const COALESCE_BYTES: usize = 16 * 1024;
+
+/// A response on its way out: the socket's write half, the buffer that coalesces small pieces,
+/// and the body bytes sent so far.
+struct Sink<'a> {
+    w: &'a mut Writer,
+    buf: &'a mut BytesMut,
+    timeout: std::time::Duration,
+    out: u64,
+}
+
+impl Sink<'_> {
+    /// Writes out the buffer (if anything is in it).
+    async fn flush(&mut self) -> Result<(), ()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let b = std::mem::take(self.buf);
+        let (r, mut b) = write_all(self.w, b, self.timeout, no_abort).await;
+        b.clear();
+        *self.buf = b;
+        r.map_err(|_| ())
+    }
+
+    /// Writes the buffer, then `data` without copying it.
+    async fn write_through(&mut self, data: Bytes) -> Result<(), ()> {
+        self.flush().await?;
+        write_all(self.w, data, self.timeout, no_abort).await.0.map_err(|_| ())
+    }
+
+    /// Sends a body of known bytes.
+    async fn full(&mut self, b: Bytes) -> Result<(), ()> {
+        let n = b.len() as u64;
+        if b.len() <= COALESCE_BYTES {
+            self.buf.extend_from_slice(&b);
+            self.out += n;
+            self.flush().await
+        } else {
+            self.write_through(b).await?;
+            self.out += n;
+            Ok(())
+        }
+    }
+
+    /// Sends a streamed body as `wire` delimits it; Ok(whether the connection is reusable: the
+    /// stream matched its declared length and the end is not marked by closing).
+    async fn stream(&mut self, mut s: BodyStream, wire: Wire) -> Result<bool, ()> {
+        let chunked = wire == Wire::Chunked;
+        let declared = match wire {
+            Wire::Length(n) => Some(n),
+            _ => None,
+        };
+        let mut sent = 0u64;
+        while let Some(next) = next_chunk(&mut s).await {
+            let Ok(chunk) = next else {
+                let _ = self.flush().await;
+                return Err(());
+            };
+            if chunk.is_empty() {
+                continue;
+            }
+            sent += chunk.len() as u64;
+            if declared.is_some_and(|d| sent > d) {
+                let _ = self.flush().await;
+                return Err(());
+            }
+            self.chunk(chunk, chunked).await?;
+            self.out = sent;
+            // Push out what we have when the stream is slow to produce more.
+            self.flush().await?;
+        }
+        if chunked {
+            self.buf.put_slice(b"0\r\n\r\n");
+        }
+        self.flush().await?;
+        Ok(declared.is_none_or(|d| d == sent) && wire != Wire::UntilClose)
+    }
+
+    /// Adds one non-empty body chunk (framed when `chunked`), written through when large.
+    async fn chunk(&mut self, chunk: Bytes, chunked: bool) -> Result<(), ()> {
+        debug_assert!(!chunk.is_empty(), "an empty chunk would end a chunked body");
+        if chunked {
+            let mut hex = [0u8; 18];
+            self.buf.put_slice(fmt_hex(&mut hex, chunk.len() as u64));
+            self.buf.put_slice(b"\r\n");
+        }
+        if chunk.len() <= COALESCE_BYTES {
+            self.buf.extend_from_slice(&chunk);
+        } else {
+            self.write_through(chunk).await?;
+        }
+        if chunked {
+            self.buf.put_slice(b"\r\n");
+        }
+        Ok(())
+    }
+}
+
+/// The stream's next chunk; an error from the stream, or a panic inside it, is `Err(())`.
+async fn next_chunk(s: &mut BodyStream) -> Option<Result<Bytes, ()>> {
+    poll_fn(|cx| {
+        let r = std::panic::catch_unwind(AssertUnwindSafe(|| futures_core::Stream::poll_next(s.as_mut(), cx)));
+        match r {
+            Ok(p) => p.map(|o| o.map(|r| r.map_err(|_| ()))),
+            Err(_) => Poll::Ready(Some(Err(()))),
+        }
+    })
+    .await
 }
 
 enum Next {
@@ -680,60 +716,100 @@ enum Raced {
     Gone(Option<std::io::Error>),
 }
 
-/// Polls the disconnect watch if it is still running. When it ends, it is cleared (never polled
-/// again) and the read side it took goes back into `shared`, or, when its read was handed over
-/// in flight, into `handed`. `Ready(Some(err))` when it saw the peer go away (`None`: EOF),
-/// `Ready(None)` for any other ending; `Pending` while it runs or when it already ended.
-fn poll_watch<W>(
-    watch: &mut Pin<&mut Option<W>>,
-    shared: &ConnShared,
-    handed: &mut Option<InflightRead>,
-    cx: &mut Context<'_>,
-) -> Poll<Option<Option<std::io::Error>>>
+/// Polls the handler and, once it has returned `Pending`, the disconnect watch, until the
+/// handler answers or the watch sees the client go away.
+async fn race_handler<F, W>(handler: &mut Option<CatchUnwind<F>>, watch: &mut WatchSlot<'_, W>) -> Raced
 where
+    F: Future<Output = Response>,
     W: Future<Output = Option<WatchEnd>>,
 {
-    let Some(w) = watch.as_mut().as_pin_mut() else { return Poll::Pending };
-    let Poll::Ready(end) = w.poll(cx) else { return Poll::Pending };
-    watch.set(None);
-    let (rs, gone) = match end {
-        None => return Poll::Ready(None),
-        Some(WatchEnd::InFlight(read)) => {
-            *handed = Some(read);
-            return Poll::Ready(None);
-        }
-        Some(WatchEnd::Stopped(rs) | WatchEnd::Full(rs)) => (rs, None),
-        Some(WatchEnd::Gone(rs, e)) => (rs, Some(e)),
-    };
-    *shared.reader.borrow_mut() = Some(rs);
-    Poll::Ready(gone)
-}
-
-/// Runs the (stopped) watch to completion and puts the read side back (or its in-flight read
-/// into `handed`). True if it saw the peer go away.
-async fn finish_watch<W>(
-    watch: &mut Pin<&mut Option<W>>,
-    shared: &ConnShared,
-    handed: &mut Option<InflightRead>,
-) -> bool
-where
-    W: Future<Output = Option<WatchEnd>>,
-{
-    let mut gone = false;
     poll_fn(|cx| {
-        if watch.is_none() {
-            return Poll::Ready(());
-        }
-        match poll_watch(watch, shared, handed, cx) {
-            Poll::Ready(end) => {
-                gone = end.is_some();
-                Poll::Ready(())
+        if let Some(h) = handler.as_mut() {
+            if let Poll::Ready(r) = Pin::new(h).poll(cx) {
+                return Poll::Ready(Raced::Done(r));
             }
-            Poll::Pending => Poll::Pending,
+        }
+        match watch.poll(cx) {
+            Poll::Ready(Some(e)) => Poll::Ready(Raced::Gone(e)),
+            _ => Poll::Pending,
         }
     })
-    .await;
-    gone
+    .await
+}
+
+/// One exchange's disconnect watch (`None` once it ended) and the read it handed over.
+struct WatchSlot<'a, W> {
+    watch: Pin<&'a mut Option<W>>,
+    shared: &'a ConnShared,
+    /// The watch's read when it was stopped in flight (never dropped: handed to the next head
+    /// read or cancelled and awaited).
+    handed: Option<InflightRead>,
+}
+
+impl<W: Future<Output = Option<WatchEnd>>> WatchSlot<'_, W> {
+    /// Polls the watch if it is still running. When it ends, it is cleared (never polled
+    /// again) and the read side it took goes back into `shared`, or, when its read was handed
+    /// over in flight, into `handed`. `Ready(Some(err))` when it saw the peer go away (`None`:
+    /// EOF), `Ready(None)` for any other ending; `Pending` while it runs or when it already
+    /// ended.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Option<std::io::Error>>> {
+        let Some(w) = self.watch.as_mut().as_pin_mut() else { return Poll::Pending };
+        let Poll::Ready(end) = w.poll(cx) else { return Poll::Pending };
+        self.watch.set(None);
+        let (rs, gone) = match end {
+            None => return Poll::Ready(None),
+            Some(WatchEnd::InFlight(read)) => {
+                self.handed = Some(read);
+                return Poll::Ready(None);
+            }
+            Some(WatchEnd::Stopped(rs) | WatchEnd::Full(rs)) => (rs, None),
+            Some(WatchEnd::Gone(rs, e)) => (rs, Some(e)),
+        };
+        *self.shared.reader.borrow_mut() = Some(rs);
+        Poll::Ready(gone)
+    }
+
+    /// Polls the just-stopped watch once: true if it saw the peer go away.
+    async fn poll_stopped(&mut self) -> bool {
+        poll_fn(|cx| Poll::Ready(matches!(self.poll(cx), Poll::Ready(Some(_))))).await
+    }
+
+    /// Runs the (stopped) watch to completion and puts the read side back (or its in-flight
+    /// read into `handed`). True if it saw the peer go away.
+    async fn finish(&mut self) -> bool {
+        let mut gone = false;
+        poll_fn(|cx| {
+            if self.watch.is_none() {
+                return Poll::Ready(());
+            }
+            match self.poll(cx) {
+                Poll::Ready(end) => {
+                    gone = end.is_some();
+                    Poll::Ready(())
+                }
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
+        gone
+    }
+}
+
+/// Reads and drops what the peer still sends, until EOF, `deadline` or more than `max_bytes`,
+/// leaving the buffer empty.
+async fn discard_input(rs: &mut ReadSide, read_size: usize, deadline: Instant, max_bytes: usize) {
+    let mut seen = 0usize;
+    loop {
+        rs.buf.clear();
+        let buf = std::mem::take(&mut rs.buf);
+        let (o, buf) = read_buf(&mut rs.io, buf, read_size, Some(deadline), no_interrupt).await;
+        rs.buf = buf;
+        match o {
+            ReadOutcome::Data(n) if seen + n <= max_bytes => seen += n,
+            _ => break,
+        }
+    }
+    rs.buf.clear();
 }
 
 fn refuse(e: HeadError) -> HeadResult {
@@ -743,17 +819,6 @@ fn refuse(e: HeadError) -> HeadResult {
         _ => {}
     }
     HeadResult::Refuse(e.status(), e.to_string())
-}
-
-async fn flush(w: &mut Writer, wbuf: &mut BytesMut, timeout: std::time::Duration) -> Result<(), ()> {
-    if wbuf.is_empty() {
-        return Ok(());
-    }
-    let b = std::mem::take(wbuf);
-    let (r, mut b) = write_all(w, b, timeout, no_abort).await;
-    b.clear();
-    *wbuf = b;
-    r.map_err(|_| ())
 }
 
 fn fmt_hex(buf: &mut [u8; 18], mut n: u64) -> &[u8] {

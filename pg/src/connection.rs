@@ -13,7 +13,10 @@
 //! the connection is closed by `shutdown(2)` on a duplicate of the socket descriptor, which makes
 //! the reader's read return, and the tasks end on their own. A **canceller task** sends
 //! PostgreSQL a CancelRequest (on a fresh socket, to the address the session reached) for the
-//! head of the pipeline when nobody waits for it any more or its result is being discarded.
+//! head of the pipeline when nobody waits for it any more or its result is being discarded. On a
+//! pooled connection a **stall watch task** flags the connection stalled once the head has run
+//! for `stalled_after` (so the pool's dispatch reads a flag, not a clock) and, while the pool
+//! has a connection that is not stalled, hands the unwritten queue back to it.
 //!
 //! Host names are resolved off the shard thread (`getaddrinfo` blocks) and every address is
 //! tried in turn; IP literals and unix sockets need no lookup.
@@ -34,6 +37,13 @@
 //!   the Close). Names are never reused.
 //! - once the connection is closed every waiting request is answered: unsent work is handed back
 //!   (`NotSent`, safe to retry elsewhere), written work fails with [`PgError::ConnectionLost`].
+//! - a pooled connection is stalled exactly while its head has been running for `stalled_after`
+//!   (the flag is cleared whenever the head changes). While it is stalled and its pool has a
+//!   healthy connection that is not, the writer writes nothing: every queued request is handed
+//!   back as `NotSent` (never written, so safe to run elsewhere) for the pool to dispatch again.
+//!   What was written before the stall was seen stays and waits for the head (at most
+//!   `max_in_flight - 1` batches). With nowhere better to go the queue stays and is written as
+//!   usual, so nothing bounces between connections.
 //! - a written batch whose caller went away (its `Ticket` dropped: a timeout, a disconnected
 //!   client) is cancelled on the server as soon as it is the head of the pipeline — never
 //!   earlier, since a CancelRequest stops whatever the session runs — and again every second
@@ -58,7 +68,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
@@ -110,6 +120,12 @@ const USER_CANCEL_MESSAGE: &str = "canceling statement due to user request";
 /// A non-DataRow message of a batch may be this large even below a smaller `max_result_bytes`
 /// (a RowDescription of many columns, a long error message); larger ones are refused unparsed.
 const MIN_MESSAGE_LIMIT: usize = 64 * 1024;
+/// Shortest pause between two looks of the stall watch at a stalled connection, however small
+/// `stalled_after` is (zero would make it spin while anything is in flight).
+const STALL_RECHECK_MIN: Duration = Duration::from_millis(10);
+/// Longest `stalled_after` honoured: `Instant` arithmetic panics past its range, and a head
+/// running for a day is stalled by any measure.
+const STALLED_AFTER_MAX: Duration = Duration::from_secs(24 * 60 * 60);
 /// Resolver threads alive at once, process-wide. `getaddrinfo` can block for its own timeouts
 /// (far past `connect_timeout`) while reconnect loops keep asking; past this bound a connect
 /// fails fast instead of piling up threads.
@@ -302,6 +318,7 @@ pub(crate) struct Counters {
     pub(crate) cancels_sent: Cell<u64>,
     pub(crate) retried_after_stray_cancel: Cell<u64>,
     pub(crate) results_too_large: Cell<u64>,
+    pub(crate) moved_off_stalled: Cell<u64>,
 }
 
 /// A connection's counters since it (or, in a pool, the pool) started.
@@ -314,6 +331,9 @@ pub struct ConnectionStats {
     pub retried_after_stray_cancel: u64,
     /// Batches failed with [`PgError::ResultTooLarge`].
     pub results_too_large: u64,
+    /// Batches queued, never written, handed back to the pool because this connection's head
+    /// had stalled while another connection had not (pooled connections only).
+    pub moved_off_stalled: u64,
 }
 
 impl Counters {
@@ -322,8 +342,41 @@ impl Counters {
             cancels_sent: self.cancels_sent.get(),
             retried_after_stray_cancel: self.retried_after_stray_cancel.get(),
             results_too_large: self.results_too_large.get(),
+            moved_off_stalled: self.moved_off_stalled.get(),
         }
     }
+}
+
+/// What a pooled connection asks its pool when its head stalls.
+pub(crate) trait Lanes {
+    /// Whether a healthy connection other than `conn` (a [`Connection::id`]) is not stalled,
+    /// i.e. whether unwritten work waiting behind `conn`'s head would be better off there.
+    fn open_lane_besides(&self, conn: u64) -> bool;
+}
+
+/// How a pooled connection notices a stalled head and where its unwritten work can go.
+pub(crate) struct StallWatch {
+    /// A head running this long makes the connection stalled.
+    pub(crate) after: Duration,
+    /// The pool (weak: the pool owns its connections, not the other way round).
+    pub(crate) lanes: Weak<dyn Lanes>,
+}
+
+/// What a connection shares with whoever opened it.
+pub(crate) struct Shared {
+    /// Counters (a pool passes one set to all its connections, so they survive reconnects).
+    pub(crate) counters: Rc<Counters>,
+    /// For a pooled connection: watch the head and hand unwritten work back when it stalls.
+    pub(crate) stall: Option<StallWatch>,
+}
+
+/// What [`Pool`](crate::Pool) dispatch needs to know about one connection, read at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Lane {
+    /// The head has been running longer than `stalled_after`.
+    pub(crate) stalled: bool,
+    /// Requests queued plus batches in flight.
+    pub(crate) load: usize,
 }
 
 /// The "canceling statement due to user request" errors this connection's own CancelRequests
@@ -487,6 +540,12 @@ struct State {
     /// When the current head of `in_flight` became the head (`None` when nothing is in flight):
     /// how long the server has been on it, for the pool to route around a stalled connection.
     head_since: Option<Instant>,
+    /// The current head has run past `stalled_after` (set by the stall watch, cleared whenever
+    /// the head changes). A flag, so that dispatch reads no clock.
+    stalled: bool,
+    /// The stall watch waits without a deadline (nothing was in flight): the first batch
+    /// written must wake it. While it sleeps on a deadline it re-reads the head on its own.
+    watch_idle: bool,
     cancels: CancelLedger,
 }
 
@@ -494,6 +553,7 @@ impl State {
     /// The head of `in_flight` changed (popped or first pushed): restart its clock and tell
     /// whether the new head must be cancelled.
     fn head_changed(&mut self, now: Instant) -> bool {
+        self.stalled = false;
         match self.in_flight.front() {
             Some(h) => {
                 self.head_since = Some(now);
@@ -504,6 +564,37 @@ impl State {
                 false
             }
         }
+    }
+
+    /// Records a request just encoded into the write buffer as written (the next `seq`).
+    /// Returns whether the stall watch must be woken (it became the head of an idle pipeline).
+    fn push_in_flight(&mut self, q: Queued, (kind, parses, used): Encoded) -> bool {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let work = match q.work {
+            w @ Work::Batch(_) => Some(w),
+            Work::Simple(_) => None,
+        };
+        self.in_flight.push_back(InFlight {
+            seq,
+            tx: Some(q.tx),
+            work,
+            kind,
+            parses,
+            used,
+            columns: None,
+            rows: Vec::new(),
+            error: None,
+            result_bytes: 0,
+            too_large: false,
+        });
+        if self.in_flight.len() > 1 {
+            return false;
+        }
+        // Its caller is waiting (the writer skips abandoned requests), so there is nothing to
+        // cancel; the clock starts at the write.
+        self.head_changed(Instant::now());
+        std::mem::take(&mut self.watch_idle)
     }
 }
 
@@ -521,6 +612,11 @@ struct Inner {
     connect_timeout: Duration,
     /// Wakes the canceller task: a caller went away, or the head changed to one to cancel.
     cancel_signal: Signal,
+    /// Set for pooled connections only (see [`stall_watch_task`]).
+    stall: Option<StallWatch>,
+    /// Wakes the stall watch: a batch was written while it waited without a deadline, or the
+    /// connection closed.
+    stall_signal: Signal,
     counters: Rc<Counters>,
     max_result_bytes: usize,
     /// The largest read buffer the reader has held (diagnostics; see
@@ -536,6 +632,52 @@ struct Inner {
 }
 
 impl Inner {
+    /// The state of a session that has just completed startup.
+    fn new(
+        id: u64,
+        config: &ConnectConfig,
+        info: StartupInfo,
+        shutdown_fd: OwnedFd,
+        cancel_addr: CancelAddr,
+        shared: Shared,
+        read_buffer: usize,
+    ) -> Inner {
+        Inner {
+            id,
+            state: RefCell::new(State {
+                queue: VecDeque::new(),
+                in_flight: VecDeque::new(),
+                cache: StatementCache::new(config.statement_cache_size),
+                closed: false,
+                next_seq: 0,
+                head_since: None,
+                stalled: false,
+                watch_idle: false,
+                cancels: CancelLedger::default(),
+            }),
+            writer_signal: Signal::default(),
+            closed_event: Rc::new(Event::default()),
+            shutdown_fd,
+            params: RefCell::new(info.params),
+            backend_pid: info.pid,
+            backend_secret: info.secret,
+            cancel_addr,
+            connect_timeout: config.connect_timeout,
+            cancel_signal: Signal::default(),
+            stall: shared.stall,
+            stall_signal: Signal::default(),
+            counters: shared.counters,
+            // Zero would fail every batch that returns a row; a limit that small is a mistake.
+            max_result_bytes: config.max_result_bytes.max(1),
+            read_peak: Cell::new(read_buffer),
+            max_in_flight: config.max_in_flight.max(1),
+            max_queued: config.max_queued.max(1),
+            max_write_bytes: config.max_write_bytes.max(1024),
+            notifications: RefCell::new(NotificationQueue::new(DEFAULT_NOTIFICATION_CAPACITY)),
+            notification_signal: Signal::default(),
+        }
+    }
+
     /// Marks the connection closed, shuts the socket down and answers every waiting request.
     fn close(&self, reason: &str) {
         let (queued, in_flight) = {
@@ -569,6 +711,35 @@ impl Inner {
         self.closed_event.notify();
         self.notification_signal.notify();
         self.cancel_signal.notify();
+        self.stall_signal.notify();
+    }
+
+    /// Hands the unwritten queue back to the pool (`NotSent`, to be dispatched again) when the
+    /// head has stalled and the pool has a healthy connection that is not stalled. Nothing
+    /// queued was written, so moving it is always safe; work already written behind the head
+    /// cannot move. Cheap unless stalled: one flag read.
+    fn move_off_stall(&self) {
+        let Some(watch) = &self.stall else { return };
+        {
+            let st = self.state.borrow();
+            if !st.stalled || st.queue.is_empty() {
+                return;
+            }
+        }
+        // Asked with our state released: the pool looks at its connections.
+        if !watch.lanes.upgrade().is_some_and(|lanes| lanes.open_lane_besides(self.id)) {
+            return;
+        }
+        let queue = std::mem::take(&mut self.state.borrow_mut().queue);
+        let mut moved = 0;
+        for q in queue {
+            // A caller that went away gets nothing: its work is dropped, never sent.
+            if q.tx.send(Err(Failure::NotSent(q.work))).is_ok() {
+                moved += 1;
+            }
+        }
+        self.counters.moved_off_stalled.set(self.counters.moved_off_stalled.get() + moved);
+        tracing::debug!(conn = self.id, moved, "pg head stalled; queued work handed back to the pool");
     }
 }
 
@@ -629,11 +800,12 @@ impl Connection {
     /// by another. An IP literal is used as it is; a name is resolved off the shard thread and
     /// every address it resolves to is tried in turn.
     pub async fn connect(config: &ConnectConfig) -> Result<Connection, PgError> {
-        Self::connect_counted(config, Rc::new(Counters::default())).await
+        Self::connect_with(config, Shared { counters: Rc::new(Counters::default()), stall: None }).await
     }
 
-    /// [`Connection::connect`], counting into `counters` (a pool shares one set per pool).
-    pub(crate) async fn connect_counted(config: &ConnectConfig, counters: Rc<Counters>) -> Result<Connection, PgError> {
+    /// [`Connection::connect`], counting into `shared.counters` and, given a `shared.stall`,
+    /// handing unwritten work back to the pool when the head stalls.
+    pub(crate) async fn connect_with(config: &ConnectConfig, shared: Shared) -> Result<Connection, PgError> {
         let id = NEXT_CONN_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let deadline = Instant::now() + config.connect_timeout;
         match &config.host {
@@ -642,7 +814,7 @@ impl Connection {
                 let (stream, addr) = connect_tcp(&addrs, deadline, config.connect_timeout).await?;
                 // Latency matters more than segment count: batches are already coalesced.
                 let _ = stream.set_nodelay(true);
-                Self::establish(id, stream, config, CancelAddr::Tcp(addr), counters).await
+                Self::establish(id, stream, config, CancelAddr::Tcp(addr), shared).await
             }
             Host::Unix(dir) => {
                 let path = dir.join(format!(".s.PGSQL.{}", config.port));
@@ -650,7 +822,7 @@ impl Connection {
                     Ok(s) => s?,
                     Err(_) => return Err(PgError::Timeout(config.connect_timeout)),
                 };
-                Self::establish(id, stream, config, CancelAddr::Unix(path), counters).await
+                Self::establish(id, stream, config, CancelAddr::Unix(path), shared).await
             }
         }
     }
@@ -660,95 +832,23 @@ impl Connection {
         mut stream: S,
         config: &ConnectConfig,
         cancel_addr: CancelAddr,
-        counters: Rc<Counters>,
+        shared: Shared,
     ) -> Result<Connection, PgError>
     where
         S: AsyncReadRent + AsyncWriteRent + AsRawFd + Splitable + 'static,
         S::OwnedRead: AsyncReadRent + 'static,
         S::OwnedWrite: AsyncWriteRent + 'static,
     {
-        // SAFETY: dup of a valid open descriptor; the result is checked and owned.
-        let dup = unsafe { libc::fcntl(stream.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
-        if dup < 0 {
-            return Err(PgError::Io(std::io::Error::last_os_error()));
-        }
-        // SAFETY: `dup` is a fresh descriptor owned by nobody else.
-        let shutdown_fd = Rc::new(unsafe { OwnedFd::from_raw_fd(dup) });
-
-        // Watchdog: bound startup without dropping an in-flight read; on expiry the socket is
-        // shut down, which makes the pending read return.
-        let done = Rc::new(Cell::new(false));
-        let fired = Rc::new(Cell::new(false));
-        {
-            let (done, fired, fd, limit) = (done.clone(), fired.clone(), shutdown_fd.clone(), config.connect_timeout);
-            monoio::spawn(async move {
-                monoio::time::sleep(limit).await;
-                if !done.get() {
-                    fired.set(true);
-                    // SAFETY: shutdown on a descriptor we own.
-                    unsafe {
-                        libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR);
-                    }
-                }
-            });
-        }
-        let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
-        let started = startup(&mut stream, &mut rbuf, config).await;
-        done.set(true);
-        let info = match started {
-            Ok(info) => info,
-            Err(_) if fired.get() => return Err(PgError::Timeout(config.connect_timeout)),
-            Err(e) => return Err(e),
-        };
-        let shutdown_fd = match Rc::try_unwrap(shutdown_fd) {
-            Ok(fd) => fd,
-            // The watchdog still holds its clone: take another duplicate for ourselves.
-            Err(rc) => {
-                // SAFETY: as above.
-                let d = unsafe { libc::fcntl(rc.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
-                if d < 0 {
-                    return Err(PgError::Io(std::io::Error::last_os_error()));
-                }
-                // SAFETY: fresh descriptor.
-                unsafe { OwnedFd::from_raw_fd(d) }
-            }
-        };
+        let (info, rbuf, shutdown_fd) = startup_bounded(&mut stream, config).await?;
         tracing::debug!(conn = id, backend_pid = info.pid, "pg connection established");
-
-        let inner = Rc::new(Inner {
-            id,
-            state: RefCell::new(State {
-                queue: VecDeque::new(),
-                in_flight: VecDeque::new(),
-                cache: StatementCache::new(config.statement_cache_size),
-                closed: false,
-                next_seq: 0,
-                head_since: None,
-                cancels: CancelLedger::default(),
-            }),
-            writer_signal: Signal::default(),
-            closed_event: Rc::new(Event::default()),
-            shutdown_fd,
-            params: RefCell::new(info.params),
-            backend_pid: info.pid,
-            backend_secret: info.secret,
-            cancel_addr,
-            connect_timeout: config.connect_timeout,
-            cancel_signal: Signal::default(),
-            counters,
-            // Zero would fail every batch that returns a row; a limit that small is a mistake.
-            max_result_bytes: config.max_result_bytes.max(1),
-            read_peak: Cell::new(rbuf.capacity()),
-            max_in_flight: config.max_in_flight.max(1),
-            max_queued: config.max_queued.max(1),
-            max_write_bytes: config.max_write_bytes.max(1024),
-            notifications: RefCell::new(NotificationQueue::new(DEFAULT_NOTIFICATION_CAPACITY)),
-            notification_signal: Signal::default(),
-        });
+        let inner = Rc::new(Inner::new(id, config, info, shutdown_fd, cancel_addr, shared, rbuf.capacity()));
         let (r, w) = stream.into_split();
         monoio::spawn(reader_task(inner.clone(), r, rbuf));
         monoio::spawn(writer_task(inner.clone(), w));
         monoio::spawn(canceller_task(inner.clone()));
+        if let Some(watch) = &inner.stall {
+            monoio::spawn(stall_watch_task(inner.clone(), watch.after));
+        }
         Ok(Connection { inner })
     }
 
@@ -838,6 +938,14 @@ impl Connection {
     /// Batches written and not yet answered.
     pub fn in_flight(&self) -> usize {
         self.inner.state.borrow().in_flight.len()
+    }
+
+    /// Whether the connection is stalled and how loaded it is; `None` once closed. Reads no
+    /// clock (the stall watch keeps the flag), so dispatch can ask every connection.
+    pub(crate) fn lane(&self) -> Option<Lane> {
+        let st = self.inner.state.borrow();
+        debug_assert!(!st.stalled || st.head_since.is_some(), "only a head in flight can stall");
+        (!st.closed).then(|| Lane { stalled: st.stalled, load: st.queue.len() + st.in_flight.len() })
     }
 
     /// The latest value of a server-reported parameter (`server_version`, `TimeZone`, ...).
@@ -974,6 +1082,58 @@ async fn write_buf<S: AsyncWriteRent>(stream: &mut S, buf: BytesMut) -> Result<B
     Ok(buf)
 }
 
+/// A duplicate of `fd` (close-on-exec), owned by the caller.
+fn dup_fd(fd: RawFd) -> Result<OwnedFd, PgError> {
+    // SAFETY: dup of a descriptor the caller keeps open; the result is checked.
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if dup < 0 {
+        return Err(PgError::Io(std::io::Error::last_os_error()));
+    }
+    // SAFETY: `dup` is a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(dup) })
+}
+
+/// [`startup`] bounded by `config.connect_timeout`. Returns what the server said, the read
+/// buffer (it may hold bytes past startup) and a duplicate of the socket descriptor for
+/// `shutdown(2)`.
+async fn startup_bounded<S: AsyncReadRent + AsyncWriteRent + AsRawFd>(
+    stream: &mut S,
+    config: &ConnectConfig,
+) -> Result<(StartupInfo, BytesMut, OwnedFd), PgError> {
+    let shutdown_fd = Rc::new(dup_fd(stream.as_raw_fd())?);
+    // Watchdog: bound startup without dropping an in-flight read; on expiry the socket is
+    // shut down, which makes the pending read return.
+    let done = Rc::new(Cell::new(false));
+    let fired = Rc::new(Cell::new(false));
+    {
+        let (done, fired, fd, limit) = (done.clone(), fired.clone(), shutdown_fd.clone(), config.connect_timeout);
+        monoio::spawn(async move {
+            monoio::time::sleep(limit).await;
+            if !done.get() {
+                fired.set(true);
+                // SAFETY: shutdown on a descriptor we own.
+                unsafe {
+                    libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR);
+                }
+            }
+        });
+    }
+    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    let started = startup(stream, &mut rbuf, config).await;
+    done.set(true);
+    let info = match started {
+        Ok(info) => info,
+        Err(_) if fired.get() => return Err(PgError::Timeout(config.connect_timeout)),
+        Err(e) => return Err(e),
+    };
+    let shutdown_fd = match Rc::try_unwrap(shutdown_fd) {
+        Ok(fd) => fd,
+        // The watchdog still holds its clone: take another duplicate for ourselves.
+        Err(rc) => dup_fd(rc.as_raw_fd())?,
+    };
+    Ok((info, rbuf, shutdown_fd))
+}
+
 async fn startup<S: AsyncReadRent + AsyncWriteRent>(
     stream: &mut S,
     rbuf: &mut BytesMut,
@@ -988,68 +1148,12 @@ async fn startup<S: AsyncReadRent + AsyncWriteRent>(
     frontend::startup_message(params.iter().copied(), &mut w)?;
     let mut w = write_buf(stream, w).await?;
 
-    let password = || {
-        cfg.password
-            .as_deref()
-            .ok_or_else(|| PgError::Auth("the server requires a password but none was configured".into()))
-    };
-    let mut scram: Option<ScramSha256> = None;
-    let mut scram_done = false;
+    let mut auth = Auth { cfg, scram: None, scram_done: false };
     let mut info = StartupInfo { params: HashMap::new(), pid: 0, secret: 0 };
     loop {
         let msg = read_message(stream, rbuf).await?;
         w.clear();
         match msg {
-            Message::AuthenticationOk => {
-                if scram.is_some() && !scram_done {
-                    return Err(PgError::Auth("server skipped the SCRAM final message".into()));
-                }
-            }
-            Message::AuthenticationCleartextPassword => {
-                frontend::password_message(password()?.as_bytes(), &mut w)?;
-                w = write_buf(stream, w).await?;
-            }
-            Message::AuthenticationMd5Password(body) => {
-                let hash = postgres_protocol::authentication::md5_hash(
-                    cfg.user.as_bytes(),
-                    password()?.as_bytes(),
-                    body.salt(),
-                );
-                frontend::password_message(hash.as_bytes(), &mut w)?;
-                w = write_buf(stream, w).await?;
-            }
-            Message::AuthenticationSasl(body) => {
-                let mut mechs = body.mechanisms();
-                let mut has_scram = false;
-                while let Some(m) = mechs.next()? {
-                    has_scram |= m == sasl::SCRAM_SHA_256;
-                }
-                if !has_scram {
-                    return Err(PgError::Auth("server offers no supported SASL mechanism (need SCRAM-SHA-256)".into()));
-                }
-                let s = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
-                frontend::sasl_initial_response(sasl::SCRAM_SHA_256, s.message(), &mut w)?;
-                scram = Some(s);
-                w = write_buf(stream, w).await?;
-            }
-            Message::AuthenticationSaslContinue(body) => {
-                let s = scram.as_mut().ok_or_else(|| PgError::Protocol("SASL continue without SASL start".into()))?;
-                s.update(body.data()).map_err(|e| PgError::Auth(format!("SCRAM: {e}")))?;
-                frontend::sasl_response(s.message(), &mut w)?;
-                w = write_buf(stream, w).await?;
-            }
-            Message::AuthenticationSaslFinal(body) => {
-                let s = scram.as_mut().ok_or_else(|| PgError::Protocol("SASL final without SASL start".into()))?;
-                s.finish(body.data()).map_err(|e| PgError::Auth(format!("SCRAM server proof invalid: {e}")))?;
-                scram_done = true;
-            }
-            Message::AuthenticationGss
-            | Message::AuthenticationSspi
-            | Message::AuthenticationKerberosV5
-            | Message::AuthenticationScmCredential
-            | Message::AuthenticationGssContinue(_) => {
-                return Err(PgError::Auth("unsupported authentication method (GSS/SSPI/Kerberos/SCM)".into()))
-            }
             Message::ParameterStatus(body) => {
                 info.params.insert(body.name()?.to_string(), body.value()?.to_string());
             }
@@ -1064,8 +1168,85 @@ async fn startup<S: AsyncReadRent + AsyncWriteRent>(
             }
             Message::ErrorResponse(body) => return Err(DbError::parse(body.fields())?.into()),
             Message::ReadyForQuery(_) => return Ok(info),
+            msg => {
+                auth.respond(msg, &mut w)?;
+                if !w.is_empty() {
+                    w = write_buf(stream, w).await?;
+                }
+            }
+        }
+    }
+}
+
+/// The client side of authentication during startup.
+struct Auth<'a> {
+    cfg: &'a ConnectConfig,
+    scram: Option<ScramSha256>,
+    scram_done: bool,
+}
+
+impl Auth<'_> {
+    /// Handles one authentication message, appending the reply (if one is due) to `w`. Any
+    /// other message is unexpected during startup.
+    fn respond(&mut self, msg: Message, w: &mut BytesMut) -> Result<(), PgError> {
+        match msg {
+            Message::AuthenticationOk => {
+                if self.scram.is_some() && !self.scram_done {
+                    return Err(PgError::Auth("server skipped the SCRAM final message".into()));
+                }
+            }
+            Message::AuthenticationCleartextPassword => {
+                frontend::password_message(self.password()?.as_bytes(), w)?;
+            }
+            Message::AuthenticationMd5Password(body) => {
+                let hash = postgres_protocol::authentication::md5_hash(
+                    self.cfg.user.as_bytes(),
+                    self.password()?.as_bytes(),
+                    body.salt(),
+                );
+                frontend::password_message(hash.as_bytes(), w)?;
+            }
+            Message::AuthenticationSasl(body) => {
+                let mut mechs = body.mechanisms();
+                let mut has_scram = false;
+                while let Some(m) = mechs.next()? {
+                    has_scram |= m == sasl::SCRAM_SHA_256;
+                }
+                if !has_scram {
+                    return Err(PgError::Auth("server offers no supported SASL mechanism (need SCRAM-SHA-256)".into()));
+                }
+                let s = ScramSha256::new(self.password()?.as_bytes(), ChannelBinding::unsupported());
+                frontend::sasl_initial_response(sasl::SCRAM_SHA_256, s.message(), w)?;
+                self.scram = Some(s);
+            }
+            Message::AuthenticationSaslContinue(body) => {
+                let s =
+                    self.scram.as_mut().ok_or_else(|| PgError::Protocol("SASL continue without SASL start".into()))?;
+                s.update(body.data()).map_err(|e| PgError::Auth(format!("SCRAM: {e}")))?;
+                frontend::sasl_response(s.message(), w)?;
+            }
+            Message::AuthenticationSaslFinal(body) => {
+                let s = self.scram.as_mut().ok_or_else(|| PgError::Protocol("SASL final without SASL start".into()))?;
+                s.finish(body.data()).map_err(|e| PgError::Auth(format!("SCRAM server proof invalid: {e}")))?;
+                self.scram_done = true;
+            }
+            Message::AuthenticationGss
+            | Message::AuthenticationSspi
+            | Message::AuthenticationKerberosV5
+            | Message::AuthenticationScmCredential
+            | Message::AuthenticationGssContinue(_) => {
+                return Err(PgError::Auth("unsupported authentication method (GSS/SSPI/Kerberos/SCM)".into()))
+            }
             _ => return Err(PgError::Protocol("unexpected message during startup".into())),
         }
+        Ok(())
+    }
+
+    fn password(&self) -> Result<&str, PgError> {
+        self.cfg
+            .password
+            .as_deref()
+            .ok_or_else(|| PgError::Auth("the server requires a password but none was configured".into()))
     }
 }
 
@@ -1075,68 +1256,16 @@ async fn startup<S: AsyncReadRent + AsyncWriteRent>(
 async fn writer_task<W: AsyncWriteRent>(inner: Rc<Inner>, mut w: W) {
     let mut buf = BytesMut::with_capacity(inner.max_write_bytes);
     loop {
-        let written = {
-            let mut st = inner.state.borrow_mut();
-            if st.closed {
-                break;
-            }
-            let st = &mut *st;
-            let mut written = 0usize;
-            while st.in_flight.len() < inner.max_in_flight && buf.len() < inner.max_write_bytes {
-                let Some(q) = st.queue.pop_front() else { break };
-                if q.tx.is_closed() {
-                    // The caller went away before we wrote it: never send it.
-                    tracing::trace!(conn = inner.id, "skipping cancelled request");
-                    continue;
-                }
-                let start = buf.len();
-                match encode(&q.work, &mut st.cache, &mut buf) {
-                    Ok((kind, parses, used)) => {
-                        let seq = st.next_seq;
-                        st.next_seq += 1;
-                        let work = match q.work {
-                            w @ Work::Batch(_) => Some(w),
-                            Work::Simple(_) => None,
-                        };
-                        st.in_flight.push_back(InFlight {
-                            seq,
-                            tx: Some(q.tx),
-                            work,
-                            kind,
-                            parses,
-                            used,
-                            columns: None,
-                            rows: Vec::new(),
-                            error: None,
-                            result_bytes: 0,
-                            too_large: false,
-                        });
-                        if st.in_flight.len() == 1 {
-                            // Its caller is waiting (checked above), so there is nothing to
-                            // cancel; the clock starts at the write.
-                            st.head_changed(Instant::now());
-                        }
-                        written += 1;
-                    }
-                    Err((e, parses)) => {
-                        buf.truncate(start);
-                        for k in parses.into_iter().flatten() {
-                            st.cache.forget_pending(&k);
-                        }
-                        let _ = q.tx.send(Err(Failure::Error(e)));
-                    }
-                }
-            }
-            written
-        };
+        // Before anything more goes behind a stalled head: is there somewhere better?
+        inner.move_off_stall();
+        if !encode_queued(&inner, &mut buf) {
+            break;
+        }
         if buf.is_empty() {
-            if written == 0 {
-                inner.writer_signal.wait().await;
-            }
+            inner.writer_signal.wait().await;
             continue;
         }
-        let out = std::mem::take(&mut buf);
-        let (res, mut out) = w.write_all(out).await;
+        let (res, mut out) = w.write_all(std::mem::take(&mut buf)).await;
         if let Err(e) = res {
             tracing::warn!(conn = inner.id, error = %e, "pg write failed");
             inner.close("write failed");
@@ -1150,6 +1279,50 @@ async fn writer_task<W: AsyncWriteRent>(inner: Rc<Inner>, mut w: W) {
     frontend::terminate(&mut t);
     let _ = w.write_all(t).await;
     let _ = w.shutdown().await;
+}
+
+/// Moves queued work into `buf` and `in_flight` while both bounds allow (`max_in_flight`
+/// batches, `max_write_bytes`). Returns false once the connection is closed. Leaves `buf` empty
+/// only when nothing could be written (everything written appends at least its Sync or Query).
+fn encode_queued(inner: &Inner, buf: &mut BytesMut) -> bool {
+    let mut st = inner.state.borrow_mut();
+    if st.closed {
+        return false;
+    }
+    let st = &mut *st;
+    while st.in_flight.len() < inner.max_in_flight && buf.len() < inner.max_write_bytes {
+        let Some(q) = st.queue.pop_front() else { break };
+        if q.tx.is_closed() {
+            // The caller went away before we wrote it: never send it.
+            tracing::trace!(conn = inner.id, "skipping cancelled request");
+            continue;
+        }
+        if encode_one(st, q, buf) {
+            inner.stall_signal.notify();
+        }
+    }
+    true
+}
+
+/// Appends one request to `buf` and records it in flight; a request that cannot be encoded is
+/// answered with its error instead, leaving `buf` and the statement cache as they were.
+/// Returns whether the stall watch must be woken (see [`State::push_in_flight`]).
+fn encode_one(st: &mut State, q: Queued, buf: &mut BytesMut) -> bool {
+    let start = buf.len();
+    match encode(&q.work, &mut st.cache, buf) {
+        Ok(encoded) => {
+            debug_assert!(buf.len() > start, "every request ends with a Sync or is a Query");
+            st.push_in_flight(q, encoded)
+        }
+        Err((e, parses)) => {
+            buf.truncate(start);
+            for k in parses.into_iter().flatten() {
+                st.cache.forget_pending(&k);
+            }
+            let _ = q.tx.send(Err(Failure::Error(e)));
+            false
+        }
+    }
 }
 
 type Encoded = (Kind, VecDeque<Option<CacheKey>>, Vec<CacheKey>);
@@ -1326,74 +1499,56 @@ fn admit(inner: &Inner, tag: u8, total: usize) -> Admit {
     }
 }
 
+/// Where the reader stands in the byte stream between two reads.
+#[derive(Default)]
+struct Framing {
+    /// Whether the read buffer shares an allocation that a large message made.
+    holds_large: bool,
+    /// Bytes of a refused message still to drop as they arrive.
+    discard: usize,
+    /// The message whose header is at the front of the buffer was admitted (and counted)
+    /// already; it is waiting for the rest of its bytes.
+    admitted: bool,
+}
+
+impl Framing {
+    /// Drops what is buffered of a message being discarded; false while more of it is to come.
+    fn skip_discarded(&mut self, buf: &mut BytesMut) -> bool {
+        if self.discard == 0 {
+            return true;
+        }
+        let n = self.discard.min(buf.len());
+        buf.advance(n);
+        self.discard -= n;
+        // Otherwise everything read so far belonged to the refused message.
+        debug_assert!(self.discard == 0 || buf.is_empty());
+        self.discard == 0
+    }
+
+    /// Swaps an emptied buffer that a large message grew for a fresh [`READ_CHUNK`] one: the
+    /// message is parsed (its bytes live on only in its result, and the rest of this buffer
+    /// would still pin the allocation), so the allocation goes with it.
+    fn release_large(&mut self, buf: &mut BytesMut) {
+        self.holds_large |= buf.capacity() > LARGE_READ_BUFFER;
+        if self.holds_large && buf.is_empty() {
+            *buf = BytesMut::with_capacity(READ_CHUNK);
+            self.holds_large = false;
+        }
+    }
+}
+
 async fn reader_task<R: AsyncReadRent>(inner: Rc<Inner>, mut r: R, mut buf: BytesMut) {
-    // Whether `buf` shares an allocation that a large message made.
-    let mut holds_large = false;
-    // Bytes of a refused message still to drop as they arrive.
-    let mut discard = 0usize;
-    // The message whose header is at the front of `buf` was admitted (and counted) already; it
-    // is waiting for the rest of its bytes.
-    let mut admitted = false;
+    let mut framing = Framing::default();
     let reason = loop {
-        loop {
-            if discard > 0 {
-                let n = discard.min(buf.len());
-                buf.advance(n);
-                discard -= n;
-                if discard > 0 {
-                    // Everything read so far belonged to the refused message.
-                    debug_assert!(buf.is_empty());
-                    break;
-                }
-            }
-            if buf.len() >= 5 && !admitted {
-                admitted = true;
-                let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-                match admit(&inner, buf[0], len.saturating_add(1)) {
-                    Admit::Parse => {}
-                    Admit::Discard => {
-                        discard = len.saturating_add(1);
-                        admitted = false;
-                        continue;
-                    }
-                    Admit::Refuse(e) => {
-                        tracing::warn!(conn = inner.id, error = %e, "pg message refused");
-                        inner.close("message too large");
-                        return;
-                    }
-                }
-            }
-            let msg = match Message::parse(&mut buf) {
-                Ok(Some(m)) => {
-                    admitted = false;
-                    m
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(conn = inner.id, error = %e, "pg protocol decode error");
-                    inner.close("decode error");
-                    return;
-                }
-            };
-            if let Err(e) = dispatch(&inner, msg) {
-                tracing::warn!(conn = inner.id, error = %e, "pg protocol error");
-                inner.close("protocol error");
-                return;
-            }
+        if let Err(reason) = handle_buffered(&inner, &mut buf, &mut framing) {
+            break reason;
         }
         if inner.state.borrow().closed {
             // Closed by the owner or the writer: keep nothing in flight.
             break "closed";
         }
-        holds_large |= buf.capacity() > LARGE_READ_BUFFER;
-        if holds_large && buf.is_empty() {
-            // The large message is parsed (its bytes live on only in its result, and the rest of
-            // this buffer would still pin the allocation): let the allocation go with it.
-            buf = BytesMut::with_capacity(READ_CHUNK);
-            holds_large = false;
-        }
-        let b = std::mem::take(&mut buf);
-        match fill(&mut r, b).await {
+        framing.release_large(&mut buf);
+        match fill(&mut r, std::mem::take(&mut buf)).await {
             Ok(b) => {
                 if b.capacity() > inner.read_peak.get() {
                     inner.read_peak.set(b.capacity());
@@ -1412,31 +1567,53 @@ async fn reader_task<R: AsyncReadRent>(inner: Rc<Inner>, mut r: R, mut buf: Byte
     inner.close(reason);
 }
 
-fn dispatch(inner: &Inner, msg: Message) -> Result<(), PgError> {
-    // Asynchronous messages may arrive at any time.
-    match msg {
-        Message::ParameterStatus(body) => {
-            inner.params.borrow_mut().insert(body.name()?.to_string(), body.value()?.to_string());
+/// Handles every whole message in `buf` (admitting, discarding or dispatching each), leaving
+/// a partial one for the next read. `Err` carries why the connection must close.
+fn handle_buffered(inner: &Inner, buf: &mut BytesMut, framing: &mut Framing) -> Result<(), &'static str> {
+    loop {
+        if !framing.skip_discarded(buf) {
             return Ok(());
         }
-        Message::NoticeResponse(body) => {
-            let n = DbError::parse(body.fields())?;
-            tracing::debug!(conn = inner.id, severity = %n.severity, code = %n.code, message = %n.message, "pg notice");
-            return Ok(());
+        if buf.len() >= 5 && !framing.admitted {
+            framing.admitted = true;
+            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+            match admit(inner, buf[0], len.saturating_add(1)) {
+                Admit::Parse => {}
+                Admit::Discard => {
+                    framing.discard = len.saturating_add(1);
+                    framing.admitted = false;
+                    continue;
+                }
+                Admit::Refuse(e) => {
+                    tracing::warn!(conn = inner.id, error = %e, "pg message refused");
+                    return Err("message too large");
+                }
+            }
         }
-        Message::NotificationResponse(body) => {
-            let n = Notification {
-                process_id: body.process_id(),
-                channel: body.channel()?.to_owned(),
-                payload: body.message()?.to_owned(),
-            };
-            tracing::debug!(conn = inner.id, channel = %n.channel, payload = %n.payload, "pg notification");
-            inner.notifications.borrow_mut().push(n);
-            inner.notification_signal.notify();
-            return Ok(());
+        let msg = match Message::parse(buf) {
+            Ok(Some(m)) => {
+                framing.admitted = false;
+                m
+            }
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(conn = inner.id, error = %e, "pg protocol decode error");
+                return Err("decode error");
+            }
+        };
+        if let Err(e) = dispatch(inner, msg) {
+            tracing::warn!(conn = inner.id, error = %e, "pg protocol error");
+            return Err("protocol error");
         }
-        _ => {}
     }
+}
+
+/// Routes one backend message: session-wide ones (parameters, notices, notifications) at any
+/// time, everything else to the head of the pipeline.
+fn dispatch(inner: &Inner, msg: Message) -> Result<(), PgError> {
+    let Some(msg) = handle_asynchronous(inner, msg)? else {
+        return Ok(());
+    };
     let mut st = inner.state.borrow_mut();
     let st = &mut *st;
     let Some(f) = st.in_flight.front_mut() else {
@@ -1456,6 +1633,44 @@ fn dispatch(inner: &Inner, msg: Message) -> Result<(), PgError> {
             None => return Err(PgError::Protocol("unexpected ParseComplete".into())),
         },
         Message::BindComplete | Message::CloseComplete | Message::PortalSuspended => {}
+        Message::ReadyForQuery(_) => finish_head(inner, st)?,
+        Message::CopyInResponse(_) | Message::CopyOutResponse(_) => {
+            return Err(PgError::Protocol("COPY is not supported on pipelined connections".into()));
+        }
+        msg => collect_result(inner, f, msg)?,
+    }
+    Ok(())
+}
+
+/// Handles the messages that may arrive at any time, outside any request; hands every other
+/// message back.
+fn handle_asynchronous(inner: &Inner, msg: Message) -> Result<Option<Message>, PgError> {
+    match msg {
+        Message::ParameterStatus(body) => {
+            inner.params.borrow_mut().insert(body.name()?.to_string(), body.value()?.to_string());
+        }
+        Message::NoticeResponse(body) => {
+            let n = DbError::parse(body.fields())?;
+            tracing::debug!(conn = inner.id, severity = %n.severity, code = %n.code, message = %n.message, "pg notice");
+        }
+        Message::NotificationResponse(body) => {
+            let n = Notification {
+                process_id: body.process_id(),
+                channel: body.channel()?.to_owned(),
+                payload: body.message()?.to_owned(),
+            };
+            tracing::debug!(conn = inner.id, channel = %n.channel, payload = %n.payload, "pg notification");
+            inner.notifications.borrow_mut().push(n);
+            inner.notification_signal.notify();
+        }
+        msg => return Ok(Some(msg)),
+    }
+    Ok(None)
+}
+
+/// Adds one result message (columns, a row, a statement's end, an error) to the head batch.
+fn collect_result(inner: &Inner, f: &mut InFlight, msg: Message) -> Result<(), PgError> {
+    match msg {
         Message::RowDescription(body) => {
             let mut cols = Vec::new();
             let mut fields = body.fields();
@@ -1494,68 +1709,79 @@ fn dispatch(inner: &Inner, msg: Message) -> Result<(), PgError> {
                 f.error = Some(e);
             }
         }
-        Message::ReadyForQuery(_) => {
-            let Some(f) = st.in_flight.pop_front() else {
-                return Err(PgError::Protocol("ReadyForQuery with nothing in flight".into()));
-            };
-            // Completion is strictly FIFO: whatever is now the head was written after `f`.
-            debug_assert!(st.in_flight.front().is_none_or(|h| h.seq > f.seq));
-            let now = Instant::now();
-            if st.head_changed(now) {
-                inner.cancel_signal.notify();
-            }
-            // Parses the server skipped never happened: forget them.
-            for k in f.parses.iter().flatten() {
-                st.cache.forget_pending(k);
-            }
-            if let Some(e) = &f.error {
-                // 26000: statement missing; 0A000 "cached plan must not change result type".
-                if e.code == "26000" || (e.code == "0A000" && e.message.contains("cached plan")) {
-                    for k in &f.used {
-                        st.cache.invalidate(k);
-                    }
-                }
-            }
-            let user_cancel = f.error.as_ref().is_some_and(|e| e.code == "57014" && e.message == USER_CANCEL_MESSAGE);
-            // A cancel hit this batch. If it was one we sent for this batch, it is spent. If
-            // this batch's caller still waits, it can only have been meant for an earlier batch
-            // (we cancel only batches nobody waits for, and only at the head): the batch rolled
-            // back as a whole, so it goes back to run again (once per credit, see CancelLedger).
-            let stray = if user_cancel {
-                st.cancels.consume() && !f.needs_cancel() && matches!(f.work, Some(Work::Batch(_)))
-            } else {
-                if f.error.is_none() {
-                    st.cancels.settle(f.seq);
-                }
-                false
-            };
-            let outcome = if f.too_large {
-                Err(Failure::Error(PgError::ResultTooLarge { limit: inner.max_result_bytes }))
-            } else if let (true, Some(work)) = (stray, f.work) {
-                inner.counters.retried_after_stray_cancel.set(inner.counters.retried_after_stray_cancel.get() + 1);
-                tracing::debug!(conn = inner.id, "batch hit by a cancel meant for an earlier one; retrying it");
-                Err(Failure::NotSent(work))
-            } else {
-                match (f.error, f.kind) {
-                    (Some(e), _) => Err(Failure::Error(PgError::Db(Box::new(e)))),
-                    (None, Kind::Batch { results, .. }) => Ok(Reply::Batch(results)),
-                    (None, Kind::Simple { results }) => Ok(Reply::Simple(results)),
-                }
-            };
-            if let Some(tx) = f.tx {
-                // A caller that went away after the write simply doesn't get it.
-                let _ = tx.send(outcome);
-            }
-            if !st.queue.is_empty() {
-                inner.writer_signal.notify();
-            }
-        }
-        Message::CopyInResponse(_) | Message::CopyOutResponse(_) => {
-            return Err(PgError::Protocol("COPY is not supported on pipelined connections".into()));
-        }
         _ => return Err(PgError::Protocol("unexpected message from server".into())),
     }
     Ok(())
+}
+
+/// The head's ReadyForQuery: pops it, settles the statement cache and the cancel ledger, and
+/// answers its caller.
+fn finish_head(inner: &Inner, st: &mut State) -> Result<(), PgError> {
+    let Some(f) = st.in_flight.pop_front() else {
+        return Err(PgError::Protocol("ReadyForQuery with nothing in flight".into()));
+    };
+    // Completion is strictly FIFO: whatever is now the head was written after `f`.
+    debug_assert!(st.in_flight.front().is_none_or(|h| h.seq > f.seq));
+    if st.head_changed(Instant::now()) {
+        inner.cancel_signal.notify();
+    }
+    settle_cache(&mut st.cache, &f);
+    let (tx, outcome) = outcome_of(inner, &mut st.cancels, f);
+    if let Some(tx) = tx {
+        // A caller that went away after the write simply doesn't get it.
+        let _ = tx.send(outcome);
+    }
+    if !st.queue.is_empty() {
+        inner.writer_signal.notify();
+    }
+    Ok(())
+}
+
+/// Brings the statement cache in line with what the server did with a finished batch.
+fn settle_cache(cache: &mut StatementCache, f: &InFlight) {
+    // Parses the server skipped never happened: forget them.
+    for k in f.parses.iter().flatten() {
+        cache.forget_pending(k);
+    }
+    if let Some(e) = &f.error {
+        // 26000: statement missing; 0A000 "cached plan must not change result type".
+        if e.code == "26000" || (e.code == "0A000" && e.message.contains("cached plan")) {
+            for k in &f.used {
+                cache.invalidate(k);
+            }
+        }
+    }
+}
+
+/// What the caller of a finished batch gets (and where to send it).
+fn outcome_of(inner: &Inner, cancels: &mut CancelLedger, f: InFlight) -> (Option<oneshot::Sender<Outcome>>, Outcome) {
+    let user_cancel = f.error.as_ref().is_some_and(|e| e.code == "57014" && e.message == USER_CANCEL_MESSAGE);
+    // A cancel hit this batch. If it was one we sent for this batch, it is spent. If this
+    // batch's caller still waits, it can only have been meant for an earlier batch (we cancel
+    // only batches nobody waits for, and only at the head): the batch rolled back as a whole,
+    // so it goes back to run again (once per credit, see CancelLedger).
+    let stray = if user_cancel {
+        cancels.consume() && !f.needs_cancel() && matches!(f.work, Some(Work::Batch(_)))
+    } else {
+        if f.error.is_none() {
+            cancels.settle(f.seq);
+        }
+        false
+    };
+    let outcome = if f.too_large {
+        Err(Failure::Error(PgError::ResultTooLarge { limit: inner.max_result_bytes }))
+    } else if let (true, Some(work)) = (stray, f.work) {
+        inner.counters.retried_after_stray_cancel.set(inner.counters.retried_after_stray_cancel.get() + 1);
+        tracing::debug!(conn = inner.id, "batch hit by a cancel meant for an earlier one; retrying it");
+        Err(Failure::NotSent(work))
+    } else {
+        match (f.error, f.kind) {
+            (Some(e), _) => Err(Failure::Error(PgError::Db(Box::new(e)))),
+            (None, Kind::Batch { results, .. }) => Ok(Reply::Batch(results)),
+            (None, Kind::Simple { results }) => Ok(Reply::Simple(results)),
+        }
+    };
+    (f.tx, outcome)
 }
 
 fn complete_statement(f: &mut InFlight, tag: String) -> Result<(), PgError> {
@@ -1570,6 +1796,55 @@ fn complete_statement(f: &mut InFlight, tag: String) -> Result<(), PgError> {
         Kind::Simple { results } => results.push(SimpleResult { columns, rows, command_tag: tag }),
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stalled heads.
+
+/// Keeps `State::stalled` true exactly while the head of the pipeline has been running for
+/// `after` or longer, and moves unwritten work off the connection while it is (see
+/// [`Inner::move_off_stall`]). One per pooled connection, for the connection's life.
+///
+/// It costs no clock read per request: it sleeps until the current head's deadline and on
+/// waking re-reads the head (which may have changed meanwhile, restarting its clock); with
+/// nothing in flight it waits for the writer's first batch. While the connection is stalled it
+/// looks again every `after` (at least [`STALL_RECHECK_MIN`]), so work queued while every
+/// connection was stalled moves soon after another connection frees up or comes back.
+async fn stall_watch_task(inner: Rc<Inner>, after: Duration) {
+    let after = after.min(STALLED_AFTER_MAX);
+    let recheck = after.max(STALL_RECHECK_MIN);
+    loop {
+        let now = Instant::now();
+        let deadline = {
+            let mut st = inner.state.borrow_mut();
+            if st.closed {
+                return;
+            }
+            match st.head_since {
+                None => {
+                    st.watch_idle = true;
+                    None
+                }
+                Some(since) if now < since + after => Some(since + after),
+                Some(_) => {
+                    if !st.stalled {
+                        st.stalled = true;
+                        let (in_flight, queued) = (st.in_flight.len(), st.queue.len());
+                        tracing::debug!(conn = inner.id, ?after, in_flight, queued, "pg connection stalled");
+                    }
+                    Some(now + recheck)
+                }
+            }
+        };
+        inner.move_off_stall();
+        match deadline {
+            None => inner.stall_signal.wait().await,
+            // Dropping a signal wait loses nothing: it holds no I/O.
+            Some(t) => {
+                let _ = monoio::time::timeout_at(t, inner.stall_signal.wait()).await;
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

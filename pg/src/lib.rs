@@ -5,7 +5,8 @@
 //! - [`config`]: connection settings and `postgres://` URL parsing.
 //! - [`connection`]: one pipelined session on monoio (startup, auth, simple queries, batches).
 //! - [`batch`]: the request model — a [`Batch`] is one API request, one transaction, one Sync.
-//! - [`pool`]: a per-shard (`!Send`) pool of pipelined connections with reconnects and bounds.
+//! - [`pool`]: a per-shard (`!Send`) pool of pipelined connections with reconnects and bounds,
+//!   routing work (queued work included) around connections stalled behind a slow statement.
 //! - [`error`]: typed errors ([`PgError`], [`DbError`]).
 //! - [`notify`]: `LISTEN`/`NOTIFY` notifications a [`Connection`] queues for its owner (bounded).
 //!

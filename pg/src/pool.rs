@@ -9,9 +9,9 @@
 //!   waiting pool-wide, `max_in_flight` written per connection); over the queue bound → `Busy`;
 //! - while no connection is healthy a request waits at most `connect_wait` for one to come up,
 //!   then fails with `Unavailable { retry_after }` — it never hangs;
-//! - a batch the pool never wrote (its connection died first) is re-dispatched to a healthy
-//!   connection; a batch that was written and whose connection died fails with `ConnectionLost`
-//!   (it may have committed) and is never re-run;
+//! - a batch the pool never wrote (its connection died first, or stalled: see below) is
+//!   re-dispatched to a healthy connection; a batch that was written and whose connection died
+//!   fails with `ConnectionLost` (it may have committed) and is never re-run;
 //! - a dropped `execute` future (the caller went away, or `request_timeout` fired) cancels its
 //!   batch: unwritten, it is never sent; written, its connection sends PostgreSQL a
 //!   CancelRequest once it is the head of that connection's pipeline (see [`Connection`]);
@@ -19,11 +19,19 @@
 //!   a whole and is re-dispatched like an unwritten one (bounded by the cancels sent);
 //! - new work avoids a stalled connection (its oldest in-flight batch running longer than
 //!   `stalled_after`) whenever a healthy one that is not stalled exists;
+//! - a slow batch holds up only the batches written behind it before its connection was seen to
+//!   stall (those that arrived within `stalled_after` of it reaching the head) or while no other
+//!   connection was free; at most `max_in_flight - 1`. Once stalled, while the pool has a healthy
+//!   connection that is not stalled, the connection writes nothing more and hands every batch
+//!   queued on it back, unwritten, to be dispatched again (counted in `moved_off_stalled`). With
+//!   none (one connection, or all stalled) it keeps its queue and writes it as before, so work
+//!   never bounces between connections; the queue moves within `stalled_after` of another
+//!   connection freeing up or coming back;
 //! - a dead connection is replaced, never silently revived; the pool stops its supervisors and
 //!   closes its connections when dropped.
 
 use std::cell::{Cell, RefCell};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use monoio::time::Instant;
@@ -31,7 +39,7 @@ use rand::Rng;
 
 use crate::batch::{Batch, StatementResult};
 use crate::config::ConnectConfig;
-use crate::connection::{Connection, Counters, Event, Failure, Reply, Work};
+use crate::connection::{Connection, Counters, Event, Failure, Lanes, Reply, Shared, StallWatch, Work};
 use crate::error::PgError;
 
 /// Pool settings; every field has a default (see [`PoolConfig::new`]).
@@ -53,9 +61,10 @@ pub struct PoolConfig {
     pub backoff_initial: Duration,
     /// Largest reconnect delay (default 2 s).
     pub backoff_max: Duration,
-    /// A connection whose oldest in-flight batch has run this long is stalled: new work goes
-    /// to another connection while one is not (default 100 ms; every batch pipelined behind a
-    /// slow statement waits for it).
+    /// A connection whose oldest in-flight batch has run this long is stalled: while another
+    /// connection is not, new work goes there and the stalled one hands its unwritten queue
+    /// over to be dispatched again (default 100 ms). Batches written behind a slow statement
+    /// before it counts as stalled still wait for it: a smaller value leaves fewer there.
     pub stalled_after: Duration,
 }
 
@@ -97,6 +106,9 @@ pub struct PoolStats {
     pub retried_after_stray_cancel: u64,
     /// Batches failed with `PgError::ResultTooLarge`.
     pub results_too_large: u64,
+    /// Batches queued on a connection whose head stalled, handed back unwritten and dispatched
+    /// again to a connection that was not stalled.
+    pub moved_off_stalled: u64,
 }
 
 struct Slot {
@@ -234,9 +246,9 @@ impl Pool {
                 Ok(Ok(reply)) => return Ok(reply),
                 Ok(Err(Failure::Error(e))) => return Err(e),
                 Ok(Err(Failure::NotSent(w))) => {
-                    // Its connection died before writing it, or it rolled back under a cancel
-                    // meant for another batch: safe to run again (on the least-loaded healthy
-                    // connection that is not stalled).
+                    // Its connection died or stalled before writing it, or it rolled back under
+                    // a cancel meant for another batch: safe to run again (on the least-loaded
+                    // healthy connection that is not stalled).
                     work = w;
                 }
             }
@@ -245,22 +257,22 @@ impl Pool {
 
     /// The healthy connection with the least queued + in-flight work (round-robin on ties),
     /// skipping stalled ones (head batch running longer than `stalled_after`) unless all are.
+    /// Reads no clock: each connection keeps its stalled flag up to date.
     fn pick(&self) -> Option<Rc<Connection>> {
         let slots = self.inner.slots.borrow();
         let n = slots.len();
         let start = self.inner.rr.get();
         self.inner.rr.set(start.wrapping_add(1));
-        let stalled_after = self.inner.config.stalled_after;
-        // Ordered by (stalled, load): any connection that is not stalled beats every stalled one.
+        // Ordered by (stalled, load): any connection that is not stalled beats every stalled one
+        // (the same test `Lanes::open_lane_besides` makes, so work handed back goes elsewhere).
         let mut best: Option<((bool, usize), &Rc<Connection>)> = None;
         for i in 0..n {
             let slot = &slots[(start + i) % n];
-            if let Some(c) = slot.conn.as_ref().filter(|c| !c.is_closed()) {
-                let stalled = c.head_running_for().is_some_and(|t| t > stalled_after);
-                let key = (stalled, c.queued() + c.in_flight());
-                if best.is_none_or(|(k, _)| key < k) {
-                    best = Some((key, c));
-                }
+            let Some(c) = slot.conn.as_ref() else { continue };
+            let Some(lane) = c.lane() else { continue };
+            let key = (lane.stalled, lane.load);
+            if best.is_none_or(|(k, _)| key < k) {
+                best = Some((key, c));
             }
         }
         best.map(|(_, c)| c.clone())
@@ -295,6 +307,7 @@ impl Pool {
             cancels_sent: self.inner.counters.cancels_sent.get(),
             retried_after_stray_cancel: self.inner.counters.retried_after_stray_cancel.get(),
             results_too_large: self.inner.counters.results_too_large.get(),
+            moved_off_stalled: self.inner.counters.moved_off_stalled.get(),
             ..PoolStats::default()
         };
         for c in slots.iter().filter_map(|s| s.conn.as_ref()).filter(|c| !c.is_closed()) {
@@ -325,6 +338,14 @@ impl Drop for Pool {
     }
 }
 
+impl Lanes for Inner {
+    fn open_lane_besides(&self, conn: u64) -> bool {
+        let slots = self.slots.borrow();
+        let mut others = slots.iter().filter_map(|s| s.conn.as_ref()).filter(|c| c.id() != conn);
+        others.any(|c| c.lane().is_some_and(|lane| !lane.stalled))
+    }
+}
+
 fn backoff(config: &PoolConfig, failures: u32) -> Duration {
     let base = config.backoff_initial.max(Duration::from_millis(1));
     let exp = base.saturating_mul(1u32 << failures.saturating_sub(1).min(16)).min(config.backoff_max);
@@ -338,7 +359,14 @@ async fn supervise(inner: Rc<Inner>, slot: usize) {
         if inner.closed.get() {
             return;
         }
-        match Connection::connect_counted(&inner.config.connect, inner.counters.clone()).await {
+        let shared = Shared {
+            counters: inner.counters.clone(),
+            stall: Some(StallWatch {
+                after: inner.config.stalled_after,
+                lanes: Rc::downgrade(&inner) as Weak<dyn Lanes>,
+            }),
+        };
+        match Connection::connect_with(&inner.config.connect, shared).await {
             Ok(conn) => {
                 if inner.closed.get() {
                     conn.close();

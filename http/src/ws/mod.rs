@@ -312,6 +312,10 @@ pub struct WebSocket {
     peer: SocketAddr,
 }
 
+/// What [`WebSocket::recv`] returns: a message (or the peer's close), a protocol or I/O error,
+/// or `None` once the connection is over.
+type Recv = Option<Result<Message, WsError>>;
+
 /// A read buffer larger than this many `read_buffer_size`s is not kept once drained (the same
 /// bound `crate::io` uses for pooled read buffers).
 const LARGE_READ_FACTOR: usize = 4;
@@ -357,30 +361,9 @@ impl WebSocket {
             if self.finished {
                 return None;
             }
-            let rs = self.rs.as_mut()?;
-            match self.decoder.decode(&mut rs.buf) {
-                Ok(Some(inc)) => {
-                    self.touch(&cfg);
-                    match inc {
-                        Incoming::Ping(p) => self.sender.push_control(OpCode::Pong, p),
-                        Incoming::Pong(_) => {}
-                        Incoming::Message(m) => return Some(Ok(m)),
-                        Incoming::Close(c) => {
-                            self.finished = true;
-                            let code = c.as_ref().map_or(close_code::NORMAL, |c| c.code);
-                            self.sender.close_inner(code, "", false);
-                            return Some(Ok(Message::Close(c)));
-                        }
-                    }
-                    continue;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    self.finished = true;
-                    tracing::debug!(request_id = %self.request_id, error = %e, "websocket protocol error");
-                    self.sender.close_inner(e.close_code(), &e.to_string(), false);
-                    return Some(Err(WsError::Protocol(e)));
-                }
+            self.rs.as_ref()?;
+            if let Some(got) = self.decode_buffered(&cfg) {
+                return got;
             }
             let now = Instant::now();
             let (dead, abort_at) = {
@@ -394,60 +377,119 @@ impl WebSocket {
             let idle_at = cfg.idle_timeout.map(|d| self.last_rx + d);
             let deadline =
                 [abort_at, idle_at, self.next_ping.filter(|_| abort_at.is_none())].into_iter().flatten().min();
-            if self.holds_large && rs.buf.is_empty() {
-                // The large frame is out (its bytes live on only in the message handed to the
-                // handler); the rest of this buffer would keep the whole allocation alive.
-                rs.buf = BytesMut::with_capacity(cfg.read_buffer_size);
-                self.holds_large = false;
+            let (outcome, shutdown_hit) = self.read_more(&cfg, deadline, abort_at).await?;
+            if let Some(got) = self.after_read(&cfg, outcome, shutdown_hit, idle_at) {
+                return got;
             }
-            let st = self.sender.st.clone();
-            let mut shutdown_hit = false;
-            let shutdown = &mut self.shutdown;
-            let buf = std::mem::take(&mut rs.buf);
-            let (outcome, buf) = read_buf(&mut rs.io, buf, cfg.read_buffer_size, deadline, |cx| {
-                if let Some(f) = shutdown.as_mut() {
-                    if f.as_mut().poll(cx).is_ready() {
-                        shutdown_hit = true;
-                        return Poll::Ready(());
-                    }
-                }
-                let mut s = st.borrow_mut();
-                if s.dead || s.abort_at != abort_at {
-                    return Poll::Ready(());
-                }
-                s.reader_waker = Some(cx.waker().clone());
-                Poll::Pending
-            })
-            .await;
-            rs.buf = buf;
-            self.holds_large |= rs.buf.capacity() > cfg.read_buffer_size.saturating_mul(LARGE_READ_FACTOR);
-            match outcome {
-                ReadOutcome::Data(_) => self.touch(&cfg),
-                ReadOutcome::Eof => {
+        }
+    }
+
+    /// Decodes what is buffered, answering pings on the way. `Some` with what `recv` returns
+    /// (a message, the close, a protocol error), `None` when more bytes are needed.
+    fn decode_buffered(&mut self, cfg: &WsConfig) -> Option<Recv> {
+        loop {
+            let rs = self.rs.as_mut()?;
+            let inc = match self.decoder.decode(&mut rs.buf) {
+                Ok(Some(inc)) => inc,
+                Ok(None) => return None,
+                Err(e) => {
                     self.finished = true;
-                    return None;
+                    tracing::debug!(request_id = %self.request_id, error = %e, "websocket protocol error");
+                    self.sender.close_inner(e.close_code(), &e.to_string(), false);
+                    return Some(Some(Err(WsError::Protocol(e))));
                 }
-                ReadOutcome::Error(e) => {
+            };
+            self.touch(cfg);
+            match inc {
+                Incoming::Ping(p) => self.sender.push_control(OpCode::Pong, p),
+                Incoming::Pong(_) => {}
+                Incoming::Message(m) => return Some(Some(Ok(m))),
+                Incoming::Close(c) => {
                     self.finished = true;
-                    return Some(Err(WsError::Io(Arc::new(e))));
-                }
-                ReadOutcome::Interrupted => {
-                    if shutdown_hit {
-                        self.shutdown = None;
-                        self.sender.close_inner(close_code::GOING_AWAY, "server shutting down", false);
-                    }
-                }
-                ReadOutcome::Timeout => {
-                    let now = Instant::now();
-                    if idle_at.is_some_and(|t| t <= now) {
-                        self.sender.close_inner(close_code::GOING_AWAY, "idle timeout", false);
-                    } else if self.next_ping.is_some_and(|t| t <= now) {
-                        self.sender.push_control(OpCode::Ping, Bytes::new());
-                        self.next_ping = cfg.ping_interval.map(|d| now + d);
-                    }
+                    let code = c.as_ref().map_or(close_code::NORMAL, |c| c.code);
+                    self.sender.close_inner(code, "", false);
+                    return Some(Some(Ok(Message::Close(c))));
                 }
             }
         }
+    }
+
+    /// One read into the buffer, bounded by `deadline`, that stops early when shutdown begins
+    /// (then the second value is true), the sender dies or the abort deadline moves. `None`
+    /// without a read side.
+    async fn read_more(
+        &mut self,
+        cfg: &WsConfig,
+        deadline: Option<Instant>,
+        abort_at: Option<Instant>,
+    ) -> Option<(ReadOutcome, bool)> {
+        let rs = self.rs.as_mut()?;
+        if self.holds_large && rs.buf.is_empty() {
+            // The large frame is out (its bytes live on only in the message handed to the
+            // handler); the rest of this buffer would keep the whole allocation alive.
+            rs.buf = BytesMut::with_capacity(cfg.read_buffer_size);
+            self.holds_large = false;
+        }
+        let st = self.sender.st.clone();
+        let mut shutdown_hit = false;
+        let shutdown = &mut self.shutdown;
+        let buf = std::mem::take(&mut rs.buf);
+        let (outcome, buf) = read_buf(&mut rs.io, buf, cfg.read_buffer_size, deadline, |cx| {
+            if let Some(f) = shutdown.as_mut() {
+                if f.as_mut().poll(cx).is_ready() {
+                    shutdown_hit = true;
+                    return Poll::Ready(());
+                }
+            }
+            let mut s = st.borrow_mut();
+            if s.dead || s.abort_at != abort_at {
+                return Poll::Ready(());
+            }
+            s.reader_waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        rs.buf = buf;
+        self.holds_large |= rs.buf.capacity() > cfg.read_buffer_size.saturating_mul(LARGE_READ_FACTOR);
+        Some((outcome, shutdown_hit))
+    }
+
+    /// Acts on how a read ended: `Some` with what `recv` returns when the connection is over,
+    /// `None` to go on (after closing for shutdown or idleness, or sending a due ping).
+    fn after_read(
+        &mut self,
+        cfg: &WsConfig,
+        outcome: ReadOutcome,
+        shutdown_hit: bool,
+        idle_at: Option<Instant>,
+    ) -> Option<Recv> {
+        match outcome {
+            ReadOutcome::Data(_) => self.touch(cfg),
+            ReadOutcome::Eof => {
+                self.finished = true;
+                return Some(None);
+            }
+            ReadOutcome::Error(e) => {
+                self.finished = true;
+                return Some(Some(Err(WsError::Io(Arc::new(e)))));
+            }
+            ReadOutcome::Interrupted => {
+                if shutdown_hit {
+                    self.shutdown = None;
+                    self.sender.close_inner(close_code::GOING_AWAY, "server shutting down", false);
+                }
+            }
+            ReadOutcome::Timeout => {
+                let now = Instant::now();
+                if idle_at.is_some_and(|t| t <= now) {
+                    self.sender.close_inner(close_code::GOING_AWAY, "idle timeout", false);
+                } else if self.next_ping.is_some_and(|t| t <= now) {
+                    self.sender.push_control(OpCode::Ping, Bytes::new());
+                    self.next_ping = cfg.ping_interval.map(|d| now + d);
+                }
+            }
+        }
+        None
     }
 
     fn touch(&mut self, cfg: &WsConfig) {
