@@ -124,6 +124,12 @@ const PER_SHARD_SERIES: &[Series] = &[
 type LaneSeries = (&'static str, &'static str, &'static str, fn(&madbase_pg::PoolStats) -> u64);
 
 const PER_LANE_SERIES: &[LaneSeries] = &[
+    (
+        "madbase_pg_moved_off_stalled_total",
+        "counter",
+        "Queued batches moved to another connection because their connection's head statement stalled.",
+        |p| p.moved_off_stalled,
+    ),
     ("madbase_pg_connections_up", "gauge", "PostgreSQL connections currently usable.", |p| p.connections_up as u64),
     ("madbase_pg_connections_configured", "gauge", "PostgreSQL connections configured.", |p| p.connections as u64),
     ("madbase_pg_in_flight", "gauge", "Batches sent to PostgreSQL and not yet answered.", |p| p.in_flight as u64),

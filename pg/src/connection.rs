@@ -953,12 +953,6 @@ impl Connection {
         self.inner.params.borrow().get(name).cloned()
     }
 
-    /// How long the server has been on the oldest batch written and not yet answered (`None`
-    /// when nothing is in flight). Long means everything pipelined behind it waits.
-    pub fn head_running_for(&self) -> Option<Duration> {
-        self.inner.state.borrow().head_since.map(|t| t.elapsed())
-    }
-
     /// Counters since this connection started (for a pooled one: since the pool started).
     pub fn stats(&self) -> ConnectionStats {
         self.inner.counters.snapshot()
