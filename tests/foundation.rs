@@ -263,3 +263,31 @@ fn bad_configuration_names_the_key() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("MADBASE_HTTP_MAX_HEADERS"), "{stderr}");
 }
+
+#[test]
+fn an_old_flat_config_file_points_at_the_new_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("madbase.toml");
+    std::fs::write(&file, "pg_pool_size = 4\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_madbase"))
+        .args(["start", "--config"])
+        .arg(&file)
+        .current_dir(dir.path())
+        .output()
+        .expect("run madbase");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown key \"pg_pool_size\" (did you mean \"pg.pool_size\"?)"), "{stderr}");
+}
+
+#[test]
+fn api_enabled_false_switches_the_data_api_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("madbase.toml");
+    std::fs::write(&file, "[api]\nenabled = false\n\n[rest]\nplan_enabled = false\n").unwrap();
+    let server = TestServer::start_with(&[("MADBASE_CONFIG", file.to_str().unwrap())]);
+    let response = server.get("/rest/v1/anything");
+    assert_eq!(response.status, 404);
+    assert_eq!(response.text(), r#"{"message":"no Route matched with those values"}"#);
+    assert_eq!(server.get("/health").status, 200);
+}
