@@ -1,9 +1,12 @@
 //! The database MadBase serves: the managed private cluster (the embedded default) or the server
 //! named by `DATABASE_URL`, brought to a usable state before any shard starts.
 //!
-//! Owns start-up of the database side: finding or initialising the managed cluster, checking
-//! `wal_level`, applying migrations, loading the first schema cache snapshot, and choosing the
-//! credentials the shards' pools log in with.
+//! Owns start-up of the database side: finding or initialising the managed cluster (on the
+//! binaries [`PgBinaries::choose`] picks: see `madbase_pg::cluster` for the rule, which never
+//! starts a data dir with binaries of another major version), checking `wal_level` and the
+//! project's `[db] major_version`, applying migrations (MadBase's own, then a Supabase project's
+//! and its seed: see [`crate::migrate`]), loading the first schema cache snapshot, and choosing
+//! the credentials the shards' pools log in with.
 //!
 //! Invariants: when [`prepare`] returns, migrations have been applied and the returned
 //! [`ConnectConfig`] logs in as a role that can switch to `anon`/`authenticated`/`service_role`. In
@@ -20,7 +23,7 @@ use std::time::{Duration, Instant};
 use madbase_pg::{Cluster, ClusterError, ClusterOptions, ConnectConfig, Connection, PgBinaries, PgError};
 
 use crate::config::Config;
-use crate::migrate::{self, MigrateError};
+use crate::migrate::{self, MigrateError, Project};
 use madbase_rest::schema::{introspect, IntrospectError, SchemaCache};
 
 #[derive(Debug, thiserror::Error)]
@@ -69,18 +72,23 @@ impl Database {
     }
 }
 
-/// Starts (managed mode) or reaches (`DATABASE_URL`) PostgreSQL, migrates it, and returns what the
-/// shards connect with. Blocking: runs before the shards start.
-pub fn prepare(config: &Config, _project: Option<&Path>) -> Result<Database, DatabaseError> {
+/// Starts (managed mode) or reaches (`DATABASE_URL`) PostgreSQL, migrates it (with the Supabase
+/// project in `project`, the `supabase/` directory, when given), and returns what the shards
+/// connect with. Blocking: runs before the shards start.
+pub fn prepare(config: &Config, project: Option<&Path>) -> Result<Database, DatabaseError> {
+    let project = project.map(|dir| Project::load(dir, &config.db)).transpose()?;
     let (admin, cluster) = match &config.pg.url {
         Some(url) => (ConnectConfig::from_url(url).map_err(DatabaseError::Url)?, None),
         None => {
-            let cluster = start_managed(config)?;
+            let needs = project.as_ref().map(Project::extensions).unwrap_or_default();
+            let cluster = start_managed(config, &needs)?;
             (cluster.connect_config(), Some(cluster))
         }
     };
     let managed = cluster.is_some();
+    let managed_data_dir = cluster.as_ref().map(|c| c.data_dir().to_path_buf());
     let data_dir = config.data_dir.clone();
+    let expected_major = config.db.major_version;
     let schemas = config.api.schemas.clone();
     let mut runtime =
         monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().map_err(DatabaseError::Runtime)?;
@@ -93,7 +101,19 @@ pub fn prepare(config: &Config, _project: Option<&Path>) -> Result<Database, Dat
             .ok()
             .and_then(|sets| sets.first()?.rows.first()?.get_str(0).map(str::to_owned))
             .unwrap_or_default();
-        migrate::run(&conn).await?;
+        let server_major = conn
+            .simple_query("show server_version_num")
+            .await
+            .ok()
+            .and_then(|sets| sets.first()?.rows.first()?.get_str(0)?.parse::<u32>().ok())
+            .map(|num| num / 10000);
+        if let Some(major) = server_major.filter(|major| *major != expected_major) {
+            tracing::warn!(
+                "the project is written for PostgreSQL {expected_major} ([db] major_version) but the server runs \
+                 PostgreSQL {major}; its SQL may behave differently"
+            );
+        }
+        migrate::run(&conn, project.as_ref(), managed_data_dir.as_deref()).await?;
         let pool_config = if managed {
             let password = authenticator_password(&data_dir)?;
             // The password is [A-Za-z0-9]{32} (generated below), safe to inline.
@@ -147,11 +167,9 @@ fn host_text(config: &ConnectConfig) -> String {
     }
 }
 
-fn start_managed(config: &Config) -> Result<Cluster, DatabaseError> {
-    let binaries = match &config.pg.bin {
-        Some(dir) => PgBinaries::in_dir(dir.clone())?,
-        None => PgBinaries::find()?,
-    };
+/// Starts the managed cluster; `needs` are the extensions the project's migrations create (they
+/// steer the choice of binaries for a new data dir).
+fn start_managed(config: &Config, needs: &[String]) -> Result<Cluster, DatabaseError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| DatabaseError::Io {
         context: format!("cannot create data dir {}", config.data_dir.display()),
         source,
@@ -160,8 +178,15 @@ fn start_managed(config: &Config) -> Result<Cluster, DatabaseError> {
         context: format!("cannot resolve data dir {}", config.data_dir.display()),
         source,
     })?;
+    let chosen = PgBinaries::choose(&data_dir, config.pg.bin.as_deref(), needs)?;
+    tracing::info!(
+        bin = %chosen.binaries.bindir.display(),
+        major = chosen.major,
+        why = %chosen.why,
+        "PostgreSQL binaries for the managed cluster"
+    );
     let options = ClusterOptions {
-        binaries: Some(binaries),
+        binaries: Some(chosen.binaries),
         // Every shard's pool plus admin and replication connections, with room to spare.
         max_connections: (config.shards.count * config.pg.pool_size + 50).max(100) as u32,
         start_timeout: Duration::from_secs(120),

