@@ -32,7 +32,8 @@ use serde_json::{json, Map, Value};
 use super::auth::Identity;
 use super::error::ApiError;
 use super::media;
-use super::write::Prefer;
+use super::prefer::Prefer;
+use super::request;
 use crate::schema::relationships::{Cardinality, Link};
 use crate::schema::{Column, Function, Relation, SchemaCache, Volatility};
 use crate::RestService;
@@ -64,11 +65,11 @@ pub async fn serve(state: &RestService, req: &Request, identity: &Identity) -> R
         "OPTIONS" => return Ok(Response::new(200).header("allow", "OPTIONS,GET,HEAD")),
         other => return Err(ApiError::Method(other.to_owned())),
     };
-    let profile = super::profile(req, &state.config)?;
+    let profile = request::profile(req, &state.config)?;
     let v31 = media::negotiate_openapi(req)?;
     let statement = Statement::new(ACCESS_SQL).bind(profile.schema.to_owned());
     let schema = state.schema();
-    let results = super::request_batch(state, &schema, req, identity, profile, "/", &Prefer::default())
+    let results = request::request_batch(state, &schema, req, identity, profile, "/", &Prefer::default())
         .with(|batch| batch.statement(statement).read_only(true))
         .run(state)
         .await
