@@ -2,12 +2,13 @@
 //! column names, then one row per line; an unquoted `NULL` is null) and
 //! `application/x-www-form-urlencoded` (one row), turned into the JSON the write path binds.
 //!
-//! Owns: the two converters. Invariants: every value becomes a JSON string (or null), so
+//! Owns: the request body's format (its `Content-Type`) and the two converters. Invariants: every value becomes a JSON string (or null), so
 //! PostgreSQL converts it with the column's input function exactly as for a JSON string; the
 //! output is one JSON array (CSV) or object (form) built with serde_json, never by pasting text;
 //! a malformed body is a 400 PGRST102 naming the problem, and nothing is written.
 
 use bytes::Bytes;
+use madbase_http::Request;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
@@ -29,6 +30,24 @@ impl BodyFormat {
             BodyFormat::Csv => csv_to_json(&raw),
             BodyFormat::Form => form_to_json(&raw),
         }
+    }
+}
+
+/// The format of the request body, by its `Content-Type`: JSON (PostgREST's default when none is
+/// sent), CSV or a form; anything else is 400 PGRST102.
+pub(super) fn check_content_type(req: &Request) -> Result<BodyFormat, ApiError> {
+    let Some(value) = req.header("content-type") else { return Ok(BodyFormat::Json) };
+    let value = String::from_utf8_lossy(value);
+    let media = value.split(';').next().unwrap_or("").trim();
+    if media.eq_ignore_ascii_case("application/json") {
+        Ok(BodyFormat::Json)
+    } else if media.eq_ignore_ascii_case("text/csv") {
+        Ok(BodyFormat::Csv)
+    } else if media.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        Ok(BodyFormat::Form)
+    } else {
+        // PostgREST answers 400 PGRST102 here (not 415).
+        Err(ApiError::InvalidBody(format!("Content-Type not acceptable: {media}")))
     }
 }
 

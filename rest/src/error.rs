@@ -173,35 +173,14 @@ impl ApiError {
         }
     }
 
-    /// The HTTP response PostgREST gives for this error.
+    /// The HTTP response PostgREST gives for this error. Each arm is one variant (the match stays
+    /// exhaustive); a family with more to build than one line has its own function below.
     pub fn into_response(self) -> Response {
         let message = self.to_string();
         match self {
-            ApiError::Jwt(error) => {
-                let challenge = format!(
-                    "Bearer error=\"invalid_token\", error_description=\"{}\"",
-                    message.replace('\\', "\\\\").replace('"', "\\\"")
-                );
-                body(401, error.pgrst_code(), &message, None, None).header("www-authenticate", challenge)
-            }
-            ApiError::ForbiddenRole(_) => {
-                body(401, "22023", &message, None, None).header("www-authenticate", "Bearer")
-            }
-            ApiError::Query(error) => {
-                let details = error.details();
-                match error {
-                    QueryError::NegativeLimit => body(416, "PGRST103", &message, details, None),
-                    QueryError::NotEmbedded(name) => body(
-                        400,
-                        "PGRST108",
-                        &message,
-                        None,
-                        Some(super::query::not_embedded_hint(&name)),
-                    ),
-                    QueryError::BadEmbedOperator(_) => body(400, "PGRST120", &message, details, None),
-                    _ => body(400, "PGRST100", &message, details, None),
-                }
-            }
+            ApiError::Jwt(error) => jwt_response(&error, &message),
+            ApiError::ForbiddenRole(_) => body(401, "22023", &message, None, None).header("www-authenticate", "Bearer"),
+            ApiError::Query(error) => query_response(error, &message),
             ApiError::InvalidSchema { exposed, .. } => body(
                 406,
                 "PGRST106",
@@ -226,42 +205,17 @@ impl ApiError {
                 None,
                 closest.map(|name| format!("Perhaps you meant the table '{name}'")),
             ),
-            ApiError::Db { error, .. } if error.code == "PGRST" => raised_response(&error),
-            ApiError::Db { error, .. } if is_informational_pt(&error.code) => ApiError::GucStatus.into_response(),
-            ApiError::Db { error, authenticated } => {
-                let status = status_for_sqlstate(&error.code, &error.message, authenticated);
-                if status >= 500 {
-                    tracing::warn!(code = %error.code, message = %error.message, "rest: database error");
-                }
-                let response = body(status, &error.code, &error.message, error.detail.clone(), error.hint.clone());
-                if status == 401 {
-                    response.header("www-authenticate", "Bearer")
-                } else {
-                    response
-                }
-            }
+            ApiError::Db { error, authenticated } => db_response(&error, authenticated),
             ApiError::Pool(error) => pool_error(error),
             ApiError::InvalidBody(_) => body(400, "PGRST102", &message, None, None),
-            ApiError::Body(error) => {
-                let response = body(error.status(), "PGRST102", &message, None, None);
-                match error.retry_after_secs() {
-                    Some(secs) => response.header("retry-after", secs.to_string()),
-                    None => response,
-                }
-            }
+            ApiError::Body(error) => body_error_response(&error, &message),
             ApiError::InvalidPreferences(names) => {
                 body(400, "PGRST122", &message, Some(format!("Invalid preferences: {}", names.join(", "))), None)
             }
             ApiError::NotSingular(rows) => {
                 body(406, "PGRST116", &message, Some(format!("The result contains {rows} rows")), None)
             }
-            ApiError::RangeBounds => body(
-                416,
-                "PGRST103",
-                &message,
-                Some("The lower boundary must be lower than or equal to the upper boundary in the Range header.".into()),
-                None,
-            ),
+            ApiError::RangeBounds => body(416, "PGRST103", &message, Some(RANGE_BOUNDS_DETAILS.into()), None),
             ApiError::OffsetBeyondTotal { offset, total } => body(
                 416,
                 "PGRST103",
@@ -274,33 +228,9 @@ impl ApiError {
             }
             ApiError::RpcMethod(_) => body(405, "PGRST101", &message, None, None),
             ApiError::FunctionNotFound { qualified, args, searched, hint } => {
-                let mut details = format!("Searched for the function {qualified}");
-                if let SingleParam::Raw(type_name) = searched {
-                    let _ = write!(details, " with a single unnamed {type_name} parameter");
-                } else {
-                    match args.len() {
-                        0 => details.push_str(" without parameters"),
-                        1 => details.push_str(" with parameter "),
-                        _ => details.push_str(" with parameters "),
-                    }
-                    details.push_str(&args.join(", "));
-                }
-                if searched == SingleParam::Json {
-                    details.push_str(" or with a single unnamed json/jsonb parameter");
-                }
-                details.push_str(", but no matches were found in the schema cache.");
-                body(404, "PGRST202", &message, Some(details), hint)
+                body(404, "PGRST202", &message, Some(function_not_found_details(&qualified, &args, searched)), hint)
             }
-            ApiError::AmbiguousFunction(_) => body(
-                300,
-                "PGRST203",
-                &message,
-                None,
-                Some(
-                    "Try renaming the parameters or the function itself in the database so function overloading can be resolved"
-                        .to_owned(),
-                ),
-            ),
+            ApiError::AmbiguousFunction(_) => body(300, "PGRST203", &message, None, Some(AMBIGUOUS_HINT.to_owned())),
             ApiError::MaxAffectedNotSet => body(400, "PGRST128", &message, None, None),
             ApiError::ColumnNotFound { .. } => body(400, "PGRST204", &message, None, None),
             ApiError::PutFilters => body(405, "PGRST105", &message, None, None),
@@ -313,6 +243,87 @@ impl ApiError {
             ApiError::BodyCheckBusy => body(503, "PGRSTX00", &message, None, None).header("retry-after", "1"),
         }
     }
+}
+
+/// PGRST103's details for a `Range` header whose bounds are reversed.
+const RANGE_BOUNDS_DETAILS: &str =
+    "The lower boundary must be lower than or equal to the upper boundary in the Range header.";
+/// PGRST203's hint.
+const AMBIGUOUS_HINT: &str =
+    "Try renaming the parameters or the function itself in the database so function overloading can be resolved";
+
+/// 401 with the JWT error's code and a `WWW-Authenticate` challenge that repeats the message.
+fn jwt_response(error: &JwtError, message: &str) -> Response {
+    let challenge = format!(
+        "Bearer error=\"invalid_token\", error_description=\"{}\"",
+        message.replace('\\', "\\\\").replace('"', "\\\"")
+    );
+    body(401, error.pgrst_code(), message, None, None).header("www-authenticate", challenge)
+}
+
+/// A query-string error: 416 PGRST103 for a negative limit, PGRST108 (with its hint) and
+/// PGRST120 for filters on embeds, else 400 PGRST100.
+fn query_response(error: QueryError, message: &str) -> Response {
+    let details = error.details();
+    match error {
+        QueryError::NegativeLimit => body(416, "PGRST103", message, details, None),
+        QueryError::NotEmbedded(name) => {
+            body(400, "PGRST108", message, None, Some(super::query::not_embedded_hint(&name)))
+        }
+        QueryError::BadEmbedOperator(_) => body(400, "PGRST120", message, details, None),
+        _ => body(400, "PGRST100", message, details, None),
+    }
+}
+
+/// PostgreSQL's error: a `PGRST` raise as the function asked, an informational `PT1xx` as
+/// PGRST112, anything else by the SQLSTATE table (logged when it is the server's fault).
+fn db_response(error: &DbError, authenticated: bool) -> Response {
+    if error.code == "PGRST" {
+        return raised_response(error);
+    }
+    if is_informational_pt(&error.code) {
+        return ApiError::GucStatus.into_response();
+    }
+    let status = status_for_sqlstate(&error.code, &error.message, authenticated);
+    if status >= 500 {
+        tracing::warn!(code = %error.code, message = %error.message, "rest: database error");
+    }
+    let response = body(status, &error.code, &error.message, error.detail.clone(), error.hint.clone());
+    if status == 401 {
+        response.header("www-authenticate", "Bearer")
+    } else {
+        response
+    }
+}
+
+/// Reading the body failed: its status (413, 408, 400) as PGRST102, with `Retry-After` when the
+/// client may retry.
+fn body_error_response(error: &madbase_http::BodyError, message: &str) -> Response {
+    let response = body(error.status(), "PGRST102", message, None, None);
+    match error.retry_after_secs() {
+        Some(secs) => response.header("retry-after", secs.to_string()),
+        None => response,
+    }
+}
+
+/// PGRST202's details: what was searched for (PostgREST's wording).
+fn function_not_found_details(qualified: &str, args: &[String], searched: SingleParam) -> String {
+    let mut details = format!("Searched for the function {qualified}");
+    if let SingleParam::Raw(type_name) = searched {
+        let _ = write!(details, " with a single unnamed {type_name} parameter");
+    } else {
+        match args.len() {
+            0 => details.push_str(" without parameters"),
+            1 => details.push_str(" with parameter "),
+            _ => details.push_str(" with parameters "),
+        }
+        details.push_str(&args.join(", "));
+    }
+    if searched == SingleParam::Json {
+        details.push_str(" or with a single unnamed json/jsonb parameter");
+    }
+    details.push_str(", but no matches were found in the schema cache.");
+    details
 }
 
 /// `RAISE SQLSTATE 'PGRST' USING message = '<json>', detail = '<json>'` (reference/rest.md §2.1):

@@ -32,11 +32,14 @@ use bytes::Bytes;
 use madbase_http::{Headers, Request};
 
 use super::media::{self, Media};
+use super::plan;
+use super::prefer::Prefer;
 use super::query;
+use super::read;
+use super::request::{pre_request_call, search_path};
 use super::rpc::{self, Input};
 use super::sql::UNQUOTED_CAST_TYPES;
-use super::write::{self, Prefer};
-use super::{plan, search_path};
+use super::write;
 use crate::schema::relationships::QualifiedName;
 use crate::schema::{introspect, SchemaCache};
 use crate::settings::Config;
@@ -300,12 +303,12 @@ pub fn check_request(checked: &CheckedRequest<'_>) -> Result<bool, String> {
     Ok(true)
 }
 
-/// A read's statements, built as the handler builds them (`rest::read_statements`).
+/// A read's statements, built as the handler builds them (`read::read_statements`).
 fn read_statements(checked: &CheckedRequest<'_>, media: &Media, prefer: &Prefer) -> Option<Vec<madbase_pg::Statement>> {
     let read = query::parse_read_query(checked.query).ok()?;
     let cache = fixture();
     let plan = plan::plan(cache, "public", QualifiedName::new("public", TABLE), &read).ok()?;
-    let (statement, count_plan) = super::read_statements(cache, &plan, media, checked.method == "HEAD", prefer);
+    let (statement, count_plan) = read::read_statements(cache, &plan, media, checked.method == "HEAD", prefer);
     Some(std::iter::once(statement).chain(count_plan).collect())
 }
 
@@ -395,7 +398,7 @@ pub fn check_settings(schema: &str, extra: &[String], pre_request: &str) -> Resu
     }
     let mut config = Config::default();
     config.rest.pre_request = Some(pre_request.to_owned());
-    if let Some(call) = super::pre_request_call(&config) {
+    if let Some(call) = pre_request_call(&config) {
         check_sql(&call, 0).map_err(|e| format!("{e} in the pre-request call {call:?}"))?;
     }
     Ok(())

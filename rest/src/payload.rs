@@ -15,6 +15,9 @@ use bytes::{Bytes, BytesMut};
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+/// At most this many rows in one (bulk) insert, or in a call's body.
+pub const MAX_BULK_ROWS: usize = 10_000;
+
 /// `[<object>]` around one JSON object (the write and call statements read arrays of rows).
 pub fn one_row_array(object: &Bytes) -> Bytes {
     let mut wrapped = BytesMut::with_capacity(object.len() + 2);

@@ -14,7 +14,7 @@
 //!          AS pgrst_args("a" integer, "b" text) LIMIT 1) AS pgrst_body,
 //!        LATERAL "public"."f"("a" := pgrst_body."a", "b" := pgrst_body."b") pgrst_call)
 //! SELECT pg_catalog.count(_postgrest_t) AS page_total, coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body,
-//!        <super::RESPONSE_GUC_COLUMNS>
+//!        <super::statement::RESPONSE_GUC_COLUMNS>
 //! FROM (SELECT "f"."id" FROM pgrst_source AS "f" WHERE "f"."id" > $2 ORDER BY "f"."id" LIMIT $3) _postgrest_t
 //! ```
 //!
@@ -31,7 +31,7 @@
 //!   are argument type names, and those come from the schema cache (`format_type` output), never
 //!   from the request. Only arguments of the resolved overload are named in the call.
 //! - **one call = one statement = one round trip**, in the request's batch
-//!   ([`super::request_batch`]), in a READ ONLY transaction for GET/HEAD and for POST to a
+//!   ([`super::request::request_batch`]), in a READ ONLY transaction for GET/HEAD and for POST to a
 //!   STABLE/IMMUTABLE function, READ WRITE only for POST to a VOLATILE one (so a GET on a
 //!   VOLATILE function that writes fails with 25006 → 405, as in PostgREST). `Prefer: tx=rollback`
 //!   ends it with a rollback.
@@ -42,7 +42,7 @@
 //!
 //! Logic trees (`or=`, `and=`) filter the result like filters. `db_max_rows` caps the `limit`.
 //! `Prefer: handling=strict, max-affected=N` on a set-returning function adds a check column that
-//! raises (the row-limit marker of [`write`]) when the result has more than N rows, so the
+//! raises (the row-limit check of [`super::statement`]) when the result has more than N rows, so the
 //! function's writes are rolled back and the answer is 400 PGRST124; on any other function it is
 //! 400 PGRST128 before anything runs.
 //!
@@ -75,13 +75,18 @@ use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 
 use super::auth::Identity;
+use super::body_format;
 use super::error::{ApiError, SingleParam};
 use super::media::{self, Media, Rows};
-use super::payload::{self, ShapeError};
+use super::payload::{self, ShapeError, MAX_BULK_ROWS};
 use super::plan::{self, ReadPlan};
+use super::prefer::Prefer;
 use super::query::{self, QueryError, ReadQuery};
+use super::range;
+use super::request;
+use super::response::{self, Asked, Content, Page};
 use super::sql::{push_order_limit, push_where_trees, quote_ident, Builder, Source};
-use super::write::{self, Prefer};
+use super::statement::{outer_select, row_limit_broken, row_limit_check, Params};
 use crate::schema::relationships::QualifiedName;
 use crate::schema::{fuzzy, ArgMode, Function, FunctionArg, SchemaCache, Volatility};
 use crate::RestService;
@@ -110,7 +115,7 @@ impl Input {
         if raw.iter().all(u8::is_ascii_whitespace) {
             return Ok(Input::Body { raw: Bytes::from_static(b"{}"), keys: Some(BTreeSet::new()), bulk: false });
         }
-        match payload::scan(&raw, None, write::MAX_BULK_ROWS, MAX_ARGS) {
+        match payload::scan(&raw, None, MAX_BULK_ROWS, MAX_ARGS) {
             Ok(shape) => {
                 let keys = Some(shape.columns.into_iter().collect());
                 Ok(Input::Body { raw, keys, bulk: !shape.single })
@@ -124,7 +129,7 @@ impl Input {
             // json/jsonb parameter.
             Err(ShapeError::Invalid) => {
                 serde_json::from_slice::<IgnoredAny>(&raw)
-                    .map_err(|_| ApiError::InvalidBody(write::INVALID_JSON.to_owned()))?;
+                    .map_err(|_| ApiError::InvalidBody(ShapeError::Invalid.to_string()))?;
                 Ok(Input::Body { raw, keys: None, bulk: false })
             }
         }
@@ -397,7 +402,7 @@ fn returns_void(function: &Function) -> bool {
 /// call takes arguments. Result columns: `page_total`, `body` (built by `media`; NULL without
 /// one — HEAD — and for `void`), then `total_result_set` with `exact_count`, then `max_affected`
 /// (NULL, or raises when the result has more rows than `max_affected`), then the response GUCs
-/// ([`super::RESPONSE_GUC_COLUMNS`]).
+/// ([`super::statement::RESPONSE_GUC_COLUMNS`]).
 #[allow(clippy::too_many_arguments)] // each is one independent part of the statement
 fn call_statement(
     cache: &SchemaCache,
@@ -409,62 +414,100 @@ fn call_statement(
     exact_count: bool,
     max_affected: Option<u64>,
 ) -> Statement {
-    let mut params: Vec<Bytes> = Vec::new();
-    let callee = format!("{}.{}", quote_ident(&function.schema), quote_ident(&function.name));
+    let mut params = Params::default();
     let composite = returns_composite(function);
+    let source = call_source(function, call, payload, composite, &mut params);
+    let (page, total) = result_page(cache, function, plan, composite, exact_count, &mut params);
+    let body = match media {
+        Some(media) if !returns_void(function) => media.body_sql(result_rows(function)),
+        _ => "NULL".to_owned(),
+    };
+    let check = row_limit_check(false, max_affected, &mut params);
+    let check = check.map_or_else(String::new, |check| format!(", {check} AS max_affected"));
+    params.statement(outer_select(Some(&source), &body, &format!("{total}{check}"), &page))
+}
 
+/// How the result's rows render: objects or scalars, a set or one.
+fn result_rows(function: &Function) -> Rows {
+    match (returns_composite(function), function.returns_set) {
+        (true, true) => Rows::Records,
+        (true, false) => Rows::Record,
+        (false, true) => Rows::Scalars,
+        (false, false) => Rows::Scalar,
+    }
+}
+
+/// The `pgrst_source` CTE: the call itself, its rows (`pgrst_call.*`) or its scalar
+/// (`pgrst_scalar`); the arguments, when there are any, are the payload bound first (`$1`).
+fn call_source(
+    function: &Function,
+    call: &Call<'_>,
+    payload: Option<Bytes>,
+    composite: bool,
+    params: &mut Params,
+) -> String {
+    let callee = format!("{}.{}", quote_ident(&function.schema), quote_ident(&function.name));
     let mut source =
         String::from(if composite { "SELECT pgrst_call.* FROM " } else { "SELECT pgrst_call AS pgrst_scalar FROM " });
+    let bind_payload = || params.bind(payload.unwrap_or_else(|| Bytes::from_static(b"{}")));
     match call {
         Call::NoArgs => {
             let _ = write!(source, "{callee}() pgrst_call");
         }
         Call::Single { type_name } => {
-            params.push(payload.unwrap_or_else(|| Bytes::from_static(b"{}")));
-            let _ = write!(source, "{callee}($1::{type_name}) pgrst_call");
+            let _ = write!(source, "{callee}({}::{type_name}) pgrst_call", bind_payload());
         }
-        Call::Named(args) => {
-            params.push(payload.unwrap_or_else(|| Bytes::from_static(b"{}")));
-            // PostgREST's shape: the arguments are the first row of the (array) payload.
-            source.push_str("(SELECT * FROM pg_catalog.json_to_recordset($1::json) AS pgrst_args(");
-            for (i, arg) in args.iter().enumerate() {
-                if i > 0 {
-                    source.push_str(", ");
-                }
-                let _ = write!(source, "{} {}", quote_ident(&arg.name), arg.type_name);
-            }
-            let _ = write!(source, ") LIMIT 1) AS pgrst_body, LATERAL {callee}(");
-            for (i, arg) in args.iter().enumerate() {
-                if i > 0 {
-                    source.push_str(", ");
-                }
-                if arg.mode == ArgMode::Variadic {
-                    source.push_str("VARIADIC ");
-                }
-                let name = quote_ident(&arg.name);
-                let _ = write!(source, "{name} := pgrst_body.{name}");
-            }
-            source.push_str(") pgrst_call");
-        }
+        Call::Named(args) => push_named_call(&mut source, &callee, args, &bind_payload()),
     }
+    source
+}
 
-    let mut text_params: Vec<String> = Vec::new();
-    let first_free = params.len();
-    let mut bind = |value: String| {
-        text_params.push(value);
-        format!("${}", first_free + text_params.len())
-    };
+/// PostgREST's shape of a call with named arguments: they are the first row of the (array)
+/// payload `p`, typed by the resolved overload, passed by name in declaration order.
+fn push_named_call(source: &mut String, callee: &str, args: &[&FunctionArg], p: &str) {
+    let _ = write!(source, "(SELECT * FROM pg_catalog.json_to_recordset({p}::json) AS pgrst_args(");
+    for (i, arg) in args.iter().enumerate() {
+        if i > 0 {
+            source.push_str(", ");
+        }
+        let _ = write!(source, "{} {}", quote_ident(&arg.name), arg.type_name);
+    }
+    let _ = write!(source, ") LIMIT 1) AS pgrst_body, LATERAL {callee}(");
+    for (i, arg) in args.iter().enumerate() {
+        if i > 0 {
+            source.push_str(", ");
+        }
+        if arg.mode == ArgMode::Variadic {
+            source.push_str("VARIADIC ");
+        }
+        let name = quote_ident(&arg.name);
+        let _ = write!(source, "{name} := pgrst_body.{name}");
+    }
+    source.push_str(") pgrst_call");
+}
+
+/// The page of the result read from `pgrst_source` (select, filters, order, limit of `plan`) and,
+/// with `exact_count`, the `, (…) AS total_result_set` column: the rows of the filtered result,
+/// before limit/offset (the CTE is referenced twice, so PostgreSQL materializes it: the function
+/// still runs once).
+fn result_page(
+    cache: &SchemaCache,
+    function: &Function,
+    plan: &ReadPlan<'_>,
+    composite: bool,
+    exact_count: bool,
+    params: &mut Params,
+) -> (String, String) {
+    let mut bind = |value: String| params.bind(value);
     let alias = quote_ident(&function.name);
     let from = format!("pgrst_source AS {alias}");
     let read = plan.query;
-    let mut inner = String::new();
-    // `Prefer: count=exact`: the rows of the filtered result, before limit/offset (the CTE is
-    // referenced twice, so PostgreSQL materializes it: the function still runs once).
+    let mut page = String::new();
     let mut total = String::new();
     if composite {
         let source = Source { from: &from, qualifier: &alias, row: &alias };
         let mut builder = Builder::new(cache, &mut bind);
-        builder.push_level(&mut inner, plan, source, &[], None);
+        builder.push_level(&mut page, plan, source, &[], None);
         if exact_count {
             total.push_str(", (");
             builder.push_count(&mut total, plan, source);
@@ -473,41 +516,13 @@ fn call_statement(
     } else {
         let mut filtered = format!(" FROM {from}");
         push_where_trees(&mut filtered, &alias, &read.filters, &read.trees, &mut bind);
-        let _ = write!(inner, "SELECT {alias}.pgrst_scalar{filtered}");
-        push_order_limit(&mut inner, &alias, read, &|_| None, &mut bind);
+        let _ = write!(page, "SELECT {alias}.pgrst_scalar{filtered}");
+        push_order_limit(&mut page, &alias, read, &|_| None, &mut bind);
         if exact_count {
             let _ = write!(total, ", (SELECT pg_catalog.count(*){filtered}) AS total_result_set");
         }
     }
-
-    let rows = match (composite, function.returns_set) {
-        (true, true) => Rows::Records,
-        (true, false) => Rows::Record,
-        (false, true) => Rows::Scalars,
-        (false, false) => Rows::Scalar,
-    };
-    let body = match media {
-        Some(media) if !returns_void(function) => media.body_sql(rows),
-        _ => "NULL".to_owned(),
-    };
-    let check = match max_affected {
-        Some(limit) => {
-            let limit = bind(limit.to_string());
-            let marker = bind(write::row_limit_marker().to_owned());
-            format!(
-                ", CASE WHEN pg_catalog.count(_postgrest_t) > {limit}::bigint \
-                 THEN ({marker}::text || pg_catalog.count(_postgrest_t))::integer END AS max_affected"
-            )
-        }
-        None => String::new(),
-    };
-    let gucs = super::RESPONSE_GUC_COLUMNS;
-    let sql = format!(
-        "WITH pgrst_source AS ({source}) SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body{total}{check}, \
-         {gucs} FROM ({inner}) _postgrest_t"
-    );
-    let statement = params.into_iter().fold(Statement::new(sql), |s, p| s.bind(p));
-    text_params.into_iter().fold(statement, |s, p| s.bind(p))
+    (page, total)
 }
 
 /// What a call's one statement is built from, once its overload is resolved. The handler and
@@ -526,25 +541,10 @@ pub(super) struct CallInput<'a> {
 }
 
 impl CallInput<'_> {
-    /// `max-affected`, which applies only with `handling=strict`.
-    fn max_affected(&self) -> Option<u64> {
-        if self.prefer.is_strict() {
-            self.prefer.max_affected
-        } else {
-            None
-        }
-    }
-
-    /// PostgREST runs no planner estimate for functions: `planned` counts nothing, `estimated`
-    /// counts exactly.
-    fn exact_count(&self) -> bool {
-        matches!(self.prefer.count, Some("exact" | "estimated"))
-    }
-
     /// The statement ([`call_statement`]), wrapped in `EXPLAIN` when a plan is asked for.
     pub(super) fn statement(&self) -> Result<Statement, ApiError> {
         let function = self.function;
-        let max_affected = self.max_affected();
+        let max_affected = self.prefer.strict_max_affected();
         if max_affected.is_some() && !function.returns_set {
             return Err(ApiError::MaxAffectedNotSet);
         }
@@ -571,8 +571,11 @@ impl CallInput<'_> {
         };
         let plan = plan::plan(self.cache, self.schema, relation, self.read)?;
         let media = (!self.head).then_some(self.media);
+        // PostgREST runs no planner estimate for functions: `planned` counts nothing, `estimated`
+        // counts exactly.
+        let exact_count = self.prefer.counts_exactly();
         let mut statement =
-            call_statement(self.cache, function, self.call, payload, &plan, media, self.exact_count(), max_affected);
+            call_statement(self.cache, function, self.call, payload, &plan, media, exact_count, max_affected);
         if let Some(explain) = &self.media.plan {
             statement.sql = explain.wrap(&statement.sql);
         }
@@ -597,30 +600,19 @@ pub async fn serve(
     };
     let head = method == "HEAD";
     let config = &state.config;
-    let profile = super::profile(req, config)?;
+    let profile = request::profile(req, config)?;
     // The snapshot this request uses to its end; an unknown function never reaches PostgreSQL.
     let schema = state.schema();
     let media = match method {
         "OPTIONS" => Media::JSON,
-        _ => media::negotiate(req, super::plan_enabled(state, &schema))?,
+        _ => media::negotiate(req, request::plan_enabled(state, &schema))?,
     };
     let prefer = Prefer::checked(req)?;
     let (query_args, rest) = split_query(req.query().unwrap_or(""))?;
     let mut read = query::parse_read_query(&rest)?;
-    super::apply_range_header(req, &mut read)?;
-    super::cap_rows(&mut read, config.api.max_rows.0);
-
-    let input = if !post {
-        // POST ignores query-string arguments (PostgREST reads them only for GET and HEAD).
-        Input::Query(group_args(query_args)?)
-    } else if let Some(type_name) = raw_body_type(req) {
-        let raw = body.collect(config.max_body_bytes).await.map_err(ApiError::Body)?;
-        Input::Raw { raw, type_name }
-    } else {
-        let format = write::check_content_type(req)?;
-        let raw = body.collect(config.max_body_bytes).await.map_err(ApiError::Body)?;
-        super::check_body(state, raw.len(), move || Input::from_body(format.to_json(raw)?)).await?
-    };
+    range::apply_range_header(req, &mut read)?;
+    range::cap_rows(&mut read, config.api.max_rows.0);
+    let input = read_input(state, req, post, body, query_args).await?;
     let (function, call) = resolve(&schema, profile.schema, name, &input)?;
 
     if method == "OPTIONS" {
@@ -641,38 +633,47 @@ pub async fn serve(
     let statement = call_input.statement()?;
     let read_only = !(post && function.volatility == Volatility::Volatile);
     let end = prefer.tx_end();
-    let results = super::request_batch(state, &schema, req, &identity, profile, pgrst_path, &prefer)
+    let results = request::request_batch(state, &schema, req, &identity, profile, pgrst_path, &prefer)
         .with(|batch| batch.statement(statement).read_only(read_only).end(end))
         .run(state)
         .await
-        .map_err(|e| match write::row_limit_broken(&e) {
+        .map_err(|e| match row_limit_broken(&e) {
             Some(rows) => ApiError::MaxAffected(rows),
             None => ApiError::from_pg(e, identity.authenticated),
         })?;
     if media.plan.is_some() {
-        return super::plan_response(&results, &media, head, profile);
+        return response::plan_response(&results, &media, head, profile);
     }
-
-    let row = results.first().and_then(|r| r.rows.first()).ok_or(ApiError::Internal("no result row"))?;
-    let (page_total, total) = super::row_counts(row, call_input.exact_count())?;
-    if media.is_singular() && page_total != 1 {
-        return Err(ApiError::NotSingular(page_total));
-    }
+    let row = response::first_row(&results)?;
+    let (rows, total) = response::page_counts(row, prefer.counts_exactly(), &media)?;
     let offset = read.offset.map_or(0, |o| o.unsigned_abs());
-    // As for reads: 416 past the counted total, 206 when the rows do not cover it.
-    let status = super::range_status(offset, page_total, total)?;
-    let mut response = if returns_void(function) {
-        Response::new(204)
-    } else {
-        let body = if head { Bytes::new() } else { row.get(1).cloned().ok_or(ApiError::Internal("body is NULL"))? };
-        let mut response = Response::with_body(status, body);
-        profile.content_type(&mut response, media.content_type());
-        response
-    };
-    response.set_header("content-range", super::content_range(offset, page_total, total));
+    let content = if returns_void(function) { Content::Nothing } else { Content::Result };
+    let asked = Asked { media: &media, profile, prefer: &prefer, head };
+    response::page(Page { row, offset, rows, total }, content, &asked, prefer.strict_max_affected())
+}
 
-    prefer.set_applied(&mut response, Vec::new(), call_input.max_affected());
-    super::respond(row, response)
+/// The call's arguments: the query string's for GET, HEAD and OPTIONS (POST ignores them, as
+/// PostgREST reads them only for GET and HEAD); for POST the body, raw for a `text/plain`,
+/// `text/xml` or `application/octet-stream` one, else converted to JSON and checked (off the
+/// shard when large).
+async fn read_input(
+    state: &RestService,
+    req: &Request,
+    post: bool,
+    body: Body,
+    query_args: Vec<(String, String)>,
+) -> Result<Input, ApiError> {
+    if !post {
+        return Ok(Input::Query(group_args(query_args)?));
+    }
+    let max_body_bytes = state.config.max_body_bytes;
+    if let Some(type_name) = raw_body_type(req) {
+        let raw = body.collect(max_body_bytes).await.map_err(ApiError::Body)?;
+        return Ok(Input::Raw { raw, type_name });
+    }
+    let format = body_format::check_content_type(req)?;
+    let raw = body.collect(max_body_bytes).await.map_err(ApiError::Body)?;
+    request::check_body(state, raw.len(), move || Input::from_body(format.to_json(raw)?)).await
 }
 
 #[cfg(test)]

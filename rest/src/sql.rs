@@ -9,7 +9,9 @@
 //! join into an inner one (to-many: `ON "x_1" IS NOT NULL`); spreads select the child's columns
 //! instead of one JSON value; aggregates group by every other selected expression.
 //!
-//! Owns: identifier quoting and parameter numbering. Invariants: every identifier is emitted
+//! Owns: identifier quoting, the SQL of a read level ([`Builder`]: select list, embeds, counts)
+//! and the filter/order grammar that writes and calls reuse; the statement around the page and
+//! its parameter numbering are [`super::statement`]'s. Invariants: every identifier is emitted
 //! through [`quote_ident`] (double-quoted, `"` doubled — the parser has already refused NUL);
 //! every value is a bind parameter (`$n`), never text in the SQL; a cast type name from the request
 //! (`[A-Za-z0-9_]` only, by the parser) is emitted unquoted only when it is one of
@@ -39,6 +41,7 @@ use super::query::{
     Condition, Direction, Embed, Field, Filter, FilterOp, JoinType, JsonKey, JsonStep, LogicTree, Nulls, OrderTerm,
     ReadQuery, SelectItem,
 };
+use super::statement::{outer_select, Params};
 use crate::schema::relationships::Link;
 use crate::schema::SchemaCache;
 
@@ -178,79 +181,56 @@ impl<'b> Builder<'b> {
     ) {
         let q = source.qualifier;
         let query = plan.query;
-        let select: &[SelectItem] = &query.select;
-        // Only a level with aggregates needs its other expressions again, for `GROUP BY`.
-        let aggregated = select.iter().any(|item| match item {
-            SelectItem::Column(field) => field.aggregate.is_some(),
-            SelectItem::Count { .. } => true,
-            SelectItem::Star | SelectItem::Embed(_) => false,
-        });
-        let mut group: Vec<String> = Vec::new();
-        let mut joins = String::new();
-        // The lateral alias of each child, in `plan.children` order.
-        let mut child_aliases: Vec<String> = Vec::with_capacity(plan.children.len());
+        let mut level = Level {
+            aggregated: is_aggregated(&query.select),
+            group: Vec::new(),
+            joins: String::new(),
+            child_aliases: Vec::with_capacity(plan.children.len()),
+        };
+        self.push_select_list(out, plan, source, star_columns, &mut level);
+        let _ = write!(out, " FROM {}{}", source.from, level.joins);
+        let null_embeds: Vec<String> = query
+            .null_embeds
+            .iter()
+            .filter_map(|(key, keep_present)| {
+                let alias = quote_ident(level.child_alias(plan, key)?);
+                Some(if *keep_present { format!("NOT ({alias} IS NULL)") } else { format!("{alias} IS NULL") })
+            })
+            .collect();
+        self.push_where(out, q, query, conditions, &null_embeds);
+        if level.aggregated && !level.group.is_empty() {
+            out.push_str(" GROUP BY ");
+            out.push_str(&level.group.join(", "));
+        }
+        let related = |name: &str| Some(quote_ident(level.child_alias(plan, name)?));
+        push_order_limit(out, q, query, &related, self.bind);
+    }
+
+    /// `SELECT <expressions>` of a level: `*` (or `star_columns`) when nothing is selected, else
+    /// each item of `select` in order; embeds add their lateral joins to `level`.
+    fn push_select_list(
+        &mut self,
+        out: &mut String,
+        plan: &ReadPlan<'_>,
+        source: Source<'_>,
+        star_columns: Option<&[String]>,
+        level: &mut Level,
+    ) {
         out.push_str("SELECT ");
         let start = out.len();
-        let next = |out: &mut String| {
-            if out.len() > start {
-                out.push_str(", ");
-            }
-        };
-        let star = |out: &mut String, group: &mut Vec<String>, this: &Self| match star_columns {
-            Some(columns) => {
-                for c in columns {
-                    next(out);
-                    let _ = write!(out, "{q}.");
-                    push_ident(out, c);
-                    if aggregated {
-                        group.push(format!("{q}.{}", quote_ident(c)));
-                    }
-                }
-            }
-            None => {
-                next(out);
-                let _ = write!(out, "{q}.*");
-                if aggregated {
-                    group.extend(this.relation_columns(plan).iter().map(|c| format!("{q}.{}", quote_ident(c))));
-                }
-            }
-        };
+        let select: &[SelectItem] = &plan.query.select;
         if select.is_empty() {
-            star(out, &mut group, self);
+            self.push_star(out, start, plan, source.qualifier, star_columns, level);
         }
         for item in select {
             match item {
-                SelectItem::Star => star(out, &mut group, self),
+                SelectItem::Star => self.push_star(out, start, plan, source.qualifier, star_columns, level),
                 SelectItem::Column(field) => {
-                    let mut e = self.field_expression(plan, q, field);
-                    if let Some(cast) = &field.cast {
-                        push_cast(&mut e, cast);
-                    }
-                    let key = match &field.aggregate {
-                        Some(aggregate) => {
-                            e = format!("pg_catalog.{}({e})", aggregate.function.name());
-                            if let Some(cast) = &aggregate.cast {
-                                push_cast(&mut e, cast);
-                            }
-                            field.alias.as_deref().unwrap_or(aggregate.function.name())
-                        }
-                        None => {
-                            if aggregated {
-                                group.push(e.clone());
-                            }
-                            field.key()
-                        }
-                    };
-                    next(out);
-                    out.push_str(&e);
-                    if key != field.name || field.cast.is_some() || field.aggregate.is_some() || !field.path.is_empty()
-                    {
-                        out.push_str(" AS ");
-                        push_ident(out, key);
-                    }
+                    separate(out, start);
+                    self.push_column(out, plan, source.qualifier, field, level);
                 }
                 SelectItem::Count { alias, cast } => {
-                    next(out);
+                    separate(out, start);
                     out.push_str("pg_catalog.count(*)");
                     if let Some(cast) = cast {
                         push_cast(out, cast);
@@ -260,40 +240,79 @@ impl<'b> Builder<'b> {
                 }
                 SelectItem::Embed(embed) => {
                     let Some(child) = plan.child(embed) else { continue };
-                    let alias = self.push_join(&mut joins, plan, child, source);
+                    let alias = self.push_join(&mut level.joins, plan, child, source);
                     for (expression, name) in self.embed_selects(child, &alias) {
-                        next(out);
+                        separate(out, start);
                         let _ = write!(out, "{expression} AS ");
                         push_ident(out, &name);
-                        if aggregated {
-                            group.push(expression);
+                        if level.aggregated {
+                            level.group.push(expression);
                         }
                     }
-                    child_aliases.push(alias);
+                    level.child_aliases.push(alias);
                 }
             }
         }
-        let _ = write!(out, " FROM {}{joins}", source.from);
+    }
 
-        let null_embeds: Vec<String> = query
-            .null_embeds
-            .iter()
-            .filter_map(|(key, keep_present)| {
-                let i = plan.children.iter().position(|c| c.embed.key() == key)?;
-                let alias = quote_ident(&child_aliases[i]);
-                Some(if *keep_present { format!("NOT ({alias} IS NULL)") } else { format!("{alias} IS NULL") })
-            })
-            .collect();
-        self.push_where(out, q, query, conditions, &null_embeds);
-        if aggregated && !group.is_empty() {
-            out.push_str(" GROUP BY ");
-            out.push_str(&group.join(", "));
+    /// `q.*`, or each of `star_columns` by name (grouped by in an aggregated level).
+    fn push_star(
+        &self,
+        out: &mut String,
+        start: usize,
+        plan: &ReadPlan<'_>,
+        q: &str,
+        star_columns: Option<&[String]>,
+        level: &mut Level,
+    ) {
+        match star_columns {
+            Some(columns) => {
+                for c in columns {
+                    separate(out, start);
+                    let _ = write!(out, "{q}.");
+                    push_ident(out, c);
+                    if level.aggregated {
+                        level.group.push(format!("{q}.{}", quote_ident(c)));
+                    }
+                }
+            }
+            None => {
+                separate(out, start);
+                let _ = write!(out, "{q}.*");
+                if level.aggregated {
+                    level.group.extend(self.relation_columns(plan).iter().map(|c| format!("{q}.{}", quote_ident(c))));
+                }
+            }
         }
-        let related = |name: &str| {
-            let i = plan.children.iter().position(|c| c.embed.key() == name)?;
-            Some(quote_ident(&child_aliases[i]))
+    }
+
+    /// One selected column: its expression (JSON path, cast, aggregate) and, when its key differs
+    /// from the column's name, ` AS "key"`; a plain column of an aggregated level is grouped by.
+    fn push_column(&mut self, out: &mut String, plan: &ReadPlan<'_>, q: &str, field: &Field, level: &mut Level) {
+        let mut e = self.field_expression(plan, q, field);
+        if let Some(cast) = &field.cast {
+            push_cast(&mut e, cast);
+        }
+        let key = match &field.aggregate {
+            Some(aggregate) => {
+                e = format!("pg_catalog.{}({e})", aggregate.function.name());
+                if let Some(cast) = &aggregate.cast {
+                    push_cast(&mut e, cast);
+                }
+                field.alias.as_deref().unwrap_or(aggregate.function.name())
+            }
+            None => {
+                if level.aggregated {
+                    level.group.push(e.clone());
+                }
+                field.key()
+            }
         };
-        push_order_limit(out, q, query, &related, self.bind);
+        out.push_str(&e);
+        if key != field.name || field.cast.is_some() || field.aggregate.is_some() || !field.path.is_empty() {
+            out.push_str(" AS ");
+            push_ident(out, key);
+        }
     }
 
     /// ` WHERE …` (nothing when there is no condition): `before`, then every filter and logic tree
@@ -526,6 +545,42 @@ impl<'b> Builder<'b> {
     }
 }
 
+/// What one level of a read collects while its select list is written.
+struct Level {
+    /// The level has aggregates: its other expressions are grouped by.
+    aggregated: bool,
+    /// The `GROUP BY` expressions.
+    group: Vec<String>,
+    /// The lateral joins of its embeds.
+    joins: String,
+    /// The lateral alias of each child, in `plan.children` order.
+    child_aliases: Vec<String>,
+}
+
+impl Level {
+    /// The lateral alias of the embed `key` of `plan`.
+    fn child_alias<'l>(&'l self, plan: &ReadPlan<'_>, key: &str) -> Option<&'l str> {
+        let i = plan.children.iter().position(|c| c.embed.key() == key)?;
+        Some(&self.child_aliases[i])
+    }
+}
+
+/// Only a level with aggregates needs its other expressions again, for `GROUP BY`.
+fn is_aggregated(select: &[SelectItem]) -> bool {
+    select.iter().any(|item| match item {
+        SelectItem::Column(field) => field.aggregate.is_some(),
+        SelectItem::Count { .. } => true,
+        SelectItem::Star | SelectItem::Embed(_) => false,
+    })
+}
+
+/// `, ` before every select expression but the first (which starts at `start`).
+fn separate(out: &mut String, start: usize) {
+    if out.len() > start {
+        out.push_str(", ");
+    }
+}
+
 /// Appends ` WHERE c1 AND c2 …` for `filters` (nothing when there are none) to `out`, every
 /// column qualified by `qualifier`; each value goes through `bind`, which returns its `$n`.
 pub fn push_where(out: &mut String, qualifier: &str, filters: &[Filter], bind: &mut dyn FnMut(String) -> String) {
@@ -674,7 +729,7 @@ pub fn push_order_limit(
 
 /// Builds the statement for reading `plan` (rooted at its relation); its `body` column is built
 /// by `media` ([`Media::body_sql`]), or is `NULL` without one (HEAD: the aggregate is not
-/// computed at all); its last two columns are the response GUCs ([`super::RESPONSE_GUC_COLUMNS`]).
+/// computed at all); the outer `SELECT` is [`outer_select`], which ends with the response GUCs.
 ///
 /// With `exact_count` (`Prefer: count=exact`) a third column, `total_result_set`, counts the rows
 /// the page is cut from (filters, `!inner` embeds, embed null filters; no order or page). A media
@@ -692,18 +747,10 @@ pub fn read_statement(cache: &SchemaCache, plan: &ReadPlan<'_>, media: Option<&M
             String::new()
         };
         let body = media.map_or_else(|| "NULL".to_owned(), |m| m.body_sql(Rows::Records));
-        // The response GUCs last, evaluated after the aggregate has seen every row.
-        let gucs = super::RESPONSE_GUC_COLUMNS;
         if media.is_some_and(Media::needs_source) {
-            format!(
-                "WITH pgrst_source AS ({inner}) SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body{total}, \
-                 {gucs} FROM (SELECT * FROM pgrst_source) _postgrest_t"
-            )
+            outer_select(Some(&inner), &body, &total, "SELECT * FROM pgrst_source")
         } else {
-            format!(
-                "SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body{total}, {gucs} \
-                 FROM ({inner}) _postgrest_t"
-            )
+            outer_select(None, &body, &total, &inner)
         }
     })
 }
@@ -726,19 +773,16 @@ fn root_statement(
     plan: &ReadPlan<'_>,
     build: impl FnOnce(&mut Builder<'_>, Source<'_>) -> String,
 ) -> Statement {
-    let mut params: Vec<String> = Vec::new();
+    let mut params = Params::default();
     let sql = {
-        let mut bind = |value: String| {
-            params.push(value);
-            format!("${}", params.len())
-        };
+        let mut bind = |value: String| params.bind(value);
         let relation = &plan.relation;
         let qualified = format!("{}.{}", quote_ident(&relation.schema), quote_ident(&relation.name));
         let row = quote_ident(&relation.name);
         let source = Source { from: &qualified, qualifier: &qualified, row: &row };
         build(&mut Builder::new(cache, &mut bind), source)
     };
-    params.into_iter().fold(Statement::new(sql), |statement, value| statement.bind(value))
+    params.statement(sql)
 }
 
 /// The top plan node's `Plan Rows` of an `EXPLAIN (FORMAT JSON)` result.
@@ -804,7 +848,7 @@ mod tests {
              FROM \"public\".\"todos\" WHERE \"public\".\"todos\".\"done\" IS FALSE AND NOT (\"public\".\"todos\".\"id\" = ANY ($1)) \
              AND \"public\".\"todos\".\"task\" ILIKE $2 ORDER BY \"public\".\"todos\".\"id\" DESC NULLS LAST, \"public\".\"todos\".\"task\" \
              LIMIT $3 OFFSET $4) _postgrest_t",
-                super::super::RESPONSE_GUC_COLUMNS
+                crate::statement::RESPONSE_GUC_COLUMNS
             )
         );
         assert_eq!(params, ["{\"1\",\"2\"}", "%x%", "10", "5"]);
@@ -820,7 +864,7 @@ mod tests {
                 "SELECT pg_catalog.count(_postgrest_t) AS page_total, coalesce(pg_catalog.json_agg(_postgrest_t), '[]') AS body, \
              (SELECT pg_catalog.count(*) FROM \"public\".\"todos\" WHERE \"public\".\"todos\".\"done\" = $3) AS total_result_set, \
              {} FROM (SELECT \"public\".\"todos\".* FROM \"public\".\"todos\" WHERE \"public\".\"todos\".\"done\" = $1 LIMIT $2) _postgrest_t",
-                super::super::RESPONSE_GUC_COLUMNS
+                crate::statement::RESPONSE_GUC_COLUMNS
             )
         );
         assert_eq!(statement.params.len(), 3);

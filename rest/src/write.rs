@@ -1,19 +1,20 @@
 //! Writes on `/rest/v1/<table>`: `POST` (insert, bulk insert, upsert), `PUT` (single-row
 //! upsert), `PATCH` (update) and `DELETE`, as PostgREST answers them (reference/rest.md §6, §8).
 //!
-//! Owns: the `Prefer` header, the write-only query parameters (`columns`, `on_conflict`), the
+//! Owns: the write-only query parameters (`columns`, `on_conflict`), the
 //! JSON body checks, the one write statement and the write responses (`Content-Range`,
 //! `Location`, `Preference-Applied`, 201/200/204).
 //!
 //! Invariants:
 //! - **one write = one statement = one round trip, atomic.** The mutation is a data-modifying CTE
-//!   (`WITH pgrst_source AS (INSERT|UPDATE|DELETE … RETURNING …)`) and the outer `SELECT` builds
-//!   the whole response inside PostgreSQL (and reads the response GUCs). It runs in the batch's implicit READ WRITE transaction
-//!   after the same request settings as reads ([`super::request_batch`]); any error — a bad row of
+//!   (`WITH pgrst_source AS (INSERT|UPDATE|DELETE … RETURNING …)`) and the outer `SELECT`
+//!   ([`super::statement::outer_select`]) builds the whole response inside PostgreSQL (and reads
+//!   the response GUCs). It runs in the batch's implicit READ WRITE transaction after the same
+//!   request settings as reads ([`super::request::request_batch`]); any error — a bad row of
 //!   a bulk insert, a constraint, RLS, or a row-limit check — rolls back everything.
 //! - **Row limits fail inside the transaction.** With `handling=strict, max-affected=N`, or with
 //!   `Accept: application/vnd.pgrst.object+json` (exactly one row), the outer `SELECT` raises (a
-//!   cast of a marker text that can never be an integer) when the count breaks the rule, so nothing
+//!   cast of a marker text that can never be an integer, [`super::statement::row_limit_check`]) when the count breaks the rule, so nothing
 //!   is committed; the marker carries a per-process nonce, so only this check maps to PGRST124 or
 //!   PGRST116.
 //! - **nothing from the request is interpolated.** The JSON body is ONE bound parameter
@@ -22,7 +23,7 @@
 //!   (an object wrapped in `[` `]`), never re-serialised. Identifiers (table, payload keys,
 //!   `columns=`, `on_conflict=`, `select=`, filter columns) go through [`quote_ident`]; filter
 //!   values, the limit, the marker and the relation name for the `Location` lookup are bound.
-//! - **bounded.** The body is read with `http_max_body_bytes`; at most [`MAX_BULK_ROWS`] rows per
+//! - **bounded.** The body is read with `http_max_body_bytes`; at most [`payload::MAX_BULK_ROWS`] rows per
 //!   insert and [`MAX_COLUMNS`] columns; names as long as the read grammar allows.
 //! - no `unwrap`/`expect` on request input.
 //!
@@ -38,33 +39,30 @@
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
-use std::sync::OnceLock;
 
 use bytes::Bytes;
 use madbase_http::{Body, Request, Response};
-use madbase_pg::{Batch, PgError, Statement, TxEnd};
+use madbase_pg::{Row, Statement};
 
 use super::auth::Identity;
-use super::body_format::BodyFormat;
+use super::body_format;
 use super::error::ApiError;
 use super::media::{self, Media, Rows};
-use super::payload;
+use super::payload::{self, MAX_BULK_ROWS};
 use super::plan::{self, ReadPlan};
+use super::prefer::{Prefer, Resolution, Return};
 use super::query::{self, CompareOp, Filter, FilterOp, IsValue, QueryError, ReadQuery, MAX_IDENT_BYTES};
+use super::range::content_range;
+use super::request::{self, Profile};
+use super::response;
 use super::sql::{self, push_where, push_where_trees, quote_ident};
+use super::statement::{outer_select, row_limit_broken, row_limit_check, Params};
 use crate::schema::relationships::QualifiedName;
 use crate::schema::{Relation, RelationKind, SchemaCache};
 use crate::RestService;
 
-/// At most this many rows in one (bulk) insert.
-pub const MAX_BULK_ROWS: usize = 10_000;
 /// At most this many columns in a payload or `columns=` (PostgreSQL's own limit per table is 1600).
 pub const MAX_COLUMNS: usize = 1_600;
-/// `db-tx-end = commit-allow-override` (the postgrest-js fixture's setting): commit by default,
-/// `Prefer: tx=rollback` may override. There is no configuration key for it yet.
-const TX_OVERRIDE_ALLOWED: bool = true;
-/// PostgREST's message for a body that is not usable JSON.
-pub(super) const INVALID_JSON: &str = "Empty or invalid json";
 
 /// What kind of write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,161 +72,6 @@ pub(super) enum Method {
     Put,
     Patch,
     Delete,
-}
-
-/// `Prefer: return=`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Return {
-    Minimal,
-    HeadersOnly,
-    Representation,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resolution {
-    MergeDuplicates,
-    IgnoreDuplicates,
-}
-
-/// The `Prefer` header (every `Prefer` header, comma-separated values; the first recognised
-/// value of each kind wins), as PostgREST reads it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Prefer {
-    pub ret: Option<Return>,
-    /// `count=…` as given (`exact`, `planned`, `estimated`).
-    pub count: Option<&'static str>,
-    pub resolution: Option<Resolution>,
-    /// `missing=default` → `Some(true)`, `missing=null` → `Some(false)`.
-    pub missing_default: Option<bool>,
-    pub strict: Option<bool>,
-    pub max_affected: Option<u64>,
-    /// `tx=rollback` → `Some(true)`.
-    pub tx_rollback: Option<bool>,
-    pub timezone: Option<String>,
-    /// Values that are not preferences PostgREST knows (reported with `handling=strict`).
-    pub invalid: Vec<String>,
-}
-
-/// At most this many `Prefer` values are looked at (the header size is bounded by the HTTP layer).
-const MAX_PREFER_VALUES: usize = 64;
-
-impl Prefer {
-    pub fn parse(req: &Request) -> Prefer {
-        let mut p = Prefer::default();
-        let mut seen = 0;
-        for header in req.headers().get_all("prefer") {
-            let header = String::from_utf8_lossy(header);
-            for value in header.split(',').map(str::trim).filter(|v| !v.is_empty()) {
-                seen += 1;
-                if seen > MAX_PREFER_VALUES {
-                    return p;
-                }
-                p.add(value);
-            }
-        }
-        p
-    }
-
-    fn add(&mut self, value: &str) {
-        let (key, arg) = value.split_once('=').unwrap_or((value, ""));
-        let known = match (key, arg) {
-            ("return", "minimal") => set(&mut self.ret, Return::Minimal),
-            ("return", "headers-only") => set(&mut self.ret, Return::HeadersOnly),
-            ("return", "representation") => set(&mut self.ret, Return::Representation),
-            ("count", "exact") => set(&mut self.count, "exact"),
-            ("count", "planned") => set(&mut self.count, "planned"),
-            ("count", "estimated") => set(&mut self.count, "estimated"),
-            ("resolution", "merge-duplicates") => set(&mut self.resolution, Resolution::MergeDuplicates),
-            ("resolution", "ignore-duplicates") => set(&mut self.resolution, Resolution::IgnoreDuplicates),
-            ("missing", "default") => set(&mut self.missing_default, true),
-            ("missing", "null") => set(&mut self.missing_default, false),
-            ("handling", "strict") => set(&mut self.strict, true),
-            ("handling", "lenient") => set(&mut self.strict, false),
-            ("tx", "commit") => set(&mut self.tx_rollback, false),
-            ("tx", "rollback") => set(&mut self.tx_rollback, true),
-            ("timezone", tz) if !tz.is_empty() => set(&mut self.timezone, tz.to_owned()),
-            ("max-affected", n) => match n.parse::<u64>() {
-                Ok(n) => set(&mut self.max_affected, n),
-                Err(_) => false,
-            },
-            _ => false,
-        };
-        if !known {
-            self.invalid.push(value.to_owned());
-        }
-    }
-
-    pub(super) fn is_strict(&self) -> bool {
-        self.strict == Some(true)
-    }
-
-    /// Appends the `count`, `tx` and `handling` entries of `Preference-Applied`, in PostgREST's
-    /// order (writes put `resolution`, `missing` and `return` before them). `count` is listed as
-    /// asked for, as PostgREST lists it.
-    /// [`Prefer::parse`], refusing unknown preferences under `handling=strict` (400 PGRST122).
-    pub(super) fn checked(req: &Request) -> Result<Prefer, ApiError> {
-        let prefer = Prefer::parse(req);
-        if prefer.is_strict() && !prefer.invalid.is_empty() {
-            return Err(ApiError::InvalidPreferences(prefer.invalid));
-        }
-        Ok(prefer)
-    }
-
-    /// How the request's transaction ends: `Prefer: tx=rollback` rolls back when overrides are
-    /// allowed, as in PostgREST; otherwise it commits.
-    pub(super) fn tx_end(&self) -> TxEnd {
-        if TX_OVERRIDE_ALLOWED && self.tx_rollback == Some(true) {
-            TxEnd::Rollback
-        } else {
-            TxEnd::Commit
-        }
-    }
-
-    /// Sets `Preference-Applied` (when anything was honoured), in PostgREST's order: `leading`
-    /// (a write's resolution/missing/return), count, tx, handling, timezone, then `max_affected`.
-    pub(super) fn set_applied(&self, response: &mut Response, mut applied: Vec<String>, max_affected: Option<u64>) {
-        if let Some(count) = self.count {
-            applied.push(format!("count={count}"));
-        }
-        if TX_OVERRIDE_ALLOWED {
-            match self.tx_rollback {
-                Some(true) => applied.push("tx=rollback".to_owned()),
-                Some(false) => applied.push("tx=commit".to_owned()),
-                None => {}
-            }
-        }
-        match self.strict {
-            Some(true) => applied.push("handling=strict".to_owned()),
-            Some(false) => applied.push("handling=lenient".to_owned()),
-            None => {}
-        }
-        if let Some(timezone) = &self.timezone {
-            applied.push(format!("timezone={timezone}"));
-        }
-        if let Some(limit) = max_affected {
-            applied.push(format!("max-affected={limit}"));
-        }
-        if !applied.is_empty() {
-            response.set_header("preference-applied", applied.join(", "));
-        }
-    }
-
-    /// The transaction settings the preferences ask for: `timezone` (an unknown zone is
-    /// PostgreSQL's 22023 error, even with `handling=lenient`, as in PostgREST).
-    pub(super) fn settings(&self, batch: Batch) -> Batch {
-        match &self.timezone {
-            Some(timezone) => batch.setting("timezone", timezone.as_str()),
-            None => batch,
-        }
-    }
-}
-
-/// Keeps the first value of a kind; a later one of the same kind is still a known preference.
-fn set<T>(slot: &mut Option<T>, value: T) -> bool {
-    if slot.is_none() {
-        *slot = Some(value);
-    }
-    true
 }
 
 /// The write-only query parameters; everything else goes through the read grammar.
@@ -399,7 +242,8 @@ enum Mutation<'a> {
 /// `return=representation`, else NULL), `location` (JSON `[[key, value-or-null], …]` of the
 /// primary key of the single inserted row with `return=headers-only`, else NULL),
 /// `max_affected` (NULL; raises instead when `limits` are broken, see [`RowLimits`]), `inserted`,
-/// then the response GUCs ([`super::RESPONSE_GUC_COLUMNS`]).
+/// then the response GUCs ([`super::statement::RESPONSE_GUC_COLUMNS`]). Values are bound in the
+/// order the parts are built: body, filters, representation, location, row limits.
 #[allow(clippy::too_many_arguments)] // each is one independent part of the statement
 fn write_statement(
     cache: &SchemaCache,
@@ -413,32 +257,59 @@ fn write_statement(
     payload: Option<Source<'_>>,
     limits: RowLimits,
 ) -> Statement {
-    let mut params: Vec<Bytes> = Vec::new();
-    let mut bind = |value: Bytes| {
-        params.push(value);
-        format!("${}", params.len())
-    };
+    let mut params = Params::default();
     let table = format!("{}.{}", quote_ident(schema), quote_ident(relation));
     let inserted = match mutation {
         Mutation::Insert { inserted: Some(columns), .. } => Some(*columns),
         _ => None,
     };
+    let recordset = recordset(&table, mutation, payload, &mut params);
+    let returning = returning(&table, ret, inserted.is_some());
+    let source = mutation_sql(&table, mutation, &recordset, &returning, read, &mut params);
+    let (page, body) = match ret {
+        Return::Representation => representation_page(cache, relation, representation, media, inserted, &mut params),
+        Return::Minimal | Return::HeadersOnly => ("SELECT * FROM pgrst_source".to_owned(), "NULL".to_owned()),
+    };
+    let location = match (ret, mutation) {
+        (Return::HeadersOnly, Mutation::Insert { .. }) => location_column(&table, &mut params),
+        _ => "NULL".to_owned(),
+    };
+    let check = row_limit_check(limits.singular || limits.exactly_one, limits.max_affected, &mut params);
+    let check = check.unwrap_or_else(|| "NULL".to_owned());
+    let inserted = if inserted.is_some() {
+        "(SELECT pg_catalog.count(*) FROM pgrst_source WHERE pgrst_source.pgrst_inserted)"
+    } else {
+        "NULL"
+    };
+    let columns = format!(", {location} AS location, {check} AS max_affected, {inserted} AS inserted");
+    params.statement(outer_select(Some(&source), &body, &columns, &page))
+}
+
+/// ` RETURNING …` of the mutation: the whole row when the response shows rows or a `Location`,
+/// and whether each row was inserted when a merge upsert must tell.
+fn returning(table: &str, ret: Return, inserted: bool) -> String {
     let mut returning = match ret {
         Return::Minimal => " RETURNING 1".to_owned(),
         Return::HeadersOnly | Return::Representation => format!(" RETURNING {table}.*"),
     };
-    if inserted.is_some() {
+    if inserted {
         // `xmax` is 0 on a row version this statement inserted, the updater's xid on one that
         // `ON CONFLICT DO UPDATE` rewrote.
         let _ = write!(returning, ", ({table}.xmax = 0) AS pgrst_inserted");
     }
-    let recordset = match payload {
-        // An update of no columns selects no rows (below) and must bind no body: PostgreSQL
-        // refuses a Bind with more values than the statement has parameters.
+    returning
+}
+
+/// The rows of the body as the table's row type (`json_populate_recordset`), binding the body
+/// (and, with `missing=default`, the names of the defaulted columns).
+fn recordset(table: &str, mutation: &Mutation<'_>, payload: Option<Source<'_>>, params: &mut Params) -> String {
+    match payload {
+        // An update of no columns selects no rows (see `mutation_sql`) and must bind no body:
+        // PostgreSQL refuses a Bind with more values than the statement has parameters.
         _ if matches!(mutation, Mutation::Update { columns: [] }) => String::new(),
         None => format!("pg_catalog.json_populate_recordset(NULL::{table}, NULL::json)"),
         Some(Source { json, defaults }) if defaults.is_empty() => {
-            let p = bind(json);
+            let p = params.bind(json);
             format!("pg_catalog.json_populate_recordset(NULL::{table}, {p}::json)")
         }
         Some(Source { json, defaults }) => {
@@ -447,13 +318,13 @@ fn write_statement(
             // missing one takes the default's value before the table's row type converts it
             // (DEFAULT itself cannot appear in an expression). The expressions are the catalog's
             // (schema cache), never the request's; like PostgREST's, they run for every row.
-            let p = bind(json);
+            let p = params.bind(json);
             let mut row = String::from("pg_catalog.jsonb_build_object(");
             for (i, (column, default)) in defaults.iter().enumerate() {
                 if i > 0 {
                     row.push_str(", ");
                 }
-                let key = bind(Bytes::from(column.to_string()));
+                let key = params.bind(column.to_string());
                 let _ = write!(row, "{key}::text, {default}");
             }
             row.push_str(") || pgrst_elem.value");
@@ -463,44 +334,30 @@ fn write_statement(
                  WITH ORDINALITY AS pgrst_elem(value, n)))"
             )
         }
-    };
+    }
+}
 
+/// The data-modifying statement of the `pgrst_source` CTE, filter values bound.
+fn mutation_sql(
+    table: &str,
+    mutation: &Mutation<'_>,
+    recordset: &str,
+    returning: &str,
+    read: &ReadQuery,
+    params: &mut Params,
+) -> String {
     let mut m = String::new();
     match mutation {
         Mutation::Insert { columns, conflict, put, .. } => {
-            let _ = write!(m, "INSERT INTO {table}");
-            if !columns.is_empty() {
-                m.push('(');
-                push_list(&mut m, columns, |out, c| out.push_str(&quote_ident(c)));
-                m.push(')');
-            }
-            m.push_str(" SELECT ");
-            push_list(&mut m, columns, |out, c| {
-                let _ = write!(out, "pgrst_body.{}", quote_ident(c));
-            });
-            let _ = write!(m, " FROM {recordset} AS pgrst_body");
-            if *put {
-                push_where(&mut m, "pgrst_body", &read.filters, &mut |v| bind(Bytes::from(v)));
-            }
+            push_insert(&mut m, table, columns, recordset, *put, read, params);
             if let Some((target, resolution)) = conflict {
-                m.push_str(" ON CONFLICT (");
-                push_list(&mut m, target, |out, c| out.push_str(&quote_ident(c)));
-                m.push(')');
-                if *resolution == Resolution::MergeDuplicates && !columns.is_empty() {
-                    m.push_str(" DO UPDATE SET ");
-                    push_list(&mut m, columns, |out, c| {
-                        let c = quote_ident(c);
-                        let _ = write!(out, "{c} = EXCLUDED.{c}");
-                    });
-                } else {
-                    m.push_str(" DO NOTHING");
-                }
+                push_on_conflict(&mut m, target, *resolution, columns);
             }
-            m.push_str(&returning);
         }
         Mutation::Update { columns: [] } => {
             // `SET` with nothing is not SQL; PostgREST selects no rows instead.
             let _ = write!(m, "SELECT {table}.* FROM {table} WHERE false");
+            return m;
         }
         Mutation::Update { columns } => {
             let _ = write!(m, "UPDATE {table} SET ");
@@ -509,72 +366,96 @@ fn write_statement(
                 let _ = write!(out, "{c} = pgrst_body.{c}");
             });
             let _ = write!(m, " FROM (SELECT * FROM {recordset} LIMIT 1) AS pgrst_body");
-            push_where_trees(&mut m, &table, &read.filters, &read.trees, &mut |v| bind(Bytes::from(v)));
-            m.push_str(&returning);
+            push_where_trees(&mut m, table, &read.filters, &read.trees, &mut |v| params.bind(v));
         }
         Mutation::Delete => {
             let _ = write!(m, "DELETE FROM {table}");
-            push_where_trees(&mut m, &table, &read.filters, &read.trees, &mut |v| bind(Bytes::from(v)));
-            m.push_str(&returning);
+            push_where_trees(&mut m, table, &read.filters, &read.trees, &mut |v| params.bind(v));
         }
     }
+    m.push_str(returning);
+    m
+}
 
-    let (select_sql, body) = if ret == Return::Representation {
-        // Aliased as the table, so errors name it as reads do (`column todos.x does not exist`).
-        let alias = quote_ident(relation);
-        let from = format!("pgrst_source AS {alias}");
-        let mut s = String::new();
-        let source = sql::Source { from: &from, qualifier: &alias, row: &alias };
-        // `*` would show `pgrst_inserted`: every column of the table, by name, instead.
-        let mut bind_text = |v: String| bind(Bytes::from(v));
-        sql::Builder::new(cache, &mut bind_text).push_level(&mut s, representation, source, &[], inserted);
-        // CSV's header: the selected columns (PostgREST returns only those from the mutation).
-        let body = media.body_sql_from(Rows::Records, &format!("({s})"));
-        (s, body)
-    } else {
-        ("SELECT * FROM pgrst_source".to_owned(), "NULL".to_owned())
-    };
-    let location = if ret == Return::HeadersOnly && matches!(mutation, Mutation::Insert { .. }) {
-        let relation_param = bind(Bytes::from(table.clone()));
-        format!(
-            "CASE WHEN pg_catalog.count(_postgrest_t) = 1 THEN (\
-             SELECT pg_catalog.json_agg(pg_catalog.json_build_array(j.key, j.value) ORDER BY j.n) \
-             FROM (SELECT pg_catalog.row_to_json(pgrst_row) AS r FROM pgrst_source AS pgrst_row LIMIT 1) AS d \
-             CROSS JOIN LATERAL pg_catalog.json_each_text(d.r) WITH ORDINALITY AS j(key, value, n) \
-             WHERE j.key IN (SELECT a.attname::text FROM pg_catalog.pg_index AS i \
-             JOIN pg_catalog.pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) \
-             WHERE i.indrelid = {relation_param}::regclass AND i.indisprimary)) END"
-        )
-    } else {
-        "NULL".to_owned()
-    };
-    let mut broken: Vec<String> = Vec::new();
-    if limits.singular || limits.exactly_one {
-        broken.push("pg_catalog.count(_postgrest_t) <> 1".to_owned());
+/// `INSERT INTO table(cols) SELECT pgrst_body.cols FROM <recordset> AS pgrst_body`, for `put`
+/// only the body row the URL's key filters select.
+fn push_insert(
+    m: &mut String,
+    table: &str,
+    columns: &[String],
+    recordset: &str,
+    put: bool,
+    read: &ReadQuery,
+    params: &mut Params,
+) {
+    let _ = write!(m, "INSERT INTO {table}");
+    if !columns.is_empty() {
+        m.push('(');
+        push_list(m, columns, |out, c| out.push_str(&quote_ident(c)));
+        m.push(')');
     }
-    if let Some(limit) = limits.max_affected {
-        let limit = bind(Bytes::from(limit.to_string()));
-        broken.push(format!("pg_catalog.count(_postgrest_t) > {limit}::bigint"));
+    m.push_str(" SELECT ");
+    push_list(m, columns, |out, c| {
+        let _ = write!(out, "pgrst_body.{}", quote_ident(c));
+    });
+    let _ = write!(m, " FROM {recordset} AS pgrst_body");
+    if put {
+        push_where(m, "pgrst_body", &read.filters, &mut |v| params.bind(v));
     }
-    let check = match broken.is_empty() {
-        true => "NULL".to_owned(),
-        false => {
-            let condition = broken.join(" OR ");
-            let marker = bind(Bytes::from(row_limit_marker().to_owned()));
-            format!("CASE WHEN {condition} THEN ({marker}::text || pg_catalog.count(_postgrest_t))::integer END")
-        }
-    };
-    let inserted = if inserted.is_some() {
-        "(SELECT pg_catalog.count(*) FROM pgrst_source WHERE pgrst_source.pgrst_inserted)"
+}
+
+/// ` ON CONFLICT (target) DO UPDATE SET …` (merge) or ` DO NOTHING` (ignore, or nothing to set).
+fn push_on_conflict(m: &mut String, target: &[String], resolution: Resolution, columns: &[String]) {
+    m.push_str(" ON CONFLICT (");
+    push_list(m, target, |out, c| out.push_str(&quote_ident(c)));
+    m.push(')');
+    if resolution == Resolution::MergeDuplicates && !columns.is_empty() {
+        m.push_str(" DO UPDATE SET ");
+        push_list(m, columns, |out, c| {
+            let c = quote_ident(c);
+            let _ = write!(out, "{c} = EXCLUDED.{c}");
+        });
     } else {
-        "NULL"
-    };
-    let gucs = super::RESPONSE_GUC_COLUMNS;
-    let sql = format!(
-        "WITH pgrst_source AS ({m}) SELECT pg_catalog.count(_postgrest_t) AS page_total, {body} AS body, \
-         {location} AS location, {check} AS max_affected, {inserted} AS inserted, {gucs} FROM ({select_sql}) _postgrest_t"
-    );
-    params.into_iter().fold(Statement::new(sql), |statement, value| statement.bind(value))
+        m.push_str(" DO NOTHING");
+    }
+}
+
+/// `return=representation`: the page of written rows shaped by `select` (with its embeds), and
+/// the body built from it by `media`. `inserted` names the table's columns for `*`, which would
+/// otherwise show `pgrst_inserted`.
+fn representation_page(
+    cache: &SchemaCache,
+    relation: &str,
+    representation: &ReadPlan<'_>,
+    media: &Media,
+    inserted: Option<&[String]>,
+    params: &mut Params,
+) -> (String, String) {
+    // Aliased as the table, so errors name it as reads do (`column todos.x does not exist`).
+    let alias = quote_ident(relation);
+    let from = format!("pgrst_source AS {alias}");
+    let mut page = String::new();
+    let source = sql::Source { from: &from, qualifier: &alias, row: &alias };
+    let mut bind = |v: String| params.bind(v);
+    sql::Builder::new(cache, &mut bind).push_level(&mut page, representation, source, &[], inserted);
+    // CSV's header: the selected columns (PostgREST returns only those from the mutation).
+    let body = media.body_sql_from(Rows::Records, &format!("({page})"));
+    (page, body)
+}
+
+/// `return=headers-only` on an insert: the primary key of the single inserted row, as
+/// `[[key, value-or-null], …]`, for `Location` (the relation name is bound, cast to `regclass`).
+fn location_column(table: &str, params: &mut Params) -> String {
+    let relation_param = params.bind(table.to_owned());
+    format!(
+        "CASE WHEN pg_catalog.count(_postgrest_t) = 1 THEN (\
+         SELECT pg_catalog.json_agg(pg_catalog.json_build_array(j.key, j.value) ORDER BY j.n) \
+         FROM (SELECT pg_catalog.row_to_json(pgrst_row) AS r FROM pgrst_source AS pgrst_row LIMIT 1) AS d \
+         CROSS JOIN LATERAL pg_catalog.json_each_text(d.r) WITH ORDINALITY AS j(key, value, n) \
+         WHERE j.key IN (SELECT a.attname::text FROM pg_catalog.pg_index AS i \
+         JOIN pg_catalog.pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) \
+         WHERE i.indrelid = {relation_param}::regclass AND i.indisprimary)) END"
+    )
 }
 
 /// The body to bind and, with `missing=default`, the listed columns that have a DEFAULT with its
@@ -605,47 +486,6 @@ fn push_list(out: &mut String, items: &[String], mut each: impl FnMut(&mut Strin
         each(out, item);
     }
 }
-
-/// The text the row-limit check (`max-affected`, singular) casts to an integer, followed by the
-/// row count. Never a number, so the cast always fails; the nonce keeps a client's own data
-/// from imitating it.
-pub(super) fn row_limit_marker() -> &'static str {
-    static MARKER: OnceLock<String> = OnceLock::new();
-    MARKER.get_or_init(|| {
-        let mut nonce = [0u8; 8];
-        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce);
-        let hex: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
-        format!("madbase row limit {hex}: ")
-    })
-}
-
-/// The row count from the error the row-limit check raises, if this is that error.
-pub(super) fn row_limit_broken(error: &PgError) -> Option<u64> {
-    let PgError::Db(db) = error else { return None };
-    if db.code != "22P02" {
-        return None;
-    }
-    let rest = db.message.strip_prefix("invalid input syntax for type integer: \"")?;
-    rest.strip_prefix(row_limit_marker())?.strip_suffix('"')?.parse().ok()
-}
-
-/// The request body must be JSON (PostgREST's default when no `Content-Type` is sent).
-pub(super) fn check_content_type(req: &Request) -> Result<BodyFormat, ApiError> {
-    let Some(value) = req.header("content-type") else { return Ok(BodyFormat::Json) };
-    let value = String::from_utf8_lossy(value);
-    let media = value.split(';').next().unwrap_or("").trim();
-    if media.eq_ignore_ascii_case("application/json") {
-        Ok(BodyFormat::Json)
-    } else if media.eq_ignore_ascii_case("text/csv") {
-        Ok(BodyFormat::Csv)
-    } else if media.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-        Ok(BodyFormat::Form)
-    } else {
-        // PostgREST answers 400 PGRST102 here (not 415).
-        Err(ApiError::InvalidBody(format!("Content-Type not acceptable: {media}")))
-    }
-}
-
 /// Percent-encodes all but RFC 3986 unreserved characters (for the `Location` query).
 fn url_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -711,11 +551,7 @@ pub(super) fn conflict_target<'a>(
 
 /// `max-affected` applies to PATCH and DELETE, and only with `handling=strict`.
 fn max_affected(method: Method, prefer: &Prefer) -> Option<u64> {
-    if matches!(method, Method::Patch | Method::Delete) && prefer.is_strict() {
-        prefer.max_affected
-    } else {
-        None
-    }
+    prefer.strict_max_affected().filter(|_| matches!(method, Method::Patch | Method::Delete))
 }
 
 /// What the one statement of a write is built from, once the handler's checks passed and the
@@ -791,22 +627,70 @@ impl WriteInput<'_> {
     }
 }
 
-/// Serves `POST`, `PUT`, `PATCH` and `DELETE` on `/rest/v1/<table>`.
+/// Serves `POST`, `PUT`, `PATCH` and `DELETE` on `/rest/v1/<relation>`; `pgrst_path` is the path
+/// PostgREST would see (`request.path`, and the base of `Location`).
 pub(super) async fn serve(
     state: &RestService,
     req: &Request,
     method: Method,
     identity: Identity,
     body: Body,
+    relation: &str,
+    pgrst_path: &str,
 ) -> Result<Response, ApiError> {
-    let (relation, pgrst_path) = super::relation_of(req.path())?;
-    let config = &state.config;
-    let profile = super::profile(req, config)?;
+    let profile = request::profile(req, &state.config)?;
     // The snapshot this request uses to its end (plan setting, columns, defaults, primary key).
     let schema = state.schema();
-    let media = media::negotiate(req, super::plan_enabled(state, &schema))?;
+    let media = media::negotiate(req, request::plan_enabled(state, &schema))?;
     let prefer = Prefer::checked(req)?;
     let (params, read) = parse_write_query(req.query().unwrap_or(""))?;
+    check_write_query(method, &read)?;
+    // An unknown relation is PGRST205 from the schema cache, as for reads; it never reaches SQL.
+    let rel = super::relation::find(&schema, profile.schema, relation)?;
+    if method == Method::Put {
+        check_put_filters(rel, &read)?;
+    }
+    let conflict = conflict_target(method, &prefer, params.on_conflict.as_deref(), rel);
+    let payload = read_payload(state, req, method, body, params.columns).await?;
+    if let Some(payload) = &payload {
+        // Every written column must exist: 400 PGRST204 before any SQL runs.
+        check_columns(rel, &payload.columns)?;
+    }
+    let statement = WriteInput {
+        cache: &schema,
+        schema: profile.schema,
+        relation,
+        rel,
+        method,
+        read: &read,
+        conflict,
+        prefer: &prefer,
+        media: &media,
+        payload: payload.as_ref(),
+    }
+    .statement()?;
+    let end = prefer.tx_end();
+    let results = request::request_batch(state, &schema, req, &identity, profile, pgrst_path, &prefer)
+        .with(|batch| batch.statement(statement).read_only(false).end(end))
+        .run(state)
+        .await
+        .map_err(|e| match row_limit_broken(&e) {
+            Some(_) if method == Method::Put => ApiError::PutMismatch,
+            Some(rows) if media.is_singular() && rows != 1 => ApiError::NotSingular(rows),
+            Some(rows) => ApiError::MaxAffected(rows),
+            None => ApiError::from_pg(e, identity.authenticated),
+        })?;
+    if media.plan.is_some() {
+        return response::plan_response(&results, &media, false, profile);
+    }
+    let row = response::first_row(&results)?;
+    let written = Written { method, conflict, prefer: &prefer, media: &media, profile, pgrst_path };
+    written.response(row)
+}
+
+/// The query-string parts a write refuses: `limit`/`offset` on PUT (PGRST114), order and paging
+/// on any write, filters on POST.
+fn check_write_query(method: Method, read: &ReadQuery) -> Result<(), ApiError> {
     if method == Method::Put && (read.limit.is_some() || read.offset.is_some()) {
         return Err(ApiError::PutLimit);
     }
@@ -818,135 +702,117 @@ pub(super) async fn serve(
     if method == Method::Post && (!read.filters.is_empty() || !read.trees.is_empty()) {
         return Err(ApiError::NotImplemented("filters on POST are not supported"));
     }
-    // An unknown relation is PGRST205 from the schema cache, as for reads; it never reaches SQL.
-    let rel = super::relation::find(&schema, profile.schema, &relation)?;
-    let ret = prefer.ret.unwrap_or(Return::Minimal);
-    if method == Method::Put {
-        check_put_filters(rel, &read)?;
-    }
-    let conflict = conflict_target(method, &prefer, params.on_conflict.as_deref(), rel);
-    let max_affected = max_affected(method, &prefer);
+    Ok(())
+}
 
-    let payload = match method {
-        Method::Post | Method::Put | Method::Patch => {
-            let format = check_content_type(req)?;
-            let raw = body.collect(config.max_body_bytes).await.map_err(ApiError::Body)?;
-            let columns = params.columns;
-            Some(super::check_body(state, raw.len(), move || parse_payload(format.to_json(raw)?, columns)).await?)
-        }
+/// The body of a POST, PUT or PATCH, read (bounded by `http_max_body_bytes`), converted to JSON
+/// and checked (off the shard when large); `columns` is `columns=` when given.
+async fn read_payload(
+    state: &RestService,
+    req: &Request,
+    method: Method,
+    body: Body,
+    columns: Option<Vec<String>>,
+) -> Result<Option<Payload>, ApiError> {
+    if method == Method::Delete {
         // PostgREST ignores a DELETE body; it is never read.
-        Method::Delete => None,
-    };
-    if let Some(payload) = &payload {
-        // Every written column must exist: 400 PGRST204 before any SQL runs.
-        check_columns(rel, &payload.columns)?;
+        return Ok(None);
     }
-    let statement = WriteInput {
-        cache: &schema,
-        schema: profile.schema,
-        relation: &relation,
-        rel,
-        method,
-        read: &read,
-        conflict,
-        prefer: &prefer,
-        media: &media,
-        payload: payload.as_ref(),
-    }
-    .statement()?;
-    let end = prefer.tx_end();
-    let results = super::request_batch(state, &schema, req, &identity, profile, &pgrst_path, &prefer)
-        .with(|batch| batch.statement(statement).read_only(false).end(end))
-        .run(state)
-        .await
-        .map_err(|e| match row_limit_broken(&e) {
-            Some(_) if method == Method::Put => ApiError::PutMismatch,
-            Some(rows) if media.is_singular() && rows != 1 => ApiError::NotSingular(rows),
-            Some(rows) => ApiError::MaxAffected(rows),
-            None => ApiError::from_pg(e, identity.authenticated),
-        })?;
-    if media.plan.is_some() {
-        return super::plan_response(&results, &media, false, profile);
-    }
+    let format = body_format::check_content_type(req)?;
+    let raw = body.collect(state.config.max_body_bytes).await.map_err(ApiError::Body)?;
+    let len = raw.len();
+    Ok(Some(request::check_body(state, len, move || parse_payload(format.to_json(raw)?, columns)).await?))
+}
 
-    let row = results.first().and_then(|r| r.rows.first()).ok_or(ApiError::Internal("no result row"))?;
-    let rows: u64 =
-        row.get_str(0).and_then(|n| n.parse().ok()).ok_or(ApiError::Internal("page_total is not a number"))?;
-    // PostgREST counts writes for `exact` and `estimated` (the rows written are the exact count).
-    let counted = matches!(prefer.count, Some("exact" | "estimated"));
-    let total = counted.then_some(rows);
-    // PostgREST's `isInsertIfGTZero`: a merge upsert (or PUT) that inserted no row is 200, any
-    // other insert 201 (a view's merge upsert cannot tell: 201, 200 for PUT).
-    let insert_status = match row.get_str(4).map(str::parse::<u64>) {
-        None if method == Method::Put => 200,
-        None => 201,
-        Some(Ok(0)) => 200,
-        Some(Ok(_)) => 201,
-        Some(Err(_)) => return Err(ApiError::Internal("inserted is not a number")),
-    };
+/// What a write's response is made from, besides its result row.
+struct Written<'a> {
+    method: Method,
+    conflict: Option<(&'a [String], Resolution)>,
+    prefer: &'a Prefer,
+    media: &'a Media,
+    profile: Profile<'a>,
+    pgrst_path: &'a str,
+}
 
-    let mut response = match (method, ret) {
-        (_, Return::Representation) => {
-            let body = row.get(1).cloned().ok_or(ApiError::Internal("body is NULL"))?;
-            let status = if matches!(method, Method::Post | Method::Put) { insert_status } else { 200 };
-            let mut response = Response::with_body(status, body);
-            profile.content_type(&mut response, media.content_type());
-            response
-        }
-        (Method::Post, _) => Response::new(insert_status),
-        _ => Response::new(204),
-    };
-    let range = match method {
-        // PATCH shows the updated rows' range; POST and DELETE show none (PostgREST's behaviour).
-        Method::Patch => Some(super::content_range(0, rows, total)),
-        Method::Post | Method::Delete => Some(super::content_range(0, 0, total)),
-        // A single-row upsert has no Content-Range at all.
-        Method::Put => None,
-    };
-    if let Some(range) = range {
-        response.set_header("content-range", range);
-    }
-    if method == Method::Post && ret == Return::HeadersOnly {
-        if let Some(location) = location(&pgrst_path, row.get(2)) {
-            response.set_header("location", location);
-        }
-    }
-
-    // Preference-Applied, in PostgREST's order.
-    let mut applied: Vec<String> = Vec::new();
-    if let (Some((_, resolution)), Method::Post) = (conflict, method) {
-        applied.push(
-            match resolution {
-                Resolution::MergeDuplicates => "resolution=merge-duplicates",
-                Resolution::IgnoreDuplicates => "resolution=ignore-duplicates",
+impl Written<'_> {
+    /// PostgREST's write response: the status (201/200/204), the representation when asked for,
+    /// `Content-Range`, `Location` (POST with `return=headers-only`), `Preference-Applied`, then
+    /// the `response.*` overrides.
+    fn response(&self, row: &Row) -> Result<Response, ApiError> {
+        let (method, prefer) = (self.method, self.prefer);
+        let (rows, _) = response::row_counts(row, false)?;
+        // PostgREST counts writes for `exact` and `estimated` (the rows written are the exact count).
+        let total = prefer.counts_exactly().then_some(rows);
+        let insert_status = insert_status(method, row)?;
+        let ret = prefer.ret.unwrap_or(Return::Minimal);
+        let mut response = match (method, ret) {
+            (_, Return::Representation) => {
+                let body = response::body(row, false)?;
+                let status = if matches!(method, Method::Post | Method::Put) { insert_status } else { 200 };
+                let mut response = Response::with_body(status, body);
+                self.profile.content_type(&mut response, self.media.content_type());
+                response
             }
-            .to_owned(),
-        );
-    }
-    if matches!(method, Method::Post | Method::Patch) {
-        match prefer.missing_default {
-            Some(true) => applied.push("missing=default".to_owned()),
-            Some(false) => applied.push("missing=null".to_owned()),
-            None => {}
+            (Method::Post, _) => Response::new(insert_status),
+            _ => Response::new(204),
+        };
+        let range = match method {
+            // PATCH shows the updated rows' range; POST and DELETE show none (PostgREST's behaviour).
+            Method::Patch => Some(content_range(0, rows, total)),
+            Method::Post | Method::Delete => Some(content_range(0, 0, total)),
+            // A single-row upsert has no Content-Range at all.
+            Method::Put => None,
+        };
+        if let Some(range) = range {
+            response.set_header("content-range", range);
         }
-    }
-    if let Some(ret) = prefer.ret {
-        applied.push(
-            match ret {
-                Return::Minimal => "return=minimal",
-                Return::HeadersOnly => "return=headers-only",
-                Return::Representation => "return=representation",
+        if method == Method::Post && ret == Return::HeadersOnly {
+            if let Some(location) = location(self.pgrst_path, row.get(2)) {
+                response.set_header("location", location);
             }
-            .to_owned(),
-        );
+        }
+        prefer.set_applied(&mut response, self.applied(), max_affected(method, prefer));
+        response::respond(row, response)
     }
-    prefer.set_applied(&mut response, applied, max_affected);
-    super::respond(row, response)
+
+    /// The write's own entries of `Preference-Applied`, in PostgREST's order (before count, tx,
+    /// handling and timezone): resolution (POST with a conflict target), missing (POST, PATCH),
+    /// return.
+    fn applied(&self) -> Vec<String> {
+        let mut applied: Vec<String> = Vec::new();
+        if let (Some((_, resolution)), Method::Post) = (self.conflict, self.method) {
+            applied.push(resolution.applied().to_owned());
+        }
+        if matches!(self.method, Method::Post | Method::Patch) {
+            match self.prefer.missing_default {
+                Some(true) => applied.push("missing=default".to_owned()),
+                Some(false) => applied.push("missing=null".to_owned()),
+                None => {}
+            }
+        }
+        if let Some(ret) = self.prefer.ret {
+            applied.push(ret.applied().to_owned());
+        }
+        applied
+    }
+}
+
+/// PostgREST's `isInsertIfGTZero`: a merge upsert (or PUT) that inserted no row is 200, any
+/// other insert 201 (a view's merge upsert cannot tell: 201, 200 for PUT).
+fn insert_status(method: Method, row: &Row) -> Result<u16, ApiError> {
+    match row.get_str(4).map(str::parse::<u64>) {
+        None if method == Method::Put => Ok(200),
+        None => Ok(201),
+        Some(Ok(0)) => Ok(200),
+        Some(Ok(_)) => Ok(201),
+        Some(Err(_)) => Err(ApiError::Internal("inserted is not a number")),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::payload::ShapeError;
 
     /// `write_statement` with a representation of the query's `select`, against an empty cache.
     fn stmt(
@@ -967,28 +833,6 @@ mod tests {
 
     fn params_of(statement: &Statement) -> Vec<String> {
         statement.params.iter().map(|p| String::from_utf8(p.as_ref().unwrap().to_vec()).unwrap()).collect()
-    }
-
-    #[test]
-    fn prefer_parsing() {
-        let mut p = Prefer::default();
-        for v in [
-            "return=representation",
-            "return=minimal",
-            "count=exact",
-            "handling=strict",
-            "max-affected=5",
-            "foo",
-            "tx=rollback",
-            "max-affected=x",
-        ] {
-            p.add(v);
-        }
-        assert_eq!(p.ret, Some(Return::Representation));
-        assert_eq!(p.count, Some("exact"));
-        assert_eq!(p.max_affected, Some(5));
-        assert_eq!(p.tx_rollback, Some(true));
-        assert_eq!(p.invalid, ["foo", "max-affected=x"]);
     }
 
     #[test]
@@ -1020,7 +864,10 @@ mod tests {
         let p = parse_payload(Bytes::from_static(br#"[{"a":1},{"b":2}]"#), Some(vec!["a".into()])).unwrap();
         assert_eq!(p.columns, ["a"], "columns= decides; rows may lack keys");
         for bad in [&b""[..], b"{", b"1", b"[1]", b"null"] {
-            assert_eq!(parse_payload(Bytes::copy_from_slice(bad), None).unwrap_err().to_string(), INVALID_JSON);
+            assert_eq!(
+                parse_payload(Bytes::copy_from_slice(bad), None).unwrap_err().to_string(),
+                ShapeError::Invalid.to_string()
+            );
         }
         assert!(parse_payload(Bytes::from_static(b"{\"a\\u0000\":1}"), None).is_err());
         let p = parse_payload(Bytes::from_static(b"[]"), None).unwrap();
@@ -1102,7 +949,7 @@ mod tests {
         );
         let params = params_of(&s);
         assert_eq!(params[..4], ["[{}]", "1", "'; drop table x; --", "2"]);
-        assert_eq!(params[4], row_limit_marker());
+        assert_eq!(params[4], crate::statement::row_limit_marker());
         let s = stmt("todos", &Mutation::Delete, &read, Return::HeadersOnly, &Media::JSON, None, RowLimits::default());
         assert!(s.sql.starts_with(
             "WITH pgrst_source AS (DELETE FROM \"public\".\"todos\" WHERE \"public\".\"todos\".\"id\" > $1 AND \"public\".\"todos\".\"task\" = $2 RETURNING \"public\".\"todos\".*)"
@@ -1175,22 +1022,6 @@ mod tests {
         let s = stmt("todos", &Mutation::Delete, &read, Return::Minimal, &Media::JSON, None, RowLimits::default());
         assert!(s.sql.contains("DELETE FROM \"public\".\"todos\" WHERE ("), "{}", s.sql);
         assert_eq!(params_of(&s), ["1", "2"]);
-    }
-
-    #[test]
-    fn marker_round_trip() {
-        let db = madbase_pg::DbError {
-            code: "22P02".into(),
-            message: format!("invalid input syntax for type integer: \"{}14\"", row_limit_marker()),
-            ..Default::default()
-        };
-        assert_eq!(row_limit_broken(&PgError::Db(Box::new(db))), Some(14));
-        let forged = madbase_pg::DbError {
-            code: "22P02".into(),
-            message: "invalid input syntax for type integer: \"madbase max-affected 0: 14\"".into(),
-            ..Default::default()
-        };
-        assert_eq!(row_limit_broken(&PgError::Db(Box::new(forged))), None);
     }
 
     #[test]
