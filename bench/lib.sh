@@ -57,21 +57,18 @@ start_madbase() {
 
 stop_madbase() { kill -TERM "$MB_PID" 2>/dev/null || true; wait "$MB_PID" 2>/dev/null || true; }
 
-# cpu_ticks <pid>: user + system CPU of a process so far, in clock ticks.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-
 # wrk_run <label> <url> [extra wrk args...]: prints and records req/s and p99 (ms) in $OUT/<label>.wrk;
-# for a label starting with `madbase`, also the madbase process's CPU per request (µs), from
-# /proc/$MB_PID/stat around the run (sets <label>_CPU_US).
+# for a label starting with `madbase`, also the madbase process's CPU per request (µs, from
+# `cpu_ticks` around the run; sets <label>_CPU_US).
 wrk_run() {
   local label="$1" url="$2"; shift 2
-  local ticks0=""; [[ $label == madbase* ]] && ticks0=$(cpu_ticks "$MB_PID")
+  local mb0="" mb1 requests cpu_us
+  [[ $label == madbase* ]] && read -r mb0 _ <<<"$(cpu_ticks)"
   wrk --latency -t "${WRK_THREADS:-2}" -c "${CONNS:-256}" -d "${DURATION:-15s}" "$@" "$url" >"$OUT/$label.wrk"
-  if [ -n "$ticks0" ]; then
-    local ticks1 requests cpu_us
-    ticks1=$(cpu_ticks "$MB_PID")
+  if [ -n "$mb0" ]; then
+    read -r mb1 _ <<<"$(cpu_ticks)"
     requests=$(awk '/requests in/ {print $1}' "$OUT/$label.wrk")
-    cpu_us=$(python3 -c "import os,sys; t=(float(sys.argv[2])-float(sys.argv[1]))/os.sysconf('SC_CLK_TCK'); print(f'{t*1e6/float(sys.argv[3]):.1f}')" "$ticks0" "$ticks1" "$requests")
+    cpu_us=$(per_op_us "$mb0" "$mb1" "$requests")
     echo "$label: madbase CPU per request ${cpu_us} µs ($requests requests)"
     eval "${label//[^a-zA-Z0-9_]/_}_CPU_US=$cpu_us"
   fi
@@ -173,4 +170,4 @@ cpu_ticks() {
 }
 
 # per_op_us <ticks before> <ticks after> <operations>: CPU µs per operation.
-per_op_us() { python3 -c "import os,sys; print(round((float(sys.argv[2]) - float(sys.argv[1])) * 1e6 / os.sysconf('SC_CLK_TCK') / float(sys.argv[3])))" "$@"; }
+per_op_us() { python3 -c "import os,sys; print(round((float(sys.argv[2]) - float(sys.argv[1])) * 1e6 / os.sysconf('SC_CLK_TCK') / float(sys.argv[3]), 1))" "$@"; }
