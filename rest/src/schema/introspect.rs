@@ -352,6 +352,10 @@ struct RawComputed(String, String, String, String, String, String, bool);
 #[derive(Deserialize)]
 struct RawEnum(String, String, Option<Vec<String>>);
 
+/// Relation oid → (schema, name): how columns and view lineage, which the document keys by oid,
+/// find their relation.
+type RelationsByOid = HashMap<i64, (String, String)>;
+
 /// Builds a snapshot from the introspection document.
 pub fn parse(document: &str) -> Result<SchemaCache, IntrospectError> {
     let raw: Raw = serde_json::from_str(document)?;
@@ -359,9 +363,25 @@ pub fn parse(document: &str) -> Result<SchemaCache, IntrospectError> {
     for schema in raw.schemas.unwrap_or_default() {
         cache.schemas.entry(schema).or_default();
     }
+    let by_oid = add_relations(&mut cache, raw.relations.unwrap_or_default());
+    add_columns(&mut cache, &by_oid, raw.columns.unwrap_or_default());
+    add_keys(&mut cache, raw.keys.unwrap_or_default());
+    add_functions(&mut cache, raw.functions.unwrap_or_default());
+    for RawEnum(schema, name, labels) in raw.enums.unwrap_or_default() {
+        cache.schemas.entry(schema).or_default().enums.insert(name, labels.unwrap_or_default());
+    }
+    add_settings(&mut cache, raw.settings.unwrap_or_default(), raw.role_settings.unwrap_or_default());
 
-    let relations = raw.relations.unwrap_or_default();
-    let mut by_oid: HashMap<i64, (String, String)> = HashMap::with_capacity(relations.len());
+    let computed = computed_relationships(raw.computed.unwrap_or_default());
+    let view_columns = resolve_view_columns(&cache, &by_oid, raw.views.unwrap_or_default());
+    cache.relationships =
+        relationships::derive(&cache.foreign_keys, &computed, &view_columns, |s, n| cache.relation(s, n));
+    Ok(cache)
+}
+
+/// Adds each relation (without columns or keys yet) to its schema.
+fn add_relations(cache: &mut SchemaCache, relations: Vec<RawRelation>) -> RelationsByOid {
+    let mut by_oid = RelationsByOid::with_capacity(relations.len());
     for RawRelation(oid, schema, name, relkind, updatable) in relations {
         // Only the kinds the query selects can come back; anything else is skipped.
         let Some(kind) = RelationKind::from_relkind(&relkind) else { continue };
@@ -379,26 +399,30 @@ pub fn parse(document: &str) -> Result<SchemaCache, IntrospectError> {
         };
         cache.schemas.entry(schema).or_default().relations.insert(name, relation);
     }
+    by_oid
+}
 
-    for RawColumn(relid, position, name, type_name, nullable, default, generated, identity) in
-        raw.columns.unwrap_or_default()
-    {
-        let Some(relation) = by_oid.get(&relid).and_then(|(s, n)| relation_mut(&mut cache, s, n)) else { continue };
+/// Appends each column to its relation, in `attnum` order (the order the query sends).
+fn add_columns(cache: &mut SchemaCache, by_oid: &RelationsByOid, columns: Vec<RawColumn>) {
+    for RawColumn(relid, position, name, type_name, nullable, default, generated, identity) in columns {
+        let Some(relation) = by_oid.get(&relid).and_then(|(s, n)| relation_mut(cache, s, n)) else { continue };
         relation.columns.push(Column { name, position, type_name, nullable, default, generated, identity });
     }
+}
 
-    for RawKey(contype, constraint, schema, table, columns, foreign_schema, foreign_table, foreign_columns) in
-        raw.keys.unwrap_or_default()
-    {
+/// Primary and unique keys go to their relation; foreign keys to the snapshot's list, dropping
+/// any whose two column lists differ in length (they could not be paired).
+fn add_keys(cache: &mut SchemaCache, keys: Vec<RawKey>) {
+    for RawKey(contype, constraint, schema, table, columns, foreign_schema, foreign_table, foreign_columns) in keys {
         let columns = columns.unwrap_or_default();
         match contype.as_str() {
             "p" => {
-                if let Some(relation) = relation_mut(&mut cache, &schema, &table) {
+                if let Some(relation) = relation_mut(cache, &schema, &table) {
                     relation.primary_key = columns;
                 }
             }
             "u" => {
-                if let Some(relation) = relation_mut(&mut cache, &schema, &table) {
+                if let Some(relation) = relation_mut(cache, &schema, &table) {
                     relation.unique_keys.push(columns);
                 }
             }
@@ -420,8 +444,12 @@ pub fn parse(document: &str) -> Result<SchemaCache, IntrospectError> {
             _ => {}
         }
     }
+}
 
-    for raw in raw.functions.unwrap_or_default() {
+/// Adds each function to its schema's overloads of its name, then sorts every overload list into
+/// PostgREST's order.
+fn add_functions(cache: &mut SchemaCache, functions: Vec<RawFunction>) {
+    for raw in functions {
         let function = function(raw);
         cache
             .schemas
@@ -432,31 +460,32 @@ pub fn parse(document: &str) -> Result<SchemaCache, IntrospectError> {
             .or_default()
             .push(function);
     }
-
     for objects in cache.schemas.values_mut() {
         for overloads in objects.functions.values_mut() {
             overloads.sort_by(overload_order);
         }
     }
+}
 
-    for RawEnum(schema, name, labels) in raw.enums.unwrap_or_default() {
-        cache.schemas.entry(schema).or_default().enums.insert(name, labels.unwrap_or_default());
-    }
-
+/// The login role's `pgrst.*` settings (prefix stripped) and its member roles' own settings.
+fn add_settings(
+    cache: &mut SchemaCache,
+    settings: Vec<(String, String)>,
+    role_settings: Vec<(String, String, String)>,
+) {
     // Database-specific settings come last, so they override role-wide ones.
-    for (key, value) in raw.settings.unwrap_or_default() {
+    for (key, value) in settings {
         if let Some(key) = key.strip_prefix("pgrst.") {
             cache.db_settings.insert(key.to_owned(), value);
         }
     }
-
-    for (role, key, value) in raw.role_settings.unwrap_or_default() {
+    for (role, key, value) in role_settings {
         cache.role_settings.entry(role).or_default().push((key, value));
     }
+}
 
-    let computed: Vec<ComputedRelationship> = raw
-        .computed
-        .unwrap_or_default()
+fn computed_relationships(computed: Vec<RawComputed>) -> Vec<ComputedRelationship> {
+    computed
         .into_iter()
         .map(|RawComputed(fs, f, os, o, ts, t, to_one)| ComputedRelationship {
             function: QualifiedName { schema: fs, name: f },
@@ -464,12 +493,19 @@ pub fn parse(document: &str) -> Result<SchemaCache, IntrospectError> {
             target: QualifiedName { schema: ts, name: t },
             to_one,
         })
-        .collect();
-    // View columns that show a base column unchanged, resolved to names (views of views through
-    // their inner view's own lineage, a few levels deep).
+        .collect()
+}
+
+/// View columns that show a base column unchanged, resolved to names (views of views through
+/// their inner view's own lineage, a few levels deep). `views` is (view oid, `ev_action`).
+fn resolve_view_columns(
+    cache: &SchemaCache,
+    by_oid: &RelationsByOid,
+    views: Vec<(i64, String)>,
+) -> Vec<relationships::ViewColumn> {
     let mut lineage: HashMap<(i64, i16), (i64, i16)> = HashMap::new();
     let mut view_names: Vec<(i64, String, i16)> = Vec::new();
-    for (view, action) in raw.views.unwrap_or_default() {
+    for (view, action) in views {
         let Some((schema, name)) = by_oid.get(&view) else { continue };
         let Some(relation) = cache.relation(schema, name) else { continue };
         for column in view_lineage::view_columns(&action) {
@@ -500,9 +536,7 @@ pub fn parse(document: &str) -> Result<SchemaCache, IntrospectError> {
             origin_column: origin_column.name.clone(),
         });
     }
-    cache.relationships =
-        relationships::derive(&cache.foreign_keys, &computed, &view_columns, |s, n| cache.relation(s, n));
-    Ok(cache)
+    view_columns
 }
 
 /// PostgREST's order of overloads (its `Ord Routine`): fewest input parameters first, then the

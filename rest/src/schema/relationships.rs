@@ -138,69 +138,105 @@ pub fn derive<'a>(
     relation: impl Fn(&str, &str) -> Option<&'a Relation>,
 ) -> RelationshipIndex {
     let mut index = RelationshipIndex::new();
-    let is_unique = |schema: &str, table: &str, columns: &[String]| {
-        relation(schema, table).is_some_and(|r| {
-            let same = |key: &[String]| key.len() == columns.len() && key.iter().all(|k| columns.contains(k));
-            same(&r.primary_key) || r.unique_keys.iter().any(|key| same(key))
-        })
-    };
-    // The relation itself and every view showing all of `columns` of it, with the columns renamed.
-    let images = |table: &QualifiedName, columns: &[&String]| {
-        let mut images = vec![(table.clone(), columns.iter().map(|c| (*c).clone()).collect::<Vec<_>>())];
-        let mut views: Vec<&QualifiedName> =
-            view_columns.iter().filter(|v| v.origin == *table).map(|v| &v.view).collect();
-        views.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
-        views.dedup();
-        for view in views {
-            let shown: Option<Vec<String>> = columns
-                .iter()
-                .map(|c| {
-                    view_columns
-                        .iter()
-                        .find(|v| v.view == *view && v.origin == *table && v.origin_column == **c)
-                        .map(|v| v.column.clone())
-                })
-                .collect();
-            if let Some(shown) = shown {
-                images.push((view.clone(), shown));
-            }
-        }
-        images
-    };
     for fk in foreign_keys {
-        let local: Vec<&String> = fk.columns.iter().map(|(c, _)| c).collect();
-        let remote: Vec<&String> = fk.columns.iter().map(|(_, f)| f).collect();
-        let local_owned: Vec<String> = local.iter().map(|c| (*c).clone()).collect();
-        let one_to_one = is_unique(&fk.schema, &fk.table, &local_owned);
-        let tables = images(&QualifiedName::new(&fk.schema, &fk.table), &local);
-        let foreigns = images(&QualifiedName::new(&fk.foreign_schema, &fk.foreign_table), &remote);
-        for (table, table_columns) in &tables {
-            for (foreign, foreign_columns) in &foreigns {
-                let pairs: Vec<(String, String)> =
-                    table_columns.iter().cloned().zip(foreign_columns.iter().cloned()).collect();
-                index.entry(table.clone()).or_default().push(Relationship {
-                    origin: table.clone(),
-                    target: foreign.clone(),
-                    link: Link::ForeignKey {
-                        cardinality: if one_to_one { Cardinality::OneToOne } else { Cardinality::ManyToOne },
-                        constraint: fk.constraint.clone(),
-                        columns: pairs.clone(),
-                    },
-                });
-                index.entry(foreign.clone()).or_default().push(Relationship {
-                    origin: foreign.clone(),
-                    target: table.clone(),
-                    link: Link::ForeignKey {
-                        cardinality: if one_to_one { Cardinality::OneToOne } else { Cardinality::OneToMany },
-                        constraint: fk.constraint.clone(),
-                        columns: pairs.into_iter().map(|(c, f)| (f, c)).collect(),
-                    },
-                });
-            }
+        add_foreign_key(&mut index, fk, view_columns, &relation);
+    }
+    add_junctions(&mut index, foreign_keys, &relation);
+    for c in computed {
+        index.entry(c.origin.clone()).or_default().push(Relationship {
+            origin: c.origin.clone(),
+            target: c.target.clone(),
+            link: Link::Computed { function: c.function.clone(), to_one: c.to_one },
+        });
+    }
+    // Deterministic candidate order for PGRST201 (by kind, then constraint/junction name).
+    for rels in index.values_mut() {
+        rels.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
+    }
+    index
+}
+
+/// Whether `columns` (in any order) are exactly `relation`'s primary key or one of its unique keys.
+fn is_unique_key(relation: &Relation, columns: &[&String]) -> bool {
+    let same = |key: &[String]| key.len() == columns.len() && key.iter().all(|k| columns.contains(&k));
+    same(&relation.primary_key) || relation.unique_keys.iter().any(|key| same(key))
+}
+
+/// Both directions of `fk` between every image of its table and every image of its foreign table
+/// (see [`relation_and_views_showing`]): one-to-one both ways when the key's columns are a primary
+/// or unique key of its table, else many-to-one towards the foreign side and one-to-many back.
+fn add_foreign_key<'a>(
+    index: &mut RelationshipIndex,
+    fk: &ForeignKey,
+    view_columns: &[ViewColumn],
+    relation: &impl Fn(&str, &str) -> Option<&'a Relation>,
+) {
+    let local: Vec<&String> = fk.columns.iter().map(|(c, _)| c).collect();
+    let remote: Vec<&String> = fk.columns.iter().map(|(_, f)| f).collect();
+    let one_to_one = relation(&fk.schema, &fk.table).is_some_and(|r| is_unique_key(r, &local));
+    let tables = relation_and_views_showing(&QualifiedName::new(&fk.schema, &fk.table), &local, view_columns);
+    let foreigns =
+        relation_and_views_showing(&QualifiedName::new(&fk.foreign_schema, &fk.foreign_table), &remote, view_columns);
+    for (table, table_columns) in &tables {
+        for (foreign, foreign_columns) in &foreigns {
+            let pairs: Vec<(String, String)> =
+                table_columns.iter().cloned().zip(foreign_columns.iter().cloned()).collect();
+            index.entry(table.clone()).or_default().push(Relationship {
+                origin: table.clone(),
+                target: foreign.clone(),
+                link: Link::ForeignKey {
+                    cardinality: if one_to_one { Cardinality::OneToOne } else { Cardinality::ManyToOne },
+                    constraint: fk.constraint.clone(),
+                    columns: pairs.clone(),
+                },
+            });
+            index.entry(foreign.clone()).or_default().push(Relationship {
+                origin: foreign.clone(),
+                target: table.clone(),
+                link: Link::ForeignKey {
+                    cardinality: if one_to_one { Cardinality::OneToOne } else { Cardinality::OneToMany },
+                    constraint: fk.constraint.clone(),
+                    columns: pairs.into_iter().map(|(c, f)| (f, c)).collect(),
+                },
+            });
         }
     }
+}
 
-    // Junctions: pairs of distinct foreign keys of one table whose columns are all in its primary key.
+/// The relation itself and every view showing all of `columns` of it, with the columns renamed.
+fn relation_and_views_showing(
+    table: &QualifiedName,
+    columns: &[&String],
+    view_columns: &[ViewColumn],
+) -> Vec<(QualifiedName, Vec<String>)> {
+    let mut images = vec![(table.clone(), columns.iter().map(|c| (*c).clone()).collect::<Vec<_>>())];
+    let mut views: Vec<&QualifiedName> = view_columns.iter().filter(|v| v.origin == *table).map(|v| &v.view).collect();
+    views.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
+    views.dedup();
+    for view in views {
+        let shown: Option<Vec<String>> = columns
+            .iter()
+            .map(|c| {
+                view_columns
+                    .iter()
+                    .find(|v| v.view == *view && v.origin == *table && v.origin_column == **c)
+                    .map(|v| v.column.clone())
+            })
+            .collect();
+        if let Some(shown) = shown {
+            images.push((view.clone(), shown));
+        }
+    }
+    images
+}
+
+/// Many-to-many both ways through each junction: pairs of distinct foreign keys of one table whose
+/// columns are all in its primary key, neither pointing back at the junction itself.
+fn add_junctions<'a>(
+    index: &mut RelationshipIndex,
+    foreign_keys: &[ForeignKey],
+    relation: &impl Fn(&str, &str) -> Option<&'a Relation>,
+) {
     let mut by_table: HashMap<QualifiedName, Vec<&ForeignKey>> = HashMap::new();
     for fk in foreign_keys {
         by_table.entry(QualifiedName::new(&fk.schema, &fk.table)).or_default().push(fk);
@@ -232,19 +268,6 @@ pub fn derive<'a>(
             }
         }
     }
-
-    for c in computed {
-        index.entry(c.origin.clone()).or_default().push(Relationship {
-            origin: c.origin.clone(),
-            target: c.target.clone(),
-            link: Link::Computed { function: c.function.clone(), to_one: c.to_one },
-        });
-    }
-    // Deterministic candidate order for PGRST201 (by kind, then constraint/junction name).
-    for rels in index.values_mut() {
-        rels.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
-    }
-    index
 }
 
 fn sort_key(r: &Relationship) -> (u8, &str, &str, &str) {
