@@ -350,7 +350,7 @@ fn abandoned_slow_queries_are_cancelled_on_the_server() {
 
 /// A 250-byte GET that selects one 4 MB value under ten aliases asks the server to hold 40 MB;
 /// six at once held gigabytes. What is read from PostgreSQL for one response is bounded
-/// (`pg_max_result_bytes`): past it, a clear error, counted in /metrics.
+/// (`[pg] max_result_bytes`): past it, a clear error, counted in /metrics.
 #[test]
 fn responses_past_the_result_limit_are_refused_with_bounded_memory() {
     let server = TestServer::start_with(&[("MADBASE_PG_MAX_RESULT_BYTES", "8388608")]);

@@ -143,7 +143,7 @@ const PER_LANE_SERIES: &[LaneSeries] = &[
         "Batches re-run after a cancel meant for another.",
         |p| p.retried_after_stray_cancel,
     ),
-    ("madbase_pg_results_too_large_total", "counter", "Results refused past pg_max_result_bytes.", |p| {
+    ("madbase_pg_results_too_large_total", "counter", "Results refused past [pg] max_result_bytes.", |p| {
         p.results_too_large
     }),
 ];

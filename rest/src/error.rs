@@ -397,7 +397,7 @@ fn pool_error(error: PgError) -> Response {
             body(503, "PGRST001", "Database client error. Retrying the connection.", details, None),
             Duration::from_secs(1),
         ),
-        // MadBase's own bound (`pg_max_result_bytes`); PostgREST has none and would hold it all.
+        // MadBase's own bound (`[pg] max_result_bytes`); PostgREST has none and would hold it all.
         PgError::ResultTooLarge { .. } => body(
             500,
             "PGRSTX00",
