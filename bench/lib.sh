@@ -34,7 +34,8 @@ build_madbase() {
 
 # start_madbase <data dir>: managed PostgreSQL; sets MB_PORT, MB_PID, MB_DB_URL, MB_DATA, PSQL_BIN. Optional:
 # MB_LOG (default info, the product's default: the access log is on), MB_OUT (MadBase's output, default $OUT/madbase.out),
-# PG_PORT (default a free port), MB_DATA_KEEP (reuse the data dir instead of starting afresh).
+# PG_PORT (default a free port), MB_DATA_KEEP (reuse the data dir instead of starting afresh), MB_WRAP (a command
+# MadBase runs under, e.g. valgrind; word-split).
 start_madbase() {
   local data="$1"; MB_DATA="$data"
   # psql of the PostgreSQL install MadBase manages (set-up SQL, capture_sql); installed by now.
@@ -45,7 +46,7 @@ start_madbase() {
   if [ -z "${MB_DATA_KEEP:-}" ]; then rm -rf "$data"; fi
   mkdir -p "$data"; chmod 755 "$data"
   MADBASE_LISTEN="127.0.0.1:$MB_PORT" MADBASE_DATA_DIR="$data" MADBASE_PG_PORT="$pg_port" \
-    MADBASE_LOG="${MB_LOG:-info}" "$MADBASE" start >"$MB_OUT" 2>&1 &
+    MADBASE_LOG="${MB_LOG:-info}" ${MB_WRAP:-} "$MADBASE" start >"$MB_OUT" 2>&1 &
   MB_PID=$!
   for _ in $(seq 1 1500); do
     curl -fs "http://127.0.0.1:$MB_PORT/health" >/dev/null 2>&1 && break
@@ -55,7 +56,32 @@ start_madbase() {
   MB_DB_URL=$("$ROOT/scripts/madbase-db-url.py" "$MB_OUT")
 }
 
-stop_madbase() { kill -TERM "$MB_PID" 2>/dev/null || true; wait "$MB_PID" 2>/dev/null || true; }
+# create_bench_items: the 10,000-row table with RLS and a `to anon` policy that the one-row read
+# benchmarks query (in the database start_madbase started).
+create_bench_items() {
+  "$PSQL_BIN" "$MB_DB_URL" -qAt -v ON_ERROR_STOP=1 <<'SQL'
+create table public.bench_items (id bigint primary key, name text not null, price numeric not null, tags text[] not null);
+insert into public.bench_items select i, 'item ' || i, i * 1.5, array['a', 'b'] from generate_series(1, 10000) i;
+alter table public.bench_items enable row level security;
+create policy "anon reads" on public.bench_items for select to anon using (id > 0);
+analyze public.bench_items;
+SQL
+}
+
+# get_by_pk_lua <file>: the wrk script of the one-row read: a random primary key, the anon key as
+# apikey and bearer.
+get_by_pk_lua() {
+  local key; key=$(madbase_key anon)
+  cat >"$1" <<LUA
+wrk.headers["apikey"] = "$key"
+wrk.headers["Authorization"] = "Bearer $key"
+request = function()
+  return wrk.format("GET", "/rest/v1/bench_items?select=*&id=eq." .. math.random(1, 10000))
+end
+LUA
+}
+
+stop_madbase() { [ -n "${MB_PID:-}" ] || return 0; kill -TERM "$MB_PID" 2>/dev/null || true; wait "$MB_PID" 2>/dev/null || true; }
 
 # wrk_run <label> <url> [extra wrk args...]: prints and records req/s and p99 (ms) in $OUT/<label>.wrk;
 # for a label starting with `madbase`, also the madbase process's CPU per request (µs, from

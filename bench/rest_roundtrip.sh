@@ -13,25 +13,13 @@ build_madbase
 echo "machine: $(machine)"
 start_madbase "$OUT/madbase-data"
 trap stop_madbase EXIT
-"$PSQL_BIN" "$MB_DB_URL" -qAt -v ON_ERROR_STOP=1 <<'SQL'
-create table public.bench_items (id bigint primary key, name text not null, price numeric not null, tags text[] not null);
-insert into public.bench_items select i, 'item ' || i, i * 1.5, array['a', 'b'] from generate_series(1, 10000) i;
-alter table public.bench_items enable row level security;
-create policy "anon reads" on public.bench_items for select to anon using (id > 0);
-analyze public.bench_items;
-SQL
+create_bench_items
 # pgbench -S's own tables (before the restart, so the schema reload they trigger is long done).
 pgbench -i -q -s 1 "$MB_DB_URL" >/dev/null 2>&1
 restart_with_max_connections 400
 
 ANON_KEY=$(madbase_key anon)
-cat >"$OUT/get_by_pk.lua" <<LUA
-wrk.headers["apikey"] = "$ANON_KEY"
-wrk.headers["Authorization"] = "Bearer $ANON_KEY"
-request = function()
-  return wrk.format("GET", "/rest/v1/bench_items?select=*&id=eq." .. math.random(1, 10000))
-end
-LUA
+get_by_pk_lua "$OUT/get_by_pk.lua"
 
 # The batch MadBase sends for that request (the settings statement, then the read), captured from
 # PostgreSQL's log (log_statement = all) by capture_sql: pgbench writes the settings as literals
