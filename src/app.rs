@@ -134,27 +134,15 @@ pub struct Services {
 }
 
 /// An [`Outbox`] for one service's messages over the control lane of this shard's rings.
-fn outbox<T: Clone + 'static>(
-    shard: &Shard<ShardMessage>,
-    wrap: fn(T) -> ShardMessage,
-    unwrap: fn(ShardMessage) -> Option<T>,
-) -> Outbox<T> {
-    let sender = shard.clone();
-    let broadcaster = shard.clone();
-    Outbox::new(
-        move |to, message| {
-            sender
-                .send_control(to, wrap(message))
-                .map_err(|e| unwrap(e.into_inner()).expect("the message just wrapped"))
-        },
-        move |message: T| -> Delivering {
-            let shard = broadcaster.clone();
-            Box::pin(async move {
-                let delivery = shard.deliver_to_all(|| wrap(message.clone()), Lane::Control, DELIVERY_RETRY).await;
-                delivery.closed.into_iter().chain(delivery.undelivered).collect()
-            })
-        },
-    )
+fn outbox<T: Clone + 'static>(shard: &Shard<ShardMessage>, wrap: fn(T) -> ShardMessage) -> Outbox<T> {
+    let shard = shard.clone();
+    Outbox::new(move |message: T| -> Delivering {
+        let shard = shard.clone();
+        Box::pin(async move {
+            let delivery = shard.deliver_to_all(|| wrap(message.clone()), Lane::Control, DELIVERY_RETRY).await;
+            delivery.closed.into_iter().chain(delivery.undelivered).collect()
+        })
+    })
 }
 
 /// Adapts the runtime's shutdown signal to the HTTP server's.
@@ -176,7 +164,8 @@ impl madbase_http::Shutdown for HttpShutdown {
 pub async fn shard_main(shard: Shard<ShardMessage>, shared: Arc<Shared>) {
     let config = shared.config.clone();
     let ctx = Rc::new(ShardCtx::new(
-        Box::new(shard.clone()),
+        shard.blocking().clone(),
+        shard.shutdown_signal(),
         shared.connect.clone(),
         &config.pg,
         &config.jwt,
@@ -189,10 +178,7 @@ pub async fn shard_main(shard: Shard<ShardMessage>, shared: Arc<Shared>) {
             ctx.clone(),
             shared.rest.clone(),
             shared.schema.clone(),
-            outbox(&shard, ShardMessage::Rest, |m| match m {
-                ShardMessage::Rest(m) => Some(m),
-                ShardMessage::Gateway(_) => None,
-            }),
+            outbox(&shard, ShardMessage::Rest),
         )),
     });
     let peers = Rc::new(Peers { ctx: ctx.clone(), shard: shard.clone() });

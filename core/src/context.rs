@@ -1,7 +1,7 @@
 //! The per-shard context every service is built on.
 //!
-//! Owns: [`ShardCtx`] (this shard's runtime handle, its PostgreSQL [`Lanes`], verified-token
-//! cache and metrics registry), [`Outbox`] (a service's typed sender to its instances on the other
+//! Owns: [`ShardCtx`] (what a service uses of this shard's runtime — the blocking pool and the
+//! shutdown signal —, its PostgreSQL [`Lanes`], verified-token cache and metrics registry), [`Outbox`] (a service's typed sender to its instances on the other
 //! shards) and [`Lanes`].
 //!
 //! PostgreSQL lanes: every service that talks to PostgreSQL on the request path gets its own
@@ -19,44 +19,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use madbase_pg::{ConnectConfig, Pool, PoolConfig};
-use madbase_shards::{BlockingPool, Driver, RingDepth, Shard, ShutdownSignal};
+use madbase_shards::{BlockingPool, ShutdownSignal};
 
 use crate::jwt::{JwtKeys, TokenCache};
 use crate::metrics::ShardMetrics;
 use crate::platform::{Jwt, Pg};
-
-/// What a service needs of its shard's runtime, without the binary's message type.
-pub trait ShardHandle {
-    fn id(&self) -> usize;
-    fn count(&self) -> usize;
-    fn driver(&self) -> Driver;
-    /// The process-wide blocking pool.
-    fn blocking(&self) -> &BlockingPool;
-    fn shutdown_signal(&self) -> ShutdownSignal;
-    /// Fill level of every ring into this shard.
-    fn ring_depths(&self) -> Vec<RingDepth>;
-}
-
-impl<M: Send + 'static> ShardHandle for Shard<M> {
-    fn id(&self) -> usize {
-        Shard::id(self)
-    }
-    fn count(&self) -> usize {
-        Shard::count(self)
-    }
-    fn driver(&self) -> Driver {
-        Shard::driver(self)
-    }
-    fn blocking(&self) -> &BlockingPool {
-        Shard::blocking(self)
-    }
-    fn shutdown_signal(&self) -> ShutdownSignal {
-        Shard::shutdown_signal(self)
-    }
-    fn ring_depths(&self) -> Vec<RingDepth> {
-        Shard::ring_depths(self)
-    }
-}
 
 /// A lane: one service's connections to PostgreSQL on one shard.
 pub struct LaneSpec {
@@ -112,7 +79,10 @@ impl Lanes {
 
 /// One shard's platform: built once per shard by the binary, shared by its services.
 pub struct ShardCtx {
-    pub shard: Box<dyn ShardHandle>,
+    /// The process-wide blocking pool (CPU work that must not run on the shard).
+    pub blocking: BlockingPool,
+    /// Fires when the shard starts shutting down (owner tasks end on it).
+    pub shutdown: ShutdownSignal,
     pub lanes: Lanes,
     pub tokens: RefCell<TokenCache>,
     pub metrics: ShardMetrics,
@@ -121,8 +91,10 @@ pub struct ShardCtx {
 }
 
 impl ShardCtx {
+    #[allow(clippy::too_many_arguments)] // each is a distinct part of the platform
     pub fn new(
-        shard: Box<dyn ShardHandle>,
+        blocking: BlockingPool,
+        shutdown: ShutdownSignal,
         connect: ConnectConfig,
         pg: &Pg,
         jwt: &Jwt,
@@ -134,7 +106,8 @@ impl ShardCtx {
             lanes: Lanes::new(&connect, pg, lanes),
             tokens: RefCell::new(TokenCache::new(keys, jwt.cache_entries)),
             metrics,
-            shard,
+            blocking,
+            shutdown,
             connect,
         }
     }
@@ -146,21 +119,12 @@ pub type Delivering = Pin<Box<dyn Future<Output = Vec<usize>>>>;
 /// Sends one service's typed messages to its instances on other shards; the binary builds it
 /// around the shard's rings and wraps each message in its own enum.
 pub struct Outbox<T> {
-    send: Box<dyn Fn(usize, T) -> Result<(), T>>,
     deliver_to_all: Box<dyn Fn(T) -> Delivering>,
 }
 
 impl<T> Outbox<T> {
-    pub fn new(
-        send: impl Fn(usize, T) -> Result<(), T> + 'static,
-        deliver_to_all: impl Fn(T) -> Delivering + 'static,
-    ) -> Outbox<T> {
-        Outbox { send: Box::new(send), deliver_to_all: Box::new(deliver_to_all) }
-    }
-
-    /// Sends on the control lane to one shard; a full ring or a gone shard gives the message back.
-    pub fn send(&self, to: usize, message: T) -> Result<(), T> {
-        (self.send)(to, message)
+    pub fn new(deliver_to_all: impl Fn(T) -> Delivering + 'static) -> Outbox<T> {
+        Outbox { deliver_to_all: Box::new(deliver_to_all) }
     }
 
     /// Hands `message` to every other shard on the control lane: shards with room get it at

@@ -1,7 +1,7 @@
 //! `madbase-core`: the platform every MadBase service is built on, and nothing service-specific.
 //!
 //! Owns:
-//! - [`context`]: the per-shard context ([`ShardCtx`]: runtime handle, PostgreSQL lanes,
+//! - [`context`]: the per-shard context ([`ShardCtx`]: blocking pool, shutdown signal, PostgreSQL lanes,
 //!   verified-token cache, metrics registry) and a service's typed [`Outbox`] to other shards;
 //! - [`service`]: the service interface and the row of the services table;
 //! - [`snapshot`]: state all shards read and that is swapped whole;
@@ -23,6 +23,6 @@ pub mod service;
 pub mod settings;
 pub mod snapshot;
 
-pub use context::{LaneSpec, Lanes, Outbox, ShardCtx, ShardHandle};
+pub use context::{LaneSpec, Lanes, Outbox, ShardCtx};
 pub use service::{Cors, LocalTask, Service, ServiceInfo};
 pub use snapshot::Snapshot;

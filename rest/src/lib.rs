@@ -139,7 +139,7 @@ impl Service for RestService {
 
     fn owner_tasks(self: &Rc<Self>) -> Vec<LocalTask> {
         // One LISTEN connection for the whole process; it publishes new snapshots to every shard.
-        vec![Box::pin(schema::reload::run(self.clone(), self.ctx.shard.shutdown_signal()))]
+        vec![Box::pin(schema::reload::run(self.clone(), self.ctx.shutdown.clone()))]
     }
 }
 

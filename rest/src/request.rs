@@ -46,7 +46,7 @@ where
     if len < OFF_SHARD_BODY_BYTES {
         return check();
     }
-    let job = state.ctx.shard.blocking().spawn(check).map_err(|_| ApiError::BodyCheckBusy)?;
+    let job = state.ctx.blocking.spawn(check).map_err(|_| ApiError::BodyCheckBusy)?;
     job.await.map_err(|_| ApiError::Internal("the body check did not finish"))?
 }
 

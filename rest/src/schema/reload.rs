@@ -192,7 +192,7 @@ async fn parse_off_shard(state: &RestService, document: String) -> Result<Schema
     let document: Arc<str> = document.into();
     loop {
         let job_document = document.clone();
-        match state.ctx.shard.blocking().spawn(move || introspect::parse(&job_document)) {
+        match state.ctx.blocking.spawn(move || introspect::parse(&job_document)) {
             Ok(job) => {
                 return match job.await {
                     Ok(parsed) => parsed.map_err(|e| e.to_string()),
