@@ -35,8 +35,13 @@ use crate::config::Config;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     Rest,
-    /// The gateway itself (`/health`, `/metrics`, the JWKS of `/auth/v1`).
-    Gateway,
+    /// The gateway: `/health`.
+    Health,
+    /// The gateway: `/metrics`.
+    Metrics,
+    /// The gateway answers `/auth/v1/.well-known/jwks.json` (the keys the platform verifies
+    /// with); any other path there is unserved until the Auth service arrives.
+    AuthKeys,
     /// A Supabase service MadBase does not serve yet: counted under its label, answered 404.
     Unserved,
 }
@@ -52,21 +57,21 @@ const fn unserved(prefix: &'static str, label: &'static str) -> Route {
     Route { info: ServiceInfo { prefix, label, cors: Cors::Gateway }, target: Target::Unserved }
 }
 
-const fn gateway(prefix: &'static str, label: &'static str) -> Route {
-    Route { info: ServiceInfo { prefix, label, cors: Cors::Gateway }, target: Target::Gateway }
+const fn gateway(prefix: &'static str, label: &'static str, target: Target) -> Route {
+    Route { info: ServiceInfo { prefix, label, cors: Cors::Gateway }, target }
 }
 
 /// The services table: adding a service is a row here (and its instance in [`Services`]).
 pub const SERVICES: &[Route] = &[
     Route { info: RestService::INFO, target: Target::Rest },
-    gateway("/auth/v1", "auth"),
+    gateway("/auth/v1", "auth", Target::AuthKeys),
     unserved("/realtime/v1", "realtime"),
     unserved("/storage/v1", "storage"),
     unserved("/functions/v1", "functions"),
     unserved("/graphql/v1", "graphql"),
     unserved("/admin", "admin"),
-    gateway("/health", "health"),
-    gateway("/metrics", "metrics"),
+    gateway("/health", "health", Target::Health),
+    gateway("/metrics", "metrics", Target::Metrics),
 ];
 
 /// The label of requests no row owns.
@@ -233,7 +238,7 @@ fn start_owner_tasks(shard: &Shard<ShardMessage>, services: &Services) {
         }
         let tasks = match route.target {
             Target::Rest => services.rest.owner_tasks(),
-            Target::Gateway | Target::Unserved => Vec::new(),
+            Target::Health | Target::Metrics | Target::AuthKeys | Target::Unserved => Vec::new(),
         };
         for task in tasks {
             monoio::spawn(task);
@@ -370,14 +375,14 @@ impl Handler for App {
 
 impl App {
     async fn route(&self, req: &Request, route: &Route, body: Body) -> Response {
-        match (route.target, route.info.label) {
-            (Target::Rest, _) if self.rest_enabled => self.services.rest.handle(req, body).await,
-            (Target::Gateway, "health") => self.health().await,
-            (Target::Gateway, "metrics") => match self.refuse_metrics(req) {
+        match route.target {
+            Target::Rest if self.rest_enabled => self.services.rest.handle(req, body).await,
+            Target::Health => self.health().await,
+            Target::Metrics => match self.refuse_metrics(req) {
                 None => self.metrics().await,
                 Some(refusal) => refusal,
             },
-            (Target::Gateway, "auth")
+            Target::AuthKeys
                 if req.path() == "/auth/v1/.well-known/jwks.json" && matches!(req.method(), "GET" | "HEAD") =>
             {
                 Response::json(200, self.keys.public_jwks().to_string())

@@ -30,9 +30,6 @@ pub enum Kind {
     Value(FromEnv),
     /// A nested table of declared keys.
     Table(&'static [Key]),
-    /// A table of user-chosen names (e.g. `[functions.<name>]`): checked by serde, no
-    /// environment form.
-    Open,
 }
 
 /// One declared key.
@@ -161,7 +158,7 @@ impl<T: Setting> Setting for Option<T> {
         Kind::Value(_) => Kind::Value(|raw| match T::KIND {
             _ if raw.trim().is_empty() => Ok(None),
             Kind::Value(inner) => inner(raw),
-            Kind::Table(_) | Kind::Open => Err("not a value".to_owned()),
+            Kind::Table(_) => Err("not a value".to_owned()),
         }),
         other => other,
     };
