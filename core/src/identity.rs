@@ -45,7 +45,7 @@ pub struct Identity {
 }
 
 impl Identity {
-    pub fn anonymous() -> Identity {
+    fn anonymous() -> Identity {
         Identity {
             role: ANON_ROLE.to_owned(),
             claims_json: format!("{{\"role\":\"{ANON_ROLE}\"}}"),
