@@ -2011,12 +2011,7 @@ pub async fn cancel(config: &ConnectConfig, backend: (i32, i32)) -> Result<(), P
 /// connection on this shard) on a short-lived thread; the answer comes back through a oneshot,
 /// and waiting for it is bounded by `deadline` (the thread may outlive it; at most
 /// [`MAX_RESOLVER_THREADS`] exist at once).
-pub(crate) async fn resolve(
-    host: &str,
-    port: u16,
-    deadline: Instant,
-    timeout: Duration,
-) -> Result<Vec<SocketAddr>, PgError> {
+async fn resolve(host: &str, port: u16, deadline: Instant, timeout: Duration) -> Result<Vec<SocketAddr>, PgError> {
     let literal = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
     if let Ok(ip) = literal.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
