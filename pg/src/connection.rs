@@ -1799,9 +1799,10 @@ fn complete_statement(f: &mut InFlight, tag: String) -> Result<(), PgError> {
 /// `after` or longer, and moves unwritten work off the connection while it is (see
 /// [`Inner::move_off_stall`]). One per pooled connection, for the connection's life.
 ///
-/// It costs no clock read per request: it sleeps until the current head's deadline and on
-/// waking re-reads the head (which may have changed meanwhile, restarting its clock); with
-/// nothing in flight it waits for the writer's first batch. While the connection is stalled it
+/// It adds no timer or wake-up per request (the only per-request cost is the clock read that
+/// stamps each new head, in [`State::head_changed`]): it sleeps until the current head's
+/// deadline and on waking re-reads the head (which may have changed meanwhile, restarting its
+/// clock); with nothing in flight it waits for the writer's first batch. While the connection is stalled it
 /// looks again every `after` (at least [`STALL_RECHECK_MIN`]), so work queued while every
 /// connection was stalled moves soon after another connection frees up or comes back.
 async fn stall_watch_task(inner: Rc<Inner>, after: Duration) {
