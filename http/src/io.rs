@@ -265,6 +265,10 @@ thread_local! {
     static READ_POOL: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
 }
 
+/// A read buffer larger than this many read sizes is not kept once drained: not pooled here,
+/// and replaced by a fresh one in `crate::ws` (a large frame's allocation is let go).
+pub(crate) const LARGE_READ_FACTOR: usize = 4;
+
 /// Takes a read buffer with at least `size` bytes of capacity from this shard's pool.
 pub(crate) fn take_read_buffer(size: usize) -> BytesMut {
     READ_POOL
@@ -276,7 +280,7 @@ pub(crate) fn take_read_buffer(size: usize) -> BytesMut {
 /// Returns a read buffer to the pool (kept only if it is a plain, right-sized buffer).
 pub(crate) fn give_back_read_buffer(mut buf: BytesMut, size: usize) {
     buf.clear();
-    if buf.capacity() < size || buf.capacity() > size * 4 {
+    if buf.capacity() < size || buf.capacity() > size * LARGE_READ_FACTOR {
         return;
     }
     READ_POOL.with(|p| {

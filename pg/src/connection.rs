@@ -1799,9 +1799,10 @@ fn complete_statement(f: &mut InFlight, tag: String) -> Result<(), PgError> {
 /// `after` or longer, and moves unwritten work off the connection while it is (see
 /// [`Inner::move_off_stall`]). One per pooled connection, for the connection's life.
 ///
-/// It costs no clock read per request: it sleeps until the current head's deadline and on
-/// waking re-reads the head (which may have changed meanwhile, restarting its clock); with
-/// nothing in flight it waits for the writer's first batch. While the connection is stalled it
+/// It adds no timer or wake-up per request (the only per-request cost is the clock read that
+/// stamps each new head, in [`State::head_changed`]): it sleeps until the current head's
+/// deadline and on waking re-reads the head (which may have changed meanwhile, restarting its
+/// clock); with nothing in flight it waits for the writer's first batch. While the connection is stalled it
 /// looks again every `after` (at least [`STALL_RECHECK_MIN`]), so work queued while every
 /// connection was stalled moves soon after another connection frees up or comes back.
 async fn stall_watch_task(inner: Rc<Inner>, after: Duration) {
@@ -2011,12 +2012,7 @@ pub async fn cancel(config: &ConnectConfig, backend: (i32, i32)) -> Result<(), P
 /// connection on this shard) on a short-lived thread; the answer comes back through a oneshot,
 /// and waiting for it is bounded by `deadline` (the thread may outlive it; at most
 /// [`MAX_RESOLVER_THREADS`] exist at once).
-pub(crate) async fn resolve(
-    host: &str,
-    port: u16,
-    deadline: Instant,
-    timeout: Duration,
-) -> Result<Vec<SocketAddr>, PgError> {
+async fn resolve(host: &str, port: u16, deadline: Instant, timeout: Duration) -> Result<Vec<SocketAddr>, PgError> {
     let literal = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
     if let Ok(ip) = literal.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);

@@ -39,7 +39,9 @@ use rand::Rng;
 
 use crate::batch::{Batch, StatementResult};
 use crate::config::ConnectConfig;
-use crate::connection::{Connection, Counters, Event, Failure, Lanes, Reply, Shared, StallWatch, Work};
+use crate::connection::{
+    Connection, ConnectionStats, Counters, Event, Failure, Lanes, Reply, Shared, StallWatch, Work,
+};
 use crate::error::PgError;
 
 /// Pool settings; every field has a default (see [`PoolConfig::new`]).
@@ -300,14 +302,16 @@ impl Pool {
     /// Current counters.
     pub fn stats(&self) -> PoolStats {
         let slots = self.inner.slots.borrow();
+        let ConnectionStats { cancels_sent, retried_after_stray_cancel, results_too_large, moved_off_stalled } =
+            self.inner.counters.snapshot();
         let mut s = PoolStats {
             connections: slots.len(),
             connects: self.inner.connects.get(),
             connect_failures: self.inner.connect_failures.get(),
-            cancels_sent: self.inner.counters.cancels_sent.get(),
-            retried_after_stray_cancel: self.inner.counters.retried_after_stray_cancel.get(),
-            results_too_large: self.inner.counters.results_too_large.get(),
-            moved_off_stalled: self.inner.counters.moved_off_stalled.get(),
+            cancels_sent,
+            retried_after_stray_cancel,
+            results_too_large,
+            moved_off_stalled,
             ..PoolStats::default()
         };
         for c in slots.iter().filter_map(|s| s.conn.as_ref()).filter(|c| !c.is_closed()) {

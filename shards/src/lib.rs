@@ -19,9 +19,11 @@
 //!
 //! Shared invariants: nothing a shard does on its hot path takes a lock shared with
 //! another shard; every queue is bounded and full queues answer with an error at
-//! once (waiting, where offered, sleeps on a timer or parks, never spins); no in-flight io_uring operation is ever dropped by this crate (the accept
-//! is cancelled through monoio's `Canceller`, the doorbell task exits only after a
-//! completed read).
+//! once; a shard waits for room only in [`Shard::deliver_to_all`], on a timer, never
+//! spinning (the injector's `send_blocking` / `broadcast_blocking` spin, yield, then
+//! sleep, on the injector's own thread, never on a shard); no in-flight io_uring
+//! operation is ever dropped by this crate (the accept is cancelled through monoio's
+//! `Canceller`, the doorbell task exits only after a completed read).
 //!
 //! # Example (the binary's `main`)
 //!

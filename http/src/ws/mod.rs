@@ -35,7 +35,7 @@ use monoio::io::AsyncWriteRent;
 use monoio::time::Instant;
 
 use crate::body::{ReadSide, Writer};
-use crate::io::{read_buf, write_all, ReadOutcome};
+use crate::io::{read_buf, write_all, ReadOutcome, LARGE_READ_FACTOR};
 use crate::stats::{self, Event};
 pub use frame::{close_code, CloseFrame, Incoming, Message, OpCode, Utf8Bytes, WsDecoder, WsProtocolError};
 
@@ -315,10 +315,6 @@ pub struct WebSocket {
 /// What [`WebSocket::recv`] returns: a message (or the peer's close), a protocol or I/O error,
 /// or `None` once the connection is over.
 type Recv = Option<Result<Message, WsError>>;
-
-/// A read buffer larger than this many `read_buffer_size`s is not kept once drained (the same
-/// bound `crate::io` uses for pooled read buffers).
-const LARGE_READ_FACTOR: usize = 4;
 
 impl std::fmt::Debug for WebSocket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
