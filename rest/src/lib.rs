@@ -65,8 +65,7 @@ mod write;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use madbase_core::identity as auth;
-use madbase_core::{Cors, LaneSpec, LocalTask, Outbox, Service, ServiceInfo, ShardCtx, Snapshot};
+use madbase_core::{identity, Cors, LaneSpec, LocalTask, Outbox, Service, ServiceInfo, ShardCtx, Snapshot};
 use madbase_http::{Body, Request, Response};
 use madbase_pg::Pool;
 
@@ -149,7 +148,7 @@ const PREFIX: &str = "/rest/v1";
 /// Authenticates, then routes by path and method: the root, a function call, or a relation.
 async fn serve(state: &RestService, req: &Request, body: Body) -> Result<Response, ApiError> {
     // PostgREST authenticates before it looks at anything else of the request.
-    let identity = auth::authenticate(&state.ctx.tokens, req)?;
+    let identity = identity::authenticate(&state.ctx.tokens, req)?;
     if is_root(req.path()) {
         return openapi::serve(state, req, &identity).await;
     }

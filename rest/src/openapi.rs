@@ -25,11 +25,11 @@
 //!   definitions (PostgREST's default `openapi-security-active = false`).
 
 use bytes::Bytes;
+use madbase_core::identity::Identity;
 use madbase_http::{Request, Response};
 use madbase_pg::Statement;
 use serde_json::{json, Map, Value};
 
-use super::auth::Identity;
 use super::error::ApiError;
 use super::media;
 use super::prefer::Prefer;

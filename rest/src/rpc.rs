@@ -69,12 +69,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use bytes::Bytes;
+use madbase_core::identity::Identity;
 use madbase_http::{Body, Request, Response};
 use madbase_pg::Statement;
 use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 
-use super::auth::Identity;
 use super::body_format;
 use super::error::{ApiError, SingleParam};
 use super::media::{self, Media, Rows};

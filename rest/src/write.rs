@@ -41,10 +41,10 @@ use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use bytes::Bytes;
+use madbase_core::identity::Identity;
 use madbase_http::{Body, Request, Response};
 use madbase_pg::{Row, Statement};
 
-use super::auth::Identity;
 use super::body_format;
 use super::error::ApiError;
 use super::media::{self, Media, Rows};
