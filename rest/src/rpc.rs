@@ -37,7 +37,7 @@
 //!   ends it with a rollback.
 //! - **resolution uses only the request's snapshot**: an unknown function or argument set never
 //!   reaches PostgreSQL.
-//! - **bounded**: the body by `http_max_body_bytes`, at most [`MAX_ARGS`] argument names and
+//! - **bounded**: the body by `[http] max_body_bytes`, at most [`MAX_ARGS`] argument names and
 //!   [`MAX_ARG_VALUES`] query-string argument values; no `unwrap`/`expect` on request input.
 //!
 //! Logic trees (`or=`, `and=`) filter the result like filters. `db_max_rows` caps the `limit`.

@@ -23,7 +23,7 @@
 //!   (an object wrapped in `[` `]`), never re-serialised. Identifiers (table, payload keys,
 //!   `columns=`, `on_conflict=`, `select=`, filter columns) go through [`quote_ident`]; filter
 //!   values, the limit, the marker and the relation name for the `Location` lookup are bound.
-//! - **bounded.** The body is read with `http_max_body_bytes`; at most [`payload::MAX_BULK_ROWS`] rows per
+//! - **bounded.** The body is read with `[http] max_body_bytes`; at most [`payload::MAX_BULK_ROWS`] rows per
 //!   insert and [`MAX_COLUMNS`] columns; names as long as the read grammar allows.
 //! - no `unwrap`/`expect` on request input.
 //!
@@ -705,7 +705,7 @@ fn check_write_query(method: Method, read: &ReadQuery) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The body of a POST, PUT or PATCH, read (bounded by `http_max_body_bytes`), converted to JSON
+/// The body of a POST, PUT or PATCH, read (bounded by `[http] max_body_bytes`), converted to JSON
 /// and checked (off the shard when large); `columns` is `columns=` when given.
 async fn read_payload(
     state: &RestService,
