@@ -31,14 +31,16 @@
 //!
 //! Invariants:
 //! - one request = one batch = one round trip: the request settings in PostgREST's order
-//!   (`search_path`, `role`, `request.jwt.claims`, `request.method`, `request.path`,
-//!   `request.headers`, `request.cookies`), the `db_pre_request` function when configured, and
-//!   the one statement (which also reads the response GUCs), in one transaction;
+//!   (`search_path`, `role`, the role's own settings, `request.jwt.claims`, `request.method`,
+//!   `request.path`, `request.headers`, `request.cookies`, `timezone` from `Prefer`), the
+//!   `db_pre_request` function (`[rest] pre_request`) when configured, and the one statement
+//!   (which also reads the response GUCs), in one transaction (see [`request`]);
 //! - the response body is the exact bytes PostgreSQL built (`json_agg`), never re-serialised, so
 //!   every type renders as PostgREST renders it;
 //! - nothing from the request reaches SQL text except quoted identifiers (see [`sql`]); the
-//!   schema is always one of `db_schemas`, never a name the request made up;
-//! - `db_max_rows` caps the top-level `limit` of every read and function call before SQL is built;
+//!   schema is always one of `db_schemas` (`[api] schemas`), never a name the request made up;
+//! - a request reads one schema cache snapshot, taken once at its start, to its end;
+//! - `db_max_rows` (`[api] max_rows`) caps the top-level `limit` of every read and function call before SQL is built;
 //! - no `unwrap`/`expect` on request input; every list a request can grow is bounded.
 
 mod body_format;
@@ -65,8 +67,7 @@ mod write;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use madbase_core::identity as auth;
-use madbase_core::{Cors, LaneSpec, LocalTask, Outbox, Service, ServiceInfo, ShardCtx, Snapshot};
+use madbase_core::{identity, Cors, LaneSpec, LocalTask, Outbox, Service, ServiceInfo, ShardCtx, Snapshot};
 use madbase_http::{Body, Request, Response};
 use madbase_pg::Pool;
 
@@ -149,7 +150,7 @@ const PREFIX: &str = "/rest/v1";
 /// Authenticates, then routes by path and method: the root, a function call, or a relation.
 async fn serve(state: &RestService, req: &Request, body: Body) -> Result<Response, ApiError> {
     // PostgREST authenticates before it looks at anything else of the request.
-    let identity = auth::authenticate(&state.ctx.tokens, req)?;
+    let identity = identity::authenticate(&state.ctx.tokens, req)?;
     if is_root(req.path()) {
         return openapi::serve(state, req, &identity).await;
     }

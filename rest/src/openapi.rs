@@ -25,11 +25,11 @@
 //!   definitions (PostgREST's default `openapi-security-active = false`).
 
 use bytes::Bytes;
+use madbase_core::identity::Identity;
 use madbase_http::{Request, Response};
 use madbase_pg::Statement;
 use serde_json::{json, Map, Value};
 
-use super::auth::Identity;
 use super::error::ApiError;
 use super::media;
 use super::prefer::Prefer;
@@ -68,6 +68,7 @@ pub async fn serve(state: &RestService, req: &Request, identity: &Identity) -> R
     let profile = request::profile(req, &state.config)?;
     let v31 = media::negotiate_openapi(req)?;
     let statement = Statement::new(ACCESS_SQL).bind(profile.schema.to_owned());
+    // The snapshot this request uses to its end: the role's settings and the document agree.
     let schema = state.schema();
     let results = request::request_batch(state, &schema, req, identity, profile, "/", &Prefer::default())
         .with(|batch| batch.statement(statement).read_only(true))
@@ -83,7 +84,7 @@ pub async fn serve(state: &RestService, req: &Request, identity: &Identity) -> R
 
     let host = req.header("host").map(|h| String::from_utf8_lossy(h).into_owned());
     let https = req.header("x-forwarded-proto").is_some_and(|p| p.eq_ignore_ascii_case(b"https"));
-    let swagger = swagger(&state.schema(), profile.schema, &access, host.as_deref(), https);
+    let swagger = swagger(&schema, profile.schema, &access, host.as_deref(), https);
     let (document, content_type) = if v31 {
         (to_openapi_31(swagger), "application/openapi+json;version=3.1; charset=utf-8")
     } else {

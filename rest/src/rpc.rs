@@ -37,7 +37,7 @@
 //!   ends it with a rollback.
 //! - **resolution uses only the request's snapshot**: an unknown function or argument set never
 //!   reaches PostgreSQL.
-//! - **bounded**: the body by `http_max_body_bytes`, at most [`MAX_ARGS`] argument names and
+//! - **bounded**: the body by `[http] max_body_bytes`, at most [`MAX_ARGS`] argument names and
 //!   [`MAX_ARG_VALUES`] query-string argument values; no `unwrap`/`expect` on request input.
 //!
 //! Logic trees (`or=`, `and=`) filter the result like filters. `db_max_rows` caps the `limit`.
@@ -69,12 +69,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use bytes::Bytes;
+use madbase_core::identity::Identity;
 use madbase_http::{Body, Request, Response};
 use madbase_pg::Statement;
 use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 
-use super::auth::Identity;
 use super::body_format;
 use super::error::{ApiError, SingleParam};
 use super::media::{self, Media, Rows};

@@ -23,7 +23,7 @@
 //!   (an object wrapped in `[` `]`), never re-serialised. Identifiers (table, payload keys,
 //!   `columns=`, `on_conflict=`, `select=`, filter columns) go through [`quote_ident`]; filter
 //!   values, the limit, the marker and the relation name for the `Location` lookup are bound.
-//! - **bounded.** The body is read with `http_max_body_bytes`; at most [`payload::MAX_BULK_ROWS`] rows per
+//! - **bounded.** The body is read with `[http] max_body_bytes`; at most [`payload::MAX_BULK_ROWS`] rows per
 //!   insert and [`MAX_COLUMNS`] columns; names as long as the read grammar allows.
 //! - no `unwrap`/`expect` on request input.
 //!
@@ -41,10 +41,10 @@ use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use bytes::Bytes;
+use madbase_core::identity::Identity;
 use madbase_http::{Body, Request, Response};
 use madbase_pg::{Row, Statement};
 
-use super::auth::Identity;
 use super::body_format;
 use super::error::ApiError;
 use super::media::{self, Media, Rows};
@@ -705,7 +705,7 @@ fn check_write_query(method: Method, read: &ReadQuery) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The body of a POST, PUT or PATCH, read (bounded by `http_max_body_bytes`), converted to JSON
+/// The body of a POST, PUT or PATCH, read (bounded by `[http] max_body_bytes`), converted to JSON
 /// and checked (off the shard when large); `columns` is `columns=` when given.
 async fn read_payload(
     state: &RestService,

@@ -1,16 +1,18 @@
-//! The schema cache: what the Data API knows about the exposed schemas (`Config::db_schemas`;
+//! The schema cache: what the Data API knows about the exposed schemas (`[api] schemas`;
 //! reference/rest.md §10).
 //!
 //! Owns: the [`SchemaCache`] snapshot (relations with their columns, keys and capabilities,
-//! foreign keys, functions, enums), how it is read from the catalog ([`introspect`]), how it is
-//! kept current ([`reload`]: a `LISTEN pgrst` connection on shard 0), and the fuzzy "Perhaps you
-//! meant" suggestion ([`fuzzy`]).
+//! foreign keys, functions, enums, the in-database `pgrst.*` settings and the API roles' own
+//! settings), how it is read from the catalog ([`introspect`]), how it is kept current
+//! ([`reload`]: a `LISTEN pgrst` connection on the service's owner shard), and the fuzzy
+//! "Perhaps you meant" suggestion ([`fuzzy`]).
 //!
 //! Invariants:
 //! - a snapshot is immutable once built; nothing ever mutates a `SchemaCache` in place;
 //! - it is built off the shards' request path (at start-up before any shard runs; on reload by
-//!   the reloader task, parsed on the blocking pool when it can be) and published as a whole
-//!   `Arc`: every shard swaps its `Arc` in one assignment (`RestService::set_schema`);
+//!   the reloader task, parsed on the blocking pool) and published as a whole
+//!   `Arc`: every shard swaps its `Arc` in one assignment (`RestMessage::Schema` into its
+//!   `Snapshot`);
 //! - a request takes the shard's current snapshot once, at its start (a shard-local `Rc` around
 //!   the shared `Arc`), and uses it to the end: a reload never blocks a request nor changes what a
 //!   running request sees;

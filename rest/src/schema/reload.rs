@@ -1,4 +1,4 @@
-//! Keeping the schema cache current: one `LISTEN pgrst` connection on shard 0.
+//! Keeping the schema cache current: one `LISTEN pgrst` connection, on the service's owner shard.
 //!
 //! Owns the reloader task (the Data API's one owner task: it runs on the service's owner shard only) and the rules for when a
 //! reload happens:
@@ -52,7 +52,7 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Upper bound on one introspection round trip.
 pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(120);
 /// Handing a parse to a full blocking pool: the retry interval.
-pub const SEND_RETRY: Duration = Duration::from_millis(10);
+pub const PARSE_RETRY: Duration = Duration::from_millis(10);
 /// Notifications kept while a reload runs (overflow just means "reload again").
 pub const NOTIFICATION_CAPACITY: usize = 256;
 
@@ -186,8 +186,8 @@ async fn reload(state: &RestService, conn: &Connection, reason: &'static str) {
     publish(state, cache).await;
 }
 
-/// Parses on the blocking pool: a large document (about 1 s at 10,000 tables) must not stall shard
-/// 0's requests. A full pool is waited for ([`SEND_RETRY`] at a time), never bypassed.
+/// Parses on the blocking pool: a large document (about 1 s at 10,000 tables) must not stall the owner
+/// shard's requests. A full pool is waited for ([`PARSE_RETRY`] at a time), never bypassed.
 async fn parse_off_shard(state: &RestService, document: String) -> Result<SchemaCache, String> {
     let document: Arc<str> = document.into();
     loop {
@@ -201,7 +201,7 @@ async fn parse_off_shard(state: &RestService, document: String) -> Result<Schema
             }
             Err(error) => {
                 tracing::debug!(%error, "blocking pool full; the schema parse waits for room");
-                monoio::time::sleep(SEND_RETRY).await;
+                monoio::time::sleep(PARSE_RETRY).await;
             }
         }
     }
