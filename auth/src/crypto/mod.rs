@@ -1,0 +1,1 @@
+//! Auth's cryptography: password hashes, one-time codes, TOTP, PKCE, random tokens.
