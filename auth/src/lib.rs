@@ -21,12 +21,14 @@
 
 pub mod call;
 pub mod crypto;
+mod admin;
 mod error;
 mod flows;
 mod grant;
 pub mod hooks;
 mod logout;
 mod meta;
+mod mfa;
 pub mod ratelimit;
 mod session;
 pub mod settings;
@@ -157,7 +159,9 @@ impl AuthService {
             ("GET" | "HEAD", "/user") => user::get(self, call).await,
             ("PUT", "/user") => flows::update_user(self, call, body).await,
             ("POST", "/logout") => logout::logout(self, call).await,
-            _ => Err(AuthError::not_found()),
+            (_, path) if path == "/invite" || path.starts_with("/admin/") => admin::route(self, call, body).await,
+            (_, path) if path.starts_with("/factors") => mfa::route(self, call, body).await,
+            _ => flows::route(self, call, body).await,
         }
     }
 }
