@@ -14,6 +14,7 @@ use madbase_shards::{Runtime, RuntimeConfig};
 
 use madbase::config::{self, Config};
 use madbase::{app, database, logging};
+use madbase_auth::AuthShared;
 use madbase_core::jwt::JwtKeys;
 use madbase_core::platform::DEMO_JWT_SECRET;
 use tracing_subscriber::fmt::MakeWriter;
@@ -185,6 +186,7 @@ fn start(config: Config, project: Option<&Path>) -> Result<(), String> {
         connect: database.pool_config.clone(),
         rest: Arc::new(config.rest_config()),
         schema: database.schema.clone(),
+        auth: Arc::new(AuthShared::new(config.auth.clone(), keys.clone(), &format!("http://{}", config.listen()))?),
     });
     let runtime = Runtime::start(runtime_config, move |shard| app::shard_main(shard, shared.clone()))
         .map_err(|e| format!("cannot start the shards: {e}"))?;
