@@ -155,7 +155,7 @@ fn load_keys(config: &Config) -> Result<JwtKeys, String> {
              Anyone can sign tokens for this server. Set one before exposing it."
         );
     }
-    JwtKeys::new(secret, config.jwt.keys.as_deref()).map_err(|e| e.to_string())
+    JwtKeys::new(secret, config.jwt.keys.as_deref(), None).map_err(|e| e.to_string())
 }
 
 /// The anon and service_role API keys for the HS256 secret in effect.
