@@ -90,6 +90,8 @@ section! {
         pub bin: Option<PathBuf> = None,
         /// PostgreSQL connections per shard for the Data API lane.
         pub pool_size: usize = 4,
+        /// PostgreSQL connections per shard for the Auth lane.
+        pub auth_pool_size: usize = 2,
         /// Batches queued per lane and shard before requests are refused with 503.
         pub queue_limit: usize = 4096,
         /// Batches in flight on one connection.
@@ -141,6 +143,7 @@ impl Platform<'_> {
             ("http.body_timeout_total_ms", h.body_timeout_total_ms),
             ("http.shard_body_budget_bytes", h.shard_body_budget_bytes),
             ("pg.pool_size", p.pool_size as u64),
+            ("pg.auth_pool_size", p.auth_pool_size as u64),
             ("pg.queue_limit", p.queue_limit as u64),
             ("pg.pipeline_depth", p.pipeline_depth as u64),
             ("pg.max_result_bytes", p.max_result_bytes as u64),
