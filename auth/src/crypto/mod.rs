@@ -25,3 +25,4 @@
 //! on a shard's reactor. Everything else here is cheap.
 
 pub mod otp;
+pub mod random;
