@@ -25,4 +25,5 @@
 //! on a shard's reactor. Everything else here is cheap.
 
 pub mod otp;
+pub mod policy;
 pub mod random;
