@@ -25,5 +25,6 @@
 //! on a shard's reactor. Everything else here is cheap.
 
 pub mod otp;
+pub mod password;
 pub mod policy;
 pub mod random;
