@@ -26,5 +26,6 @@
 
 pub mod otp;
 pub mod password;
+pub mod pkce;
 pub mod policy;
 pub mod random;
