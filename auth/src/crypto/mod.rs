@@ -29,3 +29,4 @@ pub mod password;
 pub mod pkce;
 pub mod policy;
 pub mod random;
+pub mod totp;
