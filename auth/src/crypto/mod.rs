@@ -28,5 +28,6 @@ pub mod otp;
 pub mod password;
 pub mod pkce;
 pub mod policy;
+pub mod qr;
 pub mod random;
 pub mod totp;
