@@ -21,13 +21,12 @@ fn on_monoio<F: Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 's
     });
     match done_rx.recv_timeout(Duration::from_secs(10)) {
         Ok(()) => t.join().expect("monoio thread"),
-        Err(_) => {
-            // Surface a panic on the monoio thread as such; otherwise it hung.
-            if t.is_finished() {
-                t.join().expect("monoio thread panicked");
-            }
-            panic!("the monoio side did not finish within 10 s");
-        }
+        // The sender is gone: the thread panicked; surface its panic.
+        Err(mpsc::RecvTimeoutError::Disconnected) => match t.join() {
+            Err(p) => std::panic::resume_unwind(p),
+            Ok(()) => unreachable!("the thread sends before it ends"),
+        },
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("the monoio side did not finish within 10 s"),
     }
 }
 
