@@ -6,6 +6,7 @@
 pub mod crypto;
 mod error;
 pub mod hooks;
+pub mod mail;
 pub mod settings;
 
 pub use error::{ApiVersion, AuthError, AuthResult};
