@@ -153,7 +153,7 @@ impl Egress {
     /// The bound on the runtime's blocking threads (`spawn_blocking`, DNS resolution).
     pub const BLOCKING_THREADS: usize = 4;
 
-    /// The grace [`Egress::close`] gives admitted jobs when the caller does not choose one.
+    /// A grace for [`Egress::close`] at process shutdown (what the binary passes).
     pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
     /// Starts the runtime: `threads` worker threads (at least 1) named `egress-N`, and at most
