@@ -64,6 +64,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "role_statement_timeouts",
         sql: include_str!("../migrations/0003_role_statement_timeouts.sql"),
     },
+    Migration { version: 4, name: "auth_schema", sql: include_str!("../migrations/0004_auth_schema.sql") },
 ];
 
 #[derive(Debug, thiserror::Error)]
