@@ -74,6 +74,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "auth_sessions",
         sql: include_str!("../migrations/0005_auth_sessions.sql"),
     },
+    Migration {
+        version: 7,
+        name: "auth_admin",
+        sql: include_str!("../migrations/0007_auth_admin.sql"),
+    },
 ];
 
 #[derive(Debug, thiserror::Error)]
