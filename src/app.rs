@@ -20,6 +20,7 @@ use futures_channel::oneshot;
 use madbase_core::coalesce::Coalesced;
 use madbase_core::context::Delivering;
 use madbase_core::identity::{self, ANON_ROLE};
+use madbase_auth::{AuthService, AuthShared};
 use madbase_core::jwt::JwtKeys;
 use madbase_core::metrics::{self, ShardGauges, ShardMetrics, ShardSnapshot};
 use madbase_core::{Cors, Outbox, Service, ServiceInfo, ShardCtx};
@@ -35,13 +36,11 @@ use crate::config::Config;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     Rest,
+    Auth,
     /// The gateway: `/health`.
     Health,
     /// The gateway: `/metrics`.
     Metrics,
-    /// The gateway answers `/auth/v1/.well-known/jwks.json` (the keys the platform verifies
-    /// with); any other path there is unserved until the Auth service arrives.
-    AuthKeys,
     /// A Supabase service MadBase does not serve yet: counted under its label, answered 404.
     Unserved,
 }
@@ -64,7 +63,7 @@ const fn gateway(prefix: &'static str, label: &'static str, target: Target) -> R
 /// The services table: adding a service is a row here (and its instance in [`Services`]).
 pub const SERVICES: &[Route] = &[
     Route { info: RestService::INFO, target: Target::Rest },
-    gateway("/auth/v1", "auth", Target::AuthKeys),
+    Route { info: AuthService::INFO, target: Target::Auth },
     unserved("/realtime/v1", "realtime"),
     unserved("/storage/v1", "storage"),
     unserved("/functions/v1", "functions"),
@@ -102,6 +101,8 @@ pub struct Shared {
     pub rest: Arc<madbase_rest::settings::Config>,
     /// The schema cache loaded at start-up; each shard starts from it.
     pub schema: Arc<SchemaCache>,
+    /// Auth's settings and process-wide state (rate limits, mailer).
+    pub auth: Arc<AuthShared>,
 }
 
 /// The gateway's own questions to other shards. Each carries a reply channel so the asking shard
@@ -136,6 +137,7 @@ const DELIVERY_RETRY: Duration = Duration::from_millis(10);
 /// The service instances of one shard.
 pub struct Services {
     pub rest: Rc<RestService>,
+    pub auth: Rc<AuthService>,
 }
 
 /// An [`Outbox`] for one service's messages over the control lane of this shard's rings.
@@ -175,7 +177,7 @@ pub async fn shard_main(shard: Shard<ShardMessage>, shared: Arc<Shared>) {
         &config.pg,
         &config.jwt,
         shared.keys.clone(),
-        &[RestService::lane(config.pg.pool_size)],
+        &[RestService::lane(config.pg.pool_size), AuthService::lane(config.pg.auth_pool_size)],
         ShardMetrics::new(&LABELS),
     ));
     let services = Rc::new(Services {
@@ -185,14 +187,15 @@ pub async fn shard_main(shard: Shard<ShardMessage>, shared: Arc<Shared>) {
             shared.schema.clone(),
             outbox(&shard, ShardMessage::Rest),
         )),
+        auth: Rc::new(AuthService::new(ctx.clone(), shared.auth.clone())),
     });
     let peers = Rc::new(Peers { ctx: ctx.clone(), shard: shard.clone() });
     monoio::spawn(run_mailbox(shard.clone(), peers.clone(), services.clone()));
     let app = Rc::new(App {
         peers,
         services: services.clone(),
-        keys: shared.keys.clone(),
         rest_enabled: config.api.enabled,
+        auth_enabled: config.auth.enabled,
         health: Coalesced::new(PROBE_ANSWER_MAX_AGE),
         metrics: Coalesced::new(PROBE_ANSWER_MAX_AGE),
     });
@@ -211,6 +214,7 @@ pub async fn shard_main(shard: Shard<ShardMessage>, shared: Arc<Shared>) {
         Err(error) => tracing::error!(shard = shard.id(), %error, "shard stopped serving"),
     }
     services.rest.drain();
+    services.auth.drain();
     ctx.lanes.close();
 }
 
@@ -238,7 +242,8 @@ fn start_owner_tasks(shard: &Shard<ShardMessage>, services: &Services) {
         }
         let tasks = match route.target {
             Target::Rest => services.rest.owner_tasks(),
-            Target::Health | Target::Metrics | Target::AuthKeys | Target::Unserved => Vec::new(),
+            Target::Auth => services.auth.owner_tasks(),
+            Target::Health | Target::Metrics | Target::Unserved => Vec::new(),
         };
         for task in tasks {
             monoio::spawn(task);
@@ -250,9 +255,10 @@ fn start_owner_tasks(shard: &Shard<ShardMessage>, services: &Services) {
 pub struct App {
     peers: Rc<Peers>,
     services: Rc<Services>,
-    keys: Arc<JwtKeys>,
     /// `[api] enabled`: off, `/rest/v1` answers as an unknown route.
     rest_enabled: bool,
+    /// `[auth] enabled`: off, `/auth/v1` answers as an unknown route.
+    auth_enabled: bool,
     /// `/health`'s last answer: healthy, and the JSON body.
     health: Coalesced<(bool, bytes::Bytes)>,
     /// `/metrics`' last rendering.
@@ -377,16 +383,12 @@ impl App {
     async fn route(&self, req: &Request, route: &Route, body: Body) -> Response {
         match route.target {
             Target::Rest if self.rest_enabled => self.services.rest.handle(req, body).await,
+            Target::Auth if self.auth_enabled => self.services.auth.handle(req, body).await,
             Target::Health => self.health().await,
             Target::Metrics => match self.refuse_metrics(req) {
                 None => self.metrics().await,
                 Some(refusal) => refusal,
             },
-            Target::AuthKeys
-                if req.path() == "/auth/v1/.well-known/jwks.json" && matches!(req.method(), "GET" | "HEAD") =>
-            {
-                Response::json(200, self.keys.public_jwks().to_string())
-            }
             _ => gateway_not_found(),
         }
     }
