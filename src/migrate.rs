@@ -64,6 +64,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "role_statement_timeouts",
         sql: include_str!("../migrations/0003_role_statement_timeouts.sql"),
     },
+    Migration {
+        version: 8,
+        name: "auth_mfa",
+        sql: include_str!("../migrations/0008_auth_mfa.sql"),
+    },
 ];
 
 #[derive(Debug, thiserror::Error)]
