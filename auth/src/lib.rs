@@ -46,6 +46,8 @@ use madbase_pg::{Batch, PgError, Pool, StatementResult};
 
 use crate::call::Call;
 pub use crate::error::{ApiVersion, AuthError, AuthResult};
+/// Text messages: the pluggable SMS sender of the phone flows.
+pub use crate::flows::sms;
 use crate::ratelimit::RateLimits;
 use crate::settings::{Auth, Durations};
 
@@ -70,6 +72,9 @@ pub struct AuthShared {
     pub access_token_hook: Option<String>,
     /// The quoted function of the before-user-created hook, when enabled.
     pub before_user_created_hook: Option<String>,
+    /// Auth's mail (SMTP on its own egress runtime when `[auth.email.smtp]` names a host, else
+    /// the log and the outbox).
+    pub mailer: mail::Mailer,
 }
 
 impl AuthShared {
@@ -81,6 +86,15 @@ impl AuthShared {
             .clone()
             .unwrap_or_else(|| format!("{}/auth/v1", api_url.trim_end_matches('/')));
         let issuer = settings.jwt_issuer.clone().unwrap_or_else(|| external_url.clone());
+        let smtp = &settings.email.smtp;
+        let egress = match (smtp.enabled, smtp.host.as_deref().map(str::trim)) {
+            (true, Some(host)) if !host.is_empty() => Some(
+                madbase_egress::Egress::start(1, 64)
+                    .map_err(|e| format!("auth: starting the mail egress runtime: {e}"))?,
+            ),
+            _ => None,
+        };
+        let mailer = mail::Mailer::new(&settings.email, None, egress)?;
         Ok(AuthShared {
             durations,
             keys,
@@ -89,6 +103,7 @@ impl AuthShared {
             limits: RateLimits::new(&settings.rate_limit),
             access_token_hook: hooks::function_sql(&settings.hook.custom_access_token),
             before_user_created_hook: hooks::function_sql(&settings.hook.before_user_created),
+            mailer,
             settings,
         })
     }

@@ -21,7 +21,8 @@ use crate::signup::{validate_email, validate_phone};
 use crate::AuthService;
 
 /// GoTrue's answer to the first of the two confirmations of a secure email change.
-pub const SINGLE_CONFIRMATION: &str = "Confirmation link accepted. Please proceed to confirm link sent to the other email";
+pub const SINGLE_CONFIRMATION: &str =
+    "Confirmation link accepted. Please proceed to confirm link sent to the other email";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -154,9 +155,8 @@ async fn run(
         "id": issued.session_id, "refresh_token": issued.refresh_token, "ip": call.ip().to_string(),
         "user_agent": call.user_agent(),
     });
-    let mut batch = Batch::new().statement(
-        madbase_pg::Statement::new("select _madbase.auth_verify($1::jsonb)::text").bind(p.to_string()),
-    );
+    let mut batch = Batch::new()
+        .statement(madbase_pg::Statement::new("select _madbase.auth_verify($1::jsonb)::text").bind(p.to_string()));
     if !pkce {
         batch = batch.statement(auth.session_select_of_session(&issued));
     }
