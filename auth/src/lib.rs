@@ -72,29 +72,33 @@ pub struct AuthShared {
     pub access_token_hook: Option<String>,
     /// The quoted function of the before-user-created hook, when enabled.
     pub before_user_created_hook: Option<String>,
-    /// Auth's mail (SMTP on its own egress runtime when `[auth.email.smtp]` names a host, else
-    /// the log and the outbox).
+    /// Renders and sends (or, without SMTP, logs and keeps) Auth's mail.
     pub mailer: mail::Mailer,
 }
 
 impl AuthShared {
-    /// Builds Auth's shared state; `api_url` is the public URL of the API (`http://127.0.0.1:54321`).
-    pub fn new(settings: Auth, keys: Arc<JwtKeys>, api_url: &str) -> Result<AuthShared, String> {
+    /// Whether these settings send mail over SMTP (and so need the egress runtime).
+    pub fn needs_egress(settings: &Auth) -> bool {
+        settings.email.smtp.enabled && settings.email.smtp.host.is_some()
+    }
+
+    /// Builds Auth's shared state; `api_url` is the public URL of the API (`http://127.0.0.1:54321`),
+    /// `project` the Supabase project directory (`supabase/`: template paths), `egress` the runtime
+    /// SMTP runs on ([`Self::needs_egress`]).
+    pub fn new(
+        settings: Auth,
+        keys: Arc<JwtKeys>,
+        api_url: &str,
+        project: Option<&std::path::Path>,
+        egress: Option<madbase_egress::Egress>,
+    ) -> Result<AuthShared, String> {
         let durations = settings.validate()?;
+        let mailer = mail::Mailer::new(&settings.email, project, egress)?;
         let external_url = settings
             .external_url
             .clone()
             .unwrap_or_else(|| format!("{}/auth/v1", api_url.trim_end_matches('/')));
         let issuer = settings.jwt_issuer.clone().unwrap_or_else(|| external_url.clone());
-        let smtp = &settings.email.smtp;
-        let egress = match (smtp.enabled, smtp.host.as_deref().map(str::trim)) {
-            (true, Some(host)) if !host.is_empty() => Some(
-                madbase_egress::Egress::start(1, 64)
-                    .map_err(|e| format!("auth: starting the mail egress runtime: {e}"))?,
-            ),
-            _ => None,
-        };
-        let mailer = mail::Mailer::new(&settings.email, None, egress)?;
         Ok(AuthShared {
             durations,
             keys,
