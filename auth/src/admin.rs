@@ -1150,8 +1150,8 @@ async fn update_factor(
 /// `$3` friendly name or NULL, `$4` valid phone or NULL, `$5` a phone was given but is invalid
 /// (then a phone factor is left as it is and the request fails).
 const UPDATE_FACTOR: &str = "update auth.mfa_factors f set \
-     friendly_name = coalesce($3, f.friendly_name), \
-     phone = case when f.factor_type = 'phone' and $4 is not null then $4 else f.phone end, \
+     friendly_name = coalesce($3::text, f.friendly_name), \
+     phone = case when f.factor_type = 'phone' and $4::text is not null then $4::text else f.phone end, \
      updated_at = now() \
      where f.id = $2::uuid and f.user_id = $1::uuid and not ($5::bool and f.factor_type = 'phone') \
      returning _madbase.auth_factor_json(f)::text";
