@@ -706,9 +706,12 @@ fn merge(base: &mut Map<String, Value>, updates: Map<String, Value>) {
 
 /// Whether GoTrue accepts `hash` as a `password_hash` (`models.NewUserWithPasswordHash`): an
 /// Argon2 PHC string within its limits, a Firebase scrypt string, or anything Go's `bcrypt.Cost`
-/// reads (`$`, a major version ≤ 2, a cost of 4–31, at least 59 bytes).
+/// reads (`$`, a major version ≤ 2, a cost of 4–31, at least 59 bytes); at most 255 bytes.
 fn valid_password_hash(hash: &str) -> bool {
-    if hash.starts_with("$argon2") {
+    if hash.len() > MAX_FIELD_BYTES {
+        // `encrypted_password` is varchar(255): GoTrue fails on the insert instead.
+        false
+    } else if hash.starts_with("$argon2") {
         valid_argon2(hash)
     } else if let Some(rest) = hash.strip_prefix("$fbscrypt$") {
         valid_fbscrypt(rest)
@@ -786,8 +789,11 @@ fn ban_micros(text: Option<&str>) -> AuthResult<Option<Option<i64>>> {
     if text == "none" {
         return Ok(Some(None));
     }
-    let nanos = go_parse_duration(crate::call::truncate(text, MAX_FIELD_BYTES))
-        .map_err(|e| AuthError::validation(format!("invalid format for ban duration: {e}")))?;
+    let parsed = match text.len() {
+        0..=MAX_FIELD_BYTES => go_parse_duration(text),
+        _ => Err(format!("time: invalid duration {}", go_quote(crate::call::truncate(text, MAX_FIELD_BYTES)))),
+    };
+    let nanos = parsed.map_err(|e| AuthError::validation(format!("invalid format for ban duration: {e}")))?;
     Ok(Some((nanos != 0).then_some(nanos / 1000)))
 }
 
@@ -1268,6 +1274,11 @@ mod tests {
         assert_eq!(ban_micros(Some("none")).unwrap(), Some(None));
         assert_eq!(ban_micros(Some("0s")).unwrap(), Some(None));
         assert_eq!(ban_micros(Some("24h")).unwrap(), Some(Some(86_400_000_000)));
+        let long = format!("{}h", "1".repeat(300));
+        assert!(ban_micros(Some(&long))
+            .unwrap_err()
+            .message
+            .starts_with("invalid format for ban duration: time: invalid"));
         let error = ban_micros(Some("forever")).unwrap_err();
         assert_eq!(error.status, 400);
         assert_eq!(error.message, "invalid format for ban duration: time: invalid duration \"forever\"");
