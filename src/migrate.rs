@@ -65,6 +65,16 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0003_role_statement_timeouts.sql"),
     },
     Migration {
+        version: 4,
+        name: "auth_schema",
+        sql: include_str!("../migrations/0004_auth_schema.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "auth_sessions",
+        sql: include_str!("../migrations/0005_auth_sessions.sql"),
+    },
+    Migration {
         version: 8,
         name: "auth_mfa",
         sql: include_str!("../migrations/0008_auth_mfa.sql"),
