@@ -74,6 +74,21 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "auth_sessions",
         sql: include_str!("../migrations/0005_auth_sessions.sql"),
     },
+    Migration {
+        version: 6,
+        name: "auth_flows",
+        sql: include_str!("../migrations/0006_auth_flows.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "auth_admin",
+        sql: include_str!("../migrations/0007_auth_admin.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "auth_mfa",
+        sql: include_str!("../migrations/0008_auth_mfa.sql"),
+    },
 ];
 
 #[derive(Debug, thiserror::Error)]
