@@ -489,8 +489,17 @@ fn unenroll_rules_and_downgrade() {
     assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!(response.json(), json!({"id": spare}));
 
+    // Two verifications of one challenge at once: exactly one succeeds.
     let challenge_id = challenge(&server, &alice.access, &factor);
-    let raised = session(&verify(&server, &alice.access, &factor, &challenge_id, &code(&secret)));
+    let code_now = code(&secret);
+    let (a, b) = std::thread::scope(|scope| {
+        let first = scope.spawn(|| verify(&server, &alice.access, &factor, &challenge_id, &code_now));
+        let second = scope.spawn(|| verify(&server, &alice.access, &factor, &challenge_id, &code_now));
+        (first.join().expect("first"), second.join().expect("second"))
+    });
+    let (won, lost) = if a.status == 200 { (a, b) } else { (b, a) };
+    assert_error(&lost, 422, "mfa_ip_address_mismatch");
+    let raised = session(&won);
     assert_eq!(raised.claims["aal"], "aal2");
 
     // A verified factor needs an aal2 session to go.
