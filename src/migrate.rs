@@ -75,6 +75,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0005_auth_sessions.sql"),
     },
     Migration {
+        version: 7,
+        name: "auth_admin",
+        sql: include_str!("../migrations/0007_auth_admin.sql"),
+    },
+    Migration {
         version: 8,
         name: "auth_mfa",
         sql: include_str!("../migrations/0008_auth_mfa.sql"),
