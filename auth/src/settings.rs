@@ -182,16 +182,26 @@ section! {
         /// Factors one user may have enrolled.
         pub max_enrolled_factors: usize = 10,
         /// App authenticator (TOTP).
-        pub totp: FactorType = FactorType { enroll_enabled: true, verify_enabled: true },
+        pub totp: TotpFactor = TotpFactor::default(),
         /// Phone factors.
         pub phone: PhoneFactor = PhoneFactor::default(),
         /// WebAuthn factors.
-        pub web_authn: FactorType = FactorType { enroll_enabled: false, verify_enabled: false },
+        pub web_authn: FactorType = FactorType::default(),
     }
 }
 
 section! {
-    /// `[auth.mfa.totp]`, `[auth.mfa.web_authn]`.
+    /// `[auth.mfa.totp]` (on by default, as GoTrue's TOTP is).
+    pub struct TotpFactor {
+        /// Users may enroll TOTP factors.
+        pub enroll_enabled: bool = true,
+        /// Users may verify TOTP factors.
+        pub verify_enabled: bool = true,
+    }
+}
+
+section! {
+    /// `[auth.mfa.web_authn]`.
     pub struct FactorType {
         /// Users may enroll factors of this type.
         pub enroll_enabled: bool = false,
