@@ -75,6 +75,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0005_auth_sessions.sql"),
     },
     Migration {
+        version: 6,
+        name: "auth_flows",
+        sql: include_str!("../migrations/0006_auth_flows.sql"),
+    },
+    Migration {
         version: 7,
         name: "auth_admin",
         sql: include_str!("../migrations/0007_auth_admin.sql"),
