@@ -300,8 +300,7 @@ pub fn go_duration(text: &str) -> Result<Duration, String> {
 /// The password character classes of `password_requirements`.
 pub fn required_character_sets(requirements: &str) -> Option<&'static [&'static str]> {
     const LETTERS_DIGITS: &[&str] = &["abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789"];
-    const LOWER_UPPER_DIGITS: &[&str] =
-        &["abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789"];
+    const LOWER_UPPER_DIGITS: &[&str] = &["abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789"];
     const LOWER_UPPER_DIGITS_SYMBOLS: &[&str] = &[
         "abcdefghijklmnopqrstuvwxyz",
         "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
