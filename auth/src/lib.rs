@@ -24,6 +24,7 @@ pub mod call;
 pub mod crypto;
 mod error;
 mod flows;
+mod go;
 mod grant;
 pub mod hooks;
 mod logout;
