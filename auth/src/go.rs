@@ -1,7 +1,8 @@
 //! Go's formats GoTrue's answers and settings use: `time.ParseDuration` (the CLI's duration
 //! settings, `ban_duration`) and `strconv.Quote` (error messages that quote the input).
 
-/// Go's `strconv.Quote` for the text in error messages (printable ASCII kept, the rest escaped).
+/// Go's `strconv.Quote` (`%q`) for the text in error messages: double-quoted, with Go's escapes
+/// for quotes, backslashes and control characters.
 pub(crate) fn go_quote(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
@@ -12,7 +13,12 @@ pub(crate) fn go_quote(text: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\u{b}' => out.push_str("\\v"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
             c => out.push(c),
         }
     }
