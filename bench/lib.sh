@@ -126,7 +126,8 @@ machine() { echo "$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d
 # by start_madbase) with log_statement = all and writes, as a pgbench script, the batch MadBase sent
 # for it: the statement matching <regex> and the one before it on the same backend (the request
 # settings), in one pipeline with one Sync, every bound parameter written as the literal the log
-# shows. SUBST="N=:var ..." instead writes parameter $N of the matched statement as pgbench's :var
+# shows. CAPTURE_BEFORE=n takes the n statements before it on that backend (default 1: the request
+# settings; a batch of several statements needs more). SUBST="N=:var ..." instead writes parameter $N of the matched statement as pgbench's :var
 # (a bound parameter under -M prepared), for values too large for a literal to be the point.
 capture_sql() {
   local file="$1" regex="$2"; shift 2
@@ -157,15 +158,16 @@ hits = [i for i, s in enumerate(stmts) if regex.search(s[1])]
 if not hits:
     sys.exit("capture_sql: no logged statement matches " + sys.argv[1])
 i = hits[-1]
-prev = next(j for j in range(i - 1, -1, -1) if stmts[j][0] == stmts[i][0])
+before = [j for j in range(i - 1, -1, -1) if stmts[j][0] == stmts[i][0]][:int(sys.argv[3])]
 def inline(sql, params, subst):
     return re.sub(r"\$(\d+)\b", lambda m: subst.get(m.group(1)) or params[m.group(1)], sql)
 print("\\startpipeline")
-print(inline(stmts[prev][1], stmts[prev][2], {}) + ";")
+for j in reversed(before):
+    print(inline(stmts[j][1], stmts[j][2], {}) + ";")
 print(inline(stmts[i][1], stmts[i][2], subst) + ";")
 print("\\endpipeline")
 PY
-  tail -c +"$((start + 1))" "$log" | python3 "$OUT/capture_sql.py" "$regex" "${SUBST:-}" >"$file"
+  tail -c +"$((start + 1))" "$log" | python3 "$OUT/capture_sql.py" "$regex" "${SUBST:-}" "${CAPTURE_BEFORE:-1}" >"$file"
 }
 
 # pgb <label> <clients> <pgbench args...>: pgbench -M prepared against MadBase's PostgreSQL for

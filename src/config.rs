@@ -2,24 +2,29 @@
 //! the values come from.
 //!
 //! The tree is the Supabase CLI's `supabase/config.toml` for what MadBase serves (`[api]` from
-//! the Data API crate, `[db]` here, `[auth] jwt_secret` from the platform) plus MadBase's own
+//! the Data API crate, `[db]` here, `[auth]` and its sub-tables from the Auth crate — including
+//! `jwt_secret` and `signing_keys_path`, which build the process's `JwtKeys`) plus MadBase's own
 //! tables (`[shards]`, `[http]`, `[pg]`, `[jwt]` from the platform, `[rest]` from the Data API,
 //! `[log]` here). A key is declared once, in its section (see `madbase_core::settings`).
 //!
 //! Sources, later ones win: built-in defaults; `supabase/config.toml` when MadBase starts in a
 //! Supabase project directory (keys MadBase does not serve are reported once and ignored, and
-//! `env(NAME)` values are read from the environment as the Supabase CLI reads them); MadBase's
+//! `env(NAME)` values are read from the environment as the Supabase CLI reads them, and relative
+//! paths the CLI resolves against the `supabase/` directory — `[auth] signing_keys_path` — are
+//! resolved against it here); MadBase's
 //! own TOML file (`--config`, else `MADBASE_CONFIG`), where an unknown key is an error naming the
 //! nearest known key; then the environment, `MADBASE_<TABLE>_<KEY>` or a documented older alias.
+//! Relative paths from those last two stay relative to the working directory.
 //!
 //! Invariants: a [`Config`] returned by [`load`] has passed [`Config::validate`] — every limit
 //! is non-zero and every name parses — so the rest of the program never re-checks it.
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
-use madbase_core::platform::{AuthKeys, Http, Jwt, Pg, Platform, Shards};
+use madbase_auth::settings::Auth;
+use madbase_core::platform::{Http, Jwt, Pg, Platform, Shards};
 use madbase_core::section;
 use madbase_core::settings::{self, Section, SettingsError, Strictness};
 use madbase_rest::settings::{Api, Rest};
@@ -86,8 +91,8 @@ section! {
         pub api: Api = Api::default(),
         /// The database (Supabase's `[db]`).
         pub db: Db = Db::default(),
-        /// Token signing (Supabase's `[auth]`, the part MadBase serves so far).
-        pub auth: AuthKeys = AuthKeys::default(),
+        /// Auth (Supabase's `[auth]`), and the keys tokens are signed with.
+        pub auth: Auth = Auth::default(),
         /// PostgREST settings Supabase's `[api]` lacks.
         pub rest: Rest = Rest::default(),
         /// The thread-per-core runtime.
@@ -142,6 +147,7 @@ pub fn load_from(
         let path = project.join("config.toml");
         let mut supabase = settings::read_file(&path)?;
         resolve_env_functions(&mut supabase, env, &mut notices);
+        resolve_project_paths(&mut supabase, project);
         let ignored =
             settings::check_keys(&mut supabase, Config::KEYS, &path.display().to_string(), Strictness::Lenient)?;
         if !ignored.is_empty() {
@@ -190,6 +196,30 @@ fn resolve_env_functions(table: &mut Table, env: &dyn Fn(&str) -> Option<String>
     }
 }
 
+/// Keys of `supabase/config.toml` holding a path the Supabase CLI resolves against the
+/// `supabase/` directory when it is relative (`pkg/config/config.go`, `resolve`).
+const PROJECT_RELATIVE_PATHS: &[&str] = &["auth.signing_keys_path"];
+
+/// Makes the [`PROJECT_RELATIVE_PATHS`] of a project's `config.toml` relative to its `supabase/`
+/// directory, as the CLI does (`signing_keys_path = "./signing_keys.json"` is
+/// `supabase/signing_keys.json`). Absolute and empty paths stay as they are.
+fn resolve_project_paths(table: &mut Table, project: &Path) {
+    for path in PROJECT_RELATIVE_PATHS {
+        let (tables, key) = path.rsplit_once('.').unwrap_or(("", path));
+        let mut current = Some(&mut *table);
+        for part in tables.split('.').filter(|p| !p.is_empty()) {
+            current = current.and_then(|t| t.get_mut(part)).and_then(Value::as_table_mut);
+        }
+        let Some(Value::String(text)) = current.and_then(|t| t.get_mut(key)) else { continue };
+        if !text.is_empty() && Path::new(text.as_str()).is_relative() {
+            // `filepath.Join` drops the `./`; so does this.
+            let relative: PathBuf =
+                Path::new(text.as_str()).components().filter(|c| !matches!(c, Component::CurDir)).collect();
+            *text = project.join(relative).display().to_string();
+        }
+    }
+}
+
 /// `MADBASE_` variables no key reads that look like one that does (a typo would otherwise be
 /// silently ignored). Variables of other tools that share the prefix stay quiet.
 fn misspelt_variables(env_names: &BTreeSet<String>, read: &BTreeSet<String>) -> Vec<String> {
@@ -216,8 +246,8 @@ fn misspelt_variables(env_names: &BTreeSet<String>, read: &BTreeSet<String>) -> 
 impl Config {
     /// Rejects settings the program cannot run with, naming the key.
     pub fn validate(&self) -> Result<(), String> {
-        Platform { shards: &self.shards, http: &self.http, pg: &self.pg, jwt: &self.jwt, auth: &self.auth }
-            .validate()?;
+        Platform { shards: &self.shards, http: &self.http, pg: &self.pg, jwt: &self.jwt }.validate()?;
+        self.auth.validate()?;
         self.rest_config().validate()?;
         if self.db.port == 0 || self.api.port == 0 {
             return Err("api.port and db.port must be greater than 0".to_owned());
@@ -319,6 +349,10 @@ mod tests {
         assert!(err.contains("http.max_headers"), "{err}");
         let err = load(&[("MADBASE_JWT_SECRET", "short")]).unwrap_err().to_string();
         assert!(err.contains("32"), "{err}");
+        let err = load(&[("MADBASE_AUTH_JWT_EXPIRY", "0")]).unwrap_err().to_string();
+        assert!(err.contains("auth.jwt_expiry"), "{err}");
+        let err = load(&[("MADBASE_AUTH_EMAIL_MAX_FREQUENCY", "soon")]).unwrap_err().to_string();
+        assert!(err.contains("auth.email.max_frequency"), "{err}");
         let err = load(&[("MADBASE_LOG_FORMAT", "xml")]).unwrap_err().to_string();
         assert!(err.contains("log.format"), "{err}");
         for bad in [("MADBASE_DB_SCHEMAS", " , "), ("MADBASE_DB_MAX_ROWS", "0"), ("MADBASE_DB_PRE_REQUEST", "a.b.c")] {
@@ -360,12 +394,124 @@ mod tests {
         assert_eq!((c.listen().port(), c.db.port, c.api.max_rows.0), (55321, 55322, Some(9)));
         assert_eq!(c.api.schemas, ["public", "graphql_public"]);
         assert_eq!(c.auth.jwt_secret.as_deref(), Some(secret.as_str()));
+        assert_eq!(c.auth.site_url, "http://127.0.0.1:3000");
         assert_eq!(loaded.notices.len(), 1, "{:?}", loaded.notices);
+        assert!(loaded.notices[0].ends_with("ignored: api.tls, project_id, studio"), "{:?}", loaded.notices);
+    }
+
+    #[test]
+    fn every_auth_key_has_its_environment_name() {
+        let empty = tempfile::tempdir().unwrap();
+        let vars = [
+            ("MADBASE_AUTH_ENABLE_ANONYMOUS_SIGN_INS", "true"),
+            ("MADBASE_AUTH_EMAIL_ENABLE_CONFIRMATIONS", "1"),
+            ("MADBASE_AUTH_RATE_LIMIT_SIGN_IN_SIGN_UPS", "77"),
+            ("MADBASE_AUTH_EMAIL_SMTP_HOST", "smtp.example.com"),
+            ("MADBASE_AUTH_SMS_TEST_OTP", "1234567890:123456"),
+            ("MADBASE_AUTH_ADDITIONAL_REDIRECT_URLS", "a,b"),
+        ];
+        let loaded = load_in(empty.path(), None, &vars).unwrap();
+        assert!(loaded.notices.is_empty(), "{:?}", loaded.notices);
+        let auth = &loaded.config.auth;
+        assert!(auth.enable_anonymous_sign_ins && auth.email.enable_confirmations);
+        assert_eq!(auth.rate_limit.sign_in_sign_ups, 77);
+        assert_eq!(auth.email.smtp.host.as_deref(), Some("smtp.example.com"));
+        assert_eq!(auth.sms.test_otp.get("1234567890").map(String::as_str), Some("123456"));
+        assert_eq!(auth.sms.test_otp.len(), 1);
+        assert_eq!(auth.additional_redirect_urls, ["a", "b"]);
+        // Each of them is a row of `madbase settings`.
+        let reference = Config::reference();
+        for (name, _) in vars {
+            assert!(reference.contains(&format!("`{name}`")), "{name}");
+        }
+    }
+
+    /// The auth-js suite's `[auth]` block (tests/fixtures/auth-js-config.toml).
+    const AUTH_JS_CONFIG: &str = include_str!("../tests/fixtures/auth-js-config.toml");
+
+    #[test]
+    fn a_supabase_auth_block_is_read_as_the_suite_runs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let supabase = dir.path().join("supabase");
+        std::fs::create_dir(&supabase).unwrap();
+        std::fs::write(supabase.join("config.toml"), AUTH_JS_CONFIG).unwrap();
+        std::fs::copy(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/signing_keys.json"),
+            supabase.join("signing_keys.json"),
+        )
+        .unwrap();
+        let loaded = load_in(dir.path(), None, &[]).unwrap();
+        let auth = &loaded.config.auth;
+        assert_eq!(auth.site_url, "http://127.0.0.1:3000");
+        assert_eq!(auth.additional_redirect_urls, ["https://127.0.0.1:3000", "http://localhost:5173"]);
+        assert_eq!(auth.jwt_secret.as_deref(), Some(madbase_core::platform::DEMO_JWT_SECRET));
+        assert!(auth.enable_anonymous_sign_ins && auth.enable_signup && !auth.email.enable_confirmations);
+        assert_eq!((auth.rate_limit.email_sent, auth.rate_limit.token_refresh), (100, 300));
+        assert_eq!(auth.sms.test_otp.get("1234567890").map(String::as_str), Some("123456"));
+        assert_eq!((auth.sms.max_frequency.as_str(), auth.mfa.phone.max_frequency.as_str()), ("1s", "1s"));
+        assert!(auth.mfa.web_authn.enroll_enabled && auth.mfa.phone.verify_enabled);
+        // `./signing_keys.json` is the `supabase/` directory's, as the CLI reads it.
+        assert_eq!(auth.signing_keys_path.as_deref(), Some(supabase.join("signing_keys.json").as_path()));
+        // What MadBase does not serve is listed once, together; unset `env(…)` values are noticed.
+        let ignored = loaded.notices.iter().find(|n| n.contains("ignored:")).unwrap();
         assert!(
-            loaded.notices[0].ends_with("ignored: api.tls, auth.site_url, project_id, studio"),
-            "{:?}",
-            loaded.notices
+            ignored.ends_with(
+                "ignored: auth.sms.twilio, auth.external, auth.oauth_server, auth.passkey, auth.third_party, \
+                 auth.web3, auth.webauthn"
+            ),
+            "{ignored}"
         );
+        assert!(loaded.notices.iter().any(|n| n.contains("SUPABASE_AUTH_SMS_TWILIO_AUTH_TOKEN is not set")));
+        // The keys it names sign and verify.
+        let keys = madbase_core::jwt::JwtKeys::new(
+            auth.effective_jwt_secret().0,
+            loaded.config.jwt.keys.as_deref(),
+            auth.signing_keys_path.as_deref(),
+        )
+        .unwrap();
+        let token = keys.sign(&serde_json::json!({"role": "authenticated"})).unwrap();
+        let claims = keys.verify(&token, madbase_core::jwt::unix_now()).unwrap();
+        assert_eq!(claims.role(), Some("authenticated"));
+
+        // As MadBase's own file (strict), the same block stops at the first key MadBase lacks.
+        let own = dir.path().join("madbase.toml");
+        std::fs::write(&own, AUTH_JS_CONFIG).unwrap();
+        let empty = tempfile::tempdir().unwrap();
+        let err = load_in(empty.path(), Some(own.clone()), &[]).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Settings(SettingsError::UnknownKey { key, .. }) if key.starts_with("auth.")),
+            "{err}"
+        );
+        // Without the tables MadBase does not serve, it is a valid MadBase file.
+        let mut table: Table = AUTH_JS_CONFIG.parse().unwrap();
+        let auth_table = table.get_mut("auth").and_then(Value::as_table_mut).unwrap();
+        for unserved in ["external", "oauth_server", "passkey", "third_party", "web3", "webauthn"] {
+            auth_table.remove(unserved);
+        }
+        auth_table["sms"].as_table_mut().unwrap().remove("twilio");
+        // A path in MadBase's own file stays relative to the working directory.
+        auth_table.insert("signing_keys_path".to_owned(), Value::String("keys/signing_keys.json".to_owned()));
+        std::fs::write(&own, toml::to_string(&table).unwrap()).unwrap();
+        let c = load_in(empty.path(), Some(own), &[]).unwrap().config;
+        assert!(c.auth.enable_anonymous_sign_ins);
+        assert_eq!(c.auth.signing_keys_path.as_deref(), Some(Path::new("keys/signing_keys.json")));
+    }
+
+    #[test]
+    fn signing_keys_path_of_a_project_is_the_supabase_directorys() {
+        let dir = tempfile::tempdir().unwrap();
+        let supabase = dir.path().join("supabase");
+        std::fs::create_dir(&supabase).unwrap();
+        let config = |path: &str| {
+            std::fs::write(supabase.join("config.toml"), format!("[auth]\nsigning_keys_path = {path:?}\n")).unwrap();
+            load_in(dir.path(), None, &[]).unwrap().config.auth.signing_keys_path
+        };
+        assert_eq!(config("./keys.json"), Some(supabase.join("keys.json")));
+        assert_eq!(config("keys/a.json"), Some(supabase.join("keys/a.json")));
+        assert_eq!(config("/etc/madbase/keys.json"), Some(PathBuf::from("/etc/madbase/keys.json")));
+        // The environment overrides the file and stays relative to the working directory.
+        let c = load_in(dir.path(), None, &[("MADBASE_AUTH_SIGNING_KEYS_PATH", "here.json")]).unwrap().config;
+        assert_eq!(c.auth.signing_keys_path, Some(PathBuf::from("here.json")));
     }
 
     #[test]

@@ -188,7 +188,7 @@ fn start_managed(config: &Config, needs: &[String]) -> Result<Cluster, DatabaseE
     let options = ClusterOptions {
         binaries: Some(chosen.binaries),
         // Every shard's pool plus admin and replication connections, with room to spare.
-        max_connections: (config.shards.count * config.pg.pool_size + 50).max(100) as u32,
+        max_connections: (config.shards.count * (config.pg.pool_size + config.pg.auth_pool_size) + 50).max(100) as u32,
         start_timeout: Duration::from_secs(120),
         ..ClusterOptions::default()
     };

@@ -156,10 +156,25 @@ fn load_keys(config: &Config) -> Result<JwtKeys, String> {
              Anyone can sign tokens for this server. Set one before exposing it."
         );
     }
-    JwtKeys::new(secret, config.jwt.keys.as_deref()).map_err(|e| e.to_string())
+    let signing_keys = config.auth.signing_keys_path.as_deref();
+    let keys = JwtKeys::new(secret, config.jwt.keys.as_deref(), signing_keys).map_err(|e| e.to_string())?;
+    match (signing_keys, keys.signing_key()) {
+        (Some(path), (jsonwebtoken::Algorithm::HS256, _)) => tracing::warn!(
+            "[auth] signing_keys_path {} holds no key: access tokens are signed with the HS256 secret",
+            path.display()
+        ),
+        (Some(path), (algorithm, kid)) => tracing::info!(
+            "access tokens are signed with {algorithm:?}{} from {} ([auth] signing_keys_path)",
+            kid.map(|kid| format!(" key {kid}")).unwrap_or_default(),
+            path.display()
+        ),
+        (None, _) => {}
+    }
+    Ok(keys)
 }
 
-/// The anon and service_role API keys for the HS256 secret in effect.
+/// The anon and service_role API keys for the HS256 secret in effect (HS256 even when
+/// `[auth] signing_keys_path` signs access tokens).
 fn api_keys(keys: &JwtKeys) -> (String, String) {
     (keys.api_key("anon"), keys.api_key("service_role"))
 }

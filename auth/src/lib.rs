@@ -27,6 +27,7 @@ mod flows;
 mod grant;
 pub mod hooks;
 mod logout;
+pub mod mail;
 mod meta;
 mod mfa;
 pub mod ratelimit;

@@ -100,7 +100,7 @@ impl AuthService {
             (Some(_), Some(answer)) => crate::hooks::access_token_claims(answer)?,
             _ => serde_json::from_str(row.get_str(1).unwrap_or("null")).map_err(AuthError::internal)?,
         };
-        let access_token = self.shared.keys.sign(&claims);
+        let access_token = self.shared.keys.sign(&claims).map_err(AuthError::internal)?;
         let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(issued.exp);
         let mut body = String::with_capacity(access_token.len() + user.len() + 160);
         body.push_str("{\"access_token\":");

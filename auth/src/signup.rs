@@ -250,7 +250,7 @@ const INSERT_USER: &str = "insert into auth.users (instance_id, id, aud, role, e
      '', '', '', '', '', '', '', '', $9::bool)";
 
 const INSERT_IDENTITY: &str = "insert into auth.identities (id, provider_id, user_id, identity_data, provider, \
-     last_sign_in_at, created_at, updated_at) values (gen_random_uuid(), $1, $1::uuid, $2::jsonb, $3, now(), now(), now())";
+     last_sign_in_at, created_at, updated_at) values (gen_random_uuid(), $1::text, $1::text::uuid, $2::jsonb, $3, now(), now(), now())";
 
 /// GoTrue's identity data for an email or phone identity.
 pub fn identity_data(user_id: &str, provider: Provider, address: Option<&str>) -> Value {

@@ -126,7 +126,7 @@ mod tests {
     }
 
     fn setup() -> (Signer, RefCell<TokenCache>) {
-        let keys = Arc::new(JwtKeys::new(DEMO_JWT_SECRET, None).unwrap());
+        let keys = Arc::new(JwtKeys::new(DEMO_JWT_SECRET, None, None).unwrap());
         (Signer, RefCell::new(TokenCache::new(keys, 8)))
     }
 

@@ -2,9 +2,10 @@
 //! token verification read, whichever service is running.
 //!
 //! Owns the MadBase tables Supabase's `config.toml` has no equivalent for (`[shards]`, `[http]`,
-//! `[pg]`, `[jwt]`) and the part of Supabase's `[auth]` the platform itself needs to verify
-//! tokens (`jwt_secret`). Older flat environment names (`MADBASE_LISTEN`, `MADBASE_SHARDS`, …)
-//! are aliases.
+//! `[pg]`, `[jwt]`). Older flat environment names (`MADBASE_LISTEN`, `MADBASE_SHARDS`, …) are
+//! aliases. The keys tokens are signed and verified with besides `[jwt] keys` — `[auth] jwt_secret`
+//! and `signing_keys_path` — are Auth's (`madbase_auth::settings::Auth`); the binary hands them to
+//! [`JwtKeys`](crate::jwt::JwtKeys).
 //!
 //! Invariants: [`Platform::validate`] accepts only settings the program can run with (every
 //! bound non-zero), so nothing downstream re-checks them.
@@ -89,6 +90,8 @@ section! {
         pub bin: Option<PathBuf> = None,
         /// PostgreSQL connections per shard for the Data API lane.
         pub pool_size: usize = 4,
+        /// PostgreSQL connections per shard for the Auth lane.
+        pub auth_pool_size: usize = 2,
         /// Batches queued per lane and shard before requests are refused with 503.
         pub queue_limit: usize = 4096,
         /// Batches in flight on one connection.
@@ -103,20 +106,10 @@ section! {
 section! {
     /// `[jwt]`: token verification.
     pub struct Jwt {
-        /// JWKS file with RS256/ES256 keys that verify tokens besides the HS256 secret.
+        /// JWKS file with RS256/ES256 keys that only verify tokens (besides the HS256 secret and `[auth] signing_keys_path`); served in the JWKS too.
         pub keys: Option<PathBuf> = None,
         /// Verified tokens cached per shard.
         pub cache_entries: usize = 4096,
-    }
-}
-
-section! {
-    /// `[auth]`, the part the platform needs until the Auth service owns the table: the secret
-    /// that signs and verifies HS256 tokens.
-    pub struct AuthKeys {
-        /// HS256 secret, at least 32 characters. Default: the local-development demo secret (announced at start).
-        #[alias("MADBASE_JWT_SECRET")]
-        pub jwt_secret: Option<String> = None,
     }
 }
 
@@ -126,7 +119,6 @@ pub struct Platform<'a> {
     pub http: &'a Http,
     pub pg: &'a Pg,
     pub jwt: &'a Jwt,
-    pub auth: &'a AuthKeys,
 }
 
 impl Platform<'_> {
@@ -151,6 +143,7 @@ impl Platform<'_> {
             ("http.body_timeout_total_ms", h.body_timeout_total_ms),
             ("http.shard_body_budget_bytes", h.shard_body_budget_bytes),
             ("pg.pool_size", p.pool_size as u64),
+            ("pg.auth_pool_size", p.auth_pool_size as u64),
             ("pg.queue_limit", p.queue_limit as u64),
             ("pg.pipeline_depth", p.pipeline_depth as u64),
             ("pg.max_result_bytes", p.max_result_bytes as u64),
@@ -162,9 +155,6 @@ impl Platform<'_> {
         }
         if s.count > 1024 {
             return Err("shards.count must be at most 1024".to_owned());
-        }
-        if self.auth.jwt_secret.as_ref().is_some_and(|secret| secret.len() < 32) {
-            return Err("auth.jwt_secret must be at least 32 characters".to_owned());
         }
         if let Some(url) = &p.url {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -196,15 +186,5 @@ impl Http {
 impl Pg {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
-    }
-}
-
-impl AuthKeys {
-    /// The HS256 secret in effect, and whether it is the public demo secret.
-    pub fn effective_jwt_secret(&self) -> (&str, bool) {
-        match &self.jwt_secret {
-            Some(secret) => (secret, false),
-            None => (DEMO_JWT_SECRET, true),
-        }
     }
 }

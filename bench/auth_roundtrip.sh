@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Auth's two hot requests through MadBase's full path — `POST /auth/v1/token?grant_type=refresh_token`
+# and `GET /auth/v1/user` — against pgbench replaying the identical statements (captured from
+# PostgreSQL's log, one pipeline and one Sync per transaction, as MadBase sends them) on the same
+# PostgreSQL, same machine, one run, at equal concurrency.
+#
+# Refresh-token rotation is off for the side-by-side figure (each request then does the same
+# work: lock the token and session, touch the session, audit row, claims and user JSON), so that a
+# replayed statement does what the HTTP request did; a rotating run (each answer's token feeds the
+# next request of its wrk thread) is reported after it.
+#
+#   bench/auth_roundtrip.sh            # DURATION=15s, concurrency 64 and 256
+source "$(dirname "$0")/lib.sh"
+need_tool wrk wrk
+need_tool pgbench postgresql-contrib
+build_madbase
+
+echo "machine: $(machine)"
+export MADBASE_AUTH_ENABLE_REFRESH_TOKEN_ROTATION=false
+export MADBASE_AUTH_RATE_LIMIT_TOKEN_REFRESH=1000000000
+start_madbase "$OUT/madbase-data"
+trap stop_madbase EXIT
+restart_with_max_connections 400
+ANON_KEY=$(madbase_key anon)
+URL="http://127.0.0.1:$MB_PORT"
+
+session=$(curl -fsS -X POST "$URL/auth/v1/signup" -H "apikey: $ANON_KEY" -H 'Content-Type: application/json' \
+  -d '{"email":"bench@example.com","password":"bench-password-1"}')
+ACCESS=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])' <<<"$session")
+REFRESH=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["refresh_token"])' <<<"$session")
+
+cat >"$OUT/refresh.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["apikey"] = "$ANON_KEY"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"refresh_token":"$REFRESH"}'
+LUA
+cat >"$OUT/user.lua" <<LUA
+wrk.headers["apikey"] = "$ANON_KEY"
+wrk.headers["Authorization"] = "Bearer $ACCESS"
+LUA
+
+refresh_once() {
+  curl -fsS -X POST "$URL/auth/v1/token?grant_type=refresh_token" -H "apikey: $ANON_KEY" \
+    -H 'Content-Type: application/json' -d "{\"refresh_token\":\"$REFRESH\"}"
+}
+user_once() { curl -fsS "$URL/auth/v1/user" -H "apikey: $ANON_KEY" -H "Authorization: Bearer $ACCESS"; }
+capture_sql "$OUT/refresh.pgbench" 'auth_refresh\(' refresh_once
+CAPTURE_BEFORE=2 capture_sql "$OUT/user.pgbench" 'auth_user_json\(u\)::text from auth.users' user_once
+for f in refresh user; do echo "== the batch pgbench replays for $f ($OUT/$f.pgbench):"; cut -c1-240 "$OUT/$f.pgbench"; done
+
+DURATION=5s wrk_run warm "$URL/auth/v1/token?grant_type=refresh_token" -s "$OUT/refresh.lua" >/dev/null
+DURATION=5s wrk_run warm "$URL/auth/v1/user" -s "$OUT/user.lua" >/dev/null
+for conns in 64 256; do
+  CONNS=$conns wrk_run "madbase_refresh_c$conns" "$URL/auth/v1/token?grant_type=refresh_token" -s "$OUT/refresh.lua"
+  pgb "pgbench_refresh_c$conns" "$conns" -f "$OUT/refresh.pgbench"
+  CONNS=$conns wrk_run "madbase_user_c$conns" "$URL/auth/v1/user" -s "$OUT/user.lua"
+  pgb "pgbench_user_c$conns" "$conns" -f "$OUT/user.pgbench"
+done
+for conns in 64 256; do
+  r="madbase_refresh_c${conns}_RPS"; p="pgbench_refresh_c${conns}_TPS"
+  u="madbase_user_c${conns}_RPS"; q="pgbench_user_c${conns}_TPS"
+  echo "ratio refresh_token grant / pgbench same SQL ($conns clients): $(ratio "${!r}" "${!p}")"
+  echo "ratio GET /user / pgbench same SQL ($conns clients):           $(ratio "${!u}" "${!q}")"
+done
+
+# With rotation on (the default): each wrk thread chains the tokens its answers carry.
+stop_madbase
+unset MADBASE_AUTH_ENABLE_REFRESH_TOKEN_ROTATION
+MB_DATA_KEEP=1 start_madbase "$MB_DATA"
+URL="http://127.0.0.1:$MB_PORT"
+session=$(curl -fsS -X POST "$URL/auth/v1/token?grant_type=password" -H "apikey: $ANON_KEY" \
+  -H 'Content-Type: application/json' -d '{"email":"bench@example.com","password":"bench-password-1"}')
+REFRESH=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["refresh_token"])' <<<"$session")
+cat >"$OUT/refresh_rotating.lua" <<LUA
+local token = "$REFRESH"
+wrk.method = "POST"
+wrk.headers["apikey"] = "$ANON_KEY"
+wrk.headers["Content-Type"] = "application/json"
+request = function() return wrk.format(nil, nil, nil, '{"refresh_token":"' .. token .. '"}') end
+response = function(status, headers, body)
+  local next_token = body:match('"refresh_token":"([^"]+)"')
+  if next_token then token = next_token end
+end
+LUA
+CONNS=64 wrk_run madbase_refresh_rotating_c64 "$URL/auth/v1/token?grant_type=refresh_token" -s "$OUT/refresh_rotating.lua"
