@@ -11,7 +11,7 @@ language sql stable
 set search_path = ''
 as $$
   with amr as (
-    select c.authentication_method as method, extract(epoch from c.updated_at)::bigint as ts
+    select c.authentication_method as method, floor(extract(epoch from c.updated_at))::bigint as ts, c.updated_at as at
     from auth.mfa_amr_claims c
     where c.session_id = p_session
   )
@@ -28,7 +28,7 @@ as $$
     'role', coalesce(u.role, ''),
     'aal', case when exists (select 1 from amr where method in ('totp', 'mfa/phone', 'mfa/webauthn'))
                 then 'aal2' else 'aal1' end,
-    'amr', coalesce((select json_agg(json_build_object('method', method, 'timestamp', ts) order by ts desc) from amr),
+    'amr', coalesce((select json_agg(json_build_object('method', method, 'timestamp', ts) order by at desc, method) from amr),
                     '[]'::json),
     'session_id', p_session,
     'is_anonymous', coalesce(u.is_anonymous, false)

@@ -67,6 +67,11 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 4, name: "auth_schema", sql: include_str!("../migrations/0004_auth_schema.sql") },
     Migration { version: 5, name: "auth_sessions", sql: include_str!("../migrations/0005_auth_sessions.sql") },
     Migration { version: 7, name: "auth_admin", sql: include_str!("../migrations/0007_auth_admin.sql") },
+    Migration {
+        version: 8,
+        name: "auth_mfa",
+        sql: include_str!("../migrations/0008_auth_mfa.sql"),
+    },
 ];
 
 #[derive(Debug, thiserror::Error)]
