@@ -3,7 +3,7 @@
 import { spawn, execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, mkdtempSync, rmSync, chmodSync } from 'node:fs';
 import { createHmac } from 'node:crypto';
-import { createServer, connect } from 'node:net';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createClient } from '@supabase/supabase-js';
@@ -247,85 +247,102 @@ export function urlParams(location) {
 // SMTP sink: a real SMTP server (aiosmtpd, scripts/smtp-sink.sh) writing each message it
 // receives into a directory, and a parser for what it wrote.
 
-async function startSmtpSink() {
+export async function startSmtpSink() {
   const script = resolve(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..', '..', 'scripts', 'smtp-sink.sh');
   if (!existsSync(script)) throw new Error(`${script} is missing: the SMTP sink comes with the auth-mail branch`);
   const dir = mkdtempSync(join(tmpdir(), 'madbase-mail-'));
-  const port = await freePort();
-  const child = spawn('bash', [script, '--port', String(port), '--dir', dir], {
+  // Port 0: the sink picks a free port and prints "listening HOST PORT" once it accepts.
+  const child = spawn('bash', [script, '--dir', dir, '--host', '127.0.0.1', '--port', '0'], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    detached: true,
   });
   let output = '';
-  child.stdout.on('data', (d) => (output += d));
   child.stderr.on('data', (d) => (output += d));
-  // Ready when the port accepts connections (the first run may install the venv: minutes).
-  const deadline = Date.now() + 300_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`the SMTP sink exited early:\n${output}`);
-    const open = await new Promise((res) => {
-      const socket = connect(port, '127.0.0.1');
-      socket.once('connect', () => {
-        socket.destroy();
-        res(true);
-      });
-      socket.once('error', () => res(false));
+  const port = await new Promise((res, rej) => {
+    let stdout = '';
+    // The first run may install the venv (pip): allow minutes.
+    const timer = setTimeout(() => rej(new Error(`the SMTP sink did not start:\n${output}${stdout}`)), 300_000);
+    child.stdout.on('data', (d) => {
+      stdout += d;
+      const m = /listening \S+ (\d+)/.exec(stdout);
+      if (m) {
+        clearTimeout(timer);
+        res(Number(m[1]));
+      }
     });
-    if (open) break;
-    if (Date.now() > deadline) {
-      killGroup(child);
-      throw new Error(`the SMTP sink never listened on ${port}:\n${output}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      rej(new Error(`the SMTP sink exited (${code}):\n${output}${stdout}`));
+    });
+  }).catch((e) => {
+    child.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  });
   return {
     port,
     mailbox: new Mailbox(dir),
     async stop() {
-      if (child.exitCode === null) {
+      if (child.exitCode === null && child.signalCode === null) {
         const exited = new Promise((r) => child.once('exit', r));
-        killGroup(child);
+        child.kill('SIGTERM');
+        const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
         await exited;
+        clearTimeout(timer);
       }
       rmSync(dir, { recursive: true, force: true });
     },
   };
 }
 
-function killGroup(child) {
-  try {
-    process.kill(-child.pid, 'SIGTERM');
-  } catch {
-    child.kill('SIGTERM');
-  }
-}
-
-/** The messages the sink received, parsed; each is handed out once by `waitFor`. */
+/**
+ * The messages the sink received (its NNNNNN.json records: envelope, decoded headers and body),
+ * parsed; each is handed out once by `waitFor`.
+ */
 class Mailbox {
   constructor(dir) {
     this.dir = dir;
     this.taken = new Set();
+    this.cache = new Map();
   }
 
-  /** Every message received so far, parsed, oldest first. */
+  /** Every message received so far, oldest first: `{file, to, rcpt, from, subject, html, text, links, code}`. */
   all() {
-    const files = readdirSync(this.dir, { recursive: true, withFileTypes: true })
-      .filter((e) => e.isFile() && !e.name.startsWith('.') && !e.name.endsWith('.tmp'))
-      .map((e) => join(e.parentPath ?? e.path ?? this.dir, e.name))
+    const files = readdirSync(this.dir)
+      .filter((name) => /^\d+\.json$/.test(name))
       .sort();
-    return files.map((file) => ({ file, ...parseMail(readFileSync(file, 'latin1')) }));
+    return files.map((name) => {
+      if (!this.cache.has(name)) {
+        const record = JSON.parse(readFileSync(join(this.dir, name), 'utf8'));
+        const html = record.content_type === 'text/html' ? record.body : '';
+        const text = record.content_type === 'text/html' ? record.body.replace(/<[^>]*>/g, ' ') : record.body;
+        this.cache.set(name, {
+          file: name,
+          to: record.to,
+          rcpt: record.rcpt_tos ?? [],
+          from: record.from,
+          subject: record.subject,
+          html,
+          text,
+          ...extract(record.subject, record.body),
+        });
+      }
+      return this.cache.get(name);
+    });
+  }
+
+  static addressed(m, to) {
+    const want = to.toLowerCase();
+    return m.rcpt.some((r) => r.toLowerCase() === want) || m.to.toLowerCase().includes(want);
   }
 
   /**
    * Waits for the next message to `to` whose subject matches `subject` (a RegExp; default any)
-   * that no earlier `waitFor` returned. Returns `{to, from, subject, html, text, links, code}`.
+   * that no earlier `waitFor` returned.
    */
   async waitFor(to, subject = /./, { timeout = 15_000 } = {}) {
     const deadline = Date.now() + timeout;
     for (;;) {
-      const found = this.all().find(
-        (m) => !this.taken.has(m.file) && m.to.toLowerCase().includes(to.toLowerCase()) && subject.test(m.subject),
-      );
+      const found = this.all().find((m) => !this.taken.has(m.file) && Mailbox.addressed(m, to) && subject.test(m.subject));
       if (found) {
         this.taken.add(found.file);
         return found;
@@ -340,8 +357,16 @@ class Mailbox {
 
   /** Messages to `to` not yet handed out (for "nothing was sent" checks). */
   pending(to) {
-    return this.all().filter((m) => !this.taken.has(m.file) && m.to.toLowerCase().includes(to.toLowerCase()));
+    return this.all().filter((m) => !this.taken.has(m.file) && Mailbox.addressed(m, to));
   }
+}
+
+/** The links of a mail body and its one-time code (6–10 digits, outside links and tags). */
+function extract(subject, body) {
+  const links = [...new Set([...body.matchAll(/https?:\/\/[^\s"'<>]+/g)].map((m) => decodeEntities(m[0])))];
+  const withoutLinks = body.replace(/https?:\/\/[^\s"'<>]+/g, ' ').replace(/<[^>]*>/g, ' ');
+  const code = /(?<![0-9A-Za-z])(\d{6,10})(?![0-9A-Za-z])/.exec(`${subject} ${withoutLinks}`)?.[1] ?? null;
+  return { links, code };
 }
 
 /** Parses an RFC 5322 message (MIME multipart, quoted-printable, base64, encoded words). */
@@ -351,11 +376,8 @@ export function parseMail(raw) {
   collectParts(headers, body, parts);
   const html = parts.find((p) => p.type === 'text/html')?.text ?? '';
   const text = parts.find((p) => p.type === 'text/plain')?.text ?? html.replace(/<[^>]*>/g, ' ');
-  const source = html || text;
-  const links = [...new Set([...source.matchAll(/https?:\/\/[^\s"'<>]+/g)].map((m) => decodeEntities(m[0])))];
-  const withoutLinks = source.replace(/https?:\/\/[^\s"'<>]+/g, ' ').replace(/<[^>]*>/g, ' ');
   const subject = decodeWords(headers.subject ?? '');
-  const code = /(?<![0-9A-Za-z])(\d{6,10})(?![0-9A-Za-z])/.exec(`${subject} ${withoutLinks}`)?.[1] ?? null;
+  const { links, code } = extract(subject, html || text);
   return { to: decodeWords(headers.to ?? ''), from: decodeWords(headers.from ?? ''), subject, headers, html, text, links, code };
 }
 
