@@ -244,7 +244,13 @@ test('PKCE: the magic link redirects with ?code=, exchangeCodeForSession signs i
   const { data, error } = await supabase.auth.exchangeCodeForSession(query.code);
   assert.equal(error, null);
   assert.equal(data.user.id, user.id);
-  assert.equal(decodeJwt(data.session.access_token).sub, user.id);
+  const claims = decodeJwt(data.session.access_token);
+  assert.equal(claims.sub, user.id);
+  // The flow state's authentication method (the verify type) becomes the amr entry.
+  assert.deepEqual(
+    claims.amr.map((a) => a.method),
+    ['magiclink'],
+  );
   assert.equal((await supabase.auth.getSession()).data.session.access_token, data.session.access_token);
 
   // The auth code is spent.
@@ -295,9 +301,10 @@ test('resetPasswordForEmail → recovery code → updateUser({password})', async
   assert.equal(error, null);
   assert.equal(data.user.id, user.id);
   assert.ok(data.user.recovery_sent_at);
+  // POST /verify signs in with amr otp whatever the type (GoTrue's verifyPost).
   assert.deepEqual(
     decodeJwt(data.session.access_token).amr.map((a) => a.method),
-    ['recovery'],
+    ['otp'],
   );
 
   const same = await supabase.auth.updateUser({ password: PASSWORD });
@@ -451,7 +458,7 @@ test('inviteUserByEmail: the invite mail, verifyOtp(invite), then a password', a
   assert.ok(verified.data.user.email_confirmed_at);
   assert.deepEqual(
     decodeJwt(verified.data.session.access_token).amr.map((a) => a.method),
-    ['invite'],
+    ['otp'],
   );
   const pw = await supabase.auth.updateUser({ password: PASSWORD });
   assert.equal(pw.error, null);
