@@ -24,7 +24,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Component, Path, PathBuf};
 
 use madbase_auth::settings::Auth;
-use madbase_core::platform::{Http, Jwt, Pg, Platform, Shards};
+use madbase_core::platform::{Egress, Http, Jwt, Pg, Platform, Shards};
 use madbase_core::section;
 use madbase_core::settings::{self, Section, SettingsError, Strictness};
 use madbase_rest::settings::{Api, Rest};
@@ -103,6 +103,8 @@ section! {
         pub pg: Pg = Pg::default(),
         /// Token verification.
         pub jwt: Jwt = Jwt::default(),
+        /// The egress runtime (tokio threads for SMTP).
+        pub egress: Egress = Egress::default(),
         /// Logging.
         pub log: Log = Log::default(),
     }
@@ -246,7 +248,7 @@ fn misspelt_variables(env_names: &BTreeSet<String>, read: &BTreeSet<String>) -> 
 impl Config {
     /// Rejects settings the program cannot run with, naming the key.
     pub fn validate(&self) -> Result<(), String> {
-        Platform { shards: &self.shards, http: &self.http, pg: &self.pg, jwt: &self.jwt }.validate()?;
+        Platform { shards: &self.shards, http: &self.http, pg: &self.pg, jwt: &self.jwt, egress: &self.egress }.validate()?;
         self.auth.validate()?;
         self.rest_config().validate()?;
         if self.db.port == 0 || self.api.port == 0 {

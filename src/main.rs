@@ -15,6 +15,7 @@ use madbase_shards::{Runtime, RuntimeConfig};
 use madbase::config::{self, Config};
 use madbase::{app, database, logging};
 use madbase_auth::AuthShared;
+use madbase_egress::Egress;
 use madbase_core::jwt::JwtKeys;
 use madbase_core::platform::DEMO_JWT_SECRET;
 use tracing_subscriber::fmt::MakeWriter;
@@ -183,6 +184,11 @@ fn start(config: Config, project: Option<&Path>) -> Result<(), String> {
     let keys = Arc::new(load_keys(&config)?);
     let database = database::prepare(&config, project).map_err(|e| e.to_string())?;
     let config = Arc::new(config);
+    // The egress runtime runs tokio-only clients (SMTP) off the shards; only when one is configured.
+    let egress = AuthShared::needs_egress(&config.auth)
+        .then(|| Egress::start(config.egress.threads, config.egress.queue))
+        .transpose()
+        .map_err(|e| format!("cannot start the egress runtime: {e}"))?;
     let runtime_config = RuntimeConfig {
         shards: config.shards.count,
         listen: Some(config.listen()),
@@ -201,7 +207,13 @@ fn start(config: Config, project: Option<&Path>) -> Result<(), String> {
         connect: database.pool_config.clone(),
         rest: Arc::new(config.rest_config()),
         schema: database.schema.clone(),
-        auth: Arc::new(AuthShared::new(config.auth.clone(), keys.clone(), &format!("http://{}", config.listen()))?),
+        auth: Arc::new(AuthShared::new(
+            config.auth.clone(),
+            keys.clone(),
+            &format!("http://{}", config.listen()),
+            project,
+            egress.clone(),
+        )?),
     });
     let runtime = Runtime::start(runtime_config, move |shard| app::shard_main(shard, shared.clone()))
         .map_err(|e| format!("cannot start the shards: {e}"))?;
@@ -237,6 +249,9 @@ fn start(config: Config, project: Option<&Path>) -> Result<(), String> {
     }
 
     let joined = runtime.join();
+    if let Some(egress) = &egress {
+        egress.close(Egress::CLOSE_GRACE); // after the shards: no new job can arrive
+    }
     database.stop(); // after the shards have drained
     joined.map_err(|e| format!("shards failed: {e}"))
 }

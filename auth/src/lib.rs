@@ -70,12 +70,28 @@ pub struct AuthShared {
     pub access_token_hook: Option<String>,
     /// The quoted function of the before-user-created hook, when enabled.
     pub before_user_created_hook: Option<String>,
+    /// Renders and sends (or, without SMTP, logs and keeps) Auth's mail.
+    pub mailer: mail::Mailer,
 }
 
 impl AuthShared {
-    /// Builds Auth's shared state; `api_url` is the public URL of the API (`http://127.0.0.1:54321`).
-    pub fn new(settings: Auth, keys: Arc<JwtKeys>, api_url: &str) -> Result<AuthShared, String> {
+    /// Whether these settings send mail over SMTP (and so need the egress runtime).
+    pub fn needs_egress(settings: &Auth) -> bool {
+        settings.email.smtp.enabled && settings.email.smtp.host.is_some()
+    }
+
+    /// Builds Auth's shared state; `api_url` is the public URL of the API (`http://127.0.0.1:54321`),
+    /// `project` the Supabase project directory (`supabase/`: template paths), `egress` the runtime
+    /// SMTP runs on ([`Self::needs_egress`]).
+    pub fn new(
+        settings: Auth,
+        keys: Arc<JwtKeys>,
+        api_url: &str,
+        project: Option<&std::path::Path>,
+        egress: Option<madbase_egress::Egress>,
+    ) -> Result<AuthShared, String> {
         let durations = settings.validate()?;
+        let mailer = mail::Mailer::new(&settings.email, project, egress)?;
         let external_url = settings
             .external_url
             .clone()
@@ -89,6 +105,7 @@ impl AuthShared {
             limits: RateLimits::new(&settings.rate_limit),
             access_token_hook: hooks::function_sql(&settings.hook.custom_access_token),
             before_user_created_hook: hooks::function_sql(&settings.hook.before_user_created),
+            mailer,
             settings,
         })
     }

@@ -113,12 +113,24 @@ section! {
     }
 }
 
+section! {
+    /// `[egress]`: the egress runtime, the tokio threads off the shards that tokio-only clients
+    /// (Auth's SMTP) run on. Started only when a configured service needs it.
+    pub struct Egress {
+        /// Threads of the egress runtime.
+        pub threads: usize = 2,
+        /// Jobs (one SMTP conversation each) waiting or running on it before callers are refused.
+        pub queue: usize = 256,
+    }
+}
+
 /// The platform's sections, as the binary's configuration holds them.
 pub struct Platform<'a> {
     pub shards: &'a Shards,
     pub http: &'a Http,
     pub pg: &'a Pg,
     pub jwt: &'a Jwt,
+    pub egress: &'a Egress,
 }
 
 impl Platform<'_> {
@@ -149,6 +161,8 @@ impl Platform<'_> {
             ("pg.max_result_bytes", p.max_result_bytes as u64),
             ("pg.request_timeout_ms", p.request_timeout_ms),
             ("jwt.cache_entries", self.jwt.cache_entries as u64),
+            ("egress.threads", self.egress.threads as u64),
+            ("egress.queue", self.egress.queue as u64),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{key} must be greater than 0"));
