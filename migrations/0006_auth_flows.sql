@@ -73,9 +73,11 @@ $$;
 -- sendPhoneConfirmation). `p`:
 --   user_id | email | phone   which user (email: lower-cased; not SSO users)
 --   kind                      confirmation, phone_confirmation, invite, magiclink, recovery,
---                             reauthentication, email_change, phone_change
+--                             reauthentication, email_change, phone_change, and
+--                             email_change_current / email_change_new (generate_link: one token)
 --   require                   any (default), confirmed, unconfirmed, phone_unconfirmed,
---                             email_change, phone_change: else the answer is `skipped`
+--                             email_change, phone_change: else the answer is `skipped`;
+--                             reauthenticate: GoTrue's refusals of /reauthenticate
 --   otp, otp_current          the code(s) sent (email_change: otp to the new address,
 --                             otp_current to the current one when double_confirm_changes)
 --   new_address               email_change, phone_change: the address changed to (default:
@@ -122,7 +124,22 @@ begin
      or (p ->> 'require' = 'email_change' and coalesce(u.email_change, '') = '')
      or (p ->> 'require' = 'phone_change' and coalesce(u.phone_change, '') = '') then
     return jsonb_build_object('status', 'skipped', 'user_id', u.id, 'email', coalesce(u.email, ''),
-                              'phone', coalesce(u.phone, ''), 'confirmed', u.email_confirmed_at is not null);
+                              'phone', coalesce(u.phone, ''), 'confirmed', u.email_confirmed_at is not null,
+                              'now', to_char(now() at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'));
+  end if;
+  if p ->> 'require' = 'reauthenticate' then
+    if coalesce(u.email, '') = '' and coalesce(u.phone, '') = '' then
+      perform _madbase.auth_flow_fail('validation_failed', 400,
+        'Reauthentication requires the user to have an email or a phone number');
+    elsif coalesce(u.email, '') <> '' and u.email_confirmed_at is null then
+      perform _madbase.auth_flow_fail('email_not_confirmed', 422, 'Please verify your email first.');
+    elsif coalesce(u.email, '') = '' and u.phone_confirmed_at is null then
+      perform _madbase.auth_flow_fail('phone_not_confirmed', 422, 'Please verify your phone first.');
+    end if;
+    if coalesce(u.email, '') = '' then
+      v_freq := make_interval(secs => coalesce((p ->> 'sms_max_frequency')::float8, 0));
+      p := p || '{"sms": true}'::jsonb;
+    end if;
   end if;
   v_sent := case v_kind
     when 'confirmation' then u.confirmation_sent_at
@@ -178,6 +195,17 @@ begin
         perform _madbase.auth_put_token(u.id, 'email_change_token_current', v_hash_current, v_addr);
       else
         delete from auth.one_time_tokens t where t.user_id = u.id and t.token_type = 'email_change_token_current';
+      end if;
+    when 'email_change_current', 'email_change_new' then
+      v_new := lower(coalesce(p ->> 'new_address', ''));
+      v_addr := coalesce(u.email, '');
+      update auth.users set email_change = v_new, email_change_confirm_status = 0 where id = u.id;
+      if v_kind = 'email_change_current' then
+        v_hash := _madbase.auth_token_hash(v_addr, p ->> 'otp');
+        perform _madbase.auth_put_token(u.id, 'email_change_token_current', v_hash, v_addr);
+      else
+        v_hash := _madbase.auth_token_hash(v_new, p ->> 'otp');
+        perform _madbase.auth_put_token(u.id, 'email_change_token_new', v_hash, v_new);
       end if;
     when 'phone_change' then
       v_new := coalesce(p ->> 'new_address', u.phone_change, '');
@@ -580,7 +608,7 @@ as $$
   from auth.users u where u.id = p_user
 $$;
 
--- Signs out the sessions other than the caller's after a reauthentication nonce was used.
+-- Consumes a reauthentication nonce (GoTrue's ConfirmReauthentication).
 create or replace function _madbase.auth_use_nonce(p_user uuid)
 returns void
 language sql volatile

@@ -67,11 +67,22 @@ impl AuthService {
     /// Reads back the user (`$1`), the claims of its token in session `$2` and, with the custom
     /// access-token hook on, the hook's answer over them. Columns: user JSON, claims, hook answer.
     pub(crate) fn session_select(&self, issued: &Issued) -> Statement {
+        self.session_select_from(SESSION_SELECT, issued)
+    }
+
+    /// [`Self::session_select`] for a batch whose earlier statement started session `$2` for a
+    /// user not known when the batch was built (`issued.user_id` empty): the user is the
+    /// session's. No session, no row.
+    pub(crate) fn session_select_of_session(&self, issued: &Issued) -> Statement {
+        self.session_select_from(SESSION_SELECT_OF_SESSION, issued)
+    }
+
+    fn session_select_from(&self, select: &str, issued: &Issued) -> Statement {
         let sql = match &self.shared.access_token_hook {
-            None => SESSION_SELECT.to_owned(),
+            None => select.to_owned(),
             Some(hook) => format!(
                 "select user_json, claims, {hook}(json_build_object('user_id', user_id, 'claims', claims, \
-                 'authentication_method', $6::text)::jsonb)::text from ({SESSION_SELECT}) issued"
+                 'authentication_method', $6::text)::jsonb)::text from ({select}) issued"
             ),
         };
         let statement = Statement::new(sql)
@@ -127,3 +138,9 @@ impl AuthService {
 const SESSION_SELECT: &str = "select _madbase.auth_user_json(u)::text as user_json, \
      _madbase.auth_claims(u, $2::uuid, $3, $4::bigint, $5::bigint) as claims, u.id as user_id \
      from auth.users u where u.id = $1::uuid";
+
+/// [`SESSION_SELECT`] with the user taken from session `$2` when `$1` is empty.
+const SESSION_SELECT_OF_SESSION: &str = "select _madbase.auth_user_json(u)::text as user_json, \
+     _madbase.auth_claims(u, $2::uuid, $3, $4::bigint, $5::bigint) as claims, u.id as user_id \
+     from auth.users u where u.id = coalesce(nullif($1, '')::uuid, \
+     (select s.user_id from auth.sessions s where s.id = $2::uuid))";
