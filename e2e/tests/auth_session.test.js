@@ -381,8 +381,9 @@ test('signInAnonymously, then updateUser({email}) makes the user permanent', asy
 
   // A password alone cannot make an anonymous user permanent.
   const pwOnly = await supabase.auth.updateUser({ password: PASSWORD });
-  assert.equal(pwOnly.error?.status, 422);
+  assert.equal(pwOnly.error?.status, 422, pwOnly.error?.message);
   assert.equal(pwOnly.error.code, 'validation_failed');
+  assert.equal(pwOnly.error.message, 'Updating password of an anonymous user without an email or phone is not allowed');
 
   const email = uniqueEmail('anon-upgrade');
   const updated = await supabase.auth.updateUser({ email });
