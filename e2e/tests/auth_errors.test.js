@@ -139,169 +139,164 @@ test('wrong JSON types are 400 bad_json and create nothing', async () => {
   assert.equal(usersWith(email), '0');
 });
 
-test('missing fields', async () => {
+test('missing and inconsistent fields', async (t) => {
   const email = uniqueEmail('missing');
-  const noPassword = await post('/signup', { email });
-  assert.equal(noPassword.status, 400);
-  assert.deepEqual(noPassword.body, { code: 'validation_failed', message: 'Signup requires a valid password' });
-
-  const both = await post('/signup', { email, phone: '15555550123', password: PASSWORD });
-  assert.equal(both.status, 400);
-  assert.deepEqual(both.body, {
-    code: 'validation_failed',
-    message: 'Only an email address or phone number should be provided on signup.',
+  const vf = (message) => ({ code: 'validation_failed', message });
+  // [case, path, body, status, GoTrue's body]
+  const cases = [
+    ['signup without a password', '/signup', { email }, 400, vf('Signup requires a valid password')],
+    ['signup with email and phone', '/signup', { email, phone: '15555550123', password: PASSWORD }, 400,
+      vf('Only an email address or phone number should be provided on signup.')],
+    // No email and no phone is an anonymous sign-in, off here.
+    ['signup with neither (anonymous, disabled)', '/signup', { password: PASSWORD }, 422,
+      { code: 'anonymous_provider_disabled', message: 'Anonymous sign-ins are disabled' }],
+    ['password grant without email or phone', '/token?grant_type=password', { password: PASSWORD }, 400, vf('missing email or phone')],
+    ['password grant with email and phone', '/token?grant_type=password', { email, phone: '15555550123', password: PASSWORD }, 400,
+      vf('Only an email address or phone number should be provided on login.')],
+    ['unsupported grant type', '/token?grant_type=magic', {}, 400, { code: 'invalid_credentials', message: 'unsupported_grant_type' }],
+    ['refresh grant without a token', '/token?grant_type=refresh_token', {}, 400, vf('Refresh token is not valid')],
+    ['refresh grant with a too-short token', '/token?grant_type=refresh_token', { refresh_token: 'abc' }, 400, vf('Refresh token is not valid')],
+    ['refresh grant with an unknown token', '/token?grant_type=refresh_token', { refresh_token: 'zzzzzzzzzzzz' }, 400,
+      { code: 'refresh_token_not_found', message: 'Invalid Refresh Token: Refresh Token Not Found' }],
+    ['pkce grant without a verifier', '/token?grant_type=pkce', { auth_code: '00000000-0000-4000-8000-000000000000' }, 400,
+      vf('invalid request: both auth code and code verifier should be non-empty')],
+    ['pkce grant with an unknown code', '/token?grant_type=pkce', { auth_code: '00000000-0000-4000-8000-000000000000', code_verifier: 'v'.repeat(43) }, 404,
+      { code: 'flow_state_not_found', message: 'invalid flow state, no valid flow state found' }],
+    ['verify without a type', '/verify', { email, token: '123456' }, 400, vf('Verify requires a verification type')],
+    ['verify without a token', '/verify', { email, type: 'signup' }, 400, vf('Verify requires either a token or a token hash')],
+    ['verify with token_hash and email', '/verify', { token_hash: 'abc', type: 'signup', email }, 400,
+      vf('Only the token_hash and type should be provided')],
+    ['PKCE challenge without its method', '/signup', { email, password: PASSWORD, code_challenge: 'a'.repeat(43) }, 400,
+      vf('PKCE flow requires code_challenge_method and code_challenge')],
+    ['PKCE challenge too short', '/signup', { email, password: PASSWORD, code_challenge: 'short', code_challenge_method: 's256' }, 400,
+      vf('code challenge has to be between 43 and 128 characters')],
+    ['otp without email or phone', '/otp', {}, 400, vf('One of email or phone must be set')],
+    ['otp with email and phone', '/otp', { email, phone: '15555550123' }, 400,
+      vf('Only an email address or phone number should be provided')],
+  ];
+  for (const [name, path, body, status, expected] of cases) {
+    await t.test(name, async () => {
+      const r = await post(path, body);
+      assert.equal(r.status, status, r.text);
+      assert.deepEqual(r.body, expected);
+    });
+  }
+  await t.test('signInAnonymously when disabled (auth-js)', async () => {
+    const viaClient = await client(server, ANON_KEY).auth.signInAnonymously();
+    assert.equal(viaClient.error?.status, 422);
+    assert.equal(viaClient.error.code, 'anonymous_provider_disabled');
   });
-
-  // No email and no phone is an anonymous sign-in, off here.
-  const anon = await post('/signup', { password: PASSWORD });
-  assert.equal(anon.status, 422);
-  assert.deepEqual(anon.body, { code: 'anonymous_provider_disabled', message: 'Anonymous sign-ins are disabled' });
-  const viaClient = await client(server, ANON_KEY).auth.signInAnonymously();
-  assert.equal(viaClient.error?.status, 422);
-  assert.equal(viaClient.error.code, 'anonymous_provider_disabled');
-
-  const noIdentifier = await post('/token?grant_type=password', { password: PASSWORD });
-  assert.equal(noIdentifier.status, 400);
-  assert.deepEqual(noIdentifier.body, { code: 'validation_failed', message: 'missing email or phone' });
-
-  const twoIdentifiers = await post('/token?grant_type=password', { email, phone: '15555550123', password: PASSWORD });
-  assert.equal(twoIdentifiers.status, 400);
-  assert.deepEqual(twoIdentifiers.body, {
-    code: 'validation_failed',
-    message: 'Only an email address or phone number should be provided on login.',
-  });
-
-  const grant = await post('/token?grant_type=magic', {});
-  assert.equal(grant.status, 400);
-  assert.deepEqual(grant.body, { code: 'invalid_credentials', message: 'unsupported_grant_type' });
-
-  const noRefresh = await post('/token?grant_type=refresh_token', {});
-  assert.equal(noRefresh.status, 400);
-  assert.deepEqual(noRefresh.body, { code: 'validation_failed', message: 'Refresh token is not valid' });
-  const shortRefresh = await post('/token?grant_type=refresh_token', { refresh_token: 'abc' });
-  assert.equal(shortRefresh.status, 400);
-  assert.deepEqual(shortRefresh.body, { code: 'validation_failed', message: 'Refresh token is not valid' });
-  const unknownRefresh = await post('/token?grant_type=refresh_token', { refresh_token: 'zzzzzzzzzzzz' });
-  assert.equal(unknownRefresh.status, 400);
-  assert.deepEqual(unknownRefresh.body, {
-    code: 'refresh_token_not_found',
-    message: 'Invalid Refresh Token: Refresh Token Not Found',
-  });
-
-  const noType = await post('/verify', { email, token: '123456' });
-  assert.equal(noType.status, 400);
-  assert.deepEqual(noType.body, { code: 'validation_failed', message: 'Verify requires a verification type' });
-  const noToken = await post('/verify', { email, type: 'signup' });
-  assert.equal(noToken.status, 400);
-  assert.deepEqual(noToken.body, { code: 'validation_failed', message: 'Verify requires either a token or a token hash' });
-  const hashAndEmail = await post('/verify', { token_hash: 'abc', type: 'signup', email });
-  assert.equal(hashAndEmail.status, 400);
-  assert.deepEqual(hashAndEmail.body, { code: 'validation_failed', message: 'Only the token_hash and type should be provided' });
-
-  const pkceHalf = await post('/signup', { email, password: PASSWORD, code_challenge: 'a'.repeat(43) });
-  assert.equal(pkceHalf.status, 400);
-  assert.deepEqual(pkceHalf.body, {
-    code: 'validation_failed',
-    message: 'PKCE flow requires code_challenge_method and code_challenge',
-  });
-  const pkceShort = await post('/signup', { email, password: PASSWORD, code_challenge: 'short', code_challenge_method: 's256' });
-  assert.equal(pkceShort.status, 400);
-  assert.deepEqual(pkceShort.body, { code: 'validation_failed', message: 'code challenge has to be between 43 and 128 characters' });
-  assert.equal(usersWith(email), '0');
+  await t.test('nothing was created', () => assert.equal(usersWith(email), '0'));
 });
 
-test('over-long email, password and metadata are refused and create nothing', async () => {
-  const longEmail = `${'a'.repeat(250)}@example.com`;
-  const email = await post('/signup', { email: longEmail, password: PASSWORD });
-  assert.equal(email.status, 400);
-  assert.deepEqual(email.body, { code: 'validation_failed', message: 'An email address is too long' });
-  assert.equal(usersWith(longEmail), '0');
-
-  const addr = uniqueEmail('longpw');
-  const pw = await client(server, ANON_KEY).auth.signUp({ email: addr, password: 'p'.repeat(73) });
-  assert.equal(pw.error?.status, 400);
-  assert.equal(pw.error.code, 'validation_failed');
-  assert.equal(pw.error.message, 'Password cannot be longer than 72 characters');
-  assert.equal(usersWith(addr), '0');
-
-  const invalid = await post('/signup', { email: 'not-an-email', password: PASSWORD });
-  assert.equal(invalid.status, 400);
-  assert.equal(invalid.body.code, 'validation_failed');
-  assert.ok(invalid.body.message.startsWith('Unable to validate email address'), invalid.body.message);
-
-  const meta = uniqueEmail('bigmeta');
-  const big = await client(server, ANON_KEY).auth.signUp({
-    email: meta,
-    password: PASSWORD,
-    options: { data: { blob: 'x'.repeat(1_100_000) } },
+test('over-long or malformed email, password and metadata are refused and create nothing', async (t) => {
+  await t.test('email over 255 characters: 400 validation_failed', async () => {
+    const longEmail = `${'a'.repeat(250)}@example.com`;
+    const r = await post('/signup', { email: longEmail, password: PASSWORD });
+    assert.equal(r.status, 400);
+    assert.deepEqual(r.body, { code: 'validation_failed', message: 'An email address is too long' });
+    assert.equal(usersWith(longEmail), '0');
   });
-  assert.equal(big.error?.status, 413);
-  assert.equal(big.error.code, 'request_entity_too_large');
-  assert.equal(usersWith(meta), '0');
-
-  // A signed-in user cannot store over-long metadata either.
-  const { supabase } = await signedUp('bigupdate');
-  const update = await supabase.auth.updateUser({ data: { blob: 'y'.repeat(1_100_000) } });
-  assert.equal(update.error?.status, 413);
-  assert.equal(update.error.code, 'request_entity_too_large');
+  await t.test('password over 72 characters: 400 validation_failed', async () => {
+    const addr = uniqueEmail('longpw');
+    const pw = await client(server, ANON_KEY).auth.signUp({ email: addr, password: 'p'.repeat(73) });
+    assert.equal(pw.error?.status, 400);
+    assert.equal(pw.error.code, 'validation_failed');
+    assert.equal(pw.error.message, 'Password cannot be longer than 72 characters');
+    assert.equal(usersWith(addr), '0');
+  });
+  await t.test('malformed email: 400 validation_failed', async () => {
+    const invalid = await post('/signup', { email: 'not-an-email', password: PASSWORD });
+    assert.equal(invalid.status, 400);
+    assert.equal(invalid.body.code, 'validation_failed', invalid.text);
+    assert.ok(invalid.body.message.startsWith('Unable to validate email address'), invalid.body.message);
+    assert.equal(usersWith('not-an-email'), '0');
+  });
+  await t.test('metadata over the 1 MiB body limit on sign-up: 413 request_entity_too_large', async () => {
+    const meta = uniqueEmail('bigmeta');
+    const big = await client(server, ANON_KEY).auth.signUp({
+      email: meta,
+      password: PASSWORD,
+      options: { data: { blob: 'x'.repeat(1_100_000) } },
+    });
+    assert.equal(big.error?.status, 413);
+    assert.equal(big.error.code, 'request_entity_too_large');
+    assert.equal(usersWith(meta), '0');
+  });
+  await t.test('metadata over the body limit on PUT /user: 413', async () => {
+    const { supabase, user } = await signedUp('bigupdate');
+    const update = await supabase.auth.updateUser({ data: { blob: 'y'.repeat(1_100_000) } });
+    assert.equal(update.error?.status, 413);
+    assert.equal(update.error.code, 'request_entity_too_large');
+    assert.equal(server.sql(`select raw_user_meta_data ? 'blob' from auth.users where id = '${user.id}'`).trim(), 'f');
+  });
 });
 
-test('bad tokens on GET /user: none, garbage, forged, alg none, expired, unknown user or session', async () => {
+test('bad tokens on GET /user: none, garbage, forged, alg none, expired, unknown user or session', async (t) => {
   const { user, session } = await signedUp('tokens');
   const claims = decodeJwt(session.access_token);
   const now = Math.floor(Date.now() / 1000);
   const base = { ...claims };
   delete base.header;
 
-  const none = await authFetch(server, '/user', { token: null });
-  assert.equal(none.status, 401);
-  assert.deepEqual(none.body, { code: 'no_authorization', message: 'This endpoint requires a valid Bearer token' });
+  await t.test('no bearer: 401 no_authorization', async () => {
+    const none = await authFetch(server, '/user', { token: null });
+    assert.equal(none.status, 401);
+    assert.deepEqual(none.body, { code: 'no_authorization', message: 'This endpoint requires a valid Bearer token' });
+  });
 
   const prefix = 'invalid JWT: unable to parse or verify signature, ';
-  const badJwt = async (token, label) => {
-    const r = await authFetch(server, '/user', { token });
-    assert.equal(r.status, 403, `${label}: ${r.text}`);
-    assert.equal(r.body.code, 'bad_jwt', label);
-    assert.ok(r.body.message.startsWith(prefix), `${label}: ${r.body.message}`);
-    const viaClient = await client(server, ANON_KEY).auth.getUser(token);
-    assert.equal(viaClient.data.user, null);
-    assert.equal(viaClient.error?.status, 403, label);
-    assert.equal(viaClient.error.code, 'bad_jwt', label);
-    return r.body.message;
-  };
-  await badJwt('garbage', 'garbage');
-  await badJwt(signJwt(base, 'another-secret-that-is-at-least-32-characters'), 'forged');
-  await badJwt(makeJwt({ alg: 'none', typ: 'JWT' }, base), 'alg none');
-  const [h, p] = session.access_token.split('.');
-  await badJwt(`${h}.${p}.`, 'stripped signature');
+  const [h, p, sig] = session.access_token.split('.');
   const tampered = Buffer.from(JSON.stringify({ ...base, role: 'service_role' })).toString('base64url');
-  await badJwt(`${h}.${tampered}.${session.access_token.split('.')[2]}`, 'tampered payload');
-  const expired = await badJwt(signJwt({ ...base, iat: now - 7200, exp: now - 3600 }), 'expired');
-  assert.equal(expired, `${prefix}token has invalid claims: token is expired`);
+  const cases = [
+    ['garbage', 'garbage'],
+    ['signed with another secret', signJwt(base, 'another-secret-that-is-at-least-32-characters')],
+    ['alg none', makeJwt({ alg: 'none', typ: 'JWT' }, base)],
+    ['signature stripped', `${h}.${p}.`],
+    ['payload tampered', `${h}.${tampered}.${sig}`],
+    ['expired', signJwt({ ...base, iat: now - 7200, exp: now - 3600 }), `${prefix}token has invalid claims: token is expired`],
+  ];
+  for (const [name, token, message] of cases) {
+    await t.test(`${name}: 403 bad_jwt`, async () => {
+      const r = await authFetch(server, '/user', { token });
+      assert.equal(r.status, 403, r.text);
+      assert.equal(r.body.code, 'bad_jwt');
+      assert.ok(r.body.message.startsWith(prefix), r.body.message);
+      if (message) assert.equal(r.body.message, message);
+      const viaClient = await client(server, ANON_KEY).auth.getUser(token);
+      assert.equal(viaClient.data.user, null);
+      assert.equal(viaClient.error?.status, 403);
+      assert.equal(viaClient.error.code, 'bad_jwt');
+    });
+  }
 
-  const ghost = await authFetch(server, '/user', {
-    token: signJwt({ ...base, sub: '00000000-0000-4000-8000-00000000abcd', session_id: undefined }),
+  await t.test('a user that does not exist: 403 user_not_found', async () => {
+    const ghost = await authFetch(server, '/user', {
+      token: signJwt({ ...base, sub: '00000000-0000-4000-8000-00000000abcd', session_id: undefined }),
+    });
+    assert.equal(ghost.status, 403);
+    assert.deepEqual(ghost.body, { code: 'user_not_found', message: 'User from sub claim in JWT does not exist' });
   });
-  assert.equal(ghost.status, 403);
-  assert.deepEqual(ghost.body, { code: 'user_not_found', message: 'User from sub claim in JWT does not exist' });
-
-  const noSession = await authFetch(server, '/user', {
-    token: signJwt({ ...base, sub: user.id, session_id: '00000000-0000-4000-8000-00000000dcba' }),
+  await t.test('a session that does not exist: 403 session_not_found', async () => {
+    const noSession = await authFetch(server, '/user', {
+      token: signJwt({ ...base, sub: user.id, session_id: '00000000-0000-4000-8000-00000000dcba' }),
+    });
+    assert.equal(noSession.status, 403);
+    assert.deepEqual(noSession.body, { code: 'session_not_found', message: 'Session from session_id claim in JWT does not exist' });
   });
-  assert.equal(noSession.status, 403);
-  assert.deepEqual(noSession.body, { code: 'session_not_found', message: 'Session from session_id claim in JWT does not exist' });
-
-  const notUuid = await authFetch(server, '/user', { token: signJwt({ ...base, sub: 'not-a-uuid' }) });
-  assert.equal(notUuid.status, 400);
-  assert.deepEqual(notUuid.body, { code: 'bad_jwt', message: 'invalid claim: sub claim must be a UUID' });
-
-  // PUT /user and /logout refuse the same way.
-  const put = await authFetch(server, '/user', { method: 'PUT', token: 'garbage', body: { data: { a: 1 } } });
-  assert.equal(put.status, 403);
-  assert.equal(put.body.code, 'bad_jwt');
-  const logout = await authFetch(server, '/logout', { method: 'POST', token: null });
-  assert.equal(logout.status, 401);
-  assert.equal(logout.body.code, 'no_authorization');
+  await t.test('a sub that is not a UUID: 400 bad_jwt', async () => {
+    const notUuid = await authFetch(server, '/user', { token: signJwt({ ...base, sub: 'not-a-uuid' }) });
+    assert.equal(notUuid.status, 400, notUuid.text);
+    assert.deepEqual(notUuid.body, { code: 'bad_jwt', message: 'invalid claim: sub claim must be a UUID' });
+  });
+  await t.test('PUT /user and POST /logout refuse the same way', async () => {
+    const put = await authFetch(server, '/user', { method: 'PUT', token: 'garbage', body: { data: { a: 1 } } });
+    assert.equal(put.status, 403);
+    assert.equal(put.body.code, 'bad_jwt');
+    const logout = await authFetch(server, '/logout', { method: 'POST', token: null });
+    assert.equal(logout.status, 401);
+    assert.equal(logout.body.code, 'no_authorization');
+  });
 });
 
 test('a replayed refresh token (no reuse interval) is refresh_token_already_used', async () => {
