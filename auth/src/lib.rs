@@ -46,6 +46,8 @@ use madbase_pg::{Batch, PgError, Pool, StatementResult};
 
 use crate::call::Call;
 pub use crate::error::{ApiVersion, AuthError, AuthResult};
+/// Text messages: the pluggable SMS sender of the phone flows.
+pub use crate::flows::sms;
 use crate::ratelimit::RateLimits;
 use crate::settings::{Auth, Durations};
 

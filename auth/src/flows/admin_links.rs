@@ -48,7 +48,8 @@ pub async fn invite(auth: &AuthService, call: &Call<'_>, body: Body) -> AuthResu
             let mut again = Issue::email(auth, Who::Email(&email), TokenKind::Invite, redirect_to);
             again.require = "unconfirmed";
             again.audit = Some("user_invited");
-            let results = auth.run_raw(Batch::new().statement(again.statement(auth, call))).await.map_err(flow_error)?;
+            let results =
+                auth.run_raw(Batch::new().statement(again.statement(auth, call))).await.map_err(flow_error)?;
             let sent = Sent::parse(results.first())?;
             if !sent.sent() {
                 return Err(AuthError::new(422, "email_exists", DUPLICATE_EMAIL));
@@ -192,7 +193,10 @@ pub async fn generate_link(auth: &AuthService, call: &Call<'_>, body: Body) -> A
         Value::Object(user) => user,
         _ => Map::new(),
     };
-    answer.insert("action_link".into(), action_link(&auth.shared.external_url, &sent.token_hash, link_type, &redirect_to).into());
+    answer.insert(
+        "action_link".into(),
+        action_link(&auth.shared.external_url, &sent.token_hash, link_type, &redirect_to).into(),
+    );
     answer.insert("email_otp".into(), issue.otp.into());
     answer.insert("hashed_token".into(), sent.token_hash.into());
     answer.insert("verification_type".into(), kind.into());

@@ -86,7 +86,8 @@ pub async fn send(auth: &AuthService, out: &Outgoing<'_>) -> Result<(), String> 
         Kind::Invite => crate::mail::MailKind::Invite,
         Kind::MagicLink => crate::mail::MailKind::MagicLink,
         Kind::Recovery => crate::mail::MailKind::Recovery,
-        Kind::EmailChange => crate::mail::MailKind::EmailChange,
+        Kind::EmailChange if out.to == out.new_email => crate::mail::MailKind::EmailChangeNew,
+        Kind::EmailChange => crate::mail::MailKind::EmailChangeCurrent,
         Kind::Reauthentication => crate::mail::MailKind::Reauthentication,
     };
     let vars = crate::mail::MailVars {

@@ -383,7 +383,8 @@ async fn unsend(auth: &AuthService, sent: &Sent, kind: TokenKind) {
 pub(crate) fn flow_error(error: PgError) -> AuthError {
     if let PgError::Db(db) = &error {
         if db.code == "MBFL0" {
-            let status = db.detail.as_deref().and_then(|d| d.parse().ok()).filter(|s| (400..600).contains(s)).unwrap_or(500);
+            let status =
+                db.detail.as_deref().and_then(|d| d.parse().ok()).filter(|s| (400..600).contains(s)).unwrap_or(500);
             let message = db.hint.clone().unwrap_or_default();
             return AuthError::new(status, static_code(&db.message), message);
         }

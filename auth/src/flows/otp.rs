@@ -124,7 +124,8 @@ async fn magic_link(
             let mut again = Issue::email(auth, Who::Email(&email), TokenKind::Confirmation, redirect_to);
             again.flow = FlowState::of(&code_challenge, "email", "email/signup");
             again.audit = Some("user_confirmation_requested");
-            let results = auth.run_raw(Batch::new().statement(again.statement(auth, call))).await.map_err(flow_error)?;
+            let results =
+                auth.run_raw(Batch::new().statement(again.statement(auth, call))).await.map_err(flow_error)?;
             let sent = Sent::parse(results.first())?;
             if sent.sent() {
                 deliver(auth, &again, &sent).await?;
@@ -212,7 +213,13 @@ async fn sms_otp(
 pub const INVALID_CHANNEL: &str =
     "Invalid channel, supported values are 'sms' or 'whatsapp'. 'whatsapp' is only supported if Twilio or Twilio Verify is used as the provider.";
 
-fn new_user(provider: Provider, address: String, data: Map<String, Value>, challenge: Challenge, channel: &str) -> NewUser {
+fn new_user(
+    provider: Provider,
+    address: String,
+    data: Map<String, Value>,
+    challenge: Challenge,
+    channel: &str,
+) -> NewUser {
     NewUser {
         id: crate::crypto::random::uuid_v4(),
         provider: Some(provider),
@@ -277,7 +284,8 @@ impl AuthService {
                 };
                 let mut again = issue_for(who);
                 again.require = if provider == Provider::Email { "unconfirmed" } else { "phone_unconfirmed" };
-                let results = self.run_raw(Batch::new().statement(again.statement(self, call))).await.map_err(flow_error)?;
+                let results =
+                    self.run_raw(Batch::new().statement(again.statement(self, call))).await.map_err(flow_error)?;
                 let sent = Sent::parse(results.first())?;
                 if !sent.sent() {
                     return Ok(Response::json(200, sanitized(&user, provider, &address, &sent.now).to_string()));

@@ -20,8 +20,12 @@ const MAX_URL: usize = 2048;
 /// The redirect target of a request (GoTrue's `GetReferrer`): `redirect_to` from the header of
 /// that name or the query, else `Referer`, each only when allowed; else `site_url`.
 pub fn referrer(settings: &Auth, call: &Call<'_>) -> String {
-    let requested =
-        call.req.header_str("redirect_to").filter(|v| !v.is_empty()).or_else(|| call.query("redirect_to")).unwrap_or("");
+    let requested = call
+        .req
+        .header_str("redirect_to")
+        .filter(|v| !v.is_empty())
+        .or_else(|| call.query("redirect_to"))
+        .unwrap_or("");
     if is_valid(settings, requested) {
         return requested.to_owned();
     }
@@ -42,12 +46,16 @@ fn is_valid_for(site_url: &str, allow_list: &[String], redirect: &str) -> bool {
     }
     let Ok(base) = url::Url::parse(site_url) else { return false };
     let (scheme, host, port) = match url::Url::parse(redirect) {
-        Ok(target) => (target.scheme().to_owned(), host_name(&target), target.port()),
+        // The host as written: WHATWG parsing rewrites some (`http://2130706433/` is 127.0.0.1), Go does not.
+        Ok(target) => (target.scheme().to_owned(), raw_host(redirect).to_ascii_lowercase(), target.port()),
         // Go parses a relative reference too (empty scheme and host); only the globs can allow it.
         Err(url::ParseError::RelativeUrlWithoutBase) => (String::new(), String::new(), None),
         Err(_) => return false,
     };
-    if !host.is_empty() && host == host_name(&base) && scheme == base.scheme() && (port == base.port() || is_localhost(&host))
+    if !host.is_empty()
+        && host == host_name(&base)
+        && scheme == base.scheme()
+        && (port == base.port() || is_localhost(&host))
     {
         return true;
     }
@@ -68,6 +76,17 @@ fn is_valid_for(site_url: &str, allow_list: &[String], redirect: &str) -> bool {
 /// The host as Go's `URL.Hostname()` gives it: lower-case, IPv6 without brackets.
 fn host_name(url: &url::Url) -> String {
     url.host_str().unwrap_or("").trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase()
+}
+
+/// The host of `url` as written (between `scheme://` and the path, without user info or port).
+fn raw_host(url: &str) -> &str {
+    let Some((_, rest)) = url.split_once("://") else { return "" };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host_port.starts_with('[') {
+        return host_port.split_once(']').map_or(host_port, |(h, _)| h).trim_start_matches('[');
+    }
+    host_port.split_once(':').map_or(host_port, |(h, _)| h)
 }
 
 /// GoTrue's `isLocalhost`.
@@ -211,8 +230,13 @@ mod tests {
     use super::*;
 
     fn ok(redirect: &str) -> bool {
-        let allow = ["https://127.0.0.1:3000".to_owned(), "http://localhost:5173".to_owned(), "https://*.example.com/**".to_owned(),
-            "myapp://callback".to_owned(), "https://app.test/{a,b}/?".to_owned()];
+        let allow = [
+            "https://127.0.0.1:3000".to_owned(),
+            "http://localhost:5173".to_owned(),
+            "https://*.example.com/**".to_owned(),
+            "myapp://callback".to_owned(),
+            "https://app.test/{a,b}/?".to_owned(),
+        ];
         is_valid_for("http://127.0.0.1:3000", &allow, redirect)
     }
 
@@ -220,7 +244,12 @@ mod tests {
     fn the_site_and_loopback() {
         assert!(ok("http://127.0.0.1:3000/welcome?x=1"));
         assert!(ok("http://127.0.0.1:9999/other-port-on-loopback"));
-        assert!(ok("http://localhost:1234/"), "loopback name on any port");
+        assert!(!ok("http://localhost:1234/"), "another host than the site's, not in the list");
+        assert!(
+            is_valid_for("http://localhost:3000", &[], "http://localhost:1234/cb"),
+            "the site's loopback name, any port"
+        );
+        assert!(!is_valid_for("https://app.test", &[], "https://app.test:8443/"), "the site's host, another port");
         assert!(ok("http://[::1]:80/"));
         assert!(!ok(""));
         assert!(!ok("http://2130706433/"), "decimal IP");

@@ -22,7 +22,12 @@ pub type SendResult = Result<String, String>;
 /// Sends one text message (an SMS provider, a WhatsApp gateway, a test double).
 pub trait SmsSender: Send + Sync {
     /// Sends `body` to the E.164 number `to` (without `+`) over `channel` (`sms`, `whatsapp`).
-    fn send<'a>(&'a self, to: &'a str, body: &'a str, channel: &'a str) -> Pin<Box<dyn Future<Output = SendResult> + 'a>>;
+    fn send<'a>(
+        &'a self,
+        to: &'a str,
+        body: &'a str,
+        channel: &'a str,
+    ) -> Pin<Box<dyn Future<Output = SendResult> + 'a>>;
 }
 
 static SENDER: OnceLock<Arc<dyn SmsSender>> = OnceLock::new();
@@ -41,11 +46,18 @@ pub(crate) fn sender() -> &'static Arc<dyn SmsSender> {
 pub struct LogSms;
 
 impl SmsSender for LogSms {
-    fn send<'a>(&'a self, to: &'a str, body: &'a str, channel: &'a str) -> Pin<Box<dyn Future<Output = SendResult> + 'a>> {
+    fn send<'a>(
+        &'a self,
+        to: &'a str,
+        body: &'a str,
+        channel: &'a str,
+    ) -> Pin<Box<dyn Future<Output = SendResult> + 'a>> {
         Box::pin(async move {
             let id = crate::crypto::random::uuid_v4();
             tracing::info!(to, channel, body, "auth: SMS (no SMS provider configured; recorded, not sent)");
-            record(json!({"id": id, "to": to, "channel": channel, "body": body, "sent_at": madbase_core::jwt::unix_now()}));
+            record(
+                json!({"id": id, "to": to, "channel": channel, "body": body, "sent_at": madbase_core::jwt::unix_now()}),
+            );
             Ok(id)
         })
     }
@@ -85,7 +97,12 @@ pub fn body(template: &str, code: &str) -> String {
 
 /// The fixed code of a `[auth.sms.test_otp]` number, if `phone` (without `+`) is one.
 pub fn test_otp<'s>(settings: &'s crate::settings::Auth, phone: &str) -> Option<&'s str> {
-    settings.sms.test_otp.iter().find(|(number, _)| number.trim().trim_start_matches('+') == phone).map(|(_, code)| code.as_str())
+    settings
+        .sms
+        .test_otp
+        .iter()
+        .find(|(number, _)| number.trim().trim_start_matches('+') == phone)
+        .map(|(_, code)| code.as_str())
 }
 
 #[cfg(test)]

@@ -229,7 +229,12 @@ fn change_now(user_id: &str, column: &str, address: &str, function: &str) -> Sta
     .bind(address.to_owned())
 }
 
-async fn read_state(auth: &AuthService, caller: &crate::user::Caller, email: Option<&str>, phone: Option<&str>) -> AuthResult<State> {
+async fn read_state(
+    auth: &AuthService,
+    caller: &crate::user::Caller,
+    email: Option<&str>,
+    phone: Option<&str>,
+) -> AuthResult<State> {
     let batch = Batch::new()
         .statement(caller.require_session())
         .statement(
@@ -278,7 +283,11 @@ fn check_nonce(auth: &AuthService, state: &State, nonce: &str) -> AuthResult<()>
     } else if !state.phone.is_empty() {
         (&state.phone, SMS_OTP_EXPIRY)
     } else {
-        return Err(AuthError::new(422, "reauthentication_not_valid", "Reauthentication requires an email or a phone number"));
+        return Err(AuthError::new(
+            422,
+            "reauthentication_not_valid",
+            "Reauthentication requires an email or a phone number",
+        ));
     };
     let hash = otp::token_hash(address, nonce);
     if !otp::ct_eq(&hash, &state.nonce_hash) || age > lifetime as f64 {

@@ -21,7 +21,8 @@ use crate::signup::{validate_email, validate_phone};
 use crate::AuthService;
 
 /// GoTrue's answer to the first of the two confirmations of a secure email change.
-pub const SINGLE_CONFIRMATION: &str = "Confirmation link accepted. Please proceed to confirm link sent to the other email";
+pub const SINGLE_CONFIRMATION: &str =
+    "Confirmation link accepted. Please proceed to confirm link sent to the other email";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -154,9 +155,8 @@ async fn run(
         "id": issued.session_id, "refresh_token": issued.refresh_token, "ip": call.ip().to_string(),
         "user_agent": call.user_agent(),
     });
-    let mut batch = Batch::new().statement(
-        madbase_pg::Statement::new("select _madbase.auth_verify($1::jsonb)::text").bind(p.to_string()),
-    );
+    let mut batch = Batch::new()
+        .statement(madbase_pg::Statement::new("select _madbase.auth_verify($1::jsonb)::text").bind(p.to_string()));
     if !pkce {
         batch = batch.statement(auth.session_select_of_session(&issued));
     }
@@ -204,16 +204,25 @@ fn message_location(redirect_to: &str, message: &str, pkce: bool) -> String {
     with_fragment(&base, &[("message", message), ("sb", "")])
 }
 
-/// `url` with `pairs` set in its query (Go's `url.Values.Set` then `Encode`: keys sorted).
+/// `url` with `pairs` set in its query (Go's `url.Values.Set` then `Encode`: keys sorted), the
+/// rest of the URL as written (no normalisation, as Go's `URL.String()` of a parsed URL).
 fn with_query(url: &str, pairs: &[(&str, &str)]) -> String {
-    let Ok(mut parsed) = url::Url::parse(url) else { return url.to_owned() };
-    let mut query: Vec<(String, String)> =
-        parsed.query_pairs().into_owned().filter(|(k, _)| !pairs.iter().any(|(p, _)| p == k)).collect();
-    query.extend(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-    query.sort_by(|a, b| a.0.cmp(&b.0));
-    let encoded = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(query).finish();
-    parsed.set_query(Some(&encoded));
-    parsed.to_string()
+    let (before_fragment, fragment) = match url.split_once('#') {
+        Some((before, fragment)) => (before, Some(fragment)),
+        None => (url, None),
+    };
+    let (base, query) = before_fragment.split_once('?').unwrap_or((before_fragment, ""));
+    let mut merged: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .filter(|(k, _)| !pairs.iter().any(|(p, _)| p == k))
+        .collect();
+    merged.extend(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    merged.sort_by(|a, b| a.0.cmp(&b.0));
+    let encoded = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(merged).finish();
+    match fragment {
+        Some(fragment) => format!("{base}?{encoded}#{fragment}"),
+        None => format!("{base}?{encoded}"),
+    }
 }
 
 /// `url` with its fragment replaced by `pairs`, keys sorted.
@@ -244,5 +253,6 @@ mod tests {
              &error_code=otp_expired&error_description=Email+link+is+invalid+or+has+expired&sb="
         );
         assert_eq!(with_query("http://a/b?z=1", &[("code", "c")]), "http://a/b?code=c&z=1");
+        assert_eq!(with_query("http://a:3000", &[("code", "c")]), "http://a:3000?code=c");
     }
 }
