@@ -179,6 +179,8 @@ begin
   if not found then
     raise exception using errcode = 'MBMF1', message = 'mfa_ip_address_mismatch';
   end if;
+  -- The session's tokens before the session: the refresh grant's lock order.
+  perform 1 from auth.refresh_tokens r where r.session_id = p_session and not r.revoked for update;
   perform 1 from auth.sessions s where s.id = p_session and s.user_id = p_user for update;
   if not found then
     raise exception using errcode = 'MBAU2', message = 'Session from session_id claim in JWT does not exist';

@@ -79,19 +79,27 @@ fn sign_in(server: &TestServer, email: &str) -> Session {
 }
 
 fn enroll(server: &TestServer, access: &str, name: &str) -> Value {
-    let response = call(server, "POST", "/factors", Some(access), &json!({"friendly_name": name, "factor_type": "totp"}));
+    let response =
+        call(server, "POST", "/factors", Some(access), &json!({"friendly_name": name, "factor_type": "totp"}));
     assert_eq!(response.status, 200, "{}", response.text());
     response.json()
 }
 
 fn challenge(server: &TestServer, access: &str, factor: &str) -> String {
-    let response = call(server, "POST", &format!("/factors/{factor}/challenge"), Some(access), &json!({"factorId": factor}));
+    let response =
+        call(server, "POST", &format!("/factors/{factor}/challenge"), Some(access), &json!({"factorId": factor}));
     assert_eq!(response.status, 200, "{}", response.text());
     response.json()["id"].as_str().expect("challenge id").to_owned()
 }
 
 fn verify(server: &TestServer, access: &str, factor: &str, challenge: &str, code: &str) -> HttpResponse {
-    call(server, "POST", &format!("/factors/{factor}/verify"), Some(access), &json!({"challenge_id": challenge, "code": code}))
+    call(
+        server,
+        "POST",
+        &format!("/factors/{factor}/verify"),
+        Some(access),
+        &json!({"challenge_id": challenge, "code": code}),
+    )
 }
 
 fn code(secret: &str) -> String {
@@ -212,7 +220,10 @@ fn totp_enroll_challenge_verify_reaches_aal2_and_rls_sees_it() {
         "true"
     );
     assert_eq!(
-        scalar(&server, &format!("select (verified_at is not null)::text from auth.mfa_challenges where id = '{challenge_id}'")),
+        scalar(
+            &server,
+            &format!("select (verified_at is not null)::text from auth.mfa_challenges where id = '{challenge_id}'")
+        ),
         "true"
     );
     // The factor is verified; the other unverified TOTP factor is gone (GoTrue's clean-up).
@@ -227,15 +238,21 @@ fn totp_enroll_challenge_verify_reaches_aal2_and_rls_sees_it() {
     assert_eq!(assert_error(&again, 422, "mfa_ip_address_mismatch"), "Challenge and verify IP addresses mismatch.");
 
     // The new refresh token refreshes to an aal2 token.
-    let refreshed =
-        session(&call(&server, "POST", "/token?grant_type=refresh_token", None, &json!({"refresh_token": raised.refresh})));
+    let refreshed = session(&call(
+        &server,
+        "POST",
+        "/token?grant_type=refresh_token",
+        None,
+        &json!({"refresh_token": raised.refresh}),
+    ));
     assert_eq!(refreshed.claims["aal"], "aal2");
     assert_eq!(methods(&refreshed.claims)[0], "totp");
 
     // RLS on auth.jwt()->>'aal': nothing at aal1, the row at aal2.
     let vault = |access: &str| {
         let auth = format!("Bearer {access}");
-        let response = server.request("GET", "/rest/v1/vault?select=id,secret", &[("Authorization", auth.as_str())], b"");
+        let response =
+            server.request("GET", "/rest/v1/vault?select=id,secret", &[("Authorization", auth.as_str())], b"");
         assert_eq!(response.status, 200, "{}", response.text());
         response.json()
     };
@@ -245,7 +262,8 @@ fn totp_enroll_challenge_verify_reaches_aal2_and_rls_sees_it() {
     assert_eq!(vault(&raised.access), json!([{"id": 1, "secret": "gold"}]));
 
     // That aal1 session cannot enroll another factor while one is verified (403) …
-    let refused = call(&server, "POST", "/factors", Some(&aal1.access), &json!({"friendly_name": "x", "factor_type": "totp"}));
+    let refused =
+        call(&server, "POST", "/factors", Some(&aal1.access), &json!({"friendly_name": "x", "factor_type": "totp"}));
     assert_eq!(assert_error(&refused, 403, "insufficient_aal"), "AAL2 required to enroll a new factor");
     // … but it can step up with a new challenge (a code may be used again within its window, as in GoTrue).
     let step_up = challenge(&server, &aal1.access, &factor);
@@ -264,7 +282,11 @@ fn enroll_refusals() {
 
     // No token, a bad token.
     assert_error(&call(&server, "POST", "/factors", None, &json!({"factor_type": "totp"})), 401, "no_authorization");
-    assert_error(&call(&server, "POST", "/factors", Some("not.a.jwt"), &json!({"factor_type": "totp"})), 403, "bad_jwt");
+    assert_error(
+        &call(&server, "POST", "/factors", Some("not.a.jwt"), &json!({"factor_type": "totp"})),
+        403,
+        "bad_jwt",
+    );
 
     // Factor types.
     let message = assert_error(&enroll_with(json!({"factor_type": "sms"})), 400, "validation_failed");
@@ -327,7 +349,8 @@ fn enroll_refusals() {
     assert!(phone_user["totp"]["uri"].as_str().expect("uri").starts_with("otpauth://totp/127.0.0.1:3000:15555550100?"));
 
     // Anonymous users may not use /factors (checked after the session, as GoTrue's middleware).
-    let anonymous = token(json!({"sub": bob_id, "role": "authenticated", "aud": "authenticated", "session_id": bob_session,
+    let anonymous =
+        token(json!({"sub": bob_id, "role": "authenticated", "aud": "authenticated", "session_id": bob_session,
                                  "is_anonymous": true, "exp": now() + 600}));
     let refused = call(&server, "POST", "/factors", Some(&anonymous), &json!({"factor_type": "totp"}));
     assert_eq!(assert_error(&refused, 403, "no_authorization"), "Anonymous user not allowed to perform these actions");
@@ -337,7 +360,11 @@ fn enroll_refusals() {
 
     // A signed-out session is refused as such before anything else.
     server.sql(&format!("delete from auth.sessions where id = '{bob_session}'"));
-    assert_error(&call(&server, "POST", "/factors", Some(&bob), &json!({"factor_type": "sms"})), 403, "session_not_found");
+    assert_error(
+        &call(&server, "POST", "/factors", Some(&bob), &json!({"factor_type": "sms"})),
+        403,
+        "session_not_found",
+    );
     assert_error(
         &call(&server, "POST", "/factors/not-a-uuid/challenge", Some(&bob), &json!({})),
         403,
@@ -361,7 +388,10 @@ fn challenge_and_verify_refusals() {
     for (path, method) in [("challenge", "POST"), ("verify", "POST"), ("", "DELETE")] {
         let path = format!("/factors/{unknown}/{path}");
         let body = json!({"challenge_id": unknown, "code": "123456"});
-        assert_eq!(assert_error(&call(&server, method, &path, Some(&alice.access), &body), 404, "mfa_factor_not_found"), "Factor not found");
+        assert_eq!(
+            assert_error(&call(&server, method, &path, Some(&alice.access), &body), 404, "mfa_factor_not_found"),
+            "Factor not found"
+        );
     }
     let theirs = call(&server, "POST", &format!("/factors/{factor}/challenge"), Some(&bob.access), &json!({}));
     assert_error(&theirs, 404, "mfa_factor_not_found");
@@ -381,7 +411,9 @@ fn challenge_and_verify_refusals() {
 
     // An expired challenge is refused, with GoTrue's message, and deleted.
     let expired = challenge(&server, &alice.access, &factor);
-    server.sql(&format!("update auth.mfa_challenges set created_at = now() - interval '301 seconds' where id = '{expired}'"));
+    server.sql(&format!(
+        "update auth.mfa_challenges set created_at = now() - interval '301 seconds' where id = '{expired}'"
+    ));
     let response = verify(&server, &alice.access, &factor, &expired, &code(&secret));
     assert_eq!(
         assert_error(&response, 422, "mfa_challenge_expired"),
@@ -415,13 +447,17 @@ fn challenge_and_verify_refusals() {
 
 #[test]
 fn verification_switches_off() {
+    // Both keys of [auth.mfa.totp] are set: a table given in part takes FactorType's defaults
+    // (off) for the rest.
     let server = TestServer::start_with(&[
+        ("MADBASE_AUTH_MFA_TOTP_ENROLL_ENABLED", "true"),
         ("MADBASE_AUTH_MFA_TOTP_VERIFY_ENABLED", "false"),
         ("MADBASE_AUTH_MFA_MAX_ENROLLED_FACTORS", "1"),
     ]);
     let alice = sign_up(&server, "alice@example.com");
     let factor = enroll(&server, &alice.access, "one")["id"].as_str().expect("id").to_owned();
-    let second = call(&server, "POST", "/factors", Some(&alice.access), &json!({"friendly_name": "two", "factor_type": "totp"}));
+    let second =
+        call(&server, "POST", "/factors", Some(&alice.access), &json!({"friendly_name": "two", "factor_type": "totp"}));
     assert_error(&second, 422, "too_many_enrolled_mfa_factors");
     let refused = call(&server, "POST", &format!("/factors/{factor}/challenge"), Some(&alice.access), &json!({}));
     assert_eq!(assert_error(&refused, 422, "mfa_totp_verify_not_enabled"), "MFA verification is disabled for TOTP");
@@ -429,7 +465,10 @@ fn verification_switches_off() {
     assert_error(&refused, 422, "mfa_totp_verify_not_enabled");
     drop(server);
 
-    let server = TestServer::start_with(&[("MADBASE_AUTH_MFA_TOTP_ENROLL_ENABLED", "false")]);
+    let server = TestServer::start_with(&[
+        ("MADBASE_AUTH_MFA_TOTP_ENROLL_ENABLED", "false"),
+        ("MADBASE_AUTH_MFA_TOTP_VERIFY_ENABLED", "true"),
+    ]);
     let alice = sign_up(&server, "alice@example.com");
     let refused = call(&server, "POST", "/factors", Some(&alice.access), &json!({"factor_type": "totp"}));
     assert_eq!(assert_error(&refused, 422, "mfa_totp_enroll_not_enabled"), "MFA enroll is disabled for TOTP");
@@ -470,8 +509,13 @@ fn unenroll_rules_and_downgrade() {
         scalar(&server, &format!("select aal::text || ' ' || coalesce(factor_id::text, '-') from auth.sessions where id = '{session_id}'")),
         "aal1 -"
     );
-    let refreshed =
-        session(&call(&server, "POST", "/token?grant_type=refresh_token", None, &json!({"refresh_token": raised.refresh})));
+    let refreshed = session(&call(
+        &server,
+        "POST",
+        "/token?grant_type=refresh_token",
+        None,
+        &json!({"refresh_token": raised.refresh}),
+    ));
     assert_eq!(refreshed.claims["aal"], "aal1");
     assert_eq!(methods(&refreshed.claims), ["password"]);
 
