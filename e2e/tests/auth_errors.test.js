@@ -105,6 +105,24 @@ test('weak password: 422 weak_password with reasons, in both shapes and through 
   assert.equal(usersWith(email), '0');
 });
 
+test('the nulls auth-js sends in the implicit flow (code_challenge, code_challenge_method) are accepted', async (t) => {
+  const { email, session } = await signedUp('nulls');
+  const pkce = { code_challenge: null, code_challenge_method: null, gotrue_meta_security: {} };
+  const cases = [
+    ['POST /signup', 'POST', '/signup', { email: uniqueEmail('nulls-signup'), password: PASSWORD, data: {}, ...pkce }, 200],
+    ['POST /otp', 'POST', '/otp', { email, data: {}, create_user: false, ...pkce }, 200],
+    ['POST /recover', 'POST', '/recover', { email: uniqueEmail('nulls-recover'), ...pkce }, 200],
+    ['POST /resend', 'POST', '/resend', { email: uniqueEmail('nulls-resend'), type: 'signup', ...pkce }, 200],
+    ['PUT /user', 'PUT', '/user', { data: { n: 1 }, ...pkce }, 200, session.access_token],
+  ];
+  for (const [name, method, path, body, status, token] of cases) {
+    await t.test(name, async () => {
+      const r = await authFetch(server, path, { method, body, token });
+      assert.equal(r.status, status, r.text);
+    });
+  }
+});
+
 test('malformed JSON is 400 bad_json', async () => {
   for (const rawBody of ['{"email":', 'not json', '[1,2', '{"email": "a@example.com",}']) {
     const r = await authFetch(server, '/signup', { method: 'POST', rawBody });
