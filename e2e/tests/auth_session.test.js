@@ -130,7 +130,15 @@ test('signUp with auto-confirm returns a session and a confirmed email user', as
   assert.ok(!Number.isNaN(Date.parse(user.created_at)));
   assert.ok(!Number.isNaN(Date.parse(user.updated_at)));
   assert.deepEqual(user.app_metadata, { provider: 'email', providers: ['email'] });
-  assert.equal(user.user_metadata.full_name, 'Ada Lovelace');
+  // GoTrue's sign-up makes the identity data the user metadata (RemoveUnconfirmedIdentities):
+  // the claims of the email identity plus the sign-up data; confirming sets email_verified.
+  assert.deepEqual(user.user_metadata, {
+    email,
+    email_verified: true,
+    full_name: 'Ada Lovelace',
+    phone_verified: false,
+    sub: user.id,
+  });
   assert.equal(user.identities.length, 1);
   const [identity] = user.identities;
   assert.equal(identity.provider, 'email');
@@ -140,8 +148,7 @@ test('signUp with auto-confirm returns a session and a confirmed email user', as
   assert.equal(identity.email, email);
   assert.equal(identity.identity_data.email, email);
   assert.equal(identity.identity_data.sub, user.id);
-  assert.equal(identity.identity_data.email_verified, false);
-  assert.equal(identity.identity_data.phone_verified, false);
+  assert.equal(identity.identity_data.full_name, 'Ada Lovelace');
 });
 
 test('signUp with an address already registered is 422 user_already_exists', async () => {
