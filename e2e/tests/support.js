@@ -78,29 +78,35 @@ export async function startMadbase({ pgBin, env = {}, smtp = false } = {}) {
   child.stdout.on('data', (d) => (output += d));
   child.stderr.on('data', (d) => (output += d));
   const url = `http://127.0.0.1:${port}`;
+  // A start that fails leaves nothing running: the server, its cluster and the SMTP sink go.
+  const abort = async (message) => {
+    if (child.exitCode === null) {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+      await exited;
+      clearTimeout(timer);
+    }
+    await sink?.stop();
+    rmSync(dataDir, { recursive: true, force: true });
+    throw new Error(message);
+  };
   const deadline = Date.now() + 120_000;
   for (;;) {
-    if (child.exitCode !== null) {
-      await sink?.stop();
-      throw new Error(`madbase exited early:\n${output}`);
-    }
+    if (child.exitCode !== null) await abort(`madbase exited early:\n${output}`);
     try {
       const r = await fetch(`${url}/health`);
       if (r.status === 200) break;
     } catch {}
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL');
-      await sink?.stop();
-      throw new Error(`madbase did not become healthy:\n${output}`);
-    }
+    if (Date.now() > deadline) await abort(`madbase did not become healthy:\n${output}`);
     await new Promise((r) => setTimeout(r, 200));
   }
   // Not on a terminal, MadBase prints the URL without the password and names the file holding it.
   const printed = /DB URL: (postgres:\/\/\S+) \(password in (\S+)\)/.exec(output);
-  if (!printed) throw new Error(`madbase did not print the managed DB URL:\n${output}`);
+  if (!printed) await abort(`madbase did not print the managed DB URL:\n${output}`);
   const dbUrlWithoutPassword = new URL(printed[1]);
   const password = readFileSync(printed[2], 'utf8').trim();
-  if (output.includes(password)) throw new Error('madbase printed the superuser password off a terminal');
+  if (output.includes(password)) await abort('madbase printed the superuser password off a terminal');
   dbUrlWithoutPassword.password = password;
   const dbUrl = dbUrlWithoutPassword.toString();
   return {
