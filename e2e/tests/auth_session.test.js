@@ -412,6 +412,8 @@ test('the before-user-created hook rejects a sign-up and nothing is left in auth
   assert.equal(error?.name, 'AuthApiError');
   assert.equal(error.status, 400);
   assert.equal(error.message, 'Sign-ups from this domain are not allowed');
+  // A hook's error carries no GoTrue code: `unknown` below 500.
+  assert.equal(error.code, 'unknown');
   assert.equal(server.sql(`select count(*) from auth.users where email = '${email}'`).trim(), '0');
   assert.equal(server.sql(`select count(*) from auth.identities where email = '${email}'`).trim(), '0');
   assert.equal(server.sql(`select count(*) from public.profiles where email = '${email}'`).trim(), '0');
