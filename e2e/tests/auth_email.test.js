@@ -285,6 +285,50 @@ test('PKCE: a wrong code verifier is 400 bad_code_verifier and leaves the code u
   assert.equal(error, null);
 });
 
+test('PKCE sign-up confirmation and PKCE recovery: ?code= links exchanged for sessions', async () => {
+  const email = uniqueEmail('pkce-signup');
+  const supabase = client(server, ANON_KEY, { auth: { flowType: 'pkce' } });
+  const signedUp = await supabase.auth.signUp({ email, password: PASSWORD, options: { emailRedirectTo: `${ALLOWED}/confirmed` } });
+  assert.equal(signedUp.error, null);
+  assert.equal(signedUp.data.session, null);
+  const confirm = await server.mail.waitFor(email, SUBJECT.confirmation);
+  const link = new URL(verifyLink(confirm));
+  assert.ok(link.searchParams.get('token').startsWith('pkce_'), link.toString());
+  const first = await follow(link.toString());
+  assert.equal(first.status, 303);
+  const { base, query } = urlParams(first.location);
+  assert.equal(base, `${ALLOWED}/confirmed`);
+  const exchanged = await supabase.auth.exchangeCodeForSession(query.code);
+  assert.equal(exchanged.error, null);
+  assert.equal(exchanged.data.user.email, email);
+  assert.ok(exchanged.data.user.email_confirmed_at);
+  assert.deepEqual(
+    decodeJwt(exchanged.data.session.access_token).amr.map((a) => a.method),
+    ['email/signup'],
+  );
+
+  await sleep(1100);
+  const recovering = client(server, ANON_KEY, { auth: { flowType: 'pkce' } });
+  const sent = await recovering.auth.resetPasswordForEmail(email, { redirectTo: `${ALLOWED}/reset` });
+  assert.equal(sent.error, null);
+  const mail = await server.mail.waitFor(email, SUBJECT.recovery);
+  const back = await follow(verifyLink(mail));
+  assert.equal(back.status, 303);
+  const code = urlParams(back.location).query.code;
+  assert.ok(code, back.location);
+  const recovered = await recovering.auth.exchangeCodeForSession(code);
+  assert.equal(recovered.error, null);
+  assert.equal(recovered.data.redirectType, 'recovery');
+  assert.deepEqual(
+    decodeJwt(recovered.data.session.access_token).amr.map((a) => a.method),
+    ['recovery'],
+  );
+  const changed = await recovering.auth.updateUser({ password: 'pkce-new-password' });
+  assert.equal(changed.error, null);
+  const signIn = await client(server, ANON_KEY).auth.signInWithPassword({ email, password: 'pkce-new-password' });
+  assert.equal(signIn.error, null);
+});
+
 test('resetPasswordForEmail → recovery code → updateUser({password})', async () => {
   const { email, user } = await confirmedUser('recover');
   await sleep(1100); // max_frequency 1s between mails to one user
