@@ -127,6 +127,21 @@ test('sign-up with confirmations: no session, a mail with a link and a code, ver
   assert.equal(signIn.error, null);
 });
 
+test('signing up again with a confirmed address answers a stand-in user (no enumeration) and changes nothing', async () => {
+  const { email, user } = await confirmedUser('again');
+  const { data, error } = await client(server, ANON_KEY).auth.signUp({ email, password: 'another-password' });
+  assert.equal(error, null);
+  assert.equal(data.session, null);
+  assert.equal(data.user.email, email);
+  assert.notEqual(data.user.id, user.id, 'the real id is not disclosed');
+  assert.deepEqual(data.user.identities, []);
+  assert.equal(data.user.email_confirmed_at, undefined);
+  assert.ok(data.user.confirmation_sent_at);
+  assert.equal(server.sql(`select count(*) from auth.users where email = '${email}'`).trim(), '1');
+  const old = await client(server, ANON_KEY).auth.signInWithPassword({ email, password: PASSWORD });
+  assert.equal(old.error, null, 'the password is unchanged');
+});
+
 test('the confirmation link: GET /verify answers 303 with the session in the fragment; a used link is otp_expired', async () => {
   const email = uniqueEmail('signup-link');
   const { mail, user } = await signUpUnconfirmed(email, { emailRedirectTo: `${ALLOWED}/welcome` });
