@@ -130,11 +130,27 @@ pub async fn run(
         .map_err(MigrateError::Bookkeeping)?;
     let mut result = apply_pending(conn).await;
     if let (Ok(()), Some(project)) = (&result, project) {
-        result = project.apply(conn, managed_data_dir).await;
+        result = adopt_database_search_path(conn).await.and(project.apply(conn, managed_data_dir).await);
     }
     // Releasing also happens when the session ends; an error here must not hide `result`.
     let _ = conn.simple_query(&format!("select pg_advisory_unlock({MIGRATION_LOCK_KEY})")).await;
     result
+}
+
+/// The project's migrations and seed run with the database's own `search_path` (Supabase's puts
+/// `extensions` on it, so seeds call `crypt`/`gen_salt` unqualified), which MadBase's migrations
+/// may have set on this very connection's database after it connected: a session only reads it at
+/// connect time, so it is applied here.
+async fn adopt_database_search_path(conn: &Connection) -> Result<(), MigrateError> {
+    conn.simple_query(
+        "select set_config('search_path', substr(c, length('search_path=') + 1), false)
+         from pg_db_role_setting s, unnest(s.setconfig) c
+         where s.setdatabase = (select oid from pg_database where datname = current_database())
+           and s.setrole = 0 and c like 'search_path=%'",
+    )
+    .await
+    .map(drop)
+    .map_err(MigrateError::Bookkeeping)
 }
 
 async fn apply_pending(conn: &Connection) -> Result<(), MigrateError> {

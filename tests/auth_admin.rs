@@ -698,3 +698,29 @@ fn deletes_and_factors() {
         owner_id
     );
 }
+
+/// `/invite`, `/admin/generate_link` and `/admin/mail` pass the admin gate to the flows.
+#[test]
+fn the_flows_behind_the_gate() {
+    let server = TestServer::start();
+    let invited = admin(&server, "POST", "/invite", Some(json!({"email": "guest@example.com", "data": {"a": 1}})));
+    assert_eq!(invited.status, 200, "{}", invited.text());
+    assert_eq!(invited.json()["email"], "guest@example.com");
+    assert!(invited.json()["invited_at"].is_string());
+
+    let link = admin(
+        &server,
+        "POST",
+        "/admin/generate_link",
+        Some(json!({"type": "magiclink", "email": "guest@example.com"})),
+    );
+    assert_eq!(link.status, 200, "{}", link.text());
+    assert!(link.json()["action_link"].is_string());
+
+    let outbox = admin(&server, "GET", "/admin/mail", None);
+    assert_eq!(outbox.status, 200, "{}", outbox.text());
+    assert!(outbox.json().is_object());
+
+    assert_eq!(admin(&server, "GET", "/invite", None).status, 405);
+    assert_eq!(admin(&server, "POST", "/admin/mail", Some(json!({}))).status, 405);
+}

@@ -362,6 +362,44 @@ mod tests {
         assert_eq!(validate_email(&format!("{}@b.c", "a".repeat(260))).unwrap_err().message, "An email address is too long");
     }
 
+    /// The request decoders and validators never panic, whatever the bytes (a property test over
+    /// random and mutated inputs; the JSON shapes are serde's, the validators ours).
+    #[test]
+    fn decoders_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+        let seeds: &[&[u8]] = &[
+            br#"{"email":"a@b.co","password":"secret","data":{"n":1},"code_challenge":"x","code_challenge_method":"s256"}"#,
+            br#"{"phone":"+1 234","channel":"whatsapp"}"#,
+            br#"{"email":12,"data":[1,2]}"#,
+        ];
+        for round in 0..20_000 {
+            let mut bytes = seeds[round % seeds.len()].to_vec();
+            for _ in 0..rng.gen_range(0..6) {
+                let at = rng.gen_range(0..bytes.len());
+                match rng.gen_range(0..3) {
+                    0 => bytes[at] = rng.gen(),
+                    1 => {
+                        bytes.remove(at);
+                    }
+                    _ => bytes.insert(at, rng.gen()),
+                }
+                if bytes.is_empty() {
+                    break;
+                }
+            }
+            if let Ok(params) = serde_json::from_slice::<SignupParams>(&bytes) {
+                let _ = params.email.as_deref().map(validate_email);
+                let _ = params.phone.as_deref().map(validate_phone);
+                let _ = metadata(params.data);
+                let _ = pkce_params(params.code_challenge_method.as_deref(), params.code_challenge.as_deref());
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = validate_email(&text);
+            let _ = validate_phone(&text);
+        }
+    }
+
     #[test]
     fn phones() {
         assert_eq!(validate_phone("+1 (234) 567-890").unwrap(), "1234567890");

@@ -28,6 +28,9 @@ pub enum AuthError {
     ForbiddenRole(String),
 }
 
+/// Roles the services run their own statements as; a token naming one is refused.
+pub const SERVICE_ROLES: &[&str] = &["supabase_auth_admin", "supabase_storage_admin", "supabase_realtime_admin"];
+
 /// The role of requests without a token (Supabase's `anon`).
 pub const ANON_ROLE: &str = "anon";
 
@@ -100,8 +103,10 @@ pub fn authenticate(tokens: &RefCell<TokenCache>, req: &Request) -> Result<Ident
         }
     };
     // `set_config('role', 'none')` means RESET ROLE — back to the session user the pool logged in
-    // as, which may be far more privileged than any API role. An empty name is never a role.
-    if role.is_empty() || role.eq_ignore_ascii_case("none") {
+    // as, which may be far more privileged than any API role. An empty name is never a role. The
+    // services' own roles (Auth's `supabase_auth_admin`, which the login role may become) are
+    // never an API caller's.
+    if role.is_empty() || role.eq_ignore_ascii_case("none") || SERVICE_ROLES.contains(&role.as_str()) {
         return Err(AuthError::ForbiddenRole(role));
     }
     let authenticated = role != ANON_ROLE;
@@ -198,6 +203,9 @@ mod tests {
         assert_eq!(err.to_string(), "Expected 3 parts in JWT; got 2");
         let none = format!("Bearer {}", keys.sign_hs256(&json!({"role": "none"})));
         let err = authenticate(&cache, &request(&[("authorization", &none)])).unwrap_err();
+        assert!(matches!(err, AuthError::ForbiddenRole(_)), "{err:?}");
+        let service = format!("Bearer {}", keys.sign_hs256(&json!({"role": "supabase_auth_admin"})));
+        let err = authenticate(&cache, &request(&[("authorization", &service)])).unwrap_err();
         assert!(matches!(err, AuthError::ForbiddenRole(_)), "{err:?}");
     }
 }
