@@ -86,7 +86,7 @@ $$;
 --   secure_email_change, max_frequency (seconds), sms (the frequency error is the SMS one),
 --   audit                     the audit action, if any
 -- Answers {status: sent|not_found|skipped, user_id, email, phone, new_address, token_hash,
--- token_hash_current, confirmed, user}.
+-- token_hash_current, confirmed, phone_confirmed, user}.
 create or replace function _madbase.auth_send(p jsonb)
 returns jsonb
 language plpgsql volatile
@@ -222,7 +222,7 @@ begin
   return jsonb_build_object(
     'status', 'sent', 'user_id', u.id, 'email', coalesce(u.email, ''), 'phone', coalesce(u.phone, ''),
     'new_address', coalesce(v_new, ''), 'token_hash', v_hash, 'token_hash_current', v_hash_current,
-    'confirmed', u.email_confirmed_at is not null,
+    'confirmed', u.email_confirmed_at is not null, 'phone_confirmed', u.phone_confirmed_at is not null,
     'user', (select _madbase.auth_user_json(x)::jsonb from auth.users x where x.id = u.id));
 end
 $$;

@@ -736,3 +736,75 @@ fn anonymous_user_becomes_permanent() {
         &auth.post("/token?grant_type=password", json!({"email": "anon@example.com", "password": "secret-1"})),
     );
 }
+
+/// `/resend` (signup, email_change, phone_change) replaces the previous token; a phone change by
+/// SMS; `GET /verify` of a type links cannot carry redirects with GoTrue's error; a magic link
+/// asked for by an unconfirmed user sends the confirmation instead.
+#[test]
+fn resend_phone_change_and_link_errors() {
+    let Some(sink) = Sink::start() else { return };
+    let auth = Auth::start(
+        Some(&sink),
+        &[
+            ("MADBASE_AUTH_EMAIL_ENABLE_CONFIRMATIONS", "true"),
+            ("MADBASE_AUTH_SMS_ENABLE_SIGNUP", "true"),
+            ("MADBASE_AUTH_SMS_ENABLE_CONFIRMATIONS", "true"),
+        ],
+    );
+    expect(&auth.post("/signup", json!({"email": "fay@example.com", "password": "secret-1"})), 200);
+    let first = sink.next();
+    expect(&auth.post("/otp", json!({"email": "fay@example.com"})), 200);
+    let confirmation = sink.next();
+    assert!(
+        confirmation.link.contains("type=signup"),
+        "unconfirmed: the confirmation, not a magic link: {confirmation:?}"
+    );
+    expect(&auth.post("/resend", json!({"type": "signup", "email": "fay@example.com"})), 200);
+    let latest = sink.next();
+    for stale in [&first, &confirmation] {
+        expect_error(
+            &auth.post("/verify", json!({"token_hash": stale.token(), "type": "signup"})),
+            403,
+            "otp_expired",
+            "Email link is invalid or has expired",
+        );
+    }
+    let session = expect_session(&auth.post("/verify", json!({"token_hash": latest.token(), "type": "signup"})));
+    let access = session["access_token"].as_str().expect("token").to_owned();
+    expect(&auth.post("/resend", json!({"type": "signup", "email": "fay@example.com"})), 200);
+    expect(&auth.post("/resend", json!({"type": "signup", "email": "nobody@example.com"})), 200);
+    sink.assert_quiet();
+
+    // Links of a type they cannot be: a redirect with the error; no type: 400.
+    let wrong = auth.get(&format!("/verify?token={}&type=sms", latest.token()));
+    assert_eq!(wrong.status, 303);
+    let error = fragment(wrong.header("location").unwrap_or_default());
+    assert!(error.contains(&("error".to_owned(), "invalid_request".to_owned())), "{error:?}");
+    assert!(error.contains(&("error_description".to_owned(), "Invalid email verification type".to_owned())));
+    expect_error(&auth.get("/verify?token=abc"), 400, "validation_failed", "Verify requires a verification type");
+
+    // Email change, resent: the new pair replaces the first.
+    expect(&auth.put_user(&access, json!({"email": "fay2@example.com"})), 200);
+    let _ = (sink.next(), sink.next());
+    expect(&auth.post("/resend", json!({"type": "email_change", "email": "fay@example.com"})), 200);
+    let (a, b) = (sink.next(), sink.next());
+    let to_current = if a.to == "fay@example.com" { a } else { b };
+    let leg = expect(&auth.post("/verify", json!({"token_hash": to_current.token(), "type": "email_change"})), 200);
+    assert_eq!(leg["code"], "200");
+
+    // Phone change by SMS (the default sender records it).
+    let pending = expect(&auth.put_user(&access, json!({"phone": "+1 555 555 0123"})), 200);
+    assert_eq!(pending["new_phone"], "15555550123", "{pending}");
+    let resent = expect(&auth.post("/resend", json!({"type": "phone_change", "phone": "15555550123"})), 200);
+    assert_eq!(resent, json!({}), "phone_change resend finds the user by its current phone, which it has none of");
+    let outbox = expect(&auth.admin("GET", "/admin/mail", None), 200);
+    let sms = outbox["sms"].as_array().and_then(|m| m.last()).cloned().expect("an SMS");
+    assert_eq!(sms["to"], "15555550123");
+    let code = sms["body"].as_str().unwrap_or("").rsplit(' ').next().unwrap_or("").to_owned();
+    let changed =
+        expect_session(&auth.post("/verify", json!({"phone": "15555550123", "token": code, "type": "phone_change"})));
+    assert_eq!(changed["user"]["phone"], "15555550123");
+    assert!(changed["user"]["phone_confirmed_at"].is_string());
+    let providers = changed["user"]["app_metadata"]["providers"].as_array().cloned().unwrap_or_default();
+    assert!(providers.contains(&json!("phone")) && providers.contains(&json!("email")), "{providers:?}");
+}

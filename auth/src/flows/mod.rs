@@ -286,6 +286,7 @@ pub(crate) struct Sent {
     pub token_hash: String,
     pub token_hash_current: String,
     pub confirmed: bool,
+    pub phone_confirmed: bool,
     /// The user JSON after the token was stored.
     pub user: Value,
     /// The database's time, as GoTrue renders timestamps (for a sanitized user).

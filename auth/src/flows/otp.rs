@@ -186,8 +186,9 @@ async fn sms_otp(
     let results = auth.run_raw(Batch::new().statement(issue.statement(auth, call))).await.map_err(flow_error)?;
     let sent = Sent::parse(results.first())?;
     if sent.sent() {
+        // An unconfirmed number went through GoTrue's sign-up, which answers `{}`.
         let id = deliver(auth, &issue, &sent).await?;
-        return Ok(message_id(id));
+        return Ok(if sent.phone_confirmed { message_id(id) } else { empty() });
     }
     if !create_user {
         return Err(AuthError::new(422, "otp_disabled", "Signups not allowed for otp"));
