@@ -4,7 +4,9 @@
 -- supabase_auth_admin, follow GoTrue's internal/api/mfa.go step for step, and answer refusals
 -- with GoTrue's error codes: returned (not raised) where GoTrue commits something before it
 -- refuses (the clean-up of abandoned factors, the removal of an expired challenge), raised with
--- SQLSTATE MBMF1 (message = the code) where nothing may stay.
+-- SQLSTATE MBMF1 (message = the code) where nothing may stay. The mfa_verification_attempt
+-- hook, when configured, is called by the handler's SQL with auth_mfa_hook_input's payload and
+-- its answer read by auth_mfa_hook_outcome.
 
 -- The `amr` method a factor type adds to a session.
 create or replace function _madbase.auth_mfa_amr_method(p_type text)
@@ -152,17 +154,56 @@ begin
 end
 $$;
 
+-- The mfa_verification_attempt hook's answer for a verification (GoTrue's v0hooks): an
+-- answer with an error aborts the batch as the hook asked (auth_hook_guard, MBHK1); a
+-- "reject" decision signs the user out everywhere (that commits) and yields the message to
+-- answer 403 mfa_verification_rejected with (GoTrue's default when the hook gives none); any
+-- other answer yields null. A null answer (no hook) yields null.
+create or replace function _madbase.auth_mfa_hook_outcome(p_user uuid, p_answer jsonb)
+returns text
+language plpgsql volatile
+set search_path = ''
+as $$
+begin
+  if p_answer is null then
+    return null;
+  end if;
+  perform _madbase.auth_hook_guard(p_answer);
+  if p_answer ->> 'decision' = 'reject' then
+    delete from auth.sessions s where s.user_id = p_user;
+    return coalesce(nullif(p_answer ->> 'message', ''), 'Further MFA verification attempts will be rejected.');
+  end if;
+  return null;
+end
+$$;
+
+-- The mfa_verification_attempt hook's input (GoTrue's MFAVerificationAttemptInput).
+create or replace function _madbase.auth_mfa_hook_input(p_user uuid, p_factor uuid, p_ip text, p_valid boolean)
+returns jsonb
+language sql volatile
+set search_path = ''
+as $$
+  select jsonb_build_object(
+    'metadata', jsonb_build_object('uuid', gen_random_uuid(), 'time', now(), 'name', 'mfa-verification',
+                                   'ip_address', p_ip),
+    'user_id', p_user, 'factor_id', p_factor, 'factor_type', f.factor_type, 'valid', p_valid)
+  from (select 1) one left join auth.mfa_factors f on f.id = p_factor
+$$;
+
 -- POST /factors/<id>/verify, second batch (the code was right): GoTrue's verify transaction.
 -- The challenge is marked verified only if it still is unused (so one challenge verifies once,
 -- however many requests race), the factor becomes verified, the session gains the factor's
 -- `amr` entry (or refreshes its time), its live refresh tokens are revoked and `p_refresh_token`
 -- issued as the child of the oldest (GoTrue's legacy-token swap), the session becomes aal2 and
 -- remembers the factor, the user's sessions below aal2 are deleted, and so are the user's other
--- unverified factors of the type. Refusals raise MBMF1 (nothing stays); a vanished session
--- raises MBAU2 (session_not_found).
+-- unverified factors of the type. `p_rejected`: the mfa_verification_attempt hook's refusal
+-- (auth_mfa_hook_outcome, evaluated as this call's argument, its sign-out committed): returned
+-- at once. Refusals raise MBMF1 (nothing stays); a vanished session raises MBAU2
+-- (session_not_found).
 create or replace function _madbase.auth_mfa_verify_finish(
-  p_user uuid, p_session uuid, p_factor uuid, p_challenge uuid, p_refresh_token text, p_ip text
-) returns void
+  p_user uuid, p_session uuid, p_factor uuid, p_challenge uuid, p_refresh_token text, p_ip text,
+  p_rejected text
+) returns text
 language plpgsql volatile
 set search_path = ''
 as $$
@@ -170,6 +211,9 @@ declare
   f auth.mfa_factors;
   v_parent text;
 begin
+  if p_rejected is not null then
+    return p_rejected;
+  end if;
   select * into f from auth.mfa_factors x where x.id = p_factor and x.user_id = p_user for update;
   if not found then
     raise exception using errcode = 'MBMF1', message = 'mfa_factor_not_found';
@@ -208,6 +252,7 @@ begin
   delete from auth.sessions s where s.user_id = p_user and s.aal < 'aal2';
   delete from auth.mfa_factors x
   where x.user_id = p_user and x.status = 'unverified' and x.factor_type = f.factor_type;
+  return null;
 end
 $$;
 
@@ -250,11 +295,15 @@ revoke all on function _madbase.auth_mfa_amr_method(text) from public;
 revoke all on function _madbase.auth_mfa_enroll(uuid, uuid, uuid, text, text, integer, text) from public;
 revoke all on function _madbase.auth_mfa_challenge(uuid, uuid, uuid, text, boolean) from public;
 revoke all on function _madbase.auth_mfa_verify_check(uuid, uuid, uuid, text, boolean, boolean) from public;
-revoke all on function _madbase.auth_mfa_verify_finish(uuid, uuid, uuid, uuid, text, text) from public;
+revoke all on function _madbase.auth_mfa_verify_finish(uuid, uuid, uuid, uuid, text, text, text) from public;
 revoke all on function _madbase.auth_mfa_unenroll(uuid, uuid, uuid, text) from public;
+revoke all on function _madbase.auth_mfa_hook_outcome(uuid, jsonb) from public;
+revoke all on function _madbase.auth_mfa_hook_input(uuid, uuid, text, boolean) from public;
 grant execute on function _madbase.auth_mfa_amr_method(text) to supabase_auth_admin;
 grant execute on function _madbase.auth_mfa_enroll(uuid, uuid, uuid, text, text, integer, text) to supabase_auth_admin;
 grant execute on function _madbase.auth_mfa_challenge(uuid, uuid, uuid, text, boolean) to supabase_auth_admin;
 grant execute on function _madbase.auth_mfa_verify_check(uuid, uuid, uuid, text, boolean, boolean) to supabase_auth_admin;
-grant execute on function _madbase.auth_mfa_verify_finish(uuid, uuid, uuid, uuid, text, text) to supabase_auth_admin;
+grant execute on function _madbase.auth_mfa_verify_finish(uuid, uuid, uuid, uuid, text, text, text) to supabase_auth_admin;
 grant execute on function _madbase.auth_mfa_unenroll(uuid, uuid, uuid, text) to supabase_auth_admin;
+grant execute on function _madbase.auth_mfa_hook_outcome(uuid, jsonb) to supabase_auth_admin;
+grant execute on function _madbase.auth_mfa_hook_input(uuid, uuid, text, boolean) to supabase_auth_admin;

@@ -489,8 +489,17 @@ fn unenroll_rules_and_downgrade() {
     assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!(response.json(), json!({"id": spare}));
 
+    // Two verifications of one challenge at once: exactly one succeeds.
     let challenge_id = challenge(&server, &alice.access, &factor);
-    let raised = session(&verify(&server, &alice.access, &factor, &challenge_id, &code(&secret)));
+    let code_now = code(&secret);
+    let (a, b) = std::thread::scope(|scope| {
+        let first = scope.spawn(|| verify(&server, &alice.access, &factor, &challenge_id, &code_now));
+        let second = scope.spawn(|| verify(&server, &alice.access, &factor, &challenge_id, &code_now));
+        (first.join().expect("first"), second.join().expect("second"))
+    });
+    let (won, lost) = if a.status == 200 { (a, b) } else { (b, a) };
+    assert_error(&lost, 422, "mfa_ip_address_mismatch");
+    let raised = session(&won);
     assert_eq!(raised.claims["aal"], "aal2");
 
     // A verified factor needs an aal2 session to go.
@@ -522,4 +531,73 @@ fn unenroll_rules_and_downgrade() {
     // Gone is gone.
     let again = call(&server, "DELETE", &format!("/factors/{factor}"), Some(&refreshed.access), &json!({}));
     assert_error(&again, 404, "mfa_factor_not_found");
+}
+
+#[test]
+fn verification_attempt_hook() {
+    let server = TestServer::start_with(&[
+        ("MADBASE_AUTH_HOOK_MFA_VERIFICATION_ATTEMPT_ENABLED", "true"),
+        ("MADBASE_AUTH_HOOK_MFA_VERIFICATION_ATTEMPT_URI", "pg-functions://postgres/public/mfa_attempt"),
+    ]);
+    // Rejects failures; records every attempt it hears of.
+    server.sql(
+        "create table public.attempts (event jsonb);
+         grant insert on public.attempts to supabase_auth_admin;
+         create function public.mfa_attempt(event jsonb) returns jsonb language plpgsql as $$
+         begin
+           insert into public.attempts values (event);
+           if (event->>'valid')::boolean then
+             return '{\"decision\": \"continue\"}';
+           end if;
+           return '{\"decision\": \"reject\", \"message\": \"Too many tries.\"}';
+         end $$;
+         grant execute on function public.mfa_attempt(jsonb) to supabase_auth_admin;",
+    );
+    let email = "alice@example.com";
+    let alice = sign_up(&server, email);
+    let enrolled = enroll(&server, &alice.access, "app");
+    let factor = enrolled["id"].as_str().expect("id").to_owned();
+    let secret = enrolled["totp"]["secret"].as_str().expect("secret").to_owned();
+
+    // A right code: the hook says continue.
+    let challenge_id = challenge(&server, &alice.access, &factor);
+    let raised = session(&verify(&server, &alice.access, &factor, &challenge_id, &code(&secret)));
+    assert_eq!(raised.claims["aal"], "aal2");
+    let event: Value =
+        serde_json::from_str(&scalar(&server, "select event::text from public.attempts")).expect("event JSON");
+    assert_eq!(event["valid"], true);
+    assert_eq!(event["factor_id"], factor.as_str());
+    assert_eq!(event["factor_type"], "totp");
+    assert_eq!(event["user_id"], alice.claims["sub"]);
+    assert_eq!(event["metadata"]["name"], "mfa-verification");
+
+    // A wrong code: the hook rejects, the user is signed out everywhere.
+    let challenge_id = challenge(&server, &raised.access, &factor);
+    let rejected = verify(&server, &raised.access, &factor, &challenge_id, &wrong_code(&secret));
+    assert_eq!(assert_error(&rejected, 403, "mfa_verification_rejected"), "Too many tries.");
+    assert_eq!(scalar(&server, "select count(*) from public.attempts where (event->>'valid')::boolean = false"), "1");
+    let user_id = alice.claims["sub"].as_str().expect("sub");
+    assert_eq!(scalar(&server, &format!("select count(*) from auth.sessions where user_id = '{user_id}'")), "0");
+    assert_error(&call(&server, "GET", "/user", Some(&raised.access), &Value::Null), 403, "session_not_found");
+
+    // A right code the hook rejects: signed out, and nothing of the verification stays.
+    server.sql(
+        "create or replace function public.mfa_attempt(event jsonb) returns jsonb language sql as
+         $$ select '{\"decision\": \"reject\"}'::jsonb $$;",
+    );
+    let again = sign_in(&server, email);
+    let challenge_id = challenge(&server, &again.access, &factor);
+    let rejected = verify(&server, &again.access, &factor, &challenge_id, &code(&secret));
+    assert_eq!(
+        assert_error(&rejected, 403, "mfa_verification_rejected"),
+        "Further MFA verification attempts will be rejected."
+    );
+    assert_eq!(scalar(&server, &format!("select count(*) from auth.sessions where user_id = '{user_id}'")), "0");
+    assert_eq!(
+        scalar(
+            &server,
+            &format!("select (verified_at is null)::text from auth.mfa_challenges where id = '{challenge_id}'")
+        ),
+        "true"
+    );
 }

@@ -29,9 +29,11 @@
 //!
 //! Not served: phone and WebAuthn factors (off by default, reference/auth.md §5) answer
 //! GoTrue's "disabled" refusals whatever `[auth.mfa.phone]` / `[auth.mfa.web_authn]` say; the
-//! `mfa_verification_attempt` hook and the factor enrolled/unenrolled notification mails are
-//! not run. GoTrue keeps no record of used TOTP codes (a code may be used again on a new
-//! challenge within its window), and neither does this module.
+//! factor enrolled/unenrolled notification mails (off by default) are not sent. The
+//! `mfa_verification_attempt` hook is run: it hears of every code checked, and its "reject"
+//! signs the user out (403 `mfa_verification_rejected`). GoTrue keeps no record of used TOTP
+//! codes (a code may be used again on a new challenge within its window), and neither does
+//! this module.
 
 use madbase_core::jwt::unix_now;
 use madbase_http::{Body, Response};
@@ -42,6 +44,7 @@ use serde_json::Value;
 use crate::call::Call;
 use crate::crypto::{qr, random, totp};
 use crate::error::{AuthError, AuthResult};
+use crate::hooks;
 use crate::ratelimit::Bucket;
 use crate::user::Caller;
 use crate::AuthService;
@@ -308,7 +311,22 @@ async fn verify(
         return Err(error.clone());
     }
     let secret = row.get_str(2).ok_or_else(|| AuthError::internal("auth_mfa_verify_check: no secret"))?;
+    let hook = hooks::function_sql(&auth.settings().hook.mfa_verification_attempt);
     if !totp::verify(secret, code, unix_now()) {
+        if let Some(hook) = &hook {
+            // The hook hears of the failure too, and may sign the user out (a second round trip,
+            // only with the hook on).
+            let sql = format!(
+                "select _madbase.auth_mfa_hook_outcome($1::uuid, \
+                 {hook}(_madbase.auth_mfa_hook_input($1::uuid, $2::uuid, $3, false))::jsonb)"
+            );
+            let outcome =
+                Statement::new(sql).bind(caller.user_id.clone()).bind(factor.to_owned()).bind(call.ip().to_string());
+            let results = auth.run(Batch::new().statement(outcome)).await?;
+            if let Some(message) = results.first().and_then(StatementResult::scalar) {
+                return Err(AuthError::new(403, "mfa_verification_rejected", message.to_owned()));
+            }
+        }
         return Err(AuthError::new(422, "mfa_verification_failed", "Invalid TOTP code entered"));
     }
     let Some(session_id) = caller.session_id.clone() else {
@@ -316,20 +334,32 @@ async fn verify(
     };
 
     let issued = auth.issue(caller.user_id.clone(), session_id, random::refresh_token(), "totp");
-    let finish =
-        Statement::new("select _madbase.auth_mfa_verify_finish($1::uuid, $2::uuid, $3::uuid, $4::uuid, $5, $6)")
-            .bind(issued.user_id.clone())
-            .bind(issued.session_id.clone())
-            .bind(factor.to_owned())
-            .bind(challenge.to_owned())
-            .bind(issued.refresh_token.clone())
-            .bind(call.ip().to_string());
+    // With the hook on, its answer is an argument of the finish function: a refusal's sign-out
+    // commits and nothing else happens.
+    let rejected = match &hook {
+        None => "null".to_owned(),
+        Some(hook) => format!(
+            "_madbase.auth_mfa_hook_outcome($1::uuid, {hook}(_madbase.auth_mfa_hook_input($1::uuid, $3::uuid, $6, true))::jsonb)"
+        ),
+    };
+    let finish = Statement::new(format!(
+        "select _madbase.auth_mfa_verify_finish($1::uuid, $2::uuid, $3::uuid, $4::uuid, $5, $6, {rejected})"
+    ))
+    .bind(issued.user_id.clone())
+    .bind(issued.session_id.clone())
+    .bind(factor.to_owned())
+    .bind(challenge.to_owned())
+    .bind(issued.refresh_token.clone())
+    .bind(call.ip().to_string());
     let batch = Batch::new().statement(finish).statement(auth.session_select(&issued));
     let results = match auth.run_raw(batch).await {
         Ok(results) => results,
         Err(PgError::Db(db)) if db.code == "MBMF1" => return Err(refusal(&db.message, "totp", challenge)),
         Err(error) => return Err(crate::db_error(error)),
     };
+    if let Some(message) = results.first().and_then(StatementResult::scalar) {
+        return Err(AuthError::new(403, "mfa_verification_rejected", message.to_owned()));
+    }
     let selected = results.get(1).ok_or_else(|| AuthError::internal("verify: no session select"))?;
     auth.session_response(selected, &issued, None)
 }
