@@ -366,6 +366,28 @@ test('auth.uid() under RLS: each user reads and writes only their own rows on /r
   assert.equal(rows.trim(), '2');
 });
 
+test('updateUser({data}) merges user metadata; the next token carries it', async () => {
+  const { supabase, user } = await signUp(uniqueEmail('metadata'), { plan: 'free', lang: 'en' });
+  const { data, error } = await supabase.auth.updateUser({ data: { plan: 'pro', theme: 'dark' } });
+  assert.equal(error, null);
+  assert.equal(data.user.id, user.id);
+  assert.equal(data.user.user_metadata.plan, 'pro');
+  assert.equal(data.user.user_metadata.theme, 'dark');
+  assert.equal(data.user.user_metadata.lang, 'en');
+  const refreshed = await supabase.auth.refreshSession();
+  assert.equal(refreshed.error, null);
+  const claims = decodeJwt(refreshed.data.session.access_token);
+  assert.equal(claims.user_metadata.plan, 'pro');
+  assert.equal(claims.user_metadata.theme, 'dark');
+  // app_metadata is not the user's to change.
+  const token = refreshed.data.session.access_token;
+  const forbidden = await authFetch(server, '/user', { method: 'PUT', token, body: { app_metadata: { role: 'admin' } } });
+  assert.equal(forbidden.status, 403);
+  assert.deepEqual(forbidden.body, { code: 'not_admin', message: 'Updating app_metadata requires admin privileges' });
+  const me = await supabase.auth.getUser();
+  assert.deepEqual(me.data.user.app_metadata, { provider: 'email', providers: ['email'] });
+});
+
 test('signInAnonymously, then updateUser({email}) makes the user permanent', async () => {
   const supabase = client(server, ANON_KEY);
   const { data, error } = await supabase.auth.signInAnonymously({ options: { data: { nickname: 'ghost' } } });
