@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
+use madbase_auth::{AuthService, AuthShared};
 use madbase_core::coalesce::Coalesced;
 use madbase_core::context::Delivering;
 use madbase_core::identity::{self, ANON_ROLE};
-use madbase_auth::{AuthService, AuthShared};
 use madbase_core::jwt::JwtKeys;
 use madbase_core::metrics::{self, ShardGauges, ShardMetrics, ShardSnapshot};
 use madbase_core::{Cors, Outbox, Service, ServiceInfo, ShardCtx};

@@ -248,7 +248,8 @@ fn misspelt_variables(env_names: &BTreeSet<String>, read: &BTreeSet<String>) -> 
 impl Config {
     /// Rejects settings the program cannot run with, naming the key.
     pub fn validate(&self) -> Result<(), String> {
-        Platform { shards: &self.shards, http: &self.http, pg: &self.pg, jwt: &self.jwt, egress: &self.egress }.validate()?;
+        Platform { shards: &self.shards, http: &self.http, pg: &self.pg, jwt: &self.jwt, egress: &self.egress }
+            .validate()?;
         self.auth.validate()?;
         self.rest_config().validate()?;
         if self.db.port == 0 || self.api.port == 0 {

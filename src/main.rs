@@ -15,9 +15,9 @@ use madbase_shards::{Runtime, RuntimeConfig};
 use madbase::config::{self, Config};
 use madbase::{app, database, logging};
 use madbase_auth::AuthShared;
-use madbase_egress::Egress;
 use madbase_core::jwt::JwtKeys;
 use madbase_core::platform::DEMO_JWT_SECRET;
+use madbase_egress::Egress;
 use tracing_subscriber::fmt::MakeWriter;
 
 /// mimalloc instead of glibc malloc: every request allocates and frees many small buffers on

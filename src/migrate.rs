@@ -64,31 +64,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "role_statement_timeouts",
         sql: include_str!("../migrations/0003_role_statement_timeouts.sql"),
     },
-    Migration {
-        version: 4,
-        name: "auth_schema",
-        sql: include_str!("../migrations/0004_auth_schema.sql"),
-    },
-    Migration {
-        version: 5,
-        name: "auth_sessions",
-        sql: include_str!("../migrations/0005_auth_sessions.sql"),
-    },
-    Migration {
-        version: 6,
-        name: "auth_flows",
-        sql: include_str!("../migrations/0006_auth_flows.sql"),
-    },
-    Migration {
-        version: 7,
-        name: "auth_admin",
-        sql: include_str!("../migrations/0007_auth_admin.sql"),
-    },
-    Migration {
-        version: 8,
-        name: "auth_mfa",
-        sql: include_str!("../migrations/0008_auth_mfa.sql"),
-    },
+    Migration { version: 4, name: "auth_schema", sql: include_str!("../migrations/0004_auth_schema.sql") },
+    Migration { version: 5, name: "auth_sessions", sql: include_str!("../migrations/0005_auth_sessions.sql") },
+    Migration { version: 6, name: "auth_flows", sql: include_str!("../migrations/0006_auth_flows.sql") },
+    Migration { version: 7, name: "auth_admin", sql: include_str!("../migrations/0007_auth_admin.sql") },
+    Migration { version: 8, name: "auth_mfa", sql: include_str!("../migrations/0008_auth_mfa.sql") },
 ];
 
 #[derive(Debug, thiserror::Error)]

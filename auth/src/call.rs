@@ -62,9 +62,7 @@ impl<'r> Call<'r> {
     /// Reads the JSON body into `T`. An empty body decodes as `{}` (auth-js sends none on some calls).
     pub async fn json<T: DeserializeOwned>(&self, body: Body) -> AuthResult<T> {
         let bytes = body.collect(MAX_BODY_BYTES).await.map_err(|error| match error {
-            BodyError::TooLarge { .. } => {
-                AuthError::new(413, "request_entity_too_large", "Request body too large")
-            }
+            BodyError::TooLarge { .. } => AuthError::new(413, "request_entity_too_large", "Request body too large"),
             BodyError::Busy => AuthError::new(503, "", "Server busy, please retry"),
             BodyError::Timeout => AuthError::new(408, "request_timeout", "Timed out reading the request body"),
             other => AuthError::bad_json(other),

@@ -161,7 +161,11 @@ impl From<PgError> for AuthError {
             PgError::Busy | PgError::Unavailable { .. } => {
                 AuthError::new(503, "", "The database is busy, please retry shortly")
             }
-            PgError::Timeout(_) => AuthError::new(504, "request_timeout", "Processing this request timed out, please retry after a moment."),
+            PgError::Timeout(_) => AuthError::new(
+                504,
+                "request_timeout",
+                "Processing this request timed out, please retry after a moment.",
+            ),
             other => AuthError::internal(other),
         }
     }

@@ -119,9 +119,10 @@ async fn password_grant(auth: &AuthService, call: &Call<'_>, body: Body) -> Auth
         }
         _ => {}
     }
-    let weak_password = auth.check_password(&candidate).err().and_then(|weak| {
-        weak.weak_password.map(|reasons| json!({"reasons": reasons, "message": weak.message}))
-    });
+    let weak_password = auth
+        .check_password(&candidate)
+        .err()
+        .and_then(|weak| weak.weak_password.map(|reasons| json!({"reasons": reasons, "message": weak.message})));
     let mut batch = Batch::new();
     if let Some(rehashed) = rehash {
         batch = batch.statement(
@@ -130,7 +131,8 @@ async fn password_grant(auth: &AuthService, call: &Call<'_>, body: Body) -> Auth
                 .bind(rehashed),
         );
     }
-    let (issued, start) = auth.start_session(call, &user_id, Method { amr: "password", provider: Some(provider.name()) });
+    let (issued, start) =
+        auth.start_session(call, &user_id, Method { amr: "password", provider: Some(provider.name()) });
     batch = batch.statement(start).statement(auth.session_select(&issued));
     let results = auth.run(batch).await?;
     auth.session_response(results.last().expect("one result per statement"), &issued, weak_password)
@@ -139,7 +141,14 @@ async fn password_grant(auth: &AuthService, call: &Call<'_>, body: Body) -> Auth
 /// The refresh grant's one statement: the rotation, then the user and the claims of the new
 /// access token (and the hook over them). Columns: user JSON, claims, user id or hook answer,
 /// error code, refresh token.
-fn refresh_statement(auth: &AuthService, call: &Call<'_>, token: &str, new_token: &str, iat: u64, exp: u64) -> Statement {
+fn refresh_statement(
+    auth: &AuthService,
+    call: &Call<'_>,
+    token: &str,
+    new_token: &str,
+    iat: u64,
+    exp: u64,
+) -> Statement {
     let settings = auth.settings();
     let interval = |d: std::time::Duration| (!d.is_zero()).then(|| format!("{} seconds", d.as_secs_f64()));
     let inner = "select _madbase.auth_user_json(u)::text as user_json, \

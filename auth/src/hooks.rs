@@ -20,7 +20,8 @@ use crate::settings::Hook;
 pub const HOOK_REJECTED_SQLSTATE: &str = "MBHK1";
 
 /// The claims a custom access-token hook must leave in place (GoTrue's schema for its output).
-const REQUIRED_CLAIMS: &[&str] = &["aud", "exp", "iat", "sub", "email", "phone", "role", "aal", "session_id", "is_anonymous"];
+const REQUIRED_CLAIMS: &[&str] =
+    &["aud", "exp", "iat", "sub", "email", "phone", "role", "aal", "session_id", "is_anonymous"];
 
 /// The `(schema, function)` a `pg-functions://` URI names, if it is one.
 pub fn parse_uri(uri: &str) -> Option<(&str, &str)> {
@@ -45,11 +46,8 @@ pub fn function_sql(hook: &Hook) -> Option<String> {
 pub fn rejection(answer: &Value) -> Option<AuthError> {
     let error = answer.get("error")?;
     let message = error.get("message").and_then(Value::as_str).filter(|m| !m.is_empty())?;
-    let status = error
-        .get("http_code")
-        .and_then(Value::as_u64)
-        .filter(|code| (400..600).contains(code))
-        .unwrap_or(500) as u16;
+    let status =
+        error.get("http_code").and_then(Value::as_u64).filter(|code| (400..600).contains(code)).unwrap_or(500) as u16;
     Some(AuthError::new(status, "", message.to_owned()))
 }
 

@@ -19,11 +19,12 @@
 //! - every body is bounded ([`call::MAX_BODY_BYTES`]) and every string taken from one is
 //!   length-checked before it is stored.
 
+mod admin;
 pub mod call;
 pub mod crypto;
-mod admin;
 mod error;
 mod flows;
+mod go;
 mod grant;
 pub mod hooks;
 mod logout;
@@ -94,10 +95,8 @@ impl AuthShared {
     ) -> Result<AuthShared, String> {
         let durations = settings.validate()?;
         let mailer = mail::Mailer::new(&settings.email, project, egress)?;
-        let external_url = settings
-            .external_url
-            .clone()
-            .unwrap_or_else(|| format!("{}/auth/v1", api_url.trim_end_matches('/')));
+        let external_url =
+            settings.external_url.clone().unwrap_or_else(|| format!("{}/auth/v1", api_url.trim_end_matches('/')));
         let issuer = settings.jwt_issuer.clone().unwrap_or_else(|| external_url.clone());
         Ok(AuthShared {
             durations,
@@ -160,11 +159,8 @@ impl AuthService {
 
     /// Runs `work` on the blocking pool (password hashing).
     pub(crate) async fn blocking<R: Send + 'static>(&self, work: impl FnOnce() -> R + Send + 'static) -> AuthResult<R> {
-        let job = self
-            .ctx
-            .blocking
-            .spawn(work)
-            .map_err(|_| AuthError::new(503, "", "Server busy, please retry shortly"))?;
+        let job =
+            self.ctx.blocking.spawn(work).map_err(|_| AuthError::new(503, "", "Server busy, please retry shortly"))?;
         job.await.map_err(AuthError::internal)
     }
 
@@ -189,7 +185,8 @@ impl AuthService {
 impl Service for AuthService {
     type Message = ();
 
-    const INFO: ServiceInfo = ServiceInfo { prefix: "/auth/v1", label: "auth", cors: Cors::Expose(AUTH_EXPOSE_HEADERS) };
+    const INFO: ServiceInfo =
+        ServiceInfo { prefix: "/auth/v1", label: "auth", cors: Cors::Expose(AUTH_EXPOSE_HEADERS) };
 
     async fn handle(&self, req: &Request, body: Body) -> Response {
         let call = Call::new(req, Self::INFO.prefix);

@@ -16,17 +16,15 @@ pub async fn logout(auth: &AuthService, call: &Call<'_>) -> AuthResult<Response>
         ("global", _) | ("local" | "others", None) => {
             Statement::new("delete from auth.sessions where user_id = $1::uuid").bind(caller.user_id.clone())
         }
-        ("local", Some(session)) => Statement::new("delete from auth.sessions where id = $1::uuid").bind(session.clone()),
+        ("local", Some(session)) => {
+            Statement::new("delete from auth.sessions where id = $1::uuid").bind(session.clone())
+        }
         ("others", Some(session)) => {
             Statement::new("delete from auth.sessions where user_id = $1::uuid and id <> $2::uuid")
                 .bind(caller.user_id.clone())
                 .bind(session.clone())
         }
-        _ => {
-            return Err(AuthError::validation(format!(
-                "Unsupported logout scope {scope:?}"
-            )))
-        }
+        _ => return Err(AuthError::validation(format!("Unsupported logout scope {scope:?}"))),
     };
     let audit = Statement::new("select _madbase.auth_audit($1::uuid, 'logout', $2, '{}'::json)")
         .bind(caller.user_id.clone())

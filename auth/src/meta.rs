@@ -12,9 +12,29 @@ pub const GOTRUE_VERSION: &str = "v2.180.0";
 
 /// External providers GoTrue lists in `/settings`; MadBase serves none of them yet.
 const OAUTH_PROVIDERS: &[&str] = &[
-    "apple", "azure", "bitbucket", "discord", "facebook", "snapchat", "figma", "fly", "github", "gitlab", "google",
-    "keycloak", "kakao", "linkedin", "linkedin_oidc", "notion", "spotify", "slack", "slack_oidc", "workos",
-    "twitch", "twitter", "zoom",
+    "apple",
+    "azure",
+    "bitbucket",
+    "discord",
+    "facebook",
+    "snapchat",
+    "figma",
+    "fly",
+    "github",
+    "gitlab",
+    "google",
+    "keycloak",
+    "kakao",
+    "linkedin",
+    "linkedin_oidc",
+    "notion",
+    "spotify",
+    "slack",
+    "slack_oidc",
+    "workos",
+    "twitch",
+    "twitter",
+    "zoom",
 ];
 
 pub fn health() -> Response {
@@ -49,6 +69,5 @@ pub fn settings(auth: &AuthService) -> Response {
 }
 
 pub fn jwks(auth: &AuthService) -> Response {
-    Response::json(200, auth.shared.keys.public_jwks().to_string())
-        .header("cache-control", "public, max-age=600")
+    Response::json(200, auth.shared.keys.public_jwks().to_string()).header("cache-control", "public, max-age=600")
 }

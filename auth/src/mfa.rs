@@ -44,6 +44,7 @@ use serde_json::Value;
 use crate::call::Call;
 use crate::crypto::{qr, random, totp};
 use crate::error::{AuthError, AuthResult};
+use crate::go::go_quote;
 use crate::hooks;
 use crate::ratelimit::Bucket;
 use crate::user::Caller;
@@ -473,31 +474,6 @@ fn parse_uuid(text: &str) -> Option<String> {
     };
     let hex = hex.to_ascii_lowercase();
     Some(format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]))
-}
-
-/// `text` as Go's `%q` writes it: double-quoted, with Go's escapes for quotes, backslashes and
-/// control characters.
-fn go_quote(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\u{b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]

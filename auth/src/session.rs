@@ -58,7 +58,13 @@ impl AuthService {
     }
 
     /// The times of a token pair issued now.
-    pub(crate) fn issue(&self, user_id: String, session_id: String, refresh_token: String, method: &'static str) -> Issued {
+    pub(crate) fn issue(
+        &self,
+        user_id: String,
+        session_id: String,
+        refresh_token: String,
+        method: &'static str,
+    ) -> Issued {
         let iat = unix_now();
         let exp = iat + self.settings().jwt_expiry;
         Issued { user_id, session_id, refresh_token, iat, exp, method }

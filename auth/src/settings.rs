@@ -182,16 +182,26 @@ section! {
         /// Factors one user may have enrolled.
         pub max_enrolled_factors: usize = 10,
         /// App authenticator (TOTP).
-        pub totp: FactorType = FactorType { enroll_enabled: true, verify_enabled: true },
+        pub totp: TotpFactor = TotpFactor::default(),
         /// Phone factors.
         pub phone: PhoneFactor = PhoneFactor::default(),
         /// WebAuthn factors.
-        pub web_authn: FactorType = FactorType { enroll_enabled: false, verify_enabled: false },
+        pub web_authn: FactorType = FactorType::default(),
     }
 }
 
 section! {
-    /// `[auth.mfa.totp]`, `[auth.mfa.web_authn]`.
+    /// `[auth.mfa.totp]` (on by default, as GoTrue's TOTP is).
+    pub struct TotpFactor {
+        /// Users may enroll TOTP factors.
+        pub enroll_enabled: bool = true,
+        /// Users may verify TOTP factors.
+        pub verify_enabled: bool = true,
+    }
+}
+
+section! {
+    /// `[auth.mfa.web_authn]`.
     pub struct FactorType {
         /// Users may enroll factors of this type.
         pub enroll_enabled: bool = false,
@@ -256,42 +266,21 @@ section! {
     }
 }
 
-/// Parses a Go duration (`"1s"`, `"1m30s"`, `"24h"`, `"500ms"`); empty is zero.
+/// Parses a Go duration as `time.ParseDuration` does (`"1s"`, `"1m30s"`, `"24h"`, `"500ms"`);
+/// empty is zero; negative durations are refused.
 pub fn go_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    if text.is_empty() || text == "0" {
+    if text.is_empty() {
         return Ok(Duration::ZERO);
     }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!("invalid duration {text:?}"));
-        }
-        let number: f64 = rest[..digits].parse().map_err(|_| format!("invalid duration {text:?}"))?;
-        rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let seconds = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(format!("invalid duration {text:?}: units are ns, us, ms, s, m, h")),
-        };
-        rest = &rest[unit_len..];
-        total += Duration::from_secs_f64(number * seconds);
-    }
-    Ok(total)
+    let nanos = crate::go::go_parse_duration(text)?;
+    u64::try_from(nanos).map(Duration::from_nanos).map_err(|_| format!("negative duration {text:?}"))
 }
 
 /// The password character classes of `password_requirements`.
 pub fn required_character_sets(requirements: &str) -> Option<&'static [&'static str]> {
     const LETTERS_DIGITS: &[&str] = &["abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789"];
-    const LOWER_UPPER_DIGITS: &[&str] =
-        &["abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789"];
+    const LOWER_UPPER_DIGITS: &[&str] = &["abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789"];
     const LOWER_UPPER_DIGITS_SYMBOLS: &[&str] = &[
         "abcdefghijklmnopqrstuvwxyz",
         "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
@@ -419,6 +408,7 @@ mod tests {
         assert_eq!(go_duration("").unwrap(), Duration::ZERO);
         assert!(go_duration("5 minutes").is_err());
         assert!(go_duration("s").is_err());
+        assert!(go_duration("-1s").is_err());
     }
 
     #[test]

@@ -130,7 +130,8 @@ pub async fn signup(auth: &AuthService, call: &Call<'_>, body: Body) -> AuthResu
     for statement in auth.create_user(&user, true) {
         batch = batch.statement(statement);
     }
-    let (issued, start) = auth.start_session(call, &user.id, Method { amr: "password", provider: Some(provider.name()) });
+    let (issued, start) =
+        auth.start_session(call, &user.id, Method { amr: "password", provider: Some(provider.name()) });
     batch = batch.statement(start).statement(auth.session_select(&issued));
     match auth.run_raw(batch).await {
         Ok(results) => auth.session_response(results.last().expect("one result per statement"), &issued, None),
@@ -285,9 +286,8 @@ pub fn pkce_params(method: Option<&str>, challenge: Option<&str>) -> AuthResult<
     match (method, challenge) {
         (None, None) => Ok(None),
         (Some(method), Some(challenge)) => {
-            let parsed = pkce::Method::parse(method).ok_or_else(|| {
-                AuthError::validation(format!("code challenge method {method} not supported"))
-            })?;
+            let parsed = pkce::Method::parse(method)
+                .ok_or_else(|| AuthError::validation(format!("code challenge method {method} not supported")))?;
             pkce::check_challenge(challenge).map_err(AuthError::validation)?;
             Ok(Some((challenge.to_owned(), parsed)))
         }
@@ -312,8 +312,8 @@ pub fn validate_email(email: &str) -> AuthResult<String> {
 
 fn email_format_ok(email: &str) -> bool {
     let Some((local, domain)) = email.rsplit_once('@') else { return false };
-    let local_ok = !local.is_empty()
-        && local.bytes().all(|b| b.is_ascii_alphanumeric() || b".!#$%&'*+/=?^_`{|}~-".contains(&b));
+    let local_ok =
+        !local.is_empty() && local.bytes().all(|b| b.is_ascii_alphanumeric() || b".!#$%&'*+/=?^_`{|}~-".contains(&b));
     let label_ok = |label: &str| {
         !label.is_empty()
             && label.len() <= 63
@@ -327,9 +327,8 @@ fn email_format_ok(email: &str) -> bool {
 /// GoTrue's phone check: spaces, dashes, parentheses and a leading `+` removed, then E.164.
 pub fn validate_phone(phone: &str) -> AuthResult<String> {
     let digits: String = phone.trim().trim_start_matches('+').chars().filter(|c| !" -()".contains(*c)).collect();
-    let valid = (2..=15).contains(&digits.len())
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && !digits.starts_with('0');
+    let valid =
+        (2..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0');
     if !valid {
         return Err(AuthError::validation("Invalid phone number format (E.164 required)"));
     }
@@ -345,7 +344,8 @@ impl AuthService {
         }
         let settings = self.settings();
         let required_sets = crate::settings::required_character_sets(&settings.password_requirements).unwrap_or(&[]);
-        let policy = crate::crypto::policy::PasswordPolicy { min_length: settings.min_password_length(), required_sets };
+        let policy =
+            crate::crypto::policy::PasswordPolicy { min_length: settings.min_password_length(), required_sets };
         policy.check(candidate).map_err(|weak| AuthError::weak_password(weak.message, weak.reasons))
     }
 }
@@ -359,7 +359,10 @@ mod tests {
         assert_eq!(validate_email("A@B.co").unwrap(), "a@b.co");
         assert!(validate_email("nope").is_err());
         assert!(validate_email("a@-b.c").is_err());
-        assert_eq!(validate_email(&format!("{}@b.c", "a".repeat(260))).unwrap_err().message, "An email address is too long");
+        assert_eq!(
+            validate_email(&format!("{}@b.c", "a".repeat(260))).unwrap_err().message,
+            "An email address is too long"
+        );
     }
 
     /// The request decoders and validators never panic, whatever the bytes (a property test over

@@ -66,7 +66,10 @@ pub async fn get(auth: &AuthService, call: &Call<'_>) -> AuthResult<Response> {
     let caller = auth.caller(call)?;
     let batch = Batch::new()
         .statement(caller.require_session())
-        .statement(Statement::new("select _madbase.auth_user_json(u)::text from auth.users u where u.id = $1::uuid").bind(caller.user_id.clone()))
+        .statement(
+            Statement::new("select _madbase.auth_user_json(u)::text from auth.users u where u.id = $1::uuid")
+                .bind(caller.user_id.clone()),
+        )
         .read_only(true);
     let results = auth.run(batch).await?;
     let user = results

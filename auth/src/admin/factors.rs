@@ -5,8 +5,8 @@ use madbase_http::{Body, Response};
 use madbase_pg::{Batch, PgError, Statement, StatementResult};
 use serde::Deserialize;
 
-use super::go::go_quote;
 use super::*;
+use crate::go::go_quote;
 use crate::signup::validate_phone;
 
 #[derive(Debug, Default, Deserialize)]

@@ -4,10 +4,10 @@
 use madbase_http::Response;
 use madbase_pg::StatementResult;
 
-use super::go::go_quote;
 use super::{DEFAULT_PER_PAGE, MAX_PER_PAGE, POP_DEFAULT_PER_PAGE};
 use crate::call::Call;
 use crate::error::{AuthError, AuthResult};
+use crate::go::go_quote;
 
 /// The `count(*)` of a result.
 pub(super) fn count_of(result: Option<&StatementResult>) -> AuthResult<u64> {
