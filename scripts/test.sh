@@ -37,6 +37,12 @@ echo "== PostgreSQL with pgvector"
 MADBASE_TEST_PGVECTOR_BIN=$(scripts/pgvector-postgres.sh)
 export MADBASE_TEST_PGVECTOR_BIN
 
+# The test SMTP server of the Auth mail tests (e2e/tests/auth_email.test.js and the Rust mailer
+# tests): aiosmtpd from PyPI in a cached venv under target/, installed here once so no test waits
+# on pip; on later runs this only checks the venv.
+echo "== SMTP sink (aiosmtpd)"
+scripts/smtp-sink.sh >/dev/null
+
 # Node.js for the supabase-js end-to-end tests.
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   echo "== installing Node.js"

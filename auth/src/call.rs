@@ -16,6 +16,7 @@ use std::rc::Rc;
 use madbase_core::jwt::Claims;
 use madbase_http::{Body, BodyError, Request};
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
 use crate::error::{ApiVersion, AuthError, AuthResult};
 
@@ -77,6 +78,16 @@ impl<'r> Call<'r> {
         let (scheme, token) = value.split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
     }
+}
+
+/// A JSON `null` read as the type's default, as Go's decoder leaves a string `""` and a bool
+/// `false` (auth-js sends `null` for every PKCE field outside the PKCE flow).
+pub fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + serde::Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Option::unwrap_or_default)
 }
 
 /// Verified claims of the caller's bearer token (GoTrue's `requireAuthentication`).

@@ -180,11 +180,12 @@ fn refresh_statement(
 async fn refresh_grant(auth: &AuthService, call: &Call<'_>, body: Body) -> AuthResult<Response> {
     let params: RefreshParams = call.json(body).await?;
     let token = params.refresh_token.unwrap_or_default();
-    if token.is_empty() {
-        return Err(AuthError::oauth("invalid_request", "refresh_token required"));
-    }
-    if token.len() > 255 {
-        return Err(refresh_error("refresh_token_not_found"));
+    // GoTrue's check: a token it issues is 12 of [a-z0-9] (its v2 format is longer; MadBase issues
+    // only the first).
+    if token.len() != crate::crypto::random::REFRESH_TOKEN_LEN
+        || !token.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    {
+        return Err(AuthError::validation("Refresh token is not valid"));
     }
     let mut issued = auth.issue(String::new(), String::new(), crate::crypto::random::refresh_token(), "token_refresh");
     let statement = refresh_statement(auth, call, &token, &issued.refresh_token, issued.iat, issued.exp);

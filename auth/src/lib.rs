@@ -212,10 +212,8 @@ fn auth_settings(caller: Vec<(String, String)>) -> Vec<(String, String)> {
 pub(crate) fn db_error(error: PgError) -> AuthError {
     if let PgError::Db(db) = &error {
         match db.code.as_str() {
-            "MBAU1" => return AuthError::new(403, "user_not_found", "User from sub claim in JWT does not exist"),
-            "MBAU2" => {
-                return AuthError::new(403, "session_not_found", "Session from session_id claim in JWT does not exist")
-            }
+            "MBAU1" => return user::user_not_found(),
+            "MBAU2" => return user::session_not_found(),
             _ => {}
         }
     }

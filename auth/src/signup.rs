@@ -172,7 +172,16 @@ impl AuthService {
     /// user, its identity and the audit row); `confirmed`: its address is confirmed now.
     pub(crate) fn create_user(&self, user: &NewUser, confirmed: bool) -> Vec<Statement> {
         let mut statements = Vec::with_capacity(4);
-        let identity_data = user.provider.map(|provider| identity_data(&user.id, provider, user.address.as_deref()));
+        let identity_data = user.provider.map(|provider| {
+            let mut data = identity_data(&user.id, provider, user.address.as_deref());
+            // GoTrue copies the sign-up data into the identity, under the provider's own claims.
+            if let Value::Object(claims) = &mut data {
+                for (key, value) in &user.user_metadata {
+                    claims.entry(key.clone()).or_insert_with(|| value.clone());
+                }
+            }
+            data
+        });
         let mut user_metadata = user.user_metadata.clone();
         if let Some(Value::Object(claims)) = &identity_data {
             for (key, value) in claims {
@@ -305,7 +314,7 @@ pub fn validate_email(email: &str) -> AuthResult<String> {
         return Err(AuthError::validation("An email address is too long"));
     }
     if !email_format_ok(email) {
-        return Err(AuthError::new(400, "email_address_invalid", "Unable to validate email address: invalid format"));
+        return Err(AuthError::validation("Unable to validate email address: invalid format"));
     }
     Ok(email.to_lowercase())
 }

@@ -16,6 +16,8 @@ use crate::call::{require_token, Call};
 use crate::error::{AuthError, AuthResult};
 use crate::AuthService;
 
+const NIL_UUID: &str = "00000000-0000-0000-0000-000000000000";
+
 /// Who calls a user endpoint.
 pub struct Caller {
     pub claims: Rc<Claims>,
@@ -52,31 +54,52 @@ impl AuthService {
             match claims.object.get(name) {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::String(id)) if is_uuid(id) => Ok(Some(id.to_ascii_lowercase())),
-                Some(_) => Err(AuthError::new(403, "bad_jwt", format!("invalid claim: {name} claim must be a UUID"))),
+                // GoTrue: 400 for a bad `sub`, 403 for a bad `session_id`.
+                Some(_) => Err(AuthError::new(
+                    if name == "sub" { 400 } else { 403 },
+                    "bad_jwt",
+                    format!("invalid claim: {name} claim must be a UUID"),
+                )),
             }
         };
         let user_id = uuid("sub")?.ok_or_else(|| AuthError::new(403, "bad_jwt", "invalid claim: missing sub claim"))?;
-        let session_id = uuid("session_id")?;
+        // The nil UUID names no session (GoTrue's rule).
+        let session_id = uuid("session_id")?.filter(|id| id != NIL_UUID);
         Ok(Caller { claims, user_id, session_id })
     }
 }
 
-/// `GET /user`: the caller's user, rendered by PostgreSQL.
+/// `GET /user`: the caller's user, rendered by PostgreSQL, and whether the token's session still
+/// exists — one statement (the hottest Auth read: auth-js calls it on every `getUser()`).
 pub async fn get(auth: &AuthService, call: &Call<'_>) -> AuthResult<Response> {
     let caller = auth.caller(call)?;
-    let batch = Batch::new()
-        .statement(caller.require_session())
-        .statement(
-            Statement::new("select _madbase.auth_user_json(u)::text from auth.users u where u.id = $1::uuid")
-                .bind(caller.user_id.clone()),
-        )
-        .read_only(true);
-    let results = auth.run(batch).await?;
-    let user = results
-        .get(1)
-        .and_then(|r| r.scalar())
-        .ok_or_else(|| AuthError::new(403, "user_not_found", "User from sub claim in JWT does not exist"))?;
+    let select = Statement::new(
+        "select _madbase.auth_user_json(u)::text, $2::uuid is null or exists \
+         (select 1 from auth.sessions s where s.id = $2::uuid and s.user_id = u.id), \
+         coalesce(u.banned_until > now(), false) from auth.users u where u.id = $1::uuid",
+    )
+    .bind(caller.user_id.clone())
+    .bind_opt(caller.session_id.clone());
+    let results = auth.run(Batch::new().statement(select).read_only(true)).await?;
+    let row = results.first().and_then(|r| r.rows.first()).ok_or_else(user_not_found)?;
+    if row.get_str(1) != Some("t") {
+        return Err(session_not_found());
+    }
+    if row.get_str(2) == Some("t") {
+        return Err(AuthError::new(403, "user_banned", "User is banned"));
+    }
+    let user = row.get_str(0).ok_or_else(|| AuthError::internal("user JSON is null"))?;
     Ok(Response::json(200, user.to_owned()))
+}
+
+/// GoTrue's 403 for a token whose user is gone.
+pub fn user_not_found() -> AuthError {
+    AuthError::new(403, "user_not_found", "User from sub claim in JWT does not exist")
+}
+
+/// GoTrue's 403 for a token whose session was signed out.
+pub fn session_not_found() -> AuthError {
+    AuthError::new(403, "session_not_found", "Session from session_id claim in JWT does not exist")
 }
 
 /// Lower-case or upper-case hyphenated UUID text.

@@ -24,6 +24,7 @@ const DUPLICATE_EMAIL: &str = "A user with this email address has already been r
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct InviteParams {
+    #[serde(deserialize_with = "crate::call::null_as_default")]
     email: String,
     data: Option<Map<String, Value>>,
 }
@@ -66,11 +67,16 @@ pub async fn invite(auth: &AuthService, call: &Call<'_>, body: Body) -> AuthResu
 #[serde(default)]
 struct GenerateLinkParams {
     #[serde(rename = "type")]
+    #[serde(deserialize_with = "crate::call::null_as_default")]
     kind: String,
+    #[serde(deserialize_with = "crate::call::null_as_default")]
     email: String,
+    #[serde(deserialize_with = "crate::call::null_as_default")]
     new_email: String,
+    #[serde(deserialize_with = "crate::call::null_as_default")]
     password: String,
     data: Option<Map<String, Value>>,
+    #[serde(deserialize_with = "crate::call::null_as_default")]
     redirect_to: String,
 }
 

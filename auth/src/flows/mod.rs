@@ -187,6 +187,9 @@ pub(crate) struct Issue<'a> {
     pub redirect_to: String,
     /// Apply `max_frequency` (not for `generate_link` and invitations, as GoTrue).
     pub frequency: bool,
+    /// The email rate limit was already counted before the batch ran (a flow that creates a
+    /// user counts it first, as GoTrue's refusal inside its transaction leaves no user).
+    pub email_limit_counted: bool,
 }
 
 impl<'a> Issue<'a> {
@@ -206,6 +209,7 @@ impl<'a> Issue<'a> {
             test_otp: false,
             redirect_to,
             frequency: true,
+            email_limit_counted: false,
         }
     }
 
@@ -225,6 +229,7 @@ impl<'a> Issue<'a> {
             test_otp: test.is_some(),
             redirect_to: String::new(),
             frequency: true,
+            email_limit_counted: false,
         }
     }
 
@@ -334,7 +339,7 @@ pub(crate) async fn deliver(auth: &AuthService, issue: &Issue<'_>, sent: &Sent) 
         };
     }
     let Some(kind) = issue.kind.mail() else { return Ok(None) };
-    if settings.email.enable_confirmations {
+    if settings.email.enable_confirmations && !issue.email_limit_counted {
         if let Err(limited) = auth.shared.limits.email_sent() {
             unsend(auth, sent, issue.kind).await;
             return Err(limited);

@@ -24,6 +24,7 @@ use crate::AuthService;
 struct OtpParams {
     email: Option<String>,
     phone: Option<String>,
+    #[serde(deserialize_with = "crate::call::null_as_default")]
     create_user: bool,
     data: Option<Map<String, Value>>,
     channel: Option<String>,
@@ -266,7 +267,12 @@ impl AuthService {
                 issue
             }
         };
-        let issue = issue_for(Who::Id(&user.id));
+        let mut issue = issue_for(Who::Id(&user.id));
+        if provider == Provider::Email {
+            // Counted before the user exists: a refused mail leaves no user behind.
+            self.shared.limits.email_sent()?;
+            issue.email_limit_counted = true;
+        }
         let mut batch = Batch::new();
         for statement in self.create_user(&user, false) {
             batch = batch.statement(statement);
@@ -284,6 +290,7 @@ impl AuthService {
                     Provider::Phone => Who::Phone(&address),
                 };
                 let mut again = issue_for(who);
+                again.email_limit_counted = issue.email_limit_counted;
                 again.require = if provider == Provider::Email { "unconfirmed" } else { "phone_unconfirmed" };
                 let results =
                     self.run_raw(Batch::new().statement(again.statement(self, call))).await.map_err(flow_error)?;

@@ -23,7 +23,9 @@ pub const FLOW_STATE_EXPIRY: u64 = 300;
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct PkceParams {
+    #[serde(deserialize_with = "crate::call::null_as_default")]
     auth_code: String,
+    #[serde(deserialize_with = "crate::call::null_as_default")]
     code_verifier: String,
 }
 

@@ -18,8 +18,11 @@ use crate::AuthService;
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct RecoverParams {
+    #[serde(deserialize_with = "crate::call::null_as_default")]
     email: String,
+    #[serde(deserialize_with = "crate::call::null_as_default")]
     code_challenge: String,
+    #[serde(deserialize_with = "crate::call::null_as_default")]
     code_challenge_method: String,
 }
 
@@ -48,10 +51,15 @@ pub async fn recover(auth: &AuthService, call: &Call<'_>, body: Body) -> AuthRes
 #[serde(default)]
 struct ResendParams {
     #[serde(rename = "type")]
+    #[serde(deserialize_with = "crate::call::null_as_default")]
     kind: String,
+    #[serde(deserialize_with = "crate::call::null_as_default")]
     email: String,
+    #[serde(deserialize_with = "crate::call::null_as_default")]
     phone: String,
+    #[serde(deserialize_with = "crate::call::null_as_default")]
     code_challenge: String,
+    #[serde(deserialize_with = "crate::call::null_as_default")]
     code_challenge_method: String,
 }
 

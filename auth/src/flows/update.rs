@@ -35,14 +35,20 @@ const INVALID_NONCE: &str = "Nonce has expired or is invalid";
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct UpdateParams {
+    #[serde(deserialize_with = "crate::call::null_as_default")]
     email: String,
     password: Option<String>,
+    #[serde(deserialize_with = "crate::call::null_as_default")]
     nonce: String,
     data: Option<Map<String, Value>>,
     app_metadata: Option<Map<String, Value>>,
+    #[serde(deserialize_with = "crate::call::null_as_default")]
     phone: String,
+    #[serde(deserialize_with = "crate::call::null_as_default")]
     channel: String,
+    #[serde(deserialize_with = "crate::call::null_as_default")]
     code_challenge: String,
+    #[serde(deserialize_with = "crate::call::null_as_default")]
     code_challenge_method: String,
 }
 

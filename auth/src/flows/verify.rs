@@ -28,11 +28,17 @@ pub const SINGLE_CONFIRMATION: &str =
 #[serde(default)]
 struct VerifyParams {
     #[serde(rename = "type")]
+    #[serde(deserialize_with = "crate::call::null_as_default")]
     kind: String,
+    #[serde(deserialize_with = "crate::call::null_as_default")]
     token: String,
+    #[serde(deserialize_with = "crate::call::null_as_default")]
     token_hash: String,
+    #[serde(deserialize_with = "crate::call::null_as_default")]
     email: String,
+    #[serde(deserialize_with = "crate::call::null_as_default")]
     phone: String,
+    #[serde(deserialize_with = "crate::call::null_as_default")]
     redirect_to: String,
 }
 
