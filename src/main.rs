@@ -197,6 +197,7 @@ fn start(config: Config, project: Option<&Path>) -> Result<(), String> {
         control_ring_capacity: config.shards.control_ring_capacity,
         blocking_threads: config.shards.blocking_threads,
         blocking_queue: config.shards.blocking_queue,
+        blocking_nice: config.shards.blocking_nice,
         shutdown_grace: Duration::from_millis(config.shards.shutdown_grace_ms),
         force_legacy_driver: config.shards.force_legacy_driver,
         ..RuntimeConfig::default()

@@ -44,6 +44,8 @@ section! {
         /// Jobs queued on the blocking pool before callers are refused.
         #[alias("MADBASE_BLOCKING_QUEUE")]
         pub blocking_queue: usize = 1024,
+        /// Nice value (0–19) of the blocking pool's threads: password hashing yields the cores to the shards when both want them.
+        pub blocking_nice: i32 = 10,
         /// After SIGINT/SIGTERM, how long in-flight requests may finish, ms.
         #[alias("MADBASE_SHUTDOWN_GRACE_MS")]
         pub shutdown_grace_ms: u64 = 10_000,
@@ -166,6 +168,9 @@ impl Platform<'_> {
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{key} must be greater than 0"));
+        }
+        if !(0..=19).contains(&s.blocking_nice) {
+            return Err("shards.blocking_nice must be between 0 and 19".to_owned());
         }
         if s.count > 1024 {
             return Err("shards.count must be at most 1024".to_owned());

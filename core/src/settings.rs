@@ -122,7 +122,7 @@ macro_rules! integer_setting {
         }
     )*};
 }
-integer_setting!(u16, u32, u64, usize);
+integer_setting!(u16, u32, u64, usize, i32);
 
 impl Setting for bool {
     const KIND: Kind = Kind::Value(|raw| {

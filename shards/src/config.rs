@@ -42,6 +42,10 @@ pub struct RuntimeConfig {
     /// Jobs that may wait in the blocking pool's queue; beyond it `spawn` answers
     /// `SpawnError::Busy` at once. Default: 1024.
     pub blocking_queue: usize,
+    /// Nice value of the blocking pool's threads (0–19): CPU-heavy jobs yield the cores to the
+    /// shards when both want them, so a burst of password hashing cannot stretch request
+    /// latency. Default: 10.
+    pub blocking_nice: i32,
     /// How long `Shard::serve` waits, after shutdown starts, for in-flight connections
     /// to finish before it shuts their sockets down. Default: 30 s.
     pub shutdown_grace: Duration,
@@ -70,6 +74,7 @@ impl Default for RuntimeConfig {
             control_ring_capacity: 256,
             blocking_threads: cpus.max(1),
             blocking_queue: 1024,
+            blocking_nice: 10,
             shutdown_grace: Duration::from_secs(30),
             force_legacy_driver: false,
             uring_entries: 1024,
@@ -107,6 +112,9 @@ impl RuntimeConfig {
         }
         if self.blocking_threads == 0 {
             return bad("blocking_threads", "must be at least 1");
+        }
+        if !(0..=19).contains(&self.blocking_nice) {
+            return bad("blocking_nice", "must be between 0 and 19");
         }
         if self.blocking_queue == 0 {
             return bad("blocking_queue", "must be at least 1");

@@ -10,6 +10,9 @@
 //!   resolves to `JobError::Panicked` and the worker goes on with the next job.
 //! - Completion is reported through a `futures_channel::oneshot`, whose waker is
 //!   thread-safe, so the awaiting shard's reactor is woken from the worker thread.
+//! - Workers run at a lower priority (`blocking_nice`): when jobs and shards compete for the
+//!   cores, the kernel gives the shards (request latency) the larger share; alone, a job still
+//!   gets a whole core.
 //! - Shutdown (`close`) refuses new jobs, lets queued jobs run, then stops every
 //!   worker; a job that never ran resolves to `JobError::Cancelled`.
 
@@ -99,7 +102,7 @@ pub(crate) struct PoolWorkers {
 
 impl BlockingPool {
     /// Starts `threads` workers with a queue of `queue` jobs.
-    pub(crate) fn start(threads: usize, queue: usize) -> std::io::Result<(BlockingPool, PoolWorkers)> {
+    pub(crate) fn start(threads: usize, queue: usize, nice: i32) -> std::io::Result<(BlockingPool, PoolWorkers)> {
         let (tx, rx) = sync_channel::<Msg>(queue);
         let rx = Arc::new(Mutex::new(rx));
         let shared = Arc::new(Shared {
@@ -112,7 +115,10 @@ impl BlockingPool {
         for i in 0..threads {
             let rx = rx.clone();
             let shared = shared.clone();
-            let h = std::thread::Builder::new().name(format!("blocking-{i}")).spawn(move || worker(i, rx, shared));
+            let h = std::thread::Builder::new().name(format!("blocking-{i}")).spawn(move || {
+                lower_priority(nice);
+                worker(i, rx, shared)
+            });
             match h {
                 Ok(h) => handles.push(h),
                 Err(e) => {
@@ -190,6 +196,20 @@ impl PoolWorkers {
         for h in self.threads {
             let _ = h.join();
         }
+    }
+}
+
+/// Sets the calling thread's nice value (Linux: per thread, by its id). Failure (no permission
+/// to lower priority is never needed; raising the value always works) is only logged.
+fn lower_priority(nice: i32) {
+    debug_assert!((0..=19).contains(&nice));
+    // SAFETY: gettid and setpriority have no memory-safety preconditions.
+    let result = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, nice)
+    };
+    if result != 0 {
+        tracing::warn!(nice, error = %std::io::Error::last_os_error(), "blocking pool: cannot set the thread's nice value");
     }
 }
 

@@ -173,7 +173,7 @@ impl Runtime {
         let (doorbells, bell_rxs) = create_doorbells(n)?;
         let global = Arc::new(Global { shutdown: AtomicBool::new(false), doorbells: doorbells.clone() });
         let trigger = ShutdownTrigger { global: global.clone() };
-        let (pool, workers) = BlockingPool::start(config.blocking_threads, config.blocking_queue)
+        let (pool, workers) = BlockingPool::start(config.blocking_threads, config.blocking_queue, config.blocking_nice)
             .map_err(|source| StartError::Thread { name: "blocking".into(), source })?;
 
         let capacity = Lanes { control: config.control_ring_capacity, data: config.ring_capacity };

@@ -93,3 +93,37 @@ fn results_busy_and_panics() {
         ]
     );
 }
+
+/// The workers run at `blocking_nice`, so CPU-heavy jobs yield the cores to the shards.
+#[test]
+fn workers_run_at_the_configured_nice_value() {
+    let config = RuntimeConfig {
+        shards: 1,
+        listen: None,
+        handle_signals: false,
+        blocking_threads: 1,
+        blocking_nice: 7,
+        ..RuntimeConfig::default()
+    };
+    let seen: Arc<Mutex<Option<i32>>> = Arc::new(Mutex::new(None));
+    let out = seen.clone();
+    let rt = Runtime::start::<(), _, _>(config, move |shard| {
+        let out = out.clone();
+        async move {
+            let job = shard
+                .blocking()
+                .spawn(|| {
+                    // SAFETY: gettid and getpriority have no memory-safety preconditions.
+                    unsafe {
+                        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                        libc::getpriority(libc::PRIO_PROCESS, tid)
+                    }
+                })
+                .expect("spawn");
+            *out.lock().unwrap() = job.await.ok();
+        }
+    })
+    .expect("runtime");
+    rt.join().expect("join");
+    assert_eq!(*seen.lock().unwrap(), Some(7));
+}
