@@ -328,7 +328,7 @@ fn create_get_update_and_bans() {
             "validation_failed",
             "Cannot create a user without either an email or phone",
         ),
-        (json!({"email": "nope"}), 400, "email_address_invalid", "Unable to validate email address: invalid format"),
+        (json!({"email": "nope"}), 400, "validation_failed", "Unable to validate email address: invalid format"),
         (json!({"phone": "12ab"}), 400, "validation_failed", "Invalid phone number format (E.164 required)"),
         (
             json!({"email": "x1@example.com", "password": "p", "password_hash": "h"}),
