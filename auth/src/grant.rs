@@ -40,8 +40,13 @@ struct RefreshParams {
 
 pub async fn token(auth: &AuthService, call: &Call<'_>, body: Body) -> AuthResult<Response> {
     let grant = call.query("grant_type").unwrap_or("");
-    if !matches!(grant, "password" | "refresh_token" | "pkce") {
-        return Err(AuthError::new(400, "invalid_credentials", "unsupported_grant_type"));
+    match grant {
+        "password" | "refresh_token" | "pkce" => {}
+        // No web3 chain and no OAuth/OIDC provider is enabled in MadBase yet: GoTrue's answers
+        // for a disabled one.
+        "web3" => return Err(AuthError::new(422, "web3_provider_disabled", "Web3 provider is disabled")),
+        "id_token" => return Err(id_token_disabled(call, body).await),
+        _ => return Err(AuthError::new(400, "invalid_credentials", "unsupported_grant_type")),
     }
     auth.shared.limits.check(Bucket::Token, call.ip())?;
     match grant {
@@ -49,6 +54,30 @@ pub async fn token(auth: &AuthService, call: &Call<'_>, body: Body) -> AuthResul
         "refresh_token" => refresh_grant(auth, call, body).await,
         _ => crate::flows::pkce_grant(auth, call, body).await,
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct IdTokenParams {
+    provider: Option<String>,
+    issuer: Option<String>,
+}
+
+/// GoTrue's refusal of an `id_token` grant for a provider that is not enabled (every one, until
+/// MadBase serves OAuth providers).
+async fn id_token_disabled(call: &Call<'_>, body: Body) -> AuthError {
+    let params: IdTokenParams = match call.json(body).await {
+        Ok(params) => params,
+        Err(error) => return error,
+    };
+    let issuer = match (params.provider.as_deref(), params.issuer) {
+        (Some("google"), _) => "https://accounts.google.com".to_owned(),
+        (Some("apple"), _) => "https://appleid.apple.com".to_owned(),
+        (_, Some(issuer)) => crate::call::truncate(&issuer, 256).to_owned(),
+        (Some(provider), None) => crate::call::truncate(provider, 64).to_owned(),
+        (None, None) => return AuthError::validation("provider or client_id and issuer required"),
+    };
+    AuthError::new(400, "provider_disabled", format!("Provider (issuer {issuer:?}) is not enabled"))
 }
 
 /// The user a password sign-in names: (id, hash, email confirmed, phone confirmed, banned).

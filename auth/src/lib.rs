@@ -175,6 +175,13 @@ impl AuthService {
             ("GET" | "HEAD", "/user") => user::get(self, call).await,
             ("PUT", "/user") => flows::update_user(self, call, body).await,
             ("POST", "/logout") => logout::logout(self, call).await,
+            // Features MadBase does not serve yet answer as GoTrue does with them disabled.
+            ("POST", "/sso") | (_, "/sso/saml/metadata" | "/sso/saml/acs") => {
+                Err(AuthError::new(404, "saml_provider_disabled", "SAML 2.0 is disabled"))
+            }
+            (_, path) if path == "/user/identities/authorize" || path.starts_with("/user/identities/") => {
+                Err(AuthError::new(404, "manual_linking_disabled", "Manual linking is disabled"))
+            }
             (_, path) if path == "/invite" || path.starts_with("/admin/") => admin::route(self, call, body).await,
             (_, path) if path.starts_with("/factors") => mfa::route(self, call, body).await,
             _ => flows::route(self, call, body).await,

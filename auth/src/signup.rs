@@ -59,6 +59,10 @@ pub struct NewUser {
     pub user_metadata: Map<String, Value>,
     pub code_challenge: Option<(String, pkce::Method)>,
     pub channel: String,
+    /// Copy the identity's claims (`sub`, `email`, `email_verified`, …) into `user_metadata`, as
+    /// GoTrue's sign-up paths do (`/signup`, `/otp`); its admin paths (invite, `generate_link`)
+    /// keep the metadata as given.
+    pub claims_in_metadata: bool,
 }
 
 /// Bytes of `data` (user metadata) a sign-up may carry.
@@ -118,6 +122,7 @@ pub async fn signup(auth: &AuthService, call: &Call<'_>, body: Body) -> AuthResu
         user_metadata: data,
         code_challenge,
         channel,
+        claims_in_metadata: true,
     };
     let confirmed = match provider {
         Provider::Email => !settings.email.enable_confirmations,
@@ -156,6 +161,7 @@ async fn anonymous(auth: &AuthService, call: &Call<'_>, params: SignupParams) ->
         user_metadata: metadata(params.data)?,
         code_challenge: None,
         channel: String::new(),
+        claims_in_metadata: true,
     };
     let mut batch = Batch::new();
     for statement in auth.create_user(&user, true) {
@@ -183,7 +189,7 @@ impl AuthService {
             data
         });
         let mut user_metadata = user.user_metadata.clone();
-        if let Some(Value::Object(claims)) = &identity_data {
+        if let (true, Some(Value::Object(claims))) = (user.claims_in_metadata, &identity_data) {
             for (key, value) in claims {
                 user_metadata.entry(key.clone()).or_insert_with(|| value.clone());
             }

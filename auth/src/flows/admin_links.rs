@@ -219,6 +219,7 @@ fn new_user(email: String, data: Map<String, Value>, encrypted_password: String)
         user_metadata: data,
         code_challenge: None,
         channel: "sms".to_owned(),
+        claims_in_metadata: false,
     }
 }
 

@@ -230,6 +230,7 @@ fn new_user(
         user_metadata: data,
         code_challenge: challenge,
         channel: channel.to_owned(),
+        claims_in_metadata: true,
     }
 }
 
