@@ -5,8 +5,7 @@
 //!
 //! Invariants: every error response carries `x-sb-error-code` when it has a code; a request whose
 //! `X-Supabase-Api-Version` is a valid date ≥ 2024-01-01 gets `{code, message}` and the header
-//! echoed, any other request the legacy `{code: <status>, error_code, msg}`; OAuth-style errors
-//! (`{error, error_description}`) are always HTTP 400 and ignore the version. A 5xx never shows
+//! echoed, any other request the legacy `{code: <status>, error_code, msg}`. A 5xx never shows
 //! the underlying error to the client (it is logged with the request id instead).
 
 use std::borrow::Cow;
@@ -60,14 +59,12 @@ pub struct AuthError {
     pub message: Cow<'static, str>,
     /// The `weak_password.reasons` of a 422 `weak_password`.
     pub weak_password: Option<Vec<&'static str>>,
-    /// An OAuth-style error (`{error, error_description}`, always 400).
-    pub oauth: bool,
 }
 
 impl AuthError {
     pub fn new(status: u16, code: &'static str, message: impl Into<Cow<'static, str>>) -> AuthError {
         debug_assert!((400..600).contains(&status));
-        AuthError { status, code, message: message.into(), weak_password: None, oauth: false }
+        AuthError { status, code, message: message.into(), weak_password: None }
     }
 
     /// 400 `validation_failed`.
@@ -111,17 +108,8 @@ impl AuthError {
         AuthError::new(404, "", "Not Found")
     }
 
-    /// An OAuth-style error (`{error, error_description}`).
-    pub fn oauth(error: &'static str, description: impl Into<Cow<'static, str>>) -> AuthError {
-        AuthError { oauth: true, ..AuthError::new(400, error, description) }
-    }
-
     /// The response for a request that asked for `version`.
     pub fn into_response(self, version: ApiVersion, request_id: &str) -> Response {
-        if self.oauth {
-            let body = json!({"error": self.code, "error_description": self.message});
-            return Response::json(400, body.to_string());
-        }
         let code = if self.code.is_empty() {
             if self.status >= 500 {
                 "unexpected_failure"

@@ -289,7 +289,7 @@ pub fn is_duplicate(error: &PgError) -> bool {
 /// `data` checked for size.
 pub fn metadata(data: Option<Map<String, Value>>) -> AuthResult<Map<String, Value>> {
     let data = data.unwrap_or_default();
-    if Value::Object(data.clone()).to_string().len() > MAX_METADATA_BYTES {
+    if serde_json::to_vec(&data).map_or(usize::MAX, |bytes| bytes.len()) > MAX_METADATA_BYTES {
         return Err(AuthError::validation(format!("User metadata exceeds {MAX_METADATA_BYTES} bytes")));
     }
     Ok(data)
