@@ -75,12 +75,22 @@ pub struct AuthShared {
     pub before_user_created_hook: Option<String>,
     /// Renders and sends (or, without SMTP, logs and keeps) Auth's mail.
     pub mailer: mail::Mailer,
+    /// Sends text messages (by default [`sms::LogSms`]: logs them into `sms_outbox`).
+    pub sms_sender: Arc<dyn sms::SmsSender>,
+    /// What the default SMS sender recorded (`GET /auth/v1/admin/mail`).
+    pub sms_outbox: Arc<sms::SmsOutbox>,
 }
 
 impl AuthShared {
     /// Whether these settings send mail over SMTP (and so need the egress runtime).
     pub fn needs_egress(settings: &Auth) -> bool {
         settings.email.smtp.enabled && settings.email.smtp.host.is_some()
+    }
+
+    /// Sends text messages through `sender` (an SMS provider) instead of the default log.
+    pub fn with_sms_sender(mut self, sender: Arc<dyn sms::SmsSender>) -> AuthShared {
+        self.sms_sender = sender;
+        self
     }
 
     /// Builds Auth's shared state; `api_url` is the public URL of the API (`http://127.0.0.1:54321`),
@@ -95,6 +105,7 @@ impl AuthShared {
     ) -> Result<AuthShared, String> {
         let durations = settings.validate()?;
         let mailer = mail::Mailer::new(&settings.email, project, egress)?;
+        let sms_outbox = Arc::new(sms::SmsOutbox::default());
         let external_url =
             settings.external_url.clone().unwrap_or_else(|| format!("{}/auth/v1", api_url.trim_end_matches('/')));
         let issuer = settings.jwt_issuer.clone().unwrap_or_else(|| external_url.clone());
@@ -107,6 +118,8 @@ impl AuthShared {
             access_token_hook: hooks::function_sql(&settings.hook.custom_access_token),
             before_user_created_hook: hooks::function_sql(&settings.hook.before_user_created),
             mailer,
+            sms_sender: Arc::new(sms::LogSms { outbox: sms_outbox.clone() }),
+            sms_outbox,
             settings,
         })
     }
@@ -240,4 +253,32 @@ fn bad_jwt(error: JwtError) -> AuthError {
         other => format!("token is malformed: {other}"),
     };
     AuthError::new(403, "bad_jwt", format!("invalid JWT: unable to parse or verify signature, {detail}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Provider;
+
+    impl sms::SmsSender for Provider {
+        fn send<'a>(
+            &'a self,
+            _to: &'a str,
+            _body: &'a str,
+            _channel: &'a str,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = sms::SendResult> + 'a>> {
+            Box::pin(async { Ok("provider-id".to_owned()) })
+        }
+    }
+
+    #[test]
+    fn an_sms_provider_replaces_the_log() {
+        let keys = Arc::new(JwtKeys::new(madbase_core::platform::DEMO_JWT_SECRET, None, None).unwrap());
+        let shared = AuthShared::new(Auth::default(), keys, "http://127.0.0.1:54321", None, None).unwrap();
+        assert_eq!(shared.external_url, "http://127.0.0.1:54321/auth/v1");
+        let provider: Arc<dyn sms::SmsSender> = Arc::new(Provider);
+        let shared = shared.with_sms_sender(provider.clone());
+        assert!(Arc::ptr_eq(&shared.sms_sender, &provider));
+    }
 }

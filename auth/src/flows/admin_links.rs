@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::mail::action_link;
-use super::{deliver, flow_error, redirect, sms, Issue, Sent, TokenKind, Who};
+use super::{deliver, flow_error, redirect, Issue, Sent, TokenKind, Who};
 use crate::call::Call;
 use crate::crypto::password;
 use crate::error::{AuthError, AuthResult};
@@ -227,5 +227,5 @@ fn new_user(email: String, data: Map<String, Value>, encrypted_password: String)
 /// recorded), so a developer without SMTP or an SMS provider can finish a flow.
 pub async fn mail_outbox(auth: &AuthService) -> AuthResult<Response> {
     let mail = serde_json::to_value(auth.shared.mailer.outbox()).map_err(AuthError::internal)?;
-    Ok(Response::json(200, json!({"mail": mail, "sms": sms::outbox()}).to_string()))
+    Ok(Response::json(200, json!({"mail": mail, "sms": auth.shared.sms_outbox.list()}).to_string()))
 }

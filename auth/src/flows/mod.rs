@@ -326,7 +326,7 @@ pub(crate) async fn deliver(auth: &AuthService, issue: &Issue<'_>, sent: &Sent) 
         }
         let to = if issue.kind == TokenKind::PhoneChange { &sent.new_address } else { &sent.phone };
         let body = sms::body(&settings.sms.template, &issue.otp);
-        return match sms::sender().send(to, &body, &issue.channel).await {
+        return match auth.shared.sms_sender.send(to, &body, &issue.channel).await {
             Ok(id) => Ok(Some(id)),
             Err(error) => {
                 unsend(auth, sent, issue.kind).await;

@@ -2,14 +2,15 @@
 //! keeps the last [`OUTBOX_CAPACITY`] for `GET /auth/v1/admin/mail`, like the mail outbox), and
 //! the SMS body from `[auth.sms] template`.
 //!
-//! Owns the process-wide sender ([`install`]; the first call wins, unset means [`LogSms`]) and
-//! the outbox. Invariants: the outbox is bounded; a sender is called only after the batch that
+//! Owns the sender interface, the default [`LogSms`] and its [`SmsOutbox`]; Auth's shared state
+//! holds the sender in use (`AuthShared::with_sms_sender` replaces the default) and the outbox.
+//! Invariants: the outbox is bounded; a sender is called only after the batch that
 //! stored the code committed; numbers of `[auth.sms.test_otp]` never reach a sender.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
@@ -30,20 +31,30 @@ pub trait SmsSender: Send + Sync {
     ) -> Pin<Box<dyn Future<Output = SendResult> + 'a>>;
 }
 
-static SENDER: OnceLock<Arc<dyn SmsSender>> = OnceLock::new();
-static OUTBOX: Mutex<VecDeque<Value>> = Mutex::new(VecDeque::new());
+/// The messages the default sender recorded, newest [`OUTBOX_CAPACITY`] (a cold path: one lock
+/// per message).
+#[derive(Default)]
+pub struct SmsOutbox(Mutex<VecDeque<Value>>);
 
-/// Installs the process's sender; false when one was already installed (or first used).
-pub fn install(sender: Arc<dyn SmsSender>) -> bool {
-    SENDER.set(sender).is_ok()
-}
+impl SmsOutbox {
+    fn record(&self, message: Value) {
+        let mut outbox = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if outbox.len() == OUTBOX_CAPACITY {
+            outbox.pop_front();
+        }
+        outbox.push_back(message);
+    }
 
-pub(crate) fn sender() -> &'static Arc<dyn SmsSender> {
-    SENDER.get_or_init(|| Arc::new(LogSms))
+    /// The recorded messages, oldest first.
+    pub fn list(&self) -> Vec<Value> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter().cloned().collect()
+    }
 }
 
 /// The default sender: logs the message and records it in the outbox.
-pub struct LogSms;
+pub struct LogSms {
+    pub outbox: Arc<SmsOutbox>,
+}
 
 impl SmsSender for LogSms {
     fn send<'a>(
@@ -55,25 +66,12 @@ impl SmsSender for LogSms {
         Box::pin(async move {
             let id = crate::crypto::random::uuid_v4();
             tracing::info!(to, channel, body, "auth: SMS (no SMS provider configured; recorded, not sent)");
-            record(
+            self.outbox.record(
                 json!({"id": id, "to": to, "channel": channel, "body": body, "sent_at": madbase_core::jwt::unix_now()}),
             );
             Ok(id)
         })
     }
-}
-
-fn record(message: Value) {
-    let mut outbox = OUTBOX.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if outbox.len() == OUTBOX_CAPACITY {
-        outbox.pop_front();
-    }
-    outbox.push_back(message);
-}
-
-/// The recorded messages, oldest first.
-pub fn outbox() -> Vec<Value> {
-    OUTBOX.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter().cloned().collect()
 }
 
 /// The SMS body: `template` with `{{ .Code }}` (any spacing) replaced by the code.
@@ -118,9 +116,12 @@ mod tests {
 
     #[test]
     fn outbox_is_bounded() {
+        let outbox = SmsOutbox::default();
         for i in 0..(OUTBOX_CAPACITY + 5) {
-            record(json!({"n": i}));
+            outbox.record(json!({"n": i}));
         }
-        assert_eq!(outbox().len(), OUTBOX_CAPACITY);
+        let kept = outbox.list();
+        assert_eq!(kept.len(), OUTBOX_CAPACITY);
+        assert_eq!(kept[0]["n"], 5);
     }
 }
