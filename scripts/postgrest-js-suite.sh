@@ -24,6 +24,7 @@ set -euo pipefail
 usage() { echo "usage: $0 <path to a supabase-js checkout (monorepo)>" >&2; exit 2; }
 [ $# -eq 1 ] || usage
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/scripts/suite-lib.sh"
 CHECKOUT=$(cd "$1" && pwd)
 SUITE="$CHECKOUT/packages/core/postgrest-js"
 # Older layouts kept the client at the top level of its own repository.
@@ -41,41 +42,11 @@ mkdir -p "$OUT"
 PORT=54321 # the suite's URL, hard-coded in its test files
 
 # 1. Packages.
-if [ -z "${SKIP_INSTALL:-}" ]; then
-  # The monorepo pins pnpm 11 (packageManager), which needs Node >= 22 (node:sqlite); pnpm 10 reads
-  # the same lockfile (v9) and runs on Node 20. PNPM overrides the command.
-  PNPM=${PNPM:-npx --yes pnpm@10}
-  echo "== installing the monorepo's packages ($PNPM install)"
-  (cd "$CHECKOUT" && npm_config_manage_package_manager_versions=false COREPACK_ENABLE_STRICT=0 \
-    $PNPM install --frozen-lockfile >"$OUT/install.log" 2>&1) \
-    || { tail -20 "$OUT/install.log"; echo "$0: package install failed (log: $OUT/install.log)" >&2; exit 1; }
-fi
+suite_install "$CHECKOUT" "$OUT"
 
-# 2. A fresh MadBase on the suite's port.
-if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-  echo "$0: 127.0.0.1:$PORT is already in use (a Supabase CLI stack or another MadBase?)" >&2
-  exit 1
-fi
-DATA=$(mktemp -d /tmp/postgrest-js-suite-data.XXXXXX)
-chmod 755 "$DATA"
-PG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-MB_PID=
-cleanup() {
-  if [ -n "$MB_PID" ]; then kill -TERM "$MB_PID" 2>/dev/null || true; wait "$MB_PID" 2>/dev/null || true; fi
-  rm -rf "$DATA"
-}
-trap cleanup EXIT
-echo "== starting MadBase ($MADBASE_BIN) on 127.0.0.1:$PORT, data in $DATA"
-MADBASE_LISTEN="127.0.0.1:$PORT" MADBASE_DATA_DIR="$DATA" MADBASE_PG_PORT="$PG_PORT" \
-  MADBASE_DB_SCHEMAS="public,personal,graphql_public" MADBASE_DB_MAX_ROWS=1000 \
-  MADBASE_LOG="${MADBASE_LOG:-warn}" "$MADBASE_BIN" start >"$OUT/madbase.out" 2>&1 &
-MB_PID=$!
-for _ in $(seq 1 600); do
-  curl -fs "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break
-  kill -0 "$MB_PID" 2>/dev/null || { cat "$OUT/madbase.out"; echo "$0: MadBase exited" >&2; exit 1; }
-  sleep 0.2
-done
-curl -fs "http://127.0.0.1:$PORT/health" >/dev/null || { echo "$0: MadBase not healthy after 120 s" >&2; exit 1; }
+# 2. A fresh MadBase on the suite's port (started in $OUT: no Supabase project there).
+suite_start_madbase "$PORT" "$OUT" postgrest-js-suite-data "$OUT" \
+  MADBASE_DB_SCHEMAS="public,personal,graphql_public" MADBASE_DB_MAX_ROWS=1000
 DB_URL=$("$ROOT/scripts/madbase-db-url.py" "$OUT/madbase.out" || true)
 [ -n "$DB_URL" ] || { echo "$0: no database URL in MadBase's output ($OUT/madbase.out)" >&2; exit 1; }
 
