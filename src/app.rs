@@ -26,6 +26,7 @@ use madbase_core::metrics::{self, ShardGauges, ShardMetrics, ShardSnapshot};
 use madbase_core::{Cors, Outbox, Service, ServiceInfo, ShardCtx};
 use madbase_http::{Body, Handler, Request, Response};
 use madbase_pg::{Batch, ConnectConfig};
+use madbase_realtime::{RealtimeMessage, RealtimeService, RealtimeShared};
 use madbase_rest::schema::SchemaCache;
 use madbase_rest::{RestMessage, RestService};
 use madbase_shards::{Lane, Shard, ShutdownSignal, Source};
@@ -37,6 +38,7 @@ use crate::config::Config;
 pub enum Target {
     Rest,
     Auth,
+    Realtime,
     /// The gateway: `/health`.
     Health,
     /// The gateway: `/metrics`.
@@ -64,7 +66,7 @@ const fn gateway(prefix: &'static str, label: &'static str, target: Target) -> R
 pub const SERVICES: &[Route] = &[
     Route { info: RestService::INFO, target: Target::Rest },
     Route { info: AuthService::INFO, target: Target::Auth },
-    unserved("/realtime/v1", "realtime"),
+    Route { info: RealtimeService::INFO, target: Target::Realtime },
     unserved("/storage/v1", "storage"),
     unserved("/functions/v1", "functions"),
     unserved("/graphql/v1", "graphql"),
@@ -103,6 +105,8 @@ pub struct Shared {
     pub schema: Arc<SchemaCache>,
     /// Auth's settings and process-wide state (rate limits, mailer).
     pub auth: Arc<AuthShared>,
+    /// Realtime's settings and the project's connection count.
+    pub realtime: Arc<RealtimeShared>,
 }
 
 /// The gateway's own questions to other shards. Each carries a reply channel so the asking shard
@@ -120,6 +124,7 @@ pub enum GatewayMessage {
 pub enum ShardMessage {
     Gateway(GatewayMessage),
     Rest(RestMessage),
+    Realtime(RealtimeMessage),
 }
 
 /// How long a shard waits for other shards' answers to `/health` and `/metrics`.
@@ -138,18 +143,26 @@ const DELIVERY_RETRY: Duration = Duration::from_millis(10);
 pub struct Services {
     pub rest: Rc<RestService>,
     pub auth: Rc<AuthService>,
+    pub realtime: Rc<RealtimeService>,
 }
 
-/// An [`Outbox`] for one service's messages over the control lane of this shard's rings.
+/// An [`Outbox`] for one service's messages over this shard's rings: deliveries to all on the
+/// control lane, offers to one shard on the data lane.
 fn outbox<T: Clone + 'static>(shard: &Shard<ShardMessage>, wrap: fn(T) -> ShardMessage) -> Outbox<T> {
-    let shard = shard.clone();
-    Outbox::new(move |message: T| -> Delivering {
-        let shard = shard.clone();
-        Box::pin(async move {
-            let delivery = shard.deliver_to_all(|| wrap(message.clone()), Lane::Control, DELIVERY_RETRY).await;
-            delivery.closed.into_iter().chain(delivery.undelivered).collect()
-        })
-    })
+    let deliverer = shard.clone();
+    let offerer = shard.clone();
+    Outbox::new(
+        shard.id(),
+        shard.count(),
+        move |message: T| -> Delivering {
+            let shard = deliverer.clone();
+            Box::pin(async move {
+                let delivery = shard.deliver_to_all(|| wrap(message.clone()), Lane::Control, DELIVERY_RETRY).await;
+                delivery.closed.into_iter().chain(delivery.undelivered).collect()
+            })
+        },
+        move |to, message: T| offerer.send_to(to, wrap(message)).is_ok(),
+    )
 }
 
 /// Adapts the runtime's shutdown signal to the HTTP server's.
@@ -177,7 +190,11 @@ pub async fn shard_main(shard: Shard<ShardMessage>, shared: Arc<Shared>) {
         &config.pg,
         &config.jwt,
         shared.keys.clone(),
-        &[RestService::lane(config.pg.pool_size), AuthService::lane(config.pg.auth_pool_size)],
+        &[
+            RestService::lane(config.pg.pool_size),
+            AuthService::lane(config.pg.auth_pool_size),
+            RealtimeService::lane(config.realtime.pool_size),
+        ],
         ShardMetrics::new(&LABELS),
     ));
     let services = Rc::new(Services {
@@ -188,14 +205,25 @@ pub async fn shard_main(shard: Shard<ShardMessage>, shared: Arc<Shared>) {
             outbox(&shard, ShardMessage::Rest),
         )),
         auth: Rc::new(AuthService::new(ctx.clone(), shared.auth.clone())),
+        realtime: Rc::new(RealtimeService::new(
+            ctx.clone(),
+            shared.realtime.clone(),
+            outbox(&shard, ShardMessage::Realtime),
+        )),
     });
-    let peers = Rc::new(Peers { ctx: ctx.clone(), shard: shard.clone() });
+    let peers = Rc::new(Peers {
+        ctx: ctx.clone(),
+        shard: shard.clone(),
+        realtime: services.realtime.clone(),
+        shared: shared.clone(),
+    });
     monoio::spawn(run_mailbox(shard.clone(), peers.clone(), services.clone()));
     let app = Rc::new(App {
         peers,
         services: services.clone(),
         rest_enabled: config.api.enabled,
         auth_enabled: config.auth.enabled,
+        realtime_enabled: config.realtime.enabled,
         health: Coalesced::new(PROBE_ANSWER_MAX_AGE),
         metrics: Coalesced::new(PROBE_ANSWER_MAX_AGE),
     });
@@ -215,6 +243,7 @@ pub async fn shard_main(shard: Shard<ShardMessage>, shared: Arc<Shared>) {
     }
     services.rest.drain();
     services.auth.drain();
+    services.realtime.drain();
     ctx.lanes.close();
 }
 
@@ -230,6 +259,7 @@ async fn run_mailbox(shard: Shard<ShardMessage>, peers: Rc<Peers>, services: Rc<
                 let _ = reply.send(peers.shard.id());
             }
             ShardMessage::Rest(message) => services.rest.on_message(message),
+            ShardMessage::Realtime(message) => services.realtime.on_message(message),
         })
         .await;
 }
@@ -243,6 +273,7 @@ fn start_owner_tasks(shard: &Shard<ShardMessage>, services: &Services) {
         let tasks = match route.target {
             Target::Rest => services.rest.owner_tasks(),
             Target::Auth => services.auth.owner_tasks(),
+            Target::Realtime => services.realtime.owner_tasks(),
             Target::Health | Target::Metrics | Target::Unserved => Vec::new(),
         };
         for task in tasks {
@@ -259,6 +290,8 @@ pub struct App {
     rest_enabled: bool,
     /// `[auth] enabled`: off, `/auth/v1` answers as an unknown route.
     auth_enabled: bool,
+    /// `[realtime] enabled`: off, `/realtime/v1` answers as an unknown route.
+    realtime_enabled: bool,
     /// `/health`'s last answer: healthy, and the JSON body.
     health: Coalesced<(bool, bytes::Bytes)>,
     /// `/metrics`' last rendering.
@@ -269,6 +302,9 @@ pub struct App {
 struct Peers {
     ctx: Rc<ShardCtx>,
     shard: Shard<ShardMessage>,
+    /// Realtime's per-shard series.
+    realtime: Rc<RealtimeService>,
+    shared: Arc<Shared>,
 }
 
 impl Peers {
@@ -296,6 +332,7 @@ impl Peers {
                 .collect(),
             blocking_queued: self.shard.blocking().queue_depth(),
             http: madbase_http::shard_stats(),
+            services: self.realtime.series(),
         };
         self.ctx.metrics.snapshot(gauges)
     }
@@ -384,6 +421,7 @@ impl App {
         match route.target {
             Target::Rest if self.rest_enabled => self.services.rest.handle(req, body).await,
             Target::Auth if self.auth_enabled => self.services.auth.handle(req, body).await,
+            Target::Realtime if self.realtime_enabled => self.services.realtime.handle(req, body).await,
             Target::Health => self.health().await,
             Target::Metrics => match self.refuse_metrics(req) {
                 None => self.metrics().await,
@@ -427,7 +465,8 @@ impl App {
             .get(move || async move {
                 let snapshots: Vec<ShardSnapshot> =
                     peers.ask_all(GatewayMessage::Snapshot, peers.snapshot()).await.into_iter().flatten().collect();
-                bytes::Bytes::from(metrics::render(&snapshots, crate::logging::dropped_lines()))
+                let process = peers.shared.realtime.process_series();
+                bytes::Bytes::from(metrics::render(&snapshots, crate::logging::dropped_lines(), &process))
             })
             .await;
         Response::with_body(200, text).header("content-type", "text/plain; version=0.0.4; charset=utf-8")

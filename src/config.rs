@@ -27,6 +27,7 @@ use madbase_auth::settings::Auth;
 use madbase_core::platform::{Egress, Http, Jwt, Pg, Platform, Shards};
 use madbase_core::section;
 use madbase_core::settings::{self, Section, SettingsError, Strictness};
+use madbase_realtime::Realtime;
 use madbase_rest::settings::{Api, Rest};
 use toml::{Table, Value};
 
@@ -93,6 +94,8 @@ section! {
         pub db: Db = Db::default(),
         /// Auth (Supabase's `[auth]`), and the keys tokens are signed with.
         pub auth: Auth = Auth::default(),
+        /// Realtime (Supabase's `[realtime]`, with Supabase Realtime's tenant limits).
+        pub realtime: Realtime = Realtime::default(),
         /// PostgREST settings Supabase's `[api]` lacks.
         pub rest: Rest = Rest::default(),
         /// The thread-per-core runtime.
@@ -251,6 +254,7 @@ impl Config {
         Platform { shards: &self.shards, http: &self.http, pg: &self.pg, jwt: &self.jwt, egress: &self.egress }
             .validate()?;
         self.auth.validate()?;
+        self.realtime.validate()?;
         self.rest_config().validate()?;
         if self.db.port == 0 || self.api.port == 0 {
             return Err("api.port and db.port must be greater than 0".to_owned());

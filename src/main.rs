@@ -18,6 +18,7 @@ use madbase_auth::AuthShared;
 use madbase_core::jwt::JwtKeys;
 use madbase_core::platform::DEMO_JWT_SECRET;
 use madbase_egress::Egress;
+use madbase_realtime::RealtimeShared;
 use tracing_subscriber::fmt::MakeWriter;
 
 /// mimalloc instead of glibc malloc: every request allocates and frees many small buffers on
@@ -215,6 +216,7 @@ fn start(config: Config, project: Option<&Path>) -> Result<(), String> {
             project,
             egress.clone(),
         )?),
+        realtime: RealtimeShared::new(config.realtime.clone()),
     });
     let runtime = Runtime::start(runtime_config, move |shard| app::shard_main(shard, shared.clone()))
         .map_err(|e| format!("cannot start the shards: {e}"))?;

@@ -116,15 +116,27 @@ impl ShardCtx {
 /// A delivery to every other shard under way; resolves to the shards that never took it.
 pub type Delivering = Pin<Box<dyn Future<Output = Vec<usize>>>>;
 
-/// Sends one service's typed messages to its instances on other shards; the binary builds it
+/// Sends one service's typed messages to its instances on the other shards; the binary builds it
 /// around the shard's rings and wraps each message in its own enum.
 pub struct Outbox<T> {
     deliver_to_all: Box<dyn Fn(T) -> Delivering>,
+    offer: Box<dyn Fn(usize, T) -> bool>,
+    me: usize,
+    shards: usize,
 }
 
 impl<T> Outbox<T> {
-    pub fn new(deliver_to_all: impl Fn(T) -> Delivering + 'static) -> Outbox<T> {
-        Outbox { deliver_to_all: Box::new(deliver_to_all) }
+    /// `deliver_to_all` hands a message to every other shard on the control lane, waiting for
+    /// room; `offer` gives one shard a message on the data lane without waiting (false: its ring
+    /// was full or it exited). `me` is this shard, `shards` the count.
+    pub fn new(
+        me: usize,
+        shards: usize,
+        deliver_to_all: impl Fn(T) -> Delivering + 'static,
+        offer: impl Fn(usize, T) -> bool + 'static,
+    ) -> Outbox<T> {
+        assert!(me < shards, "shard {me} of {shards}");
+        Outbox { deliver_to_all: Box::new(deliver_to_all), offer: Box::new(offer), me, shards }
     }
 
     /// Hands `message` to every other shard on the control lane: shards with room get it at
@@ -132,5 +144,23 @@ impl<T> Outbox<T> {
     /// Resolves when every shard has it; returns the shards that exited without taking it.
     pub fn deliver_to_all(&self, message: T) -> impl Future<Output = Vec<usize>> {
         (self.deliver_to_all)(message)
+    }
+
+    /// Offers `message` to shard `to` (never this one) on the data lane without waiting; false
+    /// when its ring is full or it exited. Bulk traffic (broadcasts) goes this way, and the
+    /// sender decides what a full ring means: drop and count, or queue in order and retry.
+    pub fn offer(&self, to: usize, message: T) -> bool {
+        debug_assert!(to != self.me && to < self.shards, "offer to shard {to} from {} of {}", self.me, self.shards);
+        (self.offer)(to, message)
+    }
+
+    /// This shard.
+    pub fn me(&self) -> usize {
+        self.me
+    }
+
+    /// Number of shards.
+    pub fn shards(&self) -> usize {
+        self.shards
     }
 }

@@ -69,6 +69,19 @@ pub struct ShardGauges {
     pub blocking_queued: usize,
     /// This shard's HTTP limits at work: bodies held, refusals, timeouts.
     pub http: madbase_http::HttpStats,
+    /// The services' own series for this shard (Realtime's connections, channels, drops).
+    pub services: Vec<ServiceSeries>,
+}
+
+/// One value of a service's own series: rendered with a `shard` label, or without one when it
+/// is process-wide (passed to [`render`] directly).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSeries {
+    pub name: &'static str,
+    /// `gauge` or `counter`.
+    pub kind: &'static str,
+    pub help: &'static str,
+    pub value: u64,
 }
 
 /// What one shard sends back to a scrape. `Send`: it crosses cores.
@@ -148,9 +161,9 @@ const PER_LANE_SERIES: &[LaneSeries] = &[
     }),
 ];
 
-/// Renders the merged snapshots, and the process-wide count of log lines dropped, as Prometheus
-/// text exposition format 0.0.4.
-pub fn render(snapshots: &[ShardSnapshot], log_lines_dropped: u64) -> String {
+/// Renders the merged snapshots, the process-wide count of log lines dropped and the services'
+/// process-wide series, as Prometheus text exposition format 0.0.4.
+pub fn render(snapshots: &[ShardSnapshot], log_lines_dropped: u64, process: &[ServiceSeries]) -> String {
     let mut out = String::with_capacity(4096);
     let mut requests: BTreeMap<(&'static str, u16), u64> = BTreeMap::new();
     let mut latency: BTreeMap<&'static str, Histogram<u64>> = BTreeMap::new();
@@ -217,6 +230,12 @@ pub fn render(snapshots: &[ShardSnapshot], log_lines_dropped: u64) -> String {
             }
         }
     }
+    render_service_series(&mut out, snapshots);
+    for series in process {
+        let _ = writeln!(out, "# HELP {} {}", series.name, series.help);
+        let _ = writeln!(out, "# TYPE {} {}", series.name, series.kind);
+        let _ = writeln!(out, "{} {}", series.name, series.value);
+    }
     let _ = writeln!(out, "# HELP madbase_log_lines_dropped_total Log lines dropped because the log sink fell behind.");
     let _ = writeln!(out, "# TYPE madbase_log_lines_dropped_total counter");
     let _ = writeln!(out, "madbase_log_lines_dropped_total {log_lines_dropped}");
@@ -245,6 +264,27 @@ pub fn render(snapshots: &[ShardSnapshot], log_lines_dropped: u64) -> String {
     out
 }
 
+/// The services' per-shard series, each name once (in the order the first shard lists them).
+fn render_service_series(out: &mut String, snapshots: &[ShardSnapshot]) {
+    let mut names: Vec<&ServiceSeries> = Vec::new();
+    for s in snapshots {
+        for series in &s.gauges.services {
+            if names.iter().all(|n| n.name != series.name) {
+                names.push(series);
+            }
+        }
+    }
+    for head in names {
+        let _ = writeln!(out, "# HELP {} {}", head.name, head.help);
+        let _ = writeln!(out, "# TYPE {} {}", head.name, head.kind);
+        for s in snapshots {
+            for series in s.gauges.services.iter().filter(|x| x.name == head.name) {
+                let _ = writeln!(out, "{}{{shard=\"{}\"}} {}", head.name, s.gauges.shard, series.value);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,11 +300,19 @@ mod tests {
         b.record("health", 503, Duration::from_micros(5));
         let text = render(
             &[
-                a.snapshot(ShardGauges { shard: 0, driver: "io_uring".into(), ..Default::default() }),
+                a.snapshot(ShardGauges {
+                    shard: 0,
+                    driver: "io_uring".into(),
+                    services: vec![ServiceSeries { name: "madbase_x", kind: "gauge", help: "X.", value: 3 }],
+                    ..Default::default()
+                }),
                 b.snapshot(ShardGauges { shard: 1, driver: "io_uring".into(), ..Default::default() }),
             ],
             0,
+            &[ServiceSeries { name: "madbase_y_total", kind: "counter", help: "Y.", value: 7 }],
         );
+        assert!(text.contains("# TYPE madbase_x gauge\nmadbase_x{shard=\"0\"} 3\n"), "{text}");
+        assert!(text.contains("madbase_y_total 7\n"), "{text}");
         assert!(text.contains("madbase_shards 2\n"), "{text}");
         assert!(text.contains("madbase_http_requests_total{service=\"rest\",status=\"200\"} 100\n"));
         assert!(text.contains("madbase_http_requests_total{service=\"health\",status=\"503\"} 1\n"));

@@ -2,9 +2,189 @@
 //! shards — broadcast, presence, Postgres changes, private channels — and the replication core
 //! that streams `pgoutput` changes to every shard.
 //!
-//! Owns: the WebSocket sessions and their channels (each shard owns the sockets it accepted and
-//! their subscriptions), the cross-shard fan-out of broadcasts and presence, the replication
-//! core's thread, the authorisation of changes and private channels by PostgreSQL's RLS, and the
-//! `[realtime]` settings.
+//! Owns: [`RealtimeService`] (one per shard: the WebSocket endpoint, the REST broadcast API, the
+//! inspector), the shard's [`hub::Hub`] and change router, [`RealtimeShared`] (what every shard
+//! shares: the settings and the project's connection count), and the `[realtime]` settings.
+//!
+//! Invariants: each shard owns the sockets it accepted and everything they subscribed to; what
+//! crosses shards is a [`hub::RealtimeMessage`] (broadcasts and presence between shards, change
+//! batches from the replication core); the project's connection count is the only state the
+//! shards share (one atomic add per connection, never per message).
 
+pub mod api;
 pub mod changes;
+pub mod hub;
+pub mod pgchanges;
+pub mod presence;
+pub mod private;
+pub mod protocol;
+pub mod session;
+pub mod settings;
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use madbase_core::context::LaneSpec;
+use madbase_core::metrics::ServiceSeries;
+use madbase_core::{Cors, Outbox, Service, ServiceInfo, ShardCtx};
+use madbase_http::ws::WsConfig;
+use madbase_http::{Body, Request, Response};
+
+pub use hub::RealtimeMessage;
+use hub::{Counters, Hub};
+use presence::RefMaker;
+use protocol::Vsn;
+use session::Session;
+pub use settings::Realtime;
+
+/// What every shard's Realtime shares.
+pub struct RealtimeShared {
+    pub settings: Arc<Realtime>,
+    /// WebSockets open in the project (`max_concurrent_users`).
+    users: AtomicUsize,
+}
+
+impl RealtimeShared {
+    pub fn new(settings: Realtime) -> Arc<RealtimeShared> {
+        Arc::new(RealtimeShared { settings: Arc::new(settings), users: AtomicUsize::new(0) })
+    }
+
+    /// WebSockets open in the project.
+    pub fn users(&self) -> usize {
+        self.users.load(Ordering::Relaxed)
+    }
+
+    /// Realtime's process-wide series for `/metrics`.
+    pub fn process_series(&self) -> Vec<ServiceSeries> {
+        vec![ServiceSeries {
+            name: "madbase_realtime_project_connections",
+            kind: "gauge",
+            help: "Realtime WebSockets open in the project (max_concurrent_users counts these).",
+            value: self.users() as u64,
+        }]
+    }
+}
+
+/// One shard's Realtime state, shared by its sessions.
+pub struct Inner {
+    pub ctx: Rc<ShardCtx>,
+    pub settings: Arc<Realtime>,
+    pub shared: Arc<RealtimeShared>,
+    pub hub: Hub,
+    pub changes: pgchanges::Router,
+    pub refs: RefMaker,
+    next_conn: Cell<u64>,
+}
+
+/// Realtime on one shard.
+pub struct RealtimeService {
+    inner: Rc<Inner>,
+}
+
+/// The PostgreSQL lane of Realtime's authorisation checks.
+pub const LANE: &str = "realtime";
+
+impl RealtimeService {
+    /// The lane Realtime needs on every shard.
+    pub fn lane(connections: usize) -> LaneSpec {
+        LaneSpec { name: LANE, connections }
+    }
+
+    pub fn new(ctx: Rc<ShardCtx>, shared: Arc<RealtimeShared>, outbox: Outbox<RealtimeMessage>) -> RealtimeService {
+        let hub = Hub::new(outbox);
+        let shard = hub.shard;
+        let settings = shared.settings.clone();
+        let changes = pgchanges::Router::new(ctx.clone(), settings.clone(), hub.counters.clone());
+        RealtimeService {
+            inner: Rc::new(Inner {
+                ctx,
+                settings,
+                shared,
+                hub,
+                changes,
+                refs: RefMaker::new(shard),
+                next_conn: Cell::new(1),
+            }),
+        }
+    }
+
+    /// This shard's series for `/metrics`.
+    pub fn series(&self) -> Vec<ServiceSeries> {
+        self.inner.hub.counters.series()
+    }
+
+    fn websocket(&self, req: &Request) -> Response {
+        let query = query_pairs(req);
+        let Some(vsn) = Vsn::parse(query.iter().find(|(k, _)| k == "vsn").map(|(_, v)| v.as_str())) else {
+            return api::error(400, "Unsupported serializer version: vsn must be 1.0.0 or 2.0.0");
+        };
+        let apikey = query
+            .iter()
+            .find(|(k, _)| k == "apikey")
+            .map(|(_, v)| v.clone())
+            .or_else(|| req.header_str("apikey").or_else(|| req.header_str("x-api-key")).map(str::to_owned));
+        let Some(apikey) = apikey.filter(|k| !k.is_empty()) else {
+            return Response::json(401, r#"{"message":"No API key found in request"}"#);
+        };
+        if self.inner.ctx.tokens.borrow_mut().verify(&apikey).is_err() {
+            return Response::json(401, r#"{"message":"Invalid authentication credentials"}"#);
+        }
+        let inner = self.inner.clone();
+        let s = &inner.settings;
+        let config = WsConfig {
+            max_frame_bytes: s.max_message_bytes(),
+            max_message_bytes: s.max_message_bytes(),
+            send_queue_messages: s.send_queue_messages,
+            send_queue_bytes: s.send_queue_bytes,
+            read_buffer_size: s.read_buffer_bytes,
+            ..WsConfig::default()
+        };
+        Response::websocket(req, config, move |ws| async move {
+            let id = inner.next_conn.get();
+            inner.next_conn.set(id + 1);
+            let users = inner.shared.users.fetch_add(1, Ordering::Relaxed) + 1;
+            let over_limit = users > inner.settings.max_concurrent_users;
+            Counters::add(&inner.hub.counters.connections, 1);
+            let session = Rc::new(Session::new(inner.clone(), id, vsn, ws.sender(), apikey, over_limit));
+            session.run(ws).await;
+            inner.shared.users.fetch_sub(1, Ordering::Relaxed);
+            let c = &inner.hub.counters.connections;
+            c.set(c.get().saturating_sub(1));
+        })
+    }
+}
+
+/// The query string's pairs, decoded.
+pub(crate) fn query_pairs(req: &Request) -> Vec<(String, String)> {
+    req.query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
+}
+
+impl Service for RealtimeService {
+    type Message = RealtimeMessage;
+
+    const INFO: ServiceInfo = ServiceInfo { prefix: "/realtime/v1", label: "realtime", cors: Cors::Gateway };
+
+    async fn handle(&self, req: &Request, body: Body) -> Response {
+        let path = &req.path()[Self::INFO.prefix.len()..];
+        match (req.method(), path) {
+            ("GET", "/websocket") => self.websocket(req),
+            ("POST", "/api/broadcast") => api::broadcast_batch(&self.inner, req, body).await,
+            ("POST", p) if p.starts_with("/api/broadcast/") => api::broadcast_one(&self.inner, req, body).await,
+            ("GET", "/api/inspector") => api::inspector(&self.inner, req),
+            _ => Response::json(404, r#"{"message":"no Route matched with those values"}"#),
+        }
+    }
+
+    fn on_message(&self, message: RealtimeMessage) {
+        match message {
+            RealtimeMessage::Broadcast(b) => self.inner.hub.deliver_broadcast(&b),
+            RealtimeMessage::Presence(d) => self.inner.hub.apply_presence(&d),
+            RealtimeMessage::Changes(batch) => {
+                batch.taken();
+                self.inner.changes.on_batch(&self.inner.hub, batch);
+            }
+        }
+    }
+}
