@@ -8,3 +8,6 @@
 //! `[realtime]` settings.
 
 pub mod changes;
+
+// Postgres changes and private channels: the database side.
+pub mod filter;
