@@ -11,3 +11,4 @@ pub mod changes;
 
 // Postgres changes and private channels: the database side.
 pub mod filter;
+pub mod payload;
