@@ -12,3 +12,5 @@ pub mod changes;
 // Postgres changes and private channels: the database side.
 pub mod filter;
 pub mod payload;
+pub mod authorize;
+pub mod rls;
