@@ -635,7 +635,11 @@ enum Decimal {
     NegInfinity,
     /// Sign, significant digits (no leading or trailing zeros; empty for zero) and the exponent
     /// of the first digit: value = 0.d1d2… × 10^exp.
-    Finite { negative: bool, digits: Vec<u8>, exp: i64 },
+    Finite {
+        negative: bool,
+        digits: Vec<u8>,
+        exp: i64,
+    },
     Infinity,
     NaN,
 }
@@ -1134,7 +1138,10 @@ mod tests {
         );
         assert_eq!(Filter::parse("subject=in.(hidee,ho)").unwrap().conditions[0].value, "{hidee,ho}");
         let f = Filter::parse("subject=not.like.hey%").unwrap();
-        assert_eq!((f.conditions[0].op, f.conditions[0].negate, f.conditions[0].value.as_str()), (Op::Like, true, "hey%"));
+        assert_eq!(
+            (f.conditions[0].op, f.conditions[0].negate, f.conditions[0].value.as_str()),
+            (Op::Like, true, "hey%")
+        );
         let f = Filter::parse("id=gt.0,id=lt.100").unwrap();
         assert_eq!(f.conditions.len(), 2);
         assert_eq!(f.conditions[1].value, "100");
@@ -1325,7 +1332,8 @@ mod tests {
         assert!(filter.matches(&delete));
         let other = Filter::parse("name=eq.x").unwrap().bind(&rel).unwrap();
         assert!(!other.matches(&delete), "a column the old row does not carry hides the change");
-        let insert = Change { relation: rel, kind: ChangeKind::Insert, record: Some(row(&[("id", "7")])), old_record: None };
+        let insert =
+            Change { relation: rel, kind: ChangeKind::Insert, record: Some(row(&[("id", "7")])), old_record: None };
         assert!(filter.matches(&insert));
         assert!(Filter::default().bind(&relation()).unwrap().matches(&insert));
     }

@@ -10,7 +10,7 @@
 pub mod changes;
 
 // Postgres changes and private channels: the database side.
+pub mod authorize;
 pub mod filter;
 pub mod payload;
-pub mod authorize;
 pub mod rls;

@@ -271,10 +271,7 @@ mod tests {
                 r#"{{"columns":{COLUMNS},"commit_timestamp":"{TS}","errors":null,"record":{{"id": 1, "done": false, "title": "a \"b\""}},"schema":"public","table":"todos","type":"INSERT"}}"#
             )
         );
-        assert_eq!(
-            frame_payload(&[1000, 7], &data),
-            format!(r#"{{"data":{},"ids":[1000,7]}}"#, data.data)
-        );
+        assert_eq!(frame_payload(&[1000, 7], &data), format!(r#"{{"data":{},"ids":[1000,7]}}"#, data.data));
         assert_eq!(raw_payload(&data), &*data.data);
 
         // UPDATE without an old row: old_record is the key of the new row.

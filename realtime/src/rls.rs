@@ -110,7 +110,8 @@ impl VisibilityPlan {
 /// The batch for one group and how to read it. When the plan [`is_trivial`]
 /// (VisibilityPlan::is_trivial), there is nothing to send.
 pub fn visibility_batch(group: &GroupCheck<'_>) -> (Batch, VisibilityPlan) {
-    let mut plan = VisibilityPlan { initial: group.changes.iter().map(|c| !needs_check(c)).collect(), statements: Vec::new() };
+    let mut plan =
+        VisibilityPlan { initial: group.changes.iter().map(|c| !needs_check(c)).collect(), statements: Vec::new() };
     // Changes to check, by table, tables in order of first appearance.
     let mut tables: Vec<(&Relation, Vec<usize>)> = Vec::new();
     for (i, change) in group.changes.iter().enumerate() {
@@ -118,7 +119,10 @@ pub fn visibility_batch(group: &GroupCheck<'_>) -> (Batch, VisibilityPlan) {
             continue;
         }
         let relation = &*change.relation;
-        match tables.iter_mut().find(|(r, _)| r.oid == relation.oid && r.schema == relation.schema && r.table == relation.table) {
+        match tables
+            .iter_mut()
+            .find(|(r, _)| r.oid == relation.oid && r.schema == relation.schema && r.table == relation.table)
+        {
             Some((_, indexes)) => indexes.push(i),
             None => tables.push((relation, vec![i])),
         }
@@ -248,11 +252,16 @@ mod tests {
         let a = relation(1, "a", true);
         let b = relation(2, "b", true);
         let plain = relation(3, "c", false);
-        let changes =
-            [change(&a, ChangeKind::Insert, "1"), change(&b, ChangeKind::Update, "2"), change(&plain, ChangeKind::Insert, "3"),
-             change(&a, ChangeKind::Delete, "4"), change(&a, ChangeKind::Update, "5")];
+        let changes = [
+            change(&a, ChangeKind::Insert, "1"),
+            change(&b, ChangeKind::Update, "2"),
+            change(&plain, ChangeKind::Insert, "3"),
+            change(&a, ChangeKind::Delete, "4"),
+            change(&a, ChangeKind::Update, "5"),
+        ];
         let refs: Vec<&Change> = changes.iter().collect();
-        let group = GroupCheck { role: "authenticated", claims_json: r#"{"sub":"u1","role":"authenticated"}"#, changes: &refs };
+        let group =
+            GroupCheck { role: "authenticated", claims_json: r#"{"sub":"u1","role":"authenticated"}"#, changes: &refs };
         let (batch, plan) = visibility_batch(&group);
         let names: Vec<_> = batch.settings.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
         assert_eq!(names[0], ("role", "authenticated"));
@@ -271,11 +280,7 @@ mod tests {
         );
         assert_eq!(plan.unchecked(), [false, false, true, true, false]);
 
-        let row = |n: &str| {
-            let mut r = StatementResult::default();
-            r.command_tag = format!("SELECT {n}");
-            r
-        };
+        let row = |n: &str| StatementResult { command_tag: format!("SELECT {n}"), ..Default::default() };
         // No rows back: only the unchecked changes are visible.
         assert_eq!(plan.parse(&[row("0"), row("0")]).unwrap(), [false, false, true, true, false]);
         assert!(plan.parse(&[row("0")]).is_err());
