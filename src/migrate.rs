@@ -69,6 +69,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 6, name: "auth_flows", sql: include_str!("../migrations/0006_auth_flows.sql") },
     Migration { version: 7, name: "auth_admin", sql: include_str!("../migrations/0007_auth_admin.sql") },
     Migration { version: 8, name: "auth_mfa", sql: include_str!("../migrations/0008_auth_mfa.sql") },
+    Migration { version: 9, name: "realtime", sql: include_str!("../migrations/0009_realtime.sql") },
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -12,12 +12,16 @@
 //! shards share (one atomic add per connection, never per message).
 
 pub mod api;
+pub mod authorize;
 pub mod changes;
+pub mod filter;
 pub mod hub;
+pub mod payload;
 pub mod pgchanges;
 pub mod presence;
 pub mod private;
 pub mod protocol;
+pub mod rls;
 pub mod session;
 pub mod settings;
 
