@@ -42,6 +42,12 @@ pub struct ChannelPermissions {
     pub write_presence: bool,
 }
 
+impl ChannelPermissions {
+    /// A public channel: everything allowed.
+    pub const PUBLIC: ChannelPermissions =
+        ChannelPermissions { read_broadcast: true, write_broadcast: true, read_presence: true, write_presence: true };
+}
+
 /// The check's result could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthorizeError {

@@ -25,9 +25,11 @@ use madbase_core::metrics::ServiceSeries;
 use madbase_core::Outbox;
 use madbase_http::ws::WsSender;
 
-use crate::changes::ChangeBatch;
+use bytes::Bytes;
+
+use crate::changes::{ChangeBatch, DbMessage};
 use crate::presence::{PresenceDiff, PresenceReplica, TopicKey};
-use crate::protocol::{frame, BroadcastFrames, Vsn};
+use crate::protocol::{broadcast_frames, frame, BroadcastFrames, UserPayload, Vsn};
 
 /// A socket on this shard (unique per shard; `(shard, ConnId)` is unique in the process).
 pub type ConnId = u64;
@@ -321,6 +323,16 @@ impl Hub {
             }
         }
         Counters::add(&self.counters.messages_out, sent);
+    }
+
+    /// Hands a `realtime.messages` row (`realtime.send`, `broadcast_changes`) to this shard's
+    /// subscribers of its topic. Every shard gets the change batch, so nothing crosses the rings.
+    pub fn deliver_db_message(&self, message: &DbMessage) {
+        let topic = format!("realtime:{}", message.topic);
+        let payload = UserPayload::Json(Bytes::copy_from_slice(message.payload.as_bytes()));
+        if let Some(frames) = broadcast_frames(&topic, &message.event, &payload, None, false) {
+            self.deliver_broadcast(&Broadcast { topic: (topic.into(), message.private), frames, origin: None });
+        }
     }
 
     /// Sends one frame to one socket, counting a consumer that fell behind (the WebSocket layer

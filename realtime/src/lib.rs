@@ -76,8 +76,8 @@ pub struct Inner {
     pub ctx: Rc<ShardCtx>,
     pub settings: Arc<Realtime>,
     pub shared: Arc<RealtimeShared>,
-    pub hub: Hub,
-    pub changes: pgchanges::Router,
+    pub hub: Rc<Hub>,
+    pub changes: Rc<pgchanges::Router>,
     pub refs: RefMaker,
     next_conn: Cell<u64>,
 }
@@ -97,10 +97,10 @@ impl RealtimeService {
     }
 
     pub fn new(ctx: Rc<ShardCtx>, shared: Arc<RealtimeShared>, outbox: Outbox<RealtimeMessage>) -> RealtimeService {
-        let hub = Hub::new(outbox);
+        let hub = Rc::new(Hub::new(outbox));
         let shard = hub.shard;
         let settings = shared.settings.clone();
-        let changes = pgchanges::Router::new(ctx.clone(), settings.clone(), hub.counters.clone());
+        let changes = pgchanges::Router::new(ctx.clone(), settings.clone(), hub.clone());
         RealtimeService {
             inner: Rc::new(Inner {
                 ctx,
@@ -185,10 +185,7 @@ impl Service for RealtimeService {
         match message {
             RealtimeMessage::Broadcast(b) => self.inner.hub.deliver_broadcast(&b),
             RealtimeMessage::Presence(d) => self.inner.hub.apply_presence(&d),
-            RealtimeMessage::Changes(batch) => {
-                batch.taken();
-                self.inner.changes.on_batch(&self.inner.hub, batch);
-            }
+            RealtimeMessage::Changes(batch) => self.inner.changes.on_batch(batch),
         }
     }
 }

@@ -10,21 +10,25 @@
 //! missed; batches are delivered in commit order on each shard; a binding's id depends only on
 //! its parameters (as Supabase's `phash2`), so equal bindings on many sockets share one id.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 
 use madbase_core::ShardCtx;
-use madbase_http::ws::WsSender;
+use madbase_http::ws::{Message, WsSender};
 use serde_json::Value;
 
-use crate::changes::ChangeBatch;
+use crate::changes::{Change, ChangeBatch, ChangeKind, Relation};
+use crate::filter::{BoundFilter, Filter};
 use crate::hub::{ConnId, Counters, Hub};
+use crate::payload::{frame_payload, render_data, RenderedChange};
 use crate::presence::TopicKey;
-use crate::protocol::Vsn;
+use crate::protocol::{frame, Vsn};
+use crate::rls::{needs_check, visibility_batch, GroupCheck};
 use crate::session::Caller;
 use crate::settings::Realtime;
+use crate::LANE;
 
 /// Which events a binding wants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +48,23 @@ pub struct Binding {
     pub schema: String,
     /// `None` or `*`: every table of the schema.
     pub table: Option<String>,
-    pub filter: Option<String>,
+    pub filter: Filter,
+}
+
+impl Binding {
+    /// Does the binding's event, schema and table take this change (before its filter)?
+    fn wants(&self, change: &Change) -> bool {
+        let event = matches!(
+            (self.event, change.kind),
+            (EventFilter::All, _)
+                | (EventFilter::Insert, ChangeKind::Insert)
+                | (EventFilter::Update, ChangeKind::Update)
+                | (EventFilter::Delete, ChangeKind::Delete)
+        );
+        event
+            && (self.schema == "*" || self.schema == change.relation.schema)
+            && self.table.as_ref().is_none_or(|t| *t == change.relation.table)
+    }
 }
 
 /// Supabase's `phash2`-like stable id: FNV-1a of the parameters, 27 bits.
@@ -59,17 +79,32 @@ fn binding_id(event: &str, schema: &str, table: &str, filter: &str) -> u32 {
     hash & 0x07ff_ffff
 }
 
-/// The bindings of a join's `config.postgres_changes`, and the join reply's response: every
-/// entry echoed in order with its `id` (realtime-js matches them by index).
-pub fn bindings(config: Option<&Value>) -> (Vec<Binding>, String) {
+/// A binding the server refuses, with Supabase's system-message text.
+pub type BindingError = String;
+
+/// An Elixir map's `inspect` of a binding's parameters (Supabase's error texts show them).
+fn elixir_params(object: &serde_json::Map<String, Value>) -> String {
+    let parts: Vec<String> = object.iter().map(|(k, v)| format!("{:?} => {}", k, v)).collect();
+    format!("%{{{}}}", parts.join(", "))
+}
+
+/// The bindings of a join's `config.postgres_changes`, the refusals of those that cannot be
+/// served (sent as `system` errors after the join, as Supabase does), and the join reply's
+/// response: every entry echoed in order with its `id` (realtime-js matches them by index).
+pub fn bindings(config: Option<&Value>) -> (Vec<Binding>, Vec<BindingError>, String) {
     let Some(Value::Array(entries)) = config else {
-        return (Vec::new(), r#"{"postgres_changes":[]}"#.to_owned());
+        return (Vec::new(), Vec::new(), r#"{"postgres_changes":[]}"#.to_owned());
     };
     let mut out = Vec::with_capacity(entries.len());
+    let mut errors = Vec::new();
     let mut echo = Vec::with_capacity(entries.len());
     for entry in entries {
         let Value::Object(object) = entry else { continue };
         let text = |k: &str| object.get(k).and_then(Value::as_str).unwrap_or("");
+        let id = binding_id(text("event"), text("schema"), text("table"), text("filter"));
+        let mut echoed = object.clone();
+        echoed.insert("id".to_owned(), Value::from(id));
+        echo.push(Value::Object(echoed));
         let event = match text("event").to_ascii_uppercase().as_str() {
             "INSERT" => EventFilter::Insert,
             "UPDATE" => EventFilter::Update,
@@ -78,79 +113,152 @@ pub fn bindings(config: Option<&Value>) -> (Vec<Binding>, String) {
         };
         let table = Some(text("table")).filter(|t| !t.is_empty() && *t != "*").map(str::to_owned);
         let schema = match text("schema") {
-            "" if table.is_some() => "public",
+            "" if !text("table").is_empty() => "public",
+            "" => {
+                errors.push(format!(
+                    "No subscription params provided. Please provide at least a `schema` or `table` to subscribe to: {}",
+                    elixir_params(object)
+                ));
+                continue;
+            }
             s => s,
         };
-        let filter = Some(text("filter")).filter(|f| !f.is_empty()).map(str::to_owned);
-        let id = binding_id(text("event"), text("schema"), text("table"), text("filter"));
-        let mut echoed = object.clone();
-        echoed.insert("id".to_owned(), Value::from(id));
-        echo.push(Value::Object(echoed));
-        out.push(Binding { id, event, schema: schema.to_owned(), table, filter });
+        match Filter::parse(text("filter")) {
+            Ok(filter) => out.push(Binding { id, event, schema: schema.to_owned(), table, filter }),
+            Err(error) => errors.push(error.to_string()),
+        }
     }
-    (out, serde_json::json!({ "postgres_changes": echo }).to_string())
+    (out, errors, serde_json::json!({ "postgres_changes": echo }).to_string())
 }
 
-/// One channel's subscriptions on this shard.
-#[allow(dead_code)] // read by the delivery of change batches, which lands with the filters
+/// A binding's filter bound to a relation (`None`: the filter does not apply to that table).
+type BoundTo = (Arc<Relation>, Option<BoundFilter>);
+
+/// One channel's subscriptions on this shard. Shared (`Rc`) with the batches in flight, which
+/// check `active` before delivering: a channel that left while its change was being authorised
+/// gets nothing.
 struct Subscription {
-    conn: ConnId,
     topic: TopicKey,
     sender: WsSender,
     vsn: Vsn,
-    role: String,
-    claims: Rc<str>,
+    /// (role, claims JSON): subscribers with equal ones are checked against RLS once.
+    group: Rc<(String, String)>,
     bindings: Vec<Binding>,
+    /// Per binding: its filter bound to the relation it last matched (rebound when the
+    /// relation's description changes); `None` inside when the filter does not apply to it.
+    bound: RefCell<Vec<Option<BoundTo>>>,
+    active: Cell<bool>,
+}
+
+impl Subscription {
+    /// The ids of the bindings that want `change`.
+    fn matching_ids(&self, change: &Change) -> Vec<u64> {
+        let relation = &change.relation;
+        let mut ids = Vec::new();
+        let mut bound = self.bound.borrow_mut();
+        for (i, b) in self.bindings.iter().enumerate() {
+            if !b.wants(change) || ids.contains(&u64::from(b.id)) {
+                continue;
+            }
+            let slot = &mut bound[i];
+            if !slot.as_ref().is_some_and(|(r, _)| Arc::ptr_eq(r, relation)) {
+                let filter = match b.filter.bind(relation) {
+                    Ok(f) => Some(f),
+                    Err(error) => {
+                        tracing::debug!(%error, table = %relation.table, "filter does not apply to the table");
+                        None
+                    }
+                };
+                *slot = Some((relation.clone(), filter));
+            }
+            if slot.as_ref().and_then(|(_, f)| f.as_ref()).is_some_and(|f| f.matches(change)) {
+                ids.push(u64::from(b.id));
+            }
+        }
+        ids
+    }
+}
+
+/// A subscription that wants a change of a batch.
+struct Match {
+    change: usize,
+    subscription: Rc<Subscription>,
+    ids: Vec<u64>,
+    /// The RLS group that must see the change, if it needs a check.
+    group: Option<usize>,
+}
+
+/// One RLS group of a batch: the changes (indexes) it must be asked about.
+struct GroupPlan {
+    key: Rc<(String, String)>,
+    changes: Vec<usize>,
+}
+
+/// A batch waiting for its checks and its turn.
+struct Slot {
+    batch: Arc<ChangeBatch>,
+    matches: Vec<Match>,
+    groups: Vec<GroupPlan>,
+    /// Per group, the answer for each of its changes (once checked).
+    visible: RefCell<Vec<Vec<bool>>>,
+    started: Cell<bool>,
+    ready: Cell<bool>,
 }
 
 /// This shard's Postgres-change subscriptions and their delivery.
 pub struct Router {
     ctx: Rc<ShardCtx>,
     settings: Arc<Realtime>,
-    counters: Rc<Counters>,
-    subscriptions: RefCell<HashMap<(ConnId, TopicKey), Subscription>>,
+    hub: Rc<Hub>,
+    subscriptions: RefCell<HashMap<(ConnId, TopicKey), Rc<Subscription>>>,
+    /// Batches in commit order, delivered from the front as they become ready.
+    queue: RefCell<VecDeque<Rc<Slot>>>,
+    checking: Cell<usize>,
 }
 
 impl Router {
-    pub fn new(ctx: Rc<ShardCtx>, settings: Arc<Realtime>, counters: Rc<Counters>) -> Router {
-        Router { ctx, settings, counters, subscriptions: RefCell::new(HashMap::new()) }
+    pub fn new(ctx: Rc<ShardCtx>, settings: Arc<Realtime>, hub: Rc<Hub>) -> Rc<Router> {
+        Rc::new(Router {
+            ctx,
+            settings,
+            hub,
+            subscriptions: RefCell::new(HashMap::new()),
+            queue: RefCell::new(VecDeque::new()),
+            checking: Cell::new(0),
+        })
     }
 
     /// Adds or replaces a channel's subscriptions (a channel without bindings holds none).
-    #[allow(clippy::too_many_arguments)]
     pub fn subscribe(
         &self,
         conn: ConnId,
         topic: &TopicKey,
-        _join_ref: &Arc<str>,
         sender: &WsSender,
         vsn: Vsn,
         caller: &Caller,
         bindings: &[Binding],
     ) {
-        let key = (conn, topic.clone());
-        let mut subs = self.subscriptions.borrow_mut();
+        self.unsubscribe(conn, topic);
         if bindings.is_empty() {
-            subs.remove(&key);
             return;
         }
-        subs.insert(
-            key,
-            Subscription {
-                conn,
-                topic: topic.clone(),
-                sender: sender.clone(),
-                vsn,
-                role: caller.role.clone(),
-                claims: caller.claims.json.as_str().into(),
-                bindings: bindings.to_vec(),
-            },
-        );
+        let subscription = Subscription {
+            topic: topic.clone(),
+            sender: sender.clone(),
+            vsn,
+            group: Rc::new((caller.role.clone(), caller.claims.json.clone())),
+            bindings: bindings.to_vec(),
+            bound: RefCell::new(vec![None; bindings.len()]),
+            active: Cell::new(true),
+        };
+        self.subscriptions.borrow_mut().insert((conn, topic.clone()), Rc::new(subscription));
     }
 
-    /// Removes a channel's subscriptions.
+    /// Removes a channel's subscriptions; changes in flight for it are not delivered.
     pub fn unsubscribe(&self, conn: ConnId, topic: &TopicKey) {
-        self.subscriptions.borrow_mut().remove(&(conn, topic.clone()));
+        if let Some(old) = self.subscriptions.borrow_mut().remove(&(conn, topic.clone())) {
+            old.active.set(false);
+        }
     }
 
     /// Bindings held for a channel on this shard (the inspector).
@@ -158,9 +266,161 @@ impl Router {
         self.subscriptions.borrow().values().filter(|s| &s.topic == topic).map(|s| s.bindings.len()).sum()
     }
 
-    /// A committed transaction from the replication core.
-    pub fn on_batch(&self, hub: &Hub, batch: Arc<ChangeBatch>) {
-        let _ = (hub, batch, &self.ctx, &self.settings, &self.counters);
+    /// A committed transaction from the replication core: matched now (so a channel that joins
+    /// later does not get it), authorised, then delivered in commit order.
+    pub fn on_batch(self: &Rc<Self>, batch: Arc<ChangeBatch>) {
+        let slot = Rc::new(self.plan(batch));
+        let needs_checks = !slot.groups.is_empty();
+        if !needs_checks {
+            slot.ready.set(true);
+        }
+        self.queue.borrow_mut().push_back(slot);
+        if needs_checks {
+            self.start_checks();
+        }
+        self.flush();
+    }
+
+    /// Which subscriptions want which changes, and the RLS groups to ask.
+    fn plan(&self, batch: Arc<ChangeBatch>) -> Slot {
+        let mut matches = Vec::new();
+        let mut groups: Vec<GroupPlan> = Vec::new();
+        let subscriptions = self.subscriptions.borrow();
+        for (index, change) in batch.changes.iter().enumerate() {
+            for subscription in subscriptions.values() {
+                let ids = subscription.matching_ids(change);
+                if ids.is_empty() {
+                    continue;
+                }
+                let group = needs_check(change).then(|| {
+                    let g = match groups.iter().position(|g| g.key == subscription.group) {
+                        Some(g) => g,
+                        None => {
+                            groups.push(GroupPlan { key: subscription.group.clone(), changes: Vec::new() });
+                            groups.len() - 1
+                        }
+                    };
+                    if groups[g].changes.last() != Some(&index) {
+                        groups[g].changes.push(index);
+                    }
+                    g
+                });
+                matches.push(Match { change: index, subscription: subscription.clone(), ids, group });
+            }
+        }
+        Slot {
+            batch,
+            matches,
+            groups,
+            visible: RefCell::new(Vec::new()),
+            started: Cell::new(false),
+            ready: Cell::new(false),
+        }
+    }
+
+    /// Starts the checks of queued batches, oldest first, up to `checks_in_flight`.
+    fn start_checks(self: &Rc<Self>) {
+        let waiting: Vec<Rc<Slot>> = self
+            .queue
+            .borrow()
+            .iter()
+            .filter(|s| !s.ready.get() && !s.started.get())
+            .take(self.settings.checks_in_flight.saturating_sub(self.checking.get()))
+            .cloned()
+            .collect();
+        for slot in waiting {
+            slot.started.set(true);
+            self.checking.set(self.checking.get() + 1);
+            let this = self.clone();
+            monoio::spawn(async move {
+                let visible = this.check(&slot).await;
+                *slot.visible.borrow_mut() = visible;
+                slot.ready.set(true);
+                this.checking.set(this.checking.get() - 1);
+                this.start_checks();
+                this.flush();
+            });
+        }
+    }
+
+    /// Asks PostgreSQL, group by group in chunks of `check_groups_per_batch` pipelined
+    /// batches, which changes each group may see. A group whose check fails sees nothing.
+    async fn check(&self, slot: &Slot) -> Vec<Vec<bool>> {
+        let changes = &slot.batch.changes;
+        let mut answers = Vec::with_capacity(slot.groups.len());
+        for chunk in slot.groups.chunks(self.settings.check_groups_per_batch) {
+            let mut running = Vec::with_capacity(chunk.len());
+            for group in chunk {
+                let refs: Vec<&Change> = group.changes.iter().map(|&i| &changes[i]).collect();
+                let check = GroupCheck { role: &group.key.0, claims_json: &group.key.1, changes: &refs };
+                let (batch, plan) = visibility_batch(&check);
+                let ctx = self.ctx.clone();
+                running.push((plan, monoio::spawn(async move { ctx.lanes.get(LANE).execute(batch).await })));
+            }
+            for (plan, task) in running {
+                let answer = match task.await {
+                    Ok(results) => plan.parse(&results).map_err(|e| e.to_string()),
+                    Err(error) => Err(error.to_string()),
+                };
+                answers.push(answer.unwrap_or_else(|error| {
+                    tracing::warn!(%error, "postgres_changes RLS check failed; the group gets nothing");
+                    vec![false; plan.unchecked().len()]
+                }));
+            }
+        }
+        Counters::add(&self.hub.counters.rls_checks, slot.groups.len() as u64);
+        answers
+    }
+
+    /// Delivers the batches at the front of the queue that are ready, in order.
+    fn flush(&self) {
+        loop {
+            let slot = {
+                let mut queue = self.queue.borrow_mut();
+                match queue.front() {
+                    Some(front) if front.ready.get() => queue.pop_front(),
+                    _ => None,
+                }
+            };
+            let Some(slot) = slot else { return };
+            self.deliver(&slot);
+            slot.batch.taken();
+        }
+    }
+
+    fn deliver(&self, slot: &Slot) {
+        let batch = &slot.batch;
+        let visible = slot.visible.borrow();
+        let mut rendered: Vec<Option<RenderedChange>> = vec![None; batch.changes.len()];
+        let mut frames: HashMap<(Vsn, Arc<str>, Vec<u64>), Message> = HashMap::new();
+        let counters = &self.hub.counters;
+        for m in &slot.matches {
+            let s = &m.subscription;
+            if !s.active.get() {
+                continue;
+            }
+            let allowed = m.group.is_none_or(|g| {
+                let group = &slot.groups[g];
+                let at = group.changes.iter().position(|&c| c == m.change);
+                at.and_then(|at| visible.get(g).and_then(|v| v.get(at))).copied().unwrap_or(false)
+            });
+            if !allowed {
+                Counters::add(&counters.changes_denied, 1);
+                continue;
+            }
+            let data = rendered[m.change].get_or_insert_with(|| {
+                render_data(&batch.changes[m.change], &batch.commit_timestamp, self.settings.max_record_bytes)
+            });
+            let frame = frames.entry((s.vsn, s.topic.0.clone(), m.ids.clone())).or_insert_with(|| {
+                frame(s.vsn, None, None, &s.topic.0, "postgres_changes", &frame_payload(&m.ids, data))
+            });
+            if self.hub.send(&s.sender, frame.clone()) {
+                Counters::add(&counters.changes_delivered, 1);
+            }
+        }
+        for message in &batch.messages {
+            self.hub.deliver_db_message(message);
+        }
     }
 }
 
@@ -175,7 +435,8 @@ mod tests {
             {"event": "*", "schema": "public"},
             {"event": "INSERT", "schema": "public", "table": "todos", "filter": "id=eq.1"}
         ]);
-        let (bindings, response) = bindings(Some(&config));
+        let (bindings, errors, response) = bindings(Some(&config));
+        assert!(errors.is_empty());
         assert_eq!(bindings.len(), 3);
         assert_eq!(bindings[0].id, bindings[2].id);
         assert_ne!(bindings[0].id, bindings[1].id);
@@ -184,7 +445,14 @@ mod tests {
         assert_eq!(response["postgres_changes"][0]["filter"], "id=eq.1");
         assert_eq!(response["postgres_changes"][1]["id"], bindings[1].id);
         assert_eq!(bindings[1].table, None);
-        let (none, response) = super::bindings(None);
+        let bad =
+            serde_json::json!([{"event": "*", "schema": "public", "table": "t", "filter": "id=foo.1"}, {"event": "*"}]);
+        let (none, errors, response) = super::bindings(Some(&bad));
+        assert!(none.is_empty());
+        assert!(errors[0].starts_with("Error parsing `filter` params: "), "{errors:?}");
+        assert!(errors[1].starts_with("No subscription params provided."), "{errors:?}");
+        assert!(response.contains("\"id\""));
+        let (none, _, response) = super::bindings(None);
         assert!(none.is_empty());
         assert_eq!(response, r#"{"postgres_changes":[]}"#);
     }

@@ -16,7 +16,7 @@ use madbase_http::ws::{Message, Utf8Bytes};
 use serde_json::Value;
 
 /// The serializer a socket asked for with `vsn`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Vsn {
     /// `1.0.0`: JSON objects.
     V1,

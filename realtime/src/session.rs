@@ -23,6 +23,7 @@ use madbase_core::jwt::{unix_now, Claims, JwtError};
 use madbase_http::ws::{Message, WebSocket, WsSender};
 use serde_json::{Map, Value};
 
+use crate::authorize::ChannelPermissions;
 use crate::hub::{Broadcast, ConnId, Counters, Subscriber};
 use crate::presence::{meta_json, PresenceDiff, TopicKey};
 use crate::protocol::{
@@ -30,20 +31,6 @@ use crate::protocol::{
     UserPayload, Vsn,
 };
 use crate::{pgchanges, private, Inner};
-
-/// What a private channel's policies allow (reference §11); a public channel allows all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Permissions {
-    pub read_broadcast: bool,
-    pub write_broadcast: bool,
-    pub read_presence: bool,
-    pub write_presence: bool,
-}
-
-impl Permissions {
-    const PUBLIC: Permissions =
-        Permissions { read_broadcast: true, write_broadcast: true, read_presence: true, write_presence: true };
-}
 
 /// The identity a channel runs under: the verified token.
 #[derive(Debug, Clone)]
@@ -65,8 +52,10 @@ struct Channel {
     /// The meta this socket tracks on the channel, with the payload it was made from.
     tracked: Option<(crate::presence::Meta, String)>,
     caller: Caller,
-    permissions: Permissions,
+    permissions: ChannelPermissions,
     bindings: Vec<pgchanges::Binding>,
+    /// Bindings refused (sent as `postgres_changes` system errors after the join).
+    binding_errors: Vec<pgchanges::BindingError>,
     /// Changes on every re-authorisation; a token-expiry timer of an older generation is stale.
     generation: u64,
 }
@@ -320,9 +309,9 @@ impl Session {
             }
             p
         } else {
-            Permissions::PUBLIC
+            ChannelPermissions::PUBLIC
         };
-        let (bindings, response) = pgchanges::bindings(config.get("postgres_changes"));
+        let (bindings, binding_errors, response) = pgchanges::bindings(config.get("postgres_changes"));
         let presence_key: Arc<str> = match presence.get("key").and_then(Value::as_str) {
             Some(key) if !key.is_empty() => key.into(),
             _ => crate::presence::generated_key().into(),
@@ -340,6 +329,7 @@ impl Session {
             caller,
             permissions,
             bindings,
+            binding_errors,
             generation,
         };
         self.register(&channel);
@@ -357,7 +347,7 @@ impl Session {
     /// Puts a channel into the hub and the change router.
     fn register(&self, c: &Channel) {
         self.inner.hub.subscribe(&c.key, self.subscriber(c));
-        self.inner.changes.subscribe(self.id, &c.key, &c.join_ref, &self.sender, self.vsn, &c.caller, &c.bindings);
+        self.inner.changes.subscribe(self.id, &c.key, &self.sender, self.vsn, &c.caller, &c.bindings);
     }
 
     fn subscriber(&self, c: &Channel) -> Subscriber {
@@ -383,6 +373,9 @@ impl Session {
         }
         if !c.bindings.is_empty() {
             self.system(c, "postgres_changes", true, "Subscribed to PostgreSQL");
+        }
+        for error in &c.binding_errors {
+            self.system(c, "postgres_changes", false, error);
         }
         self.schedule_expiry(topic, c);
     }
@@ -609,7 +602,7 @@ impl Session {
                 Err(reason) => return self.close_channel(&m.topic, &reason),
             }
         } else {
-            Permissions::PUBLIC
+            ChannelPermissions::PUBLIC
         };
         let generation = self.next_generation();
         let has_bindings = {

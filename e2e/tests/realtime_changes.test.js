@@ -1,0 +1,197 @@
+// Realtime Postgres changes, broadcast from the database and private channels through the
+// unmodified supabase-js client, on both protocol versions: INSERT/UPDATE/DELETE with filters,
+// RLS (a row a user may not see never reaches them; DELETE carries only the key), SUBSCRIBED
+// meaning live (a write right after it is delivered), `realtime.send`, private channels allowed
+// and refused by the supabase-js fixture policies, and the replication connection killed
+// mid-stream (every committed row delivered once, in order).
+import { test, before, after, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { createClient } from '@supabase/supabase-js';
+import WebSocket from 'ws';
+import { startMadbase, ANON_KEY, signJwt } from './support.js';
+
+let server;
+const clients = [];
+const ALICE = 'aaaaaaaa-0000-4000-8000-000000000001';
+const BOB = 'bbbbbbbb-0000-4000-8000-000000000002';
+
+before(async () => {
+  server = await startMadbase();
+  server.sql(`
+    create table public.notes (id int primary key, body text, tags text[], meta jsonb, at timestamptz);
+    alter table public.notes replica identity full;
+    create table public.todos (id bigserial primary key, owner uuid not null, title text not null, done bool not null default false);
+    alter table public.todos enable row level security;
+    create policy "own todos" on public.todos for select to authenticated using (owner = auth.uid());
+    grant select on public.notes, public.todos to anon, authenticated;
+    create table public.ticks (n int primary key);
+    alter publication supabase_realtime add table public.notes, public.todos, public.ticks;
+    grant select on public.ticks to anon;
+    create policy "authenticated can receive" on realtime.messages for select to authenticated
+      using (realtime.topic() like '%channel%');
+    create policy "authenticated can send" on realtime.messages for insert to authenticated
+      with check (realtime.topic() like '%channel%');
+  `);
+});
+
+after(async () => {
+  for (const c of clients) await c.removeAllChannels();
+  await server?.stop();
+});
+
+const userToken = (sub) => signJwt({ role: 'authenticated', sub, aud: 'authenticated', exp: Math.floor(Date.now() / 1000) + 3600 });
+
+async function rt(vsn, token) {
+  const c = createClient(server.url, ANON_KEY, {
+    realtime: { transport: WebSocket, vsn },
+    auth: { autoRefreshToken: false, persistSession: false, detectSessionInUrl: false },
+  });
+  if (token) await c.realtime.setAuth(token);
+  clients.push(c);
+  return c;
+}
+
+function subscribe(channel) {
+  return new Promise((resolve) => {
+    channel.subscribe((status, error) => {
+      if (['SUBSCRIBED', 'CHANNEL_ERROR', 'TIMED_OUT'].includes(status)) resolve({ status, error });
+    });
+  });
+}
+
+function waitFor(predicate, what, ms = 10000) {
+  return new Promise((resolve, reject) => {
+    const started = Date.now();
+    const tick = () => {
+      const got = predicate();
+      if (got) return resolve(got);
+      if (Date.now() - started > ms) return reject(new Error(`timed out waiting for ${what}`));
+      setTimeout(tick, 20);
+    };
+    tick();
+  });
+}
+
+const pause = (ms) => new Promise((r) => setTimeout(r, ms));
+let n = 0;
+const uniqueId = () => Number(`${process.pid % 1000}${++n}`) * 10;
+
+for (const vsn of ['1.0.0', '2.0.0']) {
+  describe(`vsn ${vsn}`, () => {
+    test('INSERT, UPDATE and DELETE with filters, live at SUBSCRIBED', async () => {
+      const id = uniqueId();
+      const c = await rt(vsn);
+      const one = [];
+      const inserts = [];
+      const listed = [];
+      const ch = c
+        .channel(`notes-${vsn}-${id}`)
+        .on('postgres_changes', { event: '*', schema: 'public', table: 'notes', filter: `id=eq.${id}` }, (p) => one.push(p))
+        .on('postgres_changes', { event: 'INSERT', schema: 'public', table: 'notes' }, (p) => inserts.push(p))
+        .on('postgres_changes', { event: 'UPDATE', schema: 'public', table: 'notes', filter: `id=in.(${id + 1},${id + 2})` }, (p) => listed.push(p));
+      const system = [];
+      ch.on('system', {}, (m) => system.push(m));
+      assert.equal((await subscribe(ch)).status, 'SUBSCRIBED');
+      // Right after SUBSCRIBED: no change may be missed.
+      server.sql(`insert into public.notes values (${id}, 'first', '{a,"b c"}', '{"k": [1, true]}', '2024-01-02 03:04:05.678+00')`);
+      server.sql(`insert into public.notes values (${id + 1}, 'second', null, null, null)`);
+      server.sql(`update public.notes set body = 'edited' where id in (${id}, ${id + 1})`);
+      server.sql(`delete from public.notes where id = ${id}`);
+      await waitFor(() => one.length === 3 && inserts.length === 2 && listed.length === 1, 'every change');
+      const [ins, upd, del] = one;
+      assert.equal(ins.eventType, 'INSERT');
+      assert.equal(ins.schema, 'public');
+      assert.equal(ins.table, 'notes');
+      assert.match(ins.commit_timestamp, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+      assert.equal(ins.errors, null);
+      assert.deepEqual(ins.new, { id, body: 'first', tags: ['a', 'b c'], meta: { k: [1, true] }, at: '2024-01-02T03:04:05.678+00:00' });
+      assert.deepEqual(ins.old, {});
+      assert.equal(upd.eventType, 'UPDATE');
+      assert.equal(upd.new.body, 'edited');
+      assert.equal(upd.old.body, 'first', 'replica identity full carries the old row');
+      assert.equal(del.eventType, 'DELETE');
+      assert.deepEqual(del.new, {});
+      assert.equal(del.old.id, id);
+      assert.equal(listed[0].new.id, id + 1);
+      assert.ok(system.some((m) => m.extension === 'postgres_changes' && m.status === 'ok' && m.message === 'Subscribed to PostgreSQL'));
+    });
+
+    test('RLS: a row reaches only the users its policy lets see it; DELETE carries the key only', async () => {
+      const alice = await rt(vsn, userToken(ALICE));
+      const bob = await rt(vsn, userToken(BOB));
+      const anon = await rt(vsn);
+      const got = { alice: [], bob: [], anon: [] };
+      for (const [name, c] of [['alice', alice], ['bob', bob], ['anon', anon]]) {
+        const ch = c.channel(`todos-${vsn}-${name}`).on('postgres_changes', { event: '*', schema: 'public', table: 'todos' }, (p) => got[name].push(p));
+        assert.equal((await subscribe(ch)).status, 'SUBSCRIBED');
+      }
+      const id = server.sql(`insert into public.todos (owner, title) values ('${ALICE}', 'alice only') returning id`).trim();
+      server.sql(`update public.todos set done = true where id = ${id}`);
+      await waitFor(() => got.alice.length === 2, 'alice to see her insert and update');
+      await pause(300);
+      assert.equal(got.bob.length, 0, 'bob never sees alice’s row');
+      assert.equal(got.anon.length, 0, 'anon never sees it');
+      assert.equal(got.alice[0].new.title, 'alice only');
+      server.sql(`delete from public.todos where id = ${id}`);
+      await waitFor(() => got.alice.length === 3 && got.bob.length === 1 && got.anon.length === 1, 'the delete for everyone');
+      assert.deepEqual(got.bob[0].old, { id: Number(id) });
+    });
+
+    test('broadcast from the database: realtime.send reaches a public channel', async () => {
+      const c = await rt(vsn);
+      const got = [];
+      const room = `dbroom-${vsn.replaceAll('.', '')}-${process.pid}`;
+      const ch = c.channel(room).on('broadcast', { event: 'from-db' }, (m) => got.push(m));
+      assert.equal((await subscribe(ch)).status, 'SUBSCRIBED');
+      server.sql(`select realtime.send('{"hello": "db"}', 'from-db', '${room}', false)`);
+      await waitFor(() => got.length === 1, 'the database broadcast');
+      assert.equal(got[0].payload.hello, 'db');
+    });
+
+    test('private channels: the fixture policies allow, refuse, and carry broadcasts', async () => {
+      const alice = await rt(vsn, userToken(ALICE));
+      const bob = await rt(vsn, userToken(BOB));
+      const topic = `private-channel-${vsn}-${process.pid}`;
+      const a = alice.channel(topic, { config: { private: true, broadcast: { ack: true } } });
+      const b = bob.channel(topic, { config: { private: true } });
+      const got = [];
+      b.on('broadcast', { event: 'secret' }, (m) => got.push(m));
+      assert.equal((await subscribe(a)).status, 'SUBSCRIBED');
+      assert.equal((await subscribe(b)).status, 'SUBSCRIBED');
+      assert.equal(await a.send({ type: 'broadcast', event: 'secret', payload: { x: 1 } }), 'ok');
+      await waitFor(() => got.length === 1, 'the private broadcast');
+      // Denied: anon, and a topic the policy does not name.
+      const anon = await rt(vsn);
+      const refused = await subscribe(anon.channel(topic, { config: { private: true } }));
+      assert.equal(refused.status, 'CHANNEL_ERROR');
+      assert.equal(refused.error.message, `Unauthorized: You do not have permissions to read from this Channel topic: ${topic}`);
+      const other = await subscribe(alice.channel(`elsewhere-${vsn}`, { config: { private: true } }));
+      assert.equal(other.status, 'CHANNEL_ERROR');
+      // A public channel of the same name is another channel: it hears nothing private.
+      const publicHeard = [];
+      const pub = (await rt(vsn)).channel(topic).on('broadcast', { event: 'secret' }, (m) => publicHeard.push(m));
+      assert.equal((await subscribe(pub)).status, 'SUBSCRIBED');
+      assert.equal(await a.send({ type: 'broadcast', event: 'secret', payload: { x: 2 } }), 'ok');
+      await waitFor(() => got.length === 2, 'the second private broadcast');
+      assert.equal(publicHeard.length, 0);
+    });
+  });
+}
+
+test('the replication connection killed mid-stream: every committed row arrives once, in order', async () => {
+  const c = await rt('2.0.0');
+  const seen = [];
+  const ch = c.channel(`ticks-${process.pid}`).on('postgres_changes', { event: 'INSERT', schema: 'public', table: 'ticks' }, (p) => seen.push(p.new.n));
+  assert.equal((await subscribe(ch)).status, 'SUBSCRIBED');
+  const total = 300;
+  for (let i = 1; i <= total; i += 10) {
+    server.sql(`insert into public.ticks select g from generate_series(${i}, ${i + 9}) g`);
+    if (i === 101 || i === 201) {
+      server.sql(`select pg_terminate_backend(pid) from pg_stat_replication`);
+    }
+  }
+  await waitFor(() => seen.length >= total, `all ${total} rows`, 30000);
+  await pause(500);
+  assert.equal(seen.length, total, 'no duplicates');
+  assert.deepEqual(seen, Array.from({ length: total }, (_, i) => i + 1));
+});
