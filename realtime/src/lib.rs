@@ -8,3 +8,7 @@
 //! `[realtime]` settings.
 
 pub mod changes;
+// The replication core (rt-repl): pgoutput decoding, value rendering, the core's thread.
+pub mod pgoutput;
+pub mod render;
+pub mod replication;
