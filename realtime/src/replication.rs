@@ -523,7 +523,7 @@ impl Core {
             self.confirmed = self.confirmed.max(front.end_lsn);
             self.in_flight.pop_front();
         }
-        debug_assert!(self.in_flight.front().is_none_or(|b| !b.is_taken()));
+        debug_assert!(self.in_flight.iter().zip(self.in_flight.iter().skip(1)).all(|(a, b)| a.end_lsn < b.end_lsn));
         self.stats.confirmed_lsn.store(self.confirmed, Ordering::Relaxed);
         self.stats.in_flight.store(self.in_flight.len() as u64, Ordering::Relaxed);
     }
