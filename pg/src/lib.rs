@@ -33,4 +33,6 @@ pub use connection::{Connection, ConnectionStats};
 pub use error::{DbError, PgError};
 pub use notify::{Notification, NotificationQueue};
 pub use pool::{Pool, PoolConfig, PoolStats};
-pub use replication::{BlockingConnection, ReplicationError, ReplicationStream, SessionMode, StreamMessage, SystemInfo};
+pub use replication::{
+    BlockingConnection, ReplicationError, ReplicationStream, SessionMode, StreamMessage, SystemInfo,
+};

@@ -390,7 +390,8 @@ impl BlockingConnection {
     /// `CREATE_REPLICATION_SLOT "<slot>" LOGICAL <plugin> NOEXPORT_SNAPSHOT`. Returns the slot's
     /// consistent point.
     pub fn create_logical_slot(&mut self, slot: &str, plugin: &str) -> Result<u64, ReplicationError> {
-        let sql = format!("CREATE_REPLICATION_SLOT {} LOGICAL {} NOEXPORT_SNAPSHOT", quote_ident(slot), quote_ident(plugin));
+        let sql =
+            format!("CREATE_REPLICATION_SLOT {} LOGICAL {} NOEXPORT_SNAPSHOT", quote_ident(slot), quote_ident(plugin));
         let res = self.simple_query(&sql)?;
         Ok(res.first().and_then(|r| r.rows.first()).and_then(|r| r.get_str(1)).and_then(parse_lsn).unwrap_or(0))
     }
@@ -467,7 +468,10 @@ impl BlockingConnection {
                 let tag = self.rbuf[0];
                 let declared = i32::from_be_bytes([self.rbuf[1], self.rbuf[2], self.rbuf[3], self.rbuf[4]]);
                 if declared < 4 {
-                    return Err(ReplicationError::Protocol(format!("'{}' message with length {declared}", tag as char)));
+                    return Err(ReplicationError::Protocol(format!(
+                        "'{}' message with length {declared}",
+                        tag as char
+                    )));
                 }
                 let total = declared as usize + 1;
                 if total > self.max_message_bytes {
@@ -546,7 +550,12 @@ impl ReplicationStream {
                     }
                 }
                 b'S' => {}
-                t => return Err(ReplicationError::Protocol(format!("unexpected '{}' in the replication stream", t as char))),
+                t => {
+                    return Err(ReplicationError::Protocol(format!(
+                        "unexpected '{}' in the replication stream",
+                        t as char
+                    )))
+                }
             }
         }
     }
@@ -682,7 +691,10 @@ mod tests {
         m.put_i64(30);
         m.put_slice(b"abc");
         let msg = parse_copy_data(Frame { tag: b'd', bytes: m }).unwrap();
-        assert_eq!(msg, StreamMessage::XLogData { start: 10, wal_end: 20, send_time: 30, data: Bytes::from_static(b"abc") });
+        assert_eq!(
+            msg,
+            StreamMessage::XLogData { start: 10, wal_end: 20, send_time: 30, data: Bytes::from_static(b"abc") }
+        );
         let mut k = BytesMut::new();
         k.put_u8(b'd');
         k.put_i32(4 + 5);

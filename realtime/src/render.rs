@@ -57,7 +57,10 @@ pub enum ValueType {
     Scalar(ScalarKind),
     /// An array of `elem`, whose text form separates elements with `delimiter`
     /// (`pg_type.typdelim` of the element type: `,` for all but `box`).
-    Array { elem: ScalarKind, delimiter: u8 },
+    Array {
+        elem: ScalarKind,
+        delimiter: u8,
+    },
 }
 
 impl ValueType {
@@ -197,7 +200,10 @@ pub fn canonical_number(text: &str) -> Option<String> {
     if i != b.len() {
         return None;
     }
-    if exp == 0 && !(int_digits.len() > 1 && int_digits.starts_with('0')) && !(negative && all_zero(int_digits, frac_digits)) {
+    if exp == 0
+        && !(int_digits.len() > 1 && int_digits.starts_with('0'))
+        && !(negative && all_zero(int_digits, frac_digits))
+    {
         // Already canonical (what int and numeric output always are).
         return Some(text.to_string());
     }
@@ -459,7 +465,9 @@ mod tests {
 
     #[test]
     fn never_panics_on_odd_input() {
-        for t in ["", "{", "}", "{{", "[", "[1:2]=", "{\"", "{\\", "{a,}", "{,}", "{{{{{{{{{{{{{{{{{{{{}}}}}}}}}}}}}}}}}}}}"] {
+        for t in
+            ["", "{", "}", "{{", "[", "[1:2]=", "{\"", "{\\", "{a,}", "{,}", "{{{{{{{{{{{{{{{{{{{{}}}}}}}}}}}}}}}}}}}}"]
+        {
             let out = arr("int4", t);
             assert!(serde_json::from_str::<serde_json::Value>(&out).is_ok(), "{t:?} → {out}");
         }

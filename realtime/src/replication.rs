@@ -84,6 +84,11 @@ pub struct ReplicationConfig {
     /// Bound on published batches not yet taken by every shard (default 4096); past it the
     /// core stops reading until the shards catch up.
     pub max_in_flight_batches: usize,
+    /// How often the row level security flag and primary key of the tables seen are read again
+    /// (default 2 s): pgoutput sends no Relation message when only those change
+    /// (`ALTER TABLE … ENABLE ROW LEVEL SECURITY`), so this bounds how long a change can carry
+    /// a stale `rls_enabled`.
+    pub catalog_refresh_interval: Duration,
 }
 
 impl ReplicationConfig {
@@ -99,6 +104,7 @@ impl ReplicationConfig {
             max_message_bytes: 64 * 1024 * 1024,
             max_transaction_changes: 100_000,
             max_in_flight_batches: 4096,
+            catalog_refresh_interval: Duration::from_secs(2),
         }
     }
 }
@@ -298,7 +304,12 @@ struct Core {
 }
 
 impl Core {
-    fn new(config: ReplicationConfig, sink: Box<dyn BatchSink>, stats: Arc<ReplicationStats>, stop: Arc<AtomicBool>) -> Core {
+    fn new(
+        config: ReplicationConfig,
+        sink: Box<dyn BatchSink>,
+        stats: Arc<ReplicationStats>,
+        stop: Arc<AtomicBool>,
+    ) -> Core {
         Core {
             config,
             sink,
@@ -372,8 +383,11 @@ impl Core {
 
         let names: Vec<String> = publications.iter().map(|p| quote_ident(p)).collect();
         let names = names.join(",");
-        let mut stream =
-            repl.start_logical(&self.config.slot, self.confirmed, &[("proto_version", "1"), ("publication_names", &names)])?;
+        let mut stream = repl.start_logical(
+            &self.config.slot,
+            self.confirmed,
+            &[("proto_version", "1"), ("publication_names", &names)],
+        )?;
         tracing::info!(
             slot = %self.config.slot,
             from = %lsn_text(self.confirmed),
@@ -396,8 +410,10 @@ impl Core {
         let list: Vec<String> = self.config.publications.iter().map(|p| quote_literal(p)).collect();
         let sql = format!("select pubname from pg_publication where pubname in ({})", list.join(","));
         let found = catalog.simple_query(&sql)?;
-        let found: Vec<String> =
-            found.first().map(|r| r.rows.iter().filter_map(|row| row.get_str(0).map(str::to_string)).collect()).unwrap_or_default();
+        let found: Vec<String> = found
+            .first()
+            .map(|r| r.rows.iter().filter_map(|row| row.get_str(0).map(str::to_string)).collect())
+            .unwrap_or_default();
         let (present, missing): (Vec<String>, Vec<String>) =
             self.config.publications.iter().cloned().partition(|p| found.contains(p));
         if !missing.is_empty() {
@@ -416,7 +432,11 @@ impl Core {
 
     /// Creates the slot when it does not exist; checks it is a pgoutput slot of this database.
     /// On the first session, the slot's confirmed position becomes the core's.
-    fn ensure_slot(&mut self, catalog: &mut BlockingConnection, repl: &mut BlockingConnection) -> Result<(), CoreError> {
+    fn ensure_slot(
+        &mut self,
+        catalog: &mut BlockingConnection,
+        repl: &mut BlockingConnection,
+    ) -> Result<(), CoreError> {
         let slot = &self.config.slot;
         let sql = format!(
             "select plugin, coalesce(confirmed_flush_lsn::text, ''), database = current_database(), slot_type \
@@ -460,8 +480,13 @@ impl Core {
     fn stream(&mut self, stream: &mut ReplicationStream, catalog: &mut BlockingConnection) -> Result<(), CoreError> {
         let interval = self.config.status_interval;
         let mut last_status = Instant::now();
+        let mut last_refresh = Instant::now();
         self.send_status(stream, false)?;
         loop {
+            if last_refresh.elapsed() >= self.config.catalog_refresh_interval {
+                self.refresh_catalog(catalog)?;
+                last_refresh = Instant::now();
+            }
             if self.stopping() {
                 self.advance();
                 self.send_status(stream, false)?;
@@ -477,7 +502,9 @@ impl Core {
                 std::thread::sleep(Duration::from_millis(5));
                 continue;
             }
-            let wait = interval.saturating_sub(last_status.elapsed()).clamp(Duration::from_millis(1), Duration::from_millis(100));
+            let wait = interval
+                .saturating_sub(last_status.elapsed())
+                .clamp(Duration::from_millis(1), Duration::from_millis(100));
             match stream.recv(wait)? {
                 None => {}
                 Some(StreamMessage::XLogData { start, wal_end, data, .. }) => {
@@ -505,6 +532,53 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Reads row level security and primary keys of every relation seen again; a relation
+    /// whose facts changed gets a new `Arc` (batches already built keep theirs).
+    fn refresh_catalog(&mut self, catalog: &mut BlockingConnection) -> Result<(), CoreError> {
+        if self.relations.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = self.relations.keys().map(u32::to_string).collect();
+        let list = list.join(",");
+        let sql = format!(
+            "select oid, relrowsecurity from pg_class where oid in ({list}); \
+             select i.indrelid, a.attname from pg_index i \
+               join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any(i.indkey) \
+               where i.indrelid in ({list}) and i.indisprimary \
+               order by i.indrelid, array_position(i.indkey::int2[], a.attnum)"
+        );
+        let res = catalog.simple_query(&sql)?;
+        let oid_of = |r: &madbase_pg::Row| r.get_str(0).and_then(|s| s.parse::<u32>().ok());
+        let mut rls: HashMap<u32, bool> = HashMap::new();
+        for row in res.first().map(|r| r.rows.as_slice()).unwrap_or_default() {
+            if let Some(oid) = oid_of(row) {
+                rls.insert(oid, row.get_str(1) == Some("t"));
+            }
+        }
+        let mut pks: HashMap<u32, Vec<&str>> = HashMap::new();
+        for row in res.get(1).map(|r| r.rows.as_slice()).unwrap_or_default() {
+            if let (Some(oid), Some(name)) = (oid_of(row), row.get_str(1)) {
+                pks.entry(oid).or_default().push(name);
+            }
+        }
+        for (oid, info) in self.relations.iter_mut() {
+            let rel = &info.relation;
+            let rls_enabled = rls.get(oid).copied().unwrap_or(rel.rls_enabled);
+            let primary_key: Vec<usize> = pks
+                .get(oid)
+                .map(|names| names.iter().filter_map(|n| rel.columns.iter().position(|c| c.name == *n)).collect())
+                .unwrap_or_default();
+            if rls_enabled != rel.rls_enabled || primary_key != rel.primary_key {
+                tracing::debug!(schema = %rel.schema, table = %rel.table, rls_enabled, "relation facts changed");
+                let mut changed = Relation::clone(rel);
+                changed.rls_enabled = rls_enabled;
+                changed.primary_key = primary_key;
+                info.relation = Arc::new(changed);
+            }
+        }
+        Ok(())
     }
 
     fn send_status(&self, stream: &mut ReplicationStream, reply: bool) -> Result<(), CoreError> {
@@ -537,8 +611,7 @@ impl Core {
                 // A commit record that starts before the end of one already published ends
                 // no later than it: a resent transaction.
                 let skip = final_lsn < self.published_through;
-                self.txn =
-                    Some(Txn { xid, final_lsn, skip, changes: Vec::new(), messages: Vec::new(), dropped: 0 });
+                self.txn = Some(Txn { xid, final_lsn, skip, changes: Vec::new(), messages: Vec::new(), dropped: 0 });
             }
             PgOutputMessage::Commit { end_lsn, commit_time, .. } => {
                 let txn = self.txn.take().ok_or_else(|| CoreError::Stream("Commit without Begin".into()))?;
@@ -604,9 +677,7 @@ impl Core {
             let mut row = Row { values: Vec::with_capacity(ncols) };
             for (i, v) in new.iter().enumerate() {
                 let value = match v {
-                    TupleValue::Unchanged => {
-                        old_record.as_ref().and_then(|o: &Row| o.values.get(i).cloned().flatten())
-                    }
+                    TupleValue::Unchanged => old_record.as_ref().and_then(|o: &Row| o.values.get(i).cloned().flatten()),
                     v => render_value(info.types[i], v),
                 };
                 row.values.push(value);
@@ -636,7 +707,8 @@ impl Core {
         let (nchanges, nmessages) = (txn.changes.len(), txn.messages.len());
         let empty = nchanges == 0 && nmessages == 0;
         let shards = if empty { 0 } else { self.sink.shards() };
-        let batch = Arc::new(ChangeBatch::new(end_lsn, commit_timestamp(commit_time), txn.changes, txn.messages, shards));
+        let batch =
+            Arc::new(ChangeBatch::new(end_lsn, commit_timestamp(commit_time), txn.changes, txn.messages, shards));
         if shards > 0 {
             let missed = self.sink.publish(batch.clone());
             debug_assert!(missed <= shards);
@@ -677,13 +749,7 @@ fn old_row(info: &RelationInfo, old: &OldTuple<'_>) -> Row {
         .values()
         .iter()
         .enumerate()
-        .map(|(i, v)| {
-            if key_only && !info.relation.columns[i].key {
-                None
-            } else {
-                render_value(info.types[i], v)
-            }
-        })
+        .map(|(i, v)| if key_only && !info.relation.columns[i].key { None } else { render_value(info.types[i], v) })
         .collect();
     Row { values }
 }
@@ -744,8 +810,7 @@ fn describe(
     let is_messages = (namespace == "realtime" && name == "messages") || root == Some(("realtime", "messages"));
     let pk_names: Vec<&str> =
         res.get(1).map(|r| r.rows.iter().filter_map(|row| row.get_str(0)).collect()).unwrap_or_default();
-    let primary_key: Vec<usize> =
-        pk_names.iter().filter_map(|pk| columns.iter().position(|c| c.name == *pk)).collect();
+    let primary_key: Vec<usize> = pk_names.iter().filter_map(|pk| columns.iter().position(|c| c.name == *pk)).collect();
 
     let types = load_types(catalog, columns.iter().map(|c| c.type_oid).collect())?;
     let value_types: Vec<ValueType> = columns.iter().map(|c| value_type(&types, c.type_oid)).collect();

@@ -2,7 +2,7 @@
 //! output (what pgoutput sends, in a session with the replication core's settings) rendered by
 //! `madbase_realtime::render` must equal `to_jsonb(value)::text`.
 
-use madbase_pg::{BlockingConnection, Cluster, SessionMode};
+use madbase_pg::{BlockingConnection, Cluster, Host, SessionMode};
 use madbase_realtime::render::{render, ScalarKind, ValueType};
 
 fn value_type(sql_type: &str) -> ValueType {
@@ -18,7 +18,10 @@ fn value_type(sql_type: &str) -> ValueType {
 #[test]
 fn rendering_matches_to_jsonb() {
     let cluster = Cluster::ephemeral().unwrap();
-    let mut db = BlockingConnection::connect(&cluster.connect_config(), SessionMode::Normal, 1 << 20).unwrap();
+    // Over the unix socket (the replication tests use TCP).
+    let mut cfg = cluster.connect_config();
+    cfg.host = Host::Unix(cluster.socket_dir());
+    let mut db = BlockingConnection::connect(&cfg, SessionMode::Normal, 1 << 20).unwrap();
     let samples: &[(&str, &[&str])] = &[
         ("bool", &["true", "false"]),
         ("int2", &["-32768", "0", "7"]),
@@ -27,11 +30,27 @@ fn rendering_matches_to_jsonb() {
         ("float4", &["1.5", "3.4e38", "1e-7", "-0", "NaN", "Infinity", "-Infinity", "0.1"]),
         (
             "float8",
-            &["1e20", "1.5e-7", "-0", "NaN", "Infinity", "-Infinity", "0.1", "123.456", "1e-300", "1.7976931348623157e308", "1e15", "1e16"],
+            &[
+                "1e20",
+                "1.5e-7",
+                "-0",
+                "NaN",
+                "Infinity",
+                "-Infinity",
+                "0.1",
+                "123.456",
+                "1e-300",
+                "1.7976931348623157e308",
+                "1e15",
+                "1e16",
+            ],
         ),
         ("numeric", &["1.50", "NaN", "Infinity", "-Infinity", "-0.0", "1e-5", "12345678901234567890.000001", "0"]),
         ("jsonb", &[r#"{"b": [1, 2.50, null], "a": "x\ny"}"#, "[]", "\"s\"", "1e2", "null"]),
-        ("timestamp", &["2024-01-01 00:00:00.123", "2024-02-29 23:59:59", "infinity", "-infinity", "0044-03-15 12:00:00 BC"]),
+        (
+            "timestamp",
+            &["2024-01-01 00:00:00.123", "2024-02-29 23:59:59", "infinity", "-infinity", "0044-03-15 12:00:00 BC"],
+        ),
         (
             "timestamptz",
             &[

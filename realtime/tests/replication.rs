@@ -216,17 +216,24 @@ fn changes_are_decoded_rendered_and_batched_per_transaction() {
     assert_eq!(m.id.len(), 36);
     assert_eq!((b.messages[1].topic.as_str(), b.messages[1].private), ("room2", false));
 
-    // Row level security and the primary key come from the catalog with the next Relation message.
+    // Row level security comes from the catalog: with a shape change (a Relation message) at
+    // once, without one within the refresh interval.
     sql(&mut conn, "alter table items enable row level security; alter table items add column extra int");
     sql(&mut conn, "insert into items(id, extra) values (20, 7)");
     let c = &take(&rx).changes[0];
     assert!(c.relation.rls_enabled);
     assert_eq!(c.relation.columns.len(), 9);
     assert_eq!(v(&c.record, 8), Some("7"));
+    sql(&mut conn, "alter table items disable row level security");
+    std::thread::sleep(Duration::from_millis(2500));
+    sql(&mut conn, "insert into items(id) values (22)");
+    let c = &take(&rx).changes[0];
+    assert!(!c.relation.rls_enabled, "refreshed without a Relation message");
 
     // Truncates are counted, not delivered.
     sql(&mut conn, "truncate full_items");
     sql(&mut conn, "insert into items(id) values (21)");
+    // (the truncate's own transaction is empty for the shards: nothing is published for it)
     let c = &take(&rx).changes[0];
     assert_eq!(v(&c.record, 0), Some("21"));
     assert_eq!(core.stats.truncates(), 1);
@@ -236,7 +243,8 @@ fn changes_are_decoded_rendered_and_batched_per_transaction() {
 }
 
 fn slot_confirmed(conn: &mut BlockingConnection) -> Lsn {
-    let text = scalar(conn, "select confirmed_flush_lsn::text from pg_replication_slots where slot_name = 'madbase_realtime'");
+    let text =
+        scalar(conn, "select confirmed_flush_lsn::text from pg_replication_slots where slot_name = 'madbase_realtime'");
     text.as_deref().and_then(parse_lsn).unwrap_or(0)
 }
 
@@ -289,7 +297,10 @@ fn collector(rx: Receiver<Arc<ChangeBatch>>, seen: Arc<Mutex<Vec<i64>>>) -> std:
 fn no_loss_no_duplicates_across_killed_connections_and_a_restart() {
     let cluster = Cluster::ephemeral().unwrap();
     let mut conn = db(&cluster);
-    sql(&mut conn, "create table numbers(n bigint primary key); create publication supabase_realtime for table numbers");
+    sql(
+        &mut conn,
+        "create table numbers(n bigint primary key); create publication supabase_realtime for table numbers",
+    );
     let (core, rx) = start(&cluster);
     wait_for("the core to stream", || core.stats.connected());
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -332,7 +343,12 @@ fn no_loss_no_duplicates_across_killed_connections_and_a_restart() {
     {
         let s = seen.lock().unwrap();
         let expected: Vec<i64> = (1..=total as i64).collect();
-        assert!(*s == expected, "{} received for {total} committed; first difference at {:?}", s.len(), first_diff(&s, &expected));
+        assert!(
+            *s == expected,
+            "{} received for {total} committed; first difference at {:?}",
+            s.len(),
+            first_diff(&s, &expected)
+        );
     }
     assert!(core.stats.reconnects() >= 3);
     eprintln!(
