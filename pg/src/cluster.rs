@@ -406,6 +406,12 @@ pub struct ClusterOptions {
     pub max_replication_slots: u32,
     /// `max_wal_senders` (default 10).
     pub max_wal_senders: u32,
+    /// `max_slot_wal_keep_size` (default `1GB`): the most WAL a replication slot may hold back.
+    /// A slot that falls further behind (its consumer stopped, or is too slow) is invalidated
+    /// rather than letting retained WAL fill the disk; the consumer then has to start over on a
+    /// new slot, and the changes in between are not delivered. `-1` means unbounded
+    /// (PostgreSQL's own default). Written for PostgreSQL 13 and later only.
+    pub max_slot_wal_keep_size: String,
     /// Durable settings (default true). False turns off fsync, full_page_writes and
     /// synchronous_commit: only for throwaway test clusters.
     pub durable: bool,
@@ -425,6 +431,7 @@ impl Default for ClusterOptions {
             shared_buffers: "128MB".into(),
             max_replication_slots: 10,
             max_wal_senders: 10,
+            max_slot_wal_keep_size: "1GB".into(),
             durable: true,
             start_timeout: Duration::from_secs(60),
             stop_timeout: Duration::from_secs(30),
@@ -761,6 +768,11 @@ impl Cluster {
             fs::read_to_string(pgdata.join("PG_VERSION")).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0);
         if major >= 14 {
             conf.push_str("compute_query_id = on\n");
+        }
+        // The bound on WAL a replication slot holds back (PostgreSQL 13+; older servers keep
+        // everything a slot needs).
+        if major >= 13 {
+            conf.push_str(&format!("max_slot_wal_keep_size = {}\n", quote(&o.max_slot_wal_keep_size)));
         }
         // Supabase's local-development PostgreSQL (what `madbase start` stands in for) plans with
         // this value, and plans are part of the Data API's answers (`vnd.pgrst.plan`, settings

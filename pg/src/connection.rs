@@ -82,10 +82,10 @@ use local_sync::oneshot;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::time::Instant;
-use postgres_protocol::authentication::sasl::{self, ChannelBinding, ScramSha256};
 use postgres_protocol::message::{backend::Message, frontend};
 use postgres_protocol::IsNull;
 
+use crate::auth::Auth;
 use crate::batch::{Batch, Oid, Row, SimpleResult, StatementResult, TxEnd};
 use crate::config::{ConnectConfig, Host};
 use crate::error::{DbError, PgError};
@@ -1142,7 +1142,7 @@ async fn startup<S: AsyncReadRent + AsyncWriteRent>(
     frontend::startup_message(params.iter().copied(), &mut w)?;
     let mut w = write_buf(stream, w).await?;
 
-    let mut auth = Auth { cfg, scram: None, scram_done: false };
+    let mut auth = Auth::new(cfg);
     let mut info = StartupInfo { params: HashMap::new(), pid: 0, secret: 0 };
     loop {
         let msg = read_message(stream, rbuf).await?;
@@ -1169,78 +1169,6 @@ async fn startup<S: AsyncReadRent + AsyncWriteRent>(
                 }
             }
         }
-    }
-}
-
-/// The client side of authentication during startup.
-struct Auth<'a> {
-    cfg: &'a ConnectConfig,
-    scram: Option<ScramSha256>,
-    scram_done: bool,
-}
-
-impl Auth<'_> {
-    /// Handles one authentication message, appending the reply (if one is due) to `w`. Any
-    /// other message is unexpected during startup.
-    fn respond(&mut self, msg: Message, w: &mut BytesMut) -> Result<(), PgError> {
-        match msg {
-            Message::AuthenticationOk => {
-                if self.scram.is_some() && !self.scram_done {
-                    return Err(PgError::Auth("server skipped the SCRAM final message".into()));
-                }
-            }
-            Message::AuthenticationCleartextPassword => {
-                frontend::password_message(self.password()?.as_bytes(), w)?;
-            }
-            Message::AuthenticationMd5Password(body) => {
-                let hash = postgres_protocol::authentication::md5_hash(
-                    self.cfg.user.as_bytes(),
-                    self.password()?.as_bytes(),
-                    body.salt(),
-                );
-                frontend::password_message(hash.as_bytes(), w)?;
-            }
-            Message::AuthenticationSasl(body) => {
-                let mut mechs = body.mechanisms();
-                let mut has_scram = false;
-                while let Some(m) = mechs.next()? {
-                    has_scram |= m == sasl::SCRAM_SHA_256;
-                }
-                if !has_scram {
-                    return Err(PgError::Auth("server offers no supported SASL mechanism (need SCRAM-SHA-256)".into()));
-                }
-                let s = ScramSha256::new(self.password()?.as_bytes(), ChannelBinding::unsupported());
-                frontend::sasl_initial_response(sasl::SCRAM_SHA_256, s.message(), w)?;
-                self.scram = Some(s);
-            }
-            Message::AuthenticationSaslContinue(body) => {
-                let s =
-                    self.scram.as_mut().ok_or_else(|| PgError::Protocol("SASL continue without SASL start".into()))?;
-                s.update(body.data()).map_err(|e| PgError::Auth(format!("SCRAM: {e}")))?;
-                frontend::sasl_response(s.message(), w)?;
-            }
-            Message::AuthenticationSaslFinal(body) => {
-                let s = self.scram.as_mut().ok_or_else(|| PgError::Protocol("SASL final without SASL start".into()))?;
-                s.finish(body.data()).map_err(|e| PgError::Auth(format!("SCRAM server proof invalid: {e}")))?;
-                self.scram_done = true;
-            }
-            Message::AuthenticationGss
-            | Message::AuthenticationSspi
-            | Message::AuthenticationKerberosV5
-            | Message::AuthenticationScmCredential
-            | Message::AuthenticationGssContinue(_) => {
-                return Err(PgError::Auth("unsupported authentication method (GSS/SSPI/Kerberos/SCM)".into()))
-            }
-            _ => return Err(PgError::Protocol("unexpected message during startup".into())),
-        }
-        Ok(())
-    }
-
-    fn password(&self) -> Result<&str, PgError> {
-        self.cfg
-            .password
-            .as_deref()
-            .ok_or_else(|| PgError::Auth("the server requires a password but none was configured".into()))
     }
 }
 

@@ -8,11 +8,15 @@
 //! - [`pool`]: a per-shard (`!Send`) pool of pipelined connections with reconnects and bounds,
 //!   routing work (queued work included) around connections stalled behind a slow statement.
 //! - [`error`]: typed errors ([`PgError`], [`DbError`]).
+//! - [`replication`]: a blocking client for one dedicated thread: replication-mode sessions
+//!   (`IDENTIFY_SYSTEM`, slots, `START_REPLICATION … LOGICAL`, the CopyBoth stream) and plain
+//!   simple queries.
 //! - [`notify`]: `LISTEN`/`NOTIFY` notifications a [`Connection`] queues for its owner (bounded).
 //!
-//! Everything async here runs on the calling shard's monoio runtime (timer enabled) and is
+//! Everything async here (all but [`replication`]) runs on the calling shard's monoio runtime (timer enabled) and is
 //! single-threaded by design: no locks, `Rc` instead of `Arc`.
 
+mod auth;
 pub mod batch;
 pub mod cluster;
 pub mod config;
@@ -20,6 +24,7 @@ pub mod connection;
 pub mod error;
 pub mod notify;
 pub mod pool;
+pub mod replication;
 
 pub use batch::{Batch, Oid, Row, SimpleResult, Statement, StatementResult, TxEnd};
 pub use cluster::{Cluster, ClusterError, ClusterOptions, ClusterStatus, PgBinaries};
@@ -28,3 +33,6 @@ pub use connection::{Connection, ConnectionStats};
 pub use error::{DbError, PgError};
 pub use notify::{Notification, NotificationQueue};
 pub use pool::{Pool, PoolConfig, PoolStats};
+pub use replication::{
+    BlockingConnection, ReplicationError, ReplicationStream, SessionMode, StreamMessage, SystemInfo,
+};
