@@ -26,10 +26,11 @@ use madbase_core::metrics::{self, ShardGauges, ShardMetrics, ShardSnapshot};
 use madbase_core::{Cors, Outbox, Service, ServiceInfo, ShardCtx};
 use madbase_http::{Body, Handler, Request, Response};
 use madbase_pg::{Batch, ConnectConfig};
+use madbase_realtime::changes::{BatchSink, ChangeBatch};
 use madbase_realtime::{RealtimeMessage, RealtimeService, RealtimeShared};
 use madbase_rest::schema::SchemaCache;
 use madbase_rest::{RestMessage, RestService};
-use madbase_shards::{Lane, Shard, ShutdownSignal, Source};
+use madbase_shards::{Injector, Lane, Shard, ShutdownSignal, Source};
 
 use crate::config::Config;
 
@@ -125,6 +126,33 @@ pub enum ShardMessage {
     Gateway(GatewayMessage),
     Rest(RestMessage),
     Realtime(RealtimeMessage),
+}
+
+/// The replication core's way to the shards: each committed transaction goes to every shard's
+/// data ring from the injector (the core's own thread), waiting while a ring is full.
+pub struct ChangeSink {
+    injector: Injector<ShardMessage>,
+}
+
+impl ChangeSink {
+    pub fn new(injector: Injector<ShardMessage>) -> ChangeSink {
+        ChangeSink { injector }
+    }
+}
+
+impl BatchSink for ChangeSink {
+    fn publish(&mut self, batch: Arc<ChangeBatch>) -> usize {
+        (0..self.injector.shards())
+            .filter(|&to| {
+                let message = ShardMessage::Realtime(RealtimeMessage::Changes(batch.clone()));
+                self.injector.send_blocking(to, message).is_err()
+            })
+            .count()
+    }
+
+    fn shards(&self) -> usize {
+        self.injector.shards()
+    }
 }
 
 /// How long a shard waits for other shards' answers to `/health` and `/metrics`.

@@ -18,6 +18,7 @@ use madbase_auth::AuthShared;
 use madbase_core::jwt::JwtKeys;
 use madbase_core::platform::DEMO_JWT_SECRET;
 use madbase_egress::Egress;
+use madbase_realtime::replication::{ReplicationConfig, ReplicationHandle};
 use madbase_realtime::RealtimeShared;
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -181,6 +182,36 @@ fn api_keys(keys: &JwtKeys) -> (String, String) {
     (keys.api_key("anon"), keys.api_key("service_role"))
 }
 
+/// Starts Realtime's replication core (one thread streaming the `supabase_realtime`
+/// publications) when Realtime and its replication are on and the server runs with
+/// `wal_level = logical`. It logs in as the managed cluster's superuser, or as `DATABASE_URL`'s
+/// role (which then needs the REPLICATION attribute).
+fn start_replication(
+    config: &Config,
+    database: &database::Database,
+    realtime: &Arc<RealtimeShared>,
+    injector: Option<madbase_shards::Injector<app::ShardMessage>>,
+) -> Result<Option<ReplicationHandle>, String> {
+    if !(config.realtime.enabled && config.realtime.replication) {
+        return Ok(None);
+    }
+    if database.wal_level != "logical" {
+        tracing::warn!(
+            wal_level = %database.wal_level,
+            "Realtime's Postgres changes need wal_level = logical: the replication core is not started"
+        );
+        return Ok(None);
+    }
+    let Some(injector) = injector else { return Err("the shards' injector was already taken".to_owned()) };
+    let connect = database.managed_superuser.clone().unwrap_or_else(|| database.pool_config.clone());
+    let mut replication = ReplicationConfig::new(connect);
+    replication.slot = config.realtime.slot_name.clone();
+    let handle = madbase_realtime::replication::start(replication, Box::new(app::ChangeSink::new(injector)))
+        .map_err(|e| format!("cannot start the replication core: {e}"))?;
+    realtime.set_replication(handle.stats.clone());
+    Ok(Some(handle))
+}
+
 fn start(config: Config, project: Option<&Path>) -> Result<(), String> {
     let keys = Arc::new(load_keys(&config)?);
     let database = database::prepare(&config, project).map_err(|e| e.to_string())?;
@@ -218,8 +249,10 @@ fn start(config: Config, project: Option<&Path>) -> Result<(), String> {
         )?),
         realtime: RealtimeShared::new(config.realtime.clone()),
     });
-    let runtime = Runtime::start(runtime_config, move |shard| app::shard_main(shard, shared.clone()))
+    let realtime = shared.realtime.clone();
+    let mut runtime = Runtime::start(runtime_config, move |shard| app::shard_main(shard, shared.clone()))
         .map_err(|e| format!("cannot start the shards: {e}"))?;
+    let replication = start_replication(&config, &database, &realtime, runtime.take_injector())?;
 
     let addr = runtime.local_addr().unwrap_or(config.listen());
     let drivers: Vec<String> = runtime.drivers().iter().map(ToString::to_string).collect();
@@ -252,6 +285,10 @@ fn start(config: Config, project: Option<&Path>) -> Result<(), String> {
     }
 
     let joined = runtime.join();
+    if let Some(replication) = replication {
+        replication.stop(); // the shards no longer take batches
+        replication.join();
+    }
     if let Some(egress) = &egress {
         egress.close(Egress::CLOSE_GRACE); // after the shards: no new job can arrive
     }

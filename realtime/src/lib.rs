@@ -31,7 +31,7 @@ pub mod settings;
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use madbase_core::context::LaneSpec;
 use madbase_core::metrics::ServiceSeries;
@@ -43,6 +43,7 @@ pub use hub::RealtimeMessage;
 use hub::{Counters, Hub};
 use presence::RefMaker;
 use protocol::Vsn;
+use replication::ReplicationStats;
 use session::Session;
 pub use settings::Realtime;
 
@@ -51,11 +52,17 @@ pub struct RealtimeShared {
     pub settings: Arc<Realtime>,
     /// WebSockets open in the project (`max_concurrent_users`).
     users: AtomicUsize,
+    /// The replication core's counters, once it runs.
+    replication: OnceLock<Arc<ReplicationStats>>,
 }
 
 impl RealtimeShared {
     pub fn new(settings: Realtime) -> Arc<RealtimeShared> {
-        Arc::new(RealtimeShared { settings: Arc::new(settings), users: AtomicUsize::new(0) })
+        Arc::new(RealtimeShared {
+            settings: Arc::new(settings),
+            users: AtomicUsize::new(0),
+            replication: OnceLock::new(),
+        })
     }
 
     /// WebSockets open in the project.
@@ -63,14 +70,70 @@ impl RealtimeShared {
         self.users.load(Ordering::Relaxed)
     }
 
+    /// Records the running replication core's counters (for `/metrics`).
+    pub fn set_replication(&self, stats: Arc<ReplicationStats>) {
+        let _ = self.replication.set(stats);
+    }
+
     /// Realtime's process-wide series for `/metrics`.
     pub fn process_series(&self) -> Vec<ServiceSeries> {
-        vec![ServiceSeries {
-            name: "madbase_realtime_project_connections",
-            kind: "gauge",
-            help: "Realtime WebSockets open in the project (max_concurrent_users counts these).",
-            value: self.users() as u64,
-        }]
+        let s = |name, kind, help, value| ServiceSeries { name, kind, help, value };
+        let mut out = vec![s(
+            "madbase_realtime_project_connections",
+            "gauge",
+            "Realtime WebSockets open in the project (max_concurrent_users counts these).",
+            self.users() as u64,
+        )];
+        if let Some(r) = self.replication.get() {
+            out.extend([
+                s(
+                    "madbase_replication_connected",
+                    "gauge",
+                    "1 while the replication core streams.",
+                    u64::from(r.connected()),
+                ),
+                s(
+                    "madbase_replication_slot_lag_bytes",
+                    "gauge",
+                    "WAL the slot holds past its confirmed position.",
+                    r.lag_bytes(),
+                ),
+                s("madbase_replication_received_lsn", "gauge", "The last WAL position received.", r.received_lsn()),
+                s(
+                    "madbase_replication_confirmed_lsn",
+                    "gauge",
+                    "The position every shard has taken (flushed to PostgreSQL).",
+                    r.confirmed_lsn(),
+                ),
+                s(
+                    "madbase_replication_reconnects_total",
+                    "counter",
+                    "Replication connections re-established.",
+                    r.reconnects(),
+                ),
+                s(
+                    "madbase_replication_transactions_total",
+                    "counter",
+                    "Transactions decoded and handed to the shards.",
+                    r.transactions(),
+                ),
+                s("madbase_replication_changes_total", "counter", "Row changes decoded.", r.changes()),
+                s("madbase_replication_messages_total", "counter", "realtime.messages rows decoded.", r.messages()),
+                s(
+                    "madbase_replication_changes_dropped_total",
+                    "counter",
+                    "Changes dropped past max_transaction_changes in one transaction.",
+                    r.changes_dropped(),
+                ),
+                s(
+                    "madbase_replication_in_flight",
+                    "gauge",
+                    "Transactions handed out and not yet taken by every shard.",
+                    r.in_flight(),
+                ),
+            ]);
+        }
+        out
     }
 }
 

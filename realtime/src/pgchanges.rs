@@ -392,7 +392,7 @@ impl Router {
         let batch = &slot.batch;
         let visible = slot.visible.borrow();
         let mut rendered: Vec<Option<RenderedChange>> = vec![None; batch.changes.len()];
-        let mut frames: HashMap<(Vsn, Arc<str>, Vec<u64>), Message> = HashMap::new();
+        let mut frames: HashMap<(usize, Vsn, Arc<str>, Vec<u64>), Message> = HashMap::new();
         let counters = &self.hub.counters;
         for m in &slot.matches {
             let s = &m.subscription;
@@ -411,7 +411,7 @@ impl Router {
             let data = rendered[m.change].get_or_insert_with(|| {
                 render_data(&batch.changes[m.change], &batch.commit_timestamp, self.settings.max_record_bytes)
             });
-            let frame = frames.entry((s.vsn, s.topic.0.clone(), m.ids.clone())).or_insert_with(|| {
+            let frame = frames.entry((m.change, s.vsn, s.topic.0.clone(), m.ids.clone())).or_insert_with(|| {
                 frame(s.vsn, None, None, &s.topic.0, "postgres_changes", &frame_payload(&m.ids, data))
             });
             if self.hub.send(&s.sender, frame.clone()) {
