@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Idle Realtime connections: memory per connection. For each N (default 10000 and 50000), a fresh
+# release MadBase, N WebSockets (vsn 2.0.0) that each join one public channel
+# (`realtime:idle`) and hold for HOLD seconds (heartbeats every 25 s), the madbase process's RSS
+# (VmRSS) before connecting, with all held, at the end of the hold and after closing; prints the
+# RSS per connection against the goal (≤ 8 KiB).
+#
+#   bench/realtime_idle.sh [N...]          HOLD=30 CONNECT_RATE=5000 MADBASE_BINARY=<binary>
+#
+# Each process needs one file descriptor per socket: the script raises `ulimit -n` as far as the
+# machine allows and, where the hard limit is below N, runs at what fits and says so.
+source "$(dirname "$0")/lib.sh"
+need_tool curl curl
+need_tool python3 python3
+
+COUNTS=("$@"); [ ${#COUNTS[@]} -gt 0 ] || COUNTS=(10000 50000)
+HOLD=${HOLD:-30}
+CONNECT_RATE=${CONNECT_RATE:-5000}
+
+# File descriptors: try 1M, else the hard limit (a container may not let root raise it).
+ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+FD_LIMIT=$(ulimit -n)
+# Listener, PostgreSQL connections, eventfds, io_uring rings, logs: what madbase keeps besides sockets.
+FD_RESERVE=512
+
+echo "== building the generator"
+(cd "$ROOT" && cargo build --release --locked -q --manifest-path loadtest/Cargo.toml --target-dir target/loadtest --bin realtime)
+RT="$ROOT/target/loadtest/release/realtime"
+build_madbase
+
+export MADBASE_REALTIME_MAX_CONCURRENT_USERS=1000000
+export MADBASE_REALTIME_MAX_JOINS_PER_SECOND=1000
+export MADBASE_SHARDS_MAX_CONNECTIONS=1000000
+
+declare -a ROWS
+for N in "${COUNTS[@]}"; do
+  RUN_N=$N; NOTE=""
+  if [ "$FD_LIMIT" != unlimited ] && [ $((N + FD_RESERVE)) -gt "$FD_LIMIT" ]; then
+    RUN_N=$((FD_LIMIT - FD_RESERVE))
+    NOTE="requested $N: not reachable here — RLIMIT_NOFILE is $FD_LIMIT (hard limit $(ulimit -Hn), not raisable in this environment) and madbase holds one descriptor per socket; ran $RUN_N"
+    echo "== $NOTE"
+  fi
+  PORTS=$(awk '{print $2 - $1 + 1}' /proc/sys/net/ipv4/ip_local_port_range)
+  SOURCES=$(( RUN_N / (PORTS * 9 / 10) + 1 ))
+  MEM_FREE=$(awk '/MemAvailable/ {print $2}' /proc/meminfo)
+  echo "== $RUN_N idle connections (source addresses 127.0.0.1..$SOURCES, $PORTS ephemeral ports each; $((MEM_FREE / 1024)) MiB available)"
+  MB_LOG=warn; MB_OUT="$OUT/realtime_idle_madbase_$N.out"
+  start_madbase "$OUT/realtime_idle_data"
+  trap stop_madbase EXIT
+  "$RT" --mode idle --url "ws://127.0.0.1:$MB_PORT" --apikey "$(madbase_key anon)" --channel idle \
+    --connections "$RUN_N" --duration "$HOLD" --server-pid "$MB_PID" --source-addrs "$SOURCES" \
+    --connect-rate "$CONNECT_RATE" --in-flight 512 --join-timeout 120 >"$OUT/realtime_idle_$N.txt"
+  cat "$OUT/realtime_idle_$N.txt"
+  get() { awk -F': ' -v k="$1" '$1==k {print $2; exit}' "$OUT/realtime_idle_$N.txt"; }
+  ROWS+=("$(printf '%-9s %-9s %-9s %-11s %-11s %-11s %-11s %-10s %s' "$N" "$(get connections_held)" "$(get joins_ok)" \
+    "$(get server_rss_kib_before)" "$(get server_rss_kib_held)" "$(get server_rss_kib_end)" "$(get server_rss_kib_after_close)" \
+    "$(get server_rss_kib_per_connection)" "$(get closed_by_server)")")
+  [ -z "$NOTE" ] || ROWS+=("          ($NOTE)")
+  stop_madbase; trap - EXIT
+done
+
+echo
+echo "== Realtime idle connections, $(machine); hold ${HOLD} s; madbase VmRSS in KiB (goal ≤ 8 KiB per connection)"
+printf '%-9s %-9s %-9s %-11s %-11s %-11s %-11s %-10s %s\n' requested held joins_ok rss_before rss_held rss_end rss_closed KiB/conn closed_by_server
+for r in "${ROWS[@]}"; do echo "$r"; done
