@@ -200,11 +200,13 @@ test('raw socket: heartbeat, unmatched topic, malformed frames, leave', async ()
   ws.send(JSON.stringify([null, '2', 'realtime:nope', 'broadcast', { type: 'broadcast', event: 'e', payload: {} }]));
   ws.send(JSON.stringify(['3', '3', 'realtime:r', 'phx_join', { config: {} }]));
   ws.send(JSON.stringify(['3', '4', 'realtime:r', 'phx_leave', {}]));
-  await waitFor(() => frames.length >= 4, 'four replies');
+  ws.send(JSON.stringify(['5', '5', 'realtime:p', 'phx_join', { config: { broadcast: { replay: { since: 0 } } } }]));
+  await waitFor(() => frames.length >= 5, 'five replies');
   assert.deepEqual(frames[0], [null, '1', 'phoenix', 'phx_reply', { status: 'ok', response: {} }]);
   assert.deepEqual(frames[1], [null, '2', 'realtime:nope', 'phx_reply', { status: 'error', response: { reason: 'unmatched topic' } }]);
   assert.deepEqual(frames[2], ['3', '3', 'realtime:r', 'phx_reply', { status: 'ok', response: { postgres_changes: [] } }]);
   assert.deepEqual(frames[3], ['3', '4', 'realtime:r', 'phx_reply', { status: 'ok', response: {} }]);
+  assert.deepEqual(frames[4], ['5', '5', 'realtime:p', 'phx_reply', { status: 'error', response: { reason: 'UnableToReplayMessages: Replay is not allowed for public channels' } }]);
   ws.close();
   const refusedWith = (query) =>
     new Promise((resolve) => {
@@ -218,6 +220,9 @@ test('raw socket: heartbeat, unmatched topic, malformed frames, leave', async ()
   assert.equal(await refusedWith(`vsn=3.0.0&apikey=${ANON_KEY}`), 400);
   const service = await fetch(`${server.url}/realtime/v1/api/inspector`, { headers: { apikey: SERVICE_ROLE_KEY } });
   assert.equal(service.status, 200);
+  const inspected = await service.json();
+  assert.equal(inspected.shards.length, 2, 'both shards answer');
+  assert.deepEqual(inspected.shards.map((s) => s.shard), [0, 1]);
   const anon = await fetch(`${server.url}/realtime/v1/api/inspector`, { headers: { apikey: ANON_KEY } });
   assert.equal(anon.status, 403);
 });

@@ -178,6 +178,23 @@ for (const vsn of ['1.0.0', '2.0.0']) {
   });
 }
 
+test('private channels replay stored broadcasts since a time, as the caller may read them', async () => {
+  const topic = `replay-channel-${process.pid}`;
+  const since = Date.now() - 60_000;
+  for (const i of [1, 2, 3]) server.sql(`select realtime.send('{"i": ${i}}', 'stored', '${topic}', true)`);
+  server.sql(`select realtime.send('{"i": 0}', 'stored', '${topic}', false)`);
+  const alice = await rt('2.0.0', userToken(ALICE));
+  const got = [];
+  const ch = alice
+    .channel(topic, { config: { private: true, broadcast: { replay: { since, limit: 2 } } } })
+    .on('broadcast', { event: 'stored' }, (m) => got.push(m));
+  assert.equal((await subscribe(ch)).status, 'SUBSCRIBED');
+  await waitFor(() => got.length === 2, 'two replayed messages');
+  assert.deepEqual(got.map((m) => m.payload.i), [1, 2]);
+  assert.equal(got[0].meta.replayed, true);
+  assert.ok(got[0].meta.id);
+});
+
 test('the replication connection killed mid-stream: every committed row arrives once, in order', async () => {
   const c = await rt('2.0.0');
   const seen = [];

@@ -180,29 +180,34 @@ pub async fn broadcast_batch(inner: &Inner, req: &Request, body: Body) -> Respon
     Response::new(202)
 }
 
-/// `GET /api/inspector` (service role): this shard's sockets and channels.
-pub fn inspector(inner: &Inner, req: &Request) -> Response {
+/// At most this many sockets are listed per shard (the totals count all of them).
+const INSPECT_SOCKETS_MAX: usize = 1000;
+
+/// `GET /api/inspector` (service role): every shard's live sockets, their channels and
+/// subscription counts.
+pub async fn inspector(inner: &Inner, req: &Request) -> Response {
     match caller(inner, req) {
         Ok(c) if c.role == "service_role" => {}
         Ok(_) => return error(403, "the inspector needs the service_role key"),
         Err(refusal) => return *refusal,
     }
-    let c = &inner.hub.counters;
-    let channels: Vec<Value> = inner
-        .hub
-        .channel_counts()
-        .into_iter()
-        .map(|((topic, private), sockets)| {
-            serde_json::json!({"topic": &*topic, "private": private, "sockets": sockets, "postgres_changes": inner.changes.subscriptions(&(topic.clone(), private))})
-        })
-        .collect();
-    let body = serde_json::json!({
-        "shard": inner.hub.shard,
-        "project_connections": inner.shared.users(),
-        "connections": c.connections.get(),
-        "channels": channels,
-    });
+    let shards = inner.hub.inspect(shard_view(inner)).await;
+    let body = serde_json::json!({ "connections": inner.shared.users(), "shards": shards });
     Response::json(200, body.to_string())
+}
+
+/// This shard's view for the inspector.
+pub fn shard_view(inner: &Inner) -> Value {
+    let sessions = inner.sessions.borrow();
+    let sockets: Vec<Value> =
+        sessions.values().filter_map(std::rc::Weak::upgrade).take(INSPECT_SOCKETS_MAX).map(|s| s.describe()).collect();
+    let c = &inner.hub.counters;
+    serde_json::json!({
+        "shard": inner.hub.shard,
+        "connections": c.connections.get(),
+        "channels": c.channels.get(),
+        "sockets": sockets,
+    })
 }
 
 fn percent_decode(s: &str) -> Option<String> {

@@ -65,6 +65,15 @@ pub enum RealtimeMessage {
     Presence(Arc<PresenceDiff>),
     /// A committed transaction from the replication core (only the injector sends these).
     Changes(Arc<ChangeBatch>),
+    /// The inspector's question: every shard adds its view.
+    Inspect(Arc<Inspection>),
+}
+
+/// The inspector's question to every shard and their answers (an operator's request, never on
+/// the path of a message: the one place Realtime's shards share a lock).
+#[derive(Debug, Default)]
+pub struct Inspection {
+    pub views: std::sync::Mutex<Vec<serde_json::Value>>,
 }
 
 /// How broadcasts and presence leave this shard.
@@ -80,6 +89,9 @@ pub trait Fanout {
 const ORDERED_QUEUE_MAX: usize = 65_536;
 /// How often a waiting presence queue is offered again.
 const ORDERED_RETRY: Duration = Duration::from_millis(2);
+
+/// How long the inspector waits for the other shards.
+const INSPECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The rings of this process as a [`Fanout`].
 pub struct RingFanout {
@@ -99,6 +111,26 @@ impl RingFanout {
             pumping: (0..shards).map(|_| Cell::new(false)).collect(),
             counters,
         })
+    }
+
+    /// Asks every shard for its view: this shard's is `mine`; waits at most 2 s for the others.
+    pub async fn inspect(&self, mine: serde_json::Value) -> Vec<serde_json::Value> {
+        let inspection = Arc::new(Inspection::default());
+        if let Ok(mut views) = inspection.views.lock() {
+            views.push(mine);
+        }
+        let _ = self.outbox.deliver_to_all(RealtimeMessage::Inspect(inspection.clone())).await;
+        let deadline = std::time::Instant::now() + INSPECT_TIMEOUT;
+        loop {
+            let answered = inspection.views.lock().map_or(0, |v| v.len());
+            if answered >= self.outbox.shards() || std::time::Instant::now() >= deadline {
+                break;
+            }
+            monoio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut views = inspection.views.lock().map(|v| v.clone()).unwrap_or_default();
+        views.sort_by_key(|v| v["shard"].as_u64());
+        views
     }
 
     fn others(&self) -> impl Iterator<Item = usize> {
@@ -380,8 +412,8 @@ impl Hub {
         self.presence.borrow().state(topic)
     }
 
-    /// Every channel with sockets on this shard and their counts (the inspector).
-    pub fn channel_counts(&self) -> Vec<(TopicKey, usize)> {
-        self.channels.borrow().iter().map(|(k, v)| (k.clone(), v.len())).collect()
+    /// Asks every shard for its view (the inspector).
+    pub async fn inspect(&self, mine: serde_json::Value) -> Vec<serde_json::Value> {
+        self.fanout.inspect(mine).await
     }
 }

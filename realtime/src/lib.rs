@@ -28,8 +28,9 @@ pub mod rls;
 pub mod session;
 pub mod settings;
 
-use std::cell::Cell;
-use std::rc::Rc;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -146,6 +147,8 @@ pub struct Inner {
     pub changes: Rc<pgchanges::Router>,
     pub refs: RefMaker,
     next_conn: Cell<u64>,
+    /// This shard's sockets (the inspector).
+    pub sessions: RefCell<HashMap<hub::ConnId, Weak<Session>>>,
 }
 
 /// Realtime on one shard.
@@ -176,6 +179,7 @@ impl RealtimeService {
                 changes,
                 refs: RefMaker::new(shard),
                 next_conn: Cell::new(1),
+                sessions: RefCell::new(HashMap::new()),
             }),
         }
     }
@@ -218,7 +222,9 @@ impl RealtimeService {
             let over_limit = users > inner.settings.max_concurrent_users;
             Counters::add(&inner.hub.counters.connections, 1);
             let session = Rc::new(Session::new(inner.clone(), id, vsn, ws.sender(), apikey, over_limit));
+            inner.sessions.borrow_mut().insert(id, Rc::downgrade(&session));
             session.run(ws).await;
+            inner.sessions.borrow_mut().remove(&id);
             inner.shared.users.fetch_sub(1, Ordering::Relaxed);
             let c = &inner.hub.counters.connections;
             c.set(c.get().saturating_sub(1));
@@ -242,9 +248,13 @@ impl Service for RealtimeService {
             ("GET", "/websocket") => self.websocket(req),
             ("POST", "/api/broadcast") => api::broadcast_batch(&self.inner, req, body).await,
             ("POST", p) if p.starts_with("/api/broadcast/") => api::broadcast_one(&self.inner, req, body).await,
-            ("GET", "/api/inspector") => api::inspector(&self.inner, req),
+            ("GET", "/api/inspector") => api::inspector(&self.inner, req).await,
             _ => Response::json(404, r#"{"message":"no Route matched with those values"}"#),
         }
+    }
+
+    fn owner_tasks(self: &Rc<Self>) -> Vec<madbase_core::service::LocalTask> {
+        vec![Box::pin(private::delete_old_messages(self.inner.ctx.clone()))]
     }
 
     fn on_message(&self, message: RealtimeMessage) {
@@ -252,6 +262,11 @@ impl Service for RealtimeService {
             RealtimeMessage::Broadcast(b) => self.inner.hub.deliver_broadcast(&b),
             RealtimeMessage::Presence(d) => self.inner.hub.apply_presence(&d),
             RealtimeMessage::Changes(batch) => self.inner.changes.on_batch(batch),
+            RealtimeMessage::Inspect(inspection) => {
+                if let Ok(mut views) = inspection.views.lock() {
+                    views.push(api::shard_view(&self.inner));
+                }
+            }
         }
     }
 }

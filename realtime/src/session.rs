@@ -56,6 +56,8 @@ struct Channel {
     bindings: Vec<pgchanges::Binding>,
     /// Bindings refused (sent as `postgres_changes` system errors after the join).
     binding_errors: Vec<pgchanges::BindingError>,
+    /// `config.broadcast.replay`: (since, limit), done once after the join.
+    replay: Option<(i64, usize)>,
     /// Changes on every re-authorisation; a token-expiry timer of an older generation is stale.
     generation: u64,
 }
@@ -180,6 +182,25 @@ impl Session {
         }
     }
 
+    /// This socket for the inspector: its channels and their subscriptions.
+    pub fn describe(&self) -> Value {
+        let channels: Vec<Value> = self
+            .channels
+            .borrow()
+            .values()
+            .map(|c| {
+                serde_json::json!({
+                    "topic": &*c.key.0,
+                    "private": c.key.1,
+                    "role": c.caller.role,
+                    "postgres_changes": c.bindings.len(),
+                    "presence": c.tracked.is_some(),
+                })
+            })
+            .collect();
+        serde_json::json!({ "id": self.id, "vsn": if self.vsn == Vsn::V1 { "1.0.0" } else { "2.0.0" }, "channels": channels })
+    }
+
     fn send(&self, message: Message) {
         self.inner.hub.send(&self.sender, message);
     }
@@ -257,6 +278,7 @@ impl Session {
             Ok(response) => {
                 self.reply_ok(&m, &response);
                 self.after_join(&m.topic);
+                self.replay(&m.topic).await;
             }
             Err(reason) => {
                 Counters::add(&self.inner.hub.counters.joins_refused, 1);
@@ -299,6 +321,11 @@ impl Session {
         if replay.is_some() && !private {
             return Err("UnableToReplayMessages: Replay is not allowed for public channels".to_owned());
         }
+        let replay = replay.map(|r| {
+            let since = r.get("since").and_then(Value::as_i64).unwrap_or(0);
+            let limit = r.get("limit").and_then(Value::as_u64).unwrap_or(10) as usize;
+            (since, limit.clamp(1, crate::settings::REPLAY_LIMIT_MAX))
+        });
         let presence = config.get("presence").and_then(Value::as_object).unwrap_or(&empty);
         let permissions = if private {
             let p = private::check(&self.inner, &caller, sub_topic).await?;
@@ -330,6 +357,7 @@ impl Session {
             permissions,
             bindings,
             binding_errors,
+            replay,
             generation,
         };
         self.register(&channel);
@@ -378,6 +406,36 @@ impl Session {
             self.system(c, "postgres_changes", false, error);
         }
         self.schedule_expiry(topic, c);
+    }
+
+    /// Replays a private channel's stored broadcasts (`config.broadcast.replay`), each with
+    /// `meta: {"replayed": true, "id": …}`, to this socket only.
+    async fn replay(&self, topic: &str) {
+        let request = self
+            .channels
+            .borrow_mut()
+            .get_mut(topic)
+            .and_then(|c| c.replay.take().map(|r| (r, c.caller.clone(), c.sub_topic.clone())));
+        let Some(((since, limit), caller, sub_topic)) = request else { return };
+        match private::replay(&self.inner, &caller, &sub_topic, since, limit).await {
+            Ok(messages) => {
+                for m in messages {
+                    let meta = format!("{{\"replayed\":true,\"id\":{}}}", crate::protocol::json_str(&m.id));
+                    let payload = UserPayload::Json(Bytes::from(m.payload));
+                    if let Some(frames) = broadcast_frames(topic, &m.event, &payload, Some(&meta), false) {
+                        if let Some(frame) = frames.for_vsn(self.vsn) {
+                            self.send(frame.clone());
+                        }
+                    }
+                }
+            }
+            Err(reason) => {
+                let channels = self.channels.borrow();
+                if let Some(c) = channels.get(topic) {
+                    self.system(c, "system", false, &reason);
+                }
+            }
+        }
     }
 
     fn system(&self, c: &Channel, extension: &str, ok: bool, message: &str) {
