@@ -28,6 +28,8 @@
 //! more than one ephemeral port range's worth of connections fit; connects are paced
 //! (`--connect-rate`) with at most `--in-flight` handshakes-and-joins outstanding. The summary is
 //! `key: value` lines on stdout (the bench scripts read them); progress goes to stderr.
+//! `REALTIME_TRACE_CHANGES=1` prints `trace: subscriber <i> change id <id>` to stderr for every
+//! change received (to find which rows a subscriber missed; bounded by what the inserter writes).
 
 #[path = "../realtime/conn.rs"]
 mod conn;
@@ -353,8 +355,9 @@ async fn run(a: Args) -> Result<(), String> {
         broadcast_format: a.broadcast_format,
         broadcast_event: "bench".into(),
         payload_pad: "x".repeat(a.payload_bytes.saturating_sub(40)),
+        trace_changes: std::env::var_os("REALTIME_TRACE_CHANGES").is_some(),
     });
-    let stats = Arc::new(Stats::new());
+    let stats = Arc::new(Stats::new(a.connections));
     let (phase_tx, phase_rx) = watch::channel(PHASE_HOLD);
     let mut out = Out(Vec::new());
     let mode = match a.mode {
@@ -506,6 +509,10 @@ async fn run(a: Args) -> Result<(), String> {
         } else {
             out.put("changes_of_other_owners", c.changes_foreign.load(Relaxed));
             out.put("system_errors", c.system_error.load(Relaxed));
+        }
+        if let Some((min, median, max, none)) = stats.per_conn_spread(a.connections) {
+            out.put("per_subscriber_min_median_max", format!("{min}/{median}/{max}"));
+            out.put("subscribers_with_none", none);
         }
         let h = stats.latency.merged();
         out.put("latency_ms_p50", ms(h.value_at_quantile(0.5)));

@@ -60,6 +60,8 @@ pub struct ConnConfig {
     pub broadcast_format: BroadcastFormat,
     pub broadcast_event: String,
     pub payload_pad: String,
+    /// Print the `id` of every change each subscriber receives (stderr), to find lost rows.
+    pub trace_changes: bool,
 }
 
 pub fn ws_config() -> WebSocketConfig {
@@ -115,6 +117,7 @@ async fn open(index: usize, cfg: &ConnConfig) -> Result<WebSocketStream<TcpStrea
 
 struct Conn {
     index: usize,
+    role: Role,
     cfg: Arc<ConnConfig>,
     stats: Arc<Stats>,
     next_ref: u64,
@@ -208,6 +211,10 @@ impl Conn {
 
     fn on_broadcast(&self, payload: &[u8]) {
         let s = &self.stats;
+        if self.role == Role::Sender {
+            // A sender hears the other senders (self: false); only subscribers are measured.
+            return;
+        }
         s.c.broadcasts_in.fetch_add(1, Relaxed);
         match proto::u64_after(payload, b"\"t\":") {
             Some(t) => {
@@ -223,6 +230,11 @@ impl Conn {
     fn on_change(&self, payload: &[u8]) {
         let s = &self.stats;
         s.c.changes_in.fetch_add(1, Relaxed);
+        if self.cfg.trace_changes {
+            let record = payload.windows(9).position(|w| w == b"\"record\":").unwrap_or(0);
+            let id = proto::u64_after(&payload[record..], b"\"id\":");
+            eprintln!("trace: subscriber {} change id {}", self.index, id.map_or("?".to_owned(), |i| i.to_string()));
+        }
         match proto::record_string(payload, &self.cfg.ts_key).and_then(proto::parse_timestamp_us) {
             Some(ts) => {
                 let now = now_us();
@@ -303,6 +315,7 @@ pub async fn run(
     };
     let mut c = Conn {
         index,
+        role,
         stats: stats.clone(),
         next_ref: 0,
         join_ref: String::new(),

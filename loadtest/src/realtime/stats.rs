@@ -104,11 +104,14 @@ pub struct Stats {
     pub first_recv_us: AtomicI64,
     pub last_recv_us: AtomicI64,
     errors: Mutex<BTreeMap<String, u64>>,
+    /// Measured deliveries per connection index (one counter per connection: bounded by N).
+    pub per_conn: Vec<AtomicU64>,
 }
 
 impl Stats {
-    pub fn new() -> Stats {
+    pub fn new(connections: usize) -> Stats {
         Stats {
+            per_conn: (0..connections).map(|_| AtomicU64::new(0)).collect(),
             c: Counters::default(),
             latency: Latency::new(),
             join_latency: Latency::new(),
@@ -142,8 +145,11 @@ impl Stats {
     }
 
     /// A measured delivery at `now` (µs since the epoch) with the given latency.
-    pub fn delivered(&self, shard: usize, now: i64, latency_us: i64) {
-        self.latency.record(shard, latency_us);
+    pub fn delivered(&self, index: usize, now: i64, latency_us: i64) {
+        if let Some(n) = self.per_conn.get(index) {
+            n.fetch_add(1, Relaxed);
+        }
+        self.latency.record(index, latency_us);
         self.first_recv_us.fetch_min(now, Relaxed);
         self.last_recv_us.fetch_max(now, Relaxed);
     }
@@ -158,5 +164,20 @@ impl Stats {
         self.c.changes_in.store(0, Relaxed);
         self.c.changes_foreign.store(0, Relaxed);
         self.c.broadcasts_sent.store(0, Relaxed);
+        for n in &self.per_conn {
+            n.store(0, Relaxed);
+        }
+    }
+
+    /// Measured deliveries per connection among the first `n` connections: (min, median, max,
+    /// how many got none).
+    pub fn per_conn_spread(&self, n: usize) -> Option<(u64, u64, u64, usize)> {
+        let mut v: Vec<u64> = self.per_conn.iter().take(n).map(|c| c.load(Relaxed)).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_unstable();
+        let none = v.iter().take_while(|c| **c == 0).count();
+        Some((v[0], v[v.len() / 2], v[v.len() - 1], none))
     }
 }
