@@ -25,7 +25,9 @@ before(async () => {
     create policy "own todos" on public.todos for select to authenticated using (owner = auth.uid());
     grant select on public.notes, public.todos to anon, authenticated;
     create table public.ticks (n int primary key);
-    alter publication supabase_realtime add table public.notes, public.todos, public.ticks;
+    create table public.resumed (n int primary key);
+    alter publication supabase_realtime add table public.notes, public.todos, public.ticks, public.resumed;
+    grant select on public.resumed to anon;
     grant select on public.ticks to anon;
     create policy "authenticated can receive" on realtime.messages for select to authenticated
       using (realtime.topic() like '%channel%');
@@ -193,6 +195,46 @@ test('private channels replay stored broadcasts since a time, as the caller may 
   assert.deepEqual(got.map((m) => m.payload.i), [1, 2]);
   assert.equal(got[0].meta.replayed, true);
   assert.ok(got[0].meta.id);
+});
+
+test('resume (a MadBase extension): payloads carry positions; a client that reconnects gets what it missed', async () => {
+  const url = `${server.url.replace('http', 'ws')}/realtime/v1/websocket?apikey=${ANON_KEY}&vsn=2.0.0`;
+  const open = async (position) => {
+    const ws = new WebSocket(url);
+    const changes = [];
+    const system = [];
+    ws.on('message', (d) => {
+      const [, , , event, payload] = JSON.parse(d.toString());
+      if (event === 'postgres_changes') changes.push(payload);
+      if (event === 'system') system.push(payload);
+    });
+    await new Promise((r) => ws.once('open', r));
+    const config = {
+      postgres_changes: [{ event: 'INSERT', schema: 'public', table: 'resumed' }],
+      postgres_changes_resume: { position },
+    };
+    ws.send(JSON.stringify(['1', '1', 'realtime:resume', 'phx_join', { config, access_token: ANON_KEY }]));
+    await waitFor(() => system.length > 0, 'the subscription');
+    return { ws, changes, system };
+  };
+  const first = await open(null);
+  for (const n of [1, 2, 3]) server.sql(`insert into public.resumed values (${n})`);
+  await waitFor(() => first.changes.length === 3, 'three changes');
+  for (const c of first.changes) assert.match(c.position, /^[0-9A-F]+\/[0-9A-F]+:\d+$/);
+  const keep = first.changes[1].position;
+  first.ws.close();
+  for (const n of [4, 5]) server.sql(`insert into public.resumed values (${n})`);
+  const second = await open(keep);
+  server.sql('insert into public.resumed values (6)');
+  await waitFor(() => second.changes.length === 4, 'the missed changes, then the live one');
+  assert.deepEqual(second.changes.map((c) => c.data.record.n), [3, 4, 5, 6]);
+  assert.ok(second.system.every((m) => m.status === 'ok'), JSON.stringify(second.system));
+  second.ws.close();
+  // A position older than anything held says so.
+  const third = await open('0/1:0');
+  await waitFor(() => third.system.some((m) => m.status === 'error'), 'the warning');
+  assert.match(third.system.find((m) => m.status === 'error').message, /may be missed/);
+  third.ws.close();
 });
 
 test('the replication connection killed mid-stream: every committed row arrives once, in order', async () => {

@@ -30,6 +30,26 @@ use crate::session::Caller;
 use crate::settings::Realtime;
 use crate::LANE;
 
+/// Where a change sits in the stream: its transaction's end position and its index in the
+/// transaction. Every payload of a channel that asks for positions carries it as
+/// `"<lsn>:<index>"` (`"16/B374D848:0"`); a client that reconnects passes the last one it got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub lsn: crate::changes::Lsn,
+    pub index: usize,
+}
+
+impl Position {
+    pub fn text(&self) -> String {
+        format!("{}:{}", crate::changes::lsn_text(self.lsn), self.index)
+    }
+
+    pub fn parse(text: &str) -> Option<Position> {
+        let (lsn, index) = text.rsplit_once(':')?;
+        Some(Position { lsn: crate::changes::parse_lsn(lsn)?, index: index.parse().ok()? })
+    }
+}
+
 /// Which events a binding wants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventFilter {
@@ -148,6 +168,9 @@ struct Subscription {
     /// relation's description changes); `None` inside when the filter does not apply to it.
     bound: RefCell<Vec<Option<BoundTo>>>,
     active: Cell<bool>,
+    /// The channel asked for positions (`config.postgres_changes_resume`): its payloads carry
+    /// `"position"`.
+    positions: bool,
 }
 
 impl Subscription {
@@ -203,6 +226,9 @@ struct Slot {
     visible: RefCell<Vec<Vec<bool>>>,
     started: Cell<bool>,
     ready: Cell<bool>,
+    /// A batch as it arrived (false: a replay for a resuming channel, whose batch was taken
+    /// before and whose database broadcasts went out then).
+    live: bool,
 }
 
 /// This shard's Postgres-change subscriptions and their delivery.
@@ -214,6 +240,8 @@ pub struct Router {
     /// Batches in commit order, delivered from the front as they become ready.
     queue: RefCell<VecDeque<Rc<Slot>>>,
     checking: Cell<usize>,
+    /// The last `changes_history` batches this shard received, for clients that resume.
+    history: RefCell<VecDeque<Arc<ChangeBatch>>>,
 }
 
 impl Router {
@@ -225,10 +253,12 @@ impl Router {
             subscriptions: RefCell::new(HashMap::new()),
             queue: RefCell::new(VecDeque::new()),
             checking: Cell::new(0),
+            history: RefCell::new(VecDeque::new()),
         })
     }
 
     /// Adds or replaces a channel's subscriptions (a channel without bindings holds none).
+    #[allow(clippy::too_many_arguments)] // the channel's parts the router keeps
     pub fn subscribe(
         &self,
         conn: ConnId,
@@ -237,6 +267,7 @@ impl Router {
         vsn: Vsn,
         caller: &Caller,
         bindings: &[Binding],
+        positions: bool,
     ) {
         self.unsubscribe(conn, topic);
         if bindings.is_empty() {
@@ -250,6 +281,7 @@ impl Router {
             bindings: bindings.to_vec(),
             bound: RefCell::new(vec![None; bindings.len()]),
             active: Cell::new(true),
+            positions,
         };
         self.subscriptions.borrow_mut().insert((conn, topic.clone()), Rc::new(subscription));
     }
@@ -269,7 +301,57 @@ impl Router {
     /// A committed transaction from the replication core: matched now (so a channel that joins
     /// later does not get it), authorised, then delivered in commit order.
     pub fn on_batch(self: &Rc<Self>, batch: Arc<ChangeBatch>) {
-        let slot = Rc::new(self.plan(batch));
+        self.remember(&batch);
+        let all = self.subscriptions.borrow().values().cloned().collect::<Vec<_>>();
+        self.enqueue(self.plan(batch, &all, None));
+    }
+
+    /// Keeps the batch for clients that resume, evicting the oldest past `changes_history`.
+    fn remember(&self, batch: &Arc<ChangeBatch>) {
+        if batch.changes.is_empty() {
+            return;
+        }
+        let mut history = self.history.borrow_mut();
+        history.push_back(batch.clone());
+        while history.len() > self.settings.changes_history {
+            history.pop_front();
+        }
+        debug_assert!(history.iter().zip(history.iter().skip(1)).all(|(a, b)| a.end_lsn < b.end_lsn));
+    }
+
+    /// Replays to a channel that just subscribed the changes after `after` (a position its
+    /// payloads carried) that this shard still holds, authorised like live ones and queued
+    /// before any later batch. `Err` is the system message when some may be gone: the position
+    /// precedes what the shard holds (or the process restarted since).
+    pub fn resume(self: &Rc<Self>, conn: ConnId, topic: &TopicKey, after: Position) -> Result<(), String> {
+        let Some(subscription) = self.subscriptions.borrow().get(&(conn, topic.clone())).cloned() else {
+            return Ok(());
+        };
+        let history: Vec<Arc<ChangeBatch>> =
+            self.history.borrow().iter().filter(|b| b.end_lsn >= after.lsn).cloned().collect();
+        // Everything after the position is held when the position is at or after the oldest
+        // transaction held (the history is contiguous from its front).
+        let covered = self.history.borrow().front().is_some_and(|front| front.end_lsn <= after.lsn);
+        for batch in history {
+            let slot = self.plan(batch, std::slice::from_ref(&subscription), Some(after));
+            if !slot.matches.is_empty() {
+                self.enqueue(slot);
+            }
+        }
+        if covered {
+            Ok(())
+        } else {
+            Err(format!(
+                "Changes after position {} may be missed: this server holds the last {} transactions",
+                after.text(),
+                self.settings.changes_history
+            ))
+        }
+    }
+
+    /// Queues a planned batch; starts its checks or marks it ready.
+    fn enqueue(self: &Rc<Self>, slot: Slot) {
+        let slot = Rc::new(slot);
         let needs_checks = !slot.groups.is_empty();
         if !needs_checks {
             slot.ready.set(true);
@@ -282,12 +364,16 @@ impl Router {
     }
 
     /// Which subscriptions want which changes, and the RLS groups to ask.
-    fn plan(&self, batch: Arc<ChangeBatch>) -> Slot {
+    /// Which of `subscriptions` want which changes of the batch (only those after `after`
+    /// when resuming), and the RLS groups to ask.
+    fn plan(&self, batch: Arc<ChangeBatch>, subscriptions: &[Rc<Subscription>], after: Option<Position>) -> Slot {
         let mut matches = Vec::new();
         let mut groups: Vec<GroupPlan> = Vec::new();
-        let subscriptions = self.subscriptions.borrow();
         for (index, change) in batch.changes.iter().enumerate() {
-            for subscription in subscriptions.values() {
+            if after.is_some_and(|p| (batch.end_lsn, index) <= (p.lsn, p.index)) {
+                continue;
+            }
+            for subscription in subscriptions {
                 let ids = subscription.matching_ids(change);
                 if ids.is_empty() {
                     continue;
@@ -315,6 +401,7 @@ impl Router {
             visible: RefCell::new(Vec::new()),
             started: Cell::new(false),
             ready: Cell::new(false),
+            live: after.is_none(),
         }
     }
 
@@ -384,7 +471,9 @@ impl Router {
             };
             let Some(slot) = slot else { return };
             self.deliver(&slot);
-            slot.batch.taken();
+            if slot.live {
+                slot.batch.taken();
+            }
         }
     }
 
@@ -392,7 +481,7 @@ impl Router {
         let batch = &slot.batch;
         let visible = slot.visible.borrow();
         let mut rendered: Vec<Option<RenderedChange>> = vec![None; batch.changes.len()];
-        let mut frames: HashMap<(usize, Vsn, Arc<str>, Vec<u64>), Message> = HashMap::new();
+        let mut frames: HashMap<(usize, Vsn, Arc<str>, Vec<u64>, bool), Message> = HashMap::new();
         let counters = &self.hub.counters;
         for m in &slot.matches {
             let s = &m.subscription;
@@ -411,15 +500,23 @@ impl Router {
             let data = rendered[m.change].get_or_insert_with(|| {
                 render_data(&batch.changes[m.change], &batch.commit_timestamp, self.settings.max_record_bytes)
             });
-            let frame = frames.entry((m.change, s.vsn, s.topic.0.clone(), m.ids.clone())).or_insert_with(|| {
-                frame(s.vsn, None, None, &s.topic.0, "postgres_changes", &frame_payload(&m.ids, data))
+            let key = (m.change, s.vsn, s.topic.0.clone(), m.ids.clone(), s.positions);
+            let frame = frames.entry(key).or_insert_with(|| {
+                let mut payload = frame_payload(&m.ids, data);
+                if s.positions {
+                    let position = Position { lsn: batch.end_lsn, index: m.change }.text();
+                    payload.insert_str(payload.len() - 1, &format!(",\"position\":\"{position}\""));
+                }
+                frame(s.vsn, None, None, &s.topic.0, "postgres_changes", &payload)
             });
             if self.hub.send(&s.sender, frame.clone()) {
                 Counters::add(&counters.changes_delivered, 1);
             }
         }
-        for message in &batch.messages {
-            self.hub.deliver_db_message(message);
+        if slot.live {
+            for message in &batch.messages {
+                self.hub.deliver_db_message(message);
+            }
         }
     }
 }

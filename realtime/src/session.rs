@@ -58,6 +58,8 @@ struct Channel {
     binding_errors: Vec<pgchanges::BindingError>,
     /// `config.broadcast.replay`: (since, limit), done once after the join.
     replay: Option<(i64, usize)>,
+    /// `config.postgres_changes_resume` was given: payloads carry positions.
+    positions: bool,
     /// Changes on every re-authorisation; a token-expiry timer of an older generation is stale.
     generation: u64,
 }
@@ -339,12 +341,27 @@ impl Session {
             ChannelPermissions::PUBLIC
         };
         let (bindings, binding_errors, response) = pgchanges::bindings(config.get("postgres_changes"));
+        // MadBase's extension: `{"position": "<lsn>:<index>" | null}` — payloads carry positions,
+        // and the changes after the given one that this shard still holds are replayed.
+        let resume = config.get("postgres_changes_resume").and_then(Value::as_object);
+        let resume_from = match resume.and_then(|r| r.get("position")) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(p)) => match pgchanges::Position::parse(p) {
+                Some(p) => Some(p),
+                None => {
+                    return Err(format!("Unknown Error on Channel: invalid postgres_changes_resume position {p:?}"))
+                }
+            },
+            Some(_) => {
+                return Err("Unknown Error on Channel: postgres_changes_resume.position must be a string".to_owned())
+            }
+        };
         let presence_key: Arc<str> = match presence.get("key").and_then(Value::as_str) {
             Some(key) if !key.is_empty() => key.into(),
             _ => crate::presence::generated_key().into(),
         };
         let generation = self.next_generation();
-        let channel = Channel {
+        let mut channel = Channel {
             key: (m.topic.as_str().into(), private),
             join_ref: m.join_ref.as_deref().unwrap_or("").into(),
             sub_topic: sub_topic.to_owned(),
@@ -358,9 +375,15 @@ impl Session {
             bindings,
             binding_errors,
             replay,
+            positions: resume.is_some(),
             generation,
         };
         self.register(&channel);
+        if let Some(after) = resume_from {
+            if let Err(warning) = self.inner.changes.resume(self.id, &channel.key, after) {
+                channel.binding_errors.push(warning);
+            }
+        }
         self.channels.borrow_mut().insert(m.topic.clone(), channel);
         Counters::add(&self.inner.hub.counters.channels, 1);
         Ok(response)
@@ -375,7 +398,7 @@ impl Session {
     /// Puts a channel into the hub and the change router.
     fn register(&self, c: &Channel) {
         self.inner.hub.subscribe(&c.key, self.subscriber(c));
-        self.inner.changes.subscribe(self.id, &c.key, &self.sender, self.vsn, &c.caller, &c.bindings);
+        self.inner.changes.subscribe(self.id, &c.key, &self.sender, self.vsn, &c.caller, &c.bindings, c.positions);
     }
 
     fn subscriber(&self, c: &Channel) -> Subscriber {
