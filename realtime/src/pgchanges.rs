@@ -217,6 +217,10 @@ struct GroupPlan {
     changes: Vec<usize>,
 }
 
+/// What makes two subscribers' frames of a change identical: the change, the protocol, the
+/// topic, the binding ids and whether positions are shown.
+type FrameKey = (usize, Vsn, Arc<str>, Vec<u64>, bool);
+
 /// A batch waiting for its checks and its turn.
 struct Slot {
     batch: Arc<ChangeBatch>,
@@ -481,7 +485,7 @@ impl Router {
         let batch = &slot.batch;
         let visible = slot.visible.borrow();
         let mut rendered: Vec<Option<RenderedChange>> = vec![None; batch.changes.len()];
-        let mut frames: HashMap<(usize, Vsn, Arc<str>, Vec<u64>, bool), Message> = HashMap::new();
+        let mut frames: HashMap<FrameKey, Message> = HashMap::new();
         let counters = &self.hub.counters;
         for m in &slot.matches {
             let s = &m.subscription;
