@@ -217,6 +217,9 @@ struct GroupPlan {
     changes: Vec<usize>,
 }
 
+/// Most batches one check round takes (their changes are checked together per group).
+const ROUND_MAX_BATCHES: usize = 256;
+
 /// What makes two subscribers' frames of a change identical: the change, the protocol, the
 /// topic, the binding ids and whether positions are shown.
 type FrameKey = (usize, Vsn, Arc<str>, Vec<u64>, bool);
@@ -409,24 +412,33 @@ impl Router {
         }
     }
 
-    /// Starts the checks of queued batches, oldest first, up to `checks_in_flight`.
+    /// Starts check rounds, up to `checks_in_flight` at once. A round takes every batch
+    /// waiting (oldest first, at most [`ROUND_MAX_BATCHES`]) and asks once per group for all
+    /// of them, so under load the cost of a group's check is shared by every transaction that
+    /// arrived while the previous round ran (the way group commit shares a flush).
     fn start_checks(self: &Rc<Self>) {
-        let waiting: Vec<Rc<Slot>> = self
-            .queue
-            .borrow()
-            .iter()
-            .filter(|s| !s.ready.get() && !s.started.get())
-            .take(self.settings.checks_in_flight.saturating_sub(self.checking.get()))
-            .cloned()
-            .collect();
-        for slot in waiting {
-            slot.started.set(true);
+        while self.checking.get() < self.settings.checks_in_flight {
+            let round: Vec<Rc<Slot>> = self
+                .queue
+                .borrow()
+                .iter()
+                .filter(|s| !s.ready.get() && !s.started.get())
+                .take(ROUND_MAX_BATCHES)
+                .cloned()
+                .collect();
+            if round.is_empty() {
+                return;
+            }
+            for slot in &round {
+                slot.started.set(true);
+            }
             self.checking.set(self.checking.get() + 1);
             let this = self.clone();
             monoio::spawn(async move {
-                let visible = this.check(&slot).await;
-                *slot.visible.borrow_mut() = visible;
-                slot.ready.set(true);
+                this.check_round(&round).await;
+                for slot in &round {
+                    slot.ready.set(true);
+                }
                 this.checking.set(this.checking.get() - 1);
                 this.start_checks();
                 this.flush();
@@ -434,33 +446,56 @@ impl Router {
         }
     }
 
-    /// Asks PostgreSQL, group by group in chunks of `check_groups_per_batch` pipelined
-    /// batches, which changes each group may see. A group whose check fails sees nothing.
-    async fn check(&self, slot: &Slot) -> Vec<Vec<bool>> {
-        let changes = &slot.batch.changes;
-        let mut answers = Vec::with_capacity(slot.groups.len());
-        for chunk in slot.groups.chunks(self.settings.check_groups_per_batch) {
+    /// Asks PostgreSQL which changes of the round's batches each group may see: the groups of
+    /// every batch merged by (role, claims), one batch per merged group, pipelined in chunks of
+    /// `check_groups_per_batch`. A group whose check fails sees nothing (and only that group).
+    async fn check_round(&self, slots: &[Rc<Slot>]) {
+        /// One (role, claims) across the round: where each of its changes goes back to.
+        struct Merged<'a> {
+            key: &'a (String, String),
+            /// (slot, group of the slot, position in that group's changes), one per change.
+            members: Vec<(usize, usize, usize)>,
+            changes: Vec<&'a Change>,
+        }
+        let mut merged: Vec<Merged<'_>> = Vec::new();
+        let mut by_key: HashMap<&(String, String), usize> = HashMap::new();
+        for (si, slot) in slots.iter().enumerate() {
+            *slot.visible.borrow_mut() = slot.groups.iter().map(|g| vec![false; g.changes.len()]).collect();
+            for (gi, group) in slot.groups.iter().enumerate() {
+                let m = *by_key.entry(&*group.key).or_insert_with(|| {
+                    merged.push(Merged { key: &group.key, members: Vec::new(), changes: Vec::new() });
+                    merged.len() - 1
+                });
+                for (pos, &ci) in group.changes.iter().enumerate() {
+                    merged[m].members.push((si, gi, pos));
+                    merged[m].changes.push(&slot.batch.changes[ci]);
+                }
+            }
+        }
+        for chunk in merged.chunks(self.settings.check_groups_per_batch) {
             let mut running = Vec::with_capacity(chunk.len());
             for group in chunk {
-                let refs: Vec<&Change> = group.changes.iter().map(|&i| &changes[i]).collect();
-                let check = GroupCheck { role: &group.key.0, claims_json: &group.key.1, changes: &refs };
+                let check = GroupCheck { role: &group.key.0, claims_json: &group.key.1, changes: &group.changes };
                 let (batch, plan) = visibility_batch(&check);
                 let ctx = self.ctx.clone();
                 running.push((plan, monoio::spawn(async move { ctx.lanes.get(LANE).execute(batch).await })));
             }
-            for (plan, task) in running {
+            for ((plan, task), group) in running.into_iter().zip(chunk) {
                 let answer = match task.await {
                     Ok(results) => plan.parse(&results).map_err(|e| e.to_string()),
                     Err(error) => Err(error.to_string()),
                 };
-                answers.push(answer.unwrap_or_else(|error| {
-                    tracing::warn!(%error, "postgres_changes RLS check failed; the group gets nothing");
-                    vec![false; plan.unchecked().len()]
-                }));
+                let answer = answer.unwrap_or_else(|error| {
+                    tracing::warn!(%error, role = %group.key.0, "postgres_changes RLS check failed; the group gets nothing");
+                    vec![false; group.changes.len()]
+                });
+                debug_assert_eq!(answer.len(), group.members.len());
+                for (&(si, gi, pos), visible) in group.members.iter().zip(answer) {
+                    slots[si].visible.borrow_mut()[gi][pos] = visible;
+                }
             }
         }
-        Counters::add(&self.hub.counters.rls_checks, slot.groups.len() as u64);
-        answers
+        Counters::add(&self.hub.counters.rls_checks, merged.len() as u64);
     }
 
     /// Delivers the batches at the front of the queue that are ready, in order.

@@ -43,8 +43,8 @@ section! {
         pub read_buffer_bytes: usize = 2048,
         /// Transactions of Postgres changes each shard keeps for clients that resume from a position (`config.postgres_changes_resume`).
         pub changes_history: usize = 1024,
-        /// Postgres-change transactions a shard authorises at once (RLS checks in flight); more wait in order.
-        pub checks_in_flight: usize = 64,
+        /// RLS check rounds a shard runs at once for Postgres changes; transactions that arrive meanwhile are checked together in the next round.
+        pub checks_in_flight: usize = 2,
         /// Subscriber groups (same role and claims) checked per batch of RLS statements.
         pub check_groups_per_batch: usize = 256,
         /// PostgreSQL connections per shard for Realtime's authorisation checks.
