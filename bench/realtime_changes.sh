@@ -80,6 +80,25 @@ inserts() {
   eval "${label}_TPS=$tps; ${label}_LAT=$lat; ${label}_ROWS=$rows"
 }
 
+# rt_metric <name>: a counter of /metrics summed over the shards.
+rt_metric() {
+  local key; key=$(madbase_key service_role)
+  curl -fs -H "apikey: $key" -H "Authorization: Bearer $key" "http://127.0.0.1:$MB_PORT/metrics" \
+    | awk -v n="$1" '$1 == n || index($1, n "{") == 1 {s += $2} END {printf "%d\n", s}'
+}
+
+# caught_up: waits (at most 300 s) until the replication slot has confirmed everything written, so
+# that a run that fell behind does not leave its backlog to the next one.
+caught_up() {
+  local lag
+  for _ in $(seq 1 600); do
+    lag=$(psql_q -c "select coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)), 0)::bigint from pg_replication_slots where slot_type = 'logical'")
+    [ "$lag" -lt 65536 ] && return 0
+    sleep 0.5
+  done
+  echo "== the replication slot is still $lag bytes behind after 300 s" >&2
+}
+
 declare -a ROWS
 for variant in $VARIANTS; do
   set_policy "$variant"
@@ -89,6 +108,8 @@ for variant in $VARIANTS; do
     inserts "alone_$tag" "$RATE"
     echo "== the same with $SUBSCRIBERS subscribers"
     psql_q -c "truncate public.bench_rt"
+    caught_up
+    checks0=$(rt_metric madbase_realtime_rls_checks_total); denied0=$(rt_metric madbase_realtime_changes_denied_total)
     ready="$OUT/realtime_changes.ready"; rm -f "$ready"
     f="$OUT/realtime_changes_$tag.txt"
     "$RT" --mode changes --url "ws://127.0.0.1:$MB_PORT" --apikey "$(madbase_key anon)" --channel "changes_$tag" \
@@ -101,22 +122,27 @@ for variant in $VARIANTS; do
     inserts "with_$tag" "$RATE"
     wait "$gen"
     cat "$f"
+    checks=$(( $(rt_metric madbase_realtime_rls_checks_total) - checks0 ))
+    denied=$(( $(rt_metric madbase_realtime_changes_denied_total) - denied0 ))
+    echo "server: RLS group checks $checks, changes denied by them $denied (during the run and its drain)"
+    caught_up
     get() { awk -F': ' -v k="$1" '$1==k {print $2; exit}' "$f"; }
     rows=$(eval echo "\$with_${tag}_ROWS")
     if [ "$variant" = all ]; then expected=$((rows * $(get joins_ok))); else expected=$rows; fi
     received=$(get messages_received)
     frac=$(python3 -c "import sys; e,r=int(sys.argv[1]),int(sys.argv[2]); print(f'{r/e:.4f}' if e else 'n/a')" "$expected" "$received")
-    ROWS+=("$(printf '%-8s %-6s %-10s %-10s %-7s %-8s %-9s %-10s %-8s %-9s %-9s %-9s %-8s %s' "$variant" "$RATE" \
+    ROWS+=("$(printf '%-8s %-6s %-10s %-10s %-7s %-8s %-9s %-16s %-8s %-9s %-9s %-9s %-8s %-7s %-9s %s' "$variant" "$RATE" \
       "$(eval echo "\$alone_${tag}_TPS")" "$(eval echo "\$with_${tag}_TPS")" \
       "$(ratio "$(eval echo "\$with_${tag}_TPS")" "$(eval echo "\$alone_${tag}_TPS")")" \
       "$(ratio "$(eval echo "\$with_${tag}_LAT")" "$(eval echo "\$alone_${tag}_LAT")")" \
       "$(get subscribed_to_postgres)" "$received/$expected" "$frac" "$(get messages_per_s)" \
-      "$(get latency_ms_p50)" "$(get latency_ms_p99)" "$([ "$variant" = own ] && get changes_of_other_owners || echo n/a)" "$(get closed_by_server)")")
+      "$(get latency_ms_p50)" "$(get latency_ms_p99)" "$([ "$variant" = own ] && get changes_of_other_owners || echo n/a)" "$(get closed_by_server)" "$checks" "$denied")")
   done
 done
 
 echo
 echo "== Realtime postgres_changes, $(machine); $SUBSCRIBERS subscribers (distinct users), INSERT at a fixed rate for ${DURATION} s, $CLIENTS pgbench clients"
-echo "   ins/s: pgbench tps alone / with subscribers; ratio: with ÷ alone (tps, and average insert latency); latency: commit (clock_timestamp()) → client"
-printf '%-8s %-6s %-10s %-10s %-7s %-8s %-9s %-10s %-8s %-9s %-9s %-9s %-8s %s\n' policy rate ins/s_alone ins/s_with tps_x lat_x subscribed received/expected fraction deliv/s p50_ms p99_ms foreign closed
+echo "   ins/s: pgbench tps alone / with subscribers; tps_x, lat_x: with ÷ alone (inserts/s, average insert latency); p50/p99: commit (clock_timestamp()) → client;"
+echo "   received/expected within the run + 10 s drain; foreign: rows of another owner delivered (policy own); rls_checks, denied: the server's counters over the run"
+printf '%-8s %-6s %-10s %-10s %-7s %-8s %-9s %-16s %-8s %-9s %-9s %-9s %-8s %-7s %-9s %s\n' policy rate ins/s_alone ins/s_with tps_x lat_x subscribed received/expected fraction deliv/s p50_ms p99_ms foreign closed rls_checks denied
 for r in "${ROWS[@]}"; do echo "$r"; done
