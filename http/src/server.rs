@@ -505,6 +505,9 @@ impl<H: Handler> Conn<H> {
         let (Some(rs), Some(w)) = (self.take_reader(), self.shared.writer.borrow_mut().take()) else {
             return Next::Abort;
         };
+        // The connection's write buffer is the WebSocket writer's business now: give its
+        // allocation back for the socket's life (an idle WebSocket should hold only what it needs).
+        self.wbuf = BytesMut::new();
         let sd = shutdown.clone();
         let shutdown_fut: Pin<Box<dyn Future<Output = ()>>> = Box::pin(async move { sd.triggered().await });
         let close_timeout = up.config.close_timeout;

@@ -14,8 +14,9 @@
 //! bounded too; once a close is queued nothing else is accepted and the connection ends within
 //! `close_timeout`; no read or write is ever dropped in flight (see `crate::io`); a read buffer
 //! grown past four read sizes by a large frame is dropped once that frame has been handed out,
-//! so an idle connection does not keep its peak allocation, and the writer holds its batch
-//! buffer only while it has something to write.
+//! so an idle connection does not keep its peak allocation (nor the HTTP head's larger read
+//! buffer, replaced at the upgrade when empty), and the writer holds its batch buffer only
+//! while it has something to write.
 
 pub mod frame;
 pub mod handshake;
@@ -516,6 +517,12 @@ pub(crate) async fn run_upgraded(
     peer: SocketAddr,
 ) -> Option<ReadSide> {
     let cfg = Rc::new(cfg);
+    let mut rs = rs;
+    if rs.buf.is_empty() && rs.buf.capacity() > cfg.read_buffer_size {
+        // The HTTP head's read buffer (sized for request heads) would stay in flight for the
+        // socket's whole life; a WebSocket reads in its own, usually smaller, size.
+        rs.buf = BytesMut::with_capacity(cfg.read_buffer_size);
+    }
     let st = Rc::new(RefCell::new(State::default()));
     let sender = WsSender { st: st.clone(), cfg: cfg.clone() };
     let writer_task = monoio::spawn(writer_loop(writer, st.clone(), cfg.clone()));
