@@ -9,7 +9,8 @@
 #   bench/realtime_fanout.sh [RATE...]     default rates: 1 10 30
 #   SUBSCRIBERS=10000 SENDERS=2 DURATION=20 PAYLOAD=64 FORMAT=binary|text MADBASE_BINARY=<binary>
 #
-# The generator runs on the same cores as MadBase: its CPU is printed beside the server's.
+# The generator runs on the same cores as MadBase: its CPU seconds are printed beside the server's,
+# with the whole machine's busy % over the measured window (100% = every core busy).
 source "$(dirname "$0")/lib.sh"
 need_tool curl curl
 need_tool python3 python3
@@ -53,13 +54,13 @@ for RATE in "${RATES[@]}"; do
     --connect-rate 5000 --in-flight 512 --join-timeout 120 --drain 5 >"$f"
   cat "$f"
   get() { awk -F': ' -v k="$1" '$1==k {print $2; exit}' "$f"; }
-  ROWS+=("$(printf '%-7s %-9s %-10s %-9s %-12s %-9s %-9s %-9s %-10s %-10s %s' "$RATE" "$(get broadcasts_sent_per_s)" \
+  ROWS+=("$(printf '%-7s %-9s %-10s %-9s %-12s %-9s %-9s %-9s %-10s %-12s %-6s %s' "$RATE" "$(get broadcasts_sent_per_s)" \
     "$(get subscribers_joined)" "$(get messages_per_s)" "$(get delivered_fraction)" "$(get latency_ms_p50)" \
     "$(get latency_ms_p99)" "$(get latency_ms_p999)" "$(get server_cpu_us_per_message)" \
-    "$(get generator_cpu_seconds)/$(get server_cpu_seconds)" "$(get closed_by_server)")")
+    "$(get generator_cpu_seconds)/$(get server_cpu_seconds)" "$(get machine_cpu_busy_percent)" "$(get closed_by_server)")")
 done
 
 echo
 echo "== Realtime broadcast fan-out, $(machine); one channel, $SUBSCRIBERS subscribers, $SENDERS senders, ${DURATION} s per rate, $PAYLOAD-byte payloads ($FORMAT)"
-printf '%-7s %-9s %-10s %-9s %-12s %-9s %-9s %-9s %-10s %-10s %s\n' rate sent/s joined deliv/s delivered p50_ms p99_ms p999_ms srv_us/msg cpu_gen/srv closed
+printf '%-7s %-9s %-10s %-9s %-12s %-9s %-9s %-9s %-10s %-12s %-6s %s\n' rate sent/s joined deliv/s delivered p50_ms p99_ms p999_ms srv_us/msg cpu_s_gen/srv busy% closed
 for r in "${ROWS[@]}"; do echo "$r"; done

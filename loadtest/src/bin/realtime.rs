@@ -86,11 +86,13 @@ struct Args {
     subscribe_wait: f64,
     settle: f64,
     ready_file: Option<String>,
+    no_join: bool,
 }
 
 const USAGE: &str = "usage: realtime --mode idle|broadcast|changes [--url ws://127.0.0.1:54321] [--connections N] [--duration S]
   [--server-pid PID] [--vsn 2|1] [--channel NAME] [--apikey KEY] [--source-addrs K] [--connect-rate R/s]
   [--in-flight M] [--connect-timeout S] [--join-timeout S] [--heartbeat S] [--threads T] [--settle S]
+  [--no-join] (idle: WebSockets with heartbeats only, no channel)
   broadcast: [--senders S] [--rate MSG/s in total] [--payload-bytes B] [--broadcast-format binary|text] [--drain S]
   changes:   [--schema public] [--table T] [--event INSERT] [--filter F] [--ts-column ts] [--owner-column C]
              [--jwt-secret SECRET] [--subscribe-wait S] [--ready-file PATH] [--drain S]";
@@ -127,6 +129,7 @@ fn parse_args() -> Result<Args, String> {
         subscribe_wait: 10.0,
         settle: 2.0,
         ready_file: None,
+        no_join: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -187,6 +190,7 @@ fn parse_args() -> Result<Args, String> {
             "--subscribe-wait" => a.subscribe_wait = num(&flag, val()?)?,
             "--settle" => a.settle = num(&flag, val()?)?,
             "--ready-file" => a.ready_file = Some(val()?),
+            "--no-join" => a.no_join = true,
             _ => return Err(format!("unknown argument {flag}\n{USAGE}")),
         }
     }
@@ -236,6 +240,16 @@ fn cpu_s(pid: u32) -> Option<f64> {
     // SAFETY: sysconf is always safe to call.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Some(ticks / hz.max(1.0))
+}
+
+/// (busy, total) jiffies of the whole machine (`/proc/stat`'s cpu line).
+fn machine_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
 }
 
 fn self_cpu_s() -> f64 {
@@ -347,6 +361,7 @@ async fn run(a: Args) -> Result<(), String> {
         source_addrs: a.source_addrs,
         heartbeat: Duration::from_secs_f64(a.heartbeat.max(0.1)),
         connect_timeout: Duration::from_secs_f64(a.connect_timeout),
+        join: !a.no_join,
         changes,
         jwt_secret: a.jwt_secret.clone(),
         ts_key: format!("\"{}\":", a.ts_column).into_bytes(),
@@ -378,6 +393,21 @@ async fn run(a: Args) -> Result<(), String> {
     // Connect phase: paced spawns, at most `in_flight` handshakes and joins outstanding.
     let t_connect = Instant::now();
     let slots = Arc::new(Semaphore::new(a.in_flight));
+    // Senders run on their own thread, so that reading 10,000 subscribers' frames never delays
+    // their ticks (the send rate stays the one asked for while the generator is busy).
+    let sender_rt = if senders > 0 {
+        Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("senders")
+                .enable_all()
+                .build()
+                .map_err(|e| format!("senders' runtime: {e}"))?,
+        )
+    } else {
+        None
+    };
+    let sender_handle = sender_rt.as_ref().map(|rt| rt.handle().clone());
     let spawner = {
         let (cfg, stats, phase_rx, slots) = (cfg.clone(), stats.clone(), phase_rx.clone(), slots.clone());
         let rate = a.connect_rate;
@@ -394,7 +424,11 @@ async fn run(a: Args) -> Result<(), String> {
                 if *phase_rx.borrow() >= PHASE_CLOSE {
                     return;
                 }
-                tokio::spawn(conn::run(index, role, cfg.clone(), stats.clone(), phase_rx.clone(), permit));
+                let task = conn::run(index, role, cfg.clone(), stats.clone(), phase_rx.clone(), permit);
+                match (&sender_handle, role) {
+                    (Some(h), Role::Sender) => drop(h.spawn(task)),
+                    _ => drop(tokio::spawn(task)),
+                }
             }
         })
     };
@@ -413,10 +447,12 @@ async fn run(a: Args) -> Result<(), String> {
         let st = stats.clone();
         let all = Arc::clone(&slots);
         let in_flight = a.in_flight;
+        let join = !a.no_join;
         wait_until(&stats, "joining", Duration::from_secs_f64(a.join_timeout), move || {
             all.available_permits() == in_flight
-                && st.c.joins_ok.load(Relaxed) + st.c.joins_error.load(Relaxed) + st.c.closed_by_server.load(Relaxed)
-                    >= st.c.open_peak.load(Relaxed)
+                && (!join
+                    || st.c.joins_ok.load(Relaxed) + st.c.joins_error.load(Relaxed) + st.c.closed_by_server.load(Relaxed)
+                        >= st.c.open_peak.load(Relaxed))
         })
         .await;
     }
@@ -454,6 +490,7 @@ async fn run(a: Args) -> Result<(), String> {
     stats.reset_measured();
     let server_cpu0 = a.server_pid.and_then(cpu_s);
     let self_cpu0 = self_cpu_s();
+    let machine0 = machine_jiffies();
     let t_measure = Instant::now();
     let joined_subscribers = c.joined.load(Relaxed).saturating_sub(senders as u64);
     match a.mode {
@@ -473,6 +510,9 @@ async fn run(a: Args) -> Result<(), String> {
     let measure_s = t_measure.elapsed().as_secs_f64();
     let server_cpu = server_cpu0.zip(a.server_pid.and_then(cpu_s)).map(|(a, b)| b - a);
     let self_cpu = self_cpu_s() - self_cpu0;
+    let machine_busy = machine0.zip(machine_jiffies()).and_then(|((b0, t0), (b1, t1))| {
+        (t1 > t0).then(|| 100.0 * (b1 - b0) as f64 / (t1 - t0) as f64)
+    });
     let rss_end = a.server_pid.and_then(rss_kib);
     let held_end = c.open.load(Relaxed);
     out.put("connections_held_at_end", held_end);
@@ -529,6 +569,9 @@ async fn run(a: Args) -> Result<(), String> {
         }
     }
     out.put("generator_cpu_seconds", format!("{self_cpu:.2}"));
+    if let Some(busy) = machine_busy {
+        out.put("machine_cpu_busy_percent", format!("{busy:.0}"));
+    }
 
     // Close every socket, then the server's RSS once it has let them go.
     let _ = phase_tx.send(PHASE_CLOSE);
@@ -537,6 +580,9 @@ async fn run(a: Args) -> Result<(), String> {
     wait_until(&stats, "closing", Duration::from_secs(30), move || st.c.open.load(Relaxed) == 0).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_closed = a.server_pid.and_then(rss_kib);
+    if let Some(rt) = sender_rt {
+        rt.shutdown_background();
+    }
 
     if let Some(pid) = a.server_pid {
         out.put("server_pid", pid);

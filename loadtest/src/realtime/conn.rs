@@ -49,6 +49,9 @@ pub struct ConnConfig {
     pub source_addrs: usize,
     pub heartbeat: Duration,
     pub connect_timeout: Duration,
+    /// Send `phx_join` (off: bare WebSockets with heartbeats, to separate the socket's cost
+    /// from the channel's).
+    pub join: bool,
     /// `changes` mode: the binding, the secret user tokens are signed with, the timestamp and
     /// owner columns read from each change.
     pub changes: Option<ChangeBinding>,
@@ -335,12 +338,18 @@ pub async fn run(
         "phx_join",
         &proto::join_payload(&token, cfg.changes.as_ref()),
     );
-    c.join_sent = Some(Instant::now());
-    stats.c.joins_sent.fetch_add(1, Relaxed);
+    let sent_join = if cfg.join {
+        c.join_sent = Some(Instant::now());
+        stats.c.joins_sent.fetch_add(1, Relaxed);
+        ws.send(Message::Text(join)).await
+    } else {
+        c.settle();
+        Ok(())
+    };
     let mut wanted_close = false;
     if *phase.borrow() >= PHASE_CLOSE {
         wanted_close = true;
-    } else if let Err(e) = ws.send(Message::Text(join)).await {
+    } else if let Err(e) = sent_join {
         stats.error(format!("send join: {e}"));
     } else {
         // Heartbeats are spread over the interval so that they do not arrive all at once.
