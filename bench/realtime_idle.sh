@@ -59,9 +59,9 @@ for N in "${COUNTS[@]}"; do
       --connect-rate "$CONNECT_RATE" --in-flight 512 --join-timeout 120 "${flags[@]}" >"$f"
     cat "$f"
     get() { awk -F': ' -v k="$1" '$1==k {print $2; exit}' "$f"; }
-    ROWS+=("$(printf '%-9s %-7s %-9s %-9s %-11s %-11s %-11s %-11s %-10s %s' "$N" "$kind" "$(get connections_held)" "$(get joins_ok)" \
+    ROWS+=("$(printf '%-9s %-7s %-9s %-9s %-11s %-11s %-11s %-11s %-10s %-10s %s' "$N" "$kind" "$(get connections_held)" "$(get joins_ok)" \
       "$(get server_rss_kib_before)" "$(get server_rss_kib_held)" "$(get server_rss_kib_end)" "$(get server_rss_kib_after_close)" \
-      "$(get server_rss_kib_per_connection)" "$(get closed_by_server)")")
+      "$(get server_rss_kib_per_connection)" "$(get server_rss_kib_per_connection_end)" "$(get closed_by_server)")")
     stop_madbase; trap - EXIT
   done
   [ -z "$NOTE" ] || ROWS+=("          ($NOTE)")
@@ -69,5 +69,6 @@ done
 
 echo
 echo "== Realtime idle connections, $(machine); hold ${HOLD} s; madbase VmRSS in KiB (goal ≤ 8 KiB per connection)"
-printf '%-9s %-7s %-9s %-9s %-11s %-11s %-11s %-11s %-10s %s\n' requested sockets held joins_ok rss_before rss_held rss_end rss_closed KiB/conn closed_by_server
+echo "   KiB/conn: (rss_held − rss_before) ÷ held, 2 s after the last join; KiB/conn@end: the same at the end of the hold"
+printf '%-9s %-7s %-9s %-9s %-11s %-11s %-11s %-11s %-10s %-10s %s\n' requested sockets held joins_ok rss_before rss_held rss_end rss_closed KiB/conn KiB/conn@end closed_by_server
 for r in "${ROWS[@]}"; do echo "$r"; done

@@ -599,6 +599,12 @@ async fn run(a: Args) -> Result<(), String> {
             out.put("server_rss_kib_per_connection", format!("{:.2}", per / 1024.0));
         }
     }
+    // At the end of the hold: what the connection set up and has since freed is gone by then.
+    if let (Some(b), Some(e)) = (rss_before, rss_end) {
+        if held_end > 0 {
+            out.put("server_rss_kib_per_connection_end", format!("{:.2}", (e as f64 - b as f64) / held_end as f64));
+        }
+    }
     if let (Some(b), Some(h)) = (self_rss_before, self_rss_held) {
         out.put("generator_rss_kib_held", h);
         if held_after_connect > 0 {
