@@ -89,7 +89,8 @@ struct Args {
     no_join: bool,
 }
 
-const USAGE: &str = "usage: realtime --mode idle|broadcast|changes [--url ws://127.0.0.1:54321] [--connections N] [--duration S]
+const USAGE: &str =
+    "usage: realtime --mode idle|broadcast|changes [--url ws://127.0.0.1:54321] [--connections N] [--duration S]
   [--server-pid PID] [--vsn 2|1] [--channel NAME] [--apikey KEY] [--source-addrs K] [--connect-rate R/s]
   [--in-flight M] [--connect-timeout S] [--join-timeout S] [--heartbeat S] [--threads T] [--settle S]
   [--no-join] (idle: WebSockets with heartbeats only, no channel)
@@ -217,10 +218,10 @@ fn raise_nofile() -> u64 {
         if r.rlim_cur < r.rlim_max {
             let want = libc::rlimit { rlim_cur: r.rlim_max, rlim_max: r.rlim_max };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                return r.rlim_max as u64;
+                return r.rlim_max;
             }
         }
-        r.rlim_cur as u64
+        r.rlim_cur
     }
 }
 
@@ -347,11 +348,8 @@ async fn run(a: Args) -> Result<(), String> {
         table: a.table.clone(),
         filter: a.filter.clone(),
     });
-    let send_interval = if senders > 0 {
-        Duration::from_secs_f64(senders as f64 / a.rate)
-    } else {
-        Duration::from_secs(3600)
-    };
+    let send_interval =
+        if senders > 0 { Duration::from_secs_f64(senders as f64 / a.rate) } else { Duration::from_secs(3600) };
     let cfg = Arc::new(ConnConfig {
         server,
         ws_url,
@@ -451,7 +449,9 @@ async fn run(a: Args) -> Result<(), String> {
         wait_until(&stats, "joining", Duration::from_secs_f64(a.join_timeout), move || {
             all.available_permits() == in_flight
                 && (!join
-                    || st.c.joins_ok.load(Relaxed) + st.c.joins_error.load(Relaxed) + st.c.closed_by_server.load(Relaxed)
+                    || st.c.joins_ok.load(Relaxed)
+                        + st.c.joins_error.load(Relaxed)
+                        + st.c.closed_by_server.load(Relaxed)
                         >= st.c.open_peak.load(Relaxed))
         })
         .await;
@@ -459,9 +459,12 @@ async fn run(a: Args) -> Result<(), String> {
     let connect_s = t_connect.elapsed().as_secs_f64();
     if a.mode == Mode::Changes {
         let st = stats.clone();
-        wait_until(&stats, "waiting for 'Subscribed to PostgreSQL'", Duration::from_secs_f64(a.subscribe_wait), move || {
-            st.c.system_ok.load(Relaxed) + st.c.system_error.load(Relaxed) >= st.c.joins_ok.load(Relaxed)
-        })
+        wait_until(
+            &stats,
+            "waiting for 'Subscribed to PostgreSQL'",
+            Duration::from_secs_f64(a.subscribe_wait),
+            move || st.c.system_ok.load(Relaxed) + st.c.system_error.load(Relaxed) >= st.c.joins_ok.load(Relaxed),
+        )
         .await;
     }
     tokio::time::sleep(Duration::from_secs_f64(a.settle)).await;
@@ -510,9 +513,9 @@ async fn run(a: Args) -> Result<(), String> {
     let measure_s = t_measure.elapsed().as_secs_f64();
     let server_cpu = server_cpu0.zip(a.server_pid.and_then(cpu_s)).map(|(a, b)| b - a);
     let self_cpu = self_cpu_s() - self_cpu0;
-    let machine_busy = machine0.zip(machine_jiffies()).and_then(|((b0, t0), (b1, t1))| {
-        (t1 > t0).then(|| 100.0 * (b1 - b0) as f64 / (t1 - t0) as f64)
-    });
+    let machine_busy = machine0
+        .zip(machine_jiffies())
+        .and_then(|((b0, t0), (b1, t1))| (t1 > t0).then(|| 100.0 * (b1 - b0) as f64 / (t1 - t0) as f64));
     let rss_end = a.server_pid.and_then(rss_kib);
     let held_end = c.open.load(Relaxed);
     out.put("connections_held_at_end", held_end);
@@ -608,7 +611,10 @@ async fn run(a: Args) -> Result<(), String> {
     if let (Some(b), Some(h)) = (self_rss_before, self_rss_held) {
         out.put("generator_rss_kib_held", h);
         if held_after_connect > 0 {
-            out.put("generator_rss_kib_per_connection", format!("{:.2}", (h as f64 - b as f64) / held_after_connect as f64));
+            out.put(
+                "generator_rss_kib_per_connection",
+                format!("{:.2}", (h as f64 - b as f64) / held_after_connect as f64),
+            );
         }
     }
     let errors = stats.errors();

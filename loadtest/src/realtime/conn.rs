@@ -245,7 +245,10 @@ impl Conn {
             }
             None => {
                 s.c.unparsed_in.fetch_add(1, Relaxed);
-                s.error(format!("change without a readable timestamp: {}", truncate(&String::from_utf8_lossy(payload), 200)));
+                s.error(format!(
+                    "change without a readable timestamp: {}",
+                    truncate(&String::from_utf8_lossy(payload), 200)
+                ));
             }
         }
         if let (Some(key), Some(own)) = (&self.cfg.owner_key, &self.own_user) {
@@ -261,10 +264,21 @@ impl Conn {
         let reference = self.next_ref();
         let cfg = &self.cfg;
         match (cfg.vsn, cfg.broadcast_format) {
-            (Vsn::V2, BroadcastFormat::Binary) => {
-                Message::Binary(proto::broadcast_kind3(&self.join_ref, &reference, &cfg.topic, &cfg.broadcast_event, &payload))
-            }
-            _ => Message::Text(proto::broadcast_text(cfg.vsn, &self.join_ref, &reference, &cfg.topic, &cfg.broadcast_event, &payload)),
+            (Vsn::V2, BroadcastFormat::Binary) => Message::Binary(proto::broadcast_kind3(
+                &self.join_ref,
+                &reference,
+                &cfg.topic,
+                &cfg.broadcast_event,
+                &payload,
+            )),
+            _ => Message::Text(proto::broadcast_text(
+                cfg.vsn,
+                &self.join_ref,
+                &reference,
+                &cfg.topic,
+                &cfg.broadcast_event,
+                &payload,
+            )),
         }
     }
 }

@@ -44,7 +44,14 @@ fn opt(s: Option<&str>) -> String {
 }
 
 /// One frame in the socket's serializer.
-pub fn frame(vsn: Vsn, join_ref: Option<&str>, reference: Option<&str>, topic: &str, event: &str, payload: &str) -> String {
+pub fn frame(
+    vsn: Vsn,
+    join_ref: Option<&str>,
+    reference: Option<&str>,
+    topic: &str,
+    event: &str,
+    payload: &str,
+) -> String {
     match vsn {
         Vsn::V2 => format!("[{},{},{},{},{}]", opt(join_ref), opt(reference), quote(topic), quote(event), payload),
         Vsn::V1 => format!(
@@ -92,7 +99,15 @@ pub fn join_payload(access_token: &str, changes: Option<&ChangeBinding>) -> Stri
 /// A user broadcast push as realtime-js sends it in vsn 2 (binary kind 3, JSON encoding).
 pub fn broadcast_kind3(join_ref: &str, reference: &str, topic: &str, event: &str, payload: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(7 + join_ref.len() + reference.len() + topic.len() + event.len() + payload.len());
-    out.extend_from_slice(&[3, join_ref.len() as u8, reference.len() as u8, topic.len() as u8, event.len() as u8, 0, 1]);
+    out.extend_from_slice(&[
+        3,
+        join_ref.len() as u8,
+        reference.len() as u8,
+        topic.len() as u8,
+        event.len() as u8,
+        0,
+        1,
+    ]);
     out.extend_from_slice(join_ref.as_bytes());
     out.extend_from_slice(reference.as_bytes());
     out.extend_from_slice(topic.as_bytes());
@@ -223,7 +238,13 @@ pub fn parse_timestamp_us(s: &[u8]) -> Option<i64> {
         }
         std::str::from_utf8(r).ok()?.parse().ok()
     };
-    if s.len() < 19 || s[4] != b'-' || s[7] != b'-' || !(s[10] == b'T' || s[10] == b' ') || s[13] != b':' || s[16] != b':' {
+    if s.len() < 19
+        || s[4] != b'-'
+        || s[7] != b'-'
+        || !(s[10] == b'T' || s[10] == b' ')
+        || s[13] != b':'
+        || s[16] != b':'
+    {
         return None;
     }
     let (y, mo, d) = (num(&s[0..4])?, num(&s[5..7])?, num(&s[8..10])?);
@@ -270,7 +291,8 @@ pub fn hs256(secret: &str, claims: &str) -> String {
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
     let body = URL_SAFE_NO_PAD.encode(claims.as_bytes());
     let signing_input = format!("{header}.{body}");
-    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(signing_input.as_bytes());
     let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
     format!("{signing_input}.{sig}")
