@@ -135,6 +135,45 @@ as $$
   values (p_broadcast, p_topic, 'broadcast'), (p_presence, p_topic, 'presence')
 $$;
 
+-- Postgres changes are decoded once their commit record is flushed, which can be a moment
+-- before the committing backend leaves the proc array: a statement starting in that moment does
+-- not see the rows yet, and an RLS check by primary key would wrongly answer "not visible".
+-- Waits (bounded: at most about 2 s) until every given transaction (32-bit xids from pgoutput's
+-- Begin) is visible to a fresh snapshot; the check statements after it, each with its own
+-- snapshot, then see their rows.
+create or replace function _madbase.realtime_await_visible(p_xids bigint[])
+returns void
+language plpgsql volatile
+set search_path = ''
+as $$
+declare
+  snap pg_snapshot;
+  xmax bigint;
+  tries int := 0;
+begin
+  loop
+    snap := pg_catalog.pg_current_snapshot();
+    xmax := pg_catalog.pg_snapshot_xmax(snap)::text::bigint;
+    -- A 32-bit xid belongs to xmax's epoch, or the one before when it is above xmax's low half.
+    if not exists (
+      select 1 from unnest(p_xids) x
+      where not pg_catalog.pg_visible_in_snapshot(
+        ((((xmax >> 32) - (x > (xmax & 4294967295))::int) << 32) | x)::text::xid8, snap)
+    ) then
+      return;
+    end if;
+    tries := tries + 1;
+    if tries > 2000 then
+      raise warning 'realtime: transactions % not visible after 2 s; checking anyway', p_xids;
+      return;
+    end if;
+    perform pg_catalog.pg_sleep(0.001);
+  end loop;
+end
+$$;
+
+revoke all on function _madbase.realtime_await_visible(bigint[]) from public;
+grant execute on function _madbase.realtime_await_visible(bigint[]) to authenticator;
 revoke all on function _madbase.realtime_delete_old_messages(interval) from public;
 revoke all on function _madbase.realtime_stage_channel_probes(text, uuid, uuid) from public;
 grant usage on schema _madbase to authenticator;

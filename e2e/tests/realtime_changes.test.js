@@ -180,6 +180,29 @@ for (const vsn of ['1.0.0', '2.0.0']) {
   });
 }
 
+test('a binding on a table that does not exist gets Supabase’s system error; the others still work', async () => {
+  const c = await rt('2.0.0');
+  const system = [];
+  const got = [];
+  const ch = c
+    .channel(`missing-${process.pid}`)
+    .on('postgres_changes', { event: '*', schema: 'public', table: 'nosuch' }, () => {})
+    .on('postgres_changes', { event: 'INSERT', schema: 'public', table: 'ticks', filter: 'n=eq.999999' }, (p) => got.push(p))
+    .on('system', {}, (m) => system.push(m));
+  assert.equal((await subscribe(ch)).status, 'SUBSCRIBED');
+  await waitFor(() => system.some((m) => m.status === 'error'), 'the refusal');
+  const refusal = system.find((m) => m.status === 'error');
+  assert.equal(refusal.extension, 'postgres_changes');
+  assert.equal(
+    refusal.message,
+    'Unable to subscribe to changes with given parameters. An exception happened so please check your connect parameters: ' +
+      '[event: *, schema: public, table: nosuch, filters: [], select: nil]. Exception: ERROR 42P01 (undefined_table) relation "public.nosuch" does not exist',
+  );
+  server.sql('insert into public.ticks values (999999)');
+  await waitFor(() => got.length === 1, 'the change on the table that exists');
+  server.sql('delete from public.ticks where n = 999999');
+});
+
 test('private channels replay stored broadcasts since a time, as the caller may read them', async () => {
   const topic = `replay-channel-${process.pid}`;
   const since = Date.now() - 60_000;

@@ -127,6 +127,8 @@ pub struct DbMessage {
 pub struct ChangeBatch {
     /// The commit record's end position: the position a client resumes after.
     pub end_lsn: Lsn,
+    /// The transaction's id (pgoutput's Begin): RLS checks wait until it is visible.
+    pub xid: u32,
     /// The commit time, `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC, milliseconds), as Supabase renders it.
     pub commit_timestamp: String,
     /// Row changes of published tables, in commit order.
@@ -141,12 +143,13 @@ impl ChangeBatch {
     /// A batch that `shards` shards must take before its position can be confirmed.
     pub fn new(
         end_lsn: Lsn,
+        xid: u32,
         commit_timestamp: String,
         changes: Vec<Change>,
         messages: Vec<DbMessage>,
         shards: usize,
     ) -> ChangeBatch {
-        ChangeBatch { end_lsn, commit_timestamp, changes, messages, pending: AtomicUsize::new(shards) }
+        ChangeBatch { end_lsn, xid, commit_timestamp, changes, messages, pending: AtomicUsize::new(shards) }
     }
 
     /// A shard has taken the batch (or will never take it: it exited). Call once per shard.
@@ -185,7 +188,7 @@ mod tests {
 
     #[test]
     fn a_batch_is_taken_once_by_each_shard() {
-        let batch = ChangeBatch::new(1, String::new(), Vec::new(), Vec::new(), 2);
+        let batch = ChangeBatch::new(1, 7, String::new(), Vec::new(), Vec::new(), 2);
         assert!(!batch.is_taken());
         batch.taken();
         assert!(!batch.is_taken());

@@ -20,7 +20,7 @@ use madbase_http::ws::{Message, WsSender};
 use serde_json::Value;
 
 use crate::changes::{Change, ChangeBatch, ChangeKind, Relation};
-use crate::filter::{BoundFilter, Filter};
+use crate::filter::{subscribe_error_message, BoundFilter, Filter, SubscribeError};
 use crate::hub::{ConnId, Counters, Hub};
 use crate::payload::{frame_payload, render_data, RenderedChange};
 use crate::presence::TopicKey;
@@ -69,6 +69,8 @@ pub struct Binding {
     /// `None` or `*`: every table of the schema.
     pub table: Option<String>,
     pub filter: Filter,
+    /// The `event` as the client wrote it (Supabase's error texts show it).
+    pub event_text: String,
 }
 
 impl Binding {
@@ -144,7 +146,14 @@ pub fn bindings(config: Option<&Value>) -> (Vec<Binding>, Vec<BindingError>, Str
             s => s,
         };
         match Filter::parse(text("filter")) {
-            Ok(filter) => out.push(Binding { id, event, schema: schema.to_owned(), table, filter }),
+            Ok(filter) => out.push(Binding {
+                id,
+                event,
+                schema: schema.to_owned(),
+                table,
+                filter,
+                event_text: text("event").to_owned(),
+            }),
             Err(error) => errors.push(error.to_string()),
         }
     }
@@ -153,6 +162,52 @@ pub fn bindings(config: Option<&Value>) -> (Vec<Binding>, Vec<BindingError>, Str
 
 /// A binding's filter bound to a relation (`None`: the filter does not apply to that table).
 type BoundTo = (Arc<Relation>, Option<BoundFilter>);
+
+/// Drops the bindings whose table does not exist, with Supabase's refusal for each (one
+/// statement on Realtime's lane, only when some binding names a table). A failed lookup keeps
+/// them all: changes for a table that does not exist never come anyway.
+pub async fn drop_missing_tables(ctx: &ShardCtx, bindings: &mut Vec<Binding>, errors: &mut Vec<BindingError>) {
+    let named: Vec<&Binding> = bindings.iter().filter(|b| b.table.is_some() && b.schema != "*").collect();
+    if named.is_empty() {
+        return;
+    }
+    let array = |f: &dyn Fn(&Binding) -> &str| {
+        let items: Vec<String> = named.iter().map(|b| crate::protocol::json_str(f(b))).collect();
+        format!("{{{}}}", items.join(","))
+    };
+    let sql = "select t.n from unnest($1::text[], $2::text[]) with ordinality t(s, r, n) \
+               where to_regclass(quote_ident(t.s) || '.' || quote_ident(t.r)) is null";
+    let batch = madbase_pg::Batch::new().statement(
+        madbase_pg::Statement::new(sql)
+            .bind(array(&|b| &b.schema))
+            .bind(array(&|b| b.table.as_deref().unwrap_or("")))
+            .param_types([25, 25]),
+    );
+    let missing: Vec<usize> = match ctx.lanes.get(LANE).execute(batch).await {
+        Ok(results) => results
+            .first()
+            .map(|r| r.rows.iter().filter_map(|row| row.get_str(0)?.parse::<usize>().ok()?.checked_sub(1)).collect())
+            .unwrap_or_default(),
+        Err(error) => {
+            tracing::warn!(%error, "could not look up the tables of postgres_changes bindings");
+            return;
+        }
+    };
+    let missing_ids: Vec<u32> = missing.iter().filter_map(|&i| named.get(i)).map(|b| b.id).collect();
+    bindings.retain(|b| {
+        let gone = b.table.is_some() && b.schema != "*" && missing_ids.contains(&b.id);
+        if gone {
+            let table = b.table.as_deref().unwrap_or("");
+            let error = SubscribeError {
+                code: "42P01",
+                condition: "undefined_table",
+                message: format!("relation \"{}.{}\" does not exist", b.schema, table),
+            };
+            errors.push(subscribe_error_message(&b.event_text, &b.schema, table, &b.filter, None, &error));
+        }
+        !gone
+    });
+}
 
 /// One channel's subscriptions on this shard. Shared (`Rc`) with the batches in flight, which
 /// check `active` before delivering: a channel that left while its change was being authorised
@@ -472,6 +527,8 @@ impl Router {
                 }
             }
         }
+        self.await_visible(slots).await;
+        let mut failed: Option<(usize, String)> = None;
         for chunk in merged.chunks(self.settings.check_groups_per_batch) {
             let mut running = Vec::with_capacity(chunk.len());
             for group in chunk {
@@ -486,7 +543,8 @@ impl Router {
                     Err(error) => Err(error.to_string()),
                 };
                 let answer = answer.unwrap_or_else(|error| {
-                    tracing::warn!(%error, role = %group.key.0, "postgres_changes RLS check failed; the group gets nothing");
+                    let (count, _) = failed.get_or_insert_with(|| (0, error));
+                    *count += 1;
                     vec![false; group.changes.len()]
                 });
                 debug_assert_eq!(answer.len(), group.members.len());
@@ -496,6 +554,29 @@ impl Router {
             }
         }
         Counters::add(&self.hub.counters.rls_checks, merged.len() as u64);
+        if let Some((groups, error)) = failed {
+            // One line per round, not per group: a failing database must not flood the log.
+            tracing::warn!(groups, %error, "postgres_changes RLS checks failed; those groups get nothing of this round");
+        }
+    }
+
+    /// Waits until the round's transactions are visible to new snapshots (see
+    /// `_madbase.realtime_await_visible`): decoding can outrun the commit's visibility by a
+    /// moment, and a check in that moment would hide a row its policy allows.
+    async fn await_visible(&self, slots: &[Rc<Slot>]) {
+        let xids: Vec<String> =
+            slots.iter().filter(|s| !s.groups.is_empty()).map(|s| s.batch.xid.to_string()).collect();
+        if xids.is_empty() {
+            return;
+        }
+        let batch = madbase_pg::Batch::new().statement(
+            madbase_pg::Statement::new("select _madbase.realtime_await_visible($1::bigint[])")
+                .bind(format!("{{{}}}", xids.join(",")))
+                .param_types([25]),
+        );
+        if let Err(error) = self.ctx.lanes.get(LANE).execute(batch).await {
+            tracing::warn!(%error, "waiting for the visibility of decoded transactions failed; checking anyway");
+        }
     }
 
     /// Delivers the batches at the front of the queue that are ready, in order.

@@ -707,8 +707,14 @@ impl Core {
         let (nchanges, nmessages) = (txn.changes.len(), txn.messages.len());
         let empty = nchanges == 0 && nmessages == 0;
         let shards = if empty { 0 } else { self.sink.shards() };
-        let batch =
-            Arc::new(ChangeBatch::new(end_lsn, commit_timestamp(commit_time), txn.changes, txn.messages, shards));
+        let batch = Arc::new(ChangeBatch::new(
+            end_lsn,
+            txn.xid,
+            commit_timestamp(commit_time),
+            txn.changes,
+            txn.messages,
+            shards,
+        ));
         if shards > 0 {
             let missed = self.sink.publish(batch.clone());
             debug_assert!(missed <= shards);

@@ -6,19 +6,21 @@
 //! permissions, presence and Postgres-change bindings) and its rate windows.
 //!
 //! Invariants: only the socket's own task reads frames (the read is never raced in a `select!`);
-//! timers (token expiry) act on the shared session state and check a channel generation so a
-//! stale timer never closes a re-joined channel; a channel is in the hub, the presence replica
+//! timers (token expiry) act on the shared session state and end with their channel (each waits
+//! on a sender the channel holds), so a stale timer never closes a re-joined channel and none
+//! outlives its socket; a channel is in the hub, the presence replica
 //! and the change router exactly while it is in `channels` (every exit path — leave, server
 //! close, duplicate join, socket end — goes through [`Session::drop_channel`]); every reply
 //! echoes the request's `join_ref` and `ref`; nothing a client sends can panic the shard.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_channel::oneshot;
 use madbase_core::jwt::{unix_now, Claims, JwtError};
 use madbase_http::ws::{Message, WebSocket, WsSender};
 use serde_json::{Map, Value};
@@ -60,8 +62,8 @@ struct Channel {
     replay: Option<(i64, usize)>,
     /// `config.postgres_changes_resume` was given: payloads carry positions.
     positions: bool,
-    /// Changes on every re-authorisation; a token-expiry timer of an older generation is stale.
-    generation: u64,
+    /// Dropping it ends the channel's token-expiry timer.
+    expiry: Option<oneshot::Sender<()>>,
 }
 
 /// Counts events in one-second windows.
@@ -110,7 +112,6 @@ pub struct Session {
     rates: RefCell<Rates>,
     /// Admitted past `max_concurrent_users`: every join is refused.
     over_limit: bool,
-    generations: Cell<u64>,
 }
 
 /// Why a join was refused: the reply's `reason` (Supabase's `Code: message`).
@@ -152,7 +153,6 @@ impl Session {
                 bytes: Window::new(),
             }),
             over_limit,
-            generations: Cell::new(0),
         }
     }
 
@@ -340,7 +340,8 @@ impl Session {
         } else {
             ChannelPermissions::PUBLIC
         };
-        let (bindings, binding_errors, response) = pgchanges::bindings(config.get("postgres_changes"));
+        let (mut bindings, mut binding_errors, response) = pgchanges::bindings(config.get("postgres_changes"));
+        pgchanges::drop_missing_tables(&self.inner.ctx, &mut bindings, &mut binding_errors).await;
         // MadBase's extension: `{"position": "<lsn>:<index>" | null}` — payloads carry positions,
         // and the changes after the given one that this shard still holds are replayed.
         let resume = config.get("postgres_changes_resume").and_then(Value::as_object);
@@ -360,7 +361,6 @@ impl Session {
             Some(key) if !key.is_empty() => key.into(),
             _ => crate::presence::generated_key().into(),
         };
-        let generation = self.next_generation();
         let mut channel = Channel {
             key: (m.topic.as_str().into(), private),
             join_ref: m.join_ref.as_deref().unwrap_or("").into(),
@@ -376,7 +376,7 @@ impl Session {
             binding_errors,
             replay,
             positions: resume.is_some(),
-            generation,
+            expiry: None,
         };
         self.register(&channel);
         if let Some(after) = resume_from {
@@ -387,12 +387,6 @@ impl Session {
         self.channels.borrow_mut().insert(m.topic.clone(), channel);
         Counters::add(&self.inner.hub.counters.channels, 1);
         Ok(response)
-    }
-
-    fn next_generation(&self) -> u64 {
-        let g = self.generations.get() + 1;
-        self.generations.set(g);
-        g
     }
 
     /// Puts a channel into the hub and the change router.
@@ -428,7 +422,10 @@ impl Session {
         for error in &c.binding_errors {
             self.system(c, "postgres_changes", false, error);
         }
-        self.schedule_expiry(topic, c);
+        drop(channels);
+        if let Some(c) = self.channels.borrow_mut().get_mut(topic) {
+            self.schedule_expiry(topic, c);
+        }
     }
 
     /// Replays a private channel's stored broadcasts (`config.broadcast.replay`), each with
@@ -493,22 +490,28 @@ impl Session {
         counters.channels.set(counters.channels.get().saturating_sub(1));
     }
 
-    /// Closes the channel when its token expires, unless a newer token arrived first.
-    fn schedule_expiry(self: &Rc<Self>, topic: &str, c: &Channel) {
-        let Some(exp) = c.caller.claims.exp else { return };
+    /// Closes the channel when its token expires. The timer ends with the channel: it waits
+    /// on the channel's `expiry` sender too, which a new token replaces and every exit drops,
+    /// so no timer outlives its channel (an anon key's `exp` is years away).
+    fn schedule_expiry(self: &Rc<Self>, topic: &str, c: &mut Channel) {
+        let Some(exp) = c.caller.claims.exp else {
+            c.expiry = None;
+            return;
+        };
         let wait = Duration::from_secs(exp.saturating_sub(unix_now()));
-        let (session, topic, generation) = (Rc::downgrade(self), topic.to_owned(), c.generation);
+        let (cancel, cancelled) = oneshot::channel::<()>();
+        c.expiry = Some(cancel);
+        let (session, topic) = (Rc::downgrade(self), topic.to_owned());
         monoio::spawn(async move {
-            monoio::time::sleep(wait).await;
+            monoio::select! {
+                _ = monoio::time::sleep(wait) => {}
+                _ = cancelled => return,
+            }
             let Some(session) = session.upgrade() else { return };
-            let current = session.channels.borrow().get(&topic).map(|c| (c.generation, c.caller.token.clone()));
-            if let Some((g, token)) = current {
-                if g == generation {
-                    session.close_channel(
-                        &topic,
-                        &format!("Token has expired {} seconds ago", expired_seconds_ago(&token)),
-                    );
-                }
+            let token = session.channels.borrow().get(&topic).map(|c| c.caller.token.clone());
+            if let Some(token) = token {
+                session
+                    .close_channel(&topic, &format!("Token has expired {} seconds ago", expired_seconds_ago(&token)));
             }
         });
     }
@@ -685,25 +688,18 @@ impl Session {
         } else {
             ChannelPermissions::PUBLIC
         };
-        let generation = self.next_generation();
-        let has_bindings = {
+        {
             let mut channels = self.channels.borrow_mut();
             let Some(c) = channels.get_mut(&m.topic) else { return };
             c.caller = caller;
             c.permissions = permissions;
-            c.generation = generation;
-            drop(channels);
-            let channels = self.channels.borrow();
-            let Some(c) = channels.get(&m.topic) else { return };
-            self.register(c);
-            !c.bindings.is_empty()
-        };
-        let channels = self.channels.borrow();
-        if let Some(c) = channels.get(&m.topic) {
-            if has_bindings {
-                self.system(c, "postgres_changes", true, "Subscribed to PostgreSQL");
-            }
             self.schedule_expiry(&m.topic, c);
+        }
+        let channels = self.channels.borrow();
+        let Some(c) = channels.get(&m.topic) else { return };
+        self.register(c);
+        if !c.bindings.is_empty() {
+            self.system(c, "postgres_changes", true, "Subscribed to PostgreSQL");
         }
     }
 }
