@@ -543,7 +543,7 @@ impl Router {
                     Err(error) => Err(error.to_string()),
                 };
                 let answer = answer.unwrap_or_else(|error| {
-                    let (count, _) = failed.get_or_insert_with(|| (0, error));
+                    let (count, _) = failed.get_or_insert((0, error));
                     *count += 1;
                     vec![false; group.changes.len()]
                 });
