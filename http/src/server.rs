@@ -37,7 +37,7 @@ use crate::io::{
     ReadOutcome,
 };
 use crate::limits::Limits;
-use crate::response::{write_head, BodyStream, Response, ResponseBody, Wire};
+use crate::response::{write_head, BodyStream, Response, ResponseBody, Upgrade, Wire};
 use crate::stats::{self, Event};
 use crate::watch::{self, WatchEnd};
 
@@ -121,10 +121,54 @@ pub async fn serve_connection<H: Handler>(
         }),
         limits: limits.clone(),
     });
-    let mut conn = Conn { shared, handler, limits, peer, wbuf: BytesMut::with_capacity(4096), gen: 0, pending: None };
-    let leftover = conn.run(shutdown).await;
-    if let Some(rs) = leftover {
-        give_back_read_buffer(rs.buf, rbuf_size);
+    let ws_shutdown = shutdown.clone();
+    // Each phase is its own allocation: the connection's task keeps only a pointer, and an
+    // upgraded WebSocket — which may idle for hours — holds none of the HTTP phase's state (its
+    // future is several KiB).
+    let http = Box::pin(async move {
+        let mut conn =
+            Conn { shared, handler, limits, peer, wbuf: BytesMut::with_capacity(4096), gen: 0, pending: None };
+        conn.run(shutdown).await
+    });
+    // Bound first: a `match` on `http.await` would keep the finished phase's allocation alive
+    // (a temporary of the scrutinee) for the whole WebSocket phase.
+    let ended = http.await;
+    match ended {
+        Ended::Closed(Some(rs)) => give_back_read_buffer(rs.buf, rbuf_size),
+        Ended::Closed(None) => {}
+        Ended::Upgraded(upgraded) => Box::pin(upgraded.run(ws_shutdown)).await,
+    }
+}
+
+/// How the HTTP phase of a connection ended.
+enum Ended {
+    /// Closed; the read side (and its buffer) when it is still there.
+    Closed(Option<ReadSide>),
+    /// Switched to a WebSocket, which runs next in its own allocation.
+    Upgraded(Box<Upgraded>),
+}
+
+/// What a WebSocket takes over from the HTTP phase.
+struct Upgraded {
+    rs: ReadSide,
+    writer: Writer,
+    upgrade: Upgrade,
+    request_id: String,
+    peer: SocketAddr,
+    max_linger: usize,
+}
+
+impl Upgraded {
+    /// Runs the WebSocket, then lingers (bounded) for the peer's close or EOF.
+    async fn run<S: Shutdown>(self, shutdown: S) {
+        let Upgraded { rs, writer, upgrade, request_id, peer, max_linger } = self;
+        let shutdown_fut: Pin<Box<dyn Future<Output = ()>>> = Box::pin(async move { shutdown.triggered().await });
+        let close_timeout = upgrade.config.close_timeout;
+        let rs = crate::ws::run_upgraded(rs, writer, upgrade.config, upgrade.run, Some(shutdown_fut), request_id, peer)
+            .await;
+        if let Some(mut rs) = rs {
+            discard_input(&mut rs, 4096, Instant::now() + close_timeout, max_linger).await;
+        }
     }
 }
 
@@ -157,31 +201,31 @@ impl<H: Handler> Conn<H> {
         *self.shared.reader.borrow_mut() = Some(rs);
     }
 
-    async fn run<S: Shutdown>(&mut self, shutdown: S) -> Option<ReadSide> {
+    async fn run<S: Shutdown>(&mut self, shutdown: S) -> Ended {
         let hl = HeadLimits::from(&*self.limits);
         loop {
             if shutdown.is_triggered() && self.shared.reader.borrow().as_ref().is_some_and(|r| r.buf.is_empty()) {
-                return self.take_reader();
+                return Ended::Closed(self.take_reader());
             }
             let started = std::time::Instant::now();
             let req = match self.read_head(&hl, &shutdown).await {
                 HeadResult::Request(r) => r,
-                HeadResult::Close => return self.take_reader(),
+                HeadResult::Close => return Ended::Closed(self.take_reader()),
                 HeadResult::Refuse(status, msg) => {
                     let resp = Response::error_json(status, &msg);
                     let id = crate::head::generate_request_id();
                     self.shared.body.borrow_mut().framing = BodyFraming::Done;
                     let _ = self.write_response(resp, &id, Version::Http11, false, false).await;
                     tracing::info!(request_id = %id, method = "-", path = "-", status, bytes_out = 0u64, latency_us = started.elapsed().as_micros() as u64, peer = %self.peer, service = "http", "request refused");
-                    return self.linger().await;
+                    return Ended::Closed(self.linger().await);
                 }
             };
             match self.exchange(req, started, &shutdown).await {
                 Next::KeepAlive => {}
-                Next::Close => return self.linger().await,
-                Next::Abort => return None,
-                Next::Upgraded(rs) => return rs,
-                Next::Cancelled => return self.take_reader(),
+                Next::Close => return Ended::Closed(self.linger().await),
+                Next::Abort => return Ended::Closed(None),
+                Next::Upgraded(upgraded) => return Ended::Upgraded(upgraded),
+                Next::Cancelled => return Ended::Closed(self.take_reader()),
             }
         }
     }
@@ -378,7 +422,7 @@ impl<H: Handler> Conn<H> {
             } else {
                 watch.finish().await;
                 self.cancel_handed(&mut watch.handed).await;
-                return self.upgrade(resp, ex, shutdown).await;
+                return self.upgrade(resp, ex).await;
             }
         }
         let (service, status) = (resp.service, resp.status);
@@ -492,7 +536,7 @@ impl<H: Handler> Conn<H> {
         Some(rs)
     }
 
-    async fn upgrade<S: Shutdown>(&mut self, mut resp: Response, ex: Exchange, shutdown: &S) -> Next {
+    async fn upgrade(&mut self, mut resp: Response, ex: Exchange) -> Next {
         let Some(up) = resp.upgrade.take() else { return Next::Close };
         resp.set_header("upgrade", "websocket");
         resp.set_header("sec-websocket-accept", up.accept.clone());
@@ -505,18 +549,14 @@ impl<H: Handler> Conn<H> {
         let (Some(rs), Some(w)) = (self.take_reader(), self.shared.writer.borrow_mut().take()) else {
             return Next::Abort;
         };
-        // The connection's write buffer is the WebSocket writer's business now: give its
-        // allocation back for the socket's life (an idle WebSocket should hold only what it needs).
-        self.wbuf = BytesMut::new();
-        let sd = shutdown.clone();
-        let shutdown_fut: Pin<Box<dyn Future<Output = ()>>> = Box::pin(async move { sd.triggered().await });
-        let close_timeout = up.config.close_timeout;
-        let max_linger = self.limits.max_linger_bytes;
-        let rs = crate::ws::run_upgraded(rs, w, up.config, up.run, Some(shutdown_fut), ex.request_id, self.peer).await;
-        // Linger for the peer's close / EOF, bounded.
-        let Some(mut rs) = rs else { return Next::Upgraded(None) };
-        discard_input(&mut rs, 4096, Instant::now() + close_timeout, max_linger).await;
-        Next::Upgraded(Some(rs))
+        Next::Upgraded(Box::new(Upgraded {
+            rs,
+            writer: w,
+            upgrade: up,
+            request_id: ex.request_id,
+            peer: self.peer,
+            max_linger: self.limits.max_linger_bytes,
+        }))
     }
 
     /// Writes a response. Ok((bytes_out, connection reusable)) or Err(bytes_out) on failure.
@@ -707,7 +747,8 @@ enum Next {
     KeepAlive,
     Close,
     Abort,
-    Upgraded(Option<ReadSide>),
+    /// Switched protocols: the WebSocket runs after the HTTP phase ends.
+    Upgraded(Box<Upgraded>),
     /// The client went away while the handler ran; close without a response.
     Cancelled,
 }

@@ -14,7 +14,8 @@
 //! echoes the request's `join_ref` and `ref`; nothing a client sends can panic the shard.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,6 +67,48 @@ struct Channel {
     expiry: Option<oneshot::Sender<()>>,
 }
 
+/// A socket's channels, found by topic. A socket has a few at most (`max_channels_per_client`),
+/// so a vector searched linearly beats a hash map, whose bucket array would hold several
+/// channels' worth of memory for one — and an idle socket's size is what limits a box.
+#[derive(Default)]
+struct Channels(Vec<Channel>);
+
+impl Channels {
+    fn get(&self, topic: &str) -> Option<&Channel> {
+        self.0.iter().find(|c| &*c.key.0 == topic)
+    }
+
+    fn get_mut(&mut self, topic: &str) -> Option<&mut Channel> {
+        self.0.iter_mut().find(|c| &*c.key.0 == topic)
+    }
+
+    fn contains_key(&self, topic: &str) -> bool {
+        self.get(topic).is_some()
+    }
+
+    fn insert(&mut self, channel: Channel) {
+        debug_assert!(!self.contains_key(&channel.key.0), "a topic is joined once per socket");
+        self.0.push(channel);
+    }
+
+    fn remove(&mut self, topic: &str) -> Option<Channel> {
+        let at = self.0.iter().position(|c| &*c.key.0 == topic)?;
+        Some(self.0.swap_remove(at))
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn topics(&self) -> impl Iterator<Item = String> + '_ {
+        self.0.iter().map(|c| c.key.0.to_string())
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Channel> {
+        self.0.iter()
+    }
+}
+
 /// Counts events in one-second windows.
 #[derive(Debug, Clone, Copy)]
 struct Window {
@@ -108,7 +151,7 @@ pub struct Session {
     /// The `apikey` the socket connected with: a join without `access_token` runs under it.
     apikey: String,
     inner: Rc<Inner>,
-    channels: RefCell<HashMap<String, Channel>>,
+    channels: RefCell<Channels>,
     rates: RefCell<Rates>,
     /// Admitted past `max_concurrent_users`: every join is refused.
     over_limit: bool,
@@ -145,7 +188,7 @@ impl Session {
             sender,
             apikey,
             inner,
-            channels: RefCell::new(HashMap::new()),
+            channels: RefCell::new(Channels::default()),
             rates: RefCell::new(Rates {
                 events: Window::new(),
                 joins: Window::new(),
@@ -171,14 +214,20 @@ impl Session {
             };
             Counters::add(&self.inner.hub.counters.messages_in, 1);
             match inbound {
-                Ok(inbound) => self.clone().handle(inbound).await,
+                Ok(inbound) => {
+                    // Joins and new tokens may ask PostgreSQL; their futures are boxed so the
+                    // socket's own (long-lived) future stays small.
+                    if let Some(pending) = self.handle(inbound) {
+                        pending.await;
+                    }
+                }
                 Err(error) => {
                     // Phoenix ignores what it cannot decode; logging is all a malformed frame gets.
                     tracing::debug!(conn = self.id, %error, "malformed realtime frame ignored");
                 }
             }
         }
-        let topics: Vec<String> = self.channels.borrow().keys().cloned().collect();
+        let topics: Vec<String> = self.channels.borrow().topics().collect();
         for topic in topics {
             self.drop_channel(&topic);
         }
@@ -215,18 +264,21 @@ impl Session {
         self.send(error_reply(self.vsn, m.join_ref.as_deref(), m.reference.as_deref(), &m.topic, reason));
     }
 
-    async fn handle(self: Rc<Self>, m: Inbound) {
+    /// Handles one frame; `Some` with the rest of the work when it must wait (a join, a new
+    /// token), which the socket's task awaits before reading on.
+    fn handle(self: &Rc<Self>, m: Inbound) -> Option<Pin<Box<dyn Future<Output = ()>>>> {
         if m.topic == "phoenix" {
             if m.event == "heartbeat" {
                 self.reply_ok(&m, "{}");
             }
-            return;
+            return None;
         }
         match m.event.as_str() {
-            "phx_join" => return self.join(m).await,
+            "phx_join" => return Some(Box::pin(self.clone().join(m))),
             _ if !self.channels.borrow().contains_key(&m.topic) => {
                 // Phoenix's answer to a push on a topic the socket has not joined.
-                return self.reply_error(&m, "unmatched topic");
+                self.reply_error(&m, "unmatched topic");
+                return None;
             }
             _ => {}
         }
@@ -235,11 +287,12 @@ impl Session {
                 self.drop_channel(&m.topic);
                 self.reply_ok(&m, "{}");
             }
-            "access_token" => self.access_token(m).await,
+            "access_token" => return Some(Box::pin(self.clone().access_token(m))),
             "broadcast" => self.broadcast(m),
             "presence" => self.presence(m),
             other => tracing::debug!(conn = self.id, event = other, "unknown realtime event ignored"),
         }
+        None
     }
 
     /// Verifies a token for a channel: Supabase's refusal texts.
@@ -384,7 +437,7 @@ impl Session {
                 channel.binding_errors.push(warning);
             }
         }
-        self.channels.borrow_mut().insert(m.topic.clone(), channel);
+        self.channels.borrow_mut().insert(channel);
         Counters::add(&self.inner.hub.counters.channels, 1);
         Ok(response)
     }
