@@ -10,8 +10,9 @@
 //!
 //! One scenario alone: `--scenarios restgetbypk` (names as `--scenarios-list` prints them).
 //!
-//! Scenarios are added here as the services land (auth token refresh, storage up/downloads). There
-//! is no WebSocket generator yet: it comes with realtime, beside this crate. `rest_get_by_pk` reads the
+//! Scenarios are added here as the services land (auth token refresh, storage up/downloads). The
+//! WebSocket generator for Realtime is this crate's other binary (`src/bin/realtime.rs`): goose
+//! cannot hold tens of thousands of sockets. `rest_get_by_pk` reads the
 //! `bench_items` table that `bench/rest_roundtrip.sh` creates (10,000 rows, RLS, an anon policy);
 //! create it first or that scenario reports 404s.
 
