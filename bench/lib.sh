@@ -199,3 +199,15 @@ cpu_ticks() {
 
 # per_op_us <ticks before> <ticks after> <operations>: CPU µs per operation.
 per_op_us() { python3 -c "import os,sys; print(round((float(sys.argv[2]) - float(sys.argv[1])) * 1e6 / os.sysconf('SC_CLK_TCK') / float(sys.argv[3]), 1))" "$@"; }
+
+# prepare_realtime: builds the Realtime load generator (sets RT) and MadBase (build_madbase), and
+# lifts the Realtime limits a benchmark would otherwise hit (connections, joins/s).
+prepare_realtime() {
+  echo "== building the generator"
+  (cd "$ROOT" && cargo build --release --locked -q --manifest-path loadtest/Cargo.toml --target-dir target/loadtest --bin realtime)
+  RT="$ROOT/target/loadtest/release/realtime"
+  build_madbase
+  export MADBASE_REALTIME_MAX_CONCURRENT_USERS=1000000
+  export MADBASE_REALTIME_MAX_JOINS_PER_SECOND=1000
+  export MADBASE_SHARDS_MAX_CONNECTIONS=1000000
+}

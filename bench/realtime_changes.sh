@@ -29,14 +29,7 @@ VARIANTS=${VARIANTS:-all own}
 
 ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-echo "== building the generator"
-(cd "$ROOT" && cargo build --release --locked -q --manifest-path loadtest/Cargo.toml --target-dir target/loadtest --bin realtime)
-RT="$ROOT/target/loadtest/release/realtime"
-build_madbase
-
-export MADBASE_REALTIME_MAX_CONCURRENT_USERS=1000000
-export MADBASE_REALTIME_MAX_JOINS_PER_SECOND=1000
-export MADBASE_SHARDS_MAX_CONNECTIONS=1000000
+prepare_realtime
 
 MB_LOG=warn; MB_OUT="$OUT/realtime_changes_madbase.out"
 start_madbase "$OUT/realtime_changes_data"

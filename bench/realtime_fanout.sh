@@ -27,14 +27,7 @@ if [ "$(ulimit -n)" != unlimited ] && [ $((SUBSCRIBERS + SENDERS + 512)) -gt "$(
   echo "SUBSCRIBERS=$SUBSCRIBERS needs more file descriptors than RLIMIT_NOFILE ($(ulimit -n)) allows" >&2; exit 1
 fi
 
-echo "== building the generator"
-(cd "$ROOT" && cargo build --release --locked -q --manifest-path loadtest/Cargo.toml --target-dir target/loadtest --bin realtime)
-RT="$ROOT/target/loadtest/release/realtime"
-build_madbase
-
-export MADBASE_REALTIME_MAX_CONCURRENT_USERS=1000000
-export MADBASE_REALTIME_MAX_JOINS_PER_SECOND=1000
-export MADBASE_SHARDS_MAX_CONNECTIONS=1000000
+prepare_realtime
 # Each sender pushes RATE/SENDERS messages/s: lift the per-connection message and byte limits.
 export MADBASE_REALTIME_MAX_EVENTS_PER_SECOND=1000000
 export MADBASE_REALTIME_MAX_BYTES_PER_SECOND=1000000000

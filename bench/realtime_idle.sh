@@ -27,14 +27,7 @@ FD_LIMIT=$(ulimit -n)
 # Listener, PostgreSQL connections, eventfds, io_uring rings, logs: what madbase keeps besides sockets.
 FD_RESERVE=512
 
-echo "== building the generator"
-(cd "$ROOT" && cargo build --release --locked -q --manifest-path loadtest/Cargo.toml --target-dir target/loadtest --bin realtime)
-RT="$ROOT/target/loadtest/release/realtime"
-build_madbase
-
-export MADBASE_REALTIME_MAX_CONCURRENT_USERS=1000000
-export MADBASE_REALTIME_MAX_JOINS_PER_SECOND=1000
-export MADBASE_SHARDS_MAX_CONNECTIONS=1000000
+prepare_realtime
 
 declare -a ROWS
 for N in "${COUNTS[@]}"; do

@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createClient } from '@supabase/supabase-js';
 import WebSocket from 'ws';
-import { startMadbase, ANON_KEY, signJwt } from './support.js';
+import { startMadbase, ANON_KEY, signJwt, subscribeChannel, waitFor } from './support.js';
 
 let server;
 const clients = [];
@@ -29,26 +29,7 @@ function rt(vsn = '2.0.0') {
   return c;
 }
 
-function subscribe(channel) {
-  return new Promise((resolve) => {
-    channel.subscribe((status, error) => {
-      if (['SUBSCRIBED', 'CHANNEL_ERROR', 'TIMED_OUT'].includes(status)) resolve({ status, error });
-    });
-  });
-}
 
-function waitFor(predicate, what, ms = 8000) {
-  return new Promise((resolve, reject) => {
-    const started = Date.now();
-    const tick = () => {
-      const got = predicate();
-      if (got) return resolve(got);
-      if (Date.now() - started > ms) return reject(new Error(`timed out waiting for ${what}`));
-      setTimeout(tick, 20);
-    };
-    tick();
-  });
-}
 
 const now = () => Math.floor(Date.now() / 1000);
 const user = (exp) => signJwt({ role: 'authenticated', sub: '11111111-1111-1111-1111-111111111111', exp });

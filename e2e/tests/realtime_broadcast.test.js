@@ -6,7 +6,7 @@ import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { createClient } from '@supabase/supabase-js';
 import WebSocket from 'ws';
-import { startMadbase, ANON_KEY, SERVICE_ROLE_KEY, signJwt } from './support.js';
+import { startMadbase, ANON_KEY, SERVICE_ROLE_KEY, signJwt, subscribeChannel, waitFor } from './support.js';
 
 let server;
 
@@ -32,28 +32,7 @@ function rt(vsn, key = ANON_KEY, options = {}) {
   return c;
 }
 
-/** Subscribes and resolves with the final status (and error) realtime-js reports. */
-function subscribe(channel) {
-  return new Promise((resolve) => {
-    channel.subscribe((status, error) => {
-      if (status !== 'SUBSCRIBED' && status !== 'CHANNEL_ERROR' && status !== 'TIMED_OUT') return;
-      resolve({ status, error });
-    });
-  });
-}
 
-function waitFor(predicate, what, ms = 5000) {
-  return new Promise((resolve, reject) => {
-    const started = Date.now();
-    const tick = () => {
-      const got = predicate();
-      if (got) return resolve(got);
-      if (Date.now() - started > ms) return reject(new Error(`timed out waiting for ${what}`));
-      setTimeout(tick, 20);
-    };
-    tick();
-  });
-}
 
 let room = 0;
 const uniqueRoom = (name) => `${name}-${process.pid}-${++room}`;
@@ -68,7 +47,7 @@ for (const vsn of ['1.0.0', '2.0.0']) {
       const own = [];
       sender.on('broadcast', { event: 'ev' }, (m) => own.push(m));
       others.forEach((ch, i) => ch.on('broadcast', { event: 'ev' }, (m) => got[i].push(m)));
-      for (const ch of [sender, ...others]) assert.equal((await subscribe(ch)).status, 'SUBSCRIBED');
+      for (const ch of [sender, ...others]) assert.equal((await subscribeChannel(ch)).status, 'SUBSCRIBED');
       const ack = await sender.send({ type: 'broadcast', event: 'ev', payload: { hello: 'world', n: 1 } });
       assert.equal(ack, 'ok');
       await waitFor(() => got.every((g) => g.length === 1) && own.length === 1, 'every socket to get the broadcast');
@@ -81,7 +60,7 @@ for (const vsn of ['1.0.0', '2.0.0']) {
       const quiet = rt(vsn).channel(uniqueRoom('noself'));
       const heard = [];
       quiet.on('broadcast', { event: '*' }, (m) => heard.push(m));
-      assert.equal((await subscribe(quiet)).status, 'SUBSCRIBED');
+      assert.equal((await subscribeChannel(quiet)).status, 'SUBSCRIBED');
       assert.equal(await quiet.send({ type: 'broadcast', event: 'x', payload: {} }), 'ok');
       await new Promise((r) => setTimeout(r, 200));
       assert.equal(heard.length, 0);
@@ -92,7 +71,7 @@ for (const vsn of ['1.0.0', '2.0.0']) {
       const listener = rt(vsn).channel(name);
       const got = [];
       listener.on('broadcast', { event: 'from-http' }, (m) => got.push(m));
-      assert.equal((await subscribe(listener)).status, 'SUBSCRIBED');
+      assert.equal((await subscribeChannel(listener)).status, 'SUBSCRIBED');
       const sender = rt(vsn).channel(name);
       const result = await sender.httpSend('from-http', { via: 'rest' });
       assert.deepEqual(result, { success: true });
@@ -107,7 +86,7 @@ for (const vsn of ['1.0.0', '2.0.0']) {
         ch.on('presence', { event: 'sync' }, () => {});
         return { key, ch };
       });
-      for (const { ch } of members) assert.equal((await subscribe(ch)).status, 'SUBSCRIBED');
+      for (const { ch } of members) assert.equal((await subscribeChannel(ch)).status, 'SUBSCRIBED');
       for (const { key, ch } of members) assert.equal(await ch.track({ name: key }), 'ok');
       for (const { ch } of members) {
         await waitFor(() => Object.keys(ch.presenceState()).length === 4, 'every member in every state');
@@ -128,7 +107,7 @@ for (const vsn of ['1.0.0', '2.0.0']) {
       // A late joiner gets the whole state at once.
       const late = rt(vsn).channel(name, { config: { presence: { key: 'late' } } });
       late.on('presence', { event: 'sync' }, () => {});
-      assert.equal((await subscribe(late)).status, 'SUBSCRIBED');
+      assert.equal((await subscribeChannel(late)).status, 'SUBSCRIBED');
       await waitFor(() => Object.keys(late.presenceState()).sort().join() === 'ada,bob', 'the late state');
     });
 
@@ -137,19 +116,19 @@ for (const vsn of ['1.0.0', '2.0.0']) {
       const c = rt(vsn);
       c.realtime.setAuth(expired);
       const ch = c.channel(uniqueRoom('expired'));
-      const { status, error } = await subscribe(ch);
+      const { status, error } = await subscribeChannel(ch);
       assert.equal(status, 'CHANNEL_ERROR');
       assert.match(error.message, /^InvalidJWTToken: Token has expired \d+ seconds ago$/);
 
       const noExp = rt(vsn);
       noExp.realtime.setAuth(signJwt({ role: 'anon' }));
-      const r2 = await subscribe(noExp.channel(uniqueRoom('noexp')));
+      const r2 = await subscribeChannel(noExp.channel(uniqueRoom('noexp')));
       assert.equal(r2.status, 'CHANNEL_ERROR');
       assert.equal(r2.error.message, 'InvalidJWTToken: Fields `role` and `exp` are required in JWT');
 
       const forged = rt(vsn);
       forged.realtime.setAuth(signJwt({ role: 'service_role', exp: 4102444800 }, 'x'.repeat(40)));
-      const r3 = await subscribe(forged.channel(uniqueRoom('forged')));
+      const r3 = await subscribeChannel(forged.channel(uniqueRoom('forged')));
       assert.equal(r3.status, 'CHANNEL_ERROR');
       assert.equal(r3.error.message, 'JwtSignatureError: Failed to validate JWT signature');
     });
@@ -162,7 +141,7 @@ test('vsn 2: binary payloads travel as binary frames; httpSend with bytes too', 
   const b = rt('2.0.0').channel(name);
   const got = [];
   b.on('broadcast', { event: 'bin' }, (m) => got.push(m));
-  for (const ch of [a, b]) assert.equal((await subscribe(ch)).status, 'SUBSCRIBED');
+  for (const ch of [a, b]) assert.equal((await subscribeChannel(ch)).status, 'SUBSCRIBED');
   const bytes = new Uint8Array([0, 1, 2, 254, 255]);
   assert.equal(await a.send({ type: 'broadcast', event: 'bin', payload: bytes.buffer }), 'ok');
   await waitFor(() => got.length === 1, 'the binary broadcast');

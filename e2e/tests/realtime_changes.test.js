@@ -8,7 +8,7 @@ import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { createClient } from '@supabase/supabase-js';
 import WebSocket from 'ws';
-import { startMadbase, ANON_KEY, signJwt } from './support.js';
+import { startMadbase, ANON_KEY, signJwt, subscribeChannel, waitFor } from './support.js';
 
 let server;
 const clients = [];
@@ -53,26 +53,7 @@ async function rt(vsn, token) {
   return c;
 }
 
-function subscribe(channel) {
-  return new Promise((resolve) => {
-    channel.subscribe((status, error) => {
-      if (['SUBSCRIBED', 'CHANNEL_ERROR', 'TIMED_OUT'].includes(status)) resolve({ status, error });
-    });
-  });
-}
 
-function waitFor(predicate, what, ms = 10000) {
-  return new Promise((resolve, reject) => {
-    const started = Date.now();
-    const tick = () => {
-      const got = predicate();
-      if (got) return resolve(got);
-      if (Date.now() - started > ms) return reject(new Error(`timed out waiting for ${what}`));
-      setTimeout(tick, 20);
-    };
-    tick();
-  });
-}
 
 const pause = (ms) => new Promise((r) => setTimeout(r, ms));
 let n = 0;
@@ -93,7 +74,7 @@ for (const vsn of ['1.0.0', '2.0.0']) {
         .on('postgres_changes', { event: 'UPDATE', schema: 'public', table: 'notes', filter: `id=in.(${id + 1},${id + 2})` }, (p) => listed.push(p));
       const system = [];
       ch.on('system', {}, (m) => system.push(m));
-      assert.equal((await subscribe(ch)).status, 'SUBSCRIBED');
+      assert.equal((await subscribeChannel(ch)).status, 'SUBSCRIBED');
       // Right after SUBSCRIBED: no change may be missed.
       server.sql(`insert into public.notes values (${id}, 'first', '{a,"b c"}', '{"k": [1, true]}', '2024-01-02 03:04:05.678+00')`);
       server.sql(`insert into public.notes values (${id + 1}, 'second', null, null, null)`);
@@ -125,7 +106,7 @@ for (const vsn of ['1.0.0', '2.0.0']) {
       const got = { alice: [], bob: [], anon: [] };
       for (const [name, c] of [['alice', alice], ['bob', bob], ['anon', anon]]) {
         const ch = c.channel(`todos-${vsn}-${name}`).on('postgres_changes', { event: '*', schema: 'public', table: 'todos' }, (p) => got[name].push(p));
-        assert.equal((await subscribe(ch)).status, 'SUBSCRIBED');
+        assert.equal((await subscribeChannel(ch)).status, 'SUBSCRIBED');
       }
       const id = server.sql(`insert into public.todos (owner, title) values ('${ALICE}', 'alice only') returning id`).trim();
       server.sql(`update public.todos set done = true where id = ${id}`);
@@ -144,7 +125,7 @@ for (const vsn of ['1.0.0', '2.0.0']) {
       const got = [];
       const room = `dbroom-${vsn.replaceAll('.', '')}-${process.pid}`;
       const ch = c.channel(room).on('broadcast', { event: 'from-db' }, (m) => got.push(m));
-      assert.equal((await subscribe(ch)).status, 'SUBSCRIBED');
+      assert.equal((await subscribeChannel(ch)).status, 'SUBSCRIBED');
       server.sql(`select realtime.send('{"hello": "db"}', 'from-db', '${room}', false)`);
       await waitFor(() => got.length === 1, 'the database broadcast');
       assert.equal(got[0].payload.hello, 'db');
@@ -158,21 +139,21 @@ for (const vsn of ['1.0.0', '2.0.0']) {
       const b = bob.channel(topic, { config: { private: true } });
       const got = [];
       b.on('broadcast', { event: 'secret' }, (m) => got.push(m));
-      assert.equal((await subscribe(a)).status, 'SUBSCRIBED');
-      assert.equal((await subscribe(b)).status, 'SUBSCRIBED');
+      assert.equal((await subscribeChannel(a)).status, 'SUBSCRIBED');
+      assert.equal((await subscribeChannel(b)).status, 'SUBSCRIBED');
       assert.equal(await a.send({ type: 'broadcast', event: 'secret', payload: { x: 1 } }), 'ok');
       await waitFor(() => got.length === 1, 'the private broadcast');
       // Denied: anon, and a topic the policy does not name.
       const anon = await rt(vsn);
-      const refused = await subscribe(anon.channel(topic, { config: { private: true } }));
+      const refused = await subscribeChannel(anon.channel(topic, { config: { private: true } }));
       assert.equal(refused.status, 'CHANNEL_ERROR');
       assert.equal(refused.error.message, `Unauthorized: You do not have permissions to read from this Channel topic: ${topic}`);
-      const other = await subscribe(alice.channel(`elsewhere-${vsn}`, { config: { private: true } }));
+      const other = await subscribeChannel(alice.channel(`elsewhere-${vsn}`, { config: { private: true } }));
       assert.equal(other.status, 'CHANNEL_ERROR');
       // A public channel of the same name is another channel: it hears nothing private.
       const publicHeard = [];
       const pub = (await rt(vsn)).channel(topic).on('broadcast', { event: 'secret' }, (m) => publicHeard.push(m));
-      assert.equal((await subscribe(pub)).status, 'SUBSCRIBED');
+      assert.equal((await subscribeChannel(pub)).status, 'SUBSCRIBED');
       assert.equal(await a.send({ type: 'broadcast', event: 'secret', payload: { x: 2 } }), 'ok');
       await waitFor(() => got.length === 2, 'the second private broadcast');
       assert.equal(publicHeard.length, 0);
@@ -189,7 +170,7 @@ test('a binding on a table that does not exist gets Supabase’s system error; t
     .on('postgres_changes', { event: '*', schema: 'public', table: 'nosuch' }, () => {})
     .on('postgres_changes', { event: 'INSERT', schema: 'public', table: 'ticks', filter: 'n=eq.999999' }, (p) => got.push(p))
     .on('system', {}, (m) => system.push(m));
-  assert.equal((await subscribe(ch)).status, 'SUBSCRIBED');
+  assert.equal((await subscribeChannel(ch)).status, 'SUBSCRIBED');
   await waitFor(() => system.some((m) => m.status === 'error'), 'the refusal');
   const refusal = system.find((m) => m.status === 'error');
   assert.equal(refusal.extension, 'postgres_changes');
@@ -213,7 +194,7 @@ test('private channels replay stored broadcasts since a time, as the caller may 
   const ch = alice
     .channel(topic, { config: { private: true, broadcast: { replay: { since, limit: 2 } } } })
     .on('broadcast', { event: 'stored' }, (m) => got.push(m));
-  assert.equal((await subscribe(ch)).status, 'SUBSCRIBED');
+  assert.equal((await subscribeChannel(ch)).status, 'SUBSCRIBED');
   await waitFor(() => got.length === 2, 'two replayed messages');
   assert.deepEqual(got.map((m) => m.payload.i), [1, 2]);
   assert.equal(got[0].meta.replayed, true);
@@ -264,7 +245,7 @@ test('the replication connection killed mid-stream: every committed row arrives 
   const c = await rt('2.0.0');
   const seen = [];
   const ch = c.channel(`ticks-${process.pid}`).on('postgres_changes', { event: 'INSERT', schema: 'public', table: 'ticks' }, (p) => seen.push(p.new.n));
-  assert.equal((await subscribe(ch)).status, 'SUBSCRIBED');
+  assert.equal((await subscribeChannel(ch)).status, 'SUBSCRIBED');
   const total = 300;
   for (let i = 1; i <= total; i += 10) {
     server.sql(`insert into public.ticks select g from generate_series(${i}, ${i + 9}) g`);

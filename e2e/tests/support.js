@@ -479,3 +479,29 @@ export function uniqueEmail(label = 'user') {
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// ---------------------------------------------------------------------------------------------
+// Realtime helpers
+
+/** Subscribes a realtime-js channel; resolves with the final status (and error) it reports. */
+export function subscribeChannel(channel) {
+  return new Promise((resolve) => {
+    channel.subscribe((status, error) => {
+      if (['SUBSCRIBED', 'CHANNEL_ERROR', 'TIMED_OUT'].includes(status)) resolve({ status, error });
+    });
+  });
+}
+
+/** Polls `predicate` every 20 ms until it returns something truthy (resolved with it) or `ms` pass. */
+export function waitFor(predicate, what, ms = 10000) {
+  return new Promise((resolve, reject) => {
+    const started = Date.now();
+    const tick = () => {
+      const got = predicate();
+      if (got) return resolve(got);
+      if (Date.now() - started > ms) return reject(new Error(`timed out waiting for ${what}`));
+      setTimeout(tick, 20);
+    };
+    tick();
+  });
+}

@@ -52,6 +52,7 @@ pub mod ws;
 pub use body::Body;
 pub use error::{BodyError, ChunkError, HeadError};
 pub use head::{Headers, Request, Version};
+pub use io::civil_from_days;
 pub use io::http_date;
 pub use limits::Limits;
 pub use response::{BodyStream, Response, ResponseBody};
