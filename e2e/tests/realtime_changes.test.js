@@ -184,6 +184,29 @@ test('a binding on a table that does not exist gets Supabase’s system error; t
   server.sql('delete from public.ticks where n = 999999');
 });
 
+test('the old API: a join without config names its table and filter in the topic', async () => {
+  const ws = new WebSocket(`${server.url.replace('http', 'ws')}/realtime/v1/websocket?apikey=${ANON_KEY}&vsn=1.0.0`);
+  const frames = [];
+  ws.on('message', (d) => frames.push(JSON.parse(d.toString())));
+  await new Promise((r) => ws.once('open', r));
+  const topic = 'realtime:public:ticks:n=eq.777777';
+  ws.send(JSON.stringify({ topic, event: 'phx_join', payload: { access_token: ANON_KEY }, ref: '1', join_ref: '1' }));
+  await waitFor(() => frames.some((f) => f.event === 'phx_reply'), 'the join reply');
+  assert.deepEqual(frames[0].payload, { status: 'ok', response: {} });
+  server.sql('insert into public.ticks values (777778), (777777)');
+  await waitFor(() => frames.some((f) => f.event === 'INSERT'), 'the change');
+  await pause(200);
+  const changes = frames.filter((f) => f.event === 'INSERT');
+  assert.equal(changes.length, 1);
+  assert.equal(changes[0].topic, topic);
+  assert.equal(changes[0].ref, null);
+  assert.equal(changes[0].payload.type, 'INSERT');
+  assert.equal(changes[0].payload.table, 'ticks');
+  assert.deepEqual(changes[0].payload.record, { n: 777777 });
+  ws.close();
+  server.sql('delete from public.ticks where n >= 777777');
+});
+
 test('private channels replay stored broadcasts since a time, as the caller may read them', async () => {
   const topic = `replay-channel-${process.pid}`;
   const since = Date.now() - 60_000;

@@ -22,7 +22,7 @@ use serde_json::Value;
 use crate::changes::{Change, ChangeBatch, ChangeKind, Relation};
 use crate::filter::{subscribe_error_message, BoundFilter, Filter, SubscribeError};
 use crate::hub::{ConnId, Counters, Hub};
-use crate::payload::{frame_payload, render_data, RenderedChange};
+use crate::payload::{frame_payload, raw_payload, render_data, RenderedChange};
 use crate::presence::TopicKey;
 use crate::protocol::{frame, Vsn};
 use crate::rls::{needs_check, visibility_batch, GroupCheck};
@@ -48,6 +48,28 @@ impl Position {
         let (lsn, index) = text.rsplit_once(':')?;
         Some(Position { lsn: crate::changes::parse_lsn(lsn)?, index: index.parse().ok()? })
     }
+}
+
+/// How a channel's change frames look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PayloadForm {
+    /// `postgres_changes` with `{"data":…,"ids":[…]}`; with `"position"` when the channel asked
+    /// for positions (`config.postgres_changes_resume`).
+    Current { positions: bool },
+    /// The old API (a join without `config`): the change type as the event, `data` as the payload.
+    Legacy,
+}
+
+/// The binding of an old-API join, whose topic names what it wants: `realtime:*` (everything),
+/// `realtime:<schema>`, `realtime:<schema>:<table>`, `realtime:<schema>:<table>:<filter>`.
+pub fn legacy_binding(sub_topic: &str) -> Result<Binding, BindingError> {
+    let mut parts = sub_topic.splitn(3, ':');
+    let schema = parts.next().unwrap_or("*");
+    let table = parts.next().filter(|t| !t.is_empty() && *t != "*").map(str::to_owned);
+    let filter_text = parts.next().unwrap_or("");
+    let filter = Filter::parse(filter_text).map_err(|e| e.to_string())?;
+    let id = binding_id("*", schema, table.as_deref().unwrap_or(""), filter_text);
+    Ok(Binding { id, event: EventFilter::All, schema: schema.to_owned(), table, filter, event_text: "*".to_owned() })
 }
 
 /// Which events a binding wants.
@@ -223,9 +245,8 @@ struct Subscription {
     /// relation's description changes); `None` inside when the filter does not apply to it.
     bound: RefCell<Vec<Option<BoundTo>>>,
     active: Cell<bool>,
-    /// The channel asked for positions (`config.postgres_changes_resume`): its payloads carry
-    /// `"position"`.
-    positions: bool,
+    /// How its frames look.
+    form: PayloadForm,
 }
 
 impl Subscription {
@@ -276,8 +297,8 @@ struct GroupPlan {
 const ROUND_MAX_BATCHES: usize = 256;
 
 /// What makes two subscribers' frames of a change identical: the change, the protocol, the
-/// topic, the binding ids and whether positions are shown.
-type FrameKey = (usize, Vsn, Arc<str>, Vec<u64>, bool);
+/// topic, the binding ids and the payload's form.
+type FrameKey = (usize, Vsn, Arc<str>, Vec<u64>, PayloadForm);
 
 /// A batch waiting for its checks and its turn.
 struct Slot {
@@ -329,7 +350,7 @@ impl Router {
         vsn: Vsn,
         caller: &Caller,
         bindings: &[Binding],
-        positions: bool,
+        form: PayloadForm,
     ) {
         self.unsubscribe(conn, topic);
         if bindings.is_empty() {
@@ -343,7 +364,7 @@ impl Router {
             bindings: bindings.to_vec(),
             bound: RefCell::new(vec![None; bindings.len()]),
             active: Cell::new(true),
-            positions,
+            form,
         };
         self.subscriptions.borrow_mut().insert((conn, topic.clone()), Rc::new(subscription));
     }
@@ -620,14 +641,20 @@ impl Router {
             let data = rendered[m.change].get_or_insert_with(|| {
                 render_data(&batch.changes[m.change], &batch.commit_timestamp, self.settings.max_record_bytes)
             });
-            let key = (m.change, s.vsn, s.topic.0.clone(), m.ids.clone(), s.positions);
-            let frame = frames.entry(key).or_insert_with(|| {
-                let mut payload = frame_payload(&m.ids, data);
-                if s.positions {
-                    let position = Position { lsn: batch.end_lsn, index: m.change }.text();
-                    payload.insert_str(payload.len() - 1, &format!(",\"position\":\"{position}\""));
+            let key = (m.change, s.vsn, s.topic.0.clone(), m.ids.clone(), s.form);
+            let frame = frames.entry(key).or_insert_with(|| match s.form {
+                PayloadForm::Legacy => {
+                    let event = batch.changes[m.change].kind.as_str();
+                    frame(s.vsn, None, None, &s.topic.0, event, raw_payload(data))
                 }
-                frame(s.vsn, None, None, &s.topic.0, "postgres_changes", &payload)
+                PayloadForm::Current { positions } => {
+                    let mut payload = frame_payload(&m.ids, data);
+                    if positions {
+                        let position = Position { lsn: batch.end_lsn, index: m.change }.text();
+                        payload.insert_str(payload.len() - 1, &format!(",\"position\":\"{position}\""));
+                    }
+                    frame(s.vsn, None, None, &s.topic.0, "postgres_changes", &payload)
+                }
             });
             if self.hub.send(&s.sender, frame.clone()) {
                 Counters::add(&counters.changes_delivered, 1);

@@ -61,8 +61,8 @@ struct Channel {
     binding_errors: Vec<pgchanges::BindingError>,
     /// `config.broadcast.replay`: (since, limit), done once after the join.
     replay: Option<(i64, usize)>,
-    /// `config.postgres_changes_resume` was given: payloads carry positions.
-    positions: bool,
+    /// How its change frames look (current API with or without positions, or the old API).
+    form: pgchanges::PayloadForm,
     /// Dropping it ends the channel's token-expiry timer.
     expiry: Option<oneshot::Sender<()>>,
 }
@@ -393,7 +393,16 @@ impl Session {
         } else {
             ChannelPermissions::PUBLIC
         };
-        let (mut bindings, mut binding_errors, response) = pgchanges::bindings(config.get("postgres_changes"));
+        // A join without `config` is the old API: the topic names the table (and filter).
+        let legacy = !payload.contains_key("config");
+        let (mut bindings, mut binding_errors, response) = if legacy {
+            match pgchanges::legacy_binding(sub_topic) {
+                Ok(binding) => (vec![binding], Vec::new(), "{}".to_owned()),
+                Err(error) => (Vec::new(), vec![error], "{}".to_owned()),
+            }
+        } else {
+            pgchanges::bindings(config.get("postgres_changes"))
+        };
         pgchanges::drop_missing_tables(&self.inner.ctx, &mut bindings, &mut binding_errors).await;
         // MadBase's extension: `{"position": "<lsn>:<index>" | null}` — payloads carry positions,
         // and the changes after the given one that this shard still holds are replayed.
@@ -428,7 +437,11 @@ impl Session {
             bindings,
             binding_errors,
             replay,
-            positions: resume.is_some(),
+            form: if legacy {
+                pgchanges::PayloadForm::Legacy
+            } else {
+                pgchanges::PayloadForm::Current { positions: resume.is_some() }
+            },
             expiry: None,
         };
         self.register(&channel);
@@ -445,7 +458,7 @@ impl Session {
     /// Puts a channel into the hub and the change router.
     fn register(&self, c: &Channel) {
         self.inner.hub.subscribe(&c.key, self.subscriber(c));
-        self.inner.changes.subscribe(self.id, &c.key, &self.sender, self.vsn, &c.caller, &c.bindings, c.positions);
+        self.inner.changes.subscribe(self.id, &c.key, &self.sender, self.vsn, &c.caller, &c.bindings, c.form);
     }
 
     fn subscriber(&self, c: &Channel) -> Subscriber {
@@ -469,7 +482,7 @@ impl Session {
             let state = self.inner.hub.presence_state(&c.key);
             self.send(frame(self.vsn, Some(&c.join_ref), None, topic, "presence_state", &state));
         }
-        if !c.bindings.is_empty() {
+        if !c.bindings.is_empty() && c.form != pgchanges::PayloadForm::Legacy {
             self.system(c, "postgres_changes", true, "Subscribed to PostgreSQL");
         }
         for error in &c.binding_errors {
@@ -751,7 +764,7 @@ impl Session {
         let channels = self.channels.borrow();
         let Some(c) = channels.get(&m.topic) else { return };
         self.register(c);
-        if !c.bindings.is_empty() {
+        if !c.bindings.is_empty() && c.form != pgchanges::PayloadForm::Legacy {
             self.system(c, "postgres_changes", true, "Subscribed to PostgreSQL");
         }
     }
