@@ -244,7 +244,9 @@ struct Subscription {
     /// Per binding: its filter bound to the relation it last matched (rebound when the
     /// relation's description changes); `None` inside when the filter does not apply to it.
     bound: RefCell<Vec<Option<BoundTo>>>,
-    active: Cell<bool>,
+    /// Shared by every version of the channel's subscription (a new token replaces it): false
+    /// once the channel left, so nothing in flight for it is delivered after.
+    active: Rc<Cell<bool>>,
     /// How its frames look.
     form: PayloadForm,
 }
@@ -340,7 +342,9 @@ impl Router {
         })
     }
 
-    /// Adds or replaces a channel's subscriptions (a channel without bindings holds none).
+    /// Adds or replaces a channel's subscriptions (a channel without bindings holds none). A
+    /// replacement (a new token: new claims for later checks) keeps the channel live: changes
+    /// already matched under the old token are still delivered, in order.
     #[allow(clippy::too_many_arguments)] // the channel's parts the router keeps
     pub fn subscribe(
         &self,
@@ -352,10 +356,15 @@ impl Router {
         bindings: &[Binding],
         form: PayloadForm,
     ) {
-        self.unsubscribe(conn, topic);
+        let key = (conn, topic.clone());
         if bindings.is_empty() {
+            self.unsubscribe(conn, topic);
             return;
         }
+        let active = match self.subscriptions.borrow().get(&key) {
+            Some(old) => old.active.clone(),
+            None => Rc::new(Cell::new(true)),
+        };
         let subscription = Subscription {
             topic: topic.clone(),
             sender: sender.clone(),
@@ -363,10 +372,10 @@ impl Router {
             group: Rc::new((caller.role.clone(), caller.claims.json.clone())),
             bindings: bindings.to_vec(),
             bound: RefCell::new(vec![None; bindings.len()]),
-            active: Cell::new(true),
+            active,
             form,
         };
-        self.subscriptions.borrow_mut().insert((conn, topic.clone()), Rc::new(subscription));
+        self.subscriptions.borrow_mut().insert(key, Rc::new(subscription));
     }
 
     /// Removes a channel's subscriptions; changes in flight for it are not delivered.
