@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{CancelableAsyncReadRent, CancelableAsyncWriteRent, Canceller};
-use monoio::time::Instant;
+use monoio::time::{Instant, Sleep};
 
 use crate::body::ReadSide;
 
@@ -66,6 +66,15 @@ where
     (outcome(res, stop), slice.into_inner())
 }
 
+/// A timer for `deadline`, kept off the awaiting future's frame. monoio's `Sleep` is 128-byte
+/// aligned (its timer entry is cache-padded), and a future holding one inline inherits that
+/// alignment: every enclosing async frame pads to it, which made an idle WebSocket's read and
+/// write futures about 1.7 KiB each. Boxed, an armed timer costs one 256-byte allocation and
+/// the frames around it stay small — what a socket that idles for hours holds.
+fn boxed_sleep(deadline: Instant) -> Pin<Box<Sleep>> {
+    Box::pin(monoio::time::sleep_until(deadline))
+}
+
 /// Awaits `op` — an operation `canceller` can cancel — giving up at `deadline` or when `interrupt`
 /// becomes ready. Giving up cancels the operation and still awaits its completion, so an
 /// in-flight io_uring operation is never dropped; what it completed with (bytes that raced the
@@ -80,13 +89,13 @@ where
     F: Future<Output = T> + ?Sized,
     I: FnMut(&mut Context<'_>) -> Poll<()>,
 {
-    let mut sleep = pin!(deadline.map(monoio::time::sleep_until));
+    let mut sleep = deadline.map(boxed_sleep);
     let first = poll_fn(|cx| {
         if let Poll::Ready(r) = op.as_mut().poll(cx) {
             return Poll::Ready(Ok(r));
         }
-        if let Some(s) = sleep.as_mut().as_pin_mut() {
-            if s.poll(cx).is_ready() {
+        if let Some(s) = sleep.as_mut() {
+            if s.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Err(Stop::Timeout));
             }
         }
@@ -198,8 +207,8 @@ where
     while written < total {
         let canceller = Canceller::new();
         let mut op = pin!(io.cancelable_write(buf.slice(written..total), canceller.handle()));
-        let mut sleep = pin!(monoio::time::sleep(timeout));
-        let mut abort_sleep: Option<(Instant, std::pin::Pin<Box<monoio::time::Sleep>>)> = None;
+        let mut sleep = boxed_sleep(Instant::now() + timeout);
+        let mut abort_sleep: Option<(Instant, Pin<Box<Sleep>>)> = None;
         let first = poll_fn(|cx| {
             if let Poll::Ready(r) = op.as_mut().poll(cx) {
                 return Poll::Ready(Ok(r));
@@ -212,7 +221,7 @@ where
                 Poll::Ready(None) => return Poll::Ready(Err(Stop::Interrupted)),
                 Poll::Ready(Some(t)) => {
                     if abort_sleep.as_ref().is_none_or(|(at, _)| *at != t) {
-                        abort_sleep = Some((t, Box::pin(monoio::time::sleep_until(t))));
+                        abort_sleep = Some((t, boxed_sleep(t)));
                     }
                     if let Some((_, s)) = abort_sleep.as_mut() {
                         if s.as_mut().poll(cx).is_ready() {

@@ -71,7 +71,7 @@ impl Shutdown for NoShutdown {
 }
 
 /// Polls a future, turning a panic inside it into `Err(())`.
-pub(crate) struct CatchUnwind<F> {
+pub(crate) struct CatchUnwind<F: ?Sized> {
     inner: Pin<Box<F>>,
 }
 
@@ -81,7 +81,14 @@ impl<F: Future> CatchUnwind<F> {
     }
 }
 
-impl<F: Future> Future for CatchUnwind<F> {
+impl<F: Future + ?Sized> CatchUnwind<F> {
+    /// Wraps a future that is boxed already.
+    pub(crate) fn boxed(inner: Pin<Box<F>>) -> Self {
+        CatchUnwind { inner }
+    }
+}
+
+impl<F: Future + ?Sized> Future for CatchUnwind<F> {
     type Output = Result<F::Output, ()>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let inner = self.inner.as_mut();
@@ -159,15 +166,19 @@ struct Upgraded {
 }
 
 impl Upgraded {
-    /// Runs the WebSocket, then lingers (bounded) for the peer's close or EOF.
-    async fn run<S: Shutdown>(self, shutdown: S) {
+    /// Runs the WebSocket, then lingers (bounded) for the peer's close or EOF. Set up before
+    /// the first await, so the long-lived future holds only the running socket.
+    fn run<S: Shutdown>(self, shutdown: S) -> impl Future<Output = ()> {
         let Upgraded { rs, writer, upgrade, request_id, peer, max_linger } = self;
         let shutdown_fut: Pin<Box<dyn Future<Output = ()>>> = Box::pin(async move { shutdown.triggered().await });
         let close_timeout = upgrade.config.close_timeout;
-        let rs = crate::ws::run_upgraded(rs, writer, upgrade.config, upgrade.run, Some(shutdown_fut), request_id, peer)
-            .await;
-        if let Some(mut rs) = rs {
-            discard_input(&mut rs, 4096, Instant::now() + close_timeout, max_linger).await;
+        let socket =
+            crate::ws::run_upgraded(rs, writer, upgrade.config, upgrade.run, Some(shutdown_fut), request_id, peer);
+        async move {
+            if let Some(mut rs) = socket.await {
+                // Boxed: the linger's read future would otherwise sit in the socket's frame.
+                Box::pin(discard_input(&mut rs, 4096, Instant::now() + close_timeout, max_linger)).await;
+            }
         }
     }
 }

@@ -1,10 +1,12 @@
 //! WebSocket connections (RFC 6455) after a successful upgrade.
 //!
 //! Owns: [`WebSocket`] (the receiving side, driven by the handler through [`WebSocket::recv`]),
-//! [`WsSender`] (cheap clones that enqueue outgoing messages) and the writer task that drains the
-//! send queue onto the socket. Reads and writes run concurrently on the split stream: the
-//! handler's task reads, a spawned task writes. Invariants: the send queue is bounded by
-//! [`WsConfig::send_queue_messages`] and [`WsConfig::send_queue_bytes`]; overflowing it closes
+//! [`WsSender`] (cheap clones that enqueue outgoing messages), the writer task that drains the
+//! send queue onto the socket, and [`Running`], the upgraded connection's future. Reads and
+//! writes run concurrently on the split stream: the handler's task reads, a writer task writes
+//! — spawned when something is queued and ended (the write half parked in the state) once the
+//! queue is drained, so an idle connection holds no task. Invariants: the send queue is bounded
+//! by [`WsConfig::send_queue_messages`] and [`WsConfig::send_queue_bytes`]; overflowing it closes
 //! the connection with 1008 "slow consumer" (queued messages are dropped, the close frame is sent
 //! if the socket accepts it within [`WsConfig::close_timeout`]); the bytes queued across all
 //! WebSockets of a shard are bounded by [`WsConfig::shard_send_queue_bytes`] (a send that would
@@ -12,18 +14,20 @@
 //! gauge in `crate::stats` always equals the sum of the queues' `queued_bytes` (every change to
 //! a queue goes through `State::push` / `pop` / `clear_queue`); control replies (pongs) are
 //! bounded too; once a close is queued nothing else is accepted and the connection ends within
-//! `close_timeout`; no read or write is ever dropped in flight (see `crate::io`); a read buffer
-//! grown past four read sizes by a large frame is dropped once that frame has been handed out,
-//! so an idle connection does not keep its peak allocation (nor the HTTP head's larger read
-//! buffer, replaced at the upgrade when empty), and the writer holds its batch buffer only
-//! while it has something to write.
+//! `close_timeout`; at most one writer runs per connection (the write half is either parked or
+//! owned by it); no read or write is ever dropped in flight (see `crate::io`).
+//!
+//! Memory of an idle connection is what limits how many a box holds, so between messages the
+//! socket waits with a 64-byte read buffer (a larger one — a large frame's, the HTTP head's — is
+//! let go once drained), the writer's batch buffer and queue storage live only while it runs,
+//! and the long-lived futures keep no timer inline (see `crate::io::boxed_sleep`).
 
 pub mod frame;
 pub mod handshake;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -36,7 +40,7 @@ use monoio::io::AsyncWriteRent;
 use monoio::time::Instant;
 
 use crate::body::{ReadSide, Writer};
-use crate::io::{read_buf, write_all, ReadOutcome, LARGE_READ_FACTOR};
+use crate::io::{read_buf, write_all, ReadOutcome};
 use crate::stats::{self, Event};
 pub use frame::{close_code, CloseFrame, Incoming, Message, OpCode, Utf8Bytes, WsDecoder, WsProtocolError};
 
@@ -115,6 +119,8 @@ pub enum TrySendError {
 const MAX_CONTROL_QUEUE: usize = 16;
 const WRITE_BATCH: usize = 64 * 1024;
 const COPY_LIMIT: usize = 16 * 1024;
+/// The buffer of a read that waits for the next message: enough for a heartbeat frame.
+const IDLE_READ_BYTES: usize = 64;
 
 #[derive(Default)]
 struct State {
@@ -124,6 +130,10 @@ struct State {
     close_out: Option<Bytes>,
     close_queued: bool,
     abort_at: Option<Instant>,
+    /// The socket's write half while no writer task runs: a writer is spawned when there is
+    /// something to write and parks the half here when the queue is drained, so an idle
+    /// WebSocket holds no task.
+    parked: Option<Writer>,
     writer_waker: Option<Waker>,
     reader_waker: Option<Waker>,
     writer_done: bool,
@@ -161,10 +171,7 @@ impl State {
         self.dead || !self.control.is_empty() || !self.queue.is_empty() || self.close_out.is_some()
     }
 
-    fn wake_all(&mut self) {
-        if let Some(w) = self.writer_waker.take() {
-            w.wake();
-        }
+    fn wake_reader(&mut self) {
         if let Some(w) = self.reader_waker.take() {
             w.wake();
         }
@@ -240,9 +247,7 @@ impl WsSender {
                 s.push(msg);
             }
         }
-        if let Some(w) = s.writer_waker.take() {
-            w.wake();
-        }
+        self.wake_writer(&mut s);
         Ok(())
     }
 
@@ -274,7 +279,17 @@ impl WsSender {
         if drop_queue {
             s.clear_queue();
         }
-        s.wake_all();
+        self.wake_writer(&mut s);
+        s.wake_reader();
+    }
+
+    /// Wakes the writer task, or spawns one with the parked write half.
+    fn wake_writer(&self, s: &mut State) {
+        if let Some(w) = s.writer_waker.take() {
+            w.wake();
+        } else if let Some(w) = s.parked.take() {
+            monoio::spawn(write_queued(w, self.st.clone(), self.cfg.clone()));
+        }
     }
 
     fn push_control(&self, op: OpCode, payload: Bytes) {
@@ -286,9 +301,7 @@ impl WsSender {
             s.control.pop_front();
         }
         s.control.push_back((op, payload));
-        if let Some(w) = s.writer_waker.take() {
-            w.wake();
-        }
+        self.wake_writer(&mut s);
     }
 }
 
@@ -306,9 +319,6 @@ pub struct WebSocket {
     next_ping: Option<Instant>,
     shutdown: Option<Pin<Box<dyn Future<Output = ()>>>>,
     finished: bool,
-    /// The read buffer grew past `LARGE_READ_FACTOR` read sizes (a large frame): replace it with
-    /// a fresh one once it is empty, or the allocation stays pinned for the connection's life.
-    holds_large: bool,
     request_id: String,
     peer: SocketAddr,
 }
@@ -421,17 +431,24 @@ impl WebSocket {
         abort_at: Option<Instant>,
     ) -> Option<(ReadOutcome, bool)> {
         let rs = self.rs.as_mut()?;
-        if self.holds_large && rs.buf.is_empty() {
-            // The large frame is out (its bytes live on only in the message handed to the
-            // handler); the rest of this buffer would keep the whole allocation alive.
-            rs.buf = BytesMut::with_capacity(cfg.read_buffer_size);
-            self.holds_large = false;
-        }
+        // Between messages the socket waits with a small buffer: most WebSockets idle most of
+        // the time, and the read in flight pins its buffer for as long as it waits. A frame
+        // that has begun is read on in `read_buffer_size` steps. An empty buffer larger than
+        // the idle size (a large frame's, the HTTP head's) is let go: its bytes live on only
+        // in the messages handed out.
+        let reserve = if rs.buf.is_empty() {
+            if rs.buf.capacity() > IDLE_READ_BYTES {
+                rs.buf = BytesMut::with_capacity(IDLE_READ_BYTES);
+            }
+            IDLE_READ_BYTES
+        } else {
+            cfg.read_buffer_size
+        };
         let st = self.sender.st.clone();
         let mut shutdown_hit = false;
         let shutdown = &mut self.shutdown;
         let buf = std::mem::take(&mut rs.buf);
-        let (outcome, buf) = read_buf(&mut rs.io, buf, cfg.read_buffer_size, deadline, |cx| {
+        let (outcome, buf) = read_buf(&mut rs.io, buf, reserve, deadline, |cx| {
             if let Some(f) = shutdown.as_mut() {
                 if f.as_mut().poll(cx).is_ready() {
                     shutdown_hit = true;
@@ -447,7 +464,6 @@ impl WebSocket {
         })
         .await;
         rs.buf = buf;
-        self.holds_large |= rs.buf.capacity() > cfg.read_buffer_size.saturating_mul(LARGE_READ_FACTOR);
         Some((outcome, shutdown_hit))
     }
 
@@ -505,9 +521,10 @@ impl Drop for WebSocket {
     }
 }
 
-/// Runs an upgraded connection: spawns the writer, runs the handler's closure on the reader,
-/// then waits (bounded) for the close to flush and lingers briefly for the peer's close.
-pub(crate) async fn run_upgraded(
+/// Sets up an upgraded connection and returns it running: the handler's closure on the
+/// reader (a writer task runs while there is something to write), then the wait (bounded by
+/// `close_timeout`) for the close to flush. It ends with the read side, for the linger.
+pub(crate) fn run_upgraded(
     rs: ReadSide,
     writer: Writer,
     cfg: WsConfig,
@@ -515,17 +532,11 @@ pub(crate) async fn run_upgraded(
     shutdown: Option<Pin<Box<dyn Future<Output = ()>>>>,
     request_id: String,
     peer: SocketAddr,
-) -> Option<ReadSide> {
+) -> Running {
     let cfg = Rc::new(cfg);
-    let mut rs = rs;
-    if rs.buf.is_empty() && rs.buf.capacity() > cfg.read_buffer_size {
-        // The HTTP head's read buffer (sized for request heads) would stay in flight for the
-        // socket's whole life; a WebSocket reads in its own, usually smaller, size.
-        rs.buf = BytesMut::with_capacity(cfg.read_buffer_size);
-    }
-    let st = Rc::new(RefCell::new(State::default()));
-    let sender = WsSender { st: st.clone(), cfg: cfg.clone() };
-    let writer_task = monoio::spawn(writer_loop(writer, st.clone(), cfg.clone()));
+    let mut state = State::default();
+    state.parked = Some(writer);
+    let sender = WsSender { st: Rc::new(RefCell::new(state)), cfg: cfg.clone() };
     let slot = Rc::new(RefCell::new(None));
     let now = Instant::now();
     let ws = WebSocket {
@@ -537,40 +548,67 @@ pub(crate) async fn run_upgraded(
         next_ping: cfg.ping_interval.map(|d| now + d),
         shutdown,
         finished: false,
-        holds_large: false,
         request_id: request_id.clone(),
         peer,
     };
-    if crate::server::CatchUnwind::new(run(ws)).await.is_err() {
-        tracing::error!(request_id = %request_id, "websocket handler panicked");
-    }
-    // The WebSocket is gone (its Drop queued a close if none was); the writer ends within
-    // close_timeout of that.
-    sender.close_inner(close_code::NORMAL, "", false);
-    writer_task.await;
-    let rs = slot.borrow_mut().take();
-    rs
+    Running { handler: Some(crate::server::CatchUnwind::boxed(run(ws))), sender, slot, request_id }
 }
 
-async fn writer_loop(mut w: Writer, st: Rc<RefCell<State>>, cfg: Rc<WsConfig>) {
-    // Allocated when there is something to write and dropped when the writer goes idle: most
-    // WebSockets (realtime subscribers) are idle most of the time, and a 64 KiB batch buffer
-    // held by each of 16,384 of them would be 1 GiB per shard.
+/// An upgraded connection at work, written out as a state machine rather than an `async`
+/// block: an idle socket holds it for hours, and it keeps only these fields.
+pub(crate) struct Running {
+    /// The handler's future, until it ends.
+    handler: Option<crate::server::CatchUnwind<dyn Future<Output = ()>>>,
+    sender: WsSender,
+    /// Where the dropped WebSocket leaves its read side.
+    slot: Rc<RefCell<Option<ReadSide>>>,
+    request_id: String,
+}
+
+impl Future for Running {
+    type Output = Option<ReadSide>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if let Some(handler) = this.handler.as_mut() {
+            let Poll::Ready(ended) = Pin::new(handler).poll(cx) else { return Poll::Pending };
+            if ended.is_err() {
+                tracing::error!(request_id = %this.request_id, "websocket handler panicked");
+            }
+            this.handler = None;
+            // The WebSocket is gone (its Drop queued a close if none was); the writer ends
+            // within close_timeout of that.
+            this.sender.close_inner(close_code::NORMAL, "", false);
+        }
+        let mut s = this.sender.st.borrow_mut();
+        if !s.writer_done {
+            s.reader_waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        drop(s);
+        Poll::Ready(this.slot.borrow_mut().take())
+    }
+}
+
+/// Writes what is queued, then parks the write half in the state and ends (the next send
+/// spawns a writer again); ends for good once the close frame is out or the socket failed.
+async fn write_queued(mut w: Writer, st: Rc<RefCell<State>>, cfg: Rc<WsConfig>) {
+    // Lives only while this writer runs: a 64 KiB batch buffer held by each of 16,384 idle
+    // subscribers would be 1 GiB per shard.
     let mut wbuf = BytesMut::new();
     loop {
-        if !st.borrow().writer_has_work() && wbuf.capacity() > 0 {
-            wbuf = BytesMut::new();
-        }
-        poll_fn(|cx| {
+        {
             let mut s = st.borrow_mut();
-            if s.writer_has_work() {
-                Poll::Ready(())
-            } else {
-                s.writer_waker = Some(cx.waker().clone());
-                Poll::Pending
+            if !s.writer_has_work() {
+                // A waker left by the last write's abort watch belongs to this ending task.
+                s.writer_waker = None;
+                if s.queue.capacity() > 0 {
+                    s.queue = VecDeque::new();
+                }
+                s.parked = Some(w);
+                return;
             }
-        })
-        .await;
+        }
         let mut large: Option<Bytes> = None;
         let mut final_close = false;
         {
@@ -625,9 +663,7 @@ async fn writer_loop(mut w: Writer, st: Rc<RefCell<State>>, cfg: Rc<WsConfig>) {
             ok = write_all(&mut w, p, cfg.write_timeout, abort).await.0.is_ok();
         }
         if !ok {
-            let mut s = st.borrow_mut();
-            s.dead = true;
-            s.wake_all();
+            st.borrow_mut().dead = true;
             break;
         }
         if final_close {
@@ -637,7 +673,8 @@ async fn writer_loop(mut w: Writer, st: Rc<RefCell<State>>, cfg: Rc<WsConfig>) {
     }
     let mut s = st.borrow_mut();
     s.writer_done = true;
+    s.writer_waker = None;
     s.clear_queue();
     s.control.clear();
-    s.wake_all();
+    s.wake_reader();
 }
