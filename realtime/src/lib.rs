@@ -14,6 +14,7 @@
 pub mod api;
 pub mod authorize;
 pub mod changes;
+pub mod expiry;
 pub mod filter;
 pub mod hub;
 pub mod payload;
@@ -146,6 +147,8 @@ pub struct Inner {
     pub hub: Rc<Hub>,
     pub changes: Rc<pgchanges::Router>,
     pub refs: RefMaker,
+    /// Token expiry of this shard's channels.
+    pub expiries: Rc<expiry::Expiries>,
     next_conn: Cell<u64>,
     /// This shard's sockets (the inspector).
     pub sessions: RefCell<HashMap<hub::ConnId, Weak<Session>>>,
@@ -178,6 +181,7 @@ impl RealtimeService {
                 hub,
                 changes,
                 refs: RefMaker::new(shard),
+                expiries: Rc::default(),
                 next_conn: Cell::new(1),
                 sessions: RefCell::new(HashMap::new()),
             }),
@@ -215,7 +219,9 @@ impl RealtimeService {
             read_buffer_size: s.read_buffer_bytes,
             ..WsConfig::default()
         };
-        Response::websocket(req, config, move |ws| async move {
+        // The socket's future is the session's own (registered here, unregistered at its end):
+        // a wrapping `async` block would hold the WebSocket twice for the socket's whole life.
+        Response::websocket(req, config, move |ws| {
             let id = inner.next_conn.get();
             inner.next_conn.set(id + 1);
             let users = inner.shared.users.fetch_add(1, Ordering::Relaxed) + 1;
@@ -223,11 +229,7 @@ impl RealtimeService {
             Counters::add(&inner.hub.counters.connections, 1);
             let session = Rc::new(Session::new(inner.clone(), id, vsn, ws.sender(), apikey, over_limit));
             inner.sessions.borrow_mut().insert(id, Rc::downgrade(&session));
-            session.run(ws).await;
-            inner.sessions.borrow_mut().remove(&id);
-            inner.shared.users.fetch_sub(1, Ordering::Relaxed);
-            let c = &inner.hub.counters.connections;
-            c.set(c.get().saturating_sub(1));
+            session.run(ws)
         })
     }
 }

@@ -6,9 +6,9 @@
 //! permissions, presence and Postgres-change bindings) and its rate windows.
 //!
 //! Invariants: only the socket's own task reads frames (the read is never raced in a `select!`);
-//! timers (token expiry) act on the shared session state and end with their channel (each waits
-//! on a sender the channel holds), so a stale timer never closes a re-joined channel and none
-//! outlives its socket; a channel is in the hub, the presence replica
+//! a channel's token expiry is queued in the shard's [`crate::expiry::Expiries`] under a key
+//! the channel holds, and every exit and token change removes it, so a stale expiry never closes
+//! a re-joined channel and none outlives its socket; a channel is in the hub, the presence replica
 //! and the change router exactly while it is in `channels` (every exit path — leave, server
 //! close, duplicate join, socket end — goes through [`Session::drop_channel`]); every reply
 //! echoes the request's `join_ref` and `ref`; nothing a client sends can panic the shard.
@@ -18,15 +18,15 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
-use futures_channel::oneshot;
 use madbase_core::jwt::{unix_now, Claims, JwtError};
 use madbase_http::ws::{Message, WebSocket, WsSender};
 use serde_json::{Map, Value};
 
 use crate::authorize::ChannelPermissions;
+use crate::expiry::ExpiryKey;
 use crate::hub::{Broadcast, ConnId, Counters, Subscriber};
 use crate::presence::{meta_json, PresenceDiff, TopicKey};
 use crate::protocol::{
@@ -63,8 +63,8 @@ struct Channel {
     replay: Option<(i64, usize)>,
     /// How its change frames look (current API with or without positions, or the old API).
     form: pgchanges::PayloadForm,
-    /// Dropping it ends the channel's token-expiry timer.
-    expiry: Option<oneshot::Sender<()>>,
+    /// Its entry in the shard's token-expiry queue.
+    expiry: Option<ExpiryKey>,
 }
 
 /// A socket's channels, found by topic. A socket has a few at most (`max_channels_per_client`),
@@ -88,6 +88,8 @@ impl Channels {
 
     fn insert(&mut self, channel: Channel) {
         debug_assert!(!self.contains_key(&channel.key.0), "a topic is joined once per socket");
+        // Exactly one more: a vector's first growth would make room for four channels.
+        self.0.reserve_exact(1);
         self.0.push(channel);
     }
 
@@ -199,7 +201,8 @@ impl Session {
         }
     }
 
-    /// Reads frames until the socket ends, then leaves every channel.
+    /// Reads frames until the socket ends, then leaves every channel and unregisters the socket
+    /// (which `RealtimeService::websocket` registered).
     pub async fn run(self: Rc<Self>, mut ws: WebSocket) {
         while let Some(next) = ws.recv().await {
             let inbound = match next {
@@ -231,6 +234,11 @@ impl Session {
         for topic in topics {
             self.drop_channel(&topic);
         }
+        let inner = &self.inner;
+        inner.sessions.borrow_mut().remove(&self.id);
+        inner.shared.users.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let c = &inner.hub.counters.connections;
+        c.set(c.get().saturating_sub(1));
     }
 
     /// This socket for the inspector: its channels and their subscriptions.
@@ -490,7 +498,7 @@ impl Session {
         }
         drop(channels);
         if let Some(c) = self.channels.borrow_mut().get_mut(topic) {
-            self.schedule_expiry(topic, c);
+            self.schedule_expiry(c);
         }
     }
 
@@ -543,6 +551,9 @@ impl Session {
     /// Removes a channel from the session, the hub, presence and the change router.
     fn drop_channel(&self, topic: &str) {
         let Some(c) = self.channels.borrow_mut().remove(topic) else { return };
+        if let Some(key) = c.expiry {
+            self.inner.expiries.remove(key);
+        }
         self.inner.hub.unsubscribe(&c.key, self.id);
         self.inner.changes.unsubscribe(self.id, &c.key);
         if let Some((meta, _)) = c.tracked {
@@ -556,30 +567,22 @@ impl Session {
         counters.channels.set(counters.channels.get().saturating_sub(1));
     }
 
-    /// Closes the channel when its token expires. The timer ends with the channel: it waits
-    /// on the channel's `expiry` sender too, which a new token replaces and every exit drops,
-    /// so no timer outlives its channel (an anon key's `exp` is years away).
-    fn schedule_expiry(self: &Rc<Self>, topic: &str, c: &mut Channel) {
-        let Some(exp) = c.caller.claims.exp else {
-            c.expiry = None;
-            return;
-        };
-        let wait = Duration::from_secs(exp.saturating_sub(unix_now()));
-        let (cancel, cancelled) = oneshot::channel::<()>();
-        c.expiry = Some(cancel);
-        let (session, topic) = (Rc::downgrade(self), topic.to_owned());
-        monoio::spawn(async move {
-            monoio::select! {
-                _ = monoio::time::sleep(wait) => {}
-                _ = cancelled => return,
-            }
-            let Some(session) = session.upgrade() else { return };
-            let token = session.channels.borrow().get(&topic).map(|c| c.caller.token.clone());
-            if let Some(token) = token {
-                session
-                    .close_channel(&topic, &format!("Token has expired {} seconds ago", expired_seconds_ago(&token)));
-            }
-        });
+    /// Queues the channel's token expiry (replacing the entry of its previous token).
+    fn schedule_expiry(self: &Rc<Self>, c: &mut Channel) {
+        if let Some(key) = c.expiry.take() {
+            self.inner.expiries.remove(key);
+        }
+        if let Some(exp) = c.caller.claims.exp {
+            c.expiry = Some(self.inner.expiries.insert(exp, Rc::downgrade(self), c.key.0.clone()));
+        }
+    }
+
+    /// Closes a channel whose token expired (called by the shard's expiry queue).
+    pub(crate) fn expire(&self, topic: &str) {
+        let token = self.channels.borrow().get(topic).map(|c| c.caller.token.clone());
+        if let Some(token) = token {
+            self.close_channel(topic, &format!("Token has expired {} seconds ago", expired_seconds_ago(&token)));
+        }
     }
 
     /// Counts one client event against the channel's rate limits; closes the channel past them.
@@ -759,7 +762,7 @@ impl Session {
             let Some(c) = channels.get_mut(&m.topic) else { return };
             c.caller = caller;
             c.permissions = permissions;
-            self.schedule_expiry(&m.topic, c);
+            self.schedule_expiry(c);
         }
         let channels = self.channels.borrow();
         let Some(c) = channels.get(&m.topic) else { return };

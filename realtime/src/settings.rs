@@ -39,7 +39,7 @@ section! {
         pub send_queue_messages: usize = 1024,
         /// Bytes waiting to be written to one connection; a consumer that falls behind is closed (1008).
         pub send_queue_bytes: usize = 4 * 1024 * 1024,
-        /// Bytes of each socket read (the buffer an idle connection holds while it waits).
+        /// Bytes of each socket read while a message arrives (between messages a connection waits with a 64-byte buffer).
         pub read_buffer_bytes: usize = 2048,
         /// Transactions of Postgres changes each shard keeps for clients that resume from a position (`config.postgres_changes_resume`).
         pub changes_history: usize = 1024,
