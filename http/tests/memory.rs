@@ -179,7 +179,7 @@ fn raw_ws(addr: std::net::SocketAddr) -> TcpStream {
 }
 
 #[test]
-fn idle_websockets_hold_no_write_buffer() {
+fn idle_websockets_hold_no_write_buffer_nor_writer_nor_read_buffer() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     const CONNS: usize = 32;
     let addr = start(|| App, Limits::default());
@@ -187,14 +187,20 @@ fn idle_websockets_hold_no_write_buffer() {
     drop(raw_ws(addr));
     let baseline = LIVE.load(Ordering::Relaxed);
     let mut conns: Vec<TcpStream> = (0..CONNS).map(|_| raw_ws(addr)).collect();
-    // One exchange each, so every writer has written (and gone idle again).
-    for s in conns.iter_mut() {
-        let mut frame = BytesMut::new();
-        encode_client_frame(&mut frame, true, OpCode::Binary, b"hi", [1, 2, 3, 4]);
-        s.write_all(&frame).unwrap();
-        assert_eq!(read_small_frame(s), b"2");
+    // Two exchanges each, so every writer has been spawned, gone idle and been spawned again.
+    for round in [&b"hi"[..], &b"again"[..]] {
+        for s in conns.iter_mut() {
+            let mut frame = BytesMut::new();
+            encode_client_frame(&mut frame, true, OpCode::Binary, round, [1, 2, 3, 4]);
+            s.write_all(&frame).unwrap();
+            assert_eq!(read_small_frame(s), round.len().to_string().as_bytes());
+        }
     }
-    let per_conn = LIVE.load(Ordering::Relaxed).saturating_sub(baseline) / CONNS;
-    assert!(per_conn < 56 * 1024, "an idle websocket holds {per_conn} bytes");
+    // What stays is the connection's task, the handler's and the socket's futures, the shared
+    // state and a 64-byte read buffer (3.3 KiB in the dev profile): not the 16 KiB read size of
+    // this config, a write batch buffer or a writer task.
+    let per_conn = || LIVE.load(Ordering::Relaxed).saturating_sub(baseline) / CONNS;
+    let settled = eventually(Duration::from_secs(10), || per_conn() < 5 * 1024);
+    assert!(settled, "an idle websocket holds {} bytes", per_conn());
     drop(conns);
 }
