@@ -31,6 +31,7 @@ use madbase_realtime::{RealtimeMessage, RealtimeService, RealtimeShared};
 use madbase_rest::schema::SchemaCache;
 use madbase_rest::{RestMessage, RestService};
 use madbase_shards::{Injector, Lane, Shard, ShutdownSignal, Source};
+use madbase_storage::StorageService;
 
 use crate::config::Config;
 
@@ -40,6 +41,7 @@ pub enum Target {
     Rest,
     Auth,
     Realtime,
+    Storage,
     /// The gateway: `/health`.
     Health,
     /// The gateway: `/metrics`.
@@ -68,7 +70,7 @@ pub const SERVICES: &[Route] = &[
     Route { info: RestService::INFO, target: Target::Rest },
     Route { info: AuthService::INFO, target: Target::Auth },
     Route { info: RealtimeService::INFO, target: Target::Realtime },
-    unserved("/storage/v1", "storage"),
+    Route { info: StorageService::INFO, target: Target::Storage },
     unserved("/functions/v1", "functions"),
     unserved("/graphql/v1", "graphql"),
     unserved("/admin", "admin"),
@@ -172,6 +174,7 @@ pub struct Services {
     pub rest: Rc<RestService>,
     pub auth: Rc<AuthService>,
     pub realtime: Rc<RealtimeService>,
+    pub storage: Rc<StorageService>,
 }
 
 /// An [`Outbox`] for one service's messages over this shard's rings: deliveries to all on the
@@ -222,6 +225,7 @@ pub async fn shard_main(shard: Shard<ShardMessage>, shared: Arc<Shared>) {
             RestService::lane(config.pg.pool_size),
             AuthService::lane(config.pg.auth_pool_size),
             RealtimeService::lane(config.realtime.pool_size),
+            StorageService::lane(config.storage.pool_size),
         ],
         ShardMetrics::new(&LABELS),
     ));
@@ -238,6 +242,7 @@ pub async fn shard_main(shard: Shard<ShardMessage>, shared: Arc<Shared>) {
             shared.realtime.clone(),
             outbox(&shard, ShardMessage::Realtime),
         )),
+        storage: Rc::new(StorageService::new(ctx.clone(), Arc::new(config.storage.clone()))),
     });
     let peers = Rc::new(Peers {
         ctx: ctx.clone(),
@@ -252,6 +257,7 @@ pub async fn shard_main(shard: Shard<ShardMessage>, shared: Arc<Shared>) {
         rest_enabled: config.api.enabled,
         auth_enabled: config.auth.enabled,
         realtime_enabled: config.realtime.enabled,
+        storage_enabled: config.storage.enabled,
         health: Coalesced::new(PROBE_ANSWER_MAX_AGE),
         metrics: Coalesced::new(PROBE_ANSWER_MAX_AGE),
     });
@@ -272,6 +278,7 @@ pub async fn shard_main(shard: Shard<ShardMessage>, shared: Arc<Shared>) {
     services.rest.drain();
     services.auth.drain();
     services.realtime.drain();
+    services.storage.drain();
     ctx.lanes.close();
 }
 
@@ -302,6 +309,7 @@ fn start_owner_tasks(shard: &Shard<ShardMessage>, services: &Services) {
             Target::Rest => services.rest.owner_tasks(),
             Target::Auth => services.auth.owner_tasks(),
             Target::Realtime => services.realtime.owner_tasks(),
+            Target::Storage => services.storage.owner_tasks(),
             Target::Health | Target::Metrics | Target::Unserved => Vec::new(),
         };
         for task in tasks {
@@ -320,6 +328,8 @@ pub struct App {
     auth_enabled: bool,
     /// `[realtime] enabled`: off, `/realtime/v1` answers as an unknown route.
     realtime_enabled: bool,
+    /// `[storage] enabled`: off, `/storage/v1` answers as an unknown route.
+    storage_enabled: bool,
     /// `/health`'s last answer: healthy, and the JSON body.
     health: Coalesced<(bool, bytes::Bytes)>,
     /// `/metrics`' last rendering.
@@ -450,6 +460,7 @@ impl App {
             Target::Rest if self.rest_enabled => self.services.rest.handle(req, body).await,
             Target::Auth if self.auth_enabled => self.services.auth.handle(req, body).await,
             Target::Realtime if self.realtime_enabled => self.services.realtime.handle(req, body).await,
+            Target::Storage if self.storage_enabled => self.services.storage.handle(req, body).await,
             Target::Health => self.health().await,
             Target::Metrics => match self.refuse_metrics(req) {
                 None => self.metrics().await,

@@ -29,6 +29,7 @@ use madbase_core::section;
 use madbase_core::settings::{self, Section, SettingsError, Strictness};
 use madbase_realtime::Realtime;
 use madbase_rest::settings::{Api, Rest};
+use madbase_storage::Storage;
 use toml::{Table, Value};
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +97,8 @@ section! {
         pub auth: Auth = Auth::default(),
         /// Realtime (Supabase's `[realtime]`, with Supabase Realtime's tenant limits).
         pub realtime: Realtime = Realtime::default(),
+        /// Storage (Supabase's `[storage]`).
+        pub storage: Storage = Storage::default(),
         /// PostgREST settings Supabase's `[api]` lacks.
         pub rest: Rest = Rest::default(),
         /// The thread-per-core runtime.
@@ -255,6 +258,7 @@ impl Config {
             .validate()?;
         self.auth.validate()?;
         self.realtime.validate()?;
+        self.storage.validate()?;
         self.rest_config().validate()?;
         if self.db.port == 0 || self.api.port == 0 {
             return Err("api.port and db.port must be greater than 0".to_owned());

@@ -493,6 +493,11 @@ impl Request {
         self.uri().split_once('?').map(|(_, q)| q)
     }
 
+    /// The query string's pairs, form-decoded (`+` is a space), in order.
+    pub fn query_pairs(&self) -> Vec<(String, String)> {
+        self.query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
+    }
+
     /// The protocol version.
     pub fn version(&self) -> Version {
         self.version

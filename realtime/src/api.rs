@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::hub::Broadcast;
 use crate::protocol::{broadcast_frames, json_str, UserPayload};
 use crate::session::Caller;
-use crate::{private, query_pairs, Inner};
+use crate::{private, Inner};
 
 /// `{"error": message}` with `status`.
 pub fn error(status: u16, message: &str) -> Response {
@@ -29,7 +29,7 @@ pub fn error(status: u16, message: &str) -> Response {
 /// The caller of a REST request: `apikey` must be a valid key; the bearer token (else the key)
 /// is the identity.
 fn caller(inner: &Inner, req: &Request) -> Result<Caller, Box<Response>> {
-    let query = query_pairs(req);
+    let query = req.query_pairs();
     let apikey = req
         .header_str("apikey")
         .map(str::to_owned)
@@ -123,7 +123,7 @@ pub async fn broadcast_one(inner: &Inner, req: &Request, body: Body) -> Response
         }
         UserPayload::Json(text)
     };
-    let query = query_pairs(req);
+    let query = req.query_pairs();
     let private_topic = flag(&query, "private");
     match may_send(inner, &caller, &sub_topic, private_topic).await {
         Ok(true) => {}

@@ -194,7 +194,7 @@ impl RealtimeService {
     }
 
     fn websocket(&self, req: &Request) -> Response {
-        let query = query_pairs(req);
+        let query = req.query_pairs();
         let Some(vsn) = Vsn::parse(query.iter().find(|(k, _)| k == "vsn").map(|(_, v)| v.as_str())) else {
             return api::error(400, "Unsupported serializer version: vsn must be 1.0.0 or 2.0.0");
         };
@@ -232,11 +232,6 @@ impl RealtimeService {
             session.run(ws)
         })
     }
-}
-
-/// The query string's pairs, decoded.
-pub(crate) fn query_pairs(req: &Request) -> Vec<(String, String)> {
-    req.query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
 }
 
 impl Service for RealtimeService {
