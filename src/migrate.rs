@@ -70,6 +70,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 7, name: "auth_admin", sql: include_str!("../migrations/0007_auth_admin.sql") },
     Migration { version: 8, name: "auth_mfa", sql: include_str!("../migrations/0008_auth_mfa.sql") },
     Migration { version: 9, name: "realtime", sql: include_str!("../migrations/0009_realtime.sql") },
+    Migration { version: 10, name: "storage", sql: include_str!("../migrations/0010_storage.sql") },
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -59,11 +59,22 @@ fn text(value: &str) -> Bytes {
 
 /// Runs one statement as `caller` and returns its result.
 async fn run(inner: &Inner, caller: &Caller, statement: Statement) -> Result<StatementResult, StorageError> {
-    let batch = Batch::new()
-        .role(caller.role.as_str())
-        .jwt_claims(caller.claims_json.as_str())
-        .statement(statement)
-        .end(TxEnd::Commit);
+    run_batch(inner, caller_batch(caller), statement).await
+}
+
+/// Runs one statement that deletes rows: Supabase's `storage.protect_delete` triggers refuse
+/// deletes from `storage.buckets` and `storage.objects` outside the Storage API, which says it is
+/// the API with this setting.
+async fn run_delete(inner: &Inner, caller: &Caller, statement: Statement) -> Result<StatementResult, StorageError> {
+    run_batch(inner, caller_batch(caller).setting("storage.allow_delete_query", "true"), statement).await
+}
+
+fn caller_batch(caller: &Caller) -> Batch {
+    Batch::new().role(caller.role.as_str()).jwt_claims(caller.claims_json.as_str())
+}
+
+async fn run_batch(inner: &Inner, batch: Batch, statement: Statement) -> Result<StatementResult, StorageError> {
+    let batch = batch.statement(statement).end(TxEnd::Commit);
     let mut results = inner.ctx.lanes.get(crate::LANE).execute(batch).await?;
     results.pop().ok_or_else(StorageError::internal)
 }
@@ -164,6 +175,21 @@ fn escape_like(s: &str) -> String {
     out
 }
 
+/// A boolean field, with the coercions of Supabase Storage's schema validator (`"true"`,
+/// `"false"`, `1`, `0`, `null` as false).
+fn boolean(body: &Map<String, Value>, key: &str) -> Result<Option<bool>, StorageError> {
+    match body.get(key) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::String(s)) if s == "true" => Ok(Some(true)),
+        Some(Value::String(s)) if s == "false" => Ok(Some(false)),
+        Some(Value::Number(n)) if n.as_u64() == Some(1) => Ok(Some(true)),
+        Some(Value::Number(n)) if n.as_u64() == Some(0) => Ok(Some(false)),
+        Some(Value::Null) => Ok(Some(false)),
+        Some(_) => Err(StorageError::validation(format!("body/{key} must be boolean"))),
+    }
+}
+
 /// `GET /bucket/{id}`.
 pub async fn get(inner: &Inner, caller: &Caller, id: &str) -> Result<Response, StorageError> {
     let sql = format!("select {GET_JSON}::text from storage.buckets b where b.id = $1 limit 1");
@@ -188,11 +214,9 @@ pub async fn create(inner: &Inner, req: &Request, body: Body, caller: &Caller) -
         Some(Value::String(_)) => name,
         Some(_) => return Err(StorageError::validation("body/id must be string")),
     };
-    let public = match body.get("public") {
-        None => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(StorageError::validation("body/public must be boolean")),
-    };
+    check_bucket_name(name)?;
+    check_bucket_name(id)?;
+    let public = boolean(&body, "public")?.unwrap_or(false);
     match body.get("type") {
         None => {}
         Some(Value::String(t)) if t == "STANDARD" => {}
@@ -201,8 +225,6 @@ pub async fn create(inner: &Inner, req: &Request, body: Body, caller: &Caller) -
         }
         Some(_) => return Err(StorageError::validation("body/type must be equal to one of the allowed values")),
     }
-    check_bucket_name(name)?;
-    check_bucket_name(id)?;
     let limit = size_limit(body.get("file_size_limit"), inner.settings.file_size_limit_bytes())?;
     let mimes = mime_types(body.get("allowed_mime_types"))?.flatten();
     let sql = format!(
@@ -244,11 +266,7 @@ pub async fn update(
     if !["public", "file_size_limit", "allowed_mime_types"].iter().any(|k| body.contains_key(*k)) {
         return Err(StorageError::validation("body must have required property 'public'"));
     }
-    let public = match body.get("public") {
-        None => None,
-        Some(Value::Bool(b)) => Some(*b),
-        Some(_) => return Err(StorageError::validation("body/public must be boolean")),
-    };
+    let public = boolean(&body, "public")?;
     check_bucket_name(id)?;
     let limit = size_limit(body.get("file_size_limit"), inner.settings.file_size_limit_bytes())?;
     let mimes = mime_types(body.get("allowed_mime_types"))?;
@@ -289,7 +307,7 @@ pub async fn update(
 /// `storage.objects`' foreign key: that violation is Supabase's "not empty".
 pub async fn delete(inner: &Inner, caller: &Caller, id: &str) -> Result<Response, StorageError> {
     let sql = "delete from storage.buckets b where b.id = $1";
-    match run(inner, caller, Statement::new(sql).bind(text(id))).await {
+    match run_delete(inner, caller, Statement::new(sql).bind(text(id))).await {
         Ok(result) if result.rows_affected() == Some(1) => Ok(message("Successfully deleted")),
         Ok(_) => Err(StorageError::no_such_bucket()),
         Err(e) if e.code == "ResourceReferenced" => Err(StorageError::bucket_not_empty()),
@@ -307,7 +325,7 @@ pub async fn empty(inner: &Inner, caller: &Caller, id: &str) -> Result<Response,
                         and (select n from counted) <= $2::bigint returning 1) \
                select exists (select 1 from bucket), (select n from counted) <= $2::bigint, (select count(*) from gone)";
     let max = inner.settings.empty_bucket_max.to_string();
-    let result = run(inner, caller, Statement::new(sql).bind(text(id)).bind(text(&max))).await?;
+    let result = run_delete(inner, caller, Statement::new(sql).bind(text(id)).bind(text(&max))).await?;
     let row = result.rows.first().ok_or_else(StorageError::internal)?;
     match (row.get_str(0), row.get_str(1)) {
         (Some("t"), Some("t")) => Ok(message("Empty bucket has been queued. Completion may take up to an hour.")),

@@ -30,13 +30,15 @@ impl StorageError {
     /// The answer, with the HTTP status Supabase Storage uses.
     pub fn response(&self) -> Response {
         let http = self.http_status.unwrap_or(if self.status == 500 { 500 } else { 400 });
-        let body = serde_json::json!({
-            "statusCode": self.status.to_string(),
-            "error": self.error,
-            "message": self.message,
-            "code": self.code,
-        });
-        Response::json(http, body.to_string())
+        // Written by hand: the key order is part of the wire format.
+        let body = format!(
+            "{{\"statusCode\":\"{}\",\"error\":{},\"message\":{},\"code\":{}}}",
+            self.status,
+            json_string(self.error),
+            json_string(&self.message),
+            json_string(self.code),
+        );
+        Response::json(http, body)
     }
 
     pub fn no_such_bucket() -> StorageError {
@@ -113,13 +115,14 @@ impl StorageError {
 
     /// Fastify's answer to an unknown route (a real 404).
     pub fn route_not_found(method: &str, path: &str) -> Response {
-        let body = serde_json::json!({
-            "message": format!("Route {method}:{path} not found"),
-            "error": "Not Found",
-            "statusCode": 404,
-        });
-        Response::json(404, body.to_string())
+        let message = json_string(&format!("Route {method}:{path} not found"));
+        Response::json(404, format!("{{\"message\":{message},\"error\":\"Not Found\",\"statusCode\":404}}"))
     }
+}
+
+/// A JSON string literal.
+fn json_string(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
 }
 
 impl From<PgError> for StorageError {
