@@ -15,7 +15,7 @@ use madbase_pg::{Connection, PgError, StatementResult};
 use madbase_realtime::authorize::{parse_private_channel, private_channel_batch, ChannelPermissions};
 use madbase_realtime::changes::{Change, ChangeKind, Column, Relation, ReplicaIdentity, Row};
 use madbase_realtime::rls::{visibility_batch, GroupCheck};
-use support::{TestServer, ALICE, BOB};
+use support::{as_authenticator, TestServer, ALICE, BOB};
 
 const MIGRATION: &str = include_str!("../migrations/0009_realtime.sql");
 
@@ -26,21 +26,6 @@ create policy "authenticated can receive" on realtime.messages for select to aut
 create policy "authenticated can send" on realtime.messages for insert to authenticated
   with check (realtime.topic() like '%channel%');
 "#;
-
-/// Runs `work` on a connection logged in as `authenticator`.
-fn as_authenticator<T>(server: &TestServer, work: impl AsyncFnOnce(&Connection) -> T) -> T {
-    server.sql("alter role authenticator with login password 'authenticator-test'");
-    let mut config = server.cluster.connect_config();
-    config.user = "authenticator".into();
-    config.password = Some("authenticator-test".into());
-    let mut runtime = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().expect("runtime");
-    runtime.block_on(async move {
-        let conn = Connection::connect(&config).await.expect("connect as authenticator");
-        let out = work(&conn).await;
-        conn.close();
-        out
-    })
-}
 
 fn value(server: &TestServer, sql: &str) -> String {
     let sets = server.sql(sql);

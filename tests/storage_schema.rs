@@ -10,7 +10,7 @@
 mod support;
 
 use madbase_pg::{Connection, PgError, SimpleResult};
-use support::{run_sql, TestServer, ALICE, BOB};
+use support::{as_authenticator, run_sql, TestServer, ALICE, BOB};
 
 const MIGRATION: &str = include_str!("../migrations/0010_storage.sql");
 
@@ -48,16 +48,11 @@ fn as_caller(role: &str, sub: Option<&str>, sql: &str) -> String {
 }
 
 /// Runs each of `batches` on one connection logged in as `authenticator`; their results in order.
-fn as_authenticator(server: &TestServer, batches: &[String]) -> Vec<Result<Vec<SimpleResult>, PgError>> {
-    server.sql("alter role authenticator with login password 'authenticator-test'");
-    let mut config = server.cluster.connect_config();
-    config.user = "authenticator".into();
-    config.password = Some("authenticator-test".into());
-    let mut runtime = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().expect("runtime");
-    runtime.block_on(async move {
-        let conn = Connection::connect(&config).await.expect("connect as authenticator");
+fn run_batches(server: &TestServer, batches: &[String]) -> Vec<Result<Vec<SimpleResult>, PgError>> {
+    let batches = batches.to_vec();
+    as_authenticator(server, async move |conn: &Connection| {
         let mut out = Vec::new();
-        for batch in batches {
+        for batch in &batches {
             let result = conn.simple_query(batch).await;
             if result.is_err() {
                 // Leave the failed transaction before the next batch.
@@ -65,7 +60,6 @@ fn as_authenticator(server: &TestServer, batches: &[String]) -> Vec<Result<Vec<S
             }
             out.push(result);
         }
-        conn.close();
         out
     })
 }
@@ -452,7 +446,7 @@ fn row_level_security_decides_what_callers_see_and_list() {
     let list_v2 = "select string_agg(name, ',') from storage.search_v2('alice/', 'docs', 10, 2)";
     let buckets = "select count(*) from storage.buckets";
     let callers = |batches: &[String]| -> Vec<String> {
-        as_authenticator(&server, batches)
+        run_batches(&server, batches)
             .into_iter()
             .map(|result| match result {
                 Ok(sets) => lines_of(&sets).join(";"),
@@ -664,8 +658,7 @@ fn migration_upgrades_an_older_supabase_storage_schema() {
     );
     assert_eq!(value(&server, "select bucket_id || '=' || size from storage.get_size_by_bucket()"), "old=12");
     // The policy on foldername still holds.
-    let anon =
-        as_authenticator(&server, &[as_caller("anon", None, "select string_agg(name, ',') from storage.objects")]);
+    let anon = run_batches(&server, &[as_caller("anon", None, "select string_agg(name, ',') from storage.objects")]);
     assert_eq!(lines_of(anon[0].as_ref().expect("anon reads")), ["public/a.txt"]);
     // And it settles: a further run changes nothing.
     let settled = value(&server, CATALOG);

@@ -350,3 +350,18 @@ pub fn rest_url(table: &str, params: &[(&str, &str)]) -> String {
     let query: Vec<String> = params.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect();
     format!("/rest/v1/{}?{}", enc(table), query.join("&"))
 }
+
+/// Runs `work` on a connection logged in as `authenticator`.
+pub fn as_authenticator<T>(server: &TestServer, work: impl AsyncFnOnce(&Connection) -> T) -> T {
+    server.sql("alter role authenticator with login password 'authenticator-test'");
+    let mut config = server.cluster.connect_config();
+    config.user = "authenticator".into();
+    config.password = Some("authenticator-test".into());
+    let mut runtime = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().expect("runtime");
+    runtime.block_on(async move {
+        let conn = Connection::connect(&config).await.expect("connect as authenticator");
+        let out = work(&conn).await;
+        conn.close();
+        out
+    })
+}
