@@ -31,7 +31,7 @@ use madbase_realtime::{RealtimeMessage, RealtimeService, RealtimeShared};
 use madbase_rest::schema::SchemaCache;
 use madbase_rest::{RestMessage, RestService};
 use madbase_shards::{Injector, Lane, Shard, ShutdownSignal, Source};
-use madbase_storage::StorageService;
+use madbase_storage::{Shared as StorageShared, StorageService};
 
 use crate::config::Config;
 
@@ -110,6 +110,8 @@ pub struct Shared {
     pub auth: Arc<AuthShared>,
     /// Realtime's settings and the project's connection count.
     pub realtime: Arc<RealtimeShared>,
+    /// Storage's settings, object store and signing keys.
+    pub storage: Arc<StorageShared>,
 }
 
 /// The gateway's own questions to other shards. Each carries a reply channel so the asking shard
@@ -242,7 +244,7 @@ pub async fn shard_main(shard: Shard<ShardMessage>, shared: Arc<Shared>) {
             shared.realtime.clone(),
             outbox(&shard, ShardMessage::Realtime),
         )),
-        storage: Rc::new(StorageService::new(ctx.clone(), Arc::new(config.storage.clone()))),
+        storage: Rc::new(StorageService::new(ctx.clone(), shared.storage.clone())),
     });
     let peers = Rc::new(Peers {
         ctx: ctx.clone(),

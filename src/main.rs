@@ -248,6 +248,8 @@ fn start(config: Config, project: Option<&Path>) -> Result<(), String> {
             egress.clone(),
         )?),
         realtime: RealtimeShared::new(config.realtime.clone()),
+        storage: madbase_storage::Shared::new(config.storage.clone(), &config.data_dir.join("storage"), keys.clone())
+            .map_err(|e| format!("cannot open the storage directory under {}: {e}", config.data_dir.display()))?,
     });
     let realtime = shared.realtime.clone();
     let mut runtime = Runtime::start(runtime_config, move |shard| app::shard_main(shard, shared.clone()))

@@ -71,6 +71,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 8, name: "auth_mfa", sql: include_str!("../migrations/0008_auth_mfa.sql") },
     Migration { version: 9, name: "realtime", sql: include_str!("../migrations/0009_realtime.sql") },
     Migration { version: 10, name: "storage", sql: include_str!("../migrations/0010_storage.sql") },
+    Migration { version: 11, name: "storage_versions", sql: include_str!("../migrations/0011_storage_versions.sql") },
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -161,6 +161,8 @@ fn tables_helpers_triggers_and_grants() {
             "storage.idx_objects_bucket_id_name_lower|false|CREATE INDEX idx_objects_bucket_id_name_lower ON storage.objects USING btree (bucket_id, lower(name) COLLATE \"C\")",
             "storage.name_prefix_search|false|CREATE INDEX name_prefix_search ON storage.objects USING btree (name text_pattern_ops)",
             "storage.objects_pkey|true|CREATE UNIQUE INDEX objects_pkey ON storage.objects USING btree (id)",
+            // MadBase's own (migration 0011): the sweeper's lookups by version.
+            "storage.objects_version_idx|false|CREATE INDEX objects_version_idx ON storage.objects USING btree (version) WHERE (version IS NOT NULL)",
         ]
     );
     assert_eq!(

@@ -112,6 +112,8 @@ export async function startMadbase({ pgBin, env = {}, smtp = false } = {}) {
   return {
     url,
     dbUrl,
+    /** The data directory (Storage keeps objects under `storage/`). */
+    dataDir,
     output: () => output,
     /** The SMTP sink's mailbox (only with `smtp: true`). */
     mail: sink?.mailbox ?? null,

@@ -5,20 +5,14 @@
 
 use bytes::Bytes;
 use madbase_http::{Body, Request, Response};
-use madbase_pg::{Batch, Statement, StatementResult, TxEnd};
+use madbase_pg::Statement;
 use serde_json::{Map, Value};
 
 use crate::caller::Caller;
+use crate::db::{escape_like, js_time, json_body, json_response, message, run, run_delete, text};
 use crate::error::StorageError;
 use crate::limits::{check_bucket_name, js_number, mime_types, size_limit, SizeLimit};
 use crate::Inner;
-
-/// A timestamp as JavaScript's `Date#toISOString` prints it.
-macro_rules! js_time {
-    ($col:literal) => {
-        concat!("to_char(", $col, " at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')")
-    };
-}
 
 /// A bucket's JSON as `GET /bucket` sends it (Supabase's schema order; a null owner is `""`).
 const LIST_JSON: &str = concat!(
@@ -48,64 +42,6 @@ fn mime_array(n: usize) -> String {
         "case when ${n}::jsonb is null then null \
          else (select coalesce(array_agg(t), '{{}}') from jsonb_array_elements_text(${n}::jsonb) t) end"
     )
-}
-
-/// Largest JSON body a bucket route reads.
-const BODY_LIMIT: u64 = 64 * 1024;
-
-fn text(value: &str) -> Bytes {
-    Bytes::copy_from_slice(value.as_bytes())
-}
-
-/// Runs one statement as `caller` and returns its result.
-async fn run(inner: &Inner, caller: &Caller, statement: Statement) -> Result<StatementResult, StorageError> {
-    run_batch(inner, caller_batch(caller), statement).await
-}
-
-/// Runs one statement that deletes rows: Supabase's `storage.protect_delete` triggers refuse
-/// deletes from `storage.buckets` and `storage.objects` outside the Storage API, which says it is
-/// the API with this setting.
-async fn run_delete(inner: &Inner, caller: &Caller, statement: Statement) -> Result<StatementResult, StorageError> {
-    run_batch(inner, caller_batch(caller).setting("storage.allow_delete_query", "true"), statement).await
-}
-
-fn caller_batch(caller: &Caller) -> Batch {
-    Batch::new().role(caller.role.as_str()).jwt_claims(caller.claims_json.as_str())
-}
-
-async fn run_batch(inner: &Inner, batch: Batch, statement: Statement) -> Result<StatementResult, StorageError> {
-    let batch = batch.statement(statement).end(TxEnd::Commit);
-    let mut results = inner.ctx.lanes.get(crate::LANE).execute(batch).await?;
-    results.pop().ok_or_else(StorageError::internal)
-}
-
-/// The JSON text a statement selected, as the response.
-fn json_response(result: &StatementResult) -> Response {
-    Response::json(200, Bytes::copy_from_slice(result.scalar().unwrap_or("null").as_bytes()))
-}
-
-fn message(text: &str) -> Response {
-    Response::json(200, serde_json::json!({ "message": text }).to_string())
-}
-
-/// Reads a JSON object body; an empty body is `{}` where `empty_ok`.
-async fn json_body(req: &Request, body: Body, empty_ok: bool) -> Result<Map<String, Value>, StorageError> {
-    let bytes = body.collect(BODY_LIMIT).await.map_err(|_| StorageError::entity_too_large())?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        let json = req.header_str("content-type").is_some_and(|t| t.starts_with("application/json"));
-        return match (empty_ok, json) {
-            (true, _) => Ok(Map::new()),
-            (false, true) => {
-                Err(StorageError::validation("Body cannot be empty when content-type is set to 'application/json'"))
-            }
-            (false, false) => Err(StorageError::validation("body must be object")),
-        };
-    }
-    match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(StorageError::validation("body must be object")),
-        Err(_) => Err(StorageError::validation("Body is not valid JSON but content-type is set to 'application/json'")),
-    }
 }
 
 /// `GET /bucket`: the buckets the caller may see, with `search`, `sortColumn`, `sortOrder`,
@@ -161,18 +97,6 @@ fn integer_param(name: &str, value: &str, minimum: u64) -> Result<u64, StorageEr
         Ok(_) => Err(StorageError::validation(format!("querystring/{name} must be >= {minimum}"))),
         Err(_) => Err(StorageError::validation(format!("querystring/{name} must be integer"))),
     }
-}
-
-/// `%`, `_` and `\` taken literally in an `ilike` pattern.
-fn escape_like(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// A boolean field, with the coercions of Supabase Storage's schema validator (`"true"`,

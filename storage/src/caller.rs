@@ -28,6 +28,12 @@ impl Caller {
     pub fn owner_uuid(&self) -> Option<&str> {
         self.sub.as_deref().filter(|s| is_uuid(s))
     }
+
+    /// The service role acting for `owner` (a signed upload: the token is the authority).
+    pub fn service_role(owner: Option<&str>) -> Caller {
+        let claims = serde_json::json!({ "role": "service_role", "sub": owner });
+        Caller { role: "service_role".to_owned(), claims_json: claims.to_string(), sub: owner.map(str::to_owned) }
+    }
 }
 
 /// The caller of a route that needs a valid token.
@@ -59,7 +65,7 @@ pub fn service_role(ctx: &ShardCtx, req: &Request) -> Result<Caller, StorageErro
 const INVALID_JWS: &str = "Invalid Compact JWS";
 
 /// What jose (Supabase Storage's JWT library) says for each way a token fails.
-fn jose_message(e: &JwtError) -> &'static str {
+pub(crate) fn jose_message(e: &JwtError) -> &'static str {
     match e {
         JwtError::Expired => "\"exp\" claim timestamp check failed",
         JwtError::NotYetValid => "\"nbf\" claim timestamp check failed",
@@ -70,7 +76,7 @@ fn jose_message(e: &JwtError) -> &'static str {
 }
 
 /// 8-4-4-4-12 hexadecimal digits.
-fn is_uuid(s: &str) -> bool {
+pub(crate) fn is_uuid(s: &str) -> bool {
     let groups: Vec<&str> = s.split('-').collect();
     groups.len() == 5
         && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))

@@ -88,12 +88,53 @@ impl StorageError {
     }
 
     pub fn entity_too_large() -> StorageError {
+        StorageError::entity_too_large_for("object")
+    }
+
+    /// `what` (`object`, `user_metadata`) is over its limit.
+    pub fn entity_too_large_for(what: &str) -> StorageError {
         StorageError::new(
             413,
             "EntityTooLarge",
             Some("Payload too large"),
-            "The object exceeded the maximum allowed size",
+            format!("The {what} exceeded the maximum allowed size"),
         )
+    }
+
+    pub fn key_already_exists() -> StorageError {
+        StorageError::new(409, "KeyAlreadyExists", Some("Duplicate"), "The resource already exists")
+    }
+
+    pub fn no_such_key() -> StorageError {
+        StorageError::new(404, "NoSuchKey", Some("not_found"), "Object not found")
+    }
+
+    pub fn invalid_key(key: &str) -> StorageError {
+        StorageError::new(400, "InvalidKey", None, format!("Invalid key: {key}"))
+    }
+
+    /// A `Range` the object cannot satisfy: HTTP 416.
+    pub fn invalid_range() -> StorageError {
+        StorageError {
+            http_status: Some(416),
+            ..StorageError::new(400, "InvalidRange", Some("invalid_range"), "invalid range provided")
+        }
+    }
+
+    pub fn invalid_signature() -> StorageError {
+        StorageError::invalid_signature_because("Invalid signature")
+    }
+
+    pub fn invalid_signature_because(message: impl Into<String>) -> StorageError {
+        StorageError::new(400, "InvalidSignature", None, message)
+    }
+
+    pub fn invalid_parameter(name: &str) -> StorageError {
+        StorageError::new(400, "InvalidParameter", None, format!("Invalid Parameter {name}"))
+    }
+
+    pub fn invalid_jwt(message: impl Into<String>) -> StorageError {
+        StorageError::new(400, "InvalidJWT", None, message)
     }
 
     pub fn invalid_request(message: impl Into<String>) -> StorageError {

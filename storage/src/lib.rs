@@ -1,8 +1,10 @@
 //! Storage (`/storage/v1`): Supabase Storage's API on the shards (reference/storage.md).
 //!
 //! Owns: [`StorageService`] (one per shard: the routes, the Storage lane of PostgreSQL
-//! connections its statements run on) and the `[storage]` settings. Built so far: the bucket API
-//! (`bucket.rs`); object routes answer as unknown routes until the object store lands.
+//! connections its statements run on), [`Shared`] (the settings, the object store and the signing
+//! keys, one per process) and the `[storage]` settings. Built: buckets (`bucket.rs`), uploads
+//! (`upload.rs`), the other object routes (`object.rs`), signed URLs (`sign.rs`) on the
+//! file-system store (`store.rs`).
 //!
 //! Invariants: every metadata statement runs as the caller's role with its claims, so the
 //! project's row level security on `storage.*` decides as on Supabase; every refusal is Supabase
@@ -10,14 +12,22 @@
 
 pub mod bucket;
 pub mod caller;
+pub mod db;
 pub mod error;
 pub mod limits;
+pub mod multipart;
+pub mod object;
 pub mod settings;
+pub mod sign;
+pub mod store;
+pub mod sweep;
+pub mod upload;
 
 use std::rc::Rc;
 use std::sync::Arc;
 
 use madbase_core::context::LaneSpec;
+use madbase_core::jwt::JwtKeys;
 use madbase_core::service::{Cors, Service, ServiceInfo};
 use madbase_core::ShardCtx;
 use madbase_http::{Body, Request, Response};
@@ -25,14 +35,40 @@ use madbase_http::{Body, Request, Response};
 pub use settings::Storage;
 
 use crate::error::StorageError;
+use crate::object::{Access, ObjectPath};
+use crate::store::FileStore;
+use crate::upload::Mode;
 
 /// The PostgreSQL lane of Storage's statements.
 pub const LANE: &str = "storage";
 
+/// Storage's process-wide state: immutable after start.
+pub struct Shared {
+    pub settings: Storage,
+    pub store: FileStore,
+    /// Signs and verifies the signed-URL tokens (the project's JWT keys).
+    pub keys: Arc<JwtKeys>,
+}
+
+impl Shared {
+    /// The state for `settings`, its object store under `root` (`<data_dir>/storage`).
+    pub fn new(settings: Storage, root: &std::path::Path, keys: Arc<JwtKeys>) -> std::io::Result<Arc<Shared>> {
+        Ok(Arc::new(Shared { settings, store: FileStore::open(root)?, keys }))
+    }
+}
+
 /// One shard's Storage state.
 pub struct Inner {
     pub ctx: Rc<ShardCtx>,
-    pub settings: Arc<Storage>,
+    pub shared: Arc<Shared>,
+}
+
+impl std::ops::Deref for Inner {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
 }
 
 /// Storage on one shard.
@@ -46,8 +82,8 @@ impl StorageService {
         LaneSpec { name: LANE, connections }
     }
 
-    pub fn new(ctx: Rc<ShardCtx>, settings: Arc<Storage>) -> StorageService {
-        StorageService { inner: Inner { ctx, settings } }
+    pub fn new(ctx: Rc<ShardCtx>, shared: Arc<Shared>) -> StorageService {
+        StorageService { inner: Inner { ctx, shared } }
     }
 
     async fn route(&self, req: &Request, body: Body) -> Result<Response, StorageError> {
@@ -67,7 +103,78 @@ impl StorageService {
             ("POST", ["bucket", id, "empty"]) => {
                 bucket::empty(inner, &caller::service_role(&inner.ctx, req)?, &decode(id)?).await
             }
+            (_, ["object", ..]) => self.object_route(req, body, &segments[1..]).await,
             _ => Ok(StorageError::route_not_found(req.method(), req.path())),
+        }
+    }
+}
+
+impl StorageService {
+    /// `/object/…`. Fixed first segments (`public`, `sign`, `info`, …) take precedence over a
+    /// bucket of that name, as in Supabase Storage's router.
+    async fn object_route(&self, req: &Request, body: Body, rest: &[&str]) -> Result<Response, StorageError> {
+        let inner = &self.inner;
+        let caller = || caller::caller(&inner.ctx, req);
+        let path = |bucket: &str, key: &[&str]| ObjectPath::parse(bucket, &key.join("/"));
+        let method = req.method();
+        let get_or_head = method == "GET" || method == "HEAD";
+        match rest {
+            ["move"] if method == "POST" => object::move_object(inner, req, body, &caller()?).await,
+            ["copy"] if method == "POST" => object::copy_object(inner, req, body, &caller()?).await,
+            ["list", bucket] if method == "POST" => object::list(inner, req, body, &caller()?, &decode(bucket)?).await,
+            ["list-v2", bucket] if method == "POST" => {
+                object::list_v2(inner, req, body, &caller()?, &decode(bucket)?).await
+            }
+            ["public", bucket, key @ ..] if get_or_head && !key.is_empty() => {
+                object::download(inner, req, None, &path(bucket, key)?, Access::Public).await
+            }
+            ["authenticated", bucket, key @ ..] if get_or_head && !key.is_empty() => {
+                object::download(inner, req, Some(&caller()?), &path(bucket, key)?, Access::Caller).await
+            }
+            ["info", "public", bucket, key @ ..] if get_or_head && !key.is_empty() => {
+                object::info(inner, None, &path(bucket, key)?, Access::Public).await
+            }
+            ["info", "authenticated", bucket, key @ ..] | ["info", bucket, key @ ..]
+                if get_or_head && !key.is_empty() =>
+            {
+                object::info(inner, Some(&caller()?), &path(bucket, key)?, Access::Caller).await
+            }
+            ["sign", bucket] if method == "POST" => {
+                sign::create_urls(inner, req, body, &caller()?, &decode(bucket)?).await
+            }
+            ["sign", bucket, key @ ..] if method == "POST" && !key.is_empty() => {
+                sign::create_url(inner, req, body, &caller()?, &path(bucket, key)?).await
+            }
+            ["sign", bucket, key @ ..] if get_or_head && !key.is_empty() => {
+                sign::download(inner, req, &path(bucket, key)?).await
+            }
+            ["upload", "sign", bucket, key @ ..] if method == "POST" && !key.is_empty() => {
+                sign::create_upload_url(inner, req, &caller()?, &path(bucket, key)?).await
+            }
+            ["upload", "sign", bucket, key @ ..] if method == "PUT" && !key.is_empty() => {
+                sign::upload(inner, req, body, &path(bucket, key)?).await
+            }
+            [bucket] if method == "DELETE" => object::delete_many(inner, req, body, &caller()?, &decode(bucket)?).await,
+            [bucket, key @ ..] if !key.is_empty() => {
+                let path = path(bucket, key)?;
+                match method {
+                    "GET" | "HEAD" => object::download(inner, req, Some(&caller()?), &path, Access::Caller).await,
+                    "DELETE" => object::delete_one(inner, &caller()?, &path).await,
+                    "POST" | "PUT" => {
+                        let caller = caller()?;
+                        let mode = if method == "PUT" || req.header_str("x-upsert") == Some("true") {
+                            Mode::Upsert
+                        } else {
+                            Mode::Create
+                        };
+                        let uploaded =
+                            upload::upload(inner, req, body, &caller, caller.sub.as_deref(), &path, mode).await?;
+                        Ok(upload::uploaded_response(&uploaded, &path))
+                    }
+                    _ => Ok(StorageError::route_not_found(method, req.path())),
+                }
+            }
+            _ => Ok(StorageError::route_not_found(method, req.path())),
         }
     }
 }
@@ -93,4 +200,8 @@ impl Service for StorageService {
     }
 
     fn on_message(&self, _message: ()) {}
+
+    fn owner_tasks(self: &Rc<Self>) -> Vec<madbase_core::service::LocalTask> {
+        vec![Box::pin(sweep::sweep_forever(self.inner.ctx.clone(), self.inner.shared.clone()))]
+    }
 }

@@ -145,6 +145,31 @@ fn valid_mime_pattern(mime: &str) -> bool {
     token(kind) && token(subtype) && charset_ok
 }
 
+/// Whether `mime` is one of a bucket's `allowed_mime_types`, compared as Supabase Storage does:
+/// the text before and after the first `/`, `type/*` matching any subtype.
+pub fn mime_allowed(mime: &str, allowed: &[String]) -> bool {
+    let mut requested = mime.split('/');
+    let (Some(kind), Some(subtype)) = (requested.next(), requested.next()) else { return false };
+    allowed.iter().any(|pattern| {
+        let mut parts = pattern.split('/');
+        parts.next() == Some(kind) && matches!(parts.next(), Some(s) if s == "*" || s == subtype)
+    })
+}
+
+/// Longest object key, in bytes (S3's limit).
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// An object key as Supabase Storage accepts it (S3's safe characters, `/` between folders), and
+/// none of `.`/`..` as a folder (a key is never a path on any backend).
+pub fn check_object_key(key: &str) -> Result<(), StorageError> {
+    let safe = |b: u8| b.is_ascii_alphanumeric() || b"_/!.*'() &$=@;:+,?-".contains(&b);
+    let dot_segment = key.split('/').any(|s| s == "." || s == "..");
+    if key.is_empty() || key.len() > MAX_KEY_BYTES || !key.bytes().all(safe) || dot_segment || key.starts_with('/') {
+        return Err(StorageError::invalid_key(key));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,5 +210,27 @@ mod tests {
         }
         assert_eq!(mime_types(Some(&json!(["image/png", ""]))), Ok(Some(Some(vec!["image/png".to_owned()]))));
         assert_eq!(mime_types(Some(&json!(["nope"]))).unwrap_err().code, "InvalidMimeType");
+    }
+
+    #[test]
+    fn mime_types_allowed_as_supabase_compares_them() {
+        let allowed = ["image/*".to_owned(), "text/plain".to_owned()];
+        assert!(mime_allowed("image/png", &allowed));
+        assert!(mime_allowed("text/plain", &allowed));
+        assert!(!mime_allowed("text/plain;charset=utf-8", &allowed));
+        assert!(!mime_allowed("image", &allowed));
+        assert!(!mime_allowed("application/json", &allowed));
+    }
+
+    #[test]
+    fn object_keys() {
+        for ok in ["a.txt", "folder/sub/a b (1).png", "x/.emptyFolderPlaceholder", "a..b"] {
+            assert!(check_object_key(ok).is_ok(), "{ok}");
+        }
+        let long = "a".repeat(MAX_KEY_BYTES + 1);
+        for bad in ["", "../etc/passwd", "a/../b", "a/./b", "/abs", "a\\b", "nul\0", "über.txt", "a%2e", long.as_str()]
+        {
+            assert_eq!(check_object_key(bad).unwrap_err().code, "InvalidKey", "{bad:?}");
+        }
     }
 }

@@ -16,6 +16,8 @@ section! {
         pub file_size_limit: String = "50MiB".to_owned(),
         /// Most objects a bucket may hold for `POST /bucket/{id}/empty` → `InvalidRequest` "Unable to empty the bucket because it contains too many objects".
         pub empty_bucket_max: u64 = 200_000,
+        /// Lifetime of a signed upload URL in seconds (Supabase Storage's `UPLOAD_SIGNED_URL_EXPIRATION_TIME`; two hours, as hosted Supabase documents).
+        pub upload_signed_url_expiration_time: u64 = 7200,
         /// PostgreSQL connections per shard for Storage's statements.
         pub pool_size: usize = 2,
     }
@@ -32,6 +34,9 @@ impl Storage {
                     self.file_size_limit
                 ))
             }
+        }
+        if self.upload_signed_url_expiration_time == 0 {
+            return Err("storage.upload_signed_url_expiration_time must be at least 1 second".to_owned());
         }
         if self.pool_size == 0 {
             return Err("storage.pool_size must be at least 1".to_owned());

@@ -1,0 +1,279 @@
+//! The object store of the file-system backend: objects' bytes under `<data_dir>/storage`, read
+//! and written with the shard's own io_uring (no thread hop per chunk).
+//!
+//! Layout: `objects/<2 hex>/<version>` holds the bytes of one object version; `tmp/<random>` holds
+//! a write in progress. A blob is named by the version uuid of its row in `storage.objects`, never
+//! by the object's key, so no key can reach outside the root, a move is a metadata update, and a
+//! copy is a hard link (blobs are immutable).
+//!
+//! Invariants: a blob exists under `objects/` only complete and durable — it is written in
+//! `tmp/`, `fdatasync`ed, renamed into place and its directory synced — so a row that names it
+//! never sees a partial object. A write that is abandoned (error, client gone, future dropped)
+//! removes its temporary file. A blob whose row never committed (a crash between the rename and
+//! the commit) is an orphan the sweeper removes (see `sweep.rs`). Memory per write is one staging
+//! buffer of [`STAGING_BYTES`]; per read, one chunk of [`READ_CHUNK_BYTES`] in flight.
+
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use futures_core::Stream;
+use md5::{Digest, Md5};
+use monoio::fs::{File, OpenOptions};
+
+/// Bytes gathered before one write to disk: large writes, few system calls.
+pub const STAGING_BYTES: usize = 1024 * 1024;
+/// Bytes read from disk per chunk of a download.
+pub const READ_CHUNK_BYTES: usize = 256 * 1024;
+
+/// The file-system object store of one node (shared by its shards: the paths are the state).
+#[derive(Debug, Clone)]
+pub struct FileStore {
+    root: PathBuf,
+}
+
+/// What a completed write stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub size: u64,
+    /// `"<md5 hex>"`, as Supabase Storage's file backend sets it.
+    pub etag: String,
+}
+
+impl FileStore {
+    /// The store under `root`, its directories (the 256 fan-out directories too) created (at start-up, before the shards serve).
+    pub fn open(root: &Path) -> io::Result<FileStore> {
+        for fan in 0..=255u8 {
+            std::fs::create_dir_all(root.join("objects").join(hex(&[fan])))?;
+        }
+        std::fs::create_dir_all(root.join("tmp"))?;
+        Ok(FileStore { root: root.to_path_buf() })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The path of a version's blob.
+    pub fn blob_path(&self, version: &str) -> PathBuf {
+        assert!(is_version(version), "blob versions are generated uuids: {version:?}");
+        self.root.join("objects").join(&version[..2]).join(version)
+    }
+
+    /// Starts writing a new blob.
+    pub async fn create(&self) -> io::Result<BlobWriter> {
+        let tmp = self.root.join("tmp").join(new_version());
+        let file = OpenOptions::new().write(true).create_new(true).open(&tmp).await?;
+        Ok(BlobWriter {
+            file: Some(file),
+            tmp,
+            written: 0,
+            on_disk: 0,
+            staged: BytesMut::with_capacity(STAGING_BYTES),
+            md5: Md5::new(),
+        })
+    }
+
+    /// Opens a version's blob for reading; `NotFound` when there is none.
+    pub async fn open_blob(&self, version: &str) -> io::Result<Blob> {
+        let file = File::open(self.blob_path(version)).await?;
+        let len = file.metadata().await?.len();
+        Ok(Blob { file: Rc::new(file), len })
+    }
+
+    /// Removes a version's blob; one already gone is not an error.
+    pub async fn remove(&self, version: &str) -> io::Result<()> {
+        match monoio::fs::remove_file(self.blob_path(version)).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Makes `to` a second name of `from`'s bytes (a copy: blobs never change). A metadata
+    /// operation of the file system, done in place.
+    pub fn link(&self, from: &str, to: &str) -> io::Result<()> {
+        std::fs::hard_link(self.blob_path(from), self.blob_path(to))
+    }
+}
+
+/// A blob being written. Dropped before [`BlobWriter::commit`], it removes its temporary file.
+pub struct BlobWriter {
+    file: Option<File>,
+    tmp: PathBuf,
+    /// Bytes accepted; `on_disk` of them are written, the rest are staged.
+    written: u64,
+    on_disk: u64,
+    staged: BytesMut,
+    md5: Md5,
+}
+
+impl BlobWriter {
+    /// Bytes accepted so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Appends `chunk`. Large chunks go to disk as they are; small ones are gathered first.
+    pub async fn write(&mut self, chunk: Bytes) -> io::Result<()> {
+        self.md5.update(&chunk);
+        self.written += chunk.len() as u64;
+        if self.staged.is_empty() && chunk.len() >= STAGING_BYTES / 2 {
+            return self.write_at_end(chunk).await;
+        }
+        self.staged.extend_from_slice(&chunk);
+        if self.staged.len() >= STAGING_BYTES / 2 {
+            self.flush().await?;
+        }
+        debug_assert!(self.staged.len() < STAGING_BYTES);
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        let staged = std::mem::replace(&mut self.staged, BytesMut::with_capacity(STAGING_BYTES));
+        self.write_at_end(staged.freeze()).await
+    }
+
+    /// Writes `bytes` at the end of what is on disk.
+    async fn write_at_end(&mut self, bytes: Bytes) -> io::Result<()> {
+        let file = self.file.as_ref().ok_or_else(|| io::Error::other("blob writer already finished"))?;
+        let len = bytes.len() as u64;
+        let (result, _) = file.write_all_at(bytes, self.on_disk).await;
+        result?;
+        self.on_disk += len;
+        debug_assert!(self.on_disk <= self.written);
+        Ok(())
+    }
+
+    /// Makes the blob durable under `version`'s name: flush, `fdatasync`, rename into place,
+    /// sync the directory.
+    pub async fn commit(mut self, store: &FileStore, version: &str) -> io::Result<Stored> {
+        self.flush().await?;
+        let file = self.file.take().ok_or_else(|| io::Error::other("blob writer already finished"))?;
+        debug_assert_eq!(self.on_disk, self.written);
+        file.sync_data().await?;
+        file.close().await?;
+        let target = store.blob_path(version);
+        monoio::fs::rename(&self.tmp, &target).await?;
+        let dir = File::open(target.parent().unwrap_or(store.root())).await?;
+        dir.sync_all().await?;
+        dir.close().await?;
+        // Renamed: nothing left for Drop to remove.
+        self.tmp = PathBuf::new();
+        let digest = std::mem::take(&mut self.md5).finalize();
+        Ok(Stored { size: self.written, etag: format!("\"{}\"", hex(&digest)) })
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            // Only on the failure path: one unlink, not worth a round through the ring.
+            if let Err(error) = std::fs::remove_file(&self.tmp) {
+                tracing::warn!(path = %self.tmp.display(), %error, "cannot remove an abandoned upload");
+            }
+        }
+    }
+}
+
+/// A blob opened for reading.
+pub struct Blob {
+    file: Rc<File>,
+    len: u64,
+}
+
+impl Blob {
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The bytes `start..end` (clamped to the blob) as a stream of chunks.
+    pub fn stream(&self, start: u64, end: u64) -> BlobStream {
+        let end = end.min(self.len);
+        BlobStream { file: self.file.clone(), pos: start.min(end), end, reading: None }
+    }
+}
+
+type ReadFuture = Pin<Box<dyn Future<Output = (io::Result<usize>, Vec<u8>)>>>;
+
+/// A range of a blob, read one chunk at a time (one read in flight).
+pub struct BlobStream {
+    file: Rc<File>,
+    pos: u64,
+    end: u64,
+    reading: Option<ReadFuture>,
+}
+
+impl Stream for BlobStream {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        let this = &mut *self;
+        if this.pos >= this.end {
+            return Poll::Ready(None);
+        }
+        let reading = this.reading.get_or_insert_with(|| {
+            let file = this.file.clone();
+            let pos = this.pos;
+            let want = (this.end - pos).min(READ_CHUNK_BYTES as u64) as usize;
+            Box::pin(async move { file.read_at(Vec::with_capacity(want), pos).await })
+        });
+        let (result, mut buf) = std::task::ready!(reading.as_mut().poll(cx));
+        this.reading = None;
+        match result {
+            Ok(0) => {
+                // The blob shrank under us: never the case for an immutable blob.
+                this.pos = this.end;
+                Poll::Ready(Some(Err(io::Error::new(io::ErrorKind::UnexpectedEof, "blob shorter than its length"))))
+            }
+            Ok(n) => {
+                buf.truncate(n);
+                this.pos += n as u64;
+                debug_assert!(this.pos <= this.end);
+                Poll::Ready(Some(Ok(Bytes::from(buf))))
+            }
+            Err(e) => {
+                this.pos = this.end;
+                Poll::Ready(Some(Err(e)))
+            }
+        }
+    }
+}
+
+/// A new version id: a random (v4) uuid.
+pub fn new_version() -> String {
+    let mut bytes: [u8; 16] = rand::random();
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let h = hex(&bytes);
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
+/// A version id as [`new_version`] writes them (lower-case 8-4-4-4-12 hex).
+pub fn is_version(s: &str) -> bool {
+    s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+        })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
+}
