@@ -250,6 +250,7 @@ pub async fn shard_main(shard: Shard<ShardMessage>, shared: Arc<Shared>) {
         ctx: ctx.clone(),
         shard: shard.clone(),
         realtime: services.realtime.clone(),
+        storage: services.storage.clone(),
         shared: shared.clone(),
     });
     monoio::spawn(run_mailbox(shard.clone(), peers.clone(), services.clone()));
@@ -344,6 +345,8 @@ struct Peers {
     shard: Shard<ShardMessage>,
     /// Realtime's per-shard series.
     realtime: Rc<RealtimeService>,
+    /// Storage's per-shard series.
+    storage: Rc<StorageService>,
     shared: Arc<Shared>,
 }
 
@@ -372,7 +375,7 @@ impl Peers {
                 .collect(),
             blocking_queued: self.shard.blocking().queue_depth(),
             http: madbase_http::shard_stats(),
-            services: self.realtime.series(),
+            services: [self.realtime.series(), self.storage.series()].concat(),
         };
         self.ctx.metrics.snapshot(gauges)
     }

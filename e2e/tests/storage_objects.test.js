@@ -374,3 +374,15 @@ test('a cut upload leaves no row, no blob and no temporary file; the old version
   assert.equal(blobs().length, before);
   assert.equal(await (await docs.download('cut/a.txt')).data.text(), 'original');
 });
+
+test('/metrics counts object bytes in and out, uploads and downloads', async () => {
+  await sleep(1100); // the scrape is coalesced for up to a second
+  const text = await (await fetch(`${server.url}/metrics`, { headers: { apikey: SERVICE_ROLE_KEY } })).text();
+  const total = (name) =>
+    text.split('\n').filter((l) => l.startsWith(`${name}{`)).reduce((sum, l) => sum + Number(l.split(' ').pop()), 0);
+  assert.ok(total('madbase_storage_bytes_in_total') >= 1_000, text);
+  assert.ok(total('madbase_storage_bytes_out_total') >= 100);
+  assert.ok(total('madbase_storage_uploads_total') >= 15);
+  assert.ok(total('madbase_storage_downloads_total') >= 10);
+  assert.equal(total('madbase_storage_uploads_in_progress'), 0);
+});

@@ -15,6 +15,7 @@ pub mod caller;
 pub mod db;
 pub mod error;
 pub mod limits;
+pub mod metrics;
 pub mod multipart;
 pub mod object;
 pub mod settings;
@@ -61,6 +62,7 @@ impl Shared {
 pub struct Inner {
     pub ctx: Rc<ShardCtx>,
     pub shared: Arc<Shared>,
+    pub counters: Rc<metrics::Counters>,
 }
 
 impl std::ops::Deref for Inner {
@@ -83,7 +85,12 @@ impl StorageService {
     }
 
     pub fn new(ctx: Rc<ShardCtx>, shared: Arc<Shared>) -> StorageService {
-        StorageService { inner: Inner { ctx, shared } }
+        StorageService { inner: Inner { ctx, shared, counters: Rc::default() } }
+    }
+
+    /// This shard's series for `/metrics`.
+    pub fn series(&self) -> Vec<madbase_core::metrics::ServiceSeries> {
+        self.inner.counters.series()
     }
 
     async fn route(&self, req: &Request, body: Body) -> Result<Response, StorageError> {

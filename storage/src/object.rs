@@ -18,6 +18,7 @@ use crate::db::{
 };
 use crate::error::StorageError;
 use crate::limits::check_object_key;
+use crate::metrics::Counted;
 use crate::upload::{io_error, remove_blob};
 use crate::Inner;
 
@@ -156,7 +157,11 @@ pub async fn download(
         None => (200, 0, size),
     };
     // For HEAD the server sends the length and never polls the stream.
-    let mut response = Response::sized_stream(status, end - start, blob.stream(start, end));
+    let mut response =
+        Response::sized_stream(status, end - start, Counted::new(blob.stream(start, end), inner.counters.clone()));
+    if !req.is_head() {
+        crate::metrics::add(&inner.counters.downloads, 1);
+    }
     response.set_header("accept-ranges", "bytes");
     response.set_header("content-type", stored.mime.clone());
     response.set_header("x-robots-tag", "none");

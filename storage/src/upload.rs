@@ -93,14 +93,16 @@ pub async fn upload(
         return Err(StorageError::entity_too_large());
     }
     let version = new_version();
+    let _in_progress = inner.counters.upload_started();
     let mut writer = inner.store.create().await.map_err(io_error)?;
-    stream_to(&mut source, &mut writer, max).await?;
+    stream_to(inner, &mut source, &mut writer, max).await?;
     let stored = writer.commit(&inner.store, &version).await.map_err(io_error)?;
     match commit_row(inner, owner, path, mode, &source, &version, &stored).await {
         Ok((id, previous)) => {
             if let Some(previous) = previous.filter(|p| *p != version) {
                 remove_blob(inner, &previous).await;
             }
+            crate::metrics::add(&inner.counters.uploads, 1);
             Ok(Uploaded { id })
         }
         Err(e) => {
@@ -272,11 +274,12 @@ fn system_metadata(source: &Source, stored: &Stored) -> String {
 }
 
 /// Streams the file to `writer`, refusing more than `max` bytes.
-async fn stream_to(source: &mut Source, writer: &mut BlobWriter, max: u64) -> Result<(), StorageError> {
+async fn stream_to(inner: &Inner, source: &mut Source, writer: &mut BlobWriter, max: u64) -> Result<(), StorageError> {
     while let Some(chunk) = source.next_chunk().await? {
         if writer.written() + chunk.len() as u64 > max {
             return Err(StorageError::entity_too_large());
         }
+        crate::metrics::add(&inner.counters.bytes_in, chunk.len() as u64);
         writer.write(chunk).await.map_err(io_error)?;
     }
     Ok(())
