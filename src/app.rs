@@ -199,6 +199,18 @@ fn outbox<T: Clone + 'static>(shard: &Shard<ShardMessage>, wrap: fn(T) -> ShardM
 }
 
 /// Adapts the runtime's shutdown signal to the HTTP server's.
+/// The HTTP server's limits. Storage streams object bodies up to its own `file_size_limit`, so the
+/// server's body bound is the larger of that and `[http] max_body_bytes`; every other service
+/// reads its body with `Body::collect` under its own bound (at most `max_body_bytes`), so nothing
+/// else accepts more than before.
+pub fn server_limits(config: &Config) -> madbase_http::Limits {
+    let mut limits = config.http.limits();
+    if config.storage.enabled {
+        limits.max_body_bytes = limits.max_body_bytes.max(config.storage.file_size_limit_bytes());
+    }
+    limits
+}
+
 #[derive(Clone)]
 struct HttpShutdown(ShutdownSignal);
 
@@ -266,7 +278,7 @@ pub async fn shard_main(shard: Shard<ShardMessage>, shared: Arc<Shared>) {
     });
     start_owner_tasks(&shard, &services);
 
-    let limits = Rc::new(config.http.limits());
+    let limits = Rc::new(server_limits(&config));
     let shutdown = HttpShutdown(shard.shutdown_signal());
     let handler = app.clone();
     let served = shard
@@ -543,6 +555,16 @@ mod tests {
 
     fn label(path: &str) -> &'static str {
         route_of(path).map_or(OTHER, |row| row.info.label)
+    }
+
+    #[test]
+    fn storage_raises_the_server_body_bound_to_its_file_size_limit() {
+        let mut config = Config::default();
+        assert_eq!(server_limits(&config).max_body_bytes, config.http.max_body_bytes);
+        config.storage.file_size_limit = "5GiB".to_owned();
+        assert_eq!(server_limits(&config).max_body_bytes, 5 << 30);
+        config.storage.enabled = false;
+        assert_eq!(server_limits(&config).max_body_bytes, config.http.max_body_bytes);
     }
 
     #[test]

@@ -67,7 +67,7 @@ section! {
         pub max_headers: usize = 100,
         /// Request-target bytes → 414.
         pub max_uri_bytes: usize = 8 * 1024,
-        /// Request body bytes accepted by default (services may set a lower one) → 413.
+        /// Request body bytes accepted by default (services may set a lower one; Storage's uploads are bounded by `storage.file_size_limit` instead) → 413.
         pub max_body_bytes: u64 = 50 * 1024 * 1024,
         /// Time for a whole request head to arrive, ms (slowloris bound) → 408.
         pub header_timeout_ms: u64 = 10_000,
