@@ -11,7 +11,7 @@
 //! never sees a partial object. A write that is abandoned (error, client gone, future dropped)
 //! removes its temporary file. A blob whose row never committed (a crash between the rename and
 //! the commit) is an orphan the sweeper removes (see `sweep.rs`). Memory per write is one staging
-//! buffer of [`STAGING_BYTES`]; per read, one chunk of [`READ_CHUNK_BYTES`] in flight.
+//! buffer of [`STAGING_BYTES`]; per download, [`READS_IN_FLIGHT`] chunks of [`READ_CHUNK_BYTES`].
 
 use std::future::Future;
 use std::io;
@@ -28,7 +28,7 @@ use monoio::fs::{File, OpenOptions};
 /// Bytes gathered before one write to disk: large writes, few system calls.
 pub const STAGING_BYTES: usize = 1024 * 1024;
 /// Bytes read from disk per chunk of a download.
-pub const READ_CHUNK_BYTES: usize = 256 * 1024;
+pub const READ_CHUNK_BYTES: usize = 512 * 1024;
 
 /// The file-system object store of one node (shared by its shards: the paths are the state).
 #[derive(Debug, Clone)]
@@ -200,18 +200,44 @@ impl Blob {
     /// The bytes `start..end` (clamped to the blob) as a stream of chunks.
     pub fn stream(&self, start: u64, end: u64) -> BlobStream {
         let end = end.min(self.len);
-        BlobStream { file: self.file.clone(), pos: start.min(end), end, reading: None }
+        let start = start.min(end);
+        BlobStream { file: self.file.clone(), pos: start, issued: start, end, reading: Default::default() }
     }
 }
 
 type ReadFuture = Pin<Box<dyn Future<Output = (io::Result<usize>, Vec<u8>)>>>;
 
-/// A range of a blob, read one chunk at a time (one read in flight).
+/// Reads in flight per download: one being handed out, one ahead, so the disk (or page cache)
+/// read of the next chunk overlaps the socket write of this one.
+const READS_IN_FLIGHT: usize = 2;
+
+/// A range of a blob, read [`READ_CHUNK_BYTES`] at a time with [`READS_IN_FLIGHT`] reads issued.
 pub struct BlobStream {
     file: Rc<File>,
+    /// Bytes handed out end here.
     pos: u64,
+    /// The next read starts here (`pos` plus what is in flight).
+    issued: u64,
     end: u64,
-    reading: Option<ReadFuture>,
+    reading: std::collections::VecDeque<(usize, ReadFuture)>,
+}
+
+impl BlobStream {
+    /// Issues reads up to [`READS_IN_FLIGHT`]; each is polled once so it is submitted now.
+    fn issue(&mut self, cx: &mut Context<'_>) {
+        while self.reading.len() < READS_IN_FLIGHT && self.issued < self.end {
+            let file = self.file.clone();
+            let at = self.issued;
+            let want = (self.end - at).min(READ_CHUNK_BYTES as u64) as usize;
+            let mut read: ReadFuture = Box::pin(async move { file.read_at(Vec::with_capacity(want), at).await });
+            if let Poll::Ready(done) = read.as_mut().poll(cx) {
+                read = Box::pin(std::future::ready(done));
+            }
+            self.reading.push_back((want, read));
+            self.issued += want as u64;
+        }
+        debug_assert!(self.issued <= self.end && self.reading.len() <= READS_IN_FLIGHT);
+    }
 }
 
 impl Stream for BlobStream {
@@ -222,14 +248,11 @@ impl Stream for BlobStream {
         if this.pos >= this.end {
             return Poll::Ready(None);
         }
-        let reading = this.reading.get_or_insert_with(|| {
-            let file = this.file.clone();
-            let pos = this.pos;
-            let want = (this.end - pos).min(READ_CHUNK_BYTES as u64) as usize;
-            Box::pin(async move { file.read_at(Vec::with_capacity(want), pos).await })
-        });
-        let (result, mut buf) = std::task::ready!(reading.as_mut().poll(cx));
-        this.reading = None;
+        this.issue(cx);
+        let Some((want, front)) = this.reading.front_mut() else { return Poll::Ready(None) };
+        let want = *want;
+        let (result, mut buf) = std::task::ready!(front.as_mut().poll(cx));
+        this.reading.pop_front();
         match result {
             Ok(0) => {
                 // The blob shrank under us: never the case for an immutable blob.
@@ -239,6 +262,11 @@ impl Stream for BlobStream {
             Ok(n) => {
                 buf.truncate(n);
                 this.pos += n as u64;
+                if n < want {
+                    // A short read: what is in flight starts past a gap; read again from here.
+                    this.reading.clear();
+                    this.issued = this.pos;
+                }
                 debug_assert!(this.pos <= this.end);
                 Poll::Ready(Some(Ok(Bytes::from(buf))))
             }
@@ -268,7 +296,7 @@ pub fn is_version(s: &str) -> bool {
         })
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -276,4 +304,111 @@ fn hex(bytes: &[u8]) -> String {
         out.push(DIGITS[usize::from(b & 15)] as char);
     }
     out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resumable (TUS) uploads. Their partial bytes and state live under `uploads/<version>/` until
+// they are complete (`tus/state.rs` owns what is inside); a complete upload's bytes become the
+// version's blob by a second name, so they are never copied.
+
+impl FileStore {
+    /// The directory of the resumable uploads not yet expired.
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.root.join("uploads")
+    }
+
+    /// The directory of one resumable upload, named by the version its object will have.
+    pub fn upload_dir(&self, version: &str) -> PathBuf {
+        assert!(is_version(version), "upload directories are named by generated versions: {version:?}");
+        self.uploads_dir().join(version)
+    }
+
+    /// Makes `data` (complete and durable) the blob of `version` without copying it: a hard link
+    /// under `objects/`, its directory synced. A blob already there (an earlier attempt to finish
+    /// the same upload) is kept: versions are unique, so it is the same file.
+    pub async fn adopt(&self, data: &Path, version: &str) -> io::Result<()> {
+        let target = self.blob_path(version);
+        // Metadata operations of the file system, done in place (as `link`).
+        match std::fs::hard_link(data, &target) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                // A name added and removed changes the inode's ctime, so the sweeper's grace for
+                // a blob no row names yet counts from this attempt, not from the earlier one.
+                let touch = self.root.join("tmp").join(new_version());
+                std::fs::hard_link(data, &touch)?;
+                std::fs::remove_file(&touch)?;
+            }
+            Err(e) => return Err(e),
+        }
+        let dir = File::open(target.parent().unwrap_or(self.root())).await?;
+        dir.sync_all().await?;
+        dir.close().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().build().expect("runtime").block_on(f)
+    }
+
+    async fn collect(mut stream: BlobStream) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(chunk) = std::future::poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await {
+            out.extend_from_slice(&chunk.expect("read"));
+        }
+        out
+    }
+
+    #[test]
+    fn blobs_round_trip_through_staging_and_read_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let bytes: Vec<u8> = (0..(READ_CHUNK_BYTES * 3 + 12_345)).map(|i| (i % 251) as u8).collect();
+        block_on(async {
+            let mut writer = store.create().await.unwrap();
+            // Small chunks are staged, large ones written through, in any mix.
+            let mut rest = &bytes[..];
+            for size in [1, 100, 70_000, STAGING_BYTES, 3].iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (head, tail) = rest.split_at((*size).min(rest.len()));
+                writer.write(Bytes::copy_from_slice(head)).await.unwrap();
+                rest = tail;
+            }
+            let version = new_version();
+            let stored = writer.commit(&store, &version).await.unwrap();
+            assert_eq!(stored.size, bytes.len() as u64);
+            let digest = Md5::digest(&bytes);
+            assert_eq!(stored.etag, format!("\"{}\"", hex(&digest)));
+            assert!(std::fs::read_dir(dir.path().join("tmp")).unwrap().next().is_none());
+
+            let blob = store.open_blob(&version).await.unwrap();
+            assert_eq!(blob.len(), bytes.len() as u64);
+            assert_eq!(collect(blob.stream(0, blob.len())).await, bytes);
+            let (a, b) = (READ_CHUNK_BYTES as u64 - 7, READ_CHUNK_BYTES as u64 * 2 + 9);
+            assert_eq!(collect(blob.stream(a, b)).await, &bytes[a as usize..b as usize]);
+            assert_eq!(collect(blob.stream(5, 5)).await, Vec::<u8>::new());
+            assert_eq!(collect(blob.stream(0, u64::MAX)).await.len(), bytes.len(), "the end is clamped");
+
+            store.remove(&version).await.unwrap();
+            store.remove(&version).await.unwrap();
+            assert_eq!(store.open_blob(&version).await.err().map(|e| e.kind()), Some(io::ErrorKind::NotFound));
+        });
+    }
+
+    #[test]
+    fn an_abandoned_write_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        block_on(async {
+            let mut writer = store.create().await.unwrap();
+            writer.write(Bytes::from_static(b"half an object")).await.unwrap();
+            drop(writer);
+        });
+        assert!(std::fs::read_dir(dir.path().join("tmp")).unwrap().next().is_none());
+    }
 }
