@@ -6,7 +6,8 @@
 #     (`x-upsert: true`, `cache-control: max-age=3600`, a content type), against
 #     `dd if=<file> of=<copy> bs=1M conv=fdatasync` (a durable copy of the same bytes on the same disk);
 #   - download: `GET /storage/v1/object/bench/big.bin` to /dev/null, against `cat <file> >/dev/null`
-#     (both from the page cache).
+#     (both from the page cache), and against nginx (Debian's, `sendfile on`) serving the same file
+#     to the same client: the loopback ceiling of an HTTP download on this machine.
 # MadBase's RSS is sampled every 20 ms during each transfer; the peak growth over the idle RSS is
 # reported (goal < 64 MiB), with throughputs and their ratios (goal >= 0.5).
 #
@@ -14,6 +15,7 @@
 source "$(dirname "$0")/lib.sh"
 need_tool curl curl
 need_tool python3 python3
+need_tool nginx nginx
 
 SIZE_MIB=${SIZE_MIB:-1024}
 REPEAT=${REPEAT:-3}
@@ -23,7 +25,13 @@ COPY="$OUT/storage_transfer.copy"
 build_madbase
 MB_LOG=warn; MB_OUT="$OUT/storage_transfer_madbase.out"
 MADBASE_STORAGE_FILE_SIZE_LIMIT=$((SIZE_MIB * 2))MiB start_madbase "$OUT/storage_transfer_data"
-trap 'stop_madbase; rm -f "$FILE" "$COPY"' EXIT
+NGINX_DIR="$OUT/storage_transfer_nginx"
+stop_all() {
+  stop_madbase
+  [ -f "$NGINX_DIR/nginx.pid" ] && kill "$(cat "$NGINX_DIR/nginx.pid")" 2>/dev/null
+  rm -f "$FILE" "$COPY"
+}
+trap stop_all EXIT
 KEY=$(madbase_key service_role)
 API="http://127.0.0.1:$MB_PORT/storage/v1"
 curl -fs -H "authorization: Bearer $KEY" -H 'content-type: application/json' -d '{"name":"bench"}' "$API/bucket" >/dev/null
@@ -31,6 +39,17 @@ curl -fs -H "authorization: Bearer $KEY" -H 'content-type: application/json' -d 
 echo "== writing $SIZE_MIB MiB of random bytes"
 head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom >"$FILE"
 sync
+
+NGINX_PORT=$(free_port)
+mkdir -p "$NGINX_DIR"
+cat >"$NGINX_DIR/nginx.conf" <<CONF
+worker_processes 1;
+pid $NGINX_DIR/nginx.pid;
+error_log $NGINX_DIR/error.log warn;
+events { worker_connections 64; }
+http { access_log off; sendfile on; client_body_temp_path $NGINX_DIR/tmp; server { listen 127.0.0.1:$NGINX_PORT; root $OUT; } }
+CONF
+nginx -c "$NGINX_DIR/nginx.conf"
 
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$MB_PID/status"; }
 
@@ -57,14 +76,15 @@ upload() {
 download() { curl -fsS -o /dev/null -H "authorization: Bearer $KEY" "$API/object/bench/big.bin"; }
 disk_copy() { dd if="$FILE" of="$COPY" bs=1M conv=fdatasync status=none; }
 disk_read() { cat "$FILE" >/dev/null; }
+nginx_download() { curl -fsS -o /dev/null "http://127.0.0.1:$NGINX_PORT/$(basename "$FILE")"; }
 mibps() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.0f}')" "$SIZE_MIB" "$1"; }
 peak_growth_mib() { python3 -c "import sys; v=[int(x) for x in open(sys.argv[1]) if x.strip()]; print(f'{(max(v) - int(sys.argv[2])) / 1024:.1f}' if v else 'n/a')" "$1" "$2"; }
 
 upload >/dev/null; download; disk_read # warm: the first object, the page cache
 IDLE=$(rss_kib)
 echo "== idle RSS $((IDLE / 1024)) MiB; $REPEAT rounds of $SIZE_MIB MiB"
-printf '%-6s %-12s %-12s %-7s %-14s %-12s %-12s %-7s %-14s\n' round "upload MiB/s" "dd MiB/s" ratio "upload RSS+MiB" \
-  "download MiB/s" "cat MiB/s" ratio "download RSS+MiB"
+printf '%-6s %-12s %-12s %-7s %-14s %-14s %-10s %-7s %-11s %-7s %-14s\n' round "upload MiB/s" "dd MiB/s" ratio "upload RSS+MiB" \
+  "download MiB/s" "cat MiB/s" ratio "nginx MiB/s" ratio "download RSS+MiB"
 for round in $(seq 1 "$REPEAT"); do
   t_up=$(timed "$OUT/storage_rss_up.txt" upload)
   g_up=$(peak_growth_mib "$OUT/storage_rss_up.txt" "$IDLE")
@@ -72,8 +92,9 @@ for round in $(seq 1 "$REPEAT"); do
   t_down=$(timed "$OUT/storage_rss_down.txt" download)
   g_down=$(peak_growth_mib "$OUT/storage_rss_down.txt" "$IDLE")
   t_cat=$(timed /dev/null disk_read)
-  up=$(mibps "$t_up"); dd_rate=$(mibps "$t_dd"); down=$(mibps "$t_down"); cat_rate=$(mibps "$t_cat")
-  printf '%-6s %-12s %-12s %-7s %-14s %-12s %-12s %-7s %-14s\n' "$round" "$up" "$dd_rate" "$(ratio "$up" "$dd_rate")" "$g_up" \
-    "$down" "$cat_rate" "$(ratio "$down" "$cat_rate")" "$g_down"
+  t_nginx=$(timed /dev/null nginx_download)
+  up=$(mibps "$t_up"); dd_rate=$(mibps "$t_dd"); down=$(mibps "$t_down"); cat_rate=$(mibps "$t_cat"); nginx_rate=$(mibps "$t_nginx")
+  printf '%-6s %-12s %-12s %-7s %-14s %-14s %-10s %-7s %-11s %-7s %-14s\n' "$round" "$up" "$dd_rate" "$(ratio "$up" "$dd_rate")" "$g_up" \
+    "$down" "$cat_rate" "$(ratio "$down" "$cat_rate")" "$nginx_rate" "$(ratio "$down" "$nginx_rate")" "$g_down"
 done
 echo "== $(machine)"
