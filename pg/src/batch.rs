@@ -53,6 +53,27 @@ impl Statement {
     }
 }
 
+/// A PostgreSQL text array literal (`{"a","b\"c"}`) of `items`, every element quoted, for a
+/// parameter cast to `text[]`: one parameter however many items, no SQL text built from them.
+pub fn text_array_literal<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out = String::from("{");
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        for c in item.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    }
+    out.push('}');
+    out
+}
+
 /// How the batch's transaction ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TxEnd {
@@ -231,6 +252,12 @@ pub struct SimpleResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_array_literals_quote_every_item() {
+        assert_eq!(text_array_literal(["a", "b\"c", "d\\e", "x,y"]), r#"{"a","b\"c","d\\e","x,y"}"#);
+        assert_eq!(text_array_literal([]), "{}");
+    }
 
     #[test]
     fn rows_affected_from_tag() {

@@ -26,7 +26,7 @@ pub mod notify;
 pub mod pool;
 pub mod replication;
 
-pub use batch::{Batch, Oid, Row, SimpleResult, Statement, StatementResult, TxEnd};
+pub use batch::{text_array_literal, Batch, Oid, Row, SimpleResult, Statement, StatementResult, TxEnd};
 pub use cluster::{Cluster, ClusterError, ClusterOptions, ClusterStatus, PgBinaries};
 pub use config::{ConnectConfig, Host};
 pub use connection::{Connection, ConnectionStats};

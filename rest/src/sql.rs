@@ -119,23 +119,7 @@ pub fn push_cast(out: &mut String, cast: &str) {
 /// data), `\` and `"` backslash-escaped: the text form `= ANY($n)` parses into the column's
 /// array type.
 pub fn array_literal(items: &[String]) -> String {
-    let mut out = String::with_capacity(2 + items.iter().map(|i| i.len() + 3).sum::<usize>());
-    out.push('{');
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push('"');
-        for c in item.chars() {
-            if c == '"' || c == '\\' {
-                out.push('\\');
-            }
-            out.push(c);
-        }
-        out.push('"');
-    }
-    out.push('}');
-    out
+    madbase_pg::text_array_literal(items.iter().map(String::as_str))
 }
 
 /// Where one level of a read takes its rows from.

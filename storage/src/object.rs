@@ -9,7 +9,7 @@
 
 use bytes::Bytes;
 use madbase_http::{Body, Request, Response};
-use madbase_pg::{Batch, Row, Statement};
+use madbase_pg::{text_array_literal, Batch, Row, Statement};
 use serde_json::{Map, Value};
 
 use crate::caller::Caller;
@@ -83,6 +83,21 @@ const DOWNLOAD_COLUMNS: &str = "o.version, coalesce(o.metadata->>'mimetype', 'ap
      coalesce(o.metadata->>'cacheControl', 'no-cache'), o.metadata->>'eTag', \
      to_char(lm at time zone 'UTC', 'Dy, DD Mon YYYY HH24:MI:SS \"GMT\"'), floor(extract(epoch from lm))::bigint";
 
+/// Runs a read as the caller, or past RLS for a public bucket or a verified signed token (whose
+/// statement checks what that access needs).
+async fn run_read(
+    inner: &Inner,
+    caller: Option<&Caller>,
+    access: Access,
+    statement: Statement,
+) -> Result<madbase_pg::StatementResult, StorageError> {
+    match (access, caller) {
+        (Access::Caller, Some(caller)) => run(inner, caller, statement).await,
+        (Access::Caller, None) => Err(StorageError::internal()),
+        (Access::Public | Access::Signed, _) => run_batch(inner, Batch::new().role("service_role"), statement).await,
+    }
+}
+
 async fn find_for_download(
     inner: &Inner,
     caller: Option<&Caller>,
@@ -103,10 +118,7 @@ async fn find_for_download(
                   then (o.metadata->>'lastModified')::timestamptz end, o.updated_at) as lm) t on true"
     );
     let statement = Statement::new(sql).bind(text(&path.bucket)).bind(text(&path.key));
-    let result = match (access, caller) {
-        (Access::Caller, Some(caller)) => run(inner, caller, statement).await?,
-        _ => run_batch(inner, Batch::new().role("service_role"), statement).await?,
-    };
+    let result = run_read(inner, caller, access, statement).await?;
     let row = result.rows.first().ok_or_else(StorageError::internal)?;
     if row.get_str(0) != Some("t") {
         return Err(StorageError::no_such_bucket());
@@ -316,10 +328,7 @@ pub async fn info(
         js_time!("o.created_at")
     );
     let statement = Statement::new(sql).bind(text(&path.bucket)).bind(text(&path.key));
-    let result = match (access, caller) {
-        (Access::Caller, Some(caller)) => run(inner, caller, statement).await?,
-        _ => run_batch(inner, Batch::new().role("service_role"), statement).await?,
-    };
+    let result = run_read(inner, caller, access, statement).await?;
     let row = result.rows.first().ok_or_else(StorageError::no_such_key)?;
     let mut response = Response::json(200, compact_json(row.get_str(0).unwrap_or("null")));
     if let Some(etag) = row.get_str(1) {
@@ -376,7 +385,7 @@ pub async fn delete_many(
         js_time!("g.created_at"),
         js_time!("g.last_accessed_at")
     );
-    let names = Bytes::from(pg_text_array(names.iter().copied()));
+    let names = Bytes::from(text_array_literal(names.iter().copied()));
     let result = run_delete(inner, caller, Statement::new(sql).bind(text(bucket)).bind(names)).await?;
     let row = result.rows.first().ok_or_else(StorageError::internal)?;
     let versions: Vec<Option<String>> = row.get_str(1).and_then(|v| serde_json::from_str(v).ok()).unwrap_or_default();
@@ -384,26 +393,6 @@ pub async fn delete_many(
         remove_blob(inner, version).await;
     }
     Ok(Response::json(200, compact_json(row.get_str(0).unwrap_or("[]"))))
-}
-
-/// A PostgreSQL text array literal of `items`.
-pub fn pg_text_array<'a>(items: impl Iterator<Item = &'a str>) -> String {
-    let mut out = String::from("{");
-    for (i, item) in items.enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push('"');
-        for c in item.chars() {
-            if c == '"' || c == '\\' {
-                out.push('\\');
-            }
-            out.push(c);
-        }
-        out.push('"');
-    }
-    out.push('}');
-    out
 }
 
 /// A string field of a JSON body, required.
@@ -846,10 +835,5 @@ mod tests {
         };
         assert_eq!(Cursor::decode(&cursor.encode()), Ok(cursor));
         assert_eq!(Cursor::decode("bm9wZQ==").unwrap_err().code, "InvalidParameter");
-    }
-
-    #[test]
-    fn text_arrays_quote_every_item() {
-        assert_eq!(pg_text_array(["a", "b\"c", "d\\e", "x,y"].into_iter()), r#"{"a","b\"c","d\\e","x,y"}"#);
     }
 }

@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 use crate::caller::{jose_message, Caller};
 use crate::db::{json_body, run, text};
 use crate::error::StorageError;
-use crate::object::{self, pg_text_array, Access, ObjectPath};
+use crate::object::{self, Access, ObjectPath};
 use crate::upload::{self, Mode};
 use crate::Inner;
 
@@ -111,7 +111,8 @@ pub async fn create_urls(
     }
     let sql = "select coalesce(json_agg(o.name), '[]')::text from storage.objects o \
                where o.bucket_id = $1 and o.name = any($2::text[])";
-    let statement = Statement::new(sql).bind(text(bucket)).bind(pg_text_array(paths.iter().copied()).into_bytes());
+    let statement =
+        Statement::new(sql).bind(text(bucket)).bind(madbase_pg::text_array_literal(paths.iter().copied()).into_bytes());
     let found = run(inner, caller, statement).await?;
     let visible: std::collections::HashSet<String> =
         found.scalar().and_then(|json| serde_json::from_str(json).ok()).unwrap_or_default();

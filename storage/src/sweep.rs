@@ -18,7 +18,6 @@ use madbase_core::ShardCtx;
 use madbase_pg::{Batch, Statement};
 
 use crate::db::text;
-use crate::object::pg_text_array;
 use crate::store::is_version;
 use crate::Shared;
 
@@ -38,8 +37,12 @@ pub struct Swept {
     pub orphans: usize,
 }
 
-/// Sweeps until shutdown.
+/// Sweeps until shutdown; expires abandoned resumable uploads beside it (`tus::expire_forever`).
 pub async fn sweep_forever(ctx: Rc<ShardCtx>, shared: Arc<Shared>) {
+    monoio::join!(sweep_blobs_forever(ctx.clone(), shared.clone()), crate::tus::expire_forever(ctx, shared));
+}
+
+async fn sweep_blobs_forever(ctx: Rc<ShardCtx>, shared: Arc<Shared>) {
     loop {
         match sweep_once(&ctx, &shared, GRACE).await {
             Ok(swept) if swept != Swept::default() => {
@@ -103,7 +106,7 @@ fn list_candidates(root: &Path, grace: Duration) -> std::io::Result<(usize, Vec<
 async fn unnamed_versions(ctx: &ShardCtx, versions: &[String]) -> Result<Vec<String>, String> {
     let sql = "select v from unnest($1::text[]) v \
                where not exists (select 1 from storage.objects o where o.version = v)";
-    let array = pg_text_array(versions.iter().map(String::as_str));
+    let array = madbase_pg::text_array_literal(versions.iter().map(String::as_str));
     let batch = Batch::new().role("service_role").statement(Statement::new(sql).bind(text(&array)));
     let results = ctx.lanes.get(crate::LANE).execute(batch).await.map_err(|e| e.to_string())?;
     let rows = results.first().map(|r| r.rows.as_slice()).unwrap_or_default();
