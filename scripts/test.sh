@@ -43,6 +43,11 @@ export MADBASE_TEST_PGVECTOR_BIN
 echo "== SMTP sink (aiosmtpd)"
 scripts/smtp-sink.sh >/dev/null
 
+# The test S3 server of Storage's S3 store tests (storage/tests/s3_store.rs): moto from PyPI in a
+# cached venv under target/, installed here once so no test waits on pip.
+echo "== S3 server (moto)"
+scripts/s3-server.sh >/dev/null
+
 # Node.js for the supabase-js end-to-end tests.
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   echo "== installing Node.js"

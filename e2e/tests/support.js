@@ -44,9 +44,11 @@ function psqlPath() {
  * Starts `madbase start`. Options: `pgBin`, the directory of the PostgreSQL server binaries for the
  * managed cluster (MADBASE_PG_BIN; default: MadBase's own search); `env`, more environment
  * variables (e.g. `MADBASE_DB_SCHEMAS`); `smtp: true`, a real SMTP server (the sink of
- * scripts/smtp-sink.sh) that Auth sends its mail to, read with `server.mail.waitFor(to, subject)`.
+ * scripts/smtp-sink.sh) that Auth sends its mail to, read with `server.mail.waitFor(to, subject)`;
+ * `dataDir`, a data directory the caller owns (empty, or an earlier server's to start
+ * again on: a restart); it is kept when this server stops.
  */
-export async function startMadbase({ pgBin, env = {}, smtp = false } = {}) {
+export async function startMadbase({ pgBin, env = {}, smtp = false, dataDir: reuse } = {}) {
   const bin = process.env.MADBASE_BIN ?? resolve('..', 'target', 'debug', 'madbase');
   const sink = smtp ? await startSmtpSink() : null;
   if (sink) {
@@ -57,8 +59,11 @@ export async function startMadbase({ pgBin, env = {}, smtp = false } = {}) {
       ...env,
     };
   }
-  const dataDir = mkdtempSync(join(tmpdir(), 'madbase-e2e-'));
+  const dataDir = reuse ?? mkdtempSync(join(tmpdir(), 'madbase-e2e-'));
   chmodSync(dataDir, 0o755); // the managed cluster may run as the unprivileged postgres user
+  const removeDataDir = () => {
+    if (!reuse) rmSync(dataDir, { recursive: true, force: true });
+  };
   const port = await freePort();
   const pgPort = await freePort();
   const child = spawn(bin, ['start'], {
@@ -88,7 +93,7 @@ export async function startMadbase({ pgBin, env = {}, smtp = false } = {}) {
       clearTimeout(timer);
     }
     await sink?.stop();
-    rmSync(dataDir, { recursive: true, force: true });
+    removeDataDir();
     throw new Error(message);
   };
   const deadline = Date.now() + 120_000;
@@ -146,7 +151,7 @@ export async function startMadbase({ pgBin, env = {}, smtp = false } = {}) {
       await exited;
       clearTimeout(timer);
       await sink?.stop();
-      rmSync(dataDir, { recursive: true, force: true });
+      removeDataDir();
     },
   };
 }

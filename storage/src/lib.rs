@@ -18,10 +18,12 @@ pub mod limits;
 pub mod metrics;
 pub mod multipart;
 pub mod object;
+pub mod s3;
 pub mod settings;
 pub mod sign;
 pub mod store;
 pub mod sweep;
+pub mod tus;
 pub mod upload;
 
 use std::rc::Rc;
@@ -111,6 +113,7 @@ impl StorageService {
                 bucket::empty(inner, &caller::service_role(&inner.ctx, req)?, &decode(id)?).await
             }
             (_, ["object", ..]) => self.object_route(req, body, &segments[1..]).await,
+            (_, ["upload", "resumable", rest @ ..]) => Ok(tus::handle(inner, req, body, rest).await),
             _ => Ok(StorageError::route_not_found(req.method(), req.path())),
         }
     }

@@ -1,6 +1,7 @@
 //! Storage's settings: `[storage]`, the Supabase CLI's table (`enabled`, `file_size_limit`), plus
-//! Supabase Storage's server limit `empty_bucket_max` (its `STORAGE_EMPTY_BUCKET_MAX`) and
-//! MadBase's own `pool_size`.
+//! Supabase Storage's server limits `empty_bucket_max` (its `STORAGE_EMPTY_BUCKET_MAX`),
+//! `tus_url_expiry_ms` and `tus_max_concurrent_uploads` (its `TUS_*`), and MadBase's own
+//! `pool_size`.
 //!
 //! Invariants: a value that passed [`Storage::validate`] is usable as it is — the global file size
 //! limit parses to a positive byte count, the pool has a connection.
@@ -20,6 +21,10 @@ section! {
         pub upload_signed_url_expiration_time: u64 = 7200,
         /// PostgreSQL connections per shard for Storage's statements.
         pub pool_size: usize = 2,
+        /// How long a resumable (TUS) upload may go untouched before it is removed, in milliseconds (Supabase Storage's `TUS_URL_EXPIRY_MS`).
+        pub tus_url_expiry_ms: u64 = 3_600_000,
+        /// Most resumable (TUS) upload requests writing bytes at once in the process (Supabase Storage's `TUS_MAX_CONCURRENT_UPLOADS`); more → 503.
+        pub tus_max_concurrent_uploads: usize = 500,
     }
 }
 
@@ -40,6 +45,12 @@ impl Storage {
         }
         if self.pool_size == 0 {
             return Err("storage.pool_size must be at least 1".to_owned());
+        }
+        if self.tus_url_expiry_ms < 1000 {
+            return Err("storage.tus_url_expiry_ms must be at least 1000 (one second)".to_owned());
+        }
+        if self.tus_max_concurrent_uploads == 0 {
+            return Err("storage.tus_max_concurrent_uploads must be at least 1".to_owned());
         }
         Ok(())
     }

@@ -78,17 +78,8 @@ pub async fn upload(
     );
     let limits = limits?;
     permitted?;
-    let max = match limits.file_size_limit {
-        _ if path.key.ends_with(".emptyFolderPlaceholder") => 0,
-        Some(bucket) => bucket.min(inner.settings.file_size_limit_bytes()),
-        None => inner.settings.file_size_limit_bytes(),
-    };
-    if let Some(allowed) = &limits.allowed_mime_types {
-        if !allowed.is_empty() && !path.key.ends_with(".emptyFolderPlaceholder") && !mime_allowed(&source.mime, allowed)
-        {
-            return Err(StorageError::invalid_mime_type(&source.mime));
-        }
-    }
+    let max = limits.max_size(inner, path);
+    limits.check_mime(path, &source.mime)?;
     if source.multipart.is_none() && req.content_length().is_some_and(|n| n > max) {
         return Err(StorageError::entity_too_large());
     }
@@ -97,16 +88,40 @@ pub async fn upload(
     let mut writer = inner.store.create().await.map_err(io_error)?;
     stream_to(inner, &mut source, &mut writer, max).await?;
     let stored = writer.commit(&inner.store, &version).await.map_err(io_error)?;
-    match commit_row(inner, owner, path, mode, &source, &version, &stored).await {
+    let id = commit_object(inner, owner, path, mode, &source.described(), &version, &stored).await?;
+    Ok(Uploaded { id })
+}
+
+/// What describes an object's bytes in its row: the parts of `storage.objects.metadata` the
+/// upload chose, and its user metadata.
+pub(crate) struct Described<'a> {
+    pub mime: &'a str,
+    pub cache_control: &'a str,
+    pub user_metadata: Option<&'a Value>,
+}
+
+/// The last step of every upload (a request body, a finished resumable upload): writes the row
+/// naming `version`'s durable blob, then removes the blob it replaced; when the row cannot be
+/// written, removes the new blob instead. Returns the row's id.
+pub(crate) async fn commit_object(
+    inner: &Inner,
+    owner: Option<&str>,
+    path: &ObjectPath,
+    mode: Mode,
+    described: &Described<'_>,
+    version: &str,
+    stored: &Stored,
+) -> Result<String, StorageError> {
+    match commit_row(inner, owner, path, mode, described, version, stored).await {
         Ok((id, previous)) => {
             if let Some(previous) = previous.filter(|p| *p != version) {
                 remove_blob(inner, &previous).await;
             }
             crate::metrics::add(&inner.counters.uploads, 1);
-            Ok(Uploaded { id })
+            Ok(id)
         }
         Err(e) => {
-            remove_blob(inner, &version).await;
+            remove_blob(inner, version).await;
             Err(e)
         }
     }
@@ -129,13 +144,35 @@ pub fn io_error(error: std::io::Error) -> StorageError {
     StorageError::internal()
 }
 
-struct BucketLimits {
+pub(crate) struct BucketLimits {
     file_size_limit: Option<u64>,
     allowed_mime_types: Option<Vec<String>>,
 }
 
+impl BucketLimits {
+    /// The largest object `path` may be: the bucket's limit capped by the project's; nothing
+    /// for a folder placeholder.
+    pub(crate) fn max_size(&self, inner: &Inner, path: &ObjectPath) -> u64 {
+        match self.file_size_limit {
+            _ if path.key.ends_with(".emptyFolderPlaceholder") => 0,
+            Some(bucket) => bucket.min(inner.settings.file_size_limit_bytes()),
+            None => inner.settings.file_size_limit_bytes(),
+        }
+    }
+
+    /// `InvalidMimeType` unless the bucket takes `mime` (any type for a folder placeholder).
+    pub(crate) fn check_mime(&self, path: &ObjectPath, mime: &str) -> Result<(), StorageError> {
+        if let Some(allowed) = &self.allowed_mime_types {
+            if !allowed.is_empty() && !path.key.ends_with(".emptyFolderPlaceholder") && !mime_allowed(mime, allowed) {
+                return Err(StorageError::invalid_mime_type(mime));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The bucket's limits, read past its row level security (as Supabase Storage reads them).
-async fn bucket_limits(inner: &Inner, bucket: &str) -> Result<BucketLimits, StorageError> {
+pub(crate) async fn bucket_limits(inner: &Inner, bucket: &str) -> Result<BucketLimits, StorageError> {
     let sql =
         "select b.file_size_limit, array_to_json(b.allowed_mime_types)::text from storage.buckets b where b.id = $1";
     let batch = Batch::new().role("service_role").statement(Statement::new(sql).bind(text(bucket)));
@@ -167,7 +204,7 @@ pub async fn can_upload(
 
 /// The row the upload will write, tried as the caller and rolled back: RLS refuses it here,
 /// before any byte is stored. A missing bucket is left to [`bucket_limits`].
-async fn test_permission(
+pub(crate) async fn test_permission(
     inner: &Inner,
     caller: &Caller,
     owner: Option<&str>,
@@ -235,11 +272,11 @@ async fn commit_row(
     owner: Option<&str>,
     path: &ObjectPath,
     mode: Mode,
-    source: &Source,
+    described: &Described<'_>,
     version: &str,
     stored: &Stored,
 ) -> Result<(String, Option<String>), StorageError> {
-    let metadata = system_metadata(source, stored);
+    let metadata = system_metadata(described, stored);
     let lock = Statement::new("select pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))")
         .bind(text(&path.bucket))
         .bind(text(&path.key));
@@ -249,8 +286,7 @@ async fn commit_row(
             .bind(text(&path.key));
     // Supabase writes `{}` when the upload carried no user metadata.
     let empty = Value::Object(serde_json::Map::new());
-    let write =
-        row_statement(mode, owner, path, version, &metadata, Some(source.user_metadata.as_ref().unwrap_or(&empty)));
+    let write = row_statement(mode, owner, path, version, &metadata, Some(described.user_metadata.unwrap_or(&empty)));
     let batch = Batch::new().role("service_role").statement(lock).statement(previous).statement(write);
     let results = inner.ctx.lanes.get(crate::LANE).execute(batch).await.map_err(|e| object_conflict(e.into()))?;
     let [_, previous, written] = <[_; 3]>::try_from(results).map_err(|_| StorageError::internal())?;
@@ -260,12 +296,12 @@ async fn commit_row(
 }
 
 /// `storage.objects.metadata` as Supabase Storage writes it.
-fn system_metadata(source: &Source, stored: &Stored) -> String {
+fn system_metadata(described: &Described<'_>, stored: &Stored) -> String {
     serde_json::json!({
         "eTag": stored.etag,
         "size": stored.size,
-        "mimetype": source.mime,
-        "cacheControl": source.cache_control,
+        "mimetype": described.mime,
+        "cacheControl": described.cache_control,
         "lastModified": crate::object::js_now(),
         "contentLength": stored.size,
         "httpStatusCode": 200,
@@ -286,6 +322,10 @@ async fn stream_to(inner: &Inner, source: &mut Source, writer: &mut BlobWriter, 
 }
 
 impl Source {
+    fn described(&self) -> Described<'_> {
+        Described { mime: &self.mime, cache_control: &self.cache_control, user_metadata: self.user_metadata.as_ref() }
+    }
+
     /// The file's description: headers for a raw body; the fields before the file part of a
     /// multipart one.
     async fn read(req: &Request, body: Body) -> Result<Source, StorageError> {
