@@ -217,7 +217,7 @@ fn start(config: Config, project: Option<&Path>) -> Result<(), String> {
     let database = database::prepare(&config, project).map_err(|e| e.to_string())?;
     let config = Arc::new(config);
     // The egress runtime runs tokio-only clients (SMTP) off the shards; only when one is configured.
-    let egress = AuthShared::needs_egress(&config.auth)
+    let egress = (AuthShared::needs_egress(&config.auth) || madbase_storage::Shared::needs_egress(&config.storage))
         .then(|| Egress::start(config.egress.threads, config.egress.queue))
         .transpose()
         .map_err(|e| format!("cannot start the egress runtime: {e}"))?;
@@ -248,8 +248,13 @@ fn start(config: Config, project: Option<&Path>) -> Result<(), String> {
             egress.clone(),
         )?),
         realtime: RealtimeShared::new(config.realtime.clone()),
-        storage: madbase_storage::Shared::new(config.storage.clone(), &config.data_dir.join("storage"), keys.clone())
-            .map_err(|e| format!("cannot open the storage directory under {}: {e}", config.data_dir.display()))?,
+        storage: madbase_storage::Shared::new(
+            config.storage.clone(),
+            &config.data_dir.join("storage"),
+            keys.clone(),
+            egress.clone(),
+        )
+        .map_err(|e| format!("storage: {e}"))?,
     });
     let realtime = shared.realtime.clone();
     let mut runtime = Runtime::start(runtime_config, move |shard| app::shard_main(shard, shared.clone()))

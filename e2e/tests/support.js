@@ -260,20 +260,20 @@ export function urlParams(location) {
 // SMTP sink: a real SMTP server (aiosmtpd, scripts/smtp-sink.sh) writing each message it
 // receives into a directory, and a parser for what it wrote.
 
-export async function startSmtpSink() {
-  const script = resolve(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..', '..', 'scripts', 'smtp-sink.sh');
-  if (!existsSync(script)) throw new Error(`${script} is missing: the SMTP sink comes with the auth-mail branch`);
-  const dir = mkdtempSync(join(tmpdir(), 'madbase-mail-'));
-  // Port 0: the sink picks a free port and prints "listening HOST PORT" once it accepts.
-  const child = spawn('bash', [script, '--dir', dir, '--host', '127.0.0.1', '--port', '0'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+/**
+ * Runs `scripts/<script>` with `args` (a test server that picks a free port and prints
+ * "listening HOST PORT" once it accepts); resolves with its port and a `stop()`. The first run
+ * may install the server's venv (pip): allow minutes.
+ */
+async function spawnListening(script, args, label) {
+  const path = resolve(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..', '..', 'scripts', script);
+  if (!existsSync(path)) throw new Error(`${path} is missing`);
+  const child = spawn('bash', [path, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stderr.on('data', (d) => (output += d));
   const port = await new Promise((res, rej) => {
     let stdout = '';
-    // The first run may install the venv (pip): allow minutes.
-    const timer = setTimeout(() => rej(new Error(`the SMTP sink did not start:\n${output}${stdout}`)), 300_000);
+    const timer = setTimeout(() => rej(new Error(`${label} did not start:\n${output}${stdout}`)), 300_000);
     child.stdout.on('data', (d) => {
       stdout += d;
       const m = /listening \S+ (\d+)/.exec(stdout);
@@ -284,16 +284,14 @@ export async function startSmtpSink() {
     });
     child.once('exit', (code) => {
       clearTimeout(timer);
-      rej(new Error(`the SMTP sink exited (${code}):\n${output}${stdout}`));
+      rej(new Error(`${label} exited (${code}):\n${output}${stdout}`));
     });
   }).catch((e) => {
     child.kill('SIGKILL');
-    rmSync(dir, { recursive: true, force: true });
     throw e;
   });
   return {
     port,
-    mailbox: new Mailbox(dir),
     async stop() {
       if (child.exitCode === null && child.signalCode === null) {
         const exited = new Promise((r) => child.once('exit', r));
@@ -302,8 +300,58 @@ export async function startSmtpSink() {
         await exited;
         clearTimeout(timer);
       }
+    },
+  };
+}
+
+export async function startSmtpSink() {
+  const dir = mkdtempSync(join(tmpdir(), 'madbase-mail-'));
+  const server = await spawnListening('smtp-sink.sh', ['--dir', dir, '--host', '127.0.0.1', '--port', '0'], 'the SMTP sink')
+    .catch((e) => {
+      rmSync(dir, { recursive: true, force: true });
+      throw e;
+    });
+  return {
+    port: server.port,
+    mailbox: new Mailbox(dir),
+    async stop() {
+      await server.stop();
       rmSync(dir, { recursive: true, force: true });
     },
+  };
+}
+
+/**
+ * A test S3 server (moto, scripts/s3-server.sh) with one bucket; `env` is what points MadBase's
+ * Storage at it, `keys()` lists the bucket's object keys.
+ */
+export async function startS3Server(bucket = 'madbase-objects') {
+  const server = await spawnListening('s3-server.sh', ['--host', '127.0.0.1', '--port', '0'], 'the S3 server');
+  const endpoint = `http://127.0.0.1:${server.port}`;
+  const created = await fetch(`${endpoint}/${bucket}`, { method: 'PUT' });
+  if (!created.ok) throw new Error(`cannot create the S3 bucket: ${created.status} ${await created.text()}`);
+  return {
+    env: {
+      MADBASE_STORAGE_BACKEND: 's3',
+      MADBASE_STORAGE_S3_BUCKET: bucket,
+      MADBASE_STORAGE_S3_ENDPOINT: endpoint,
+      MADBASE_STORAGE_S3_FORCE_PATH_STYLE: 'true',
+      MADBASE_STORAGE_S3_ACCESS_KEY_ID: 'madbase-test',
+      MADBASE_STORAGE_S3_SECRET_ACCESS_KEY: 'madbase-test',
+    },
+    async keys() {
+      const keys = [];
+      let token = '';
+      for (;;) {
+        const url = `${endpoint}/${bucket}?list-type=2${token ? `&continuation-token=${encodeURIComponent(token)}` : ''}`;
+        const xml = await (await fetch(url)).text();
+        keys.push(...[...xml.matchAll(/<Key>([^<]*)<\/Key>/g)].map((m) => m[1]));
+        const next = /<NextContinuationToken>([^<]*)<\/NextContinuationToken>/.exec(xml);
+        if (!next) return keys;
+        token = next[1];
+      }
+    },
+    stop: () => server.stop(),
   };
 }
 

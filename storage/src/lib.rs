@@ -10,6 +10,7 @@
 //! project's row level security on `storage.*` decides as on Supabase; every refusal is Supabase
 //! Storage's error envelope (`error.rs`); a request body is read up to a bound.
 
+pub mod backend;
 pub mod bucket;
 pub mod caller;
 pub mod db;
@@ -23,6 +24,7 @@ pub mod settings;
 pub mod sign;
 pub mod store;
 pub mod sweep;
+pub mod transform;
 pub mod tus;
 pub mod upload;
 
@@ -37,6 +39,7 @@ use madbase_http::{Body, Request, Response};
 
 pub use settings::Storage;
 
+use crate::backend::Backend;
 use crate::error::StorageError;
 use crate::object::{Access, ObjectPath};
 use crate::store::FileStore;
@@ -48,15 +51,38 @@ pub const LANE: &str = "storage";
 /// Storage's process-wide state: immutable after start.
 pub struct Shared {
     pub settings: Storage,
+    /// The local store under the data dir: objects with the file backend, and resumable uploads'
+    /// parts with either.
     pub store: FileStore,
+    /// Where objects' bytes live.
+    pub backend: Backend,
     /// Signs and verifies the signed-URL tokens (the project's JWT keys).
     pub keys: Arc<JwtKeys>,
 }
 
 impl Shared {
-    /// The state for `settings`, its object store under `root` (`<data_dir>/storage`).
-    pub fn new(settings: Storage, root: &std::path::Path, keys: Arc<JwtKeys>) -> std::io::Result<Arc<Shared>> {
-        Ok(Arc::new(Shared { settings, store: FileStore::open(root)?, keys }))
+    /// The state for `settings`, its local store under `root` (`<data_dir>/storage`); `egress`
+    /// runs the S3 client when `backend = "s3"`.
+    pub fn new(
+        settings: Storage,
+        root: &std::path::Path,
+        keys: Arc<JwtKeys>,
+        egress: Option<madbase_egress::Egress>,
+    ) -> Result<Arc<Shared>, String> {
+        let store = FileStore::open(root).map_err(|e| format!("cannot open {}: {e}", root.display()))?;
+        let backend = match settings.backend.as_str() {
+            "s3" => {
+                let egress = egress.ok_or("storage.backend = \"s3\" needs the egress runtime")?;
+                Backend::S3(s3::S3Store::new(&settings.s3(), egress)?)
+            }
+            _ => Backend::File(store.clone()),
+        };
+        Ok(Arc::new(Shared { settings, store, backend, keys }))
+    }
+
+    /// Whether the S3 backend is configured (the binary then starts the egress runtime).
+    pub fn needs_egress(settings: &Storage) -> bool {
+        settings.enabled && settings.backend == "s3"
     }
 }
 

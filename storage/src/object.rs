@@ -76,12 +76,15 @@ struct Stored {
     etag: Option<String>,
     last_modified: Option<String>,
     last_modified_secs: Option<u64>,
+    /// `metadata.size`, when the row records it.
+    size: Option<u64>,
 }
 
 /// The row's fields a download answers with, rendered by PostgreSQL.
 const DOWNLOAD_COLUMNS: &str = "o.version, coalesce(o.metadata->>'mimetype', 'application/octet-stream'), \
      coalesce(o.metadata->>'cacheControl', 'no-cache'), o.metadata->>'eTag', \
-     to_char(lm at time zone 'UTC', 'Dy, DD Mon YYYY HH24:MI:SS \"GMT\"'), floor(extract(epoch from lm))::bigint";
+     to_char(lm at time zone 'UTC', 'Dy, DD Mon YYYY HH24:MI:SS \"GMT\"'), floor(extract(epoch from lm))::bigint, \
+     case when o.metadata->>'size' ~ '^\\d{1,18}$' then o.metadata->>'size' end";
 
 /// Runs a read as the caller, or past RLS for a public bucket or a verified signed token (whose
 /// statement checks what that access needs).
@@ -133,6 +136,7 @@ async fn find_for_download(
         etag: row.get_str(5).map(str::to_owned),
         last_modified: row.get_str(6).map(str::to_owned),
         last_modified_secs: row.get_str(7).and_then(|s| s.parse().ok()),
+        size: row.get_str(8).and_then(|s| s.parse().ok()),
     })
 }
 
@@ -149,7 +153,7 @@ pub async fn download(
     let Some(version) = stored.version.as_deref().filter(|v| crate::store::is_version(v)) else {
         return Ok(resource_not_found());
     };
-    let blob = match inner.store.open_blob(version).await {
+    let blob = match inner.backend.open_blob(version, stored.size).await {
         Ok(blob) => blob,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(resource_not_found()),
         Err(e) => return Err(io_error(e)),
@@ -469,7 +473,7 @@ pub async fn copy_object(inner: &Inner, req: &Request, body: Body, caller: &Call
     };
     let version = crate::store::new_version();
     if crate::store::is_version(&source_version) {
-        inner.store.link(&source_version, &version).map_err(io_error)?;
+        inner.backend.link(&source_version, &version).await.map_err(io_error)?;
     }
     let conflict = if upsert {
         " on conflict (bucket_id, name) do update set owner = excluded.owner, owner_id = excluded.owner_id, \

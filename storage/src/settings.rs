@@ -25,6 +25,37 @@ section! {
         pub tus_url_expiry_ms: u64 = 3_600_000,
         /// Most resumable (TUS) upload requests writing bytes at once in the process (Supabase Storage's `TUS_MAX_CONCURRENT_UPLOADS`); more → 503.
         pub tus_max_concurrent_uploads: usize = 500,
+        /// Where objects' bytes live: `"file"` (under the data dir) or `"s3"` (an S3-compatible store, the `s3_*` keys).
+        #[alias("STORAGE_BACKEND")]
+        pub backend: String = "file".to_owned(),
+        /// The S3 bucket objects go to (`backend = "s3"`).
+        #[alias("STORAGE_S3_BUCKET")]
+        pub s3_bucket: String = String::new(),
+        /// The S3 region.
+        #[alias("STORAGE_S3_REGION")]
+        pub s3_region: String = "us-east-1".to_owned(),
+        /// An S3-compatible service's URL (`http://minio:9000`); unset: AWS's endpoint of the region.
+        #[alias("STORAGE_S3_ENDPOINT")]
+        pub s3_endpoint: Option<String> = None,
+        /// Path-style URLs (`endpoint/bucket/key`), as MinIO and most S3-compatible services need.
+        #[alias("STORAGE_S3_FORCE_PATH_STYLE")]
+        pub s3_force_path_style: bool = false,
+        /// The access key id; empty: the AWS credential chain of the environment.
+        #[alias("AWS_ACCESS_KEY_ID")]
+        pub s3_access_key_id: String = String::new(),
+        /// The secret access key.
+        #[alias("AWS_SECRET_ACCESS_KEY")]
+        pub s3_secret_access_key: String = String::new(),
+        /// A session token for temporary credentials.
+        #[alias("AWS_SESSION_TOKEN")]
+        pub s3_session_token: Option<String> = None,
+        /// A key prefix inside the bucket (objects are `<prefix>/<version>`).
+        pub s3_prefix: String = String::new(),
+        /// Bytes per part of a multipart upload (5 MiB to 5 GiB; Supabase Storage's `STORAGE_S3_UPLOAD_PART_SIZE`).
+        #[alias("STORAGE_S3_UPLOAD_PART_SIZE")]
+        pub s3_upload_part_size: u64 = 8 * 1024 * 1024,
+        /// Deadline of one S3 request other than a streamed download, in milliseconds.
+        pub s3_request_timeout_ms: u64 = 60_000,
     }
 }
 
@@ -43,6 +74,14 @@ impl Storage {
         if self.upload_signed_url_expiration_time == 0 {
             return Err("storage.upload_signed_url_expiration_time must be at least 1 second".to_owned());
         }
+        match self.backend.as_str() {
+            "file" => {}
+            "s3" if self.s3_bucket.is_empty() => {
+                return Err("storage.s3_bucket is required with storage.backend = \"s3\"".to_owned())
+            }
+            "s3" => {}
+            other => return Err(format!("storage.backend {other:?} is neither \"file\" nor \"s3\"")),
+        }
         if self.pool_size == 0 {
             return Err("storage.pool_size must be at least 1".to_owned());
         }
@@ -53,6 +92,22 @@ impl Storage {
             return Err("storage.tus_max_concurrent_uploads must be at least 1".to_owned());
         }
         Ok(())
+    }
+
+    /// The S3 store's settings (`backend = "s3"`).
+    pub fn s3(&self) -> crate::s3::S3Settings {
+        crate::s3::S3Settings {
+            bucket: self.s3_bucket.clone(),
+            region: self.s3_region.clone(),
+            endpoint: self.s3_endpoint.clone(),
+            access_key_id: self.s3_access_key_id.clone(),
+            secret_access_key: self.s3_secret_access_key.clone(),
+            session_token: self.s3_session_token.clone(),
+            force_path_style: self.s3_force_path_style,
+            prefix: self.s3_prefix.clone(),
+            part_size: usize::try_from(self.s3_upload_part_size).unwrap_or(usize::MAX),
+            request_timeout: std::time::Duration::from_millis(self.s3_request_timeout_ms),
+        }
     }
 
     /// The global file size limit in bytes.

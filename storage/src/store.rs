@@ -189,6 +189,11 @@ pub struct Blob {
 }
 
 impl Blob {
+    /// An open file of `len` bytes, read as a blob.
+    pub fn from_file(file: File, len: u64) -> Blob {
+        Blob { file: Rc::new(file), len }
+    }
+
     pub fn len(&self) -> u64 {
         self.len
     }

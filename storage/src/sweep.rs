@@ -2,7 +2,7 @@
 //! (an owner task), at start and every [`SWEEP_EVERY`].
 //!
 //! Two kinds of leftovers: temporary files of writes that never finished (a crash mid-upload),
-//! and blobs no row names (a crash between a blob's durable rename and its row's commit, or a
+//! and blobs (on the file system or in S3) no row names (a crash between a blob's durable rename and its row's commit, or a
 //! removal that failed after its row was deleted). Invariants: only files whose inode changed
 //! longer than [`GRACE`] ago are candidates (a write in flight renames or links its blob moments
 //! before its commit, which changes the inode); a blob is removed only when PostgreSQL says no
@@ -62,12 +62,15 @@ async fn sweep_blobs_forever(ctx: Rc<ShardCtx>, shared: Arc<Shared>) {
 pub async fn sweep_once(ctx: &ShardCtx, shared: &Shared, grace: Duration) -> Result<Swept, String> {
     let root = shared.store.root().to_path_buf();
     let listing = ctx.blocking.spawn(move || list_candidates(&root, grace)).map_err(|e| format!("{e:?}"))?;
-    let (temporary, candidates) = listing.await.map_err(|e| format!("{e:?}"))?.map_err(|e| e.to_string())?;
+    let (temporary, mut candidates) = listing.await.map_err(|e| format!("{e:?}"))?.map_err(|e| e.to_string())?;
+    // With S3, the blobs are listed there (the local `objects/` is empty).
+    let cutoff = SystemTime::now().checked_sub(grace).unwrap_or(UNIX_EPOCH);
+    candidates.extend(shared.backend.s3_versions(cutoff, MAX_CANDIDATES).await.map_err(|e| e.to_string())?);
     let mut swept = Swept { temporary, orphans: 0 };
     for chunk in candidates.chunks(BATCH) {
         let orphans = unnamed_versions(ctx, chunk).await?;
         for version in orphans {
-            shared.store.remove(&version).await.map_err(|e| e.to_string())?;
+            shared.backend.remove(&version).await.map_err(|e| e.to_string())?;
             swept.orphans += 1;
         }
     }

@@ -17,13 +17,14 @@ use madbase_http::{Body, BodyError, Request, Response};
 use madbase_pg::{Batch, Statement, TxEnd};
 use serde_json::Value;
 
+use crate::backend::Writer;
 use crate::caller::Caller;
 use crate::db::{caller_batch, text};
 use crate::error::StorageError;
 use crate::limits::mime_allowed;
 use crate::multipart::{self, Event, Parser};
 use crate::object::ObjectPath;
-use crate::store::{new_version, BlobWriter, Stored};
+use crate::store::{new_version, Stored};
 use crate::Inner;
 
 /// Largest user metadata (`x-metadata` or the `metadata` field), as Supabase Storage.
@@ -85,9 +86,9 @@ pub async fn upload(
     }
     let version = new_version();
     let _in_progress = inner.counters.upload_started();
-    let mut writer = inner.store.create().await.map_err(io_error)?;
+    let mut writer = inner.backend.create(&version).await.map_err(io_error)?;
     stream_to(inner, &mut source, &mut writer, max).await?;
-    let stored = writer.commit(&inner.store, &version).await.map_err(io_error)?;
+    let stored = writer.commit(&inner.backend, &version).await.map_err(io_error)?;
     let id = commit_object(inner, owner, path, mode, &source.described(), &version, &stored).await?;
     Ok(Uploaded { id })
 }
@@ -134,7 +135,7 @@ pub fn uploaded_response(uploaded: &Uploaded, path: &ObjectPath) -> Response {
 
 /// Removes a blob no row names (any more); a failure leaves an orphan for the sweeper.
 pub async fn remove_blob(inner: &Inner, version: &str) {
-    if let Err(error) = inner.store.remove(version).await {
+    if let Err(error) = inner.backend.remove(version).await {
         tracing::warn!(version, %error, "cannot remove a blob; the sweeper will");
     }
 }
@@ -310,7 +311,7 @@ fn system_metadata(described: &Described<'_>, stored: &Stored) -> String {
 }
 
 /// Streams the file to `writer`, refusing more than `max` bytes.
-async fn stream_to(inner: &Inner, source: &mut Source, writer: &mut BlobWriter, max: u64) -> Result<(), StorageError> {
+async fn stream_to(inner: &Inner, source: &mut Source, writer: &mut Writer, max: u64) -> Result<(), StorageError> {
     while let Some(chunk) = source.next_chunk().await? {
         if writer.written() + chunk.len() as u64 > max {
             return Err(StorageError::entity_too_large());

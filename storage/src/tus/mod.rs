@@ -507,7 +507,7 @@ async fn finish(inner: &Inner, upload: &mut Upload, _lock: &Lock) -> Result<(), 
     let hashing = data.clone();
     let job = inner.ctx.blocking.spawn(move || state::etag_blocking(&hashing)).map_err(|_| TusError::Busy)?;
     let etag = job.await.map_err(|e| io_error(std::io::Error::other(e)))?.map_err(io_error)?;
-    inner.store.adopt(&data, &upload.version).await.map_err(io_error)?;
+    inner.backend.adopt(&inner.store, &data, &upload.version).await.map_err(io_error)?;
     let info = &upload.info;
     let path = ObjectPath { bucket: info.bucket.clone(), key: info.key.clone() };
     if !row_names_version(inner, &path, &upload.version).await? {
