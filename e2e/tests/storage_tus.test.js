@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import * as tus from 'tus-js-client';
-import { startMadbase, client, ANON_KEY, SERVICE_ROLE_KEY, signJwt, sleep } from './support.js';
+import { startMadbase, startS3Server, client, ANON_KEY, SERVICE_ROLE_KEY, signJwt, sleep } from './support.js';
 
 const MiB = 1024 * 1024;
 const CHUNK = 6 * MiB;
@@ -475,4 +475,26 @@ test('uploads survive a restart and expire when left untouched', async () => {
     await sleep(200);
   }
   assert.ok((await downloaded('docs', 'restart/kept.bin')).equals(bytes), 'expiry leaves finished objects alone');
+});
+
+test('with the S3 backend, a finished resumable upload is streamed up and served from S3', async () => {
+  const s3 = await startS3Server();
+  const other = await startMadbase({ env: s3.env });
+  try {
+    const service = client(other, SERVICE_ROLE_KEY);
+    assert.equal((await service.storage.createBucket('s3docs')).error, null);
+    const bytes = randomBytes(7 * MiB);
+    const { url } = await tusUpload(bytes, {
+      endpoint: `${other.url}/storage/v1/upload/resumable`,
+      headers: auth(SERVICE_ROLE_KEY),
+      metadata: meta('s3docs', 'big.bin'),
+    });
+    assert.deepEqual(await s3.keys(), [versionOf(url)], 'the blob is in S3, named by the version');
+    const { data, error } = await service.storage.from('s3docs').download('big.bin');
+    assert.equal(error, null);
+    assert.ok(Buffer.from(await data.arrayBuffer()).equals(bytes), 'the same bytes');
+  } finally {
+    await other.stop();
+    await s3.stop();
+  }
 });
