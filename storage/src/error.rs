@@ -150,6 +150,19 @@ impl StorageError {
         StorageError::new(409, "FeatureNotEnabled", None, message)
     }
 
+    /// Too much work queued (the blocking pool is full): HTTP 429, as Supabase's `SlowDown`.
+    pub fn slow_down() -> StorageError {
+        StorageError {
+            http_status: Some(429),
+            ..StorageError::new(
+                429,
+                "SlowDown",
+                Some("too_many_connections"),
+                "Too many connections issued to the database",
+            )
+        }
+    }
+
     pub fn internal() -> StorageError {
         StorageError::new(500, "InternalError", Some("Internal"), "Internal Server Error")
     }

@@ -19,6 +19,7 @@ pub mod limits;
 pub mod metrics;
 pub mod multipart;
 pub mod object;
+pub mod render;
 pub mod s3;
 pub mod settings;
 pub mod sign;
@@ -91,6 +92,7 @@ pub struct Inner {
     pub ctx: Rc<ShardCtx>,
     pub shared: Arc<Shared>,
     pub counters: Rc<metrics::Counters>,
+    pub renderer: render::Renderer,
 }
 
 impl std::ops::Deref for Inner {
@@ -113,7 +115,9 @@ impl StorageService {
     }
 
     pub fn new(ctx: Rc<ShardCtx>, shared: Arc<Shared>) -> StorageService {
-        StorageService { inner: Inner { ctx, shared, counters: Rc::default() } }
+        let transformation = &shared.settings.image_transformation;
+        let renderer = render::Renderer::new(transformation.max_concurrent, transformation.cache_bytes);
+        StorageService { inner: Inner { ctx, shared, counters: Rc::default(), renderer } }
     }
 
     /// This shard's series for `/metrics`.
@@ -140,6 +144,7 @@ impl StorageService {
             }
             (_, ["object", ..]) => self.object_route(req, body, &segments[1..]).await,
             (_, ["upload", "resumable", rest @ ..]) => Ok(tus::handle(inner, req, body, rest).await),
+            (_, ["render", "image", rest @ ..]) => render::handle(inner, req, rest).await,
             _ => Ok(StorageError::route_not_found(req.method(), req.path())),
         }
     }

@@ -12,6 +12,7 @@ use madbase_http::{Body, Request, Response};
 use madbase_pg::{text_array_literal, Batch, Row, Statement};
 use serde_json::{Map, Value};
 
+use crate::backend::Blob;
 use crate::caller::Caller;
 use crate::db::{
     caller_batch, compact_json, escape_like, js_time, json_body, message, run, run_batch, run_delete, text,
@@ -69,15 +70,15 @@ pub enum Access {
 }
 
 /// What a download needs from the row.
-struct Stored {
-    version: Option<String>,
-    mime: String,
-    cache_control: String,
-    etag: Option<String>,
-    last_modified: Option<String>,
+pub(crate) struct Stored {
+    pub(crate) version: Option<String>,
+    pub(crate) mime: String,
+    pub(crate) cache_control: String,
+    pub(crate) etag: Option<String>,
+    pub(crate) last_modified: Option<String>,
     last_modified_secs: Option<u64>,
     /// `metadata.size`, when the row records it.
-    size: Option<u64>,
+    pub(crate) size: Option<u64>,
 }
 
 /// The row's fields a download answers with, rendered by PostgreSQL.
@@ -101,7 +102,7 @@ async fn run_read(
     }
 }
 
-async fn find_for_download(
+pub(crate) async fn find_for_download(
     inner: &Inner,
     caller: Option<&Caller>,
     path: &ObjectPath,
@@ -150,14 +151,7 @@ pub async fn download(
     access: Access,
 ) -> Result<Response, StorageError> {
     let stored = find_for_download(inner, caller, path, access).await?;
-    let Some(version) = stored.version.as_deref().filter(|v| crate::store::is_version(v)) else {
-        return Ok(resource_not_found());
-    };
-    let blob = match inner.backend.open_blob(version, stored.size).await {
-        Ok(blob) => blob,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(resource_not_found()),
-        Err(e) => return Err(io_error(e)),
-    };
+    let Some(blob) = open_stored(inner, &stored).await? else { return Ok(resource_not_found()) };
     let size = blob.len();
     if not_modified(req, &stored) {
         let mut response = Response::new(304);
@@ -191,8 +185,20 @@ pub async fn download(
     Ok(response)
 }
 
+/// The blob a row names; `None` when its bytes are not there (a row written by SQL alone).
+pub(crate) async fn open_stored(inner: &Inner, stored: &Stored) -> Result<Option<Blob>, StorageError> {
+    let Some(version) = stored.version.as_deref().filter(|v| crate::store::is_version(v)) else {
+        return Ok(None);
+    };
+    match inner.backend.open_blob(version, stored.size).await {
+        Ok(blob) => Ok(Some(blob)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error(e)),
+    }
+}
+
 /// Supabase's answer when the row exists but its bytes do not.
-fn resource_not_found() -> Response {
+pub(crate) fn resource_not_found() -> Response {
     Response::json(
         400,
         r#"{"error":"Not found","message":"The resource was not found","statusCode":"404","code":"NoSuchKey"}"#,
@@ -282,11 +288,11 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 }
 
 /// `?download` (empty: no file name) or `?download=<name>`.
-fn download_name(req: &Request) -> Option<String> {
+pub(crate) fn download_name(req: &Request) -> Option<String> {
     req.query_pairs().into_iter().find(|(k, _)| k == "download").map(|(_, v)| v)
 }
 
-fn content_disposition(name: &str) -> String {
+pub(crate) fn content_disposition(name: &str) -> String {
     if name.is_empty() {
         return "attachment;".to_owned();
     }

@@ -56,6 +56,20 @@ section! {
         pub s3_upload_part_size: u64 = 8 * 1024 * 1024,
         /// Deadline of one S3 request other than a streamed download, in milliseconds.
         pub s3_request_timeout_ms: u64 = 60_000,
+        /// `[storage.image_transformation]`: `/render/image` and signed URLs with `transform`.
+        pub image_transformation: ImageTransformation = ImageTransformation::default(),
+    }
+}
+
+section! {
+    /// `[storage.image_transformation]`: Supabase's image transformations (the Supabase CLI's table).
+    pub struct ImageTransformation {
+        /// Serve `/storage/v1/render/image/…` (Supabase Storage's `ENABLE_IMAGE_TRANSFORMATION`).
+        pub enabled: bool = true,
+        /// Transforms running at once per shard (each on the blocking pool); more wait their turn.
+        pub max_concurrent: usize = 2,
+        /// Bytes of rendered images each shard keeps, keyed by object version and options.
+        pub cache_bytes: u64 = 64 * 1024 * 1024,
     }
 }
 

@@ -17,6 +17,7 @@ use crate::caller::{jose_message, Caller};
 use crate::db::{json_body, run, text};
 use crate::error::StorageError;
 use crate::object::{self, Access, ObjectPath};
+use crate::transform::{Limits, TransformOptions};
 use crate::upload::{self, Mode};
 use crate::Inner;
 
@@ -64,30 +65,36 @@ pub async fn create_url(
         return Err(StorageError::no_such_key());
     }
     let mut claims = Map::new();
-    let transformations =
-        body.get("transform").and_then(Value::as_object).map(transformations).filter(|t| !t.is_empty());
-    let route = if transformations.is_some() { "render/image" } else { "object" };
-    if let Some(t) = transformations {
-        claims.insert("transformations".into(), t.into());
+    let transform = match body.get("transform") {
+        Some(Value::Object(fields)) if inner.settings.image_transformation.enabled => Some(fields),
+        _ => None,
+    };
+    if let Some(fields) = transform {
+        let pairs: Vec<(&str, String)> = fields
+            .iter()
+            .filter_map(|(k, v)| match v {
+                Value::String(s) => Some((k.as_str(), s.clone())),
+                Value::Number(n) => Some((k.as_str(), n.to_string())),
+                _ => None,
+            })
+            .collect();
+        let options = TransformOptions::from_fields("body/transform", &pairs, &Limits::default())
+            .map_err(|e| StorageError::validation(e.public_message()))?;
+        // Supabase keeps only non-empty claims: an empty transform signs a plain download.
+        let claim = options.claim();
+        if !claim.is_empty() {
+            claims.insert("transformations".into(), claim.into());
+        }
+        if let Some(format) = fields.get("format").and_then(Value::as_str).filter(|f| !f.is_empty()) {
+            claims.insert("format".into(), format.into());
+        }
     }
+    let route = if claims.contains_key("transformations") { "render/image" } else { "object" };
     claims.insert("url".into(), path.full().into());
     claims.insert("scope".into(), SCOPE_DOWNLOAD.into());
     let token = sign(inner, claims, expires)?;
     let url = format!("/{route}/sign/{}?token={token}", path.full());
     Ok(Response::json(200, json!({ "signedURL": url }).to_string()))
-}
-
-/// The `transform` options as the `transformations` claim (`width:100,height:100,resize:cover`).
-fn transformations(transform: &Map<String, Value>) -> String {
-    let mut parts = Vec::new();
-    for key in ["height", "width", "resize", "format", "quality"] {
-        match transform.get(key) {
-            Some(Value::Number(n)) => parts.push(format!("{key}:{n}")),
-            Some(Value::String(s)) if !s.is_empty() => parts.push(format!("{key}:{s}")),
-            _ => {}
-        }
-    }
-    parts.join(",")
 }
 
 /// `POST /object/sign/{bucket}` `{expiresIn, paths}` → one entry per path, signed when the
@@ -161,7 +168,12 @@ pub async fn create_upload_url(
 }
 
 /// The verified claims of `?token=` for `path` and `scope`.
-fn verify(inner: &Inner, req: &Request, path: &ObjectPath, scope: &str) -> Result<Map<String, Value>, StorageError> {
+pub(crate) fn verify(
+    inner: &Inner,
+    req: &Request,
+    path: &ObjectPath,
+    scope: &str,
+) -> Result<Map<String, Value>, StorageError> {
     let token = req
         .query_pairs()
         .into_iter()
