@@ -8,8 +8,8 @@
 //! progress (`state.rs`, under `<store root>/uploads/<version>/`), and their expiry. An upload's
 //! URL names `<bucket>/<key>/<version>` (base64url); the version is generated at creation and
 //! becomes the object's version, so the finished bytes become the object's blob by a hard link
-//! (never copied) and commit through `upload::commit_object`, the same transaction a
-//! one-request upload ends with.
+//! with the file-system backend (never copied; streamed up once with S3) and commit through
+//! `upload::commit_object`, the same transaction a one-request upload ends with.
 //!
 //! Invariants:
 //! - Authorisation is a normal upload's: creation tries the row as the caller (RLS INSERT; with
