@@ -72,10 +72,9 @@ print(f"{h}.{p}.{s}")
 PY
 )
 random_path_lua() { # random_path_lua <file> <path prefix> [bearer]
-  cat >"$1" <<LUA
-${3:+wrk.headers["Authorization"] = "Bearer $3"}
-request = function() return wrk.format("GET", "$2" .. math.random(1, $COUNT)) end
-LUA
+  : >"$1"
+  [ -z "${3:-}" ] || echo "wrk.headers[\"Authorization\"] = \"Bearer $3\"" >>"$1"
+  echo "request = function() return wrk.format(\"GET\", \"$2\" .. math.random(1, $COUNT)) end" >>"$1"
 }
 random_path_lua "$OUT/storage_small_public.lua" "/storage/v1/object/public/pub/"
 random_path_lua "$OUT/storage_small_auth.lua" "/storage/v1/object/authenticated/priv/" "$USER_JWT"

@@ -57,7 +57,7 @@ impl Backend {
     /// Opens `version`'s blob; `len` is its size when the row knows it (S3 then needs no `HEAD`).
     pub async fn open_blob(&self, version: &str, len: Option<u64>) -> io::Result<Blob> {
         match (self, len) {
-            (Backend::File(store), _) => Ok(Blob::File(store.open_blob(version).await?)),
+            (Backend::File(store), len) => Ok(Blob::File(store.open_blob(version, len).await?)),
             (Backend::S3(s3), Some(len)) => Ok(Blob::S3(s3.blob(version, len)?)),
             (Backend::S3(s3), None) => Ok(Blob::S3(s3.open_blob(version).await?)),
         }

@@ -78,10 +78,14 @@ impl FileStore {
         })
     }
 
-    /// Opens a version's blob for reading; `NotFound` when there is none.
-    pub async fn open_blob(&self, version: &str) -> io::Result<Blob> {
+    /// Opens a version's blob for reading; `NotFound` when there is none. `len` is its size when
+    /// its row records it (the blob is immutable and was written to that size), saving a `statx`.
+    pub async fn open_blob(&self, version: &str, len: Option<u64>) -> io::Result<Blob> {
         let file = File::open(self.blob_path(version)).await?;
-        let len = file.metadata().await?.len();
+        let len = match len {
+            Some(len) => len,
+            None => file.metadata().await?.len(),
+        };
         Ok(Blob { file: Rc::new(file), len })
     }
 
@@ -391,7 +395,7 @@ mod tests {
             assert_eq!(stored.etag, format!("\"{}\"", hex(&digest)));
             assert!(std::fs::read_dir(dir.path().join("tmp")).unwrap().next().is_none());
 
-            let blob = store.open_blob(&version).await.unwrap();
+            let blob = store.open_blob(&version, None).await.unwrap();
             assert_eq!(blob.len(), bytes.len() as u64);
             assert_eq!(collect(blob.stream(0, blob.len())).await, bytes);
             let (a, b) = (READ_CHUNK_BYTES as u64 - 7, READ_CHUNK_BYTES as u64 * 2 + 9);
@@ -401,7 +405,7 @@ mod tests {
 
             store.remove(&version).await.unwrap();
             store.remove(&version).await.unwrap();
-            assert_eq!(store.open_blob(&version).await.err().map(|e| e.kind()), Some(io::ErrorKind::NotFound));
+            assert_eq!(store.open_blob(&version, None).await.err().map(|e| e.kind()), Some(io::ErrorKind::NotFound));
         });
     }
 
