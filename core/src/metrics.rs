@@ -29,11 +29,18 @@ pub struct ShardMetrics {
     labels: &'static [&'static str],
     requests: RefCell<BTreeMap<(&'static str, u16), u64>>,
     latency: RefCell<BTreeMap<&'static str, Histogram<u64>>>,
+    /// Durations of services' own operations (an image transform), by operation name.
+    durations: RefCell<BTreeMap<&'static str, Histogram<u64>>>,
 }
 
 impl ShardMetrics {
     pub fn new(labels: &'static [&'static str]) -> ShardMetrics {
-        ShardMetrics { labels, requests: RefCell::new(BTreeMap::new()), latency: RefCell::new(BTreeMap::new()) }
+        ShardMetrics {
+            labels,
+            requests: RefCell::new(BTreeMap::new()),
+            latency: RefCell::new(BTreeMap::new()),
+            durations: RefCell::new(BTreeMap::new()),
+        }
     }
 
     /// Records one finished request. `service` must be one of the registry's labels.
@@ -45,11 +52,20 @@ impl ShardMetrics {
         self.latency.borrow_mut().entry(service).or_insert_with(new_histogram).saturating_record(micros);
     }
 
+    /// Records how long one of a service's own operations took. `operation` is a constant of the
+    /// calling code (`"storage_transform"`), never request data, so the series stay bounded.
+    pub fn record_duration(&self, operation: &'static str, elapsed: Duration) {
+        debug_assert!(operation.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "operation {operation}");
+        let micros = (elapsed.as_micros() as u64).clamp(1, LATENCY_MAX_MICROS);
+        self.durations.borrow_mut().entry(operation).or_insert_with(new_histogram).saturating_record(micros);
+    }
+
     /// A copy of this shard's counters, to send to the scraping shard.
     pub fn snapshot(&self, gauges: ShardGauges) -> ShardSnapshot {
         ShardSnapshot {
             requests: self.requests.borrow().iter().map(|(k, v)| (*k, *v)).collect(),
             latency: self.latency.borrow().iter().map(|(k, h)| (*k, h.clone())).collect(),
+            durations: self.durations.borrow().iter().map(|(k, h)| (*k, h.clone())).collect(),
             gauges,
         }
     }
@@ -89,6 +105,7 @@ pub struct ServiceSeries {
 pub struct ShardSnapshot {
     pub requests: Vec<((&'static str, u16), u64)>,
     pub latency: Vec<(&'static str, Histogram<u64>)>,
+    pub durations: Vec<(&'static str, Histogram<u64>)>,
     pub gauges: ShardGauges,
 }
 
@@ -167,19 +184,13 @@ pub fn render(snapshots: &[ShardSnapshot], log_lines_dropped: u64, process: &[Se
     let mut out = String::with_capacity(4096);
     let mut requests: BTreeMap<(&'static str, u16), u64> = BTreeMap::new();
     let mut latency: BTreeMap<&'static str, Histogram<u64>> = BTreeMap::new();
+    let mut durations: BTreeMap<&'static str, Histogram<u64>> = BTreeMap::new();
     for snap in snapshots {
         for (key, n) in &snap.requests {
             *requests.entry(*key).or_insert(0) += n;
         }
-        for (service, h) in &snap.latency {
-            let merged = latency.entry(service).or_insert_with(new_histogram);
-            // Same bounds on every shard, so adding cannot fail; clamp defensively anyway.
-            if merged.add(h).is_err() {
-                for v in h.iter_recorded() {
-                    merged.saturating_record_n(v.value_iterated_to(), v.count_at_value());
-                }
-            }
-        }
+        merge_histograms(&mut latency, &snap.latency);
+        merge_histograms(&mut durations, &snap.durations);
     }
 
     let _ = writeln!(out, "# HELP madbase_shards Number of shards (one per core).");
@@ -202,17 +213,13 @@ pub fn render(snapshots: &[ShardSnapshot], log_lines_dropped: u64, process: &[Se
         "# HELP madbase_http_request_duration_seconds Request latency (handler time), merged across shards."
     );
     let _ = writeln!(out, "# TYPE madbase_http_request_duration_seconds summary");
-    for (service, h) in &latency {
-        for q in [0.5, 0.9, 0.99, 0.999] {
-            let v = h.value_at_quantile(q) as f64 / 1e6;
-            let _ =
-                writeln!(out, "madbase_http_request_duration_seconds{{service=\"{service}\",quantile=\"{q}\"}} {v}");
-        }
-        let sum: f64 =
-            h.iter_recorded().map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64).sum::<f64>() / 1e6;
-        let _ = writeln!(out, "madbase_http_request_duration_seconds_sum{{service=\"{service}\"}} {sum}");
-        let _ = writeln!(out, "madbase_http_request_duration_seconds_count{{service=\"{service}\"}} {}", h.len());
-    }
+    render_summary(&mut out, "madbase_http_request_duration_seconds", "service", &latency);
+    let _ = writeln!(
+        out,
+        "# HELP madbase_operation_duration_seconds Services' own operations (an image transform), merged across shards."
+    );
+    let _ = writeln!(out, "# TYPE madbase_operation_duration_seconds summary");
+    render_summary(&mut out, "madbase_operation_duration_seconds", "operation", &durations);
 
     for (name, kind, help, get) in PER_SHARD_SERIES {
         let _ = writeln!(out, "# HELP {name} {help}");
@@ -264,6 +271,33 @@ pub fn render(snapshots: &[ShardSnapshot], log_lines_dropped: u64, process: &[Se
     out
 }
 
+/// Adds each shard's histograms into `merged`, by name.
+fn merge_histograms(merged: &mut BTreeMap<&'static str, Histogram<u64>>, from: &[(&'static str, Histogram<u64>)]) {
+    for (name, h) in from {
+        let into = merged.entry(name).or_insert_with(new_histogram);
+        // Same bounds on every shard, so adding cannot fail; clamp defensively anyway.
+        if into.add(h).is_err() {
+            for v in h.iter_recorded() {
+                into.saturating_record_n(v.value_iterated_to(), v.count_at_value());
+            }
+        }
+    }
+}
+
+/// Quantiles, sum and count of each histogram in seconds, labelled `label="<name>"`.
+fn render_summary(out: &mut String, metric: &str, label: &str, histograms: &BTreeMap<&'static str, Histogram<u64>>) {
+    for (name, h) in histograms {
+        for q in [0.5, 0.9, 0.99, 0.999] {
+            let v = h.value_at_quantile(q) as f64 / 1e6;
+            let _ = writeln!(out, "{metric}{{{label}=\"{name}\",quantile=\"{q}\"}} {v}");
+        }
+        let sum: f64 =
+            h.iter_recorded().map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64).sum::<f64>() / 1e6;
+        let _ = writeln!(out, "{metric}_sum{{{label}=\"{name}\"}} {sum}");
+        let _ = writeln!(out, "{metric}_count{{{label}=\"{name}\"}} {}", h.len());
+    }
+}
+
 /// The services' per-shard series, each name once (in the order the first shard lists them).
 fn render_service_series(out: &mut String, snapshots: &[ShardSnapshot]) {
     let mut names: Vec<&ServiceSeries> = Vec::new();
@@ -288,6 +322,23 @@ fn render_service_series(out: &mut String, snapshots: &[ShardSnapshot]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operation_durations_merge_into_one_summary() {
+        let a = ShardMetrics::new(&["storage"]);
+        let b = ShardMetrics::new(&["storage"]);
+        a.record_duration("storage_transform", Duration::from_millis(30));
+        b.record_duration("storage_transform", Duration::from_millis(40));
+        let shard = |n| ShardGauges { shard: n, ..Default::default() };
+        let text = render(&[a.snapshot(shard(0)), b.snapshot(shard(1))], 0, &[]);
+        assert!(text.contains("# TYPE madbase_operation_duration_seconds summary"), "{text}");
+        assert!(text.contains("madbase_operation_duration_seconds_count{operation=\"storage_transform\"} 2"), "{text}");
+        let sum = text
+            .lines()
+            .find_map(|l| l.strip_prefix("madbase_operation_duration_seconds_sum{operation=\"storage_transform\"} "))
+            .and_then(|v| v.parse::<f64>().ok());
+        assert!(sum.is_some_and(|s| (s - 0.07).abs() < 0.001), "{text}");
+    }
 
     #[test]
     fn merges_counts_and_quantiles_across_shards() {

@@ -1,6 +1,6 @@
 //! Storage's counters on one shard, rendered as `/metrics` series with a `shard` label: bytes in
-//! and out, uploads in progress and done, downloads, and (with transforms) their count, time and
-//! cache hits.
+//! and out, uploads in progress and done, downloads, transform cache hits. (Transform times go to
+//! the shard's duration histograms: `madbase_operation_duration_seconds{operation="storage_transform"}`.)
 //!
 //! Invariants: written only by their shard (`Cell`s, no atomics on the request path); an
 //! upload is counted in progress exactly while its [`UploadGuard`] lives.
@@ -22,8 +22,6 @@ pub struct Counters {
     pub uploads_in_progress: Cell<u64>,
     pub uploads: Cell<u64>,
     pub downloads: Cell<u64>,
-    pub transforms: Cell<u64>,
-    pub transform_micros: Cell<u64>,
     pub transform_cache_hits: Cell<u64>,
 }
 
@@ -50,13 +48,6 @@ impl Counters {
                 "counter",
                 "Downloads answered with an object's bytes.",
                 &self.downloads,
-            ),
-            s("madbase_storage_transforms_total", "counter", "Images transformed (cache misses).", &self.transforms),
-            s(
-                "madbase_storage_transform_microseconds_total",
-                "counter",
-                "Time spent transforming images, in microseconds (divide by the count for the mean).",
-                &self.transform_micros,
             ),
             s(
                 "madbase_storage_transform_cache_hits_total",

@@ -169,8 +169,7 @@ async fn render(
         .spawn(move || transform::transform(&source, &options, output, &limits))
         .map_err(|_| StorageError::slow_down())?;
     let made = job.await.map_err(|_| StorageError::internal())?.map_err(transform_error)?;
-    add(&inner.counters.transforms, 1);
-    add(&inner.counters.transform_micros, started.elapsed().as_micros() as u64);
+    inner.ctx.metrics.record_duration("storage_transform", started.elapsed());
     let bytes = Bytes::from(made.bytes);
     inner.renderer.cache.borrow_mut().insert(key, bytes.clone(), made.mime);
     Ok(Some((bytes, made.mime)))
