@@ -38,6 +38,8 @@ pub enum DatabaseError {
     Migrate(#[from] MigrateError),
     #[error("setting up the authenticator role failed: {0}")]
     Authenticator(PgError),
+    #[error("creating the buckets of [storage.buckets] failed: {0}")]
+    Buckets(PgError),
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
     #[error("cannot start a runtime for start-up work: {0}")]
@@ -114,6 +116,9 @@ pub fn prepare(config: &Config, project: Option<&Path>) -> Result<Database, Data
             );
         }
         migrate::run(&conn, project.as_ref(), managed_data_dir.as_deref()).await?;
+        if let Some(buckets) = madbase_storage::declared::batch(&config.storage) {
+            conn.execute(buckets).await.map_err(DatabaseError::Buckets)?;
+        }
         let pool_config = if managed {
             let password = authenticator_password(&data_dir)?;
             // The password is [A-Za-z0-9]{32} (generated below), safe to inline.

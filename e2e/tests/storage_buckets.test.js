@@ -166,3 +166,25 @@ test("Supabase's storage helpers and guards are in the schema; the migration run
   server.sql(migration);
   assert.equal(server.sql(`select count(*) from pg_trigger where tgname in ('protect_buckets_delete', 'protect_objects_delete')`).trim(), '2');
 });
+
+test('buckets declared in the configuration exist at start, with their settings', async () => {
+  const declared = {
+    'declared-avatars': { public: true, file_size_limit: '1MiB', allowed_mime_types: ['image/*'] },
+    'declared-docs': {},
+  };
+  const other = await startMadbase({ env: { MADBASE_STORAGE_BUCKETS: JSON.stringify(declared) } });
+  try {
+    const service = client(other, SERVICE_ROLE_KEY);
+    const avatars = await service.storage.getBucket('declared-avatars');
+    assert.equal(avatars.error, null);
+    assert.equal(avatars.data.public, true);
+    assert.equal(avatars.data.file_size_limit, 1024 * 1024);
+    assert.deepEqual(avatars.data.allowed_mime_types, ['image/*']);
+    const docs = (await service.storage.getBucket('declared-docs')).data;
+    assert.deepEqual([docs.public, docs.file_size_limit, docs.allowed_mime_types], [false, null, null]);
+    const refused = await service.storage.from('declared-avatars').upload('a.txt', 'x', { contentType: 'text/plain' });
+    assert.equal(refused.error.statusCode, '415', 'the declared limits are enforced');
+  } finally {
+    await other.stop();
+  }
+});

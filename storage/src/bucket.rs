@@ -37,7 +37,7 @@ const GET_JSON: &str = concat!(
 );
 
 /// `allowed_mime_types` from the JSON array in parameter `$n` (`null` stays null, `[]` is `{}`).
-fn mime_array(n: usize) -> String {
+pub(crate) fn mime_array(n: usize) -> String {
     format!(
         "case when ${n}::jsonb is null then null \
          else (select coalesce(array_agg(t), '{{}}') from jsonb_array_elements_text(${n}::jsonb) t) end"

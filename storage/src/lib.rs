@@ -14,6 +14,7 @@ pub mod backend;
 pub mod bucket;
 pub mod caller;
 pub mod db;
+pub mod declared;
 pub mod error;
 pub mod limits;
 pub mod metrics;

@@ -58,7 +58,39 @@ section! {
         pub s3_request_timeout_ms: u64 = 60_000,
         /// `[storage.image_transformation]`: `/render/image` and signed URLs with `transform`.
         pub image_transformation: ImageTransformation = ImageTransformation::default(),
+        /// Buckets the project declares, created or updated at start (the Supabase CLI's `[storage.buckets.<id>]` tables: `public`, `file_size_limit`, `allowed_mime_types`, `objects_path`); in the environment a JSON object of them.
+        pub buckets: Buckets = Buckets::default(),
     }
+}
+
+/// One `[storage.buckets.<id>]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeclaredBucket {
+    pub public: bool,
+    /// With a unit (`"50MiB"`); at most the project's `file_size_limit`.
+    pub file_size_limit: Option<String>,
+    pub allowed_mime_types: Option<Vec<String>>,
+    /// The Supabase CLI's local folder of objects to upload (`supabase seed buckets`): accepted
+    /// so a project's `config.toml` loads, not uploaded by MadBase (a warning says so).
+    pub objects_path: Option<String>,
+}
+
+/// The declared buckets by id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(transparent)]
+pub struct Buckets(pub std::collections::BTreeMap<String, DeclaredBucket>);
+
+impl madbase_core::settings::Setting for Buckets {
+    /// `{"avatars":{"public":true,"file_size_limit":"5MiB"}}` in the environment.
+    const KIND: madbase_core::settings::Kind = madbase_core::settings::Kind::Value(|raw| {
+        if raw.trim().is_empty() {
+            return Ok(None);
+        }
+        let json: serde_json::Value =
+            serde_json::from_str(raw).map_err(|e| format!("not a JSON object of buckets: {e}"))?;
+        toml::Value::try_from(json).map(Some).map_err(|e| e.to_string())
+    });
 }
 
 section! {
@@ -96,6 +128,7 @@ impl Storage {
             "s3" => {}
             other => return Err(format!("storage.backend {other:?} is neither \"file\" nor \"s3\"")),
         }
+        self.validate_buckets()?;
         if self.pool_size == 0 {
             return Err("storage.pool_size must be at least 1".to_owned());
         }
@@ -104,6 +137,31 @@ impl Storage {
         }
         if self.tus_max_concurrent_uploads == 0 {
             return Err("storage.tus_max_concurrent_uploads must be at least 1".to_owned());
+        }
+        Ok(())
+    }
+
+    /// Each declared bucket: a valid id, a size within the project's, valid MIME patterns.
+    fn validate_buckets(&self) -> Result<(), String> {
+        let project = self.file_size_limit_bytes();
+        for (id, bucket) in &self.buckets.0 {
+            crate::limits::check_bucket_name(id).map_err(|_| format!("storage.buckets.{id}: not a valid bucket id"))?;
+            if let Some(limit) = &bucket.file_size_limit {
+                match parse_config_size(limit) {
+                    Some(n) if n <= project => {}
+                    Some(_) => {
+                        return Err(format!("storage.buckets.{id}.file_size_limit is above storage.file_size_limit"))
+                    }
+                    None => {
+                        return Err(format!(
+                            "storage.buckets.{id}.file_size_limit {limit:?} is not a size such as \"5MiB\""
+                        ))
+                    }
+                }
+            }
+            let mimes = bucket.allowed_mime_types.as_ref().map(|m| serde_json::json!(m));
+            crate::limits::mime_types(mimes.as_ref())
+                .map_err(|e| format!("storage.buckets.{id}.allowed_mime_types: {}", e.message))?;
         }
         Ok(())
     }
@@ -154,6 +212,33 @@ pub fn parse_config_size(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn declared_buckets_come_from_the_environment_as_json_and_are_checked() {
+        use madbase_core::settings::{Kind, Setting};
+        let Kind::Value(from_env) = <Buckets as Setting>::KIND else { panic!("a value") };
+        let value =
+            from_env(r#"{"avatars":{"public":true,"file_size_limit":"5MiB","allowed_mime_types":["image/*"]}}"#)
+                .unwrap()
+                .unwrap();
+        let buckets: Buckets = value.try_into().unwrap();
+        let avatars = &buckets.0["avatars"];
+        assert!(avatars.public);
+        assert_eq!(avatars.file_size_limit.as_deref(), Some("5MiB"));
+        assert!(from_env("[1,2]").unwrap().unwrap().try_into::<Buckets>().is_err());
+        assert!(from_env("{nope").is_err());
+
+        let mut storage = Storage { buckets: buckets.clone(), ..Storage::default() };
+        assert!(storage.validate().is_ok());
+        storage.buckets.0.get_mut("avatars").unwrap().file_size_limit = Some("1GB".into());
+        assert!(storage.validate().unwrap_err().contains("above storage.file_size_limit"));
+        storage.buckets.0.get_mut("avatars").unwrap().file_size_limit = None;
+        storage.buckets.0.get_mut("avatars").unwrap().allowed_mime_types = Some(vec!["nope".into()]);
+        assert!(storage.validate().unwrap_err().contains("allowed_mime_types"));
+        let bad_id =
+            Storage { buckets: Buckets([("a/b".to_owned(), DeclaredBucket::default())].into()), ..Storage::default() };
+        assert!(bad_id.validate().is_err());
+    }
 
     #[test]
     fn sizes_parse_as_the_cli_writes_them() {
