@@ -170,8 +170,21 @@ test('OPTIONS advertises the protocol', async () => {
   assert.equal(r.status, 204);
   assert.equal(r.headers.get('tus-version'), '1.0.0');
   assert.equal(r.headers.get('tus-resumable'), '1.0.0');
-  assert.match(r.headers.get('tus-extension'), /creation,creation-with-upload,termination/);
+  assert.match(r.headers.get('tus-extension'), /creation,creation-with-upload,termination,expiration/);
   assert.equal(r.headers.get('tus-max-size'), String(50 * MiB));
+});
+
+test('an unfinished upload says until when it can be resumed (Upload-Expires, an hour by default)', async () => {
+  const r = await tusFetch(endpoint(), {
+    method: 'POST',
+    headers: { ...auth(SERVICE_ROLE_KEY), 'upload-length': '10', 'upload-metadata': encodeMeta(meta('docs', 'expires/a.bin')) },
+  });
+  assert.equal(r.status, 201, await r.text());
+  const expires = Date.parse(r.headers.get('upload-expires'));
+  assert.ok(Math.abs(expires - (Date.now() + 3600_000)) < 5_000, r.headers.get('upload-expires'));
+  const done = await patch(r.headers.get('location'), 0, Buffer.alloc(10));
+  assert.equal(done.status, 204);
+  assert.equal(done.headers.get('upload-expires'), null, 'a finished upload does not expire');
 });
 
 test('a 13 MiB upload in 6 MiB chunks (the first with the creation) downloads back byte for byte', async () => {

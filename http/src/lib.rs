@@ -53,6 +53,7 @@ pub use body::Body;
 pub use error::{BodyError, ChunkError, HeadError};
 pub use head::{Headers, Request, Version};
 pub use io::civil_from_days;
+pub use io::format_http_date;
 pub use io::http_date;
 pub use limits::Limits;
 pub use response::{BodyStream, Response, ResponseBody};

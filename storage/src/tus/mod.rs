@@ -69,10 +69,11 @@ use headers::{Forwarding, HeaderError, Metadata, UploadId, OFFSET_OCTET_STREAM, 
 use state::{Access, Appender, Info, Lock, Upload};
 
 /// What `OPTIONS` advertises.
-const EXTENSIONS: &str = "creation,creation-with-upload,termination";
+const EXTENSIONS: &str = "creation,creation-with-upload,termination,expiration";
 /// The headers a browser's script may read from an answer.
 const EXPOSED_HEADERS: &str =
-    "Location, Upload-Offset, Upload-Length, Upload-Metadata, Tus-Resumable, Tus-Version, Tus-Max-Size, Tus-Extension";
+    "Location, Upload-Offset, Upload-Length, Upload-Metadata, Upload-Expires, Tus-Resumable, \
+     Tus-Version, Tus-Max-Size, Tus-Extension";
 /// The request headers a browser may send (tus-node-server's list and Supabase's additions).
 const ALLOWED_HEADERS: &str = "Authorization, Content-Type, Location, Tus-Extension, Tus-Max-Size, Tus-Resumable, \
      Tus-Version, Upload-Concat, Upload-Defer-Length, Upload-Length, Upload-Metadata, Upload-Offset, \
@@ -368,6 +369,7 @@ async fn create(inner: &Inner, req: &Request, body: Body, signed: bool) -> Resul
     let prefix = StorageService::INFO.prefix;
     response.set_header("location", format!("{origin}{prefix}/upload/resumable{sign}/{}", id.encode()));
     response.set_header("upload-offset", upload.offset.to_string());
+    set_expires(inner, &mut response, &upload);
     Ok(response)
 }
 
@@ -397,6 +399,15 @@ async fn find(inner: &Inner, req: &Request, signed: bool, segment: &str) -> Resu
         return Err(TusError::NotFound);
     }
     Ok((upload, credentials))
+}
+
+/// TUS's expiration extension: an unfinished upload's answer says until when it can be resumed
+/// (it was just touched, so `tus_url_expiry_ms` from now).
+fn set_expires(inner: &Inner, response: &mut Response, upload: &Upload) {
+    if !upload.info.committed {
+        let at = unix_now().saturating_add(expiry(inner).as_secs());
+        response.set_header("upload-expires", madbase_http::format_http_date(at));
+    }
 }
 
 fn expiry(inner: &Inner) -> Duration {
@@ -451,6 +462,7 @@ async fn patch(inner: &Inner, req: &Request, body: Body, signed: bool, segment: 
     if upload.complete_uncommitted() {
         finish(inner, &mut upload, &lock).await?;
     }
+    set_expires(inner, &mut response, &upload);
     if upload.info.committed {
         response.set_header("tus-complete", "1");
     }
