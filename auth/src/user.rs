@@ -102,12 +102,4 @@ pub fn session_not_found() -> AuthError {
     AuthError::new(403, "session_not_found", "Session from session_id claim in JWT does not exist")
 }
 
-/// Lower-case or upper-case hyphenated UUID text.
-pub fn is_uuid(text: &str) -> bool {
-    let b = text.as_bytes();
-    b.len() == 36
-        && b.iter().enumerate().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => *c == b'-',
-            _ => c.is_ascii_hexdigit(),
-        })
-}
+pub use madbase_core::ids::is_uuid;

@@ -16,6 +16,7 @@
 pub mod coalesce;
 pub mod context;
 pub mod identity;
+pub mod ids;
 pub mod jwt;
 pub mod metrics;
 pub mod platform;

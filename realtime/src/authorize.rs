@@ -100,8 +100,8 @@ pub fn private_channel_batch(role: &str, claims_json: &str, sub_topic: &str) -> 
 /// [`private_channel_batch`] with the WebSocket upgrade's headers as `request.headers` (a JSON
 /// object, names lower-cased), as Supabase sets them.
 pub fn private_channel_batch_with_headers(role: &str, claims_json: &str, sub_topic: &str, headers_json: &str) -> Batch {
-    let broadcast = random_uuid();
-    let presence = random_uuid();
+    let broadcast = madbase_core::ids::uuid_v4();
+    let presence = madbase_core::ids::uuid_v4();
     Batch::new()
         .statement(
             Statement::new(STAGE)
@@ -146,15 +146,6 @@ pub fn parse_private_channel(results: &[StatementResult]) -> Result<ChannelPermi
     })
 }
 
-/// A random (version 4) UUID's text.
-fn random_uuid() -> String {
-    let mut n: u128 = rand::random();
-    n = (n & !(0xf << 76)) | (0x4 << 76);
-    n = (n & !(0x3 << 62)) | (0x2 << 62);
-    let hex = format!("{n:032x}");
-    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,7 +166,7 @@ mod tests {
 
     #[test]
     fn uuids_are_version_4() {
-        let u = random_uuid();
+        let u = madbase_core::ids::uuid_v4();
         assert_eq!(u.len(), 36);
         assert_eq!(&u[14..15], "4");
         assert!(matches!(&u[19..20], "8" | "9" | "a" | "b"));

@@ -540,7 +540,7 @@ fn parse_timestamp(text: &str, with_zone: bool) -> Option<i128> {
     if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
         return None;
     }
-    let mut us = days_from_civil(year, month, day) * DAY_US;
+    let mut us = i128::from(madbase_http::days_from_civil(year as i64, month as u32, day as u32)) * DAY_US;
     let mut rest = &rest[5..];
     if rest.is_empty() {
         return Some(us);
@@ -616,17 +616,6 @@ fn days_in_month(year: i128, month: i128) -> i128 {
         4 | 6 | 9 | 11 => 30,
         _ => 31,
     }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i128, month: i128, day: i128) -> i128 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// An exact decimal: NaN above +Infinity above every number, as PostgreSQL's `numeric` orders.

@@ -6,6 +6,7 @@
 //! Supabase Storage's `AccessDenied` with the message its JWT library (jose) gives.
 
 use madbase_core::identity::{authenticate, AuthError};
+use madbase_core::ids::is_uuid;
 use madbase_core::jwt::JwtError;
 use madbase_core::ShardCtx;
 use madbase_http::Request;
@@ -72,24 +73,5 @@ pub(crate) fn jose_message(e: &JwtError) -> &'static str {
         JwtError::Signature | JwtError::NoKey => "signature verification failed",
         JwtError::Algorithm => "\"alg\" (Algorithm) Header Parameter value not allowed",
         _ => INVALID_JWS,
-    }
-}
-
-/// 8-4-4-4-12 hexadecimal digits.
-pub(crate) fn is_uuid(s: &str) -> bool {
-    let groups: Vec<&str> = s.split('-').collect();
-    groups.len() == 5
-        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn uuids_are_recognised() {
-        assert!(is_uuid("4d56e902-f0a0-4662-8448-a4d9e643c142"));
-        assert!(!is_uuid("user-1"));
-        assert!(!is_uuid("4d56e902f0a0-4662-8448-a4d9e643c142-"));
     }
 }

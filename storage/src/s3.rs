@@ -475,7 +475,7 @@ impl S3Writer {
             )));
         }
         let digest = std::mem::take(&mut self.md5).finalize();
-        Ok(Stored { size: self.written, etag: format!("\"{}\"", hex(&digest)) })
+        Ok(Stored { size: self.written, etag: format!("\"{}\"", crate::store::hex(&digest)) })
     }
 }
 
@@ -830,16 +830,6 @@ fn endpoint_url(endpoint: &str, bucket: &str, path_style: bool) -> Result<String
         return Err(format!("storage S3: the endpoint {endpoint:?} is not an http:// or https:// URL"));
     }
     Ok(if path_style { endpoint.to_owned() } else { format!("{scheme}://{bucket}.{rest}") })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    out
 }
 
 #[cfg(test)]

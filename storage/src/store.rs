@@ -289,11 +289,7 @@ impl Stream for BlobStream {
 
 /// A new version id: a random (v4) uuid.
 pub fn new_version() -> String {
-    let mut bytes: [u8; 16] = rand::random();
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let h = hex(&bytes);
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    madbase_core::ids::uuid_v4()
 }
 
 /// A version id as [`new_version`] writes them (lower-case 8-4-4-4-12 hex).

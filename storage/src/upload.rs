@@ -258,7 +258,7 @@ fn row_statement(
     Statement::new(sql)
         .bind(text(&path.bucket))
         .bind(text(&path.key))
-        .bind_opt(owner.filter(|o| crate::caller::is_uuid(o)).map(text))
+        .bind_opt(owner.filter(|o| madbase_core::ids::is_uuid(o)).map(text))
         .bind_opt(owner.map(text))
         .bind(text(version))
         .bind_opt(user_metadata.map(|m| Bytes::from(m.to_string())))

@@ -29,17 +29,7 @@ pub fn refresh_token() -> String {
     token
 }
 
-/// A random (version 4, RFC 9562) UUID, lowercase and hyphenated:
-/// `xxxxxxxx-xxxx-4xxx-Nxxx-xxxxxxxxxxxx` with `N` one of `8 9 a b`.
-pub fn uuid_v4() -> String {
-    let mut bytes = [0u8; 16];
-    OsRng.fill_bytes(&mut bytes);
-    bytes[6] = (bytes[6] & 0x0f) | 0x40; // version 4
-    bytes[8] = (bytes[8] & 0x3f) | 0x80; // variant 10xx
-    let hex = data_encoding::HEXLOWER.encode(&bytes);
-    debug_assert_eq!(hex.len(), 32);
-    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
-}
+pub use madbase_core::ids::uuid_v4;
 
 /// A numeric one-time code of exactly `digits` decimal digits, leading zeros kept (`"004217"`),
 /// uniform over all `10^digits` values. `digits == 0` gives `""`.
