@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Builds the test and example Edge Functions of functions/guests/ into WebAssembly components
+# (wasi:http/proxy) at target/wasm-functions/<name>.wasm, and prints their sizes:
+#   - the Rust guests (a cargo workspace of its own: functions/guests/Cargo.toml), release, for
+#     wasm32-wasip2, each <crate>.wasm;
+#   - the JavaScript guest functions/guests/js/hello.js, with `jco componentize`, as hello-js.wasm.
+# Idempotent, from a fresh clone: installs what it needs (the rustup target wasm32-wasip2, the npm
+# packages of functions/guests/js with `npm ci`) and rebuilds only what changed (cargo tracks the
+# Rust guests; the JavaScript one is rebuilt when a source is newer than its component).
+# CARGO_BUILD_JOBS limits cargo's parallel jobs as usual.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+GUESTS="$ROOT/functions/guests"
+OUT="$ROOT/target/wasm-functions"
+mkdir -p "$OUT"
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Rust guests.
+if command -v rustup >/dev/null 2>&1; then rustup target add wasm32-wasip2 >&2; fi
+echo "== Rust guests (functions/guests, wasm32-wasip2, release)" >&2
+cargo build --manifest-path "$GUESTS/Cargo.toml" --target-dir "$GUESTS/target" --locked \
+  --release --target wasm32-wasip2
+for crate in $(sed -n 's/^members = \[\(.*\)\]/\1/p' "$GUESTS/Cargo.toml" | tr -d '",'); do
+  wasm="$GUESTS/target/wasm32-wasip2/release/$crate.wasm"
+  cmp -s "$wasm" "$OUT/$crate.wasm" || cp "$wasm" "$OUT/$crate.wasm"
+done
+
+# JavaScript guest.
+JS="$GUESTS/js"
+if ! command -v npm >/dev/null 2>&1; then
+  echo "== installing Node.js (Debian packages nodejs, npm)" >&2
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq nodejs npm >/dev/null
+fi
+if [ ! "$JS/node_modules/.package-lock.json" -nt "$JS/package-lock.json" ]; then
+  echo "== npm ci (functions/guests/js)" >&2
+  (cd "$JS" && npm ci --no-audit --no-fund >&2)
+fi
+if [ ! -f "$OUT/hello-js.wasm" ] ||
+  [ -n "$(find "$JS/hello.js" "$JS/wit" "$JS/package-lock.json" -newer "$OUT/hello-js.wasm" | head -1)" ]; then
+  echo "== jco componentize hello.js" >&2
+  # jco reads the WIT through its WASI sandbox: relative paths, from the js directory.
+  (cd "$JS" && node_modules/.bin/jco componentize hello.js --wit wit --world-name hello \
+    -o "$OUT/hello-js.wasm.tmp" >&2)
+  mv "$OUT/hello-js.wasm.tmp" "$OUT/hello-js.wasm"
+fi
+
+echo "== components in target/wasm-functions" >&2
+for f in "$OUT"/*.wasm; do printf '%10d  %s\n' "$(wc -c <"$f")" "target/wasm-functions/$(basename "$f")"; done
