@@ -23,7 +23,8 @@ class IncomingHandler(exports.IncomingHandler):
         method = request.method()
         method = method.value if isinstance(method, Method_Other) else type(method).__name__.split("_", 1)[1].upper()
         path = (request.path_with_query() or "/").split("?", 1)[0]
-        body = json.dumps({"message": "Hello from Python", "method": method, "path": path}).encode()
+        message = {"message": "Hello from Python", "method": method, "path": path}
+        body = json.dumps(message, separators=(",", ":")).encode()
 
         response = OutgoingResponse(Fields.from_list([("content-type", b"application/json")]))
         response.set_status_code(200)
