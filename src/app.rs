@@ -24,6 +24,7 @@ use madbase_core::identity::{self, ANON_ROLE};
 use madbase_core::jwt::JwtKeys;
 use madbase_core::metrics::{self, ShardGauges, ShardMetrics, ShardSnapshot};
 use madbase_core::{Cors, Outbox, Service, ServiceInfo, ShardCtx};
+use madbase_functions::{FunctionsService, Shared as FunctionsShared};
 use madbase_http::{Body, Handler, Request, Response};
 use madbase_pg::{Batch, ConnectConfig};
 use madbase_realtime::changes::{BatchSink, ChangeBatch};
@@ -42,6 +43,7 @@ pub enum Target {
     Auth,
     Realtime,
     Storage,
+    Functions,
     /// The gateway: `/health`.
     Health,
     /// The gateway: `/metrics`.
@@ -71,7 +73,7 @@ pub const SERVICES: &[Route] = &[
     Route { info: AuthService::INFO, target: Target::Auth },
     Route { info: RealtimeService::INFO, target: Target::Realtime },
     Route { info: StorageService::INFO, target: Target::Storage },
-    unserved("/functions/v1", "functions"),
+    Route { info: FunctionsService::INFO, target: Target::Functions },
     unserved("/graphql/v1", "graphql"),
     unserved("/admin", "admin"),
     gateway("/health", "health", Target::Health),
@@ -112,6 +114,8 @@ pub struct Shared {
     pub realtime: Arc<RealtimeShared>,
     /// Storage's settings, object store and signing keys.
     pub storage: Arc<StorageShared>,
+    /// Edge Functions' engine, settings and deployments; `None` when `[edge_runtime] enabled = false`.
+    pub functions: Option<Arc<FunctionsShared>>,
 }
 
 /// The gateway's own questions to other shards. Each carries a reply channel so the asking shard
@@ -177,6 +181,7 @@ pub struct Services {
     pub auth: Rc<AuthService>,
     pub realtime: Rc<RealtimeService>,
     pub storage: Rc<StorageService>,
+    pub functions: Option<Rc<FunctionsService>>,
 }
 
 /// An [`Outbox`] for one service's messages over this shard's rings: deliveries to all on the
@@ -207,6 +212,11 @@ pub fn server_limits(config: &Config) -> madbase_http::Limits {
     let mut limits = config.http.limits();
     if config.storage.enabled {
         limits.max_body_bytes = limits.max_body_bytes.max(config.storage.file_size_limit_bytes());
+    }
+    if config.edge_runtime.enabled {
+        // A deploy's component and an invocation's body are collected under their own bounds.
+        let functions = config.edge_runtime.max_component_bytes.max(config.edge_runtime.max_request_bytes);
+        limits.max_body_bytes = limits.max_body_bytes.max(functions);
     }
     limits
 }
@@ -240,6 +250,7 @@ pub async fn shard_main(shard: Shard<ShardMessage>, shared: Arc<Shared>) {
             AuthService::lane(config.pg.auth_pool_size),
             RealtimeService::lane(config.realtime.pool_size),
             StorageService::lane(config.storage.pool_size),
+            FunctionsService::lane(config.edge_runtime.pool_size),
         ],
         ShardMetrics::new(&LABELS),
     ));
@@ -257,12 +268,14 @@ pub async fn shard_main(shard: Shard<ShardMessage>, shared: Arc<Shared>) {
             outbox(&shard, ShardMessage::Realtime),
         )),
         storage: Rc::new(StorageService::new(ctx.clone(), shared.storage.clone())),
+        functions: shared.functions.clone().map(|functions| Rc::new(FunctionsService::new(ctx.clone(), functions))),
     });
     let peers = Rc::new(Peers {
         ctx: ctx.clone(),
         shard: shard.clone(),
         realtime: services.realtime.clone(),
         storage: services.storage.clone(),
+        functions: services.functions.clone(),
         shared: shared.clone(),
     });
     monoio::spawn(run_mailbox(shard.clone(), peers.clone(), services.clone()));
@@ -294,6 +307,9 @@ pub async fn shard_main(shard: Shard<ShardMessage>, shared: Arc<Shared>) {
     services.auth.drain();
     services.realtime.drain();
     services.storage.drain();
+    if let Some(functions) = &services.functions {
+        functions.drain();
+    }
     ctx.lanes.close();
 }
 
@@ -325,6 +341,7 @@ fn start_owner_tasks(shard: &Shard<ShardMessage>, services: &Services) {
             Target::Auth => services.auth.owner_tasks(),
             Target::Realtime => services.realtime.owner_tasks(),
             Target::Storage => services.storage.owner_tasks(),
+            Target::Functions => services.functions.as_ref().map(|f| f.owner_tasks()).unwrap_or_default(),
             Target::Health | Target::Metrics | Target::Unserved => Vec::new(),
         };
         for task in tasks {
@@ -359,6 +376,8 @@ struct Peers {
     realtime: Rc<RealtimeService>,
     /// Storage's per-shard series.
     storage: Rc<StorageService>,
+    /// Functions' per-function series.
+    functions: Option<Rc<FunctionsService>>,
     shared: Arc<Shared>,
 }
 
@@ -388,8 +407,15 @@ impl Peers {
             blocking_queued: self.shard.blocking().queue_depth(),
             http: madbase_http::shard_stats(),
             services: [self.realtime.series(), self.storage.series()].concat(),
+            labeled: self.functions.as_ref().map(|f| self.function_series(f)).into_iter().collect(),
         };
         self.ctx.metrics.snapshot(gauges)
+    }
+
+    fn function_series(&self, functions: &FunctionsService) -> (&'static str, String) {
+        let mut lines = String::new();
+        functions.render_metrics(self.shard.id(), &mut lines);
+        (madbase_functions::metrics::HEADER, lines)
     }
 
     /// Asks every other shard with `ask`, answers for this one with `local`, and returns what came
@@ -478,6 +504,10 @@ impl App {
             Target::Auth if self.auth_enabled => self.services.auth.handle(req, body).await,
             Target::Realtime if self.realtime_enabled => self.services.realtime.handle(req, body).await,
             Target::Storage if self.storage_enabled => self.services.storage.handle(req, body).await,
+            Target::Functions => match &self.services.functions {
+                Some(functions) => functions.handle(req, body).await,
+                None => gateway_not_found(),
+            },
             Target::Health => self.health().await,
             Target::Metrics => match self.refuse_metrics(req) {
                 None => self.metrics().await,

@@ -27,6 +27,7 @@ use madbase_auth::settings::Auth;
 use madbase_core::platform::{Egress, Http, Jwt, Pg, Platform, Shards};
 use madbase_core::section;
 use madbase_core::settings::{self, Section, SettingsError, Strictness};
+use madbase_functions::{EdgeRuntime, Functions};
 use madbase_realtime::Realtime;
 use madbase_rest::settings::{Api, Rest};
 use madbase_storage::Storage;
@@ -99,6 +100,10 @@ section! {
         pub realtime: Realtime = Realtime::default(),
         /// Storage (Supabase's `[storage]`).
         pub storage: Storage = Storage::default(),
+        /// Edge Functions' runtime (Supabase's `[edge_runtime]`, with the sandbox's limits).
+        pub edge_runtime: EdgeRuntime = EdgeRuntime::default(),
+        /// Each function's deploy settings (Supabase's `[functions.<name>]`); in the environment a JSON object of them.
+        pub functions: Functions = Functions::default(),
         /// PostgREST settings Supabase's `[api]` lacks.
         pub rest: Rest = Rest::default(),
         /// The thread-per-core runtime.
@@ -259,6 +264,7 @@ impl Config {
         self.auth.validate()?;
         self.realtime.validate()?;
         self.storage.validate()?;
+        self.edge_runtime.validate()?;
         self.rest_config().validate()?;
         if self.db.port == 0 || self.api.port == 0 {
             return Err("api.port and db.port must be greater than 0".to_owned());

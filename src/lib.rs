@@ -8,6 +8,7 @@
 #![allow(rustdoc::private_intra_doc_links)]
 
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod database;
 pub mod logging;

@@ -28,7 +28,7 @@ use tracing_subscriber::fmt::MakeWriter;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const USAGE: &str = "\
+const USAGE_TEMPLATE: &str = "\
 madbase — a Supabase-compatible backend in one binary
 
 USAGE:
@@ -36,15 +36,24 @@ USAGE:
     madbase migrate [--config FILE]   apply migrations and exit
     madbase keys    [--config FILE]   print the anon and service_role keys for the configured secret
     madbase settings                  list every configuration key, its environment variable and meaning
+    madbase functions ... | secrets ...   deploy and manage Edge Functions on the running server:
+{FUNCTIONS}
     madbase --version | --help
 
 Configuration: supabase/config.toml when started in a Supabase project, then the TOML file, then
 MADBASE_* environment variables; see README.md.";
 
+fn usage() -> String {
+    USAGE_TEMPLATE.replace("{FUNCTIONS}", madbase::cli::USAGE)
+}
+
 enum Command {
     Start,
     Migrate,
     Keys,
+    /// `functions …` or `secrets …`, with their own arguments.
+    Functions(Vec<String>),
+    Secrets(Vec<String>),
 }
 
 fn parse_args() -> Result<(Command, Option<PathBuf>), String> {
@@ -53,6 +62,22 @@ fn parse_args() -> Result<(Command, Option<PathBuf>), String> {
         Some("start") => Command::Start,
         Some("migrate") => Command::Migrate,
         Some("keys") => Command::Keys,
+        Some(cli @ ("functions" | "secrets")) => {
+            // Their own arguments, less the shared `--config`, `--url` and `--service-key`.
+            let (mut own, mut config_file, mut url, mut key) = (Vec::new(), None, None, None);
+            while let Some(arg) = args.next() {
+                match arg.as_str() {
+                    "--config" | "-c" => config_file = Some(PathBuf::from(args.next().ok_or("--config needs a file")?)),
+                    "--url" => url = Some(args.next().ok_or("--url needs a URL")?),
+                    "--service-key" => key = Some(args.next().ok_or("--service-key needs a key")?),
+                    _ => own.push(arg),
+                }
+            }
+            own.extend(url.map(|u| format!("--url={u}")));
+            own.extend(key.map(|k| format!("--service-key={k}")));
+            let command = if cli == "functions" { Command::Functions(own) } else { Command::Secrets(own) };
+            return Ok((command, config_file));
+        }
         Some("settings") => {
             print!("{}", Config::reference());
             std::process::exit(0);
@@ -62,16 +87,16 @@ fn parse_args() -> Result<(Command, Option<PathBuf>), String> {
             std::process::exit(0);
         }
         Some("--help" | "-h" | "help") | None => {
-            println!("{USAGE}");
+            println!("{}", usage());
             std::process::exit(0);
         }
-        Some(other) => return Err(format!("unknown command {other:?}\n\n{USAGE}")),
+        Some(other) => return Err(format!("unknown command {other:?}\n\n{}", usage())),
     };
     let mut config_file = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--config" | "-c" => config_file = Some(PathBuf::from(args.next().ok_or("--config needs a file")?)),
-            other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
+            other => return Err(format!("unknown argument {other:?}\n\n{}", usage())),
         }
     }
     Ok((command, config_file))
@@ -140,6 +165,8 @@ fn main() -> ExitCode {
             let (anon, service) = api_keys(&keys);
             println!("anon key:         {anon}\nservice_role key: {service}");
         }),
+        Command::Functions(args) => admin_client(&config, args).and_then(|(c, a)| madbase::cli::functions(&c, &a)),
+        Command::Secrets(args) => admin_client(&config, args).and_then(|(c, a)| madbase::cli::secrets(&c, &a)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -178,6 +205,29 @@ fn load_keys(config: &Config) -> Result<JwtKeys, String> {
 
 /// The anon and service_role API keys for the HS256 secret in effect (HS256 even when
 /// `[auth] signing_keys_path` signs access tokens).
+/// The functions API's client for `madbase functions|secrets`: `--url=` and `--service-key=`
+/// taken out of `args`, else the configured address and the service_role key of the
+/// configured secret.
+fn admin_client(config: &Config, args: Vec<String>) -> Result<(madbase::cli::Client, Vec<String>), String> {
+    let mut url = format!("http://{}", config.listen());
+    let mut key = None;
+    let mut rest = Vec::new();
+    for arg in args {
+        if let Some(u) = arg.strip_prefix("--url=") {
+            url = u.to_owned();
+        } else if let Some(k) = arg.strip_prefix("--service-key=") {
+            key = Some(k.to_owned());
+        } else {
+            rest.push(arg);
+        }
+    }
+    let key = match key {
+        Some(key) => key,
+        None => api_keys(&load_keys(config)?).1,
+    };
+    Ok((madbase::cli::Client::new(&url, key)?, rest))
+}
+
 fn api_keys(keys: &JwtKeys) -> (String, String) {
     (keys.api_key("anon"), keys.api_key("service_role"))
 }
@@ -212,12 +262,42 @@ fn start_replication(
     Ok(Some(handle))
 }
 
+/// Edge Functions' engine and state, when `[edge_runtime] enabled`; its functions see
+/// `SUPABASE_URL` and the project's keys in their environment, as on Supabase.
+fn start_functions(
+    config: &Config,
+    keys: &JwtKeys,
+    egress: Option<&Egress>,
+) -> Result<Option<Arc<madbase_functions::Shared>>, String> {
+    let (Some(egress), true) = (egress, config.edge_runtime.enabled) else {
+        return Ok(None);
+    };
+    let (anon, service) = api_keys(keys);
+    let base_env = vec![
+        ("SUPABASE_URL".to_owned(), format!("http://{}", config.listen())),
+        ("SUPABASE_ANON_KEY".to_owned(), anon),
+        ("SUPABASE_SERVICE_ROLE_KEY".to_owned(), service),
+    ];
+    madbase_functions::Shared::new(
+        config.edge_runtime.clone(),
+        config.functions.clone(),
+        config.shards.count,
+        &config.data_dir,
+        base_env,
+        egress.clone(),
+    )
+    .map(Some)
+    .map_err(|e| format!("functions: {e}"))
+}
+
 fn start(config: Config, project: Option<&Path>) -> Result<(), String> {
     let keys = Arc::new(load_keys(&config)?);
     let database = database::prepare(&config, project).map_err(|e| e.to_string())?;
     let config = Arc::new(config);
     // The egress runtime runs tokio-only clients (SMTP) off the shards; only when one is configured.
-    let egress = (AuthShared::needs_egress(&config.auth) || madbase_storage::Shared::needs_egress(&config.storage))
+    let egress = (AuthShared::needs_egress(&config.auth)
+        || madbase_storage::Shared::needs_egress(&config.storage)
+        || config.edge_runtime.enabled)
         .then(|| Egress::start(config.egress.threads, config.egress.queue))
         .transpose()
         .map_err(|e| format!("cannot start the egress runtime: {e}"))?;
@@ -255,6 +335,7 @@ fn start(config: Config, project: Option<&Path>) -> Result<(), String> {
             egress.clone(),
         )
         .map_err(|e| format!("storage: {e}"))?,
+        functions: start_functions(&config, &keys, egress.as_ref())?,
     });
     let realtime = shared.realtime.clone();
     let mut runtime = Runtime::start(runtime_config, move |shard| app::shard_main(shard, shared.clone()))

@@ -72,6 +72,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 9, name: "realtime", sql: include_str!("../migrations/0009_realtime.sql") },
     Migration { version: 10, name: "storage", sql: include_str!("../migrations/0010_storage.sql") },
     Migration { version: 11, name: "storage_versions", sql: include_str!("../migrations/0011_storage_versions.sql") },
+    Migration { version: 12, name: "functions", sql: include_str!("../migrations/0012_functions.sql") },
 ];
 
 #[derive(Debug, thiserror::Error)]

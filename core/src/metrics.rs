@@ -87,6 +87,10 @@ pub struct ShardGauges {
     pub http: madbase_http::HttpStats,
     /// The services' own series for this shard (Realtime's connections, channels, drops).
     pub services: Vec<ServiceSeries>,
+    /// Services' series with labels of their own (a function's name), already in Prometheus
+    /// text with this shard's `shard` label, under their `# HELP`/`# TYPE` block: rendered as
+    /// one block per distinct header. Bounded by what the service deploys.
+    pub labeled: Vec<(&'static str, String)>,
 }
 
 /// One value of a service's own series: rendered with a `shard` label, or without one when it
@@ -238,6 +242,7 @@ pub fn render(snapshots: &[ShardSnapshot], log_lines_dropped: u64, process: &[Se
         }
     }
     render_service_series(&mut out, snapshots);
+    render_labeled_series(&mut out, snapshots);
     for series in process {
         let _ = writeln!(out, "# HELP {} {}", series.name, series.help);
         let _ = writeln!(out, "# TYPE {} {}", series.name, series.kind);
@@ -319,6 +324,26 @@ fn render_service_series(out: &mut String, snapshots: &[ShardSnapshot]) {
     }
 }
 
+/// The services' labelled series: each header once, then every shard's lines under it.
+fn render_labeled_series(out: &mut String, snapshots: &[ShardSnapshot]) {
+    let mut headers: Vec<&'static str> = Vec::new();
+    for s in snapshots {
+        for (header, _) in &s.gauges.labeled {
+            if !headers.contains(header) {
+                headers.push(header);
+            }
+        }
+    }
+    for header in headers {
+        out.push_str(header);
+        for s in snapshots {
+            for (_, lines) in s.gauges.labeled.iter().filter(|(h, _)| *h == header) {
+                out.push_str(lines);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,11 +382,17 @@ mod tests {
                     services: vec![ServiceSeries { name: "madbase_x", kind: "gauge", help: "X.", value: 3 }],
                     ..Default::default()
                 }),
-                b.snapshot(ShardGauges { shard: 1, driver: "io_uring".into(), ..Default::default() }),
+                b.snapshot(ShardGauges {
+                    shard: 1,
+                    driver: "io_uring".into(),
+                    labeled: vec![("# TYPE madbase_z counter\n", "madbase_z{f=\"a\",shard=\"1\"} 2\n".into())],
+                    ..Default::default()
+                }),
             ],
             0,
             &[ServiceSeries { name: "madbase_y_total", kind: "counter", help: "Y.", value: 7 }],
         );
+        assert!(text.contains("# TYPE madbase_z counter\nmadbase_z{f=\"a\",shard=\"1\"} 2\n"), "{text}");
         assert!(text.contains("# TYPE madbase_x gauge\nmadbase_x{shard=\"0\"} 3\n"), "{text}");
         assert!(text.contains("madbase_y_total 7\n"), "{text}");
         assert!(text.contains("madbase_shards 2\n"), "{text}");

@@ -182,6 +182,16 @@ impl Egress {
         })
     }
 
+    /// Makes this runtime the ambient tokio context of the calling thread for the rest of its
+    /// life: `tokio::time` and `tokio::spawn` used there (by a library that needs them, as
+    /// `wasmtime-wasi`'s timers and HTTP tasks) run on this runtime's threads instead of a
+    /// hidden runtime of their own. The calling thread itself never runs a tokio task: futures
+    /// it polls are woken from the runtime's threads. Called once per shard that runs functions.
+    pub fn enter_for_this_thread(&self) {
+        let handle: &'static tokio::runtime::Handle = Box::leak(Box::new(self.inner.handle.clone()));
+        std::mem::forget(handle.enter());
+    }
+
     /// Admits a job: `make` is called on a runtime thread and the future it returns is driven
     /// there. Returns at once: `Err(Busy)` when `queue` jobs are unfinished, `Err(Closed)` after
     /// a shutdown began. The returned [`EgressJob`] resolves to the future's output, or to
