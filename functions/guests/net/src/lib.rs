@@ -3,7 +3,8 @@
 //! `?url=<percent-encoded URL>`: GETs the URL and answers 200 `application/json`
 //! `{"status": <upstream status>, "body": "<upstream body as text (lossy UTF-8)>"}`.
 //! When the outbound request fails (the host refused it, DNS, connection, ...): 502
-//! `{"error": "<Debug of the wasi:http error-code>"}`, e.g. `{"error":"HttpRequestDenied"}`.
+//! `{"error": "<Debug of the wasi:http error-code>"}`, e.g. `{"error":"ErrorCode::HttpRequestDenied"}`
+//! or `{"error":"ErrorCode::ConnectionRefused"}`.
 //! Without `url`, or with one that is not a valid absolute URI: 400 `{"error": "..."}`.
 
 use serde_json::json;
