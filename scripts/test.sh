@@ -74,6 +74,11 @@ echo "== build fuzz/ and loadtest/"
 cargo build --locked --manifest-path fuzz/Cargo.toml --target-dir target/fuzz
 cargo build --locked --manifest-path loadtest/Cargo.toml --target-dir target/loadtest
 
+# The Edge Functions the end-to-end tests deploy: WebAssembly components built from
+# functions/guests/ (Rust for wasm32-wasip2, JavaScript with jco, Python with componentize-py).
+echo "== Edge Functions' test components"
+scripts/build-functions.sh
+
 echo "== supabase-js end-to-end tests"
 (cd e2e && npm ci --no-audit --no-fund --loglevel=error)
 MADBASE_BIN="$PWD/target/debug/madbase" npm --prefix e2e test

@@ -234,8 +234,7 @@ impl Shared {
             let pre = match row.get_str(4) {
                 None => self.compiled.lock().unwrap_or_else(|p| p.into_inner()).get(&sha256).cloned(),
                 Some(encoded) => {
-                    let bytes = base64::engine::general_purpose::STANDARD
-                        .decode(encoded)
+                    let bytes = decode_pg_base64(encoded)
                         .map_err(|e| LoadError::Corrupt(format!("component of {name}: {e}")))?;
                     self.compile(ctx, bytes, sha256.clone()).await?
                 }
@@ -250,9 +249,7 @@ impl Shared {
         let mut secrets = Vec::new();
         for row in secrets_rows.rows {
             let (Some(name), Some(sealed)) = (row.get_str(0), row.get_str(1)) else { continue };
-            let sealed = base64::engine::general_purpose::STANDARD
-                .decode(sealed)
-                .map_err(|e| LoadError::Corrupt(format!("secret {name}: {e}")))?;
+            let sealed = decode_pg_base64(sealed).map_err(|e| LoadError::Corrupt(format!("secret {name}: {e}")))?;
             secrets.push((name.to_owned(), sealed));
         }
         tracing::info!(generation, functions = functions.len(), secrets = secrets.len(), "functions loaded");
@@ -284,6 +281,12 @@ impl Shared {
             Err(_) => Err(LoadError::Busy),
         }
     }
+}
+
+/// PostgreSQL's `encode(…, 'base64')`, which breaks lines every 76 characters, decoded.
+fn decode_pg_base64(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    let joined: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD.decode(joined)
 }
 
 /// Loads the deployments now, then checks every [`RELOAD_INTERVAL`] whether another node
