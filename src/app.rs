@@ -478,7 +478,9 @@ impl Handler for App {
         let started = Instant::now();
         let route = route_of(req.path());
         let label = route.map_or(OTHER, |row| row.info.label);
-        let preflight = req.method() == "OPTIONS"
+        let gateway_cors = route.is_none_or(|row| row.info.cors != Cors::Service);
+        let preflight = gateway_cors
+            && req.method() == "OPTIONS"
             && req.header("origin").is_some()
             && req.header("access-control-request-method").is_some();
         let mut response = match route {
@@ -486,7 +488,8 @@ impl Handler for App {
             Some(row) => self.route(&req, row, body).await,
             None => gateway_not_found(),
         };
-        if req.header("origin").is_some() && response.header_value("access-control-allow-origin").is_none() {
+        if gateway_cors && req.header("origin").is_some() && response.header_value("access-control-allow-origin").is_none()
+        {
             response.set_header("access-control-allow-origin", "*");
             if let Some(Cors::Expose(headers)) = route.map(|row| row.info.cors) {
                 response.set_header("access-control-expose-headers", headers);

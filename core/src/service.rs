@@ -28,6 +28,9 @@ pub enum Cors {
     Gateway,
     /// And these response headers exposed to scripts (`Access-Control-Expose-Headers`).
     Expose(&'static str),
+    /// None from the gateway: preflights reach the service and its answers go out as they are
+    /// (Supabase's Edge Functions answer CORS themselves).
+    Service,
 }
 
 /// One row of the services table: the router, `/metrics` and the access log all read it.

@@ -48,6 +48,7 @@ before(async () => {
       MADBASE_EDGE_RUNTIME_IDLE_TIMEOUT_MS: '2000',
       MADBASE_EDGE_RUNTIME_CPU_TIME_LIMIT_MS: '400',
       MADBASE_EDGE_RUNTIME_MEMORY_LIMIT_MB: '64',
+      MADBASE_EDGE_RUNTIME_MAX_REQUEST_BYTES: '1048576',
       MADBASE_LOG: 'info',
     },
   });
@@ -149,6 +150,14 @@ test('verify_jwt: a missing or bad token is refused with Supabase 401; --no-veri
     assert.equal(bad.status, 401);
     assert.equal((await bad.json()).code, 'UNAUTHORIZED_INVALID_JWT_FORMAT');
   }
+  // A CORS preflight reaches the function (CORS is the function's job), token or not.
+  const preflight = await fetch(`${server.url}/functions/v1/echo`, {
+    method: 'OPTIONS',
+    headers: { origin: 'https://app.example', 'access-control-request-method': 'POST' },
+  });
+  assert.equal(preflight.status, 200);
+  assert.equal(preflight.headers.get('x-echo-method'), 'OPTIONS');
+  assert.equal(preflight.headers.get('access-control-allow-origin'), null, 'the gateway adds nothing');
   const open = await fetch(`${server.url}/functions/v1/public-hello`);
   assert.equal(open.status, 200);
   assert.equal(await open.text(), 'Hello World');
@@ -287,6 +296,9 @@ test('bad deploys are refused with a clear error and the previous version keeps 
     assert.equal(body.code, 'INVALID_COMPONENT');
     assert.match(body.message, message);
   }
+  const bogus = await admin('functions/hello', { method: 'POST', body: readFileSync(join(WASM, 'bogus.wasm')), type: 'application/wasm' });
+  assert.equal(bogus.status, 400);
+  assert.match((await bogus.json()).message, /imports what MadBase does not provide.*acme:bogus\/thing/s);
   writeFileSync(join(dir, 'x.wasm'), 'nope');
   assert.throws(() => cli('functions', 'deploy', 'hello', join(dir, 'x.wasm')), /400: not a WebAssembly component/);
   const badName = await admin('functions/..%2Fx', { method: 'POST', body: readFileSync(join(WASM, 'hello.wasm')), type: 'application/wasm' });
@@ -297,6 +309,16 @@ test('bad deploys are refused with a clear error and the previous version keeps 
   assert.equal(badSetting.status, 400);
   assert.equal((await anon.functions.invoke('hello', { method: 'GET' })).data, 'Hello World');
   assert.match(cli('functions', 'list'), /hello\s+1\s+true/, 'still version 1');
+});
+
+test('a request body over the limit is refused with 413 before the function runs', async () => {
+  const r = await fetch(`${server.url}/functions/v1/echo`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${ANON_KEY}`, 'content-type': 'application/octet-stream' },
+    body: new Uint8Array(2 * 1024 * 1024),
+  });
+  assert.equal(r.status, 413);
+  assert.equal(r.headers.get('x-relay-error'), 'true');
 });
 
 test('delete removes a function', async () => {

@@ -84,7 +84,7 @@ impl FunctionsService {
 
 impl Service for FunctionsService {
     type Message = ();
-    const INFO: ServiceInfo = ServiceInfo { prefix: "/functions/v1", label: "functions", cors: Cors::Gateway };
+    const INFO: ServiceInfo = ServiceInfo { prefix: "/functions/v1", label: "functions", cors: Cors::Service };
 
     async fn handle(&self, req: &Request, body: Body) -> Response {
         let inner = &self.inner;
