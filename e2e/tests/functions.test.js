@@ -249,6 +249,7 @@ test('secrets: sealed at rest, visible inside the function, never listed or logg
   assert.ok(!stored.includes(SECRET_VALUE), 'sealed in the database');
   const reserved = await admin('secrets', { method: 'POST', body: JSON.stringify([{ name: 'SUPABASE_X', value: 'v' }]) });
   assert.equal(reserved.status, 400);
+  assert.throws(() => cli('secrets', 'unset', 'OTHER', 'NO_SUCH_SECRET'), /404: No such secret: \["NO_SUCH_SECRET"\]/);
   cli('secrets', 'unset', 'OTHER');
   assert.deepEqual((await anon.functions.invoke('env?names=OTHER', { method: 'GET' })).data, { OTHER: null });
   assert.ok(!server.output().includes(SECRET_VALUE), 'never in the log');

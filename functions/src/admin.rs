@@ -326,20 +326,33 @@ async fn set_secrets(inner: &Inner, body: Body) -> Result<Response, Response> {
     Ok(Response::json(200, json!({ "set": names }).to_string()))
 }
 
-/// `["A", "B"]`, as Supabase's management API takes the names to delete.
+/// `["A", "B"]`, as Supabase's management API takes the names to delete. A name that is not a
+/// secret refuses the whole request (404, nothing removed): a typo must not pass for done.
 async fn unset_secrets(inner: &Inner, body: Body) -> Result<Response, Response> {
     let names: Vec<String> = match json_body(body).await? {
-        Value::Array(items) => items.into_iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
-        _ => return Err(error(400, "INVALID_SECRETS", "The body is a JSON array of names")),
+        Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_string) => {
+            items.into_iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()
+        }
+        _ => return Err(error(400, "INVALID_SECRETS", "The body is a non-empty JSON array of names")),
     };
     let statement = Statement::new(
-        "with gone as (delete from _madbase.function_secrets where name = any($1::text[]) returning name) \
-         select coalesce(json_agg(name order by name), '[]')::text, nextval('_madbase.functions_generation') from gone",
+        "with wanted as (select distinct unnest($1::text[]) as name), \
+              missing as (select name from wanted where name not in (select name from _madbase.function_secrets)), \
+              gone as (delete from _madbase.function_secrets where name in (select name from wanted) \
+                       and not exists (select 1 from missing) returning name) \
+         select (select coalesce(json_agg(name order by name), '[]') from missing)::text, \
+                (select coalesce(json_agg(name order by name), '[]') from gone)::text, \
+                nextval('_madbase.functions_generation')",
     )
     .bind(madbase_pg::text_array_literal(names.iter().map(String::as_str)));
     let results = run(inner, vec![statement]).await?;
+    let row = results[0].rows.first();
+    let missing = row.and_then(|r| r.get_str(0)).unwrap_or("[]");
+    if missing != "[]" {
+        return Err(error(404, "NOT_FOUND", &format!("No such secret: {missing}")));
+    }
     reload(inner).await?;
-    Ok(Response::json(200, format!("{{\"unset\":{}}}", results[0].scalar().unwrap_or("[]"))))
+    Ok(Response::json(200, format!("{{\"unset\":{}}}", row.and_then(|r| r.get_str(1)).unwrap_or("[]"))))
 }
 
 async fn json_body(body: Body) -> Result<Value, Response> {
