@@ -176,6 +176,17 @@ impl Setting for std::collections::BTreeMap<String, String> {
     });
 }
 
+/// A table-valued setting given in the environment as a JSON object (`MADBASE_STORAGE_BUCKETS`,
+/// `MADBASE_FUNCTIONS`): its TOML form, `None` for an empty value; `what` names the items in
+/// the error.
+pub fn json_object_setting(raw: &str, what: &str) -> Result<Option<Value>, String> {
+    if raw.trim().is_empty() {
+        return Ok(None);
+    }
+    let json: serde_json::Value = serde_json::from_str(raw).map_err(|e| format!("not a JSON object of {what}: {e}"))?;
+    Value::try_from(json).map(Some).map_err(|e| e.to_string())
+}
+
 /// `a, b ,c` → `["a", "b", "c"]` (empty items dropped).
 pub fn name_list(raw: &str) -> Vec<String> {
     raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()

@@ -82,14 +82,8 @@ pub struct Functions(pub BTreeMap<String, FunctionConfig>);
 
 impl madbase_core::settings::Setting for Functions {
     /// `{"hello":{"verify_jwt":false}}` in the environment.
-    const KIND: madbase_core::settings::Kind = madbase_core::settings::Kind::Value(|raw| {
-        if raw.trim().is_empty() {
-            return Ok(None);
-        }
-        let json: serde_json::Value =
-            serde_json::from_str(raw).map_err(|e| format!("not a JSON object of functions: {e}"))?;
-        toml::Value::try_from(json).map(Some).map_err(|e| e.to_string())
-    });
+    const KIND: madbase_core::settings::Kind =
+        madbase_core::settings::Kind::Value(|raw| madbase_core::settings::json_object_setting(raw, "functions"));
 }
 
 impl EdgeRuntime {

@@ -83,14 +83,8 @@ pub struct Buckets(pub std::collections::BTreeMap<String, DeclaredBucket>);
 
 impl madbase_core::settings::Setting for Buckets {
     /// `{"avatars":{"public":true,"file_size_limit":"5MiB"}}` in the environment.
-    const KIND: madbase_core::settings::Kind = madbase_core::settings::Kind::Value(|raw| {
-        if raw.trim().is_empty() {
-            return Ok(None);
-        }
-        let json: serde_json::Value =
-            serde_json::from_str(raw).map_err(|e| format!("not a JSON object of buckets: {e}"))?;
-        toml::Value::try_from(json).map(Some).map_err(|e| e.to_string())
-    });
+    const KIND: madbase_core::settings::Kind =
+        madbase_core::settings::Kind::Value(|raw| madbase_core::settings::json_object_setting(raw, "buckets"));
 }
 
 section! {
