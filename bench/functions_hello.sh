@@ -28,8 +28,8 @@ if [ -z "$WASMTIME" ] || ! "$WASMTIME" --version | grep -q '^wasmtime 48\.0\.8';
 fi
 
 build_madbase
-MB_LOG=warn MB_OUT="$OUT/functions_madbase.out" MB_WRAP="taskset -c 0" MADBASE_SHARDS=1 \
-  start_madbase "$OUT/functions_data"
+MB_LOG=warn; MB_OUT="$OUT/functions_madbase.out"; MB_WRAP="taskset -c 0"; export MADBASE_SHARDS=1
+start_madbase "$OUT/functions_data"
 WT_PORT=$(free_port)
 taskset -c 0 "$WASMTIME" serve -Scli --addr "127.0.0.1:$WT_PORT" "$WASM/hello.wasm" >"$OUT/functions_wasmtime.out" 2>&1 &
 WT_PID=$!
@@ -62,9 +62,9 @@ LUA
   -d '{"sql":"select id from public.bench_items where id > $1 order by id limit 10","params":["100"]}' \
   "$API/functions/v1/db" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" = 10 ] || { echo "db does not answer 10 rows"; exit 1; }
 
+echo "== $(machine); servers pinned to core 0, wrk on core 1, $CONNS connections, $DURATION each"
 # wrk (this shell's children from here on) on core 1; the servers stay on core 0.
 taskset -cp 1 $$ >/dev/null
-echo "== $(machine); servers pinned to core 0, wrk on core 1, $CONNS connections, $DURATION each"
 DURATION=3s wrk_run warm_madbase "$API/functions/v1/hello" >/dev/null
 DURATION=3s wrk_run warm_wasmtime "http://127.0.0.1:$WT_PORT/" >/dev/null
 wrk_run madbase_hello "$API/functions/v1/hello"

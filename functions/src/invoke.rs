@@ -347,11 +347,12 @@ impl Guest {
         let pre = self.deployment.pre.clone();
         let stats = self.stats.clone();
         let guest = async {
+            let instantiating = Instant::now();
             let proxy = match pre.instantiate_async(&mut store).await {
                 Ok(proxy) => proxy,
                 Err(e) => return (Ended::Boot(format!("{e:#}")), store),
             };
-            stats.instantiated(started.elapsed());
+            stats.instantiated(instantiating.elapsed());
             let result = proxy.wasi_http_incoming_handler().call_handle(&mut store, request, outparam).await;
             let ended = match result {
                 Ok(()) => Ended::NoResponse,
