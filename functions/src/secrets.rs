@@ -58,20 +58,36 @@ impl MasterKey {
     }
 
     /// The configured key, or the one in `file`, created (0600) with a random key when absent.
+    /// Several processes may start on one data dir at once: the file appears whole or not at
+    /// all (written aside, then linked into place), and whoever loses the race reads the
+    /// winner's.
     pub fn load(configured: Option<&str>, file: &Path) -> Result<MasterKey, SecretError> {
         if let Some(text) = configured {
             return Self::from_base64(text);
         }
+        let io = |e: std::io::Error| SecretError::Io(format!("{}: {e}", file.display()));
         match std::fs::read_to_string(file) {
-            Ok(text) => Self::from_base64(&text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut bytes = [0u8; 32];
-                SystemRandom::new().fill(&mut bytes).map_err(|_| SecretError::Io("no randomness".into()))?;
-                write_private(file, base64::engine::general_purpose::STANDARD.encode(bytes).as_bytes())
-                    .map_err(|e| SecretError::Io(format!("{}: {e}", file.display())))?;
-                Self::from_bytes(&bytes)
+            Ok(text) => return Self::from_base64(&text),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            Err(_) => {}
+        }
+        let mut bytes = [0u8; 32];
+        let mut tag = [0u8; 8];
+        let random = SystemRandom::new();
+        random
+            .fill(&mut bytes)
+            .and_then(|()| random.fill(&mut tag))
+            .map_err(|_| SecretError::Io("no randomness".into()))?;
+        let aside = file.with_extension(format!("tmp.{}.{:016x}", std::process::id(), u64::from_le_bytes(tag)));
+        write_private(&aside, base64::engine::general_purpose::STANDARD.encode(bytes).as_bytes()).map_err(io)?;
+        let linked = std::fs::hard_link(&aside, file);
+        let _ = std::fs::remove_file(&aside);
+        match linked {
+            Ok(()) => Self::from_bytes(&bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Self::from_base64(&std::fs::read_to_string(file).map_err(io)?)
             }
-            Err(e) => Err(SecretError::Io(format!("{}: {e}", file.display()))),
+            Err(e) => Err(io(e)),
         }
     }
 
@@ -104,13 +120,13 @@ impl MasterKey {
     }
 }
 
-/// Writes `bytes` to a new file `path` readable by its owner only.
+/// Writes `bytes` to the file `path` (replaced if there) readable by its owner only.
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
 }
@@ -158,6 +174,14 @@ mod tests {
         assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
         let second = MasterKey::load(None, &file).unwrap();
         assert_eq!(second.open("A", &first.seal("A", b"v")).unwrap(), b"v");
+        // Processes starting at once on one data dir all end up with the same key.
+        let racing = dir.path().join("race/master.key");
+        let keys: Vec<MasterKey> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8).map(|_| s.spawn(|| MasterKey::load(None, &racing).unwrap())).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let sealed = keys[0].seal("A", b"v");
+        assert!(keys.iter().all(|k| k.open("A", &sealed).is_ok()));
         assert_eq!(MasterKey::from_base64("short").unwrap_err(), SecretError::BadKey);
     }
 
