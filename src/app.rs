@@ -488,7 +488,9 @@ impl Handler for App {
             Some(row) => self.route(&req, row, body).await,
             None => gateway_not_found(),
         };
-        if gateway_cors && req.header("origin").is_some() && response.header_value("access-control-allow-origin").is_none()
+        if gateway_cors
+            && req.header("origin").is_some()
+            && response.header_value("access-control-allow-origin").is_none()
         {
             response.set_header("access-control-allow-origin", "*");
             if let Some(Cors::Expose(headers)) = route.map(|row| row.info.cors) {
