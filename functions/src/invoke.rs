@@ -374,7 +374,7 @@ impl Guest {
         let outcome = Race {
             guest: std::pin::pin!(guest),
             db: std::pin::pin!(db),
-            cancel,
+            cancel: Some(cancel),
             deadline: std::pin::pin!(monoio::time::sleep(wall_clock)),
         }
         .await;
@@ -425,11 +425,13 @@ enum Raced<T> {
 }
 
 /// Polls the guest and its SQL server until the guest ends, the wall clock runs out or the
-/// request is cancelled.
+/// request is cancelled. `cancel` resolves `Ok` when the response was sent whole (the guest may
+/// then finish on its own, within the wall clock) and `Err` when nobody waits for the guest any
+/// more (idle timeout, the client went away): that cancels it.
 struct Race<'a, G, D> {
     guest: Pin<&'a mut G>,
     db: Pin<&'a mut D>,
-    cancel: oneshot::Receiver<()>,
+    cancel: Option<oneshot::Receiver<()>>,
     deadline: Pin<&'a mut monoio::time::Sleep>,
 }
 
@@ -441,21 +443,38 @@ impl<G: Future, D: Future<Output = ()>> Future for Race<'_, G, D> {
             return Poll::Ready(Raced::Done(out));
         }
         let _ = self.db.as_mut().poll(cx);
-        if let Poll::Ready(Err(oneshot::Canceled)) = Pin::new(&mut self.cancel).poll(cx) {
-            return Poll::Ready(Raced::Cancelled);
+        if let Some(cancel) = self.cancel.as_mut() {
+            match Pin::new(cancel).poll(cx) {
+                Poll::Ready(Ok(())) => self.cancel = None,
+                Poll::Ready(Err(oneshot::Canceled)) => return Poll::Ready(Raced::Cancelled),
+                Poll::Pending => {}
+            }
         }
         self.deadline.as_mut().poll(cx).map(|()| Raced::Deadline)
     }
 }
 
-/// The function's response: its status and headers, its body streamed.
+/// Largest body answered whole when the guest has already written all of it.
+const WHOLE_BODY_LIMIT: usize = 64 * 1024;
+
+/// The function's response: its status and headers, and its body — whole, with a length, when
+/// the guest has already finished writing it (the usual case: a guest runs on this shard until it
+/// waits, so a small answer is complete by now), else streamed as the guest writes it.
 fn stream_response(head: hyper_response::Head, max_bytes: u64, cancel: oneshot::Sender<()>) -> Response {
     let (parts, body) = head.into_parts();
-    let declared = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    let stream = GuestBody { body, sent: 0, max_bytes, _cancel: cancel };
-    let mut response = match declared {
-        Some(len) if len <= max_bytes => Response::sized_stream(parts.status.as_u16(), len, stream),
-        _ => Response::stream(parts.status.as_u16(), stream),
+    let status = parts.status.as_u16();
+    let mut stream = GuestBody { body, sent: 0, max_bytes, cancel: Some(cancel) };
+    let mut response = match stream.take_finished(WHOLE_BODY_LIMIT) {
+        Ok(whole) => Response::with_body(status, whole),
+        Err(written) => {
+            let declared =
+                parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            let stream = Prefixed { first: written, rest: stream };
+            match declared {
+                Some(len) if len <= max_bytes => Response::sized_stream(status, len, stream),
+                _ => Response::stream(status, stream),
+            }
+        }
     };
     for (name, value) in &parts.headers {
         if matches!(name.as_str(), "content-length" | "transfer-encoding" | "connection" | "keep-alive") {
@@ -466,13 +485,66 @@ fn stream_response(head: hyper_response::Head, max_bytes: u64, cancel: oneshot::
     response
 }
 
-/// The guest's outgoing body as the server's body stream. Holding `_cancel` keeps the guest's
-/// task alive while the client reads; dropping it (the client went away) cancels the task.
+/// The guest's outgoing body as the server's body stream. Holding `cancel` keeps the guest's
+/// task alive while the client reads; the body's end releases the guest to finish on its own,
+/// and dropping it unfinished (the client went away) cancels the task.
 struct GuestBody {
     body: HyperOutgoingBody,
     sent: u64,
     max_bytes: u64,
-    _cancel: oneshot::Sender<()>,
+    cancel: Option<oneshot::Sender<()>>,
+}
+
+impl GuestBody {
+    /// The whole body if the guest has finished writing it (at most `limit` bytes, no error),
+    /// without waiting; otherwise what is written so far, to send first.
+    fn take_finished(&mut self, limit: usize) -> Result<Bytes, Vec<Result<Bytes, std::io::Error>>> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut written = Vec::new();
+        let mut size = 0;
+        loop {
+            match Pin::new(&mut *self).poll_next(&mut cx) {
+                Poll::Ready(None) => break,
+                Poll::Ready(Some(Ok(chunk))) if size + chunk.len() <= limit => {
+                    size += chunk.len();
+                    written.push(Ok(chunk));
+                }
+                Poll::Ready(Some(other)) => {
+                    written.push(other);
+                    return Err(written);
+                }
+                Poll::Pending => return Err(written),
+            }
+        }
+        let mut whole = bytes::BytesMut::with_capacity(size);
+        for chunk in written.into_iter().flatten() {
+            whole.extend_from_slice(&chunk);
+        }
+        Ok(whole.freeze())
+    }
+
+    fn finished(&mut self) {
+        if let Some(cancel) = self.cancel.take() {
+            let _ = cancel.send(());
+        }
+    }
+}
+
+/// Chunks already taken from a body, then the rest of it.
+struct Prefixed {
+    first: Vec<Result<Bytes, std::io::Error>>,
+    rest: GuestBody,
+}
+
+impl Stream for Prefixed {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if !self.first.is_empty() {
+            return Poll::Ready(Some(self.first.remove(0)));
+        }
+        Pin::new(&mut self.rest).poll_next(cx)
+    }
 }
 
 impl Stream for GuestBody {
@@ -482,7 +554,10 @@ impl Stream for GuestBody {
         loop {
             let frame = match Pin::new(&mut self.body).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Ready(None) => {
+                    self.finished();
+                    return Poll::Ready(None);
+                }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(std::io::Error::other(format!("{e:?}"))))),
                 Poll::Ready(Some(Ok(frame))) => frame,
             };
