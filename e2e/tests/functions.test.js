@@ -19,6 +19,10 @@ const BOB = 'bbbbbbbb-0000-4000-8000-0000000000b2';
 const now = () => Math.floor(Date.now() / 1000);
 const userToken = (sub) => signJwt({ role: 'authenticated', sub, exp: now() + 3600 });
 const SECRET_VALUE = 'sk_live_e2e_never_logged_7f3a';
+// scripts/build-functions.sh leaves this marker where the wasm32-wasip2 target could not be
+// installed (rustup's server out of reach): the tests of the Rust functions are skipped, saying so.
+const NO_RUST = join(WASM, 'NO_WASM32_WASIP2');
+const rust = existsSync(NO_RUST) ? { skip: `Rust functions not built: ${readFileSync(NO_RUST, 'utf8').trim()}` } : {};
 
 let server;
 let anon;
@@ -53,8 +57,9 @@ before(async () => {
     },
   });
   anon = client(server, ANON_KEY);
-  for (const name of ['hello', 'echo', 'stream', 'slow', 'spin', 'hog', 'env', 'db']) deploy(name, name);
   deploy('hello-js', 'hello-js');
+  if (rust.skip) return;
+  for (const name of ['hello', 'echo', 'stream', 'slow', 'spin', 'hog', 'env', 'db']) deploy(name, name);
   deploy('public-hello', 'hello', '--no-verify-jwt');
   const port = new URL(server.url).port;
   deploy('net', 'net', '--allowed-hosts', `127.0.0.1:${port}`);
@@ -71,7 +76,7 @@ after(async () => {
   await server?.stop();
 });
 
-test('hello: JSON in and out, text for GET, through functions.invoke', async () => {
+test('hello: JSON in and out, text for GET, through functions.invoke', rust, async () => {
   const posted = await anon.functions.invoke('hello', { body: { name: 'MadBase' } });
   assert.equal(posted.error, null);
   assert.deepEqual(posted.data, { message: 'Hello MadBase!' });
@@ -93,7 +98,7 @@ test('a Python function (componentize-py) answers', { skip: !existsSync(join(WAS
   assert.equal(typeof data === 'string' ? JSON.parse(data).message : data.message, 'Hello from Python');
 });
 
-test('echo: method, sub-path, query, headers and binary and JSON bodies round-trip unchanged', async () => {
+test('echo: method, sub-path, query, headers and binary and JSON bodies round-trip unchanged', rust, async () => {
   const bytes = new Uint8Array(300_000).map((_, i) => (i * 7 + 3) & 0xff);
   const { data, error, response } = await anon.functions.invoke('echo/sub/path?a=1&b=two', {
     method: 'PATCH',
@@ -121,7 +126,7 @@ test('echo: method, sub-path, query, headers and binary and JSON bodies round-tr
   assert.equal(await own.error.context.text(), 'nope');
 });
 
-test('server-sent events stream to the client as the function writes them', async () => {
+test('server-sent events stream to the client as the function writes them', rust, async () => {
   const { data, error } = await anon.functions.invoke('stream?n=4&ms=400', { method: 'GET' });
   assert.equal(error, null);
   assert.ok(data instanceof Response, 'text/event-stream answers the Response itself');
@@ -140,7 +145,7 @@ test('server-sent events stream to the client as the function writes them', asyn
   assert.ok(arrivals.at(-1) - arrivals[0] >= 800, 'the first event came before the last was written');
 });
 
-test('verify_jwt: a missing or bad token is refused with Supabase 401; --no-verify-jwt serves anyone', async () => {
+test('verify_jwt: a missing or bad token is refused with Supabase 401; --no-verify-jwt serves anyone', rust, async () => {
   const missing = await fetch(`${server.url}/functions/v1/hello`);
   assert.equal(missing.status, 401);
   assert.equal(missing.headers.get('x-relay-error'), 'true');
@@ -173,7 +178,7 @@ test('an unknown function or a name with path tricks answers Supabase 404 as a r
   }
 });
 
-test('limits: wall clock → 504 IDLE_TIMEOUT, CPU and memory → 546, and a spinning function does not stall its shard', async () => {
+test('limits: wall clock → 504 IDLE_TIMEOUT, CPU and memory → 546, and a spinning function does not stall its shard', rust, async () => {
   const slow = await anon.functions.invoke('slow?ms=60000', { method: 'GET' });
   assert.equal(slow.error?.name, 'FunctionsRelayError');
   assert.equal(slow.error.context.status, 504);
@@ -200,7 +205,7 @@ test('limits: wall clock → 504 IDLE_TIMEOUT, CPU and memory → 546, and a spi
   assert.match(metrics, /madbase_operation_duration_seconds_count\{operation="function_instantiate"\} [1-9]/);
 });
 
-test('outbound HTTP: an allowed host answers, any other is refused before connecting', async () => {
+test('outbound HTTP: an allowed host answers, any other is refused before connecting', rust, async () => {
   const allowed = await anon.functions.invoke(`net?url=${encodeURIComponent(`${server.url}/health`)}`, { method: 'GET' });
   assert.equal(allowed.error, null);
   assert.equal(allowed.data.status, 200);
@@ -210,7 +215,7 @@ test('outbound HTTP: an allowed host answers, any other is refused before connec
   assert.ok((await refused.error.context.json()).error, 'the function saw its request fail');
 });
 
-test('SQL from a function runs as the caller: RLS shows each user only their rows', async () => {
+test('SQL from a function runs as the caller: RLS shows each user only their rows', rust, async () => {
   const sql = { sql: 'select id, body from public.notes where id > $1 order by id', params: ['0'] };
   const alice = client(server, userToken(ALICE));
   const asAlice = await alice.functions.invoke('db', { body: sql });
@@ -236,7 +241,7 @@ test('SQL from a function runs as the caller: RLS shows each user only their row
   assert.equal(claims.data.role, 'authenticated');
 });
 
-test('secrets: sealed at rest, visible inside the function, never listed or logged', async () => {
+test('secrets: sealed at rest, visible inside the function, never listed or logged', rust, async () => {
   cli('secrets', 'set', `API_KEY=${SECRET_VALUE}`, 'OTHER=1');
   const { data } = await anon.functions.invoke('env?names=API_KEY,OTHER,SUPABASE_URL,SUPABASE_ANON_KEY', { method: 'GET' });
   assert.deepEqual(data, { API_KEY: SECRET_VALUE, OTHER: '1', SUPABASE_URL: server.url, SUPABASE_ANON_KEY: ANON_KEY });
@@ -255,7 +260,7 @@ test('secrets: sealed at rest, visible inside the function, never listed or logg
   assert.ok(!server.output().includes(SECRET_VALUE), 'never in the log');
 });
 
-test('a new version goes live under load with no failed request, and rolls back', async () => {
+test('a new version goes live under load with no failed request, and rolls back', rust, async () => {
   deploy('live', 'hello');
   let stop = false;
   const seen = { v1: 0, v2: 0, failed: 0 };
@@ -284,7 +289,7 @@ test('a new version goes live under load with no failed request, and rolls back'
   assert.match(cli('functions', 'list'), /live\s+1\s+true/);
 });
 
-test('bad deploys are refused with a clear error and the previous version keeps serving', async () => {
+test('bad deploys are refused with a clear error and the previous version keeps serving', rust, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'madbase-fn-'));
   const cases = [
     ['garbage', Buffer.from('this is not wasm'), /not a WebAssembly component/],
@@ -312,7 +317,7 @@ test('bad deploys are refused with a clear error and the previous version keeps 
   assert.match(cli('functions', 'list'), /hello\s+1\s+true/, 'still version 1');
 });
 
-test('a request body over the limit is refused with 413 before the function runs', async () => {
+test('a request body over the limit is refused with 413 before the function runs', rust, async () => {
   const r = await fetch(`${server.url}/functions/v1/echo`, {
     method: 'POST',
     headers: { authorization: `Bearer ${ANON_KEY}`, 'content-type': 'application/octet-stream' },
@@ -322,7 +327,7 @@ test('a request body over the limit is refused with 413 before the function runs
   assert.equal(r.headers.get('x-relay-error'), 'true');
 });
 
-test('delete removes a function', async () => {
+test('delete removes a function', rust, async () => {
   deploy('doomed', 'hello');
   assert.equal((await anon.functions.invoke('doomed', { method: 'GET' })).data, 'Hello World');
   cli('functions', 'delete', 'doomed');
