@@ -57,6 +57,18 @@ impl Identity {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive), if the
+/// request has one that is not empty; no `apikey` fallback (Edge Functions verify only this
+/// header, as Supabase's relay does).
+pub fn bearer_token(req: &Request) -> Option<&str> {
+    let value = req.header_str("authorization")?;
+    value
+        .get(..7)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+        .map(|_| value[7..].trim())
+        .filter(|t| !t.is_empty())
+}
+
 /// The token the request presents, if any. `Err` for an `Authorization` header that says
 /// `Bearer` but carries nothing usable.
 fn presented_token(req: &Request) -> Result<Option<&str>, JwtError> {
@@ -133,6 +145,16 @@ mod tests {
     fn setup() -> (Signer, RefCell<TokenCache>) {
         let keys = Arc::new(JwtKeys::new(DEMO_JWT_SECRET, None, None).unwrap());
         (Signer, RefCell::new(TokenCache::new(keys, 8)))
+    }
+
+    #[test]
+    fn bearer_tokens_come_only_from_authorization() {
+        assert_eq!(bearer_token(&request(&[("authorization", "Bearer abc ")])), Some("abc"));
+        assert_eq!(bearer_token(&request(&[("authorization", "bEaReR x")])), Some("x"));
+        assert_eq!(bearer_token(&request(&[("authorization", "Bearer ")])), None);
+        assert_eq!(bearer_token(&request(&[("authorization", "Basic abc")])), None);
+        assert_eq!(bearer_token(&request(&[("apikey", "abc")])), None);
+        assert_eq!(bearer_token(&request(&[("authorization", "Béarer x")])), None, "no panic off a char boundary");
     }
 
     fn request(headers: &[(&str, &str)]) -> Request {

@@ -51,9 +51,7 @@ pub async fn route(inner: &Inner, req: &Request, body: Body, rest: &str) -> Resp
 }
 
 fn service_role(inner: &Inner, req: &Request) -> Result<(), Response> {
-    let token = req
-        .header_str("authorization")
-        .and_then(|v| v.get(..7).filter(|s| s.eq_ignore_ascii_case("bearer ")).map(|_| v[7..].trim()))
+    let token = madbase_core::identity::bearer_token(req)
         .ok_or_else(|| error(401, "UNAUTHORIZED", "The functions API needs the service_role key as a bearer token"))?;
     let claims = inner.ctx.tokens.borrow_mut().verify(token).map_err(|_| error(401, "UNAUTHORIZED", "Invalid JWT"))?;
     if claims.role() != Some("service_role") {

@@ -117,7 +117,7 @@ impl Runtime {
                 }
             }
         }
-        if wasmparser_is_core_module(bytes) {
+        if is_core_module(bytes) {
             return Err(PrepareError::NotAComponent(
                 "this is a core WebAssembly module; build a component (e.g. the wasm32-wasip2 target, or `wasm-tools component new`)"
                     .to_owned(),
@@ -147,7 +147,7 @@ impl Drop for Runtime {
 }
 
 /// A core module's preamble: `\0asm`, version 1, layer 0 (a component's layer is 1).
-fn wasmparser_is_core_module(bytes: &[u8]) -> bool {
+fn is_core_module(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
 }
 

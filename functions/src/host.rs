@@ -16,7 +16,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures_channel::{mpsc, oneshot};
 use http_body_util::BodyExt;
 use wasmtime::component::ResourceTable;
@@ -79,7 +78,7 @@ impl WasiHttpView for Invocation {
 /// Outgoing HTTP for one invocation: the allow-list and the client on the egress runtime.
 pub struct OutboundHooks {
     pub allowed_hosts: Arc<[String]>,
-    pub client: Option<reqwest::Client>,
+    pub client: reqwest::Client,
     /// Largest outgoing request body sent.
     pub max_body_bytes: usize,
 }
@@ -125,13 +124,10 @@ impl WasiHttpHooks for OutboundHooks {
         let client = self.client.clone();
         let max_body = self.max_body_bytes;
         Box::new(async move {
-            let client = match (allowed, client) {
-                (true, Some(client)) => client,
-                _ => {
-                    tracing::info!(host = %host, port, "a function's outgoing request was refused (not in its allowed_outbound_hosts)");
-                    return Err(ErrorCode::HttpRequestDenied.into());
-                }
-            };
+            if !allowed {
+                tracing::info!(host = %host, port, "a function's outgoing request was refused (not in its allowed_outbound_hosts)");
+                return Err(ErrorCode::HttpRequestDenied.into());
+            }
             let (parts, body) = request.into_parts();
             let body = http_body_util::Limited::new(body, max_body)
                 .collect()
@@ -216,11 +212,6 @@ impl caller::Host for Invocation {
     async fn claims(&mut self) -> Option<String> {
         self.claims.clone()
     }
-}
-
-/// A body of bytes already in memory, as `wasi:http` takes an incoming request's body.
-pub fn full_body(bytes: Bytes) -> http_body_util::Full<Bytes> {
-    http_body_util::Full::new(bytes)
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
 use crate::engine::EPOCH_TICK;
-use crate::host::{full_body, DbCall, Invocation, Limiter, OutboundHooks};
+use crate::host::{DbCall, Invocation, Limiter, OutboundHooks};
 use crate::metrics::{FunctionStats, Kill};
 use crate::registry::{Deployment, Registry};
 use crate::Inner;
@@ -47,7 +47,7 @@ const LOG_CAPACITY: usize = 16 * 1024;
 
 /// A runtime failure, answered as Supabase's relay answers it.
 pub fn relay_error(status: u16, code: &str, message: &str) -> Response {
-    Response::json(status, format!("{{\"code\":\"{code}\",\"message\":\"{message}\"}}"))
+    Response::json(status, serde_json::json!({ "code": code, "message": message }).to_string())
         .header("x-relay-error", "true")
         .header("sb-error-code", code.to_owned())
 }
@@ -72,11 +72,7 @@ struct Caller {
 /// Verifies the `Authorization` bearer token; with `verify_jwt` a missing or bad one is refused
 /// with Supabase's 401.
 fn caller(ctx: &ShardCtx, req: &Request, verify_jwt: bool) -> Result<Caller, Response> {
-    let token = req
-        .header_str("authorization")
-        .and_then(|v| v.get(..7).filter(|s| s.eq_ignore_ascii_case("bearer ")).map(|_| v[7..].trim()))
-        .filter(|t| !t.is_empty());
-    let verified = token.map(|t| ctx.tokens.borrow_mut().verify(t));
+    let verified = madbase_core::identity::bearer_token(req).map(|t| ctx.tokens.borrow_mut().verify(t));
     match verified {
         Some(Ok(claims)) => {
             let role = claims.role().unwrap_or(madbase_core::identity::ANON_ROLE).to_owned();
@@ -213,14 +209,14 @@ pub async fn invoke(
     response
 }
 
+/// The response head a guest sets (`response-outparam.set`).
+type Head = http::Response<HyperOutgoingBody>;
+
+/// What the handler saw first.
 enum First {
-    Head(Option<Result<hyper_response::Head, wasmtime_wasi_http::p2::bindings::http::types::ErrorCode>>),
+    Head(Option<Result<Head, wasmtime_wasi_http::p2::bindings::http::types::ErrorCode>>),
     Ended(Option<Ended>),
     Idle,
-}
-
-mod hyper_response {
-    pub type Head = http::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>;
 }
 
 fn ended_response(ended: Option<Ended>, name: &str) -> Response {
@@ -263,7 +259,9 @@ fn http_request(
     for (name, value) in req.headers().iter() {
         builder = builder.header(name, value);
     }
-    builder.body(full_body(body)).map_err(|e| format!("The request cannot be passed to the function: {e}"))
+    builder
+        .body(http_body_util::Full::new(body))
+        .map_err(|e| format!("The request cannot be passed to the function: {e}"))
 }
 
 fn new_store(
@@ -293,8 +291,8 @@ fn new_store(
         table: wasmtime::component::ResourceTable::new(),
         http: WasiHttpCtx::new(),
         hooks: OutboundHooks {
-            allowed_hosts: config.allowed_outbound_hosts.clone().into(),
-            client: Some(shared.client.clone()),
+            allowed_hosts: deployment.allowed_hosts.clone(),
+            client: shared.client.clone(),
             max_body_bytes: settings.max_request_bytes as usize,
         },
         limiter: Limiter { memory_limit: (memory_mb * 1024 * 1024) as usize, refused: false, high_water: 0 },
@@ -460,7 +458,7 @@ const WHOLE_BODY_LIMIT: usize = 64 * 1024;
 /// The function's response: its status and headers, and its body — whole, with a length, when
 /// the guest has already finished writing it (the usual case: a guest runs on this shard until it
 /// waits, so a small answer is complete by now), else streamed as the guest writes it.
-fn stream_response(head: hyper_response::Head, max_bytes: u64, cancel: oneshot::Sender<()>) -> Response {
+fn stream_response(head: Head, max_bytes: u64, cancel: oneshot::Sender<()>) -> Response {
     let (parts, body) = head.into_parts();
     let status = parts.status.as_u16();
     let mut stream = GuestBody { body, sent: 0, max_bytes, cancel: Some(cancel) };

@@ -75,11 +75,6 @@ impl FunctionsService {
         self.inner.stats.retain(|name| registry.functions.contains_key(name));
         self.inner.stats.render(shard, out);
     }
-
-    /// Instances running on this shard now.
-    pub fn running(&self) -> usize {
-        self.inner.running.get()
-    }
 }
 
 impl Service for FunctionsService {

@@ -41,6 +41,8 @@ pub struct Deployment {
     pub version: i32,
     pub sha256: String,
     pub config: FunctionConfig,
+    /// `config.allowed_outbound_hosts`, shared by its invocations.
+    pub allowed_hosts: Arc<[String]>,
     pub pre: ProxyPre<Invocation>,
 }
 
@@ -244,7 +246,8 @@ impl Shared {
                 continue;
             };
             let version = version.parse().map_err(|_| LoadError::Corrupt("version".into()))?;
-            functions.insert(name.clone(), Arc::new(Deployment { name, version, sha256, config, pre }));
+            let allowed_hosts = config.allowed_outbound_hosts.clone().into();
+            functions.insert(name.clone(), Arc::new(Deployment { name, version, sha256, config, allowed_hosts, pre }));
         }
         let mut secrets = Vec::new();
         for row in secrets_rows.rows {
