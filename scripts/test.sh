@@ -60,6 +60,9 @@ if cargo fmt --version >/dev/null 2>&1; then
   cargo fmt --all -- --check
 fi
 
+# One clean build per run: incremental state would only double the target directory on CI's disk.
+export CARGO_INCREMENTAL=0
+
 echo "== cargo clippy (workspace, every target, warnings are errors)"
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 cargo clippy --workspace --all-targets --locked -- -D warnings
