@@ -14,7 +14,8 @@
 //!   every shard has built its reactor.
 //! - Each shard tries io_uring first (unless `force_legacy_driver` or
 //!   `monoio::utils::detect_uring()` says no) and falls back to the legacy (epoll)
-//!   driver if building it fails; the result is logged (`shard`, `driver`, `core`)
+//!   driver if building it fails (the ring asks for cooperative task running, see
+//!   `uring_runtime`); the result is logged (`shard`, `driver`, `core`)
 //!   and reported by `RuntimeHandle::drivers` / `Shard::driver`. Timers are enabled.
 //! - The shard's future is built on its own thread, so it may be `!Send`.
 //! - A shard never blocks its thread on another shard: sends answer at once, and
@@ -444,7 +445,7 @@ fn shard_thread<M, F, Fut>(
     }
     let cfg = &common.config;
     if !cfg.force_legacy_driver && monoio::utils::detect_uring() {
-        match RuntimeBuilder::<IoUringDriver>::new().with_entries(cfg.uring_entries).enable_timer().build() {
+        match uring_runtime(cfg.uring_entries) {
             Ok(mut rt) => {
                 if report((id, Ok(Driver::IoUring))) && go.recv() == Ok(true) {
                     rt.block_on(run_shard(seed, Driver::IoUring, common.clone(), main));
@@ -466,6 +467,21 @@ fn shard_thread<M, F, Fut>(
             tracing::error!(shard = id, error = %e, "legacy driver failed to build");
             let _ = report((id, Err(e)));
         }
+    }
+}
+
+/// The shard's io_uring runtime, set up with `IORING_SETUP_COOP_TASKRUN` (Linux 5.19+): a
+/// completion that arrives while the shard runs (a packet from a client on another core) is
+/// processed at the shard's next `io_uring_enter`, which its scheduler makes every round,
+/// instead of interrupting the shard with an inter-processor interrupt to run it at once. On
+/// an older kernel, which refuses the flag, the ring is set up without it.
+fn uring_runtime(entries: u32) -> std::io::Result<monoio::Runtime<monoio::time::TimeDriver<IoUringDriver>>> {
+    let mut cooperative = io_uring::IoUring::builder();
+    cooperative.setup_coop_taskrun();
+    let builder = || RuntimeBuilder::<IoUringDriver>::new().with_entries(entries).enable_timer();
+    match builder().uring_builder(cooperative).build() {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => builder().build(),
+        built => built,
     }
 }
 
