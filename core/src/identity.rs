@@ -57,33 +57,28 @@ impl Identity {
     }
 }
 
-/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive), if the
-/// request has one that is not empty; no `apikey` fallback (Edge Functions verify only this
-/// header, as Supabase's relay does).
+/// What follows the `Bearer` scheme (case-insensitive) of an `Authorization` value, trimmed —
+/// empty when the scheme carries nothing; `None` for another scheme. By `get`, never by index: a
+/// header is any bytes, and a char boundary inside the first six must not panic the handler.
+fn bearer(value: &str) -> Option<&str> {
+    let value = value.trim();
+    let rest = value.get(..6).filter(|scheme| scheme.eq_ignore_ascii_case("bearer")).map(|_| &value[6..])?;
+    (rest.is_empty() || rest.starts_with([' ', '\t'])).then(|| rest.trim())
+}
+
+/// The token of an `Authorization: Bearer <token>` header, if the request has one that is not
+/// empty; no `apikey` fallback (Edge Functions verify only this header, as Supabase's relay does).
 pub fn bearer_token(req: &Request) -> Option<&str> {
-    let value = req.header_str("authorization")?;
-    value
-        .get(..7)
-        .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
-        .map(|_| value[7..].trim())
-        .filter(|t| !t.is_empty())
+    req.header_str("authorization").and_then(bearer).filter(|t| !t.is_empty())
 }
 
 /// The token the request presents, if any. `Err` for an `Authorization` header that says
 /// `Bearer` but carries nothing usable.
 fn presented_token(req: &Request) -> Result<Option<&str>, JwtError> {
     if let Some(value) = req.header("authorization") {
-        let value = std::str::from_utf8(value).map_err(|_| JwtError::Decode)?.trim();
-        // By `get`, never by index: a header is any bytes, and a char boundary inside the first
-        // six bytes must not panic the handler.
-        if let Some(rest) = value.get(..6).filter(|scheme| scheme.eq_ignore_ascii_case("bearer")).map(|_| &value[6..]) {
-            if rest.is_empty() {
-                return Err(JwtError::Empty);
-            }
-            if rest.starts_with([' ', '\t']) {
-                let token = rest.trim();
-                return if token.is_empty() { Err(JwtError::Empty) } else { Ok(Some(token)) };
-            }
+        let value = std::str::from_utf8(value).map_err(|_| JwtError::Decode)?;
+        if let Some(token) = bearer(value) {
+            return if token.is_empty() { Err(JwtError::Empty) } else { Ok(Some(token)) };
         }
         // Another scheme (e.g. Basic): PostgREST only reads bearer tokens; fall through to
         // `apikey` as the gateway would.

@@ -16,6 +16,7 @@
 //!   cut at `max_response_bytes`.
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -496,23 +497,27 @@ struct GuestBody {
 impl GuestBody {
     /// The whole body if the guest has finished writing it (at most `limit` bytes, no error),
     /// without waiting; otherwise what is written so far, to send first.
-    fn take_finished(&mut self, limit: usize) -> Result<Bytes, Vec<Result<Bytes, std::io::Error>>> {
+    fn take_finished(&mut self, limit: usize) -> Result<Bytes, VecDeque<Result<Bytes, std::io::Error>>> {
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        let mut written = Vec::new();
+        let mut written = VecDeque::new();
         let mut size = 0;
         loop {
             match Pin::new(&mut *self).poll_next(&mut cx) {
                 Poll::Ready(None) => break,
                 Poll::Ready(Some(Ok(chunk))) if size + chunk.len() <= limit => {
                     size += chunk.len();
-                    written.push(Ok(chunk));
+                    written.push_back(Ok(chunk));
                 }
                 Poll::Ready(Some(other)) => {
-                    written.push(other);
+                    written.push_back(other);
                     return Err(written);
                 }
                 Poll::Pending => return Err(written),
             }
+        }
+        // One chunk (the usual case) goes out as it is; several are joined once.
+        if written.len() <= 1 {
+            return Ok(written.pop_front().and_then(Result::ok).unwrap_or_default());
         }
         let mut whole = bytes::BytesMut::with_capacity(size);
         for chunk in written.into_iter().flatten() {
@@ -530,7 +535,7 @@ impl GuestBody {
 
 /// Chunks already taken from a body, then the rest of it.
 struct Prefixed {
-    first: Vec<Result<Bytes, std::io::Error>>,
+    first: VecDeque<Result<Bytes, std::io::Error>>,
     rest: GuestBody,
 }
 
@@ -538,8 +543,8 @@ impl Stream for Prefixed {
     type Item = Result<Bytes, std::io::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if !self.first.is_empty() {
-            return Poll::Ready(Some(self.first.remove(0)));
+        if let Some(chunk) = self.first.pop_front() {
+            return Poll::Ready(Some(chunk));
         }
         Pin::new(&mut self.rest).poll_next(cx)
     }
