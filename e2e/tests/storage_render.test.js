@@ -97,6 +97,20 @@ test('download with a transform: cover, contain and fill boxes, quality, the app
   const large = Buffer.from(await (await fetch(`${url}?width=300&quality=100`, { headers: { ...auth, accept: 'image/webp' } })).arrayBuffer());
   assert.ok(small.length < large.length, `quality 20 (${small.length} B) is smaller than 100 (${large.length} B)`);
   await webp.arrayBuffer();
+
+  // AVIF by name (supabase-js passes `format` through); never picked from Accept alone.
+  const { data: avif, error } = await admin.storage
+    .from('imgs')
+    .download('photo.png', { transform: { width: 100, height: 100, format: 'avif' } });
+  assert.equal(error, null);
+  assert.equal(avif.type, 'image/avif');
+  const avifBytes = Buffer.from(await avif.arrayBuffer());
+  assert.equal(avifBytes.subarray(4, 12).toString('latin1'), 'ftypavif');
+  const ispe = avifBytes.indexOf('ispe');
+  assert.deepEqual([avifBytes.readUInt32BE(ispe + 8), avifBytes.readUInt32BE(ispe + 12)], [100, 100], 'cover crops to the box');
+  const named = await fetch(`${url}?width=100&format=avif`, { headers: auth });
+  assert.equal(named.headers.get('x-transformations'), 'width:100,resizing_type:fill,format:avif');
+  await named.arrayBuffer();
 });
 
 test('public buckets render without a token; private ones by RLS; signed URLs carry the transform', async () => {
