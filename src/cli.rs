@@ -3,7 +3,9 @@
 //! service_role key made from the configured JWT secret (or `--service-key`), so the
 //! environment that starts MadBase deploys to it.
 //!
-//! Invariants: one request per command over plain HTTP/1.1 (`Connection: close`), answered
+//! The same [`Client`] uploads declared buckets' `objects_path` at start (`crate::seed_objects`).
+//!
+//! Invariants: one request per connection over plain HTTP/1.1 (`Connection: close`), answered
 //! whole; a secret's value travels only in the request body, never in a URL or an output line.
 
 use std::io::{Read, Write};
@@ -42,23 +44,50 @@ impl Client {
         Ok(Client { authority, service_key })
     }
 
-    /// One request; the status and the body of the answer.
+    /// One request to the functions API (`/functions/v1/_admin/{path}`); the status and the body
+    /// of the answer.
     pub fn request(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> Result<(u16, Vec<u8>), String> {
+        let path = format!("/functions/v1/_admin/{path}");
+        self.send(method, &path, &[("Content-Type", content_type)], body, body.len() as u64)
+    }
+
+    /// One request to `path` with `headers` and `length` bytes of `body`, streamed from the
+    /// reader; the status and the body of the answer (at most [`MAX_ANSWER`] bytes).
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Read,
+        length: u64,
+    ) -> Result<(u16, Vec<u8>), String> {
+        debug_assert!(path.starts_with('/'), "an origin-form target");
         let unreachable = |e: std::io::Error| format!("cannot reach MadBase at http://{}: {e}", self.authority);
         let mut stream = TcpStream::connect(&self.authority).map_err(unreachable)?;
         stream.set_read_timeout(Some(Duration::from_secs(300))).map_err(unreachable)?;
-        let head = format!(
-            "{method} /functions/v1/_admin/{path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\napikey: {}\r\n\
-             Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            self.authority,
-            self.service_key,
-            self.service_key,
-            body.len()
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\napikey: {}\r\n",
+            self.authority, self.service_key, self.service_key,
         );
-        stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body)).map_err(unreachable)?;
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str(&format!("Content-Length: {length}\r\nConnection: close\r\n\r\n"));
+        stream.write_all(head.as_bytes()).map_err(unreachable)?;
+        // A server may answer before it has read the whole body (a refused upload) and close:
+        // its answer, when there is one, says more than the failed write.
+        let sent = match std::io::copy(&mut body.take(length), &mut stream) {
+            Ok(sent) if sent != length => return Err(format!("the body ended after {sent} of {length} bytes")),
+            sent => sent,
+        };
         let mut answer = Vec::new();
-        stream.take(MAX_ANSWER).read_to_end(&mut answer).map_err(unreachable)?;
-        let split = answer.windows(4).position(|w| w == b"\r\n\r\n").ok_or("the server's answer has no head")?;
+        let read = (&mut stream).take(MAX_ANSWER).read_to_end(&mut answer);
+        let Some(split) = answer.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return Err(match sent.and(read) {
+                Err(e) => unreachable(e),
+                Ok(_) => "the server's answer has no head".to_owned(),
+            });
+        };
         let head = String::from_utf8_lossy(&answer[..split]).into_owned();
         let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or("the server's answer has no status")?;
         let mut body = answer[split + 4..].to_vec();

@@ -210,25 +210,43 @@ fn resolve_env_functions(table: &mut Table, env: &dyn Fn(&str) -> Option<String>
 }
 
 /// Keys of `supabase/config.toml` holding a path the Supabase CLI resolves against the
-/// `supabase/` directory when it is relative (`pkg/config/config.go`, `resolve`).
-const PROJECT_RELATIVE_PATHS: &[&str] = &["auth.signing_keys_path"];
+/// `supabase/` directory when it is relative (`pkg/config/config.go`, `resolve`); `*` stands for
+/// every table at that level (each declared bucket).
+const PROJECT_RELATIVE_PATHS: &[&str] = &["auth.signing_keys_path", "storage.buckets.*.objects_path"];
 
 /// Makes the [`PROJECT_RELATIVE_PATHS`] of a project's `config.toml` relative to its `supabase/`
 /// directory, as the CLI does (`signing_keys_path = "./signing_keys.json"` is
 /// `supabase/signing_keys.json`). Absolute and empty paths stay as they are.
 fn resolve_project_paths(table: &mut Table, project: &Path) {
     for path in PROJECT_RELATIVE_PATHS {
-        let (tables, key) = path.rsplit_once('.').unwrap_or(("", path));
-        let mut current = Some(&mut *table);
-        for part in tables.split('.').filter(|p| !p.is_empty()) {
-            current = current.and_then(|t| t.get_mut(part)).and_then(Value::as_table_mut);
+        let parts: Vec<&str> = path.split('.').collect();
+        resolve_project_path(table, &parts, project);
+    }
+}
+
+fn resolve_project_path(table: &mut Table, parts: &[&str], project: &Path) {
+    match parts {
+        [] => {}
+        [key] => {
+            let Some(Value::String(text)) = table.get_mut(*key) else { return };
+            if !text.is_empty() && Path::new(text.as_str()).is_relative() {
+                // `filepath.Join` drops the `./`; so does this.
+                let relative: PathBuf =
+                    Path::new(text.as_str()).components().filter(|c| !matches!(c, Component::CurDir)).collect();
+                *text = project.join(relative).display().to_string();
+            }
         }
-        let Some(Value::String(text)) = current.and_then(|t| t.get_mut(key)) else { continue };
-        if !text.is_empty() && Path::new(text.as_str()).is_relative() {
-            // `filepath.Join` drops the `./`; so does this.
-            let relative: PathBuf =
-                Path::new(text.as_str()).components().filter(|c| !matches!(c, Component::CurDir)).collect();
-            *text = project.join(relative).display().to_string();
+        ["*", rest @ ..] => {
+            for (_, value) in table.iter_mut() {
+                if let Some(inner) = value.as_table_mut() {
+                    resolve_project_path(inner, rest, project);
+                }
+            }
+        }
+        [name, rest @ ..] => {
+            if let Some(inner) = table.get_mut(*name).and_then(Value::as_table_mut) {
+                resolve_project_path(inner, rest, project);
+            }
         }
     }
 }
@@ -529,6 +547,24 @@ mod tests {
         // The environment overrides the file and stays relative to the working directory.
         let c = load_in(dir.path(), None, &[("MADBASE_AUTH_SIGNING_KEYS_PATH", "here.json")]).unwrap().config;
         assert_eq!(c.auth.signing_keys_path, Some(PathBuf::from("here.json")));
+    }
+
+    #[test]
+    fn objects_paths_of_a_project_are_the_supabase_directorys() {
+        let dir = tempfile::tempdir().unwrap();
+        let supabase = dir.path().join("supabase");
+        std::fs::create_dir(&supabase).unwrap();
+        std::fs::write(
+            supabase.join("config.toml"),
+            "[storage.buckets.images]\nobjects_path = \"./images\"\n\
+             [storage.buckets.docs]\nobjects_path = \"/srv/docs\"\n[storage.buckets.empty]\npublic = true\n",
+        )
+        .unwrap();
+        let buckets = load_in(dir.path(), None, &[]).unwrap().config.storage.buckets.0;
+        let path = |id: &str| buckets[id].objects_path.clone();
+        assert_eq!(path("images"), Some(supabase.join("images").display().to_string()));
+        assert_eq!(path("docs").as_deref(), Some("/srv/docs"));
+        assert_eq!(path("empty"), None);
     }
 
     #[test]

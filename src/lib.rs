@@ -13,3 +13,4 @@ pub mod config;
 pub mod database;
 pub mod logging;
 pub mod migrate;
+pub mod seed_objects;

@@ -345,6 +345,7 @@ fn start(config: Config, project: Option<&Path>) -> Result<(), String> {
     let addr = runtime.local_addr().unwrap_or(config.listen());
     let drivers: Vec<String> = runtime.drivers().iter().map(ToString::to_string).collect();
     let (anon, service) = api_keys(&keys);
+    madbase::seed_objects::upload_all(addr, &service, &config.storage)?;
     println!("MadBase {} started", env!("CARGO_PKG_VERSION"));
     println!("         API URL: http://{addr}");
     if let Some(superuser) = &database.managed_superuser {

@@ -5,7 +5,9 @@
 // migration applied twice.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { startMadbase, client, ANON_KEY, SERVICE_ROLE_KEY, signJwt } from './support.js';
 
 let server;
@@ -167,12 +169,24 @@ test("Supabase's storage helpers and guards are in the schema; the migration run
   assert.equal(server.sql(`select count(*) from pg_trigger where tgname in ('protect_buckets_delete', 'protect_objects_delete')`).trim(), '2');
 });
 
-test('buckets declared in the configuration exist at start, with their settings', async () => {
+test('buckets declared in the configuration exist at start, with their settings and their objects_path uploaded', async () => {
+  const seed = mkdtempSync(join(tmpdir(), 'madbase-seed-'));
+  mkdirSync(join(seed, 'docs/nested deeper'), { recursive: true });
+  writeFileSync(join(seed, 'docs/readme.md'), '# Hello\n');
+  writeFileSync(join(seed, 'docs/nested deeper/data.json'), '{"a": 1}\n');
+  writeFileSync(join(seed, 'docs/page.html'), '<!DOCTYPE html><html><body>hi</body></html>');
+  symlinkSync(join(seed, 'docs/readme.md'), join(seed, 'docs/link.md'));
+  mkdirSync(join(seed, 'avatars'));
+  const png = Buffer.from('89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d4944415478da63f8cfc0f01f0005000201a3a9a7d00000000049454e44ae426082', 'hex');
+  writeFileSync(join(seed, 'avatars/me.png'), png);
+  writeFileSync(join(seed, 'avatars/notes.txt'), 'not an image');
   const declared = {
-    'declared-avatars': { public: true, file_size_limit: '1MiB', allowed_mime_types: ['image/*'] },
-    'declared-docs': {},
+    'declared-avatars': { public: true, file_size_limit: '1MiB', allowed_mime_types: ['image/*'], objects_path: join(seed, 'avatars') },
+    'declared-docs': { objects_path: join(seed, 'docs') },
+    'declared-one': { objects_path: join(seed, 'docs/readme.md') },
   };
-  const other = await startMadbase({ env: { MADBASE_STORAGE_BUCKETS: JSON.stringify(declared) } });
+  const dataDir = mkdtempSync(join(tmpdir(), 'madbase-e2e-'));
+  const other = await startMadbase({ dataDir, env: { MADBASE_STORAGE_BUCKETS: JSON.stringify(declared) } });
   try {
     const service = client(other, SERVICE_ROLE_KEY);
     const avatars = await service.storage.getBucket('declared-avatars');
@@ -184,7 +198,37 @@ test('buckets declared in the configuration exist at start, with their settings'
     assert.deepEqual([docs.public, docs.file_size_limit, docs.allowed_mime_types], [false, null, null]);
     const refused = await service.storage.from('declared-avatars').upload('a.txt', 'x', { contentType: 'text/plain' });
     assert.equal(refused.error.statusCode, '415', 'the declared limits are enforced');
+
+    // objects_path: every regular file, under its relative path, typed as the Supabase CLI types it.
+    const listed = await service.storage.from('declared-docs').list('', { sortBy: { column: 'name', order: 'asc' } });
+    assert.deepEqual(listed.data.map((o) => o.name), ['nested deeper', 'page.html', 'readme.md'], 'links are skipped');
+    const info = (path) => service.storage.from('declared-docs').info(path).then(({ data }) => data);
+    assert.equal((await info('readme.md')).contentType, 'text/markdown; charset=utf-8');
+    assert.equal((await info('page.html')).contentType, 'text/html; charset=utf-8');
+    assert.equal((await info('nested deeper/data.json')).contentType, 'application/json');
+    assert.equal((await info('readme.md')).cacheControl, 'max-age=3600');
+    const json = await service.storage.from('declared-docs').download('nested deeper/data.json');
+    assert.equal(await json.data.text(), '{"a": 1}\n');
+    const open = await fetch(service.storage.from('declared-avatars').getPublicUrl('me.png').data.publicUrl);
+    assert.equal(open.headers.get('content-type'), 'image/png', await open.clone().text() + other.output());
+    assert.deepEqual(Buffer.from(await open.arrayBuffer()), png);
+    const avatarNames = (await service.storage.from('declared-avatars').list()).data.map((o) => o.name);
+    assert.deepEqual(avatarNames, ['me.png'], "a file the bucket refuses is not uploaded");
+    assert.match(other.output(), /cannot upload a declared bucket's object.*notes\.txt.*415/);
+    assert.deepEqual((await service.storage.from('declared-one').list()).data.map((o) => o.name), ['readme.md']);
   } finally {
     await other.stop();
+  }
+
+  // A second start on the same data overwrites with the folder's current files.
+  writeFileSync(join(seed, 'docs/readme.md'), '# Changed\n');
+  const again = await startMadbase({ dataDir, env: { MADBASE_STORAGE_BUCKETS: JSON.stringify(declared) } });
+  try {
+    const readme = await client(again, SERVICE_ROLE_KEY).storage.from('declared-docs').download('readme.md');
+    assert.equal(await readme.data.text(), '# Changed\n');
+  } finally {
+    await again.stop();
+    rmSync(seed, { recursive: true, force: true });
+    rmSync(dataDir, { recursive: true, force: true });
   }
 });

@@ -101,7 +101,8 @@ export async function startMadbase({ pgBin, env = {}, smtp = false, dataDir: reu
     if (child.exitCode !== null) await abort(`madbase exited early:\n${output}`);
     try {
       const r = await fetch(`${url}/health`);
-      if (r.status === 200) break;
+      // Healthy, and done starting: the banner comes after the declared buckets' objects.
+      if (r.status === 200 && output.includes('service_role key:')) break;
     } catch {}
     if (Date.now() > deadline) await abort(`madbase did not become healthy:\n${output}`);
     await new Promise((r) => setTimeout(r, 200));

@@ -4,7 +4,9 @@
 //!
 //! Invariants: one batch (one transaction) for all of them, run by the start-up connection after
 //! the migrations; a bucket's objects and owner are never touched, only `public`,
-//! `file_size_limit` and `allowed_mime_types`; the values were validated with the settings.
+//! `file_size_limit` and `allowed_mime_types`; the values were validated with the settings. The
+//! files of an `objects_path` are uploaded later, through the API once the shards listen (the
+//! binary's `seed_objects`).
 
 use bytes::Bytes;
 use madbase_pg::{Batch, Statement};
@@ -27,9 +29,6 @@ pub fn batch(settings: &Storage) -> Option<Batch> {
     );
     let mut batch = Batch::new();
     for (id, bucket) in &settings.buckets.0 {
-        if let Some(path) = &bucket.objects_path {
-            tracing::warn!(bucket = %id, objects_path = %path, "objects_path is not uploaded by MadBase: upload the files through /storage/v1");
-        }
         let limit = bucket.file_size_limit.as_deref().and_then(parse_config_size);
         let mimes = bucket.allowed_mime_types.as_ref().map(|m| Bytes::from(serde_json::json!(m).to_string()));
         batch = batch.statement(

@@ -71,8 +71,9 @@ pub struct DeclaredBucket {
     /// With a unit (`"50MiB"`); at most the project's `file_size_limit`.
     pub file_size_limit: Option<String>,
     pub allowed_mime_types: Option<Vec<String>>,
-    /// The Supabase CLI's local folder of objects to upload (`supabase seed buckets`): accepted
-    /// so a project's `config.toml` loads, not uploaded by MadBase (a warning says so).
+    /// The Supabase CLI's local folder (or file) of objects uploaded into the bucket at start
+    /// (`supabase seed buckets`), overwriting; in a project's `config.toml` relative to its
+    /// `supabase/` directory, elsewhere to the working directory.
     pub objects_path: Option<String>,
 }
 
