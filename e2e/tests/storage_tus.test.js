@@ -11,7 +11,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import * as tus from 'tus-js-client';
 import { startMadbase, startS3Server, client, ANON_KEY, SERVICE_ROLE_KEY, signJwt, sleep } from './support.js';
 
@@ -95,7 +95,7 @@ function patch(url, offset, body, token = SERVICE_ROLE_KEY, headers = {}) {
  * A PATCH written by hand on its own socket: the head declaring `declared` bytes, then `sent`.
  * Returns the socket and a promise of the status line the server answers (if any).
  */
-function rawPatch(url, offset, declared, sent, token = SERVICE_ROLE_KEY) {
+function rawPatch(url, offset, declared, sent, token = SERVICE_ROLE_KEY, extraHead = '') {
   const u = new URL(url);
   const socket = connect(Number(u.port), u.hostname);
   // The status line of the answer, once its head arrived (or what came before the socket closed).
@@ -110,7 +110,7 @@ function rawPatch(url, offset, declared, sent, token = SERVICE_ROLE_KEY) {
   });
   socket.write(
     `PATCH ${u.pathname} HTTP/1.1\r\nhost: ${u.host}\r\ntus-resumable: 1.0.0\r\nauthorization: Bearer ${token}\r\n` +
-      `upload-offset: ${offset}\r\ncontent-type: application/offset+octet-stream\r\ncontent-length: ${declared}\r\n\r\n`,
+      `upload-offset: ${offset}\r\ncontent-type: application/offset+octet-stream\r\ncontent-length: ${declared}\r\n${extraHead}\r\n`,
   );
   socket.write(sent);
   return { socket, answered };
@@ -172,6 +172,64 @@ test('OPTIONS advertises the protocol', async () => {
   assert.equal(r.headers.get('tus-resumable'), '1.0.0');
   assert.match(r.headers.get('tus-extension'), /creation,creation-with-upload,termination,expiration/);
   assert.equal(r.headers.get('tus-max-size'), String(50 * MiB));
+  assert.match(r.headers.get('tus-extension'), /(^|,)checksum(,|$)/);
+  assert.equal(r.headers.get('tus-checksum-algorithm'), 'sha1,sha256,sha512,md5');
+});
+
+test('the checksum extension: matching bytes count, a mismatch or a cut keeps none of them', async () => {
+  const digest = (algorithm, text) => `${algorithm} ${createHash(algorithm).update(text).digest('base64')}`;
+  const url = await create('docs', `${ALICE}/checked.txt`, 15, ALICE_TOKEN);
+  const first = await patch(url, 0, 'hello', ALICE_TOKEN, { 'upload-checksum': digest('sha1', 'hello') });
+  assert.equal(first.status, 204, await first.text());
+  assert.equal(first.headers.get('upload-offset'), '5');
+
+  const mismatch = await patch(url, 5, 'XXXXX', ALICE_TOKEN, { 'upload-checksum': digest('sha1', 'world') });
+  assert.equal(mismatch.status, 460);
+  assert.equal(mismatch.statusText, 'Checksum Mismatch');
+  assert.equal(await mismatch.text(), 'Checksum Mismatch\n');
+  assert.equal((await headOffset(url, ALICE_TOKEN)).offset, 5, 'the refused bytes were not kept');
+  for (const [header, text] of [
+    ['crc32 AAAAAA==', 'Unsupported Upload-Checksum algorithm\n'],
+    ['sha1 !!!', 'Invalid upload-checksum\n'],
+    [digest('md5', 'world').replace('md5', 'sha256'), 'Invalid upload-checksum\n'],
+  ]) {
+    const refused = await patch(url, 5, 'world', ALICE_TOKEN, { 'upload-checksum': header });
+    assert.deepEqual([refused.status, await refused.text()], [400, text], header);
+  }
+
+  // Cut mid-request: what arrived cannot be verified, so it is dropped.
+  const { socket } = rawPatch(url, 5, 5, 'wor', ALICE_TOKEN, `upload-checksum: ${digest('sha256', 'world')}\r\n`);
+  await sleep(200);
+  socket.destroy();
+  const deadline = Date.now() + 10_000;
+  let second;
+  for (;;) {
+    second = await patch(url, 5, 'world', ALICE_TOKEN, { 'upload-checksum': digest('sha256', 'world') });
+    const text = await second.text();
+    if (second.status !== 409 || !text.startsWith('The upload is in use')) break;
+    assert.ok(Date.now() < deadline, 'the cut request let go of the upload');
+    await sleep(50);
+  }
+  assert.equal(second.status, 204, 'the offset was still 5');
+  const last = await patch(url, 10, '!!!!!', ALICE_TOKEN, { 'upload-checksum': digest('md5', '!!!!!') });
+  assert.equal(last.status, 204);
+  assert.equal(last.headers.get('tus-complete'), '1');
+  assert.equal((await downloaded('docs', `${ALICE}/checked.txt`)).toString(), 'helloworld!!!!!');
+
+  // With the creation: a mismatch stores nothing.
+  const created = await tusFetch(endpoint(), {
+    method: 'POST',
+    headers: {
+      ...auth(ALICE_TOKEN),
+      'upload-length': '3',
+      'upload-metadata': encodeMeta(meta('docs', `${ALICE}/checked-create.txt`)),
+      'content-type': 'application/offset+octet-stream',
+      'upload-checksum': digest('sha1', 'abd'),
+    },
+    body: 'abc',
+  });
+  assert.equal(created.status, 460);
+  assert.ok(!(await listed('docs', ALICE)).includes('checked-create.txt'));
 });
 
 test('an unfinished upload says until when it can be resumed (Upload-Expires, an hour by default)', async () => {

@@ -1,10 +1,11 @@
 //! Fuzzes the header parsers of Storage's resumable uploads (no I/O): `Upload-Metadata`, the
-//! integer headers, upload ids and the `Location` origin. Any text must parse or be refused
+//! integer headers, `Upload-Checksum`, upload ids and the `Location` origin. Any text must parse or be refused
 //! without a panic; what parses must keep the protocol's rules (metadata keys, canonical
 //! integers, a host fit for a header) and ids must round-trip.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use madbase_storage::tus::checksum::{UploadChecksum, MAX_CHECKSUM_BYTES};
 use madbase_storage::tus::headers::{
     origin, parse_integer, Forwarding, Metadata, UploadId, MAX_INTEGER, MAX_METADATA_BYTES,
 };
@@ -23,6 +24,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(n) = parse_integer("upload-offset", text) {
         assert!(n <= MAX_INTEGER);
         assert_eq!(n.to_string(), text, "only the canonical form is taken");
+    }
+
+    if let Ok(checksum) = UploadChecksum::parse(text) {
+        assert!(text.len() <= MAX_CHECKSUM_BYTES);
+        assert_eq!(checksum.digest.len(), checksum.algorithm.output_len());
     }
 
     if let Some(id) = UploadId::decode(text) {

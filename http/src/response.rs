@@ -366,6 +366,8 @@ pub fn reason(status: u16) -> &'static str {
         428 => "Precondition Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
+        // TUS's checksum extension (Storage's resumable uploads).
+        460 => "Checksum Mismatch",
         500 => "Internal Server Error",
         501 => "Not Implemented",
         502 => "Bad Gateway",

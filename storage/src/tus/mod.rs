@@ -22,6 +22,9 @@
 //!   finish commits; the other meets `KeyAlreadyExists` (409) unless it upserts.
 //! - Every offset a client is told is durable (`fdatasync` first); bytes that arrived before a
 //!   cut are kept, so the client resumes after them; nothing past `Upload-Length` is written.
+//! - The checksum extension (`checksum.rs`): a request with `Upload-Checksum` adds its bytes
+//!   only when all of them arrived and match (else 460, or the cut's error, with the offset
+//!   unchanged); until verified they are not counted, even across a crash (`state.rs`).
 //! - A `HEAD` never reports a full offset for an object that is not committed: an upload whose
 //!   bytes are all there but whose commit failed or was cut by a crash is finished first.
 //! - One request changes an upload at a time. The lock is `flock(2)` on the upload's directory,
@@ -42,6 +45,7 @@
 //! - Errors are the real HTTP status with a plain-text body: the TUS protocol's own text, or
 //!   the message of Storage's error (`new row violates row-level security policy`).
 
+pub mod checksum;
 pub mod headers;
 pub mod state;
 
@@ -65,20 +69,21 @@ use crate::sign::SCOPE_UPLOAD;
 use crate::store::{new_version, Stored};
 use crate::upload::{self, io_error, Described, Mode};
 use crate::{Inner, Shared, StorageService};
+use checksum::{ChecksumError, UploadChecksum, CHECKSUM_ALGORITHMS};
 use headers::{Forwarding, HeaderError, Metadata, UploadId, OFFSET_OCTET_STREAM, TUS_VERSION};
 use state::{Access, Appender, Info, Lock, Upload};
 
 /// What `OPTIONS` advertises.
-const EXTENSIONS: &str = "creation,creation-with-upload,termination,expiration";
+const EXTENSIONS: &str = "creation,creation-with-upload,termination,expiration,checksum";
 /// The headers a browser's script may read from an answer.
 const EXPOSED_HEADERS: &str =
     "Location, Upload-Offset, Upload-Length, Upload-Metadata, Upload-Expires, Tus-Resumable, \
-     Tus-Version, Tus-Max-Size, Tus-Extension";
+     Tus-Version, Tus-Max-Size, Tus-Extension, Tus-Checksum-Algorithm";
 /// The request headers a browser may send (tus-node-server's list and Supabase's additions).
 const ALLOWED_HEADERS: &str = "Authorization, Content-Type, Location, Tus-Extension, Tus-Max-Size, Tus-Resumable, \
      Tus-Version, Upload-Concat, Upload-Defer-Length, Upload-Length, Upload-Metadata, Upload-Offset, \
      X-HTTP-Method-Override, X-Requested-With, X-Forwarded-Host, X-Forwarded-Proto, Forwarded, X-Upsert, \
-     Upload-Expires, ApiKey, x-signature";
+     Upload-Expires, Upload-Checksum, ApiKey, x-signature";
 /// Object type when the metadata names none.
 const DEFAULT_MIME: &str = "application/octet-stream";
 
@@ -94,6 +99,12 @@ pub enum TusError {
     VersionUnsupported,
     #[error(transparent)]
     Header(#[from] HeaderError),
+    /// A malformed `Upload-Checksum`, or one naming an algorithm not computed here.
+    #[error(transparent)]
+    Checksum(#[from] ChecksumError),
+    /// The request's bytes do not have the digest its `Upload-Checksum` names: none was kept.
+    #[error("Checksum Mismatch")]
+    ChecksumMismatch,
     #[error("Upload-Length or Upload-Defer-Length header required")]
     LengthMissing,
     #[error("Upload-Offset header required")]
@@ -132,6 +143,8 @@ impl TusError {
         match self {
             TusError::VersionMissing | TusError::VersionUnsupported => 412,
             TusError::Header(_) | TusError::LengthMissing | TusError::OffsetMissing | TusError::Finished => 400,
+            TusError::Checksum(_) => 400,
+            TusError::ChecksumMismatch => 460,
             TusError::BodyEnded => 400,
             TusError::DeferLength | TusError::Concatenation => 501,
             TusError::ContentType => 415,
@@ -196,6 +209,7 @@ fn options(inner: &Inner) -> Response {
     Response::new(204)
         .header("tus-version", TUS_VERSION)
         .header("tus-extension", EXTENSIONS)
+        .header("tus-checksum-algorithm", CHECKSUM_ALGORITHMS)
         .header("tus-max-size", inner.settings.file_size_limit_bytes().to_string())
         .header("access-control-allow-methods", "POST, HEAD, PATCH, OPTIONS, DELETE")
         .header("access-control-allow-headers", ALLOWED_HEADERS)
@@ -225,6 +239,17 @@ fn integer_header(req: &Request, name: &'static str) -> Result<Option<u64>, Head
         Some(raw) => {
             let value = std::str::from_utf8(raw).map_err(|_| HeaderError::Invalid(name))?;
             headers::parse_integer(name, value).map(Some)
+        }
+    }
+}
+
+/// `Upload-Checksum`, when present.
+fn upload_checksum(req: &Request) -> Result<Option<UploadChecksum>, TusError> {
+    match req.header("upload-checksum") {
+        None => Ok(None),
+        Some(raw) => {
+            let value = std::str::from_utf8(raw).map_err(|_| HeaderError::Invalid("upload-checksum"))?;
+            Ok(Some(UploadChecksum::parse(value)?))
         }
     }
 }
@@ -337,6 +362,7 @@ async fn create(inner: &Inner, req: &Request, body: Body, signed: bool) -> Resul
     limits.check_mime(&path, mime)?;
 
     let with_data = is_offset_octet_stream(req);
+    let checksum = upload_checksum(req)?;
     if with_data && req.content_length().is_some_and(|n| n > length) {
         return Err(TusError::SizeExceeded);
     }
@@ -358,7 +384,7 @@ async fn create(inner: &Inner, req: &Request, body: Body, signed: bool) -> Resul
     };
     let (mut upload, lock) = state::create(&inner.store, &version, &info).await.map_err(io_error)?;
     if with_data {
-        upload.offset = append(inner, req, body, &upload, &lock).await?;
+        upload.offset = append(inner, req, body, &upload, &lock, checksum.as_ref()).await?;
     }
     let mut response = Response::new(201);
     if upload.complete_uncommitted() {
@@ -433,6 +459,7 @@ async fn patch(inner: &Inner, req: &Request, body: Body, signed: bool, segment: 
     if !is_offset_octet_stream(req) {
         return Err(TusError::ContentType);
     }
+    let checksum = upload_checksum(req)?;
     let (upload, credentials) = find(inner, req, signed, segment).await?;
     if let Credentials::Token(caller) = &credentials {
         // The caller's right to write the row, tried again as Supabase Storage does on every
@@ -456,7 +483,7 @@ async fn patch(inner: &Inner, req: &Request, body: Body, signed: bool, segment: 
             return Err(TusError::SizeExceeded);
         }
     } else {
-        upload.offset = append(inner, req, body, &upload, &lock).await?;
+        upload.offset = append(inner, req, body, &upload, &lock, checksum.as_ref()).await?;
     }
     let mut response = Response::new(204).header("upload-offset", upload.offset.to_string());
     if upload.complete_uncommitted() {
@@ -470,14 +497,24 @@ async fn patch(inner: &Inner, req: &Request, body: Body, signed: bool, segment: 
 }
 
 /// Streams the request body to the end of `upload`'s data (its lock held) and returns the new
-/// durable offset. Bytes that arrived before the body failed are kept and made durable.
-async fn append(inner: &Inner, req: &Request, mut body: Body, upload: &Upload, _lock: &Lock) -> Result<u64, TusError> {
+/// durable offset. Bytes that arrived before the body failed are kept and made durable — unless
+/// the request names a `checksum`: then its bytes count only when all arrived and match, and
+/// otherwise none is kept.
+async fn append(
+    inner: &Inner,
+    req: &Request,
+    mut body: Body,
+    upload: &Upload,
+    _lock: &Lock,
+    checksum: Option<&UploadChecksum>,
+) -> Result<u64, TusError> {
     debug_assert!(upload.offset <= upload.info.length);
     if req.content_length().is_some_and(|n| n > upload.info.length - upload.offset) {
         return Err(TusError::SizeExceeded);
     }
     let _in_progress = inner.counters.upload_started();
-    let mut appender = Appender::open(upload).await.map_err(io_error)?;
+    let mut appender = Appender::open(upload, checksum.is_some()).await.map_err(io_error)?;
+    let mut running = checksum.map(UploadChecksum::start);
     let streamed: Result<(), TusError> = loop {
         match body.chunk().await {
             None => break Ok(()),
@@ -487,15 +524,30 @@ async fn append(inner: &Inner, req: &Request, mut body: Body, upload: &Upload, _
                     break Err(TusError::SizeExceeded);
                 }
                 crate::metrics::add(&inner.counters.bytes_in, chunk.len() as u64);
+                if let Some(running) = &mut running {
+                    running.update(&chunk);
+                }
                 if let Err(e) = appender.write(chunk).await {
                     break Err(io_error(e).into());
                 }
             }
         }
     };
-    let offset = appender.finish().await.map_err(io_error)?;
+    let verdict = match (checksum.zip(running), &streamed) {
+        (None, _) => Ok(()),
+        (Some((checksum, running)), Ok(())) => {
+            if checksum.matches(running) {
+                Ok(())
+            } else {
+                Err(TusError::ChecksumMismatch)
+            }
+        }
+        // Cut or refused: what arrived cannot be verified.
+        (Some(_), Err(e)) => Err(e.clone()),
+    };
+    let offset = appender.finish(verdict.is_ok()).await.map_err(io_error)?;
     debug_assert!(offset <= upload.info.length);
-    streamed.map(|()| offset)
+    verdict.and(streamed).map(|()| offset)
 }
 
 fn body_error(e: BodyError) -> TusError {

@@ -7,6 +7,11 @@
 //!   object's row commits (`committed` set), and that is the only change.
 //! - `data`: the bytes received so far. The upload's offset is this file's length; a `PATCH`
 //!   answers only after `fdatasync`, so every offset a client was told survives a crash.
+//! - `unverified-<offset>`: present while a request with `Upload-Checksum` appends from
+//!   `<offset>` (created durably before its first byte is written, removed once the bytes are
+//!   verified and durable, or truncated away). While it exists the offset is `<offset>`, so bytes
+//!   not yet verified are never counted — not even after a crash mid-request: the next writer
+//!   truncates them.
 //!
 //! The lock of an upload is `flock(LOCK_EX | LOCK_NB)` on its directory ([`Lock`]); see the
 //! parent module for why. Invariants: `data` is written only by the holder of the lock, at its
@@ -30,6 +35,8 @@ use crate::store::{hex, is_version, FileStore, STAGING_BYTES};
 const INFO: &str = "info.json";
 const INFO_TMP: &str = "info.json.tmp";
 const DATA: &str = "data";
+/// The marker of a checksummed append in progress, followed by the offset it started at.
+const UNVERIFIED: &str = "unverified-";
 /// Largest `info.json` read back (it holds at most the 8 KiB metadata header and a key).
 const MAX_INFO_BYTES: u64 = 64 * 1024;
 /// Bytes read per step when hashing a finished upload.
@@ -168,13 +175,36 @@ pub async fn open(store: &FileStore, version: &str) -> io::Result<Option<Upload>
         match monoio::fs::metadata(dir.join(DATA)).await {
             Ok(meta) => {
                 touched = touched.max(meta.modified()?);
-                meta.len()
+                meta.len().min(unverified_from(&dir)?.unwrap_or(u64::MAX))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         }
     };
     Ok(Some(Upload { version: version.to_owned(), dir, info, offset, touched }))
+}
+
+/// Where a checksummed append whose bytes are not verified started (its marker's offset).
+fn unverified_from(dir: &Path) -> io::Result<Option<u64>> {
+    // A listing of an upload's directory (two or three names): metadata, done in place.
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        if let Some(offset) = name.to_str().and_then(|n| n.strip_prefix(UNVERIFIED)).and_then(|n| n.parse().ok()) {
+            return Ok(Some(offset));
+        }
+    }
+    Ok(None)
+}
+
+/// Removes every unverified-append marker of `dir`.
+fn remove_unverified_markers(dir: &Path) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name().to_str().is_some_and(|n| n.starts_with(UNVERIFIED)) {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// Replaces `info.json` atomically and durably.
@@ -198,19 +228,39 @@ async fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Appends to an upload's `data` (the holder of its [`Lock`] only). Small chunks are gathered
-/// into writes of [`STAGING_BYTES`] / 2; [`Appender::finish`] makes everything durable.
+/// into writes of [`STAGING_BYTES`] / 2; [`Appender::finish`] makes everything durable, or for a
+/// checksummed append whose bytes are refused, removes them.
 pub struct Appender {
     file: File,
+    /// The offset this append started at.
+    start: u64,
     on_disk: u64,
     staged: BytesMut,
+    /// The marker of a checksummed append ([`UNVERIFIED`]).
+    marker: Option<PathBuf>,
 }
 
 impl Appender {
-    /// Opens `upload`'s data to append at its offset.
-    pub async fn open(upload: &Upload) -> io::Result<Appender> {
+    /// Opens `upload`'s data to append at its offset. Bytes past the offset (a checksummed
+    /// append cut by a crash) are truncated first. `checked`: the bytes are verified before they
+    /// count, so a marker is made durable before the first one is written.
+    pub async fn open(upload: &Upload, checked: bool) -> io::Result<Appender> {
         debug_assert!(!upload.info.committed);
         let file = OpenOptions::new().write(true).open(upload.data_path()).await?;
-        Ok(Appender { file, on_disk: upload.offset, staged: BytesMut::new() })
+        if file.metadata().await?.len() > upload.offset {
+            truncate(&file, upload.offset)?;
+            file.sync_data().await?;
+        }
+        remove_unverified_markers(&upload.dir)?;
+        let marker = if checked {
+            let marker = upload.dir.join(format!("{UNVERIFIED}{}", upload.offset));
+            OpenOptions::new().write(true).create(true).truncate(true).open(&marker).await?.close().await?;
+            sync_dir(&upload.dir).await?;
+            Some(marker)
+        } else {
+            None
+        };
+        Ok(Appender { file, start: upload.offset, on_disk: upload.offset, staged: BytesMut::new(), marker })
     }
 
     /// The offset once everything accepted is written.
@@ -239,16 +289,39 @@ impl Appender {
         Ok(())
     }
 
-    /// Writes what is staged and `fdatasync`s: the returned offset is durable.
-    pub async fn finish(mut self) -> io::Result<u64> {
-        if !self.staged.is_empty() {
-            let staged = std::mem::take(&mut self.staged).freeze();
-            self.write_at_end(staged).await?;
+    /// `accept`: writes what is staged and `fdatasync`s, then drops the marker — the returned
+    /// offset is durable. Otherwise (a checksummed append refused) the bytes of this append are
+    /// truncated away and the offset is where it started.
+    pub async fn finish(mut self, accept: bool) -> io::Result<u64> {
+        debug_assert!(accept || self.marker.is_some(), "only verified appends are refused");
+        if accept {
+            if !self.staged.is_empty() {
+                let staged = std::mem::take(&mut self.staged).freeze();
+                self.write_at_end(staged).await?;
+            }
+        } else {
+            truncate(&self.file, self.start)?;
+            self.on_disk = self.start;
         }
         self.file.sync_data().await?;
         self.file.close().await?;
+        if let Some(marker) = &self.marker {
+            // After the sync: a crash before this line truncates at the next append, which
+            // costs the client a resend, never an unverified byte.
+            monoio::fs::remove_file(marker).await?;
+        }
         Ok(self.on_disk)
     }
+}
+
+/// Shortens `file` to `len` bytes (a metadata change: done in place, as the store's links are).
+fn truncate(file: &File, len: u64) -> io::Result<()> {
+    let len = libc::off_t::try_from(len).map_err(io::Error::other)?;
+    // SAFETY: ftruncate on a descriptor `file` owns for the duration of the call.
+    if unsafe { libc::ftruncate(file.as_raw_fd(), len) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The ETag of a finished upload's bytes (`"<md5 hex>"`, as the object store's uploads have),
@@ -348,19 +421,19 @@ mod tests {
         block_on(async {
             let (upload, lock) = create(&store, &version, &info()).await.unwrap();
             assert!(Lock::try_acquire(&upload.dir).unwrap().is_none(), "one holder at a time");
-            let mut appender = Appender::open(&upload).await.unwrap();
+            let mut appender = Appender::open(&upload, false).await.unwrap();
             appender.write(Bytes::from_static(b"hello")).await.unwrap();
             assert_eq!(appender.offset(), 5);
-            assert_eq!(appender.finish().await.unwrap(), 5);
+            assert_eq!(appender.finish(true).await.unwrap(), 5);
             drop(lock);
 
             let reopened = open(&store, &version).await.unwrap().unwrap();
             assert_eq!((reopened.offset, &reopened.info), (5, &info()));
             assert!(!reopened.complete_uncommitted());
             let lock = Lock::try_acquire(&reopened.dir).unwrap().expect("released when dropped");
-            let mut appender = Appender::open(&reopened).await.unwrap();
+            let mut appender = Appender::open(&reopened, false).await.unwrap();
             appender.write(Bytes::from_static(b"world")).await.unwrap();
-            appender.finish().await.unwrap();
+            appender.finish(true).await.unwrap();
             let full = open(&store, &version).await.unwrap().unwrap();
             assert!(full.complete_uncommitted());
             assert_eq!(std::fs::read(full.data_path()).unwrap(), b"helloworld");
@@ -375,6 +448,45 @@ mod tests {
             assert_eq!(expire_blocking(&store.uploads_dir(), Duration::from_secs(3600)).unwrap(), 0);
             assert_eq!(expire_blocking(&store.uploads_dir(), Duration::ZERO).unwrap(), 1);
             assert!(open(&store, &version).await.unwrap().is_none());
+        });
+    }
+
+    #[test]
+    fn checksummed_appends_count_only_once_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let version = new_version();
+        block_on(async {
+            let (upload, lock) = create(&store, &version, &info()).await.unwrap();
+            let mut appender = Appender::open(&upload, true).await.unwrap();
+            appender.write(Bytes::from_static(b"hel")).await.unwrap();
+            appender.finish(true).await.unwrap();
+            let upload = open(&store, &version).await.unwrap().unwrap();
+            assert_eq!(upload.offset, 3, "verified bytes count");
+            assert_eq!(unverified_from(&upload.dir).unwrap(), None, "the marker is gone");
+
+            // Refused: the bytes are truncated away.
+            let mut appender = Appender::open(&upload, true).await.unwrap();
+            appender.write(Bytes::from_static(b"XXXX")).await.unwrap();
+            assert_eq!(appender.finish(false).await.unwrap(), 3);
+            assert_eq!(std::fs::read(upload.data_path()).unwrap(), b"hel");
+
+            // A crash mid-append: written bytes and the marker are on disk. They do not count,
+            // and the next append (checked or not) starts where the marker says.
+            let mut appender = Appender::open(&upload, true).await.unwrap();
+            appender.write(Bytes::from_static(b"YYYY")).await.unwrap();
+            let staged = std::mem::take(&mut appender.staged).freeze();
+            appender.write_at_end(staged).await.unwrap();
+            drop(appender);
+            let after_crash = open(&store, &version).await.unwrap().unwrap();
+            assert_eq!(after_crash.offset, 3);
+            assert_eq!(std::fs::metadata(after_crash.data_path()).unwrap().len(), 7);
+            let mut appender = Appender::open(&after_crash, false).await.unwrap();
+            appender.write(Bytes::from_static(b"lo")).await.unwrap();
+            assert_eq!(appender.finish(true).await.unwrap(), 5);
+            assert_eq!(std::fs::read(after_crash.data_path()).unwrap(), b"hello");
+            assert_eq!(unverified_from(&after_crash.dir).unwrap(), None);
+            drop(lock);
         });
     }
 
