@@ -9,15 +9,17 @@
 //! overwriting (`x-upsert: true`), `Cache-Control: max-age=3600`, the content type sniffed from
 //! the first 512 bytes and, where that says only `text/plain`, taken from the extension.
 //!
-//! Invariants: a file is streamed from disk, never read whole; one upload at a time; a file the
-//! server refuses, or a folder that cannot be read, is logged with the reason and the start goes
-//! on (the buckets themselves were created by the start-up batch); at most [`MAX_DEPTH`] folder
-//! levels are walked.
+//! Invariants: a file is streamed from disk, never read whole; one upload at a time; a server
+//! error is retried for a bounded time ([`PATIENCE`]: right after start the shards may still be
+//! connecting to PostgreSQL); a file the server refuses, or a folder that cannot be read, is
+//! logged with the reason and the start goes on (the buckets themselves were created by the
+//! start-up batch); at most [`MAX_DEPTH`] folder levels are walked.
 
 use std::fs::{self, File};
 use std::io::Read;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use madbase_storage::settings::Storage;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -51,11 +53,32 @@ pub fn upload_all(listening: SocketAddr, service_key: &str, storage: &Storage) -
         own.set_ip(if own.is_ipv4() { Ipv4Addr::LOCALHOST.into() } else { Ipv6Addr::LOCALHOST.into() });
     }
     let client = Client::new(&format!("http://{own}"), service_key.to_owned())?;
+    wait_until_healthy(&client);
     for (bucket, folder) in declared {
         let outcome = upload(&client, bucket, Path::new(folder));
         tracing::info!(bucket = %bucket, objects_path = %folder, uploaded = outcome.uploaded, failed = outcome.failed, "declared bucket's objects uploaded");
     }
     Ok(())
+}
+
+/// How long a start waits for the server to be healthy, and for one file to be taken while the
+/// server answers 5xx (its PostgreSQL connections are still being made right after start).
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Waits (at most [`PATIENCE`]) until `/health` answers 200: PostgreSQL answers and every shard
+/// runs. An upload that still meets a server error is retried (see [`upload_file`]).
+fn wait_until_healthy(client: &Client) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match client.send("GET", "/health", &[], std::io::empty(), 0) {
+            Ok((200, _)) => return,
+            answer if Instant::now() >= deadline => {
+                tracing::warn!(?answer, "the server is not healthy yet; uploading declared objects anyway");
+                return;
+            }
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
 }
 
 /// Uploads the files under `folder` (or the file `folder`) into `bucket`.
@@ -121,11 +144,38 @@ fn walk(folder: &Path, prefix: &str, depth: usize, files: &mut Vec<(PathBuf, Str
 /// The characters a key segment keeps unescaped in the request path.
 const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
+/// Uploads one file; a server error (5xx) or a failed connection is retried with backoff for at
+/// most [`PATIENCE`] (an upsert of the same bytes: retrying cannot duplicate anything).
 fn upload_file(client: &Client, bucket: &str, file: &Path, key: &str) -> Result<(), String> {
-    let mut opened = File::open(file).map_err(|e| e.to_string())?;
-    let length = opened.metadata().map_err(|e| e.to_string())?.len();
+    let deadline = Instant::now() + PATIENCE;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match upload_once(client, bucket, file, key) {
+            Err(Failure::Transient(reason)) if Instant::now() + pause < deadline => {
+                tracing::debug!(file = %file.display(), %reason, "declared object upload retried");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(Failure::Transient(reason) | Failure::Refused(reason)) => return Err(reason),
+            Ok(()) => return Ok(()),
+        }
+    }
+}
+
+/// Why one attempt failed.
+enum Failure {
+    /// The server could not take it now (5xx, or no answer).
+    Transient(String),
+    /// The server refused the file (4xx) or it cannot be read.
+    Refused(String),
+}
+
+fn upload_once(client: &Client, bucket: &str, file: &Path, key: &str) -> Result<(), Failure> {
+    let refused = |e: std::io::Error| Failure::Refused(e.to_string());
+    let mut opened = File::open(file).map_err(refused)?;
+    let length = opened.metadata().map_err(refused)?.len();
     let mut head = Vec::with_capacity(SNIFF_BYTES);
-    (&mut opened).take(SNIFF_BYTES as u64).read_to_end(&mut head).map_err(|e| e.to_string())?;
+    (&mut opened).take(SNIFF_BYTES as u64).read_to_end(&mut head).map_err(refused)?;
     let content_type = content_type(&head, file);
     let path = std::iter::once(bucket)
         .chain(key.split('/'))
@@ -134,7 +184,9 @@ fn upload_file(client: &Client, bucket: &str, file: &Path, key: &str) -> Result<
         .join("/");
     let headers = [("Content-Type", content_type), ("Cache-Control", "max-age=3600"), ("x-upsert", "true")];
     let body = head.as_slice().chain(opened);
-    let (status, answer) = client.send("POST", &format!("/storage/v1/object/{path}"), &headers, body, length)?;
+    let (status, answer) = client
+        .send("POST", &format!("/storage/v1/object/{path}"), &headers, body, length)
+        .map_err(Failure::Transient)?;
     if (200..300).contains(&status) {
         return Ok(());
     }
@@ -144,7 +196,13 @@ fn upload_file(client: &Client, bucket: &str, file: &Path, key: &str) -> Result<
     let code = field("statusCode").unwrap_or_else(|| status.to_string());
     let error = field("error").unwrap_or_default();
     let message = field("message").unwrap_or_else(|| String::from_utf8_lossy(&answer).into_owned());
-    Err(format!("{code} {error}: {message}"))
+    let reason = format!("{code} {error}: {message}");
+    // Storage answers HTTP 400 with the real status in the envelope.
+    if status >= 500 || code.starts_with('5') {
+        Err(Failure::Transient(reason))
+    } else {
+        Err(Failure::Refused(reason))
+    }
 }
 
 /// The content type the Supabase CLI sends: sniffed from `head`, and where that finds only text,
