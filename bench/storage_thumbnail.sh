@@ -7,7 +7,8 @@
 #     `/render/image/authenticated/imgs/photo.jpg?width=200&height=200&resize=cover` (JPEG out);
 #   - vipsthumbnail: `vipsthumbnail photo.jpg -s 200x200 --smartcrop centre` run back to back
 #     by $(nproc) parallel workers (one process per thumbnail, as a script would).
-# Prints thumbnails/s for both and the ratio (goal >= 1.0).
+# Prints thumbnails/s for both and the ratio (goal >= 1.0); then MadBase's AVIF thumbnails/s
+# (`&format=avif`, rav1e in pure Rust) beside its JPEG ones, for what `format=avif` costs.
 #
 #   bench/storage_thumbnail.sh        DURATION=20s CONNS=4 MADBASE_BINARY=<binary>
 source "$(dirname "$0")/lib.sh"
@@ -53,6 +54,8 @@ echo "   madbase's thumbnail: $(vipsheader "$OUT/storage_thumbnail_madbase.jpg")
 echo "== $(machine)"
 DURATION=3s wrk_run warm_madbase "http://127.0.0.1:$MB_PORT" -s "$OUT/storage_thumbnail.lua" >/dev/null
 wrk_run madbase_thumbnail "http://127.0.0.1:$MB_PORT" -s "$OUT/storage_thumbnail.lua"
+sed 's/resize=cover/resize=cover\&format=avif/' "$OUT/storage_thumbnail.lua" >"$OUT/storage_thumbnail_avif.lua"
+wrk_run madbase_avif "http://127.0.0.1:$MB_PORT" -s "$OUT/storage_thumbnail_avif.lua"
 
 # vipsthumbnail: $(nproc) workers, each making thumbnails back to back for the same duration.
 stop_madbase; trap - EXIT
@@ -72,3 +75,5 @@ VIPS_RATE=$(python3 -c "import sys; print(f'{int(sys.argv[1]) / float(sys.argv[2
 echo "   vipsthumbnail's thumbnail: $(vipsheader "$count_dir/t_1.jpg")"
 printf '%-28s %12s thumbnails/s\n' madbase "$madbase_thumbnail_RPS" vipsthumbnail "$VIPS_RATE"
 echo "ratio madbase/vipsthumbnail: $(ratio "$madbase_thumbnail_RPS" "$VIPS_RATE")"
+printf '%-28s %12s thumbnails/s (%s of its JPEG rate)\n' "madbase, format=avif" "$madbase_avif_RPS" \
+  "$(ratio "$madbase_avif_RPS" "$madbase_thumbnail_RPS")"

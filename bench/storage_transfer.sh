@@ -7,7 +7,9 @@
 #     `dd if=<file> of=<copy> bs=1M conv=fdatasync` (a durable copy of the same bytes on the same disk);
 #   - download: `GET /storage/v1/object/bench/big.bin` to /dev/null, against `cat <file> >/dev/null`
 #     (both from the page cache), and against nginx (Debian's, `sendfile on`) serving the same file
-#     to the same client: the loopback ceiling of an HTTP download on this machine.
+#     to the same client: the loopback ceiling of an HTTP download on this machine;
+#   - cold download: the same two with the object's blob and the file dropped from the page cache
+#     first (`dd iflag=nocache count=0`, POSIX_FADV_DONTNEED: no root needed), so both read the disk.
 # MadBase's RSS is sampled every 20 ms during each transfer; the peak growth over the idle RSS is
 # reported (goal < 64 MiB), with throughputs and their ratios (goal >= 0.5).
 #
@@ -77,14 +79,16 @@ download() { curl -fsS -o /dev/null -H "authorization: Bearer $KEY" "$API/object
 disk_copy() { dd if="$FILE" of="$COPY" bs=1M conv=fdatasync status=none; }
 disk_read() { cat "$FILE" >/dev/null; }
 nginx_download() { curl -fsS -o /dev/null "http://127.0.0.1:$NGINX_PORT/$(basename "$FILE")"; }
+# Drops the stored blobs and the test file from the page cache (clean pages: they were synced).
+evict() { find "$OUT/storage_transfer_data/storage" "$FILE" -type f -exec dd if={} iflag=nocache count=0 status=none \; ; }
 mibps() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.0f}')" "$SIZE_MIB" "$1"; }
 peak_growth_mib() { python3 -c "import sys; v=[int(x) for x in open(sys.argv[1]) if x.strip()]; print(f'{(max(v) - int(sys.argv[2])) / 1024:.1f}' if v else 'n/a')" "$1" "$2"; }
 
 upload >/dev/null; download; disk_read # warm: the first object, the page cache
 IDLE=$(rss_kib)
 echo "== idle RSS $((IDLE / 1024)) MiB; $REPEAT rounds of $SIZE_MIB MiB"
-printf '%-6s %-12s %-12s %-7s %-14s %-14s %-10s %-7s %-11s %-7s %-14s\n' round "upload MiB/s" "dd MiB/s" ratio "upload RSS+MiB" \
-  "download MiB/s" "cat MiB/s" ratio "nginx MiB/s" ratio "download RSS+MiB"
+printf '%-6s %-12s %-12s %-7s %-14s %-14s %-10s %-7s %-11s %-7s %-14s %-10s %-9s %-7s\n' round "upload MiB/s" "dd MiB/s" ratio "upload RSS+MiB" \
+  "download MiB/s" "cat MiB/s" ratio "nginx MiB/s" ratio "download RSS+MiB" "cold MiB/s" "cold cat" ratio
 for round in $(seq 1 "$REPEAT"); do
   t_up=$(timed "$OUT/storage_rss_up.txt" upload)
   g_up=$(peak_growth_mib "$OUT/storage_rss_up.txt" "$IDLE")
@@ -93,8 +97,12 @@ for round in $(seq 1 "$REPEAT"); do
   g_down=$(peak_growth_mib "$OUT/storage_rss_down.txt" "$IDLE")
   t_cat=$(timed /dev/null disk_read)
   t_nginx=$(timed /dev/null nginx_download)
+  evict; t_cold=$(timed /dev/null download)
+  evict; t_cold_cat=$(timed /dev/null disk_read)
   up=$(mibps "$t_up"); dd_rate=$(mibps "$t_dd"); down=$(mibps "$t_down"); cat_rate=$(mibps "$t_cat"); nginx_rate=$(mibps "$t_nginx")
-  printf '%-6s %-12s %-12s %-7s %-14s %-14s %-10s %-7s %-11s %-7s %-14s\n' "$round" "$up" "$dd_rate" "$(ratio "$up" "$dd_rate")" "$g_up" \
-    "$down" "$cat_rate" "$(ratio "$down" "$cat_rate")" "$nginx_rate" "$(ratio "$down" "$nginx_rate")" "$g_down"
+  cold=$(mibps "$t_cold"); cold_cat=$(mibps "$t_cold_cat")
+  printf '%-6s %-12s %-12s %-7s %-14s %-14s %-10s %-7s %-11s %-7s %-14s %-10s %-9s %-7s\n' "$round" "$up" "$dd_rate" "$(ratio "$up" "$dd_rate")" "$g_up" \
+    "$down" "$cat_rate" "$(ratio "$down" "$cat_rate")" "$nginx_rate" "$(ratio "$down" "$nginx_rate")" "$g_down" \
+    "$cold" "$cold_cat" "$(ratio "$cold" "$cold_cat")"
 done
 echo "== $(machine)"
