@@ -18,26 +18,26 @@
 use std::fs::{self, File};
 use std::io::Read;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use madbase_storage::object::encode_uri_component;
 use madbase_storage::settings::Storage;
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::cli::Client;
 
 /// Folder levels walked below an `objects_path`.
-pub const MAX_DEPTH: usize = 64;
+const MAX_DEPTH: usize = 64;
 
 /// How many bytes the content type is sniffed from (Go's `http.DetectContentType`, which the
 /// Supabase CLI uses).
 const SNIFF_BYTES: usize = 512;
 
 /// What one bucket's upload did.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Outcome {
-    pub uploaded: usize,
-    pub failed: usize,
+#[derive(Debug, Default)]
+struct Outcome {
+    uploaded: usize,
+    failed: usize,
 }
 
 /// Uploads every declared bucket's `objects_path` to the server listening at `listening`, with
@@ -81,16 +81,23 @@ fn wait_until_healthy(client: &Client) {
     }
 }
 
-/// Uploads the files under `folder` (or the file `folder`) into `bucket`.
-pub fn upload(client: &Client, bucket: &str, folder: &Path) -> Outcome {
-    let mut files = Vec::new();
+/// Uploads the files under `folder` (or the file `folder`) into `bucket`, each as it is found.
+fn upload(client: &Client, bucket: &str, folder: &Path) -> Outcome {
+    let mut outcome = Outcome::default();
+    let mut each = |file: &Path, key: &str| match upload_file(client, bucket, file, key) {
+        Ok(()) => outcome.uploaded += 1,
+        Err(reason) => {
+            outcome.failed += 1;
+            tracing::error!(bucket = %bucket, file = %file.display(), key = %key, reason = %reason, "cannot upload a declared bucket's object");
+        }
+    };
     // The folder itself may be a link (the CLI stats it); links inside are not followed.
     match fs::metadata(folder) {
         Ok(meta) if meta.is_file() => {
             let name = folder.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            files.push((folder.to_path_buf(), name));
+            each(folder, &name);
         }
-        Ok(meta) if meta.is_dir() => walk(folder, "", 0, &mut files),
+        Ok(meta) if meta.is_dir() => walk(folder, "", 0, &mut each),
         Ok(_) => {
             tracing::error!(bucket = %bucket, objects_path = %folder.display(), "objects_path is neither a file nor a folder")
         }
@@ -98,22 +105,13 @@ pub fn upload(client: &Client, bucket: &str, folder: &Path) -> Outcome {
             tracing::error!(bucket = %bucket, objects_path = %folder.display(), error = %e, "cannot read objects_path")
         }
     }
-    let mut outcome = Outcome::default();
-    for (file, key) in files {
-        match upload_file(client, bucket, &file, &key) {
-            Ok(()) => outcome.uploaded += 1,
-            Err(reason) => {
-                outcome.failed += 1;
-                tracing::error!(bucket = %bucket, file = %file.display(), key = %key, reason = %reason, "cannot upload a declared bucket's object");
-            }
-        }
-    }
     outcome
 }
 
-/// Collects the regular files under `folder` with their keys (`prefix` + relative path), in
-/// lexical order.
-fn walk(folder: &Path, prefix: &str, depth: usize, files: &mut Vec<(PathBuf, String)>) {
+/// Hands `each` the regular files under `folder` with their keys (`prefix` + relative path), in
+/// lexical order, as they are found (nothing gathers them: a folder of any size costs one
+/// listing per level).
+fn walk(folder: &Path, prefix: &str, depth: usize, each: &mut dyn FnMut(&Path, &str)) {
     if depth >= MAX_DEPTH {
         tracing::error!(folder = %folder.display(), "objects_path is nested deeper than {MAX_DEPTH} folders; not walked further");
         return;
@@ -134,15 +132,12 @@ fn walk(folder: &Path, prefix: &str, depth: usize, files: &mut Vec<(PathBuf, Str
         };
         let key = format!("{prefix}{name}");
         match entry.file_type() {
-            Ok(kind) if kind.is_dir() => walk(&entry.path(), &format!("{key}/"), depth + 1, files),
-            Ok(kind) if kind.is_file() => files.push((entry.path(), key)),
+            Ok(kind) if kind.is_dir() => walk(&entry.path(), &format!("{key}/"), depth + 1, each),
+            Ok(kind) if kind.is_file() => each(&entry.path(), &key),
             _ => {} // links and special files, as the CLI
         }
     }
 }
-
-/// The characters a key segment keeps unescaped in the request path.
-const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
 /// Uploads one file; a server error (5xx) or a failed connection is retried with backoff for at
 /// most [`PATIENCE`] (an upsert of the same bytes: retrying cannot duplicate anything).
@@ -177,11 +172,7 @@ fn upload_once(client: &Client, bucket: &str, file: &Path, key: &str) -> Result<
     let mut head = Vec::with_capacity(SNIFF_BYTES);
     (&mut opened).take(SNIFF_BYTES as u64).read_to_end(&mut head).map_err(refused)?;
     let content_type = content_type(&head, file);
-    let path = std::iter::once(bucket)
-        .chain(key.split('/'))
-        .map(|segment| utf8_percent_encode(segment, PATH_SEGMENT).to_string())
-        .collect::<Vec<_>>()
-        .join("/");
+    let path = std::iter::once(bucket).chain(key.split('/')).map(encode_uri_component).collect::<Vec<_>>().join("/");
     let headers = [("Content-Type", content_type), ("Cache-Control", "max-age=3600"), ("x-upsert", "true")];
     let body = head.as_slice().chain(opened);
     let (status, answer) = client
@@ -197,7 +188,6 @@ fn upload_once(client: &Client, bucket: &str, file: &Path, key: &str) -> Result<
     let error = field("error").unwrap_or_default();
     let message = field("message").unwrap_or_else(|| String::from_utf8_lossy(&answer).into_owned());
     let reason = format!("{code} {error}: {message}");
-    // Storage answers HTTP 400 with the real status in the envelope.
     if status >= 500 || code.starts_with('5') {
         Err(Failure::Transient(reason))
     } else {
@@ -366,8 +356,8 @@ mod tests {
         fs::write(root.join("b/deeper/c.png"), "c").unwrap();
         std::os::unix::fs::symlink(root.join("a.txt"), root.join("link.txt")).unwrap();
         std::os::unix::fs::symlink(root.join("b"), root.join("linked-folder")).unwrap();
-        let mut files = Vec::new();
-        walk(root, "", 0, &mut files);
+        let mut files: Vec<(std::path::PathBuf, String)> = Vec::new();
+        walk(root, "", 0, &mut |file, key| files.push((file.to_path_buf(), key.to_owned())));
         let keys: Vec<&str> = files.iter().map(|(_, key)| key.as_str()).collect();
         assert_eq!(keys, ["a.txt", "b/deeper/c.png", "z.txt"]);
         assert_eq!(files[1].0, root.join("b/deeper/c.png"));

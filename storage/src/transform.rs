@@ -40,6 +40,7 @@ use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::pixels::{U8x3, U8x4};
 use fast_image_resize::{FilterType, PixelTrait, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use mozjpeg::ColorSpace;
+use rgb::FromSlice;
 
 /// The quality when the request names none (imgproxy's default).
 pub const DEFAULT_QUALITY: u8 = 80;
@@ -1038,12 +1039,9 @@ fn encode_avif(pixels: &Pixels, quality: u8) -> Result<Vec<u8>, TransformError> 
     // ravif panics outside 1..=100; the options are validated to 20..=100 already.
     let encoder = ravif::Encoder::new().with_quality(f32::from(quality.clamp(1, 100))).with_speed(AVIF_SPEED);
     let encoded = if pixels.channels == 4 {
-        let rgba: Vec<ravif::RGBA8> =
-            pixels.data.chunks_exact(4).map(|p| ravif::RGBA8::new(p[0], p[1], p[2], p[3])).collect();
-        encoder.encode_rgba(ravif::Img::new(&rgba[..], width, height))
+        encoder.encode_rgba(ravif::Img::new(pixels.data.as_rgba(), width, height))
     } else {
-        let rgb: Vec<ravif::RGB8> = pixels.data.chunks_exact(3).map(|p| ravif::RGB8::new(p[0], p[1], p[2])).collect();
-        encoder.encode_rgb(ravif::Img::new(&rgb[..], width, height))
+        encoder.encode_rgb(ravif::Img::new(pixels.data.as_rgb(), width, height))
     };
     encoded.map(|image| image.avif_file).map_err(|e| TransformError::Encode(format!("AVIF: {e}")))
 }

@@ -142,10 +142,9 @@ impl TusError {
     pub fn status(&self) -> u16 {
         match self {
             TusError::VersionMissing | TusError::VersionUnsupported => 412,
-            TusError::Header(_) | TusError::LengthMissing | TusError::OffsetMissing | TusError::Finished => 400,
-            TusError::Checksum(_) => 400,
+            TusError::Header(_) | TusError::Checksum(_) | TusError::LengthMissing | TusError::OffsetMissing => 400,
+            TusError::Finished | TusError::BodyEnded => 400,
             TusError::ChecksumMismatch => 460,
-            TusError::BodyEnded => 400,
             TusError::DeferLength | TusError::Concatenation => 501,
             TusError::ContentType => 415,
             TusError::NotFound => 404,

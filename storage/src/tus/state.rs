@@ -184,27 +184,23 @@ pub async fn open(store: &FileStore, version: &str) -> io::Result<Option<Upload>
     Ok(Some(Upload { version: version.to_owned(), dir, info, offset, touched }))
 }
 
-/// Where a checksummed append whose bytes are not verified started (its marker's offset).
-fn unverified_from(dir: &Path) -> io::Result<Option<u64>> {
+/// The unverified-append markers of `dir` and the offsets they name (one at most, in practice).
+fn unverified_markers(dir: &Path) -> io::Result<Vec<(PathBuf, u64)>> {
     // A listing of an upload's directory (two or three names): metadata, done in place.
-    for entry in std::fs::read_dir(dir)? {
-        let name = entry?.file_name();
-        if let Some(offset) = name.to_str().and_then(|n| n.strip_prefix(UNVERIFIED)).and_then(|n| n.parse().ok()) {
-            return Ok(Some(offset));
-        }
-    }
-    Ok(None)
-}
-
-/// Removes every unverified-append marker of `dir`.
-fn remove_unverified_markers(dir: &Path) -> io::Result<()> {
+    let mut markers = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        if entry.file_name().to_str().is_some_and(|n| n.starts_with(UNVERIFIED)) {
-            std::fs::remove_file(entry.path())?;
+        let offset = entry.file_name().to_str().and_then(|n| n.strip_prefix(UNVERIFIED)?.parse().ok());
+        if let Some(offset) = offset {
+            markers.push((entry.path(), offset));
         }
     }
-    Ok(())
+    Ok(markers)
+}
+
+/// Where a checksummed append whose bytes are not verified started.
+fn unverified_from(dir: &Path) -> io::Result<Option<u64>> {
+    Ok(unverified_markers(dir)?.into_iter().map(|(_, offset)| offset).min())
 }
 
 /// Replaces `info.json` atomically and durably.
@@ -251,7 +247,9 @@ impl Appender {
             truncate(&file, upload.offset)?;
             file.sync_data().await?;
         }
-        remove_unverified_markers(&upload.dir)?;
+        for (stale, _) in unverified_markers(&upload.dir)? {
+            std::fs::remove_file(stale)?;
+        }
         let marker = if checked {
             let marker = upload.dir.join(format!("{UNVERIFIED}{}", upload.offset));
             OpenOptions::new().write(true).create(true).truncate(true).open(&marker).await?.close().await?;
